@@ -1,0 +1,3 @@
+from bulktag.cli import main
+
+raise SystemExit(main())

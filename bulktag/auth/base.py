@@ -1,0 +1,42 @@
+"""The token-provider seam between the engine and the identity service."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class AuthRefused(Exception):
+    """The identity service (or the image service) refused our credentials; the run must stop.
+
+    The message says what was refused and never contains a secret.
+    """
+
+
+class TokenProvider(Protocol):
+    async def token(self) -> str:
+        """Return a token that is valid now (refreshing it first if it is about to expire)."""
+        ...
+
+    async def refresh(self, rejected: str) -> str:
+        """The cloud answered 401 to ``rejected``: return a new token, or raise AuthRefused.
+
+        Called by every worker that saw the 401; only the first call for a given rejected token
+        re-authenticates, the others wait for and share its result.
+        """
+        ...
+
+
+class StaticToken:
+    """A pre-made token (``--token`` / ``OS_AUTH_TOKEN``). It cannot be renewed."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:  # never let a token leak through a repr in a log or traceback
+        return "StaticToken(<redacted>)"
+
+    async def token(self) -> str:
+        return self._value
+
+    async def refresh(self, rejected: str) -> str:
+        raise AuthRefused("the image service refused the token (401); a static token cannot be renewed")
