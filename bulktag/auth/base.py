@@ -12,6 +12,14 @@ class AuthRefused(Exception):
     """
 
 
+class CredentialsError(Exception):
+    """The credentials could not be assembled or used: missing, malformed, or unreachable.
+
+    Raised before a run starts (configuration) or when the identity service does not answer.
+    The message is one line, says what was looked at or what failed, and never contains a secret.
+    """
+
+
 class TokenProvider(Protocol):
     async def token(self) -> str:
         """Return a token that is valid now (refreshing it first if it is about to expire)."""
@@ -39,4 +47,6 @@ class StaticToken:
         return self._value
 
     async def refresh(self, rejected: str) -> str:
-        raise AuthRefused("the image service refused the token (401); a static token cannot be renewed")
+        raise AuthRefused(
+            "the image service refused the token (401); a static token cannot be renewed"
+        )
