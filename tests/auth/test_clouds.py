@@ -71,7 +71,9 @@ def error_of(
     ("flags", "env", "field", "expected"),
     [
         pytest.param({}, {}, "auth_url", "https://cloud.example/identity", id="cloud-alone"),
-        pytest.param({}, OPENRC_ENV, "auth_url", "https://env.example:5000/v3", id="env-over-cloud"),
+        pytest.param(
+            {}, OPENRC_ENV, "auth_url", "https://env.example:5000/v3", id="env-over-cloud"
+        ),
         pytest.param(
             {"auth_url": "https://flag.example"},
             OPENRC_ENV,
@@ -80,11 +82,17 @@ def error_of(
             id="flag-over-env",
         ),
         pytest.param({}, {"OS_USERNAME": "env-user"}, "username", "env-user", id="env-one-field"),
-        pytest.param({}, {"OS_USERNAME": "env-user"}, "password", "cloud-password", id="others-kept"),
+        pytest.param(
+            {}, {"OS_USERNAME": "env-user"}, "password", "cloud-password", id="others-kept"
+        ),
         pytest.param({"region_name": "R9"}, OPENRC_ENV, "region_name", "R9", id="flag-region"),
-        pytest.param({}, {"OS_REGION_NAME": ""}, "region_name", "CloudRegion", id="empty-env-unset"),
+        pytest.param(
+            {}, {"OS_REGION_NAME": ""}, "region_name", "CloudRegion", id="empty-env-unset"
+        ),
         pytest.param({}, {"OS_TENANT_NAME": "old"}, "project_name", "old", id="tenant-alias"),
-        pytest.param({}, {"OS_ENDPOINT_TYPE": "internalURL"}, "interface", "internal", id="v2-type"),
+        pytest.param(
+            {}, {"OS_ENDPOINT_TYPE": "internalURL"}, "interface", "internal", id="v2-type"
+        ),
         pytest.param({"interface": "admin"}, {}, "interface", "admin", id="flag-interface"),
         pytest.param({}, {}, "interface", "public", id="interface-default"),
         pytest.param({}, {"OS_CACERT": "/env.pem"}, "cacert", "/env.pem", id="env-cacert"),
@@ -249,7 +257,9 @@ def test_numeric_ids_in_yaml_become_strings(tmp_path: Path) -> None:
         pytest.param({"cacert": "/c.pem"}, {}, "/c.pem", id="clouds-cacert"),
         pytest.param({"cacert": "/c.pem"}, {"cacert": "/f.pem"}, "/f.pem", id="flag-cacert"),
         pytest.param({}, {"insecure": True}, False, id="insecure-flag"),
-        pytest.param({"verify": False}, {"insecure": False}, False, id="insecure-false-no-override"),
+        pytest.param(
+            {"verify": False}, {"insecure": False}, False, id="insecure-false-no-override"
+        ),
     ],
 )
 def test_tls_verify_follows_flags_then_clouds_yaml(
@@ -348,13 +358,16 @@ def test_os_client_config_file_that_does_not_exist(tmp_path: Path) -> None:
             id="bare-auth-url",
         ),
         pytest.param(
-            {"OS_AUTH_URL": "https://id", "OS_APPLICATION_CREDENTIAL_NAME": "n",
-             "OS_APPLICATION_CREDENTIAL_SECRET": "s"},
+            {
+                "OS_AUTH_URL": "https://id",
+                "OS_APPLICATION_CREDENTIAL_NAME": "n",
+                "OS_APPLICATION_CREDENTIAL_SECRET": "s",
+            },
             "application credential auth is missing an application credential id, or a name "
             "with a user (--os-application-credential-id/-name, "
             "OS_APPLICATION_CREDENTIAL_ID/_NAME)",
             id="app-cred-name-without-user",
-        ),  # fmt: skip
+        ),
         pytest.param(
             {"OS_AUTH_URL": "https://id", "OS_APPLICATION_CREDENTIAL_ID": "a"},
             "application credential auth is missing an application credential secret "
