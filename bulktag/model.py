@@ -33,7 +33,7 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class InvalidRow:
-    """An input row that failed local validation. ``image_id``/``tag`` are as given (may be None)."""
+    """A row that failed local validation; ``image_id``/``tag`` as given (None when absent)."""
 
     line: int
     image_id: str | None

@@ -1,0 +1,200 @@
+"""The command line: the only module that reads argv, the environment and config files,
+configures logging, installs signal handlers and picks the exit code.
+
+    bulktag run [INPUT] --endpoint URL --token TOKEN [--results PATH] [...]
+    bulktag demo
+    bulktag serve-fake [--port 9292] [...]
+    bulktag --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn, TextIO
+
+import anyio
+
+from bulktag import __version__
+from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
+from bulktag.summary import ExitCode
+
+DEFAULT_CONFIG = "bulktag.toml"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not usage + error) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_run_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "input",
+        nargs="?",
+        default="-",
+        help="CSV of image_id,tag pairs; '-' (the default) reads stdin",
+    )
+    run.add_argument("--endpoint", help="image service URL, with or without /v2 [env OS_IMAGE_URL]")
+    run.add_argument(
+        "--token",
+        help="auth token sent as X-Auth-Token [env OS_AUTH_TOKEN; "
+        "prefer the variable: flags are visible in ps]",
+    )
+    run.add_argument(
+        "--results",
+        metavar="PATH",
+        help="the journal; running again with the "
+        f"same journal resumes [default {BY_NAME['results'].default}]",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        default=None,
+        help="start a new journal (the old one is renamed, never deleted)",
+    )
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"TOML settings file [default ./{DEFAULT_CONFIG} if present]",
+    )
+    numeric: list[tuple[str, type, str]] = [
+        ("rate", float, "requests per second, retries included: a hard ceiling"),
+        ("burst", int, "requests allowed at once above the steady rate"),
+        ("concurrency", int, "most requests in flight at once"),
+        ("max_attempts", int, "attempts per row before it is recorded gave_up"),
+        ("timeout", float, "seconds one request may take"),
+        (
+            "max_consecutive_failures",
+            int,
+            "stop the run after this many consecutive rows failed the same way (0: never)",
+        ),
+        ("grace_period", float, "seconds in-flight requests get to finish after Ctrl-C"),
+        ("fsync_interval", float, "seconds between fsyncs of the journal (0: every write)"),
+    ]
+    for name, kind, text in numeric:
+        run.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            metavar="N",
+            help=f"{text} [default {BY_NAME[name].default}]",
+        )
+    run.add_argument("--cacert", metavar="FILE", help="CA bundle for TLS [env OS_CACERT]")
+    run.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="do not verify TLS certificates (dangerous)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        help="auto: JSON unless stderr is a terminal",
+    )
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    # Testing only: turns off per-image serialization to demonstrate Glance's lost updates.
+    run.add_argument("--unsafe-no-image-lock", action="store_true", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bulktag",
+        description="Add tags to many cloud images, politely "
+        "and resumably (OpenStack Glance v2 / Huawei Cloud IMS).",
+    )
+    parser.add_argument("--version", action="version", version=f"bulktag {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_run_arguments(commands.add_parser("run", help="tag images listed in a CSV file"))
+    commands.add_parser("demo", help="a one-minute tour against a built-in local server")
+    from bulktag.fake.glance import add_serve_arguments
+
+    add_serve_arguments(
+        commands.add_parser(
+            "serve-fake", help="run the built-in Glance-like server, to rehearse a run"
+        )
+    )
+    return parser
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """What the outside world gives the CLI; tests pass their own."""
+
+    env: Mapping[str, str]
+    stdin: BinaryIO
+    stderr: TextIO
+    cwd: Path
+
+
+def _real_environment() -> Environment:
+    return Environment(os.environ, sys.stdin.buffer, sys.stderr, Path.cwd())
+
+
+def load_settings(args: argparse.Namespace, environment: Environment) -> Settings:
+    file_values: dict[str, Any] = {}
+    name = args.config or str(environment.cwd / DEFAULT_CONFIG)
+    path = Path(name)
+    if args.config or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"cannot read config file {name}: {reason}") from None
+        file_values = parse_toml(text, name)
+    flags = {key: getattr(args, key, None) for key in BY_NAME}
+    return resolve(flags, environment.env, file_values, name)
+
+
+def main(argv: Sequence[str] | None = None, environment: Environment | None = None) -> int:
+    environment = environment or _real_environment()
+    args = build_parser().parse_args(argv)
+    handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
+        "run": _command_run,
+        "demo": _command_demo,
+        "serve-fake": _command_serve_fake,
+    }
+    if args.command is None:
+        build_parser().print_help(environment.stderr)
+        return ExitCode.USAGE
+    try:
+        return handlers[args.command](args, environment)
+    except ConfigError as exc:
+        environment.stderr.write(f"bulktag: error: {exc}\n")
+        return ExitCode.USAGE
+
+
+def _command_run(args: argparse.Namespace, environment: Environment) -> int:
+    from bulktag.runner import run_command
+
+    settings = load_settings(args, environment)
+    return run_command(args, settings, environment)
+
+
+def _command_demo(args: argparse.Namespace, environment: Environment) -> int:
+    from bulktag.demo import run_demo
+
+    return run_demo(environment.stderr)
+
+
+def _command_serve_fake(args: argparse.Namespace, environment: Environment) -> int:
+    from bulktag.fake.glance import config_from_args, serve_forever
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(serve_forever, config, args.host, args.port)
+    return ExitCode.OK
+
+
+def install_sigterm_as_interrupt() -> None:
+    """Make SIGTERM (systemd, Kubernetes) stop a run like Ctrl-C does."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -1,0 +1,167 @@
+"""Run settings from three layers: command-line flags > ``BULKTAG_*`` variables > TOML file.
+
+Pure: the CLI reads argv, the environment and the file, and hands the values here. Every
+setting is declared once in :data:`OPTIONS` (name, type, default, limits); the flag, the
+variable (``BULKTAG_<NAME>``) and the TOML key (``<name>``) all derive from it, and
+``config/bulktag.example.toml`` documents them. A bad value raises :class:`ConfigError` with
+one line naming where it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A bad flag, variable or config file value. The CLI prints it and exits 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    kind: type
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # extra variables read besides BULKTAG_<NAME> (OS_* conventions)
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return ("BULKTAG_" + self.name.upper(), *self.env)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("results", str, "bulktag-results.jsonl"),
+    Option("endpoint", str, None, env=("OS_IMAGE_URL",)),
+    Option("rate", float, 10.0, minimum=0.001),
+    Option("burst", int, 1, minimum=1),
+    Option("concurrency", int, 16, minimum=1, maximum=4096),
+    Option("max_attempts", int, 8, minimum=1),
+    Option("timeout", float, 30.0, minimum=0.1),
+    Option("max_consecutive_failures", int, 100, minimum=0),
+    Option("grace_period", float, 10.0, minimum=0),
+    Option("fsync_interval", float, 1.0, minimum=0),
+    Option("progress_interval", float, 30.0, minimum=1),
+    Option("cacert", str, None, env=("OS_CACERT",)),
+    Option("insecure", bool, False),
+    Option("log_format", str, "auto", choices=("auto", "console", "json")),
+    Option("log_level", str, "info", choices=("debug", "info", "warning", "error")),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    results: str
+    endpoint: str | None
+    rate: float
+    burst: int
+    concurrency: int
+    max_attempts: int
+    timeout: float
+    max_consecutive_failures: int
+    grace_period: float
+    fsync_interval: float
+    progress_interval: float
+    cacert: str | None
+    insecure: bool
+    log_format: str
+    log_level: str
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _from_text(option: Option, text: str) -> Any:
+    """Environment values are text: turn one into the option's type."""
+    if option.kind is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise ValueError(f"expected true or false, got {text!r}")
+    if option.kind is int:
+        return int(text)
+    if option.kind is float:
+        return float(text)
+    return text
+
+
+def _check(option: Option, value: Any) -> Any:
+    """Type and range check; returns the value, converted where lossless (int → float)."""
+    if option.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, option.kind) or (option.kind is int and isinstance(value, bool)):
+        raise ValueError(f"expected {option.kind.__name__}, got {value!r}")
+    if option.choices and value not in option.choices:
+        raise ValueError(f"expected one of {', '.join(option.choices)}, got {value!r}")
+    if option.minimum is not None and value < option.minimum:
+        raise ValueError(f"must be at least {option.minimum:g}, got {value!r}")
+    if option.maximum is not None and value > option.maximum:
+        raise ValueError(f"must be at most {option.maximum:g}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # nan passes the checks above
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return value
+
+
+def _layer(
+    where: Callable[[Option], str], values: Mapping[Option, Any], convert: bool
+) -> dict[str, Any]:
+    checked = {}
+    for option, raw in values.items():
+        try:
+            value = _from_text(option, raw) if convert else raw
+            checked[option.name] = _check(option, value)
+        except ValueError as exc:
+            raise ConfigError(f"{where(option)}: {exc}") from None
+    return checked
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """The config file's settings (flat keys, or under a ``[run]`` table)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    if isinstance(data.get("run"), dict):
+        data = {**{k: v for k, v in data.items() if k != "run"}, **data["run"]}
+    unknown = sorted(set(data) - set(BY_NAME))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(BY_NAME))})"
+        )
+    return data
+
+
+def resolve(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    file_name: str = "config file",
+) -> Settings:
+    """Merge the layers: a flag beats a variable, which beats the file, which beats the default.
+
+    ``flags`` holds only the flags the user gave (None means "not given").
+    """
+    from_file = _layer(
+        lambda o: f"{file_name}: {o.name}",
+        {BY_NAME[k]: v for k, v in file_values.items() if k in BY_NAME},
+        convert=False,
+    )
+    from_env = _layer(
+        lambda o: next(n for n in o.env_names if n in env),
+        {o: env[n] for o in OPTIONS for n in reversed(o.env_names) if n in env},
+        convert=True,
+    )
+    from_flags = _layer(
+        lambda o: "--" + o.name.replace("_", "-"),
+        {BY_NAME[k]: v for k, v in flags.items() if k in BY_NAME and v is not None},
+        convert=False,
+    )
+    merged = {o.name: o.default for o in OPTIONS} | from_file | from_env | from_flags
+    return Settings(**merged)

@@ -1,0 +1,359 @@
+"""The engine: one task group owns the producer, the workers and the journal sink.
+
+    rows (CSV, read in a thread) ─► producer ─ resume filter, in-run duplicates,
+                                      │          invalid rows straight to the sink
+                                      ▼
+                               ImageScheduler ─ one row per image in flight; others parked
+                                      │ (bounded stream = backpressure)
+                                      ▼
+                       N workers: token ─► Pacer ─► AsyncLimiter ─► transport
+                                  ─► policy.decide ─► sleep and retry | settle
+                                      │ (bounded stream)
+                                      ▼
+                               sink: the only journal writer, tally, failure breaker
+
+Stopping. ``request_stop()`` (first SIGINT/SIGTERM, a time limit) stops reading input at once
+and lets in-flight rows finish for up to ``grace_period`` seconds; rows waiting for a retry are
+left for the next run. ``abort()`` (credentials refused, breaker, journal unwritable) and
+``cancel_now()`` (second signal) cancel the workers at once. In every case the sink drains
+what workers already settled and the journal is flushed: nothing settled is lost, and nothing
+unsettled is recorded, so a resumed run simply sends it again (the PUT is idempotent).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import anyio.to_thread
+from aiolimiter import AsyncLimiter
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
+
+from bulktag.auth import AuthRefused, TokenProvider
+from bulktag.journal import JournalWriter, ResumeIndex, key_of, render
+from bulktag.model import InvalidRow, Outcome, Result, Row
+from bulktag.pacing import Pacer, PacingPolicy
+from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
+from bulktag.scheduler import ImageScheduler
+from bulktag.source import Parsed
+from bulktag.summary import FailureBreaker, Tally
+
+_READ_BATCH = 512  # rows parsed per trip to the reader thread
+
+
+class Sender(Protocol):
+    async def put_tag(self, image_id: str, tag: str, token: str) -> Answer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    rate: float = 10.0  # requests per second, retries included: a hard ceiling
+    burst: int = 1  # requests that may go at once above the steady rate
+    concurrency: int = 16
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    pacing: PacingPolicy = field(default_factory=PacingPolicy)
+    max_consecutive_failures: int = 100
+    grace_period: float = 10.0
+    retry_failed: bool = False
+    serialize_images: bool = True  # False only for the race test's control run
+
+    @property
+    def max_parked(self) -> int:
+        return max(1024, 64 * self.concurrency)
+
+
+@dataclass(slots=True)
+class RunReport:
+    tally: Tally
+    elapsed: float
+    aborted: str | None = None
+    interrupted: bool = False
+    pace_cuts: int = 0
+
+
+def _take(rows: Iterator[Parsed], count: int) -> list[Parsed]:
+    return list(itertools.islice(rows, count))
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        sender: Sender,
+        tokens: TokenProvider,
+        journal: JournalWriter,
+        index: ResumeIndex,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.tally = Tally()
+        self._sender = sender
+        self._tokens = tokens
+        self._journal = journal
+        self._index = index
+        self._clock = clock
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate)
+        self.pacer = Pacer(settings.rate, settings.pacing, clock=clock, sleep=sleep)
+        self._breaker = FailureBreaker(settings.max_consecutive_failures)
+        self._seen: set[int] = set()  # pairs met in this run's input, for duplicate rows
+        self._stop_requested = anyio.Event()
+        self._finished = False
+        self._aborted: str | None = None
+        self._producer_scope = anyio.CancelScope()
+        self._work_scope = anyio.CancelScope()
+        self._watch_scope = anyio.CancelScope()
+        self.in_flight = 0
+        self._journal_broken = False  # after a write error nothing more is recorded
+
+    # ── control ─────────────────────────────────────────────────────────────────────────
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def request_stop(self) -> None:
+        """Stop reading input; let in-flight rows finish within the grace period."""
+        self._stop_requested.set()
+        self._producer_scope.cancel()
+
+    def cancel_now(self) -> None:
+        self.request_stop()
+        self._work_scope.cancel()
+
+    def abort(self, reason: str) -> None:
+        if self._aborted is None:
+            self._aborted = reason
+        self.cancel_now()
+
+    # ── the run ─────────────────────────────────────────────────────────────────────────
+
+    async def run(self, rows: Iterator[Parsed]) -> RunReport:
+        started = self._clock()
+        concurrency = self.settings.concurrency
+        ready_send, ready_recv = anyio.create_memory_object_stream[Row](concurrency)
+        results_send, results_recv = anyio.create_memory_object_stream[Result](concurrency * 4)
+        scheduler = ImageScheduler(
+            ready_send, self.settings.max_parked, serialize=self.settings.serialize_images
+        )
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._sink, results_recv)
+            await outer.start(self._watch_stop)
+            with results_send, ready_recv, self._work_scope:
+                async with anyio.create_task_group() as work:
+                    work.start_soon(self._produce, rows, scheduler, results_send.clone())
+                    for _ in range(concurrency):
+                        work.start_soon(
+                            self._work, ready_recv.clone(), scheduler, results_send.clone()
+                        )
+            self._finished = True
+            self._watch_scope.cancel()
+        return RunReport(
+            tally=self.tally,
+            elapsed=self._clock() - started,
+            aborted=self._aborted,
+            interrupted=self.stopping and self._aborted is None,
+            pace_cuts=self.pacer.cuts,
+        )
+
+    async def _watch_stop(self, *, task_status: TaskStatus[None]) -> None:
+        with self._watch_scope:
+            task_status.started()
+            await self._stop_requested.wait()
+            await anyio.sleep(self.settings.grace_period)
+            self._work_scope.cancel()  # grace is over: in-flight rows are left for the resume
+
+    # ── producer ────────────────────────────────────────────────────────────────────────
+
+    async def _produce(
+        self,
+        rows: Iterator[Parsed],
+        scheduler: ImageScheduler,
+        results: ObjectSendStream[Result],
+    ) -> None:
+        with results, self._producer_scope:
+            try:
+                while batch := await anyio.to_thread.run_sync(
+                    _take, rows, _READ_BATCH, abandon_on_cancel=True
+                ):
+                    for item in batch:
+                        await self._admit(item, scheduler, results)
+            finally:
+                scheduler.close()
+
+    async def _admit(
+        self, item: Parsed, scheduler: ImageScheduler, results: ObjectSendStream[Result]
+    ) -> None:
+        self.tally.read += 1
+        key = key_of(item)
+        if self._index.is_settled(key, self.settings.retry_failed):
+            self.tally.skipped_done += 1
+        elif key in self._seen:
+            self.tally.skipped_duplicate += 1
+        else:
+            self._seen.add(key)
+            if isinstance(item, InvalidRow):
+                await results.send(self._invalid_result(item))
+            else:
+                await scheduler.submit(item)
+
+    def _invalid_result(self, item: InvalidRow) -> Result:
+        return Result(
+            item.line, item.image_id, item.tag, Outcome.INVALID, error=item.error, at=self._wall()
+        )
+
+    # ── workers ─────────────────────────────────────────────────────────────────────────
+
+    async def _work(
+        self,
+        ready: ObjectReceiveStream[Row],
+        scheduler: ImageScheduler,
+        results: ObjectSendStream[Result],
+    ) -> None:
+        with ready, results:
+            async for first in ready:
+                row: Row | None = first
+                while row is not None and not self.stopping:
+                    result = await self._settle(row)
+                    if result is None:  # stopped or aborted while retrying: left for resume
+                        return
+                    await results.send(result)
+                    row = scheduler.release(row.image_id)
+                if self.stopping:
+                    return
+
+    async def _settle(self, row: Row) -> Result | None:
+        """Send ``row`` until it has an outcome; None if the run stopped first."""
+        started = self._clock()
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = await self._tokens.token()
+            answer, sent_at = await self._send(row, token)
+            decision = decide(self.settings.retry, answer, attempt, self._wall(), self._rng)
+            self._pace(decision, answer, sent_at)
+            if isinstance(decision, Settle):
+                return self._result(row, decision.outcome, answer, attempt, started)
+            if isinstance(decision, Abort):
+                if refreshed or not await self._refresh(token):
+                    return None
+                refreshed = True
+                continue
+            if not await self._wait_or_stop(decision.delay):
+                return None
+
+    async def _send(self, row: Row, token: str) -> tuple[Answer, float]:
+        sent_at = await self.pacer.wait_turn()
+        await self._limiter.acquire()
+        self.tally.attempts += 1
+        self.in_flight += 1
+        try:
+            return await self._sender.put_tag(row.image_id, row.tag, token), sent_at
+        finally:
+            self.in_flight -= 1
+
+    def _pace(self, decision: Decision, answer: Answer, sent_at: float) -> None:
+        if answer.status is None:  # no answer at all says nothing about the server's load
+            return
+        pushback = isinstance(decision, Retry) and decision.pushback
+        asked = decision.server_asked if isinstance(decision, Retry) else None
+        self.pacer.answered(sent_at=sent_at, pushback=pushback, retry_after=asked)
+
+    async def _refresh(self, rejected: str) -> bool:
+        """The token was refused: get a new one once for everybody, or abort the run."""
+        try:
+            await self._tokens.refresh(rejected)
+        except AuthRefused as exc:
+            self.abort(str(exc))
+            return False
+        return True
+
+    async def _wait_or_stop(self, delay: float) -> bool:
+        """Sleep ``delay`` before a retry; False if the run was asked to stop meanwhile."""
+        with anyio.move_on_after(delay):
+            await self._stop_requested.wait()
+            return False
+        return True
+
+    def _result(
+        self, row: Row, outcome: Outcome, answer: Answer, attempts: int, started: float
+    ) -> Result:
+        error = None
+        if outcome is not Outcome.OK:
+            error = answer.error or f"HTTP {answer.status}"
+        return Result(
+            row.line,
+            row.image_id,
+            row.tag,
+            outcome,
+            status=answer.status,
+            attempts=attempts,
+            error=error,
+            request_id=answer.request_id,
+            at=self._wall(),
+            elapsed_ms=round((self._clock() - started) * 1000),
+        )
+
+    # ── sink ────────────────────────────────────────────────────────────────────────────
+
+    async def _sink(self, results: ObjectReceiveStream[Result]) -> None:
+        """The journal's only writer: batch what is at hand, write it, fsync now and then."""
+        with results:
+            batch: list[bytes] = []
+            while True:
+                try:
+                    result = results.receive_nowait()
+                except anyio.WouldBlock:
+                    await self._flush(batch)
+                    try:
+                        result = await results.receive()
+                    except anyio.EndOfStream:
+                        break
+                except anyio.EndOfStream:
+                    break
+                self._record(result, batch)
+            await self._flush(batch)
+            await self._close_journal()
+
+    def _record(self, result: Result, batch: list[bytes]) -> None:
+        if self._journal_broken:
+            return
+        self.tally.add(result)
+        batch.append(render(result))
+        reason = self._breaker.observe(result)
+        if reason is not None:
+            self.abort(reason)
+
+    async def _flush(self, batch: list[bytes]) -> None:
+        if not batch or self._journal_broken:
+            batch.clear()
+            return
+        try:
+            self._journal.write_batch(batch)
+            if self._journal.fsync_due():
+                await anyio.to_thread.run_sync(self._journal.fsync)
+        except OSError as exc:
+            self._journal_failed(exc)
+        batch.clear()
+
+    async def _close_journal(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._journal.close)
+        except OSError as exc:
+            self._journal_failed(exc)
+
+    def _journal_failed(self, exc: OSError) -> None:
+        self._journal_broken = True
+        self.abort(f"cannot write the journal {self._journal.path}: {exc.strerror or exc}")

@@ -1,0 +1,85 @@
+"""Logging set-up (structlog): JSON lines for cron and files, readable lines on a terminal.
+
+Only the CLI calls :func:`configure`. Every event passes :class:`SecretScrubber` last before
+rendering, so even a secret that slipped into an event by mistake (a server echoing a token in
+an error message, say) is printed as ``<redacted>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from bulktag.auth.redact import scrub
+
+
+class SecretScrubber:
+    """A structlog processor that removes registered secret values from every string."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+
+    def add(self, secret: str | None) -> None:
+        if secret:
+            self.secrets.add(secret)
+
+    def __call__(
+        self, logger: Any, name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if self.secrets:
+            for key, value in event.items():
+                if isinstance(value, str):
+                    event[key] = scrub(value, self.secrets)
+        return event
+
+
+SCRUBBER = SecretScrubber()
+
+
+class StatusAwareWriter:
+    """Writes log lines to stderr; on a terminal, clears the live status line first."""
+
+    def __init__(self, stream: TextIO, tty: bool) -> None:
+        self._stream = stream
+        self._prefix = "\r\x1b[K" if tty else ""
+
+    def msg(self, message: str) -> None:
+        self._stream.write(self._prefix + message + "\n")
+        self._stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = msg
+
+
+def wants_json(log_format: str, stream: TextIO) -> bool:
+    if log_format == "auto":
+        return not stream.isatty()
+    return log_format == "json"
+
+
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    as_json = wants_json(log_format, stream)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty(), pad_event_to=0)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            SCRUBBER,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=lambda *_: StatusAwareWriter(stream, stream.isatty() and not as_json),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,190 @@
+"""Shared pacing: when the cloud pushes back (429, 503), every worker slows down, not one.
+
+The user's ``--rate`` is a hard ceiling enforced separately by ``aiolimiter``; this module only
+ever slows the run *below* it. The arithmetic is a pure value (:class:`PaceState`, in the
+manner of rclone's ``lib/pacer``), fed one answer at a time:
+
+* ``share`` is a moving average of the fraction of answers that were pushback. An isolated 503
+  from a flaky backend barely moves it; a server at capacity drives it up within a few answers.
+* When ``share`` passes ``cut_share``, the allowed rate is cut to what the server actually
+  accepted over the last second (its goodput), a little below — not by a blind factor, so the
+  run lands near the server's capacity in one step instead of bouncing.
+* A cut only happens for an answer to a request sent *after* the previous cut: the answers to
+  requests already in flight describe the old rate.
+* While nothing pushes back, the allowed rate grows back by ``growth_per_second``.
+* A Retry-After that comes with a cut pauses everybody; an isolated one only delays its row.
+
+    rate ▲  ceiling ───────┐            ┌────
+         │                 │cut to    ╱  growth
+         │                 │goodput ╱
+         │                 └──────╱
+         └──────────────────────────────────► time
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import anyio
+
+
+@dataclass(frozen=True, slots=True)
+class PacingPolicy:
+    cut_share: float = 0.1  # pushback share (moving average) that triggers a cut
+    share_weight: float = 0.05  # weight of the newest answer in that average (~ last 20)
+    below_goodput: float = 0.9  # a cut sets the rate to this × the accepted rate
+    blind_cut: float = 0.5  # cut factor when nothing was accepted lately to measure
+    growth_per_second: float = 1.10  # while things go well, allowed rate ×= this per second
+    min_rate: float = 0.2  # never slower than one request every five seconds
+
+
+_NEGLIGIBLE = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class PaceState:
+    ceiling: float  # the user's --rate
+    rate: float  # currently allowed requests per second, ≤ ceiling
+    share: float = 0.0  # moving average of pushback among answers
+    cut_at: float = float("-inf")  # monotonic time of the last cut
+    paused_until: float = float("-inf")  # nobody sends before this (the server's Retry-After)
+    updated_at: float = 0.0
+
+    @property
+    def throttled(self) -> bool:
+        return self.rate < self.ceiling
+
+
+def on_answer(
+    state: PaceState,
+    policy: PacingPolicy,
+    *,
+    pushback: bool,
+    sent_at: float,
+    now: float,
+    accepted_rate: float,
+    retry_after: float | None = None,
+) -> PaceState:
+    """Fold one answer from the server into the pacing state."""
+    if not pushback and not state.throttled and state.share < _NEGLIGIBLE:
+        return state  # the hot path of a healthy run: nothing to change
+    share = state.share + policy.share_weight * (float(pushback) - state.share)
+    if pushback and share >= policy.cut_share and sent_at >= state.cut_at:
+        return _cut(
+            state,
+            policy,
+            share=share,
+            now=now,
+            accepted_rate=accepted_rate,
+            retry_after=retry_after,
+        )
+    rate = state.rate
+    if not pushback and state.throttled:
+        elapsed = max(0.0, now - state.updated_at)
+        rate = min(state.ceiling, rate * policy.growth_per_second**elapsed)
+    return replace(state, rate=rate, share=share, updated_at=now)
+
+
+def _cut(
+    state: PaceState,
+    policy: PacingPolicy,
+    *,
+    share: float,
+    now: float,
+    accepted_rate: float,
+    retry_after: float | None,
+) -> PaceState:
+    if accepted_rate > 0:
+        target = min(state.rate, accepted_rate * policy.below_goodput)
+    else:
+        target = state.rate * policy.blind_cut
+    paused_until = state.paused_until
+    if retry_after is not None:
+        paused_until = max(paused_until, now + retry_after)
+    return PaceState(
+        ceiling=state.ceiling,
+        rate=max(policy.min_rate, target),
+        share=0.0,  # start measuring afresh at the new rate
+        cut_at=now,
+        paused_until=paused_until,
+        updated_at=now,
+    )
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds (a deque of timestamps)."""
+
+    def __init__(self, window: float = 1.0) -> None:
+        self._window = window
+        self._times: deque[float] = deque()
+
+    def note(self, now: float) -> None:
+        self._times.append(now)
+        self._forget(now)
+
+    def rate(self, now: float) -> float:
+        self._forget(now)
+        return len(self._times) / self._window
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self._window
+        times = self._times
+        while times and times[0] < horizon:
+            times.popleft()
+
+
+class Pacer:
+    """The async gate every attempt passes through. One instance is shared by all workers."""
+
+    def __init__(
+        self,
+        ceiling: float,
+        policy: PacingPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.policy = policy or PacingPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        now = clock()
+        self.state = PaceState(ceiling=ceiling, rate=ceiling, updated_at=now)
+        self._next_slot = now
+        self._accepted = RateMeter()
+        self.cuts = 0  # how many times pushback cut the rate (for the summary)
+
+    async def wait_turn(self) -> float:
+        """Wait until this caller may send; return the (monotonic) time it sends at."""
+        while True:
+            now = self._clock()
+            state = self.state
+            start = max(now, state.paused_until, self._next_slot)
+            if state.throttled:  # reserve a slot, so waiters are spaced, not released at once
+                self._next_slot = start + 1.0 / state.rate
+            if start <= now:
+                return now
+            await self._sleep(start - now)
+            now = self._clock()
+            if now >= self.state.paused_until:
+                return now
+            # A pause (Retry-After) began while we slept: queue again behind it.
+
+    def answered(self, *, sent_at: float, pushback: bool, retry_after: float | None) -> None:
+        """Feed the server's answer to a request that left at ``sent_at``."""
+        now = self._clock()
+        if not pushback:
+            self._accepted.note(now)
+        before = self.state.cut_at
+        self.state = on_answer(
+            self.state,
+            self.policy,
+            pushback=pushback,
+            sent_at=sent_at,
+            now=now,
+            accepted_rate=self._accepted.rate(now) if pushback else 0.0,
+            retry_after=retry_after,
+        )
+        if self.state.cut_at != before:
+            self.cuts += 1

@@ -1,0 +1,136 @@
+"""The retry policy: given what one attempt got back, settle the row, retry it, or abort the run.
+
+A decision is a value computed from plain inputs (the answer, the attempt number, ``now`` and a
+``random.Random``), in the manner of stamina's ``_compute_backoff`` and rclone's pacer: no
+sleeping, no clock reads, so one table of cases tests the whole policy.
+
+    answer ──► classify ──► ok | permanent | retryable(pushback?) | auth
+                                   │              │
+                                   ▼              ▼
+                                 Settle     Retry(delay) or Settle(gave_up)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+from bulktag.model import Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one attempt got back: an HTTP status, or a transport error (status None)."""
+
+    status: int | None
+    retry_after: str | None = None  # the raw Retry-After header
+    request_id: str | None = None
+    error: str | None = None  # transport error ("connect: …", "timeout") or the server's message
+
+
+class Kind(Enum):
+    OK = "ok"
+    PERMANENT = "permanent"  # the same request will get the same answer: record it as failed
+    RETRYABLE = "retryable"  # transient: try again later
+    AUTH = "auth"  # the token was refused
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: Kind
+    pushback: bool  # the server says it is overloaded: slow the whole run, not only this row
+
+
+def classify(answer: Answer, attempt: int, max_500_attempts: int) -> Verdict:
+    """Sort an answer into ok / permanent / retryable / auth (see API-FACTS.md)."""
+    status = answer.status
+    if status is None:  # connection refused or dropped, timeout: transient, not a load signal
+        return Verdict(Kind.RETRYABLE, pushback=False)
+    if 200 <= status < 300:
+        return Verdict(Kind.OK, pushback=False)
+    if status == 401:
+        return Verdict(Kind.AUTH, pushback=False)
+    if status in (429, 503) or (status == 413 and answer.retry_after is not None):
+        return Verdict(Kind.RETRYABLE, pushback=True)  # 413 + Retry-After is a rate limit
+    if status in (502, 504):
+        return Verdict(Kind.RETRYABLE, pushback=False)
+    if status == 500:  # usually a deterministic server bug: worth a few tries, not many
+        kind = Kind.RETRYABLE if attempt < max_500_attempts else Kind.PERMANENT
+        return Verdict(kind, pushback=False)
+    if status >= 500:
+        return Verdict(Kind.RETRYABLE, pushback=False)
+    return Verdict(Kind.PERMANENT, pushback=False)  # 400, 403, 404, 413 quota, 409, 3xx...
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None  # unparseable: fall back to our own backoff
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one is treated as such
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.5  # the first backoff's upper bound
+    max_delay: float = 60.0  # cap on our own exponential backoff
+    max_retry_after: float = 300.0  # cap on what a server may ask us to wait
+    max_500_attempts: int = 3
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(cap, base·2^(attempt-1))]."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 60))
+        return rng.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    delay: float
+    pushback: bool = False  # the server is overloaded: slow the whole run down
+    server_asked: float | None = None  # seconds the server asked us to wait (Retry-After)
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The token was refused: the run cannot go on without new credentials."""
+
+
+Decision = Settle | Retry | Abort
+
+
+def decide(
+    policy: RetryPolicy, answer: Answer, attempt: int, now: float, rng: random.Random
+) -> Decision:
+    """What to do after attempt number ``attempt`` (1-based) got ``answer``."""
+    verdict = classify(answer, attempt, policy.max_500_attempts)
+    if verdict.kind is Kind.OK:
+        return Settle(Outcome.OK)
+    if verdict.kind is Kind.PERMANENT:
+        return Settle(Outcome.FAILED)
+    if verdict.kind is Kind.AUTH:
+        return Abort()
+    if attempt >= policy.max_attempts:
+        return Settle(Outcome.GAVE_UP)
+    asked = parse_retry_after(answer.retry_after, now)
+    if asked is not None:
+        asked = min(asked, policy.max_retry_after)
+        # Honour the server, with a little jitter so a storm's retries do not all align.
+        delay = asked + rng.uniform(0.0, 0.1)
+        return Retry(delay, pushback=verdict.pushback, server_asked=asked)
+    return Retry(policy.backoff(attempt, rng), pushback=verdict.pushback)

@@ -1,0 +1,135 @@
+"""Counting outcomes, the consecutive-failure breaker, and the exit code. Pure.
+
+Exit codes (also in the README):
+
+    0    every row ok (or already done by an earlier run)
+    1    the run finished, but some rows failed, gave up or were invalid
+    2    usage or configuration error (nothing was sent)
+    3    the run was aborted (credentials refused, breaker tripped, journal unwritable)
+    130  interrupted (SIGINT/SIGTERM); run the same command again to resume
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from bulktag.model import Outcome, Result
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    SOME_FAILED = 1
+    USAGE = 2
+    ABORTED = 3
+    INTERRUPTED = 130
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counters for one run."""
+
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)  # "204", "404", "connect: …"
+    read: int = 0  # data rows read from the input
+    skipped_done: int = 0  # settled by an earlier run: not sent, not recorded
+    skipped_duplicate: int = 0  # the same pair earlier in this input
+    attempts: int = 0  # requests sent, retries included
+
+    def add(self, result: Result) -> None:
+        self.outcomes[result.outcome] += 1
+        if result.outcome is not Outcome.INVALID:
+            self.statuses[_status_label(result)] += 1
+
+    @property
+    def recorded(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def problems(self) -> int:
+        return self.recorded - self.outcomes[Outcome.OK]
+
+
+def _status_label(result: Result) -> str:
+    if result.status is not None:
+        return str(result.status)
+    return (result.error or "error").split(":", 1)[0]
+
+
+class FailureBreaker:
+    """Trips after ``threshold`` consecutive rows failed the same way (0 disables it).
+
+    A 403 on every image, or every request refused, means the run is pointed at the wrong
+    project or endpoint: better to stop and say so than to burn through a million rows.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self._signature: tuple[Outcome, str] | None = None
+        self._count = 0
+
+    def observe(self, result: Result) -> str | None:
+        """Feed a result; returns the reason to stop when the breaker trips."""
+        if result.outcome is Outcome.INVALID:  # a local rejection says nothing about the cloud
+            return None
+        if result.outcome is Outcome.OK:
+            self._signature, self._count = None, 0
+            return None
+        signature = (result.outcome, _status_label(result))
+        if signature == self._signature:
+            self._count += 1
+        else:
+            self._signature, self._count = signature, 1
+        if self.threshold and self._count >= self.threshold:
+            what = f"HTTP {result.status}" if result.status else signature[1]
+            return (
+                f"stopped after {self._count} consecutive rows {result.outcome.value} with "
+                f"{what} (last: {result.error or 'no message'}); check the endpoint, project "
+                f"and permissions (threshold: --max-consecutive-failures)"
+            )
+        return None
+
+
+def exit_code(tally: Tally, aborted: bool, interrupted: bool) -> ExitCode:
+    if aborted:
+        return ExitCode.ABORTED
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    return ExitCode.SOME_FAILED if tally.problems else ExitCode.OK
+
+
+def summary_fields(tally: Tally, elapsed: float) -> dict[str, object]:
+    """The end-of-run numbers, as one flat mapping (the JSON log event and the table share it)."""
+    return {
+        "read": tally.read,
+        "ok": tally.outcomes[Outcome.OK],
+        "failed": tally.outcomes[Outcome.FAILED],
+        "gave_up": tally.outcomes[Outcome.GAVE_UP],
+        "invalid": tally.outcomes[Outcome.INVALID],
+        "skipped_done": tally.skipped_done,
+        "skipped_duplicate": tally.skipped_duplicate,
+        "requests": tally.attempts,
+        "statuses": dict(sorted(tally.statuses.items())),
+        "elapsed_s": round(elapsed, 3),
+        "request_rate": round(tally.attempts / elapsed, 2) if elapsed > 0 else 0.0,
+    }
+
+
+def summary_lines(tally: Tally, elapsed: float, headline: str) -> list[str]:
+    """The human-readable end-of-run table."""
+    f = summary_fields(tally, elapsed)
+    lines = [headline]
+    for outcome in Outcome:
+        lines.append(f"  {outcome.value:<9}{tally.outcomes[outcome]:>10,}")
+    if tally.skipped_done or tally.skipped_duplicate:
+        lines.append(
+            f"  skipped  {tally.skipped_done:>10,} already done by an earlier run"
+            + (f", {tally.skipped_duplicate:,} duplicate rows" if tally.skipped_duplicate else "")
+        )
+    statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(tally.statuses.items()))
+    lines.append(
+        f"  requests {tally.attempts:>10,} in {elapsed:,.1f} s ({f['request_rate']:,.1f}/s)"
+        + (f"; answers {statuses}" if statuses else "")
+    )
+    return lines

@@ -1,0 +1,119 @@
+"""The HTTP edge: the only module of the engine that imports aiohttp.
+
+It turns one tag request into an :class:`~bulktag.policy.Answer` value. Every aiohttp/OS
+exception a request can raise is mapped here, in one place, to an Answer with ``status=None``
+and a short ``error`` (in the manner of httpcore's ``map_exceptions``):
+
+    aiohttp.ClientConnectorError   → "connect: <reason>"            (refused, DNS, TLS)
+    aiohttp.ServerDisconnectedError → "connection dropped by the server"
+    asyncio.TimeoutError            → "timeout after <S> s"
+    aiohttp.ClientError, OSError    → "connection error: <reason>"
+
+Anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from bulktag.policy import Answer
+
+_ERROR_EXCERPT = 300  # characters of a server's error body kept for the journal
+
+
+def normalize_endpoint(url: str) -> str:
+    """``https://host:9292/``, ``…/v2`` or ``…/v2/`` → ``https://host:9292`` (no /v2)."""
+    text = url.strip().rstrip("/")
+    if text.endswith("/v2"):
+        text = text[:-3]
+    parsed = URL(text)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return text
+
+
+def ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext | bool:
+    if insecure:
+        return False
+    if cacert:
+        return ssl.create_default_context(cafile=cacert)
+    return True
+
+
+def make_session(
+    concurrency: int, timeout: float, tls: ssl.SSLContext | bool = True
+) -> aiohttp.ClientSession:
+    """One session per run; the connector's limit is the run's concurrency, not aiohttp's 100."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, ssl=tls)
+    timeouts = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeouts, raise_for_status=False, auto_decompress=True
+    )
+
+
+def _request_id(headers: object) -> str | None:
+    get = getattr(headers, "get")  # noqa: B009 - CIMultiDictProxy and dict alike
+    value = get("x-openstack-request-id") or get("x-request-id")
+    return str(value) if value else None
+
+
+def _excerpt(body: str) -> str:
+    text = " ".join(body.split())
+    return text if len(text) <= _ERROR_EXCERPT else text[:_ERROR_EXCERPT] + "…"
+
+
+class GlanceTransport:
+    """Sends Glance v2 image-tag requests for one endpoint."""
+
+    def __init__(self, session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
+        self._session = session
+        self._base = normalize_endpoint(endpoint) + "/v2/images/"
+        self._timeout = timeout
+
+    def _tag_url(self, image_id: str, tag: str) -> URL:
+        # Both parts are validated to URL-safe characters; quoting anyway costs nothing.
+        path = f"{self._base}{quote(image_id, safe='')}/tags/{quote(tag, safe='')}"
+        return URL(path, encoded=True)
+
+    async def put_tag(self, image_id: str, tag: str, token: str) -> Answer:
+        """``PUT /v2/images/{id}/tags/{tag}`` with no body (Glance answers 400 to any body)."""
+        return await self._call(self._session.put, self._tag_url(image_id, tag), token)
+
+    async def delete_tag(self, image_id: str, tag: str, token: str) -> Answer:
+        return await self._call(self._session.delete, self._tag_url(image_id, tag), token)
+
+    async def preflight(self, token: str) -> Answer:
+        """``GET /v2/images?limit=1``: is this an image service, and does it take our token?"""
+        url = URL(self._base.rstrip("/") + "?limit=1", encoded=True)
+        return await self._call(self._session.get, url, token)
+
+    async def _call(
+        self, method: Callable[..., Awaitable[aiohttp.ClientResponse]], url: URL, token: str
+    ) -> Answer:
+        try:
+            response = await method(url, headers={"X-Auth-Token": token}, allow_redirects=False)
+            async with response:
+                error = None
+                if response.status >= 300:
+                    error = _excerpt(await response.text(errors="replace"))
+                else:
+                    await response.read()
+                return Answer(
+                    status=response.status,
+                    retry_after=response.headers.get("Retry-After"),
+                    request_id=_request_id(response.headers),
+                    error=error or None,
+                )
+        except aiohttp.ClientConnectorError as exc:
+            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}")
+        except aiohttp.ServerDisconnectedError:
+            return Answer(status=None, error="connection dropped by the server")
+        except TimeoutError:  # asyncio.TimeoutError is this class since 3.11
+            return Answer(status=None, error=f"timeout after {self._timeout:g} s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Answer(status=None, error=f"connection error: {exc.__class__.__name__}: {exc}")
