@@ -260,9 +260,11 @@ class Engine:
         self.tally.attempts += 1
         self.in_flight += 1
         try:
-            return await self._sender.put_tag(row.image_id, row.tag, token), sent_at
+            answer = await self._sender.put_tag(row.image_id, row.tag, token)
         finally:
             self.in_flight -= 1
+        self.tally.answered(answer.status, answer.error)
+        return answer, sent_at
 
     def _pace(self, decision: Decision, answer: Answer, sent_at: float) -> None:
         if answer.status is None:  # no answer at all says nothing about the server's load

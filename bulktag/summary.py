@@ -31,7 +31,7 @@ class Tally:
     """Counters for one run."""
 
     outcomes: Counter[Outcome] = field(default_factory=Counter)
-    statuses: Counter[str] = field(default_factory=Counter)  # "204", "404", "connect: …"
+    statuses: Counter[str] = field(default_factory=Counter)  # every answer: "204", "connect"
     read: int = 0  # data rows read from the input
     skipped_done: int = 0  # settled by an earlier run: not sent, not recorded
     skipped_duplicate: int = 0  # the same pair earlier in this input
@@ -39,8 +39,10 @@ class Tally:
 
     def add(self, result: Result) -> None:
         self.outcomes[result.outcome] += 1
-        if result.outcome is not Outcome.INVALID:
-            self.statuses[_status_label(result)] += 1
+
+    def answered(self, status: int | None, error: str | None) -> None:
+        """Count one answer (every attempt, retries included)."""
+        self.statuses[_label(status, error)] += 1
 
     @property
     def recorded(self) -> int:
@@ -51,10 +53,14 @@ class Tally:
         return self.recorded - self.outcomes[Outcome.OK]
 
 
+def _label(status: int | None, error: str | None) -> str:
+    if status is not None:
+        return str(status)
+    return (error or "error").split(":", 1)[0]
+
+
 def _status_label(result: Result) -> str:
-    if result.status is not None:
-        return str(result.status)
-    return (result.error or "error").split(":", 1)[0]
+    return _label(result.status, result.error)
 
 
 class FailureBreaker:
