@@ -1,0 +1,174 @@
+"""Hand out Keystone tokens to every worker, and renew them once for all of them.
+
+:class:`KeystoneTokenProvider` implements the engine's :class:`~bulktag.auth.base.TokenProvider`.
+Invariants:
+
+* At most one login is in flight: an ``anyio.Lock`` guards every login, and a caller that got
+  the lock re-checks whether someone else already did the work while it waited. A thousand
+  workers that see the same 401 cause one login.
+* A token is renewed before it expires: when less than ``margin`` seconds (or half its
+  lifetime, for short-lived tokens) remain. Time is measured on an injectable monotonic clock,
+  and the lifetime on the server's own clock (``expires_at - issued_at``), so a skewed local
+  clock cannot cause a login storm.
+* Once the identity service refuses our credentials (401), every later call fails with the
+  same :class:`~bulktag.auth.base.AuthRefused` without asking again: hammering a refusing
+  service with a wrong password can lock the account.
+
+:func:`resolve_credentials` is the entry point the CLI calls after :func:`load_auth_spec`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import anyio
+import structlog
+
+from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenProvider
+from bulktag.auth.catalog import select_image_endpoint
+from bulktag.auth.clouds import AuthSpec
+from bulktag.auth.keystone import DEFAULT_TIMEOUT, IssuedToken, authenticate
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+Login = Callable[[], Awaitable[IssuedToken]]
+
+#: Renew when less than this many seconds remain (keystoneauth uses the same 120 s).
+DEFAULT_MARGIN = 120.0
+#: After a failed early renewal, try again this soon (the current token is still good).
+RETRY_EARLY_REFRESH = 30.0
+
+
+class KeystoneTokenProvider:
+    """A :class:`TokenProvider` that logs in with ``login`` and renews the token when due."""
+
+    def __init__(
+        self, login: Login, *, margin: float = DEFAULT_MARGIN, clock: Clock = time.monotonic
+    ) -> None:
+        self._login = login
+        self._margin = margin
+        self._clock = clock
+        self._lock = anyio.Lock()
+        self._current: IssuedToken | None = None
+        self._refresh_at = -math.inf  # monotonic time at which the current token is due
+        self._expires_at = math.inf  # monotonic time at which it is expected to expire
+        self._refused: AuthRefused | None = None
+        self.logins = 0  # how many times we asked the identity service (tests assert it)
+
+    @classmethod
+    def for_spec(
+        cls,
+        session: aiohttp.ClientSession,
+        spec: AuthSpec,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        clock: Clock = time.monotonic,
+        login_timeout: float = DEFAULT_TIMEOUT,
+    ) -> KeystoneTokenProvider:
+        async def login() -> IssuedToken:
+            return await authenticate(session, spec, login_timeout=login_timeout)
+
+        return cls(login, margin=margin, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"KeystoneTokenProvider(logins={self.logins}, token=<redacted>)"
+
+    async def current(self) -> IssuedToken:
+        """The current token with its catalog, logging in first if due."""
+        await self.token()
+        assert self._current is not None  # token() either set it or raised
+        return self._current
+
+    async def token(self) -> str:
+        if self._current is not None and self._clock() < self._refresh_at:
+            return self._current.value  # the fast path every request takes: no lock
+        async with self._lock:
+            # Re-check: another caller may have renewed it while we waited for the lock.
+            if self._current is None or self._clock() >= self._refresh_at:
+                await self._renew_early()
+            assert self._current is not None
+            return self._current.value
+
+    async def refresh(self, rejected: str) -> str:
+        async with self._lock:
+            if self._current is not None and self._current.value != rejected:
+                return self._current.value  # already replaced after the 401 someone else saw
+            await self._log_in()
+            assert self._current is not None
+            return self._current.value
+
+    async def _renew_early(self) -> None:
+        """Renew a token that is due; if the service is down, keep one that has not expired."""
+        try:
+            await self._log_in()
+        except CredentialsError as exc:
+            now = self._clock()
+            if self._current is None or now >= self._expires_at:
+                raise
+            self._refresh_at = now + min(RETRY_EARLY_REFRESH, (self._expires_at - now) / 2)
+            log.warning("auth.refresh_postponed", reason=str(exc))
+
+    async def _log_in(self) -> None:
+        if self._refused is not None:
+            raise self._refused
+        started = self._clock()  # before the request: errs towards renewing early
+        self.logins += 1
+        try:
+            issued = await self._login()
+        except AuthRefused as exc:
+            self._refused = exc
+            log.error("auth.login_refused", reason=str(exc), logins=self.logins)
+            raise
+        self._install(issued, started)
+
+    def _install(self, issued: IssuedToken, started: float) -> None:
+        self._current = issued
+        lifetime = issued.lifetime
+        if lifetime is None:  # no expiry given: renew only when the cloud answers 401
+            self._refresh_at = self._expires_at = math.inf
+        else:
+            # Half the lifetime at most, so a token shorter than the margin is not renewed
+            # on every single request.
+            self._refresh_at = started + lifetime - min(self._margin, lifetime / 2)
+            self._expires_at = started + lifetime
+        log.info("auth.login", logins=self.logins, lifetime_s=lifetime, project=issued.project_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a run needs: who hands out tokens, where the image service is, how to verify TLS."""
+
+    provider: TokenProvider
+    endpoint: str
+    project_id: str | None
+    verify: bool | str  # False, a CA bundle path, or True (system CAs)
+
+
+async def resolve_credentials(
+    session: aiohttp.ClientSession,
+    spec: AuthSpec,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    clock: Clock = time.monotonic,
+    login_timeout: float = DEFAULT_TIMEOUT,
+) -> Credentials:
+    """Log in (unless given a token and an endpoint) and find the image endpoint.
+
+    ``session`` should be the run's session, built with ``spec.tls_verify``: the provider keeps
+    using it for renewals, so it must outlive the run.
+    """
+    if spec.method == "token" and spec.token and spec.endpoint:  # spec.is_static_token
+        return Credentials(StaticToken(spec.token), spec.endpoint, spec.project_id, spec.tls_verify)
+    provider = KeystoneTokenProvider.for_spec(
+        session, spec, margin=margin, clock=clock, login_timeout=login_timeout
+    )
+    issued = await provider.current()
+    endpoint = spec.endpoint or select_image_endpoint(
+        issued.catalog, spec.interface, spec.region_name
+    )
+    return Credentials(provider, endpoint, issued.project_id, spec.tls_verify)

@@ -1,0 +1,292 @@
+"""KeystoneTokenProvider and resolve_credentials: renewal on time, once for all, and stopping clean.
+
+Time is a hand-moved clock shared by the fake Keystone (which stamps issue and expiry with it)
+and the provider (which decides when to renew with it), so expiry is exact and instant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken
+from bulktag.auth.clouds import AuthSpec
+from bulktag.auth.provider import KeystoneTokenProvider, resolve_credentials
+from bulktag.fake.keystone import (
+    FakeEndpoint,
+    FakeKeystone,
+    FakeKeystoneConfig,
+    FakeProject,
+    FakeUser,
+    serve_keystone,
+)
+
+START = 1_800_000_000.0  # an epoch second: the fake prints it as a real expires_at
+
+
+class Clock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def keystone(clock: Clock, lifetime: float = 600.0, **overrides: Any) -> FakeKeystone:
+    config = FakeKeystoneConfig(
+        users=[FakeUser("u-1", "alice", "alice-password")],
+        projects=[FakeProject("p-1", "tea-party")],
+        token_lifetime=lifetime,
+        clock=clock,
+        **overrides,
+    )
+    return FakeKeystone(config)
+
+
+def spec(auth_url: str, **overrides: Any) -> AuthSpec:
+    fields: dict[str, Any] = {
+        "username": "alice",
+        "user_domain_id": "default",
+        "password": "alice-password",
+        "project_id": "p-1",
+        **overrides,
+    }
+    return AuthSpec(method="password", auth_url=auth_url, **fields)
+
+
+def provider_for(
+    session: aiohttp.ClientSession, base: str, clock: Clock, margin: float = 120.0
+) -> KeystoneTokenProvider:
+    return KeystoneTokenProvider.for_spec(session, spec(base), margin=margin, clock=clock)
+
+
+async def gather(n: int, call: Any) -> list[str]:
+    """Run ``call()`` ``n`` times concurrently; their results in start order."""
+    results: list[str] = [""] * n
+
+    async def one(i: int) -> None:
+        results[i] = await call()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Renewal before expiry
+
+
+@pytest.mark.asyncio
+async def test_the_token_is_reused_until_less_than_the_margin_remains() -> None:
+    clock = Clock()
+    fake = keystone(clock, lifetime=600)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock, margin=120)
+        first = await provider.token()
+        clock.advance(479)  # 121 s left: still good
+        assert first == await provider.token()
+        clock.advance(2)  # 119 s left: renew
+        second = await provider.token()
+    assert first != second
+    assert (2, 2) == (provider.logins, fake.logins)
+    assert fake.is_valid(second)
+
+
+@pytest.mark.asyncio
+async def test_a_token_shorter_than_the_margin_is_renewed_at_half_its_life() -> None:
+    clock = Clock()
+    fake = keystone(clock, lifetime=10)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock, margin=120)
+        first = await provider.token()
+        for _ in range(20):  # many requests in the first half-life: no new login
+            assert first == await provider.token()
+        clock.advance(4.9)
+        assert first == await provider.token()
+        clock.advance(0.2)
+        assert first != await provider.token()
+    assert 2 == provider.logins
+
+
+@pytest.mark.asyncio
+async def test_fifty_callers_of_a_due_token_cause_one_login() -> None:
+    clock = Clock()
+    fake = keystone(clock, lifetime=600)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock)
+        first = await provider.token()
+        clock.advance(500)
+        tokens = await gather(50, provider.token)
+    assert 1 == len(set(tokens))
+    assert first not in tokens
+    assert (2, 2) == (provider.logins, fake.logins)
+
+
+# ---------------------------------------------------------------------------------------------
+# Renewal after a 401
+
+
+@pytest.mark.asyncio
+async def test_fifty_workers_refreshing_the_same_rejected_token_cause_one_login() -> None:
+    clock = Clock()
+    fake = keystone(clock)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock)
+        rejected = await provider.token()
+        fake.revoke_all()
+        tokens = await gather(50, lambda: provider.refresh(rejected))
+    assert 1 == len(set(tokens))
+    assert rejected not in tokens
+    assert fake.is_valid(tokens[0])
+    assert (2, 2) == (provider.logins, fake.logins)
+
+
+@pytest.mark.asyncio
+async def test_refreshing_an_already_replaced_token_returns_the_new_one_without_login() -> None:
+    clock = Clock()
+    fake = keystone(clock)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock)
+        old = await provider.token()
+        new = await provider.refresh(old)
+        assert new == await provider.refresh(old)  # a late worker with the old 401
+    assert 2 == provider.logins
+
+
+@pytest.mark.asyncio
+async def test_refused_reauthentication_raises_auth_refused_once_for_everyone() -> None:
+    clock = Clock()
+    fake = keystone(clock)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock)
+        rejected = await provider.token()
+        fake.change_password("u-1", "changed-by-the-admin")
+        outcomes = await gather(50, lambda: _refused_message(provider.refresh(rejected)))
+        clock.advance(10_000)
+        later = await _refused_message(provider.token())
+    expected = (
+        f"credentials refused by {base} (401): The request you have made requires authentication."
+    )
+    assert [expected] * 50 == outcomes
+    assert expected == later
+    # One refused login, not 51: hammering with a wrong password can lock the account.
+    assert (1, 2) == (fake.refusals, provider.logins)
+
+
+async def _refused_message(call: Any) -> str:
+    try:
+        await call
+    except AuthRefused as exc:
+        return str(exc)
+    return "not refused"
+
+
+# ---------------------------------------------------------------------------------------------
+# The identity service failing while the current token is still good
+
+
+@pytest.mark.asyncio
+async def test_a_failed_early_renewal_keeps_the_current_token_and_retries_later() -> None:
+    clock = Clock()
+    fake = keystone(clock, lifetime=600)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock)
+        first = await provider.token()
+        clock.advance(500)
+        fake.scripted.append(503)
+        with capture_logs() as logs:
+            assert first == await provider.token()
+            assert first == await provider.token()  # no second attempt right away
+        clock.advance(30)
+        second = await provider.token()
+    assert first != second
+    assert ["auth.refresh_postponed"] == [e["event"] for e in logs]
+    assert 3 == provider.logins
+
+
+@pytest.mark.asyncio
+async def test_a_failed_renewal_of_an_expired_token_is_an_error() -> None:
+    clock = Clock()
+    fake = keystone(clock, lifetime=600)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock)
+        await provider.token()
+        clock.advance(601)
+        fake.scripted.append(503)
+        with pytest.raises(CredentialsError):
+            await provider.token()
+
+
+# ---------------------------------------------------------------------------------------------
+# resolve_credentials
+
+
+@pytest.mark.asyncio
+async def test_a_token_with_an_endpoint_is_used_as_is_without_login() -> None:
+    static = AuthSpec(method="token", token="pre-made", endpoint="https://img", verify=False)
+    async with aiohttp.ClientSession() as session:
+        creds = await resolve_credentials(session, static)
+    assert isinstance(creds.provider, StaticToken)
+    assert ("pre-made", "https://img", False) == (
+        await creds.provider.token(),
+        creds.endpoint,
+        creds.verify,
+    )
+
+
+@pytest.mark.asyncio
+async def test_password_login_finds_the_image_endpoint_in_the_catalog() -> None:
+    clock = Clock()
+    endpoints = [
+        FakeEndpoint("https://img.r1", "R1"),
+        FakeEndpoint("https://img.r2:9292/v2", "R2"),
+        FakeEndpoint("http://img.r2.internal", "R2", "internal"),
+    ]
+    fake = keystone(clock, image_endpoints=endpoints)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        creds = await resolve_credentials(session, spec(base, region_name="R2"), clock=clock)
+        assert fake.is_valid(await creds.provider.token())
+    assert ("https://img.r2:9292", "p-1", True) == (creds.endpoint, creds.project_id, creds.verify)
+    assert 1 == fake.logins
+
+
+@pytest.mark.asyncio
+async def test_an_endpoint_override_wins_over_the_catalog() -> None:
+    clock = Clock()
+    fake = keystone(clock)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        creds = await resolve_credentials(session, spec(base, endpoint="https://mine"))
+    assert "https://mine" == creds.endpoint
+
+
+@pytest.mark.asyncio
+async def test_an_ambiguous_catalog_stops_before_the_run() -> None:
+    clock = Clock()
+    endpoints = [FakeEndpoint("https://a", "R1"), FakeEndpoint("https://b", "R2")]
+    fake = keystone(clock, image_endpoints=endpoints)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        with pytest.raises(CredentialsError) as info:
+            await resolve_credentials(session, spec(base))
+    assert str(info.value).startswith("several image endpoints for interface 'public'")
+
+
+@pytest.mark.asyncio
+async def test_a_token_without_endpoint_is_rescoped_to_find_the_catalog() -> None:
+    clock = Clock()
+    fake = keystone(clock)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        first = await provider_for(session, base, clock).token()
+        token_spec = AuthSpec(method="token", auth_url=base, token=first, project_id="p-1")
+        creds = await resolve_credentials(session, token_spec, clock=clock)
+        assert fake.is_valid(await creds.provider.token())
+    assert "http://127.0.0.1:9292" == creds.endpoint
