@@ -11,6 +11,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -38,7 +39,7 @@ APP_SECRET = "app-Sekrit-9902"
 TOKEN = "tok-Sekrit-5518"
 SECRETS = (PASSWORD, APP_SECRET, TOKEN)
 
-ALL_SECRETS = {
+ALL_SECRETS: dict[str, Any] = {
     "password": PASSWORD,
     "application_credential_secret": APP_SECRET,
     "token": TOKEN,
