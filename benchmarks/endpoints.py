@@ -53,6 +53,9 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    # Arrival time (ms resolution) and status of each tag PUT, so throughput can also be read
+    # from the server's side, without the clients' start-up and shutdown.
+    log_format arrivals '$msec $status';
     # nginx closes a keep-alive connection after 1000 requests by default; the clients would then
     # spend time reconnecting, which is not what we measure.
     keepalive_requests 10000000;
@@ -65,6 +68,7 @@ http {{
     server {{
         listen 127.0.0.1:{port} backlog=1024;
         location ~ ^/v2/images/[^/]+/tags/[^/]+$ {{
+            access_log {prefix}/arrivals.log arrivals;
             if ($request_method = PUT) {{ return 204; }}
             return 405;
         }}
@@ -150,6 +154,14 @@ class Server:
         if self.proc is not None:
             stop_process(self.proc)
 
+    def reset(self) -> None:
+        """Forget the PUTs seen so far: called right before a measured run."""
+        raise NotImplementedError
+
+    def stats(self, arrivals: bool = False) -> dict[str, Any]:
+        """``accepted``/``rejected``/``puts`` since the last reset, and the arrival times."""
+        raise NotImplementedError
+
     def __enter__(self) -> Self:
         try:
             self.start()
@@ -204,6 +216,27 @@ class Nginx(Server):
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def reset(self) -> None:
+        # nginx appends with O_APPEND, so truncating under it is safe: its next line lands at 0.
+        (self.prefix / "arrivals.log").write_bytes(b"")
+
+    def stats(self, arrivals: bool = False) -> dict[str, Any]:
+        path = self.prefix / "arrivals.log"
+        stamps: list[float] = []
+        accepted = rejected = 0
+        with path.open("rb") as log:
+            for line in log:
+                stamp, status = line.split()
+                stamps.append(float(stamp))
+                if status.startswith(b"2"):
+                    accepted += 1
+                else:
+                    rejected += 1
+        body: dict[str, Any] = {"accepted": accepted, "rejected": rejected, "puts": len(stamps)}
+        if arrivals:
+            body["arrivals"] = stamps
+        return body
 
 
 class AiohttpServer(Server):

@@ -42,7 +42,12 @@ def run_measured(cmd: Sequence[str], timeout_s: float, stdout: Path, stderr: Pat
     reaped = _Reaped()
     reaper = threading.Thread(target=reaped.wait, args=(proc.pid,), daemon=True)
     reaper.start()
-    reaper.join(timeout_s)
+    try:
+        reaper.join(timeout_s)
+    except BaseException:  # Ctrl-C while the client runs: it must not outlive the harness
+        proc.send_signal(signal.SIGKILL)
+        reaper.join(30)
+        raise
     timed_out = reaper.is_alive()
     if timed_out:
         proc.send_signal(signal.SIGKILL)

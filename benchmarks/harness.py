@@ -1,0 +1,276 @@
+"""The harness: which tools are here, how each client is invoked, and one measured run.
+
+A *client* turns a :class:`Job` (input, endpoint, concurrency, rate) into a command line. The
+harness runs that command pinned to the client core, measures it with ``wait4``, and reads the
+server's own view of the run (PUTs, 503s, arrival times) from the endpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from endpoints import Server
+from measure import Measurement, achieved_rate, run_measured, worst_window
+from pinning import CLIENT_CORE, SERVER_CORE, can_pin, pinned
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+T = TypeVar("T")
+TOKEN = "bench-token"  # the endpoints ignore it; it only has to be sent
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """What this machine offers; a missing piece skips rows instead of failing the run."""
+
+    python: str  # the project's interpreter: runs bulktag, the minimal client and servers.py
+    sdk_python: str | None  # the openstacksdk venv's interpreter
+    nginx: str | None
+    uvloop: bool
+    bulktag_missing: str | None  # why ``python -m bulktag run`` cannot be used, or None
+    client_core: int | None
+    server_core: int | None
+
+    @classmethod
+    def discover(cls, python: str | None) -> Tools:
+        py = python or default_python()
+        sdk = HERE / ".venv-sdk" / "bin" / "python"
+        pin = can_pin()
+        return cls(
+            python=py,
+            sdk_python=str(sdk) if sdk.exists() else None,
+            nginx=shutil.which("nginx") or _first_existing("/usr/sbin/nginx"),
+            uvloop=_succeeds([py, "-c", "import uvloop"]),
+            bulktag_missing=_bulktag_missing(py),
+            client_core=CLIENT_CORE if pin else None,
+            server_core=SERVER_CORE if pin else None,
+        )
+
+
+def default_python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _first_existing(path: str) -> str | None:
+    return path if Path(path).exists() else None
+
+
+def _succeeds(cmd: list[str]) -> bool:
+    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False, cwd=REPO)
+    return done.returncode == 0
+
+
+def _bulktag_missing(python: str) -> str | None:
+    cmd = [python, "-m", "bulktag", "run", "--help"]
+    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False, cwd=REPO)
+    if done.returncode == 0:
+        return None
+    last = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()[-1:]
+    return f"`python -m bulktag run --help` exited {done.returncode}: {' '.join(last)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One client run's parameters."""
+
+    input: Path
+    pairs: int
+    endpoint: str
+    concurrency: int = 64
+    rate: float = 1_000_000.0  # bulktag only: high enough that the limiter never binds
+    burst: int = 64
+    journal: Path | None = None  # bulktag only; a fresh one per run unless given
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A named way of tagging: builds the command line for a job."""
+
+    name: str
+    command: Callable[[Tools, Job], list[str]]
+    needs: Callable[[Tools], str | None]  # why it cannot run here, or None
+
+
+def bulktag_command(tools: Tools, job: Job) -> list[str]:
+    assert job.journal is not None
+    # Everything on: journal, limiter, per-image scheduling and JSON logging (to a file).
+    return [
+        tools.python, "-m", "bulktag", "run", str(job.input),
+        "--endpoint", job.endpoint, "--token", TOKEN, "--results", str(job.journal),
+        "--rate", str(job.rate), "--burst", str(job.burst),
+        "--concurrency", str(job.concurrency), "--log-format", "json",
+    ]  # fmt: skip
+
+
+def minimal_command(loop: str) -> Callable[[Tools, Job], list[str]]:
+    def command(tools: Tools, job: Job) -> list[str]:
+        return [
+            tools.python, str(HERE / "baseline_client.py"), str(job.input),
+            "--endpoint", job.endpoint, "--token", TOKEN,
+            "--concurrency", str(job.concurrency), "--loop", loop,
+        ]  # fmt: skip
+
+    return command
+
+
+def sdk_command(tools: Tools, job: Job) -> list[str]:
+    assert tools.sdk_python is not None
+    # Threads beyond a handful do not help (the GIL); 16 is what an operator would try.
+    return [
+        tools.sdk_python, str(HERE / "sdk_client.py"), str(job.input),
+        "--endpoint", job.endpoint, "--token", TOKEN, "--threads", "16",
+    ]  # fmt: skip
+
+
+BULKTAG = Client("bulktag", bulktag_command, lambda t: t.bulktag_missing)
+MINIMAL_ASYNCIO = Client("minimal aiohttp (asyncio)", minimal_command("asyncio"), lambda t: None)
+MINIMAL_UVLOOP = Client(
+    "minimal aiohttp (uvloop)",
+    minimal_command("uvloop"),
+    lambda t: None if t.uvloop else "uvloop is not installed in the project venv",
+)
+OPENSTACKSDK = Client(
+    "openstacksdk add_tag (16 threads)",
+    sdk_command,
+    lambda t: None if t.sdk_python else "benchmarks/.venv-sdk is missing (see README)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measured run: the client's cost and the server's view of it."""
+
+    client: str
+    pairs: int
+    measurement: Measurement
+    server_cpu_s: float
+    puts: int
+    accepted: int
+    rejected: int
+    server_rate: float  # PUT arrivals per second, first to last arrival
+    worst_window: int  # most PUT arrivals in any one-second window
+    failure: str | None  # why this run does not count, or None
+
+    @property
+    def rate(self) -> float:
+        """Pairs per second, process start to exit: what an operator waits for."""
+        return self.pairs / self.measurement.wall_s
+
+    @property
+    def cpu_ms_per_pair(self) -> float:
+        return 1000 * self.measurement.cpu_s / max(1, self.pairs)
+
+    @property
+    def goodput(self) -> float:
+        """Accepted PUTs per second, first to last arrival."""
+        return self.server_rate * self.accepted / max(1, self.puts)
+
+
+@dataclass(slots=True)
+class Harness:
+    tools: Tools
+    workdir: Path
+    log: Callable[[str], None]
+    failures: list[str] = field(default_factory=list)
+    sequence: int = 0
+
+    def run(self, client: Client, job: Job, server: Server, expect_puts: int | None) -> Sample:
+        """Run ``client`` on ``job`` against ``server``; record why it failed, if it did."""
+        self.sequence += 1
+        stem = self.workdir / f"{self.sequence:04d}-{client.name.split()[0]}"
+        owns_journal = client is BULKTAG and job.journal is None
+        if owns_journal:
+            job = _with_journal(job, stem.with_suffix(".jsonl"))
+        server.reset()
+        cpu_before = server.cpu_seconds()
+        out, err = stem.with_suffix(".out"), stem.with_suffix(".err")
+        cmd = pinned(client.command(self.tools, job), self.tools.client_core)
+        measurement = run_measured(cmd, job.timeout_s, out, err)
+        # Read the server's CPU before asking for stats: serialising a million arrival times
+        # is the server's work, not the client's load.
+        server_cpu_s = server.cpu_seconds() - cpu_before
+        stats = server.stats(arrivals=True)
+        arrivals: Sequence[float] = stats["arrivals"]
+        failure = _failure(measurement, stats["puts"], expect_puts)
+        sample = Sample(
+            client=client.name,
+            pairs=job.pairs,
+            measurement=measurement,
+            server_cpu_s=server_cpu_s,
+            puts=stats["puts"],
+            accepted=stats["accepted"],
+            rejected=stats["rejected"],
+            server_rate=achieved_rate(arrivals),
+            worst_window=worst_window(arrivals),
+            failure=failure,
+        )
+        self._settle(client, sample, (out, err), job.journal if owns_journal else None)
+        return sample
+
+    def _settle(
+        self, client: Client, sample: Sample, logs: tuple[Path, Path], journal: Path | None
+    ) -> None:
+        if journal is not None:
+            journal.unlink(missing_ok=True)
+        if sample.failure is None:
+            for path in logs:
+                path.unlink(missing_ok=True)  # a successful run's logs tell nothing new
+            self.log(f"    {client.name}: {sample.rate:,.0f} pairs/s, {_brief(sample)}")
+            return
+        message = f"{client.name}: {sample.failure} (logs kept: {logs[1]})"
+        self.failures.append(message)
+        self.log(f"    FAILED {message}")
+
+
+def _with_journal(job: Job, journal: Path) -> Job:
+    return Job(
+        job.input, job.pairs, job.endpoint, job.concurrency, job.rate, job.burst, journal,
+        job.timeout_s,
+    )  # fmt: skip
+
+
+def _failure(m: Measurement, puts: int, expect_puts: int | None) -> str | None:
+    if m.timed_out:
+        return f"killed after its time budget ({m.wall_s:.0f} s)"
+    if m.returncode != 0:
+        return f"exit status {m.returncode}"
+    if expect_puts is not None and puts != expect_puts:
+        return f"server saw {puts} PUTs, expected {expect_puts}"
+    return None
+
+
+def _brief(sample: Sample) -> str:
+    m = sample.measurement
+    return (
+        f"wall {m.wall_s:.2f} s, CPU {sample.cpu_ms_per_pair:.3f} ms/pair, "
+        f"RSS {m.peak_rss_mib:.0f} MiB, server saw {sample.puts} PUTs"
+    )
+
+
+def interleaved(items: Sequence[T], repetition: int) -> list[T]:
+    """``items`` rotated by the repetition number, so no client always runs first or last."""
+    if not items:
+        return []
+    shift = repetition % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def prune_generated(path: Path) -> None:
+    """Delete the generated inputs and journals of a work directory, keeping its logs."""
+    for pattern in ("*.csv", "*.jsonl"):
+        for generated in path.glob(pattern):
+            generated.unlink(missing_ok=True)
+
+
+def cleanup_dir(path: Path) -> None:
+    """Delete a work directory; the generated inputs and journals are large."""
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)

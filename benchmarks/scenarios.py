@@ -1,0 +1,429 @@
+"""The six scenarios of issue 5, each returning a :class:`report.Table`.
+
+Every scenario generates its inputs in the harness's work directory, starts the endpoints it
+needs (stopped again when it returns, even on an exception), runs the clients interleaved —
+repetition ``r`` starts with a different client than ``r - 1`` — and summarises the samples as
+medians and ranges. Figures of a failed run are left out and the failure is reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import workloads
+from endpoints import AiohttpServer, Nginx, Server
+from harness import (
+    BULKTAG,
+    MINIMAL_ASYNCIO,
+    MINIMAL_UVLOOP,
+    OPENSTACKSDK,
+    Client,
+    Harness,
+    Job,
+    Sample,
+    interleaved,
+)
+from report import Table, spread, verdict
+
+MIB = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How big each scenario is; ``run.py`` picks full, quick or smoke."""
+
+    repetitions: int
+    throughput_pairs: int
+    sdk_pairs: int  # openstacksdk is ~20x slower: fewer pairs, same per-pair figures
+    latency_round_trips: int  # pairs = concurrency x this
+    rate_seconds: float
+    adaptive_capacity: int
+    adaptive_seconds: float
+    memory_pairs: tuple[int, ...]
+    resume_records: tuple[int, ...]
+    single_run_from: int  # sizes at or above this are measured once (they take minutes)
+
+
+FULL = Sizes(3, 50_000, 2_000, 300, 10, 500, 15, (10_000, 100_000, 1_000_000),
+             (100_000, 1_000_000, 10_000_000), 1_000_000)  # fmt: skip
+QUICK = Sizes(2, 20_000, 1_000, 150, 8, 500, 8, (10_000, 100_000), (100_000, 1_000_000),
+              1_000_000)  # fmt: skip
+SMOKE = Sizes(1, 500, 50, 10, 2, 200, 2, (1_000, 5_000), (1_000, 10_000), 1_000_000)
+
+
+@dataclass(slots=True)
+class Context:
+    """What every scenario gets: the harness, the sizes, and the shared nginx (started lazily)."""
+
+    harness: Harness
+    sizes: Sizes
+    stack: ExitStack
+    _nginx: Nginx | None = None
+
+    def nginx(self) -> Server:
+        if self._nginx is None:
+            if self.harness.tools.nginx is None:
+                raise SkipScenario("nginx is not installed (apt-get install nginx-light)")
+            server = Nginx(self.harness.tools.nginx, self.harness.tools.server_core)
+            self._nginx = self.stack.enter_context(server)
+        return self._nginx
+
+    def aiohttp_server(self, stack: ExitStack, flags: list[str]) -> AiohttpServer:
+        tools = self.harness.tools
+        log = self.harness.workdir / "servers.log"
+        return stack.enter_context(AiohttpServer(tools.python, tools.server_core, flags, log))
+
+    def path(self, name: str) -> Path:
+        return self.harness.workdir / name
+
+    def available(self, clients: Sequence[Client], table: Table) -> list[Client]:
+        """The clients that can run here; a note in ``table`` for each that cannot."""
+        usable = []
+        for client in clients:
+            why = client.needs(self.harness.tools)
+            if why is None:
+                usable.append(client)
+            else:
+                table.notes.append(f"{client.name} skipped: {why}")
+        return usable
+
+    def reps(self, size: int) -> int:
+        return 1 if size >= self.sizes.single_run_from else self.sizes.repetitions
+
+
+class SkipScenario(Exception):
+    """The scenario cannot run on this machine; the message says why."""
+
+
+def ok(samples: Sequence[Sample]) -> list[Sample]:
+    return [s for s in samples if s.failure is None]
+
+
+def paired_ratios(
+    mine: Sequence[Sample], theirs: Sequence[Sample], figure: Callable[[Sample], float]
+) -> list[float]:
+    """``figure(mine) / figure(theirs)`` per repetition; both lists are in repetition order."""
+    return [
+        figure(a) / figure(b)
+        for a, b in zip(mine, theirs, strict=True)
+        if a.failure is None and b.failure is None and figure(b) > 0
+    ]
+
+
+def require_bulktag(ctx: Context) -> None:
+    if ctx.harness.tools.bulktag_missing:
+        raise SkipScenario(f"bulktag CLI unavailable: {ctx.harness.tools.bulktag_missing}")
+
+
+# ── 1. throughput against a fast endpoint ────────────────────────────────────────────────────
+
+
+def throughput(ctx: Context) -> Table:
+    sizes = ctx.sizes
+    table = Table(
+        "1. Throughput against a fast endpoint (nginx answering 204)",
+        f"{sizes.throughput_pairs:,} pairs ({sizes.sdk_pairs:,} for openstacksdk), 2 tags per "
+        "image, concurrency 64; bulktag with journal, limiter (`--rate 1000000 --burst 64`), "
+        "per-image scheduling and JSON logging on. *pairs/s* is process start to exit; "
+        "*steady* is the server's view, first to last PUT, without start-up; *start-up* is "
+        "the wall time of a 1-pair run; *nginx busy* is the server's CPU share of the run.",
+        ["client", "pairs/s", "steady pairs/s", "CPU ms/pair", "peak RSS MiB", "start-up s",
+         "nginx busy"],
+    )  # fmt: skip
+    clients = ctx.available([BULKTAG, MINIMAL_ASYNCIO, MINIMAL_UVLOOP, OPENSTACKSDK], table)
+    server = ctx.nginx()
+    big = workloads.write_csv(ctx.path("throughput.csv"), sizes.throughput_pairs)
+    small = workloads.write_csv(ctx.path("throughput-sdk.csv"), sizes.sdk_pairs)
+    one = workloads.write_csv(ctx.path("one.csv"), 1)
+    runs: dict[str, list[Sample]] = {c.name: [] for c in clients}
+    starts: dict[str, list[Sample]] = {c.name: [] for c in clients}
+    for client in clients:  # warm-up: byte-code caches, page cache, first connections
+        ctx.harness.run(client, Job(one, 1, server.base_url), server, expect_puts=1)
+    for rep in range(sizes.repetitions):
+        ctx.harness.log(f"  repetition {rep + 1}/{sizes.repetitions}")
+        for client in interleaved(clients, rep):
+            sdk = client is OPENSTACKSDK
+            csv, n = (small, sizes.sdk_pairs) if sdk else (big, sizes.throughput_pairs)
+            job, one_job = Job(csv, n, server.base_url), Job(one, 1, server.base_url)
+            runs[client.name].append(ctx.harness.run(client, job, server, n))
+            starts[client.name].append(ctx.harness.run(client, one_job, server, 1))
+    for client in clients:
+        good = ok(runs[client.name])
+        table.rows.append([
+            client.name,
+            spread([s.rate for s in good]),
+            spread([s.server_rate for s in good]),
+            spread([s.cpu_ms_per_pair for s in good], ".3f"),
+            spread([s.measurement.peak_rss_mib for s in good], ".0f"),
+            spread([s.measurement.wall_s for s in ok(starts[client.name])], ".2f"),
+            spread([100 * s.server_cpu_s / s.measurement.wall_s for s in good], ".0f", "%"),
+        ])  # fmt: skip
+    if BULKTAG in clients:
+        table.notes.extend(throughput_ratios(runs, clients))
+    return table
+
+
+def throughput_ratios(runs: dict[str, list[Sample]], clients: Sequence[Client]) -> list[str]:
+    notes = []
+    targets = {MINIMAL_ASYNCIO.name: 0.9, MINIMAL_UVLOOP.name: 0.9, OPENSTACKSDK.name: 15.0}
+    mine = runs[BULKTAG.name]
+    for client in clients:
+        if client is BULKTAG:
+            continue
+        e2e = paired_ratios(mine, runs[client.name], lambda s: s.rate)
+        steady = paired_ratios(mine, runs[client.name], lambda s: s.server_rate)
+        target = targets[client.name]
+        met = verdict(statistics.median(e2e) >= target) if e2e else "—"
+        notes.append(
+            f"bulktag ÷ {client.name}: {spread(e2e, '.2f')}× start-to-exit, "
+            f"{spread(steady, '.2f')}× steady (target ≥ {target}×; met: {met})"
+        )
+    return notes
+
+
+# ── 2. latency-bound throughput ──────────────────────────────────────────────────────────────
+
+
+def latency(ctx: Context) -> Table:
+    table = Table(
+        "2. Latency-bound throughput (server waits 10 ms per PUT)",
+        f"aiohttp.web server in its own process adding 10 ms to every PUT; "
+        f"{ctx.sizes.latency_round_trips} round trips per connection (pairs = concurrency × "
+        f"{ctx.sizes.latency_round_trips}). *ceiling* = concurrency ÷ 10 ms.",
+        ["concurrency", "client", "pairs/s", "% of ceiling", "CPU ms/pair", "bulktag ÷ this"],
+    )
+    clients = ctx.available([BULKTAG, MINIMAL_ASYNCIO, MINIMAL_UVLOOP], table)
+    with ExitStack() as stack:
+        server = ctx.aiohttp_server(stack, ["--delay-ms", "10"])
+        for concurrency in (16, 64):
+            latency_at(ctx, table, clients, server, concurrency)
+    if BULKTAG in clients:
+        table.notes.append("target: bulktag ≥ 0.95× the minimal client on the same event loop")
+    return table
+
+
+def latency_at(
+    ctx: Context, table: Table, clients: Sequence[Client], server: Server, concurrency: int
+) -> None:
+    pairs = concurrency * ctx.sizes.latency_round_trips
+    csv = workloads.write_csv(ctx.path(f"latency-{concurrency}.csv"), pairs)
+    runs: dict[str, list[Sample]] = {c.name: [] for c in clients}
+    job = Job(csv, pairs, server.base_url, concurrency=concurrency, burst=concurrency)
+    for rep in range(ctx.sizes.repetitions):
+        ctx.harness.log(f"  concurrency {concurrency}, repetition {rep + 1}")
+        for client in interleaved(clients, rep):
+            runs[client.name].append(ctx.harness.run(client, job, server, pairs))
+    ceiling = concurrency / 0.010
+    for client in clients:
+        good = ok(runs[client.name])
+        ratio = "—"
+        if BULKTAG in clients and client is not BULKTAG:
+            ratios = paired_ratios(runs[BULKTAG.name], runs[client.name], lambda s: s.rate)
+            ratio = spread(ratios, ".2f") + "×"
+        table.rows.append([
+            str(concurrency),
+            client.name,
+            spread([s.rate for s in good]),
+            spread([100 * s.rate / ceiling for s in good], ".0f", "%"),
+            spread([s.cpu_ms_per_pair for s in good], ".3f"),
+            ratio,
+        ])  # fmt: skip
+
+
+# ── 3. rate accuracy ─────────────────────────────────────────────────────────────────────────
+
+
+def rate_accuracy(ctx: Context) -> Table:
+    require_bulktag(ctx)
+    seconds = ctx.sizes.rate_seconds
+    table = Table(
+        "3. Rate accuracy",
+        f"bulktag `--rate R --burst B --concurrency 64`, R × {seconds:g} s worth of pairs, "
+        "against an aiohttp.web server that records every PUT's arrival time. B = 1 is "
+        "bulktag's default; B = R/50 is a burst small enough that rate + burst stays within "
+        "the +5% window target. *achieved* is PUTs ÷ (last − first arrival); *worst 1 s* is "
+        "the most arrivals in any sliding one-second window.",
+        ["--rate", "--burst", "achieved /s", "error", "worst 1 s window", "over rate",
+         "target met"],
+    )  # fmt: skip
+    with ExitStack() as stack:
+        server = ctx.aiohttp_server(stack, [])
+        for rate in (100, 1000):
+            pairs = int(rate * seconds)
+            csv = workloads.write_csv(ctx.path(f"rate-{rate}.csv"), pairs)
+            bursts = (1, max(2, rate // 50))
+            runs: dict[int, list[Sample]] = {burst: [] for burst in bursts}
+            for rep in range(ctx.sizes.repetitions):
+                ctx.harness.log(f"  --rate {rate}, repetition {rep + 1}")
+                for burst in interleaved(bursts, rep):
+                    job = Job(csv, pairs, server.base_url, rate=rate, burst=burst,
+                              timeout_s=seconds * 10 + 60)  # fmt: skip
+                    runs[burst].append(ctx.harness.run(BULKTAG, job, server, pairs))
+            table.rows.extend(rate_row(rate, burst, ok(runs[burst])) for burst in bursts)
+    table.notes.append("target: achieved within 2% of --rate, no one-second window above rate + 5%")
+    return table
+
+
+def rate_row(rate: int, burst: int, good: Sequence[Sample]) -> list[str]:
+    errors = [100 * (s.server_rate - rate) / rate for s in good]
+    excess = [100 * (s.worst_window - rate) / rate for s in good]
+    met = None
+    if good:
+        met = all(abs(e) <= 2 for e in errors) and all(x <= 5 for x in excess)
+    return [
+        str(rate),
+        str(burst),
+        spread([s.server_rate for s in good], ",.1f"),
+        spread(errors, "+.2f", "%"),
+        spread([float(s.worst_window) for s in good]),
+        spread(excess, "+.1f", "%"),
+        verdict(met),
+    ]
+
+
+# ── 4. adaptive pacing ───────────────────────────────────────────────────────────────────────
+
+
+def adaptive(ctx: Context) -> Table:
+    require_bulktag(ctx)
+    capacity = ctx.sizes.adaptive_capacity
+    pairs = int(capacity * ctx.sizes.adaptive_seconds)
+    asked = 4 * capacity
+    table = Table(
+        "4. Adaptive pacing against a capacity-limited server",
+        f"aiohttp.web server admitting {capacity} PUTs/s (token bucket, burst {capacity // 10}) "
+        f"and answering 503 beyond; bulktag asked for `--rate {asked} --concurrency 64` "
+        f"(4× what the server takes) with `--burst {asked // 50}`, {pairs:,} pairs. *goodput* "
+        "is accepted PUTs per second of the server's first-to-last arrival.",
+        ["capacity /s", "goodput /s", "% of capacity", "rejected", "pairs/s start-to-exit",
+         "target met"],
+    )  # fmt: skip
+    with ExitStack() as stack:
+        server = ctx.aiohttp_server(stack, ["--capacity", str(capacity)])
+        csv = workloads.write_csv(ctx.path("adaptive.csv"), pairs)
+        # Burst rate/50, not the default 1: with burst 1 the limiter alone under-delivers
+        # (scenario 3), which would blur what adaptive pacing does.
+        job = Job(csv, pairs, server.base_url, rate=asked, burst=asked // 50)
+        samples = []
+        for rep in range(ctx.sizes.repetitions):
+            ctx.harness.log(f"  repetition {rep + 1}")
+            samples.append(ctx.harness.run(BULKTAG, job, server, expect_puts=None))
+    good = ok(samples)
+    rejected = [100 * s.rejected / max(1, s.puts) for s in good]
+    share = [100 * s.goodput / capacity for s in good]
+    met = None
+    if good:
+        met = statistics.median(share) >= 85 and statistics.median(rejected) <= 10
+    table.rows.append([
+        str(capacity), spread([s.goodput for s in good]), spread(share, ".0f", "%"),
+        spread(rejected, ".1f", "%"), spread([s.rate for s in good]), verdict(met),
+    ])  # fmt: skip
+    table.notes.append("target: goodput ≥ 85% of capacity with ≤ 10% of PUTs rejected")
+    return table
+
+
+# ── 5. memory ────────────────────────────────────────────────────────────────────────────────
+
+
+def memory(ctx: Context) -> Table:
+    require_bulktag(ctx)
+    table = Table(
+        "5. Memory: peak RSS by input size",
+        "bulktag against nginx, concurrency 64, no rate limit in effect; peak RSS is the "
+        "kernel's `ru_maxrss` for the bulktag process. The million-pair run is measured once "
+        "(it takes minutes).",
+        ["pairs", "peak RSS MiB", "pairs/s", "CPU ms/pair", "runs"],
+    )
+    server = ctx.nginx()
+    peaks: dict[int, float] = {}
+    for pairs in ctx.sizes.memory_pairs:
+        csv = workloads.write_csv(ctx.path(f"memory-{pairs}.csv"), pairs)
+        job = Job(csv, pairs, server.base_url, timeout_s=max(600.0, pairs / 500))
+        samples = []
+        for rep in range(ctx.reps(pairs)):
+            ctx.harness.log(f"  {pairs:,} pairs, repetition {rep + 1}")
+            samples.append(ctx.harness.run(BULKTAG, job, server, pairs))
+        csv.unlink()
+        good = ok(samples)
+        rss = [s.measurement.peak_rss_mib for s in good]
+        if rss:
+            peaks[pairs] = statistics.median(rss)
+        table.rows.append([
+            f"{pairs:,}", spread(rss, ".0f"), spread([s.rate for s in good]),
+            spread([s.cpu_ms_per_pair for s in good], ".3f"), str(len(good)),
+        ])  # fmt: skip
+    if len(peaks) >= 2:
+        lo, hi = min(peaks), max(peaks)
+        table.notes.append(
+            f"growth from {lo:,} to {hi:,} pairs: {peaks[hi] - peaks[lo]:+.0f} MiB "
+            f"(target: flat, ≤ 80 MiB at 1M pairs"
+            + (f"; met: {verdict(peaks[hi] <= 80)})" if hi >= 1_000_000 else ")")
+        )
+    return table
+
+
+# ── 6. resume ────────────────────────────────────────────────────────────────────────────────
+
+
+RESUME_TARGETS = {1_000_000: (3.0, 200.0), 10_000_000: (30.0, 1024.0)}
+
+
+def resume(ctx: Context) -> Table:
+    require_bulktag(ctx)
+    table = Table(
+        "6. Resume over a finished journal",
+        "A journal of N `ok` records (2 tags per image) and an input of the same N pairs: the "
+        "resumed run sends nothing, so it measures loading the journal into the resume index "
+        "and filtering the input against it.",
+        ["journal records", "journal MiB", "wall s", "CPU s", "peak RSS MiB", "target",
+         "target met"],
+    )  # fmt: skip
+    server = ctx.nginx()
+    for records in ctx.sizes.resume_records:
+        resume_at(ctx, table, server, records)
+    return table
+
+
+def resume_at(ctx: Context, table: Table, server: Server, records: int) -> None:
+    journal, csv = ctx.path(f"resume-{records}.jsonl"), ctx.path(f"resume-{records}.csv")
+    started = time.perf_counter()
+    workloads.write_finished_journal(journal, csv, records)
+    size_mib = journal.stat().st_size / MIB
+    ctx.harness.log(f"  generated {records:,} records ({size_mib:,.0f} MiB) in "
+                    f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    job = Job(csv, records, server.base_url, journal=journal, timeout_s=900)
+    samples = []
+    try:
+        for rep in range(ctx.reps(records)):
+            ctx.harness.log(f"  {records:,} records, repetition {rep + 1}")
+            samples.append(ctx.harness.run(BULKTAG, job, server, expect_puts=0))
+    finally:
+        journal.unlink(missing_ok=True)
+        csv.unlink(missing_ok=True)
+    good = ok(samples)
+    walls = [s.measurement.wall_s for s in good]
+    rss = [s.measurement.peak_rss_mib for s in good]
+    target = RESUME_TARGETS.get(records)
+    met = None
+    if target and good:
+        met = statistics.median(walls) <= target[0] and statistics.median(rss) <= target[1]
+    table.rows.append([
+        f"{records:,}", f"{size_mib:,.0f}", spread(walls, ".2f"),
+        spread([s.measurement.cpu_s for s in good], ".2f"), spread(rss, ".0f"),
+        f"≤ {target[0]:g} s, ≤ {target[1]:g} MiB" if target else "—", verdict(met),
+    ])  # fmt: skip
+
+
+SCENARIOS: dict[str, Callable[[Context], Table]] = {
+    "throughput": throughput,
+    "latency": latency,
+    "rate": rate_accuracy,
+    "adaptive": adaptive,
+    "memory": memory,
+    "resume": resume,
+}
