@@ -1,0 +1,364 @@
+"""The engine against the fake Glance over real HTTP: outcomes, retries, pacing, per-image
+serialization, stopping, resuming."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bulktag.auth import AuthRefused
+from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
+from bulktag.journal import JournalWriter
+from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, settings
+
+pytestmark = pytest.mark.asyncio
+
+
+def fake(**config: object) -> FakeGlance:
+    return FakeGlance(FakeGlanceConfig(token=TOKEN, **config))  # type: ignore[arg-type]
+
+
+async def test_every_row_ok_and_every_tag_stored_when_tags_of_one_image_come_together(
+    tmp_path: Path,
+) -> None:
+    server = fake(latency=0.005)
+    pairs = grid(images=30, tags=6)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings(concurrency=16))
+    assert {"ok": len(pairs)} == dict(Counter(r["outcome"] for r in run.records))
+    assert 1 == server.max_in_flight_per_image
+    assert 0 == server.overlaps
+    for image_id in {i for i, _ in pairs}:
+        assert sorted(t for i, t in pairs if i == image_id) == sorted(server.tags_of(image_id))
+    assert server.max_in_flight > 1  # the pool still ran images in parallel
+
+
+async def test_without_per_image_serialization_glance_loses_tags(tmp_path: Path) -> None:
+    """The control for the test above: it proves the fake (like Glance) loses overlapping
+    updates, so the serialization is what keeps every tag."""
+    server = fake(latency=0.005)
+    pairs = grid(images=10, tags=6)
+    async with serve(server) as url:
+        engine_settings = settings(concurrency=16, serialize_images=False)
+        await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), engine_settings)
+    stored = sum(len(server.tags_of(image(i))) for i in range(10))
+    assert server.overlaps > 0
+    assert stored < len(pairs)
+
+
+async def test_one_image_with_many_tags_does_not_stall_the_other_images(tmp_path: Path) -> None:
+    server = fake(latency=0.01)
+    pairs = [(image(0), f"t{n}") for n in range(40)] + [(image(n), "x") for n in range(1, 41)]
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings())
+    assert len(pairs) == sum(r["outcome"] == "ok" for r in run.records)
+    assert 1 == server.max_in_flight_per_image
+    first_other = next(n for n, r in enumerate(server.requests) if r.image_id != image(0))
+    assert first_other < 5  # image 0's forty tags did not hold the other images back
+
+
+@pytest.mark.parametrize(
+    ("script", "attempts"),
+    [
+        pytest.param([503, 503, 503], 4, id="503-storm"),
+        pytest.param(["503+ra:0", "503+ra:0"], 3, id="503-with-retry-after"),
+        pytest.param([429, 429], 3, id="429"),
+        pytest.param(["413+ra:0"], 2, id="413-with-retry-after-is-throttling"),
+        pytest.param([502, 504], 3, id="bad-gateway-and-gateway-timeout"),
+        pytest.param([500, 500], 3, id="500-twice-then-ok"),
+        pytest.param(["drop", "drop"], 2, id="dropped-connection"),
+    ],
+)
+async def test_retryable_answers_are_retried_until_ok(
+    tmp_path: Path, script: list[int | str], attempts: int
+) -> None:
+    server = fake(script={(image(0), "web"): script})
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of([(image(0), "web")]))
+    [record] = run.records
+    assert ("ok", 204, attempts) == (record["outcome"], record["status"], record["attempts"])
+    assert ["web"] == server.tags_of(image(0))
+
+
+async def test_a_slow_answer_times_out_and_is_retried(tmp_path: Path) -> None:
+    server = fake(script={(image(0), "web"): ["slow:1.0"]})
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of([(image(0), "web")]), request_timeout=0.3
+        )
+    [record] = run.records
+    assert ("ok", 2) == (record["outcome"], record["attempts"])
+
+
+async def test_retryable_answers_until_max_attempts_give_up(tmp_path: Path) -> None:
+    server = fake(script={(image(0), "web"): [503] * 10})
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of([(image(0), "web")]))
+    [record] = run.records
+    assert ("gave_up", 503, 5) == (record["outcome"], record["status"], record["attempts"])
+    assert 1 == run.report.tally.problems
+
+
+@pytest.mark.parametrize(
+    ("config", "status"),
+    [
+        pytest.param({"known_images": set()}, 404, id="unknown-image"),
+        pytest.param({"forbidden_images": {image(0)}}, 403, id="not-allowed"),
+        pytest.param({"tag_quota": 0, "retry_after": "5"}, 413, id="quota-ignores-retry-after"),
+        pytest.param({"script": {(image(0), "web"): [400]}}, 400, id="bad-request"),
+        pytest.param({"script": {(image(0), "web"): [500, 500, 500]}}, 500, id="500-thrice"),
+    ],
+)
+async def test_permanent_answers_fail_the_row_with_the_servers_words(
+    tmp_path: Path, config: dict[str, object], status: int
+) -> None:
+    server = fake(**config)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of([(image(0), "web")]))
+    [record] = run.records
+    assert ("failed", status) == (record["outcome"], record["status"])
+    assert record["error"]
+    assert record["request_id"].startswith("req-")
+    assert (3 if status == 500 else 1) == record["attempts"]
+
+
+async def test_the_rate_is_a_ceiling_in_every_one_second_window(tmp_path: Path) -> None:
+    server = fake()
+    rate, burst = 40.0, 2
+    pairs = grid(images=70, tags=1)
+    async with serve(server) as url:
+        await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of(pairs), settings(rate=rate, burst=burst, concurrency=32)
+        )
+    arrivals = sorted(r.at for r in server.requests)
+    busiest = max(
+        sum(1 for t in arrivals[n:] if t < start + 1.0) for n, start in enumerate(arrivals)
+    )
+    assert busiest <= rate + burst
+
+
+async def test_pushback_slows_the_whole_run_near_the_servers_capacity(tmp_path: Path) -> None:
+    server = fake(capacity=40.0)
+    pairs = grid(images=120, tags=1)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of(pairs), settings(rate=400.0, burst=10, concurrency=16)
+        )
+    statuses = Counter(r.status for r in server.requests)
+    assert len(pairs) == statuses[204]
+    assert run.report.pace_cuts >= 1
+    # Without shared pacing ~90% of requests at 400/s would bounce off a 40/s server.
+    assert statuses[503] / sum(statuses.values()) < 0.3
+
+
+async def test_consecutive_identical_failures_trip_the_breaker(tmp_path: Path) -> None:
+    pairs = grid(images=50, tags=1)
+    server = fake(forbidden_images={i for i, _ in pairs})
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of(pairs), settings(max_consecutive_failures=5, concurrency=2, rate=100.0)
+        )
+    assert run.report.aborted is not None
+    assert "HTTP 403" in run.report.aborted
+    assert 5 <= len(run.records) < len(pairs)
+    assert all(r["outcome"] == "failed" for r in run.records)
+
+
+async def test_a_refused_static_token_aborts_the_run_and_records_nothing_for_it(
+    tmp_path: Path,
+) -> None:
+    server = FakeGlance(FakeGlanceConfig(token="another-token"))
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(grid(images=20, tags=1)))
+    assert run.report.aborted is not None
+    assert "refused" in run.report.aborted
+    assert [] == run.records
+
+
+class RotatingTokens:
+    """A provider whose refresh issues the next token; counts logins."""
+
+    def __init__(self, valid: list[str]) -> None:
+        self.valid = valid
+        self.current = "t0"
+        self.logins = 0
+        self._lock = anyio.Lock()
+
+    async def token(self) -> str:
+        return self.current
+
+    async def refresh(self, rejected: str) -> str:
+        async with self._lock:
+            if rejected == self.current:
+                self.logins += 1
+                self.current = f"t{self.logins}"
+                self.valid[:] = [self.current]
+        return self.current
+
+
+async def test_a_401_mid_run_refreshes_the_token_once_and_the_rows_still_succeed(
+    tmp_path: Path,
+) -> None:
+    valid = ["t0"]
+    server = FakeGlance(FakeGlanceConfig(token_validator=lambda t: t in valid, latency=0.01))
+    tokens = RotatingTokens(valid)
+    pairs = grid(images=80, tags=1)
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl", tokens=tokens)
+        async with anyio.create_task_group() as tg:
+
+            async def expire_soon() -> None:
+                await anyio.sleep(0.05)
+                valid.clear()  # the cloud revokes t0 mid-run
+
+            tg.start_soon(expire_soon)
+            run = await harness.run(csv_of(pairs), settings(concurrency=16, rate=800.0))
+    assert {"ok": len(pairs)} == dict(Counter(r["outcome"] for r in run.records))
+    assert 1 == tokens.logins
+
+
+class RefusingTokens(RotatingTokens):
+    async def refresh(self, rejected: str) -> str:
+        raise AuthRefused("credentials refused by http://keystone (401)")
+
+
+async def test_a_refused_refresh_aborts_the_run_cleanly(tmp_path: Path) -> None:
+    valid = ["t0"]
+    server = FakeGlance(FakeGlanceConfig(token_validator=lambda t: t in valid))
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl", tokens=RefusingTokens(valid))
+        first = await harness.run(csv_of(grid(images=10, tags=1)), settings(concurrency=1))
+        valid.clear()
+        second = await harness.run(csv_of(grid(images=20, tags=1)), settings(concurrency=4))
+    assert first.report.aborted is None
+    assert "credentials refused" in (second.report.aborted or "")
+    assert [] == second.records  # rows 11-20 were never settled: nothing recorded
+
+
+async def test_resume_skips_ok_and_failed_but_sends_gave_up_again(tmp_path: Path) -> None:
+    pairs = [(image(0), "a"), (image(1), "b"), (image(2), "c")]
+    server = fake(forbidden_images={image(1)}, script={(image(2), "c"): [503] * 5})
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        first = await harness.run(csv_of(pairs))
+        second = await harness.run(csv_of(pairs))
+    assert {"ok": 1, "failed": 1, "gave_up": 1} == dict(
+        Counter(r["outcome"] for r in first.records)
+    )
+    assert [(image(2), "c", "ok")] == [
+        (r["image_id"], r["tag"], r["outcome"]) for r in second.records
+    ]
+    assert 2 == second.report.tally.skipped_done
+
+
+async def test_invalid_rows_are_recorded_once_across_runs(tmp_path: Path) -> None:
+    data = csv_of([(image(0), "good"), (image(1), "bad.tag"), ("nope", "x")])
+    async with serve(fake()) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        first = await harness.run(data)
+        second = await harness.run(data)
+    assert 2 == sum(r["outcome"] == "invalid" for r in first.records)
+    assert [] == second.records
+    assert 3 == second.report.tally.skipped_done
+
+
+async def test_a_pair_repeated_in_the_input_is_sent_and_recorded_once(tmp_path: Path) -> None:
+    server = fake()
+    pairs = [(image(0), "a"), (image(1), "b"), (image(0), "a")]
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs))
+    assert 2 == len(run.records)
+    assert 1 == run.report.tally.skipped_duplicate
+    assert 2 == sum(1 for r in server.requests if r.method == "PUT")
+
+
+async def test_request_stop_finishes_in_flight_rows_and_leaves_the_rest(tmp_path: Path) -> None:
+    server = fake(latency=0.05)
+    pairs = grid(images=200, tags=1)
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        async with anyio.create_task_group() as tg:
+
+            async def stop_soon() -> None:
+                await anyio.sleep(0.3)
+                engines[0].request_stop()
+
+            engines = []
+            original = harness.engine
+
+            def capture(*args: object) -> object:
+                engine = original(*args)  # type: ignore[arg-type]
+                engines.append(engine)
+                return engine
+
+            harness.engine = capture  # type: ignore[method-assign]
+            tg.start_soon(stop_soon)
+            run = await harness.run(csv_of(pairs), settings(concurrency=8, rate=100.0))
+        rest = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs))
+    assert run.report.interrupted
+    assert 0 < len(run.records) < len(pairs)
+    puts = Counter((r.image_id, r.tag) for r in server.requests if r.method == "PUT")
+    settled_first = {(r["image_id"], r["tag"]) for r in run.records}
+    assert all(puts[p] == 1 for p in settled_first)  # nothing settled was sent again
+    everything = run.records + rest.records
+    assert sorted(pairs) == sorted((r["image_id"], r["tag"]) for r in everything)
+
+
+class BrokenDisk(JournalWriter):
+    """A journal whose disk fills up after ``room`` batches."""
+
+    room = 2
+
+    def write_batch(self, lines: list[bytes]) -> None:
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+        self.room -= 1
+        super().write_batch(lines)
+
+
+async def test_a_journal_write_failure_aborts_the_run_and_keeps_what_was_written(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    async with serve(fake(latency=0.01)) as url:
+        harness = Harness(url, journal)
+        original = harness.engine
+
+        def with_broken_disk(session: object, engine_settings: object, timeout: float) -> object:
+            engine = original(session, engine_settings, timeout)  # type: ignore[arg-type]
+            engine._journal.close()
+            engine._journal = BrokenDisk(journal)
+            return engine
+
+        harness.engine = with_broken_disk  # type: ignore[method-assign]
+        run = await harness.run(csv_of(grid(images=100, tags=1)), settings(concurrency=4))
+    assert "No space left on device" in (run.report.aborted or "")
+    lines = journal.read_text().splitlines()
+    assert 0 < len(lines) < 100
+    assert all(line.startswith("{") and line.endswith("}") for line in lines)
+
+
+async def test_the_journal_has_one_record_per_row_with_the_documented_fields(
+    tmp_path: Path,
+) -> None:
+    rows = [(image(n), random.Random(n).choice(["a", "b.c", "d"])) for n in range(20)]
+    async with serve(fake()) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(rows))
+    fields = [
+        "line",
+        "image_id",
+        "tag",
+        "outcome",
+        "status",
+        "attempts",
+        "error",
+        "request_id",
+        "at",
+        "elapsed_ms",
+    ]
+    assert all(fields == list(r) for r in run.records)
+    assert sorted(range(2, 22)) == sorted(r["line"] for r in run.records)
