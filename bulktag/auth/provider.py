@@ -48,10 +48,16 @@ class KeystoneTokenProvider:
     """A :class:`TokenProvider` that logs in with ``login`` and renews the token when due."""
 
     def __init__(
-        self, login: Login, *, margin: float = DEFAULT_MARGIN, clock: Clock = time.monotonic
+        self,
+        login: Login,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        clock: Clock = time.monotonic,
+        renew_early: bool = True,
     ) -> None:
         self._login = login
         self._margin = margin
+        self._renew_early_enabled = renew_early
         self._clock = clock
         self._lock = anyio.Lock()
         self._current: IssuedToken | None = None
@@ -73,7 +79,9 @@ class KeystoneTokenProvider:
         async def login() -> IssuedToken:
             return await authenticate(session, spec, login_timeout=login_timeout)
 
-        return cls(login, margin=margin, clock=clock)
+        # A token re-scoped from a given token keeps that token's expiry: renewing it early
+        # cannot extend it, and would only log in again and again as the end nears.
+        return cls(login, margin=margin, clock=clock, renew_early=spec.method != "token")
 
     def __repr__(self) -> str:
         return f"KeystoneTokenProvider(logins={self.logins}, token=<redacted>)"
@@ -131,6 +139,8 @@ class KeystoneTokenProvider:
         lifetime = issued.lifetime
         if lifetime is None:  # no expiry given: renew only when the cloud answers 401
             self._refresh_at = self._expires_at = math.inf
+        elif not self._renew_early_enabled:
+            self._refresh_at, self._expires_at = math.inf, started + lifetime
         else:
             # Half the lifetime at most, so a token shorter than the margin is not renewed
             # on every single request.

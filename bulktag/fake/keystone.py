@@ -154,24 +154,30 @@ class FakeKeystone:
         if method == "application_credential":
             if "scope" in auth:  # Keystone: an application credential cannot request a scope
                 raise _Refused
-            user_id, project_id = self._app_credential(identity["application_credential"])
-            return self._token_response(method, user_id, project_id)
-        user_id = self._user_of(method, identity)
-        return self._token_response(method, user_id, self._project(auth.get("scope")))
-
-    def _user_of(self, method: str, identity: Mapping[str, Any]) -> str:
-        if method == "password":
-            given = identity["password"]["user"]
-            user = self._find_user(given)
-            if given.get("password") != user.password:
-                raise _Refused
-            return user.id
+            return self._token_response(
+                method, *self._app_credential(identity["application_credential"])
+            )
+        scope = self._project(auth.get("scope"))
         if method == "token":
-            issued = self._tokens.get(identity["token"]["id"])
-            if issued is None or not self.is_valid(identity["token"]["id"]):
-                raise _Refused
-            return issued.user_id
+            # Keystone: a token made from a token keeps the original's expiry.
+            original = self._valid_token(identity["token"]["id"])
+            return self._token_response(method, original.user_id, scope, original.expires_at)
+        if method == "password":
+            return self._token_response(method, self._password_user(identity), scope)
         raise _Refused
+
+    def _password_user(self, identity: Mapping[str, Any]) -> str:
+        given = identity["password"]["user"]
+        user = self._find_user(given)
+        if given.get("password") != user.password:
+            raise _Refused
+        return user.id
+
+    def _valid_token(self, value: str) -> _Token:
+        issued = self._tokens.get(value)
+        if issued is None or not self.is_valid(value):
+            raise _Refused
+        return issued
 
     # -- lookups: any miss is a 401, like Keystone (it does not say which part was wrong) --
 
@@ -208,10 +214,13 @@ class FakeKeystone:
 
     # -- the answer ---------------------------------------------------------------------------
 
-    def _token_response(self, method: str, user_id: str, project_id: str | None) -> web.Response:
+    def _token_response(
+        self, method: str, user_id: str, project_id: str | None, expires_at: float | None = None
+    ) -> web.Response:
         now = self.config.clock()
         value = "gAAAAA" + secrets.token_urlsafe(32)  # looks like a Fernet token
-        issued = _Token(user_id, project_id, now, now + self.config.token_lifetime)
+        expires_at = now + self.config.token_lifetime if expires_at is None else expires_at
+        issued = _Token(user_id, project_id, now, expires_at)
         self._tokens[value] = issued
         self.logins += 1
         return web.json_response(

@@ -290,3 +290,21 @@ async def test_a_token_without_endpoint_is_rescoped_to_find_the_catalog() -> Non
         creds = await resolve_credentials(session, token_spec, clock=clock)
         assert fake.is_valid(await creds.provider.token())
     assert "http://127.0.0.1:9292" == creds.endpoint
+
+
+@pytest.mark.asyncio
+async def test_a_rescoped_token_is_not_renewed_early_since_its_expiry_cannot_move() -> None:
+    clock = Clock()
+    fake = keystone(clock, lifetime=600)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        given = await provider_for(session, base, clock).token()
+        clock.advance(300)
+        token_spec = AuthSpec(method="token", auth_url=base, token=given, project_id="p-1")
+        creds = await resolve_credentials(session, token_spec, clock=clock)
+        scoped = await creds.provider.token()
+        clock.advance(290)  # 10 s before the given token (and so this one) expires
+        assert scoped == await creds.provider.token()
+        clock.advance(10)
+        with pytest.raises(AuthRefused):  # expired: the given token cannot be renewed
+            await creds.provider.refresh(scoped)
+    assert 2 == fake.logins  # the given token's login and the one re-scoping
