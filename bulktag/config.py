@@ -23,7 +23,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True, slots=True)
 class Option:
     name: str
-    kind: type
+    kind: type[Any]
     default: Any
     minimum: float | None = None
     maximum: float | None = None

@@ -32,7 +32,9 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 from aiolimiter import AsyncLimiter
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from bulktag.auth import AuthRefused, TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex, key_of, render

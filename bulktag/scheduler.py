@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 
 import anyio
-from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from bulktag.model import Row
 
