@@ -1,0 +1,171 @@
+"""The HTTP edge in isolation: what goes on the wire, and how failures map to Answers.
+
+A tiny aiohttp.web server on loopback records each request and answers what the test scripts.
+(aioresponses would patch aiohttp's internals instead; its 0.7.9 does not work with aiohttp
+3.14, and a real socket tests more anyway.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bulktag.policy import Answer
+from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
+
+IMAGE = "8a3f1c2e-0000-4000-8000-000000000001"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://glance:9292", "http://glance:9292"),
+        ("http://glance:9292/", "http://glance:9292"),
+        ("https://glance:9292/v2", "https://glance:9292"),
+        ("https://glance:9292/v2/", "https://glance:9292"),
+        ("https://cloud.example/image", "https://cloud.example/image"),
+    ],
+)
+def test_endpoint_is_normalized_with_or_without_v2(given: str, expected: str) -> None:
+    assert expected == normalize_endpoint(given)
+
+
+@pytest.mark.parametrize("bad", ["ftp://glance", "glance:9292", "not a url", "http://"])
+def test_a_non_http_endpoint_is_rejected(bad: str) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        normalize_endpoint(bad)
+
+
+@asynccontextmanager
+async def server(handler: Handler, seen: list[web.Request]) -> AsyncIterator[str]:
+    async def record(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        seen.append(request)
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def put_via(handler: Handler, timeout: float = 5.0) -> tuple[Answer, list[web.Request]]:
+    seen: list[web.Request] = []
+    async with server(handler, seen) as url, make_session(2, timeout) as session:
+        answer = await GlanceTransport(session, url + "/v2/", timeout).put_tag(IMAGE, "web", "tok")
+    return answer, seen
+
+
+@pytest.mark.asyncio
+async def test_put_sends_the_token_to_the_tag_path_with_no_body() -> None:
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    answer, [request] = await put_via(no_content)
+    assert Answer(status=204) == answer
+    assert ("PUT", f"/v2/images/{IMAGE}/tags/web") == (request.method, request.path)
+    assert "tok" == request.headers["X-Auth-Token"]
+    assert request.headers.get("Content-Length", "0") == "0"  # Glance: 400 for any body
+    assert "Transfer-Encoding" not in request.headers
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("header", "value"), [("x-openstack-request-id", "req-1"), ("X-Request-Id", "gw-2")]
+)
+async def test_request_id_is_read_from_either_header(header: str, value: str) -> None:
+    async def with_id(request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={header: value})
+
+    answer, _ = await put_via(with_id)
+    assert value == answer.request_id
+
+
+@pytest.mark.asyncio
+async def test_an_error_answer_keeps_status_retry_after_and_a_flat_excerpt() -> None:
+    async def unavailable(request: web.Request) -> web.Response:
+        body = "Service\n  Unavailable" + " x" * 400
+        return web.Response(status=503, text=body, headers={"Retry-After": "7"})
+
+    answer, _ = await put_via(unavailable)
+    assert (503, "7") == (answer.status, answer.retry_after)
+    assert (answer.error or "").startswith("Service Unavailable x")
+    assert len(answer.error or "") <= 301
+
+
+@pytest.mark.asyncio
+async def test_a_slow_answer_is_a_timeout() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response(status=204)
+
+    answer, _ = await put_via(slow, timeout=0.2)
+    assert Answer(status=None, error="timeout after 0.2 s") == answer
+
+
+@pytest.mark.asyncio
+async def test_a_connection_closed_without_an_answer_is_a_dropped_connection() -> None:
+    async def hang_up(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()
+        await asyncio.sleep(0.1)
+        return web.Response(status=204)
+
+    answer, _ = await put_via(hang_up)
+    assert answer.status is None
+    assert "connection dropped by the server" == answer.error
+
+
+@pytest.mark.asyncio
+async def test_a_refused_connection_names_the_reason() -> None:
+    # Nothing listens on port 9 of loopback.
+    async with make_session(1, 5.0) as session:
+        answer = await GlanceTransport(session, "http://127.0.0.1:9", 5.0).put_tag(
+            IMAGE, "web", "tok"
+        )
+    assert answer.status is None
+    assert (answer.error or "").startswith("connect: ")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("exception", "error"),
+    [
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), "connection error: ClientOSError"),
+        (aiohttp.ClientPayloadError("truncated"), "connection error: ClientPayloadError"),
+        (ConnectionResetError(104, "reset"), "connection error: ConnectionResetError"),
+    ],
+)
+async def test_other_client_errors_become_answers_without_status(
+    exception: Exception, error: str
+) -> None:
+    async def raising(*args: object, **kwargs: object) -> aiohttp.ClientResponse:
+        raise exception
+
+    async with make_session(1, 5.0) as session:
+        transport = GlanceTransport(session, "http://127.0.0.1:9", 5.0)
+        answer = await transport._call(raising, transport._tag_url(IMAGE, "web"), "tok")
+    assert answer.status is None
+    assert (answer.error or "").startswith(error)
+
+
+@pytest.mark.asyncio
+async def test_a_bug_is_not_disguised_as_a_network_error() -> None:
+    async def buggy(*args: object, **kwargs: object) -> aiohttp.ClientResponse:
+        raise KeyError("bug")
+
+    async with make_session(1, 5.0) as session:
+        transport = GlanceTransport(session, "http://127.0.0.1:9", 5.0)
+        with pytest.raises(KeyError):
+            await transport._call(buggy, transport._tag_url(IMAGE, "web"), "tok")
