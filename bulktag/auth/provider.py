@@ -13,6 +13,9 @@ Invariants:
 * Once the identity service refuses our credentials (401), every later call fails with the
   same :class:`~bulktag.auth.base.AuthRefused` without asking again: hammering a refusing
   service with a wrong password can lock the account.
+* After the first token, ``token()`` and ``refresh()`` raise only AuthRefused (the seam's
+  contract): an identity service that stops answering mid-run stops the run cleanly too. The
+  first login raises CredentialsError for that, a setup error.
 
 :func:`resolve_credentials` is the entry point the CLI calls after :func:`load_auth_spec`.
 """
@@ -21,7 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -98,7 +102,8 @@ class KeystoneTokenProvider:
         async with self._lock:
             # Re-check: another caller may have renewed it while we waited for the lock.
             if self._current is None or self._clock() >= self._refresh_at:
-                await self._renew_early()
+                with self._mid_run_failures_stop_the_run():
+                    await self._renew_early()
             assert self._current is not None
             return self._current.value
 
@@ -106,9 +111,24 @@ class KeystoneTokenProvider:
         async with self._lock:
             if self._current is not None and self._current.value != rejected:
                 return self._current.value  # already replaced after the 401 someone else saw
-            await self._log_in()
+            with self._mid_run_failures_stop_the_run():
+                await self._log_in()
             assert self._current is not None
             return self._current.value
+
+    @contextmanager
+    def _mid_run_failures_stop_the_run(self) -> Iterator[None]:
+        """Once a run is going, failing to get a token must stop it the way the engine knows.
+
+        The engine expects AuthRefused from a provider and then stops cleanly, journal intact.
+        Before the first token (no run yet) a CredentialsError stays one: a setup error.
+        """
+        try:
+            yield
+        except CredentialsError as exc:
+            if self._current is None:
+                raise
+            raise AuthRefused(f"cannot renew the token: {exc}") from exc
 
     async def _renew_early(self) -> None:
         """Renew a token that is due; if the service is down, keep one that has not expired."""

@@ -215,7 +215,7 @@ async def test_a_failed_early_renewal_keeps_the_current_token_and_retries_later(
 
 
 @pytest.mark.asyncio
-async def test_a_failed_renewal_of_an_expired_token_is_an_error() -> None:
+async def test_a_failed_renewal_of_an_expired_token_stops_the_run_with_auth_refused() -> None:
     clock = Clock()
     fake = keystone(clock, lifetime=600)
     async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
@@ -223,8 +223,37 @@ async def test_a_failed_renewal_of_an_expired_token_is_an_error() -> None:
         await provider.token()
         clock.advance(601)
         fake.scripted.append(503)
-        with pytest.raises(CredentialsError):
+        with pytest.raises(AuthRefused) as info:
             await provider.token()
+    expected = (
+        f"cannot renew the token: identity service at {base} answered 503: scripted failure 503"
+    )
+    assert expected == str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_an_identity_service_gone_mid_run_makes_refresh_raise_auth_refused() -> None:
+    clock = Clock()
+    fake = keystone(clock)
+    async with aiohttp.ClientSession() as session:
+        async with serve_keystone(fake) as base:
+            provider = provider_for(session, base, clock)
+            rejected = await provider.token()
+        with pytest.raises(AuthRefused) as info:  # the server is gone now
+            await provider.refresh(rejected)
+    prefix = f"cannot renew the token: identity service at {base}/v3/auth/tokens does not answer: "
+    assert str(info.value).startswith(prefix)
+
+
+@pytest.mark.asyncio
+async def test_the_first_login_failing_is_a_credentials_error_not_a_refusal() -> None:
+    clock = Clock()
+    fake = keystone(clock)
+    fake.scripted.append(500)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        with pytest.raises(CredentialsError) as info:
+            await resolve_credentials(session, spec(base))
+    assert not isinstance(info.value, AuthRefused)
 
 
 # ---------------------------------------------------------------------------------------------
