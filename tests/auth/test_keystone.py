@@ -301,8 +301,10 @@ async def test_an_auth_url_nobody_listens_on_does_not_answer() -> None:
 
 @pytest.mark.asyncio
 async def test_a_silent_identity_service_times_out() -> None:
+    release = asyncio.Event()
+
     async def hang(request: web.Request) -> web.Response:
-        await asyncio.sleep(10)
+        await release.wait()
         return web.Response()
 
     app = web.Application()
@@ -310,6 +312,7 @@ async def test_a_silent_identity_service_times_out() -> None:
     async with serve_app(app) as base, aiohttp.ClientSession() as session:
         with pytest.raises(CredentialsError) as info:
             await authenticate(session, password_spec(base), login_timeout=0.2)
+        release.set()  # let the server shut down without waiting for the hung handler
     expected = f"identity service at {base}/v3/auth/tokens does not answer: timed out after 0.2 s"
     assert expected == str(info.value)
 
