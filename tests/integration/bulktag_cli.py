@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,3 +134,19 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
 def settled_by_line(records: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The last record of each input line (a resumed run appends; the latest word counts)."""
     return {int(r["line"]): r for r in records}
+
+
+def wait_for_records(
+    journal: Path, count: int, proc: subprocess.Popen[bytes], timeout: float = 120
+) -> int:
+    """Wait until the journal holds ``count`` records while ``proc`` is still running; return
+    how many it holds. Fails if the run ends first: a mid-run action would then prove nothing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bulktag exited ({proc.returncode}) before {count} rows were journaled")
+        held = len(read_journal(journal)) if journal.exists() else 0
+        if held >= count:
+            return held
+        time.sleep(0.05)
+    pytest.fail(f"fewer than {count} rows journaled after {timeout:.0f}s")

@@ -41,12 +41,12 @@ def request(
     token: str | None = None,
     body: object = None,
     expect: Iterable[int] = (200, 201, 202, 204),
-    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     if data is not None:
-        req.add_header("Content-Type", content_type)
+        req.add_header("Content-Type", "application/json")
     if token is not None:
         req.add_header("X-Auth-Token", token)
     try:
@@ -163,10 +163,10 @@ class KeystoneAdmin:
         url = f"{self.v3}/projects/{project_id}/users/{user_id}/roles/{self.role_id(role)}"
         self.s.call("PUT", url)
 
-    def revoke(self, project_id: str, user_id: str, role: str) -> None:
-        """Remove a role assignment; Keystone then revokes the user's tokens for that project."""
-        url = f"{self.v3}/projects/{project_id}/users/{user_id}/roles/{self.role_id(role)}"
-        self.s.call("DELETE", url)
+    def revoke_token(self, token: str) -> None:
+        """Revoke one token (``DELETE /v3/auth/tokens``), as an operator or a security tool
+        would; the user's other and later tokens stay valid."""
+        self.s.call("DELETE", f"{self.v3}/auth/tokens", headers={"X-Subject-Token": token})
 
     def register_service(self, kind: str, name: str, url: str, region: str) -> None:
         body = {"service": {"type": kind, "name": name}}

@@ -394,9 +394,10 @@ class GlanceAuth:
     username: str
     password: str
     project: str = "service"
-    # keystonemiddleware caches a validated token for this long; short so that a revoked
-    # token is refused within seconds (default 300 s).
-    token_cache_time: int = 5
+    # keystonemiddleware caches a validated token for this long (default 300 s): short, so
+    # that a token revoked mid-run is refused within seconds, well before bulktag would have
+    # renewed it anyway (at half of the short test lifetime).
+    token_cache_time: int = 2
 
 
 @dataclass(frozen=True)
