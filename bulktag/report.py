@@ -69,7 +69,8 @@ _TABLE_ROWS = 24  # the human rate table is squeezed into at most this many buck
 _NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)  # minutes
 _OUTCOMES = tuple(Outcome)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_OTHER_REASONS = ("-", "-", "(more distinct reasons than the report keeps)")
+POOLED_REASON = "(more distinct reasons than the report keeps)"
+_POOLED_GROUP = ("-", "-", POOLED_REASON)
 _T = TypeVar("_T")
 
 
@@ -270,7 +271,7 @@ class Report:
         group_id = self._group_ids.get(key)
         if group_id is None:
             if len(self.groups) >= MAX_REASONS:
-                key = _OTHER_REASONS
+                key = _POOLED_GROUP
                 group_id = self._group_ids.get(key)
             if group_id is None:
                 group_id = self._group_ids[key] = len(self.groups)
