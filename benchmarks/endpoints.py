@@ -244,8 +244,11 @@ class AiohttpServer(Server):
 
     name = "aiohttp"
 
-    def __init__(self, python: str, core: int | None, flags: list[str], log: Path) -> None:
+    def __init__(
+        self, python: str, core: int | None, flags: list[str], log: Path, env: dict[str, str]
+    ) -> None:
         super().__init__()
+        self.env = env
         self.python = python
         self.core = core
         self.flags = flags
@@ -255,7 +258,7 @@ class AiohttpServer(Server):
         cmd = pinned([self.python, str(HERE / "servers.py"), "--port", "0", *self.flags], self.core)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=self.env
             )
         self.port = self.read_port(self.proc)
 

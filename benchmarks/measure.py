@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,15 +30,28 @@ class Measurement:
     timed_out: bool
 
 
-def run_measured(cmd: Sequence[str], timeout_s: float, stdout: Path, stderr: Path) -> Measurement:
-    """Run ``cmd`` to completion (killing it after ``timeout_s``) and measure it.
+def run_measured(
+    cmd: Sequence[str],
+    timeout_s: float,
+    stdout: Path,
+    stderr: Path,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+) -> Measurement:
+    """Run ``cmd`` in ``cwd`` to completion (killing it after ``timeout_s``) and measure it.
+
+    ``cwd`` matters: ``python -m`` puts it first on ``sys.path``, so running from the repo root
+    would import the working tree's bulktag whatever ``PYTHONPATH`` says.
 
     The blocking ``wait4`` runs in a helper thread so the main thread can enforce the time budget;
     the wall clock stops the moment ``wait4`` returns, not when we get round to polling.
     """
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=dict(env), cwd=cwd
+        )
     reaped = _Reaped()
     reaper = threading.Thread(target=reaped.wait, args=(proc.pid,), daemon=True)
     reaper.start()

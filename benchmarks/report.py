@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,7 +55,6 @@ def machine() -> list[str]:
     return [
         f"CPU: {_cpu_model()}, {os.cpu_count()} cores; memory {_mem_gib():.0f} GiB",
         f"kernel: {platform.system()} {platform.release()}; Python {platform.python_version()}",
-        f"bulktag commit: {_git_head()}",
     ]
 
 
@@ -80,26 +78,8 @@ def _mem_gib() -> float:
     return 0.0
 
 
-def _git_head() -> str:
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        head = _git(repo, "rev-parse", "--short", "HEAD")
-        dirty = _git(repo, "status", "--porcelain", "--", "bulktag")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    # Other people's uncommitted edits to bulktag/ change what was measured: say so.
-    return head + (" + uncommitted changes in bulktag/" if dirty else "")
-
-
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
-    )
-    return done.stdout.strip()
-
-
 def document(
-    command: str, versions: list[str], tables: list[Table], failures: list[str], skipped: list[str]
+    command: str, facts: list[str], tables: list[Table], failures: list[str], skipped: list[str]
 ) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = [
@@ -113,7 +93,7 @@ def document(
         f"- date: {now}",
         f"- command: `{command}`",
         *(f"- {fact}" for fact in machine()),
-        *(f"- {version}" for version in versions),
+        *(f"- {fact}" for fact in facts),
         "",
     ]
     if skipped:

@@ -16,6 +16,7 @@ project's interpreter (``.venv/bin/python``) and openstacksdk with ``benchmarks/
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import subprocess
@@ -45,6 +46,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, help="where to write the results table")
     parser.add_argument("--python", help="interpreter for bulktag and the minimal client")
+    parser.add_argument(
+        "--bulktag",
+        default="HEAD",
+        metavar="REV",
+        help="git revision of bulktag to measure (exported with git archive), or 'tree' for "
+        "the working tree as it is [default HEAD]",
+    )
     args = parser.parse_args(argv)
     args.only = _names(parser, args.only)
     return args
@@ -139,12 +147,19 @@ def main(argv: list[str]) -> int:
     # SIGTERM (CI timeouts, kill) unwinds like Ctrl-C, so the ExitStacks stop every server.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     sizes = scenarios.SMOKE if args.smoke else scenarios.QUICK if args.quick else scenarios.FULL
-    tools = Tools.discover(args.python)
-    if tools.bulktag_missing:
-        log(f"NOTE: bulktag rows are skipped: {tools.bulktag_missing}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     workdir = HERE / "work" / f"run-{stamp}"
     workdir.mkdir(parents=True)
+    try:
+        tools = Tools.discover(args.python, args.bulktag, workdir)
+    except subprocess.CalledProcessError as exc:
+        log(f"cannot export bulktag at {args.bulktag!r}: {exc.stderr.strip() or exc}")
+        cleanup_dir(workdir)
+        return 2
+    log(f"measuring bulktag: {tools.bulktag_source}")
+    if tools.bulktag_missing:
+        log(f"NOTE: bulktag rows are skipped: {tools.bulktag_missing}")
+    load_before = os.getloadavg()
     harness = Harness(tools, workdir, log)
     started = time.perf_counter()
     try:
@@ -158,7 +173,13 @@ def main(argv: list[str]) -> int:
     command = shlex.join(["python", "benchmarks/run.py", *argv])
     out = output_path(args)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.document(command, versions(tools), tables, harness.failures, skipped))
+    facts = [
+        f"bulktag measured: {tools.bulktag_source}",
+        *versions(tools),
+        f"load average (1 min) before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
+        "(other work on the machine competes with the pinned processes)",
+    ]
+    out.write_text(report.document(command, facts, tables, harness.failures, skipped))
     log(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out} "
         f"in {time.perf_counter() - started:.0f} s")  # fmt: skip
     if harness.failures:
