@@ -1,0 +1,244 @@
+"""CSV bytes → Row / InvalidRow: the header, the encodings, and every validation rule.
+
+A bad row is a value (an InvalidRow with a reason), never an exception: nothing the input holds
+may stop the run. Line numbers are the physical line where a row ends, as ``csv`` counts.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bulktag.model import InvalidRow, Row
+from bulktag.source import Parsed, open_text, read_rows
+
+U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
+U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+UPPER = "8A3F1C2E-5B7D-4C1E-9F00-3C2B1A0D9E87"
+ALLOWED = "(allowed: letters, digits, '_' and '-')"
+
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+TAG_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def rows(data: bytes) -> list[Parsed]:
+    return list(read_rows(open_text(io.BytesIO(data))))
+
+
+# -- header, layout and line numbers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(f"{U1},gold\n{U2},silver\n".encode(),
+                     [Row(1, U1, "gold"), Row(2, U2, "silver")], id="no-header"),
+        pytest.param(f"image_id,tag\n{U1},gold\n".encode(), [Row(2, U1, "gold")],
+                     id="header"),
+        pytest.param(f"tag,owner,image_id\ngold,alice,{U1}\n".encode(), [Row(2, U1, "gold")],
+                     id="header-extra-columns-any-order"),
+        pytest.param(f" Image_ID , TAG \n{U1},gold\n".encode(), [Row(2, U1, "gold")],
+                     id="header-names-case-and-space-insensitive"),
+        pytest.param(f"\ufeffimage_id,tag\n{U1},gold\n".encode(), [Row(2, U1, "gold")],
+                     id="bom-then-header"),
+        pytest.param(f"\ufeff{U1},gold\n".encode(), [Row(1, U1, "gold")], id="bom-no-header"),
+        pytest.param(f"image_id,tag\r\n{U1},gold\r\n{U2},silver\r\n".encode(),
+                     [Row(2, U1, "gold"), Row(3, U2, "silver")], id="crlf"),
+        pytest.param(f"{U1},gold\r\n{U2},silver\n".encode(),
+                     [Row(1, U1, "gold"), Row(2, U2, "silver")], id="mixed-crlf-and-lf"),
+        pytest.param(f"{U1},gold".encode(), [Row(1, U1, "gold")], id="no-final-newline"),
+        pytest.param(f'"{U1}","gold"\n'.encode(), [Row(1, U1, "gold")], id="quoted-fields"),
+        pytest.param(f'image_id,tag\n\n# a comment\n   # indented comment\n  \n{U1},gold\n'
+                     .encode(), [Row(6, U1, "gold")], id="blank-lines-and-comments-skipped"),
+        pytest.param(f"# inventory of 2026-11-28\nimage_id,tag\n{U1},gold\n".encode(),
+                     [Row(3, U1, "gold")], id="comment-before-header"),
+        pytest.param(f'{U1},gold\n"x",\n{U2},silver\n'.encode(),
+                     [Row(1, U1, "gold"),
+                      InvalidRow(2, "x", "", "image_id is not a UUID: 'x'"),
+                      Row(3, U2, "silver")], id="a-bad-row-does-not-stop-the-rest"),
+        pytest.param(f'{U1},"note\nspanning\nlines",x\n{U2},gold\n'.encode(),
+                     [InvalidRow(3, U1, None, "expected 2 columns (image_id,tag), got 3"),
+                      Row(4, U2, "gold")], id="quoted-newlines-line-is-where-row-ends"),
+        pytest.param(f'tag,comment,image_id\ngold,"a\r\nb",{U1}\r\nsilver,c,{U2}\r\n'.encode(),
+                     [Row(3, U1, "gold"), Row(4, U2, "silver")],
+                     id="quoted-crlf-inside-field-counts-as-one-line"),
+        pytest.param(b"", [], id="empty-file"),
+        pytest.param(b"image_id,tag\n", [], id="only-a-header"),
+        pytest.param(b"\xef\xbb\xbfimage_id,tag\r\n", [], id="only-a-bom-and-header"),
+        pytest.param(b"\n\n# nothing\n", [], id="only-blank-lines-and-comments"),
+    ],
+)  # fmt: skip
+def test_rows_are_read_with_the_line_they_end_on(data: bytes, expected: list[Parsed]) -> None:
+    assert expected == rows(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(f"{U1},gold,extra\n".encode(),
+                     InvalidRow(1, U1, None, "expected 2 columns (image_id,tag), got 3"),
+                     id="three-columns-no-header"),
+        pytest.param(f"{U1}\n".encode(),
+                     InvalidRow(1, U1, None, "expected 2 columns (image_id,tag), got 1"),
+                     id="one-column-no-header"),
+        pytest.param(f"image_id,tag\n{U1}\n".encode(),
+                     InvalidRow(2, None, None, "row has 1 columns, the header names more"),
+                     id="short-row-with-header"),
+        pytest.param(b"owner,tag,image_id\nalice,gold\n",
+                     InvalidRow(2, None, None, "row has 2 columns, the header names more"),
+                     id="short-row-with-header-missing-last-named-column"),
+    ],
+)  # fmt: skip
+def test_a_row_of_the_wrong_width_is_invalid(data: bytes, expected: InvalidRow) -> None:
+    assert [expected] == rows(data)
+
+
+def test_header_with_extra_columns_accepts_rows_of_any_sufficient_width() -> None:
+    data = f"image_id,tag,note\n{U1},gold\n{U2},silver,x,y\n".encode()
+    assert [Row(2, U1, "gold"), Row(3, U2, "silver")] == rows(data)
+
+
+def test_quoted_comma_stays_in_its_field() -> None:
+    (row,) = rows(f'{U1},"gold,silver"\n'.encode())
+    assert isinstance(row, InvalidRow)
+    assert "gold,silver" == row.tag
+    assert f"tag contains ',' {ALLOWED}" == row.error
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image_id", "tag", "expected"),
+    [
+        pytest.param(U1, "gold", Row(1, U1, "gold"), id="valid"),
+        pytest.param(UPPER, "gold", Row(1, U1, "gold"), id="image-id-lowercased"),
+        pytest.param(f"  {U1}\t", "  gold  ", Row(1, U1, "gold"), id="whitespace-stripped"),
+        pytest.param(U1, "a_b-C9", Row(1, U1, "a_b-C9"), id="underscore-and-dash-ok"),
+        pytest.param(U1, "t" * 255, Row(1, U1, "t" * 255), id="255-characters-ok"),
+        pytest.param(U1, "", InvalidRow(1, U1, "", "tag is empty"), id="empty-tag"),
+        pytest.param(U1, "   ", InvalidRow(1, U1, "", "tag is empty"), id="blank-tag"),
+        pytest.param(U1, "t" * 256,
+                     InvalidRow(1, U1, "t" * 256, "tag is 256 characters long (at most 255)"),
+                     id="256-characters"),
+        pytest.param(U1, "v1.2", InvalidRow(1, U1, "v1.2", f"tag contains '.' {ALLOWED}"),
+                     id="dot"),
+        pytest.param(U1, "team web",
+                     InvalidRow(1, U1, "team web", f"tag contains U+0020 {ALLOWED}"),
+                     id="inner-space"),
+        pytest.param(U1, "café", InvalidRow(1, U1, "café", f"tag contains 'é' {ALLOWED}"),
+                     id="non-ascii-letter"),
+        pytest.param(U1, "ok😀", InvalidRow(1, U1, "ok😀", f"tag contains '😀' {ALLOWED}"),
+                     id="four-byte-emoji"),
+        pytest.param(U1, "a\tb", InvalidRow(1, U1, "a\tb", f"tag contains U+0009 {ALLOWED}"),
+                     id="control-character"),
+        pytest.param("", "gold", InvalidRow(1, "", "gold", "image_id is empty"),
+                     id="empty-image-id"),
+        pytest.param("img-1", "gold",
+                     InvalidRow(1, "img-1", "gold", "image_id is not a UUID: 'img-1'"),
+                     id="image-id-not-uuid"),
+        pytest.param(U1[:-1], "gold",
+                     InvalidRow(1, U1[:-1], "gold", f"image_id is not a UUID: '{U1[:-1]}'"),
+                     id="image-id-one-digit-short"),
+        pytest.param(U1.replace("-", ""), "gold",
+                     InvalidRow(1, U1.replace("-", ""), "gold",
+                                f"image_id is not a UUID: '{U1.replace('-', '')}'"),
+                     id="image-id-without-dashes"),
+        pytest.param("img", "", InvalidRow(1, "img", "", "image_id is not a UUID: 'img'"),
+                     id="image-id-error-reported-first"),
+    ],
+)  # fmt: skip
+def test_each_pair_is_validated_with_an_exact_reason(
+    image_id: str, tag: str, expected: Parsed
+) -> None:
+    data = f'"{image_id}","{tag}"\n'.encode()
+    assert [expected] == rows(data)
+
+
+def test_a_long_bad_image_id_is_cut_short_in_the_error() -> None:
+    (row,) = rows(b"x" * 500 + b",gold\n")
+    assert isinstance(row, InvalidRow)
+    assert "image_id is not a UUID: '" + "x" * 80 + "…'" == row.error
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected_image_id", "expected_tag", "expected_in_error"),
+    [
+        pytest.param(f"{U1},ta".encode() + b"\xffg\n", U1, "ta\\xffg",
+                     "tag contains a byte that is not UTF-8 (0xff)", id="bad-byte-in-tag"),
+        pytest.param(f"{U1}".encode() + b"\xfe,gold\n", U1 + "\\xfe", "gold", "\\xfe",
+                     id="bad-byte-in-image-id"),
+        pytest.param(f"{U1},".encode() + b"\xed\xa0\x80\n", U1, "\\xed\\xa0\\x80",
+                     "(0xed)", id="utf8-encoded-surrogate"),
+        pytest.param(f"{U1},".encode() + b"\xc3\n", U1, "\\xc3", "(0xc3)",
+                     id="truncated-utf8-sequence"),
+    ],
+)  # fmt: skip
+def test_undecodable_bytes_become_an_invalid_row_with_escaped_text(
+    data: bytes, expected_image_id: str, expected_tag: str, expected_in_error: str
+) -> None:
+    (row,) = rows(data)
+    assert isinstance(row, InvalidRow)
+    assert expected_image_id == row.image_id
+    assert expected_tag == row.tag
+    assert expected_in_error in row.error
+    for text in (row.image_id, row.tag, row.error):
+        text.encode("utf-8")  # strict: no lone surrogate may reach the journal
+
+
+def test_binary_garbage_yields_invalid_rows_and_never_raises() -> None:
+    data = bytes(range(256)) * 4 + f"\n{U1},gold\n".encode()
+    parsed = rows(data)
+    assert Row(parsed[-1].line, U1, "gold") == parsed[-1]
+    assert all(isinstance(item, InvalidRow) for item in parsed[:-1])
+    assert parsed[:-1]
+
+
+def test_nul_byte_makes_only_its_row_invalid() -> None:
+    data = f"{U1},a\x00b\n{U2},gold\n".encode()
+    assert [
+        InvalidRow(1, U1, "a\x00b", f"tag contains U+0000 {ALLOWED}"),
+        Row(2, U2, "gold"),
+    ] == rows(data)
+
+
+def test_a_2mb_line_is_one_invalid_row_and_reading_goes_on() -> None:
+    data = f"{U1},".encode() + b"x" * 2_000_000 + f"\n{U2},gold\n".encode()
+    first, second = rows(data)
+    assert isinstance(first, InvalidRow)
+    assert 1 == first.line
+    assert "tag is 2000000 characters long (at most 255)" == first.error
+    assert first.tag is not None
+    assert len(first.tag) <= 400  # echoed, not stored whole in the journal
+    assert Row(2, U2, "gold") == second
+
+
+# -- property: nothing the input holds makes the reader raise ----------------------------------
+
+_PIECES = st.sampled_from(
+    [b"a", b",", b'"', b"\n", b"\r", b"\r\n", b"#", b" ", b"\xff", b"\x00", b"\xef\xbb\xbf",
+     U1.encode(), UPPER.encode(), b"image_id", b"tag", b"\xc3\xa9", b"-", b"_", b"gold"]
+)  # fmt: skip
+_INPUTS = st.one_of(st.binary(max_size=300), st.lists(_PIECES, max_size=40).map(b"".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_INPUTS)
+def test_any_bytes_give_rows_or_invalid_rows_and_rows_are_always_valid(data: bytes) -> None:
+    for item in rows(data):
+        assert isinstance(item, Row | InvalidRow)
+        if isinstance(item, Row):
+            assert UUID_RE.fullmatch(item.image_id)
+            assert TAG_RE.fullmatch(item.tag)
+        else:
+            for text in (item.image_id, item.tag, item.error):
+                if text is not None:
+                    text.encode("utf-8")
+        assert item.line >= 1
