@@ -1,0 +1,489 @@
+"""The journal: its public line format, torn-tail repair, the resume index, ``--fresh``, and the
+single writer (including a disk that fills up)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bulktag import journal
+from bulktag.journal import (
+    JournalError,
+    JournalWriter,
+    ResumeIndex,
+    format_time,
+    invalid_key,
+    load_index,
+    pair_key,
+    prepare,
+    render,
+    repair_torn_tail,
+)
+from bulktag.model import InvalidRow, Outcome, Result, Row
+
+U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
+U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
+FIELDS = ["line", "image_id", "tag", "outcome", "status", "attempts", "error", "request_id",
+          "at", "elapsed_ms"]  # fmt: skip
+
+
+def record(
+    outcome: Outcome, image_id: str | None = U1, tag: str | None = "gold", line: int = 1
+) -> bytes:
+    return render(Result(line, image_id, tag, outcome, at=AT))
+
+
+# -- render ------------------------------------------------------------------------------------
+
+
+def test_render_writes_the_documented_fields_in_order_on_one_line() -> None:
+    result = Result(17, U1, "team-web", Outcome.OK, status=204, attempts=2, error=None,
+                    request_id="req-5f0c", at=AT, elapsed_ms=41)  # fmt: skip
+    expected = (
+        b'{"line": 17, "image_id": "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87", "tag": "team-web", '
+        b'"outcome": "ok", "status": 204, "attempts": 2, "error": null, '
+        b'"request_id": "req-5f0c", "at": "2026-11-28T02:00:01.123Z", "elapsed_ms": 41}\n'
+    )
+    assert expected == render(result)
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(Result(3, None, None, Outcome.INVALID, error="expected 2 columns"),
+                     id="invalid-with-nulls"),
+        pytest.param(Result(4, U1, "gold", Outcome.FAILED, status=404,
+                            error='no image "x"\nsecond line\ttab'), id="error-with-newline"),
+        pytest.param(Result(5, U1, "gold", Outcome.GAVE_UP, status=None, attempts=8,
+                            error="connect: refused"), id="gave-up-no-status"),
+        pytest.param(Result(6, "x\\xff", "café😀", Outcome.INVALID, error="tag contains 'é'"),
+                     id="non-ascii-and-escaped-bytes"),
+    ],
+)  # fmt: skip
+def test_render_is_one_json_line_that_reads_back_as_the_result(result: Result) -> None:
+    line = render(result)
+    assert line.endswith(b"\n")
+    assert 1 == line.count(b"\n")
+    parsed = json.loads(line)
+    assert FIELDS == list(parsed)
+    assert [result.line, result.image_id, result.tag, result.outcome.value, result.status,
+            result.attempts, result.error, result.request_id, format_time(result.at),
+            result.elapsed_ms] == list(parsed.values())  # fmt: skip
+
+
+def test_render_keeps_non_ascii_readable() -> None:
+    line = render(Result(1, U1, "café", Outcome.INVALID, error="tag contains 'é'"))
+    assert "café".encode() in line
+    assert b"\\u" not in line
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a lone surrogate (aiohttp's decoding of a non-UTF-8 header) makes render raise",
+)
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(Result(1, U1, "gold", Outcome.OK, status=204, request_id="req-\udcff\udcfe"),
+                     id="request-id-header-with-bad-bytes"),
+        pytest.param(Result(1, U1, "gold", Outcome.FAILED, status=400, error="bad \udce9"),
+                     id="error-with-bad-bytes"),
+    ],
+)  # fmt: skip
+def test_render_never_raises_and_always_writes_utf8(result: Result) -> None:
+    line = render(result)
+    line.decode("utf-8")
+    assert FIELDS == list(json.loads(line))
+
+
+@pytest.mark.parametrize(
+    ("epoch", "expected"),
+    [
+        pytest.param(AT, "2026-11-28T02:00:01.123Z", id="milliseconds"),
+        pytest.param(0.0, "1970-01-01T00:00:00.000Z", id="epoch"),
+        pytest.param(AT + 0.0004, "2026-11-28T02:00:01.123Z", id="sub-millisecond-dropped"),
+        pytest.param(datetime(2026, 11, 28, 23, 59, 59, tzinfo=UTC).timestamp(),
+                     "2026-11-28T23:59:59.000Z", id="whole-second"),
+    ],
+)  # fmt: skip
+def test_format_time_is_rfc3339_utc_with_milliseconds(epoch: float, expected: str) -> None:
+    assert expected == format_time(epoch)
+
+
+# -- repair_torn_tail --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"a": 1}\n', id="one-clean-line"),
+        pytest.param(b'{"a": 1}\n{"b": 2}\n', id="clean-lines"),
+        pytest.param(b"\n", id="just-a-newline"),
+    ],
+)
+def test_repair_leaves_a_clean_journal_alone(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(content)
+    assert 0 == repair_torn_tail(path)
+    assert content == path.read_bytes()
+    assert not (tmp_path / "j.jsonl.torn").exists()
+
+
+@pytest.mark.parametrize(
+    ("kept", "torn"),
+    [
+        pytest.param(b'{"a": 1}\n{"b": 2}\n', b'{"c": 3, "ou', id="unterminated-last-line"),
+        pytest.param(b"", b'{"line": 1, "image', id="one-torn-line-no-newline-at-all"),
+        pytest.param(b'{"a": 1}\n', b"x", id="one-byte-torn"),
+        pytest.param(b'{"a": 1}\n', b"x" * 65535, id="tail-just-under-64k"),
+        pytest.param(b'{"a": 1}\n', b"x" * 65536, id="tail-exactly-64k"),
+        pytest.param(b'{"a": 1}\n', b"x" * 65537, id="tail-just-over-64k"),
+        pytest.param(b'{"a": 1}\n', b"x" * 200_000, id="tail-over-three-chunks"),
+        pytest.param(b"", b"x" * 200_000, id="long-torn-line-no-newline-at-all"),
+    ],
+)  # fmt: skip
+def test_repair_cuts_the_torn_tail_and_keeps_it_aside(
+    tmp_path: Path, kept: bytes, torn: bytes
+) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(kept + torn)
+    assert len(torn) == repair_torn_tail(path)
+    assert kept == path.read_bytes()
+    assert torn + b"\n" == (tmp_path / "j.jsonl.torn").read_bytes()
+
+
+def test_repair_appends_every_torn_tail_to_the_side_file(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(b"ok\nfirst-tear")
+    repair_torn_tail(path)
+    path.write_bytes(path.read_bytes() + b"more\nsecond-tear")
+    repair_torn_tail(path)
+    assert b"ok\nmore\n" == path.read_bytes()
+    assert b"first-tear\nsecond-tear\n" == (tmp_path / "j.jsonl.torn").read_bytes()
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def test_pair_key_is_a_128_bit_int_and_the_same_on_every_call() -> None:
+    key = pair_key(U1, "gold")
+    assert key == pair_key(U1, "gold")
+    assert 0 <= key < 2**128
+
+
+def test_pair_key_does_not_depend_on_the_process() -> None:
+    """A resumed run is another process: the fingerprint must not use ``hash()``."""
+    code = f"from bulktag.journal import pair_key; print(pair_key({U1!r}, 'gold'))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert {str(pair_key(U1, "gold"))} == outputs
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param(("a", "bc"), ("ab", "c"), id="boundary-moves"),
+        pytest.param((U1, "gold"), (U2, "gold"), id="other-image"),
+        pytest.param((U1, "gold"), (U1, "Gold"), id="tag-case-matters"),
+        pytest.param((U1, "gold"), (U1, "gold "), id="trailing-space"),
+    ],
+)
+def test_pair_keys_of_different_pairs_differ(
+    first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    assert pair_key(*first) != pair_key(*second)
+
+
+@pytest.mark.parametrize(
+    ("image_id", "tag"),
+    [
+        pytest.param(U1, "gold", id="valid-looking"),
+        pytest.param("x", "", id="short"),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_invalid_key_never_equals_the_pair_key_of_the_same_strings(image_id: str, tag: str) -> None:
+    assert pair_key(image_id, tag) != invalid_key(1, image_id, tag)
+
+
+def test_invalid_key_depends_on_the_line() -> None:
+    assert invalid_key(1, "x", "y") != invalid_key(2, "x", "y")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        pytest.param(Row(4, U1, "gold"), id="row"),
+        pytest.param(InvalidRow(9, "x\\xff", "g.", "image_id is not a UUID"), id="invalid"),
+        pytest.param(InvalidRow(9, None, None, "expected 2 columns"), id="invalid-nulls"),
+    ],
+)
+def test_a_recorded_item_is_settled_by_its_own_journal_line(item: Row | InvalidRow) -> None:
+    if isinstance(item, Row):
+        outcome, key = Outcome.OK, pair_key(item.image_id, item.tag)
+    else:
+        outcome, key = Outcome.INVALID, invalid_key(item.line, item.image_id, item.tag)
+    line = render(Result(item.line, item.image_id, item.tag, outcome, at=AT))
+    assert load_index([line]).is_settled(key)
+
+
+# -- load_index --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected_settled", "expected_settled_retrying_failed"),
+    [
+        pytest.param([Outcome.OK], True, True, id="ok-done"),
+        pytest.param([Outcome.FAILED], True, False, id="failed-settled-unless-retry-failed"),
+        pytest.param([Outcome.GAVE_UP], False, False, id="gave-up-sent-again"),
+        pytest.param([Outcome.FAILED, Outcome.GAVE_UP], False, False,
+                     id="gave-up-after-failed-wins"),
+        pytest.param([Outcome.GAVE_UP, Outcome.FAILED], True, False,
+                     id="failed-after-gave-up-wins"),
+        pytest.param([Outcome.FAILED, Outcome.OK], True, True, id="ok-after-failed-wins"),
+        pytest.param([Outcome.GAVE_UP, Outcome.OK], True, True, id="ok-after-gave-up-wins"),
+        pytest.param([Outcome.GAVE_UP, Outcome.GAVE_UP], False, False, id="gave-up-twice"),
+    ],
+)  # fmt: skip
+def test_the_last_record_of_a_pair_decides_whether_it_is_settled(
+    outcomes: list[Outcome], expected_settled: bool, expected_settled_retrying_failed: bool
+) -> None:
+    index = load_index([record(outcome) for outcome in outcomes])
+    key = pair_key(U1, "gold")
+    assert expected_settled == index.is_settled(key)
+    assert expected_settled_retrying_failed == index.is_settled(key, retry_failed=True)
+    assert len(outcomes) == index.records
+
+
+def test_an_invalid_record_settles_that_line_and_not_the_pair() -> None:
+    index = load_index([record(Outcome.INVALID, line=7)])
+    assert index.is_settled(invalid_key(7, U1, "gold"))
+    assert not index.is_settled(pair_key(U1, "gold"))
+    assert not index.is_settled(invalid_key(8, U1, "gold"))
+
+
+def test_other_pairs_are_not_settled() -> None:
+    index = load_index([record(Outcome.OK, U1, "gold")])
+    assert not index.is_settled(pair_key(U2, "gold"))
+    assert not index.is_settled(pair_key(U1, "silver"))
+
+
+def test_unreadable_lines_are_counted_and_skipped_and_blank_lines_ignored() -> None:
+    lines = [
+        record(Outcome.OK, U1, "gold"),
+        b"not json\n",
+        b"\n",
+        b"   \r\n",
+        b'{"outcome": "ok"}\n',  # no pair
+        b'{"outcome": "maybe", "image_id": "x", "tag": "y"}\n',
+        b"[1, 2]\n",
+        b'"just a string"\n',
+        b"null\n",
+        b'{"line": 1, "image_id": "\xff\xfe"}\n',  # not UTF-8
+        b'{"line": 2, "outcome": "invalid"}\n',
+        record(Outcome.OK, U2, "silver"),
+    ]
+    index = load_index(lines)
+    assert (10, 8) == (index.records, index.unreadable)
+    assert index.is_settled(pair_key(U1, "gold"))
+    assert index.is_settled(pair_key(U2, "silver"))
+
+
+def test_an_empty_journal_gives_an_empty_index() -> None:
+    assert ResumeIndex(set(), set(), 0, 0) == load_index([])
+
+
+# -- prepare -----------------------------------------------------------------------------------
+
+MOVED_NAME = re.compile(r"bulktag-results\.\d{8}T\d{6}Z(-\d+)?\.jsonl")
+
+
+class FrozenDatetime(datetime):
+    @classmethod
+    def now(cls, tz: object = None) -> FrozenDatetime:  # type: ignore[override]
+        return cls(2026, 11, 28, 2, 0, 1, tzinfo=UTC)
+
+
+def test_prepare_on_a_missing_journal_gives_an_empty_index(tmp_path: Path) -> None:
+    index, torn, moved = prepare(tmp_path / "bulktag-results.jsonl", fresh=False)
+    assert (ResumeIndex.empty(), 0, None) == (index, torn, moved)
+
+
+def test_prepare_repairs_the_tail_and_loads_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "bulktag-results.jsonl"
+    torn = record(Outcome.OK, U2, "silver")[:30]
+    path.write_bytes(record(Outcome.OK, U1, "gold") + torn)
+    index, cut, moved = prepare(path, fresh=False)
+    assert (len(torn), None, 1, 0) == (cut, moved, index.records, index.unreadable)
+    assert index.is_settled(pair_key(U1, "gold"))
+    assert not index.is_settled(pair_key(U2, "silver"))
+    assert record(Outcome.OK, U1, "gold") == path.read_bytes()
+
+
+def test_prepare_fresh_moves_the_old_journal_aside_intact(tmp_path: Path) -> None:
+    path = tmp_path / "bulktag-results.jsonl"
+    content = record(Outcome.OK) + b"torn tail is moved as is"
+    path.write_bytes(content)
+    index, torn, moved = prepare(path, fresh=True)
+    assert (ResumeIndex.empty(), 0) == (index, torn)
+    assert moved is not None
+    assert MOVED_NAME.fullmatch(moved.name)
+    assert tmp_path == moved.parent
+    assert content == moved.read_bytes()
+    assert not path.exists()
+
+
+def test_prepare_fresh_twice_in_one_second_never_overwrites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal, "datetime", FrozenDatetime)
+    path = tmp_path / "bulktag-results.jsonl"
+    moved = []
+    for run in range(3):
+        path.write_bytes(f"run {run}\n".encode())
+        moved.append(prepare(path, fresh=True)[2])
+    assert [
+        tmp_path / "bulktag-results.20261128T020001Z.jsonl",
+        tmp_path / "bulktag-results.20261128T020001Z-1.jsonl",
+        tmp_path / "bulktag-results.20261128T020001Z-2.jsonl",
+    ] == moved
+    assert [b"run 0\n", b"run 1\n", b"run 2\n"] == [p.read_bytes() for p in moved if p]
+
+
+def test_prepare_fresh_without_an_old_journal_moves_nothing(tmp_path: Path) -> None:
+    assert (ResumeIndex.empty(), 0, None) == prepare(tmp_path / "j.jsonl", fresh=True)
+    assert [] == list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_prepare_on_a_directory_is_a_journal_error(tmp_path: Path, fresh: bool) -> None:
+    directory = tmp_path / "bulktag-results.jsonl"
+    directory.mkdir()
+    with pytest.raises(JournalError, match="is not a regular file"):
+        prepare(directory, fresh=fresh)
+    assert directory.is_dir()
+
+
+# -- JournalWriter -----------------------------------------------------------------------------
+
+
+class FlakyFile:
+    """Stands in for the writer's file: short writes, or a write that fails."""
+
+    def __init__(self, chunk: int = 3, error: OSError | None = None) -> None:
+        self.data = b""
+        self.chunk = chunk
+        self.error = error
+        self.closed = False
+
+    def write(self, view: memoryview) -> int:
+        if self.error is not None:
+            raise self.error
+        piece = bytes(view[: self.chunk])
+        self.data += piece
+        return len(piece)
+
+    def fileno(self) -> int:
+        raise AssertionError("fsync not expected")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_write_batch_appends_every_line_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(b"earlier\n")
+    writer = JournalWriter(path)
+    writer.write_batch([b"one\n", b"two\n"])
+    writer.write_batch([b"three\n"])
+    writer.close()
+    assert b"earlier\none\ntwo\nthree\n" == path.read_bytes()
+
+
+def test_write_batch_goes_on_after_a_short_write(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path / "j.jsonl")
+    writer._file.close()
+    fake = FlakyFile(chunk=3)
+    writer._file = fake  # type: ignore[assignment]
+    writer.write_batch([b"0123456789\n", b"abc\n"])
+    assert b"0123456789\nabc\n" == fake.data
+
+
+@pytest.mark.parametrize(
+    ("batches", "expected_fsyncs"),
+    [
+        pytest.param([], 0, id="nothing-written-no-fsync"),
+        pytest.param([[b"a\n"]], 1, id="written-then-closed"),
+        pytest.param([[b"a\n"], [b"b\n"]], 1, id="several-batches-one-fsync"),
+    ],
+)
+def test_close_fsyncs_what_was_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batches: list[list[bytes]],
+    expected_fsyncs: int,
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(journal.os, "fsync", synced.append)
+    writer = JournalWriter(tmp_path / "j.jsonl", fsync_interval=3600)
+    for batch in batches:
+        writer.write_batch(batch)
+    writer.close()
+    assert expected_fsyncs == len(synced)
+
+
+def test_fsync_is_due_only_with_unsynced_data_and_the_interval_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: None)
+    every_batch = JournalWriter(tmp_path / "a.jsonl", fsync_interval=0)
+    hourly = JournalWriter(tmp_path / "b.jsonl", fsync_interval=3600)
+    assert (False, False) == (every_batch.fsync_due(), hourly.fsync_due())
+    every_batch.write_batch([b"x\n"])
+    hourly.write_batch([b"x\n"])
+    assert (True, False) == (every_batch.fsync_due(), hourly.fsync_due())
+    every_batch.fsync()
+    assert not every_batch.fsync_due()
+    every_batch.close()
+    hourly.close()
+
+
+def test_a_failing_write_raises_oserror(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path / "j.jsonl")
+    writer._file.close()
+    fake = FlakyFile(error=OSError(errno.ENOSPC, "No space left on device"))
+    writer._file = fake  # type: ignore[assignment]
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        writer.write_batch([b"x\n"])
+    assert errno.ENOSPC == raised.value.errno
+    writer.close()  # nothing was written: no fsync attempted, the file is closed
+    assert fake.closed
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_raises_enospc() -> None:
+    writer = JournalWriter(Path("/dev/full"))
+    try:
+        with pytest.raises(OSError, match="No space left on device") as raised:
+            writer.write_batch([b"x\n"])
+        assert errno.ENOSPC == raised.value.errno
+    finally:
+        writer.close()
