@@ -23,7 +23,8 @@ Human output is a plain-text table. ``--format json`` prints one object whose ke
 
     journals        [{path, records, unreadable, torn}] in the order read
     records         journal lines that were records (every attempt-night of a pair counts)
-    pairs           distinct pairs (an invalid row is keyed by its input line and content)
+    pairs           distinct pairs (an invalid row is keyed by its input line and content;
+                    removing a tag is a pair of its own, apart from adding it)
     unreadable      lines that were not records;   torn: unterminated last lines
     outcomes        {ok, failed, gave_up, invalid}: pairs, by their LAST record
     record_outcomes {ok, failed, gave_up, invalid}: every record
@@ -32,8 +33,8 @@ Human output is a plain-text table. ``--format json`` prints one object whose ke
     timeline        {first, last, peak_minute, peak_records, per_minute: [{minute, records}]}
                     (RFC 3339 UTC; first/last/peak_minute null when no record has a time)
     slowest         [item] by elapsed_ms, largest first;  most_retried: [item] by attempts
-                    item = {journal, journal_line, line, image_id, tag, outcome, status,
-                            attempts, elapsed_ms, request_id, at}
+                    item = {journal, journal_line, line, image_id, tag, op, outcome,
+                            status, attempts, elapsed_ms, request_id, at}
     failures        [{outcome, error_class, reason, records, pairs_not_ok,
                       examples: [{image_id, tag, request_id}]}] by records, most first;
                     ``records`` counts failure records (history, including pairs that later
@@ -93,12 +94,14 @@ class Record:
     request_id: str | None
     at: float | None  # epoch seconds; None when absent or unparseable
     elapsed_ms: int
+    op: str = "add"  # "remove" records say so; older and add records have no "op" field
 
     @property
     def key(self) -> int:
+        """The pair's fingerprint, as the resume index computes it (removing is other work)."""
         if self.outcome is Outcome.INVALID:
             return invalid_key(self.line or 0, self.image_id, self.tag)
-        return pair_key(self.image_id or "", self.tag or "")
+        return pair_key(self.image_id or "", self.tag or "", self.op)
 
 
 @dataclass(slots=True)
@@ -144,6 +147,7 @@ def parse_record(raw: bytes, journal: str, number: int) -> Record | None:
             request_id=_optional(data.get("request_id"), str),
             at=_epoch(data.get("at")),
             elapsed_ms=_optional(data.get("elapsed_ms"), int) or 0,
+            op=_optional(data.get("op"), str) or "add",
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -391,6 +395,7 @@ def _item_json(record: Record) -> dict[str, Any]:
         "line": record.line,
         "image_id": record.image_id,
         "tag": record.tag,
+        "op": record.op,
         "outcome": record.outcome.value,
         "status": record.status,
         "attempts": record.attempts,

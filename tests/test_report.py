@@ -81,6 +81,14 @@ def test_a_pair_that_went_ok_then_failed_counts_as_failed(tmp_path: Path) -> Non
     assert 1 == as_json(journal)["outcomes"]["failed"]
 
 
+def test_removing_a_tag_is_a_pair_of_its_own_apart_from_adding_it(tmp_path: Path) -> None:
+    removal = record(0, op="remove", outcome="gave_up", status=503, error="busy")
+    journal = write(tmp_path / "j.jsonl", [record(0), removal])
+    data = as_json(journal)
+    assert (2, 2) == (data["records"], data["pairs"])
+    assert {"ok": 1, "failed": 0, "gave_up": 1, "invalid": 0} == data["outcomes"]
+
+
 def test_shards_merge_into_one_report(tmp_path: Path) -> None:
     shard0 = write(tmp_path / "s0.jsonl", [record(0), record(1), failed_404(2)])
     shard1 = write(tmp_path / "s1.jsonl", [record(3), record(3, tag="db")])
@@ -225,8 +233,8 @@ def test_json_output_has_the_documented_keys(tmp_path: Path) -> None:
     ] == list(data)  # fmt: skip
     assert ["first", "last", "peak_minute", "peak_records", "per_minute"] == list(data["timeline"])
     assert [
-        "journal", "journal_line", "line", "image_id", "tag", "outcome", "status", "attempts",
-        "elapsed_ms", "request_id", "at",
+        "journal", "journal_line", "line", "image_id", "tag", "op", "outcome", "status",
+        "attempts", "elapsed_ms", "request_id", "at",
     ] == list(data["slowest"][0])  # fmt: skip
     assert ["outcome", "error_class", "reason", "records", "pairs_not_ok", "examples"] == list(
         data["failures"][0]
