@@ -11,7 +11,8 @@ our own formatting.
     bulktag_requests_total{status}               counter answers, by HTTP status or transport
                                                          error class ("connect", "timeout" ...)
     bulktag_retries_total                        counter requests beyond the first per row sent
-    bulktag_skipped_rows_total{reason}           counter "done" (by an earlier run), "duplicate"
+    bulktag_skipped_rows_total{reason}           counter "done" (by an earlier run),
+                                                         "duplicate", "other_shard"
     bulktag_rows_read_total                      counter data rows read from the input
     bulktag_allowed_rate_requests_per_second     gauge   the rate pacing allows now (≤ --rate)
     bulktag_request_rate_requests_per_second     gauge   requests / run duration
@@ -65,6 +66,7 @@ class Snapshot:
     retries: int
     skipped_done: int
     skipped_duplicate: int
+    skipped_other_shard: int
     read: int
     allowed_rate: float
     request_rate: float
@@ -95,9 +97,13 @@ def families(s: Snapshot) -> list[Metric]:
         _counter("bulktag_retries", "Requests beyond the first for each row sent.", s.retries),
         _labelled(
             "bulktag_skipped_rows",
-            "Rows not sent: done by an earlier run, or a duplicate in this input.",
+            "Rows not sent: done by an earlier run, a duplicate, or another shard's.",
             "reason",
-            {"done": s.skipped_done, "duplicate": s.skipped_duplicate},
+            {
+                "done": s.skipped_done,
+                "duplicate": s.skipped_duplicate,
+                "other_shard": s.skipped_other_shard,
+            },
         ),
         _counter("bulktag_rows_read", "Data rows read from the input.", s.read),
         GaugeMetricFamily(
@@ -200,6 +206,7 @@ class MetricsWriter:
             retries=max(0, tally.attempts - sent),
             skipped_done=tally.skipped_done,
             skipped_duplicate=tally.skipped_duplicate,
+            skipped_other_shard=tally.skipped_other_shard,
             read=tally.read,
             allowed_rate=allowed_rate,
             request_rate=tally.attempts / elapsed if elapsed > 0 else 0.0,

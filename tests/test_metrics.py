@@ -34,7 +34,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def tally() -> Tally:
-    t = Tally(read=12, skipped_done=3, skipped_duplicate=1, attempts=11)
+    t = Tally(read=14, skipped_done=3, skipped_duplicate=1, skipped_other_shard=2, attempts=11)
     t.outcomes.update({Outcome.OK: 6, Outcome.FAILED: 1, Outcome.GAVE_UP: 0, Outcome.INVALID: 1})
     t.statuses.update({"204": 6, "503": 3, "404": 1, "connect": 1})
     return t
@@ -57,7 +57,8 @@ def test_the_file_holds_every_metric_with_the_tally_s_values(tmp_path: Path) -> 
     assert 4 == value(samples, "bulktag_retries_total")  # 11 requests for 7 rows sent
     assert 3 == value(samples, "bulktag_skipped_rows_total", reason="done")
     assert 1 == value(samples, "bulktag_skipped_rows_total", reason="duplicate")
-    assert 12 == value(samples, "bulktag_rows_read_total")
+    assert 2 == value(samples, "bulktag_skipped_rows_total", reason="other_shard")
+    assert 14 == value(samples, "bulktag_rows_read_total")
     assert 7.5 == value(samples, "bulktag_allowed_rate_requests_per_second")
     assert 2.75 == value(samples, "bulktag_request_rate_requests_per_second")
     assert 4.0 == value(samples, "bulktag_run_duration_seconds")
