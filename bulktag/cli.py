@@ -99,6 +99,51 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="auto: JSON unless stderr is a terminal",
     )
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    batch = run.add_argument_group("batch operation")
+    batch.add_argument(
+        "--op",
+        choices=("add", "remove"),
+        help="add the tags (PUT, the default) or remove them (DELETE; a tag "
+        "already absent counts as done)",
+    )
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        default=None,
+        help="also send again the pairs the journal records as failed",
+    )
+    batch.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="handle only the images that hash to shard K of N (0 <= K < N); "
+        "each shard needs its own --results",
+    )
+    batch.add_argument(
+        "--max-duration",
+        metavar="DURATION",
+        help="stop dispatching after this long (90s, 30m, 6h, 1h30m), finish "
+        "in-flight requests, exit 4; the next run continues",
+    )
+    batch.add_argument(
+        "--max-items",
+        type=int,
+        metavar="N",
+        help="send at most N rows this run, then exit 4 if rows are left",
+    )
+    batch.add_argument(
+        "--lock-wait",
+        metavar="DURATION",
+        help="wait this long for another run on the same journal to finish "
+        "[default 0: exit 5 at once]",
+    )
+    batch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the input and say what would be sent; send nothing, write nothing",
+    )
+    from bulktag.auth import add_credential_arguments
+
+    add_credential_arguments(run)
     # Testing only: turns off per-image serialization to demonstrate Glance's lost updates.
     run.add_argument("--unsafe-no-image-lock", action="store_true", help=argparse.SUPPRESS)
 

@@ -10,6 +10,7 @@ one line naming where it came from.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,25 @@ from typing import Any
 
 class ConfigError(Exception):
     """A bad flag, variable or config file value. The CLI prints it and exits 2."""
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``90s``, ``30m``, ``6h`` or ``1h30m``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"expected a duration like 90, 90s, 30m, 6h or 1h30m, got {value!r}")
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +49,7 @@ class Option:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # extra variables read besides BULKTAG_<NAME> (OS_* conventions)
+    parse: Callable[[Any], Any] | None = None  # turns any layer's raw value into ``kind``
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -51,6 +72,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("insecure", bool, False),
     Option("log_format", str, "auto", choices=("auto", "console", "json")),
     Option("log_level", str, "info", choices=("debug", "info", "warning", "error")),
+    Option("op", str, "add", choices=("add", "remove")),
+    Option("retry_failed", bool, False),
+    Option("shard", str, "0/1"),
+    Option("max_duration", float, None, minimum=0.001, parse=parse_duration),
+    Option("max_items", int, None, minimum=1),
+    Option("lock_wait", float, 0.0, minimum=0, parse=parse_duration),
+    Option("metrics_file", str, None),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -72,6 +100,13 @@ class Settings:
     insecure: bool
     log_format: str
     log_level: str
+    op: str
+    retry_failed: bool
+    shard: str
+    max_duration: float | None
+    max_items: int | None
+    lock_wait: float
+    metrics_file: str | None
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -80,15 +115,20 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 def _from_text(option: Option, text: str) -> Any:
     """Environment values are text: turn one into the option's type."""
+    if option.parse is not None:
+        return option.parse(text)
     if option.kind is bool:
         lowered = text.strip().lower()
         if lowered in _TRUE | _FALSE:
             return lowered in _TRUE
         raise ValueError(f"expected true or false, got {text!r}")
-    if option.kind is int:
-        return int(text)
-    if option.kind is float:
-        return float(text)
+    try:
+        if option.kind is int:
+            return int(text)
+        if option.kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
     return text
 
 
@@ -115,7 +155,10 @@ def _layer(
     checked = {}
     for option, raw in values.items():
         try:
-            value = _from_text(option, raw) if convert else raw
+            if convert:
+                value = _from_text(option, raw)
+            else:
+                value = option.parse(raw) if option.parse is not None else raw
             checked[option.name] = _check(option, value)
         except ValueError as exc:
             raise ConfigError(f"{where(option)}: {exc}") from None

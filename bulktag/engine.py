@@ -36,8 +36,10 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
+from bulktag.admission import ALL, Admission, Op, Shard
+from bulktag.admission import Decision as Admit
 from bulktag.auth import AuthRefused, TokenProvider
-from bulktag.journal import JournalWriter, ResumeIndex, key_of, render
+from bulktag.journal import JournalWriter, ResumeIndex, render
 from bulktag.model import InvalidRow, Outcome, Result, Row
 from bulktag.pacing import Pacer, PacingPolicy
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
@@ -48,8 +50,10 @@ from bulktag.summary import FailureBreaker, Tally
 _READ_BATCH = 512  # rows parsed per trip to the reader thread
 
 
-class Sender(Protocol):
-    async def put_tag(self, image_id: str, tag: str, token: str) -> Answer: ...
+class Send(Protocol):
+    """One request for one pair: the transport's ``put_tag`` or ``delete_tag``."""
+
+    def __call__(self, image_id: str, tag: str, token: str) -> Awaitable[Answer]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,9 @@ class EngineSettings:
     max_consecutive_failures: int = 100
     grace_period: float = 10.0
     retry_failed: bool = False
+    op: Op = Op.ADD
+    shard: Shard = ALL
+    max_items: int | None = None  # send at most this many rows, then stop (resumable)
     serialize_images: bool = True  # False only for the race test's control run
 
     @property
@@ -74,8 +81,17 @@ class RunReport:
     tally: Tally
     elapsed: float
     aborted: str | None = None
-    interrupted: bool = False
+    interrupted: bool = False  # by a signal
+    stopped_by: str | None = None  # "signal", "max_duration", "max_items"
+    left: int = 0  # rows a --max-items run left for the next run
     pace_cuts: int = 0
+
+    @property
+    def incomplete(self) -> bool:
+        """Stopped by a limit with work left over (not by a signal or an abort)."""
+        if self.stopped_by == "max_items":
+            return self.left > 0
+        return self.stopped_by == "max_duration"
 
 
 def _take(rows: Iterator[Parsed], count: int) -> list[Parsed]:
@@ -86,7 +102,7 @@ class Engine:
     def __init__(
         self,
         settings: EngineSettings,
-        sender: Sender,
+        send: Send,
         tokens: TokenProvider,
         journal: JournalWriter,
         index: ResumeIndex,
@@ -98,10 +114,16 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.tally = Tally()
-        self._sender = sender
+        self._send_one = send
         self._tokens = tokens
         self._journal = journal
-        self._index = index
+        self._admission = Admission(
+            index,
+            self.tally,
+            op=settings.op,
+            retry_failed=settings.retry_failed,
+            shard=settings.shard,
+        )
         self._clock = clock
         self._wall = wall
         self._rng = rng or random.Random()
@@ -109,10 +131,11 @@ class Engine:
         self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate)
         self.pacer = Pacer(settings.rate, settings.pacing, clock=clock, sleep=sleep)
         self._breaker = FailureBreaker(settings.max_consecutive_failures)
-        self._seen: set[int] = set()  # pairs met in this run's input, for duplicate rows
         self._stop_requested = anyio.Event()
         self._finished = False
         self._aborted: str | None = None
+        self._stopped_by: str | None = None
+        self._left = 0
         self._producer_scope = anyio.CancelScope()
         self._work_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
@@ -125,19 +148,21 @@ class Engine:
     def stopping(self) -> bool:
         return self._stop_requested.is_set()
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "signal") -> None:
         """Stop reading input; let in-flight rows finish within the grace period."""
+        if self._stopped_by is None:
+            self._stopped_by = reason
         self._stop_requested.set()
         self._producer_scope.cancel()
 
-    def cancel_now(self) -> None:
-        self.request_stop()
+    def cancel_now(self, reason: str = "signal") -> None:
+        self.request_stop(reason)
         self._work_scope.cancel()
 
     def abort(self, reason: str) -> None:
         if self._aborted is None:
             self._aborted = reason
-        self.cancel_now()
+        self.cancel_now("abort")
 
     # ── the run ─────────────────────────────────────────────────────────────────────────
 
@@ -165,7 +190,9 @@ class Engine:
             tally=self.tally,
             elapsed=self._clock() - started,
             aborted=self._aborted,
-            interrupted=self.stopping and self._aborted is None,
+            interrupted=self._stopped_by == "signal",
+            stopped_by=self._stopped_by,
+            left=self._left,
             pace_cuts=self.pacer.cuts,
         )
 
@@ -186,29 +213,36 @@ class Engine:
     ) -> None:
         with results, self._producer_scope:
             try:
-                while batch := await anyio.to_thread.run_sync(
-                    _take, rows, _READ_BATCH, abandon_on_cancel=True
-                ):
-                    for item in batch:
-                        await self._admit(item, scheduler, results)
+                await self._feed(rows, scheduler, results)
             finally:
                 scheduler.close()
+        if self._stopped_by == "max_items":
+            self._left += await anyio.to_thread.run_sync(self._count_left, rows)
 
-    async def _admit(
-        self, item: Parsed, scheduler: ImageScheduler, results: ObjectSendStream[Result]
+    async def _feed(
+        self, rows: Iterator[Parsed], scheduler: ImageScheduler, results: ObjectSendStream[Result]
     ) -> None:
-        self.tally.read += 1
-        key = key_of(item)
-        if self._index.is_settled(key, self.settings.retry_failed):
-            self.tally.skipped_done += 1
-        elif key in self._seen:
-            self.tally.skipped_duplicate += 1
-        else:
-            self._seen.add(key)
-            if isinstance(item, InvalidRow):
-                await results.send(self._invalid_result(item))
-            else:
-                await scheduler.submit(item)
+        budget = self.settings.max_items
+        while batch := await anyio.to_thread.run_sync(
+            _take, rows, _READ_BATCH, abandon_on_cancel=True
+        ):
+            for n, item in enumerate(batch):
+                if budget is not None and budget <= 0:
+                    self._stopped_by = "max_items"
+                    self._left = self._count_left(iter(batch[n:]))
+                    return
+                decision = self._admission.decide(item)
+                if decision is Admit.RECORD_INVALID:
+                    assert isinstance(item, InvalidRow)
+                    await results.send(self._invalid_result(item))
+                elif decision is Admit.SEND:
+                    assert isinstance(item, Row)
+                    await scheduler.submit(item)
+                    budget = None if budget is None else budget - 1
+
+    def _count_left(self, rows: Iterator[Parsed]) -> int:
+        """After --max-items: how many of the remaining rows a next run would send."""
+        return sum(1 for item in rows if self._admission.decide(item) is not Admit.SKIP)
 
     def _invalid_result(self, item: InvalidRow) -> Result:
         return Result(
@@ -242,9 +276,18 @@ class Engine:
         attempt = 0
         while True:
             attempt += 1
-            token = await self._tokens.token()
+            token = await self._current_token()
+            if token is None:
+                return None
             answer, sent_at = await self._send(row, token)
-            decision = decide(self.settings.retry, answer, attempt, self._wall(), self._rng)
+            decision = decide(
+                self.settings.retry,
+                answer,
+                attempt,
+                self._wall(),
+                self._rng,
+                absent_is_ok=self.settings.op is Op.REMOVE,
+            )
             self._pace(decision, answer, sent_at)
             if isinstance(decision, Settle):
                 return self._result(row, decision.outcome, answer, attempt, started)
@@ -262,7 +305,7 @@ class Engine:
         self.tally.attempts += 1
         self.in_flight += 1
         try:
-            answer = await self._sender.put_tag(row.image_id, row.tag, token)
+            answer = await self._send_one(row.image_id, row.tag, token)
         finally:
             self.in_flight -= 1
         self.tally.answered(answer.status, answer.error)
@@ -271,9 +314,19 @@ class Engine:
     def _pace(self, decision: Decision, answer: Answer, sent_at: float) -> None:
         if answer.status is None:  # no answer at all says nothing about the server's load
             return
-        pushback = isinstance(decision, Retry) and decision.pushback
+        if isinstance(decision, Abort):
+            return
+        pushback = decision.pushback
         asked = decision.server_asked if isinstance(decision, Retry) else None
         self.pacer.answered(sent_at=sent_at, pushback=pushback, retry_after=asked)
+
+    async def _current_token(self) -> str | None:
+        """The token to send, renewed if due; None (and the run aborted) if renewal was refused."""
+        try:
+            return await self._tokens.token()
+        except AuthRefused as exc:
+            self.abort(str(exc))
+            return None
 
     async def _refresh(self, rejected: str) -> bool:
         """The token was refused: get a new one once for everybody, or abort the run."""
@@ -308,6 +361,7 @@ class Engine:
             request_id=answer.request_id,
             at=self._wall(),
             elapsed_ms=round((self._clock() - started) * 1000),
+            op=self.settings.op.value,
         )
 
     # ── sink ────────────────────────────────────────────────────────────────────────────

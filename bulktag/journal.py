@@ -27,15 +27,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from bulktag.model import InvalidRow, Outcome, Result, Row
+from bulktag.model import Outcome, Result
 
 _FINGERPRINT_BYTES = 16  # 128 bits: no collision in any journal this tool will ever see
 
 
-def pair_key(image_id: str, tag: str) -> int:
-    """The resume key of a pair: a 128-bit fingerprint (a tuple of strings costs 2.5× more)."""
+def pair_key(image_id: str, tag: str, op: str = "add") -> int:
+    """The resume key of a pair: a 128-bit fingerprint (a tuple of strings costs 2.5× more).
+
+    Removing a tag is a different piece of work from adding it, so it has different keys.
+    """
+    text = f"{image_id}\n{tag}" if op == "add" else f"\x00{op}\x00{image_id}\n{tag}"
     digest = hashlib.blake2b(
-        f"{image_id}\n{tag}".encode("utf-8", "surrogatepass"), digest_size=_FINGERPRINT_BYTES
+        text.encode("utf-8", "surrogatepass"), digest_size=_FINGERPRINT_BYTES
     ).digest()
     return int.from_bytes(digest, "little")
 
@@ -43,12 +47,6 @@ def pair_key(image_id: str, tag: str) -> int:
 def invalid_key(line: int, image_id: str | None, tag: str | None) -> int:
     """Invalid rows are keyed by line and content: the same row of the same file, once."""
     return pair_key(f"\x00invalid\x00{line}\x00{image_id}", f"{tag}")
-
-
-def key_of(item: Row | InvalidRow) -> int:
-    if isinstance(item, Row):
-        return pair_key(item.image_id, item.tag)
-    return invalid_key(item.line, item.image_id, item.tag)
 
 
 # ── rendering ───────────────────────────────────────────────────────────────────────────────
@@ -73,7 +71,11 @@ def render(result: Result) -> bytes:
         "at": format_time(result.at),
         "elapsed_ms": result.elapsed_ms,
     }
-    return json.dumps(record, ensure_ascii=False, separators=(", ", ": ")).encode() + b"\n"
+    if result.op != "add":  # add records keep the original format; other ops say what they did
+        record["op"] = result.op
+    text = json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+    # A lone surrogate (an undecodable byte in a server's header) becomes a \uDCxx escape.
+    return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
 # ── reading back ────────────────────────────────────────────────────────────────────────────
@@ -164,8 +166,8 @@ def _parse_record(raw: bytes) -> tuple[int, Outcome] | None:
         outcome = Outcome(record["outcome"])
         if outcome is Outcome.INVALID:
             return invalid_key(record["line"], record["image_id"], record["tag"]), outcome
-        return pair_key(record["image_id"], record["tag"]), outcome
-    except (ValueError, KeyError, TypeError):
+        return pair_key(record["image_id"], record["tag"], record.get("op", "add")), outcome
+    except (ValueError, KeyError, TypeError, RecursionError):  # not a record we wrote
         return None
 
 
@@ -205,6 +207,9 @@ class JournalWriter:
         self._unsynced = False
 
     def close(self) -> None:
+        """Fsync what is unsynced and close; calling it again does nothing."""
+        if self._file.closed:
+            return
         try:
             if self._unsynced:
                 self.fsync()

@@ -55,3 +55,4 @@ class Result:
     request_id: str | None = None
     at: float = 0.0  # wall-clock seconds since the epoch when the outcome was settled
     elapsed_ms: int = 0  # from the first attempt to the outcome, sleeps included
+    op: str = "add"  # "add" or "remove"

@@ -106,7 +106,7 @@ def _cut(
         paused_until = max(paused_until, now + retry_after)
     return PaceState(
         ceiling=state.ceiling,
-        rate=max(policy.min_rate, target),
+        rate=max(min(policy.min_rate, state.ceiling), target),  # a cut never raises the rate
         share=0.0,  # start measuring afresh at the new rate
         cut_at=now,
         paused_until=paused_until,

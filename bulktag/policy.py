@@ -43,9 +43,22 @@ class Verdict:
     pushback: bool  # the server says it is overloaded: slow the whole run, not only this row
 
 
-def classify(answer: Answer, attempt: int, max_500_attempts: int) -> Verdict:
-    """Sort an answer into ok / permanent / retryable / auth (see API-FACTS.md)."""
+def image_missing(answer: Answer) -> bool:
+    """Whether a 404 says the *image* is unknown (Glance: "No image found with ID …") rather
+    than that the tag is absent (a bare "Not Found", or "Tag … not found")."""
+    return "image" in (answer.error or "").lower()
+
+
+def classify(
+    answer: Answer, attempt: int, max_500_attempts: int, absent_is_ok: bool = False
+) -> Verdict:
+    """Sort an answer into ok / permanent / retryable / auth (see API-FACTS.md).
+
+    ``absent_is_ok``: removing a tag that is not there is done, not failed (Glance answers 404).
+    """
     status = answer.status
+    if status == 404 and absent_is_ok and not image_missing(answer):
+        return Verdict(Kind.OK, pushback=False)
     if status is None:  # connection refused or dropped, timeout: transient, not a load signal
         return Verdict(Kind.RETRYABLE, pushback=False)
     if 200 <= status < 300:
@@ -69,7 +82,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True too
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -97,6 +110,7 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class Settle:
     outcome: Outcome
+    pushback: bool = False  # a gave_up on 429/503 still tells the pacer the server is full
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +129,16 @@ Decision = Settle | Retry | Abort
 
 
 def decide(
-    policy: RetryPolicy, answer: Answer, attempt: int, now: float, rng: random.Random
+    policy: RetryPolicy,
+    answer: Answer,
+    attempt: int,
+    now: float,
+    rng: random.Random,
+    *,
+    absent_is_ok: bool = False,
 ) -> Decision:
     """What to do after attempt number ``attempt`` (1-based) got ``answer``."""
-    verdict = classify(answer, attempt, policy.max_500_attempts)
+    verdict = classify(answer, attempt, policy.max_500_attempts, absent_is_ok)
     if verdict.kind is Kind.OK:
         return Settle(Outcome.OK)
     if verdict.kind is Kind.PERMANENT:
@@ -126,7 +146,7 @@ def decide(
     if verdict.kind is Kind.AUTH:
         return Abort()
     if attempt >= policy.max_attempts:
-        return Settle(Outcome.GAVE_UP)
+        return Settle(Outcome.GAVE_UP, pushback=verdict.pushback)
     asked = parse_retry_after(answer.retry_after, now)
     if asked is not None:
         asked = min(asked, policy.max_retry_after)

@@ -1,29 +1,46 @@
-"""``bulktag run``: wire the edges (input file, journal, HTTP session, signals, progress) to the
-engine, then report and pick the exit code. Called only by the CLI."""
+"""``bulktag run``: wire the edges (input, journal and its lock, credentials, HTTP session,
+signals, progress) to the engine, then report and pick the exit code. Called only by the CLI."""
 
 from __future__ import annotations
 
 import argparse
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from bulktag.auth import AuthRefused, StaticToken, TokenProvider
+from bulktag.admission import Admission, Decision, Op, Shard
+from bulktag.auth import (
+    AuthRefused,
+    AuthSpec,
+    CredentialsError,
+    TokenProvider,
+    load_auth_spec,
+    options_from_namespace,
+)
 from bulktag.config import ConfigError, Settings
 from bulktag.engine import Engine, EngineSettings, RunReport
-from bulktag.journal import JournalError, JournalWriter, ResumeIndex, prepare
+from bulktag.journal import (
+    JournalError,
+    JournalWriter,
+    ResumeIndex,
+    load_index,
+    prepare,
+    read_lines,
+)
+from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
+from bulktag.model import InvalidRow
 from bulktag.policy import RetryPolicy
 from bulktag.progress import show_progress
 from bulktag.source import Parsed, open_text, read_rows
-from bulktag.summary import ExitCode, exit_code, summary_fields, summary_lines
-from bulktag.transport import GlanceTransport, make_session, normalize_endpoint, ssl_context
+from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_lines
+from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
 
 if TYPE_CHECKING:
     from bulktag.cli import Environment
@@ -31,46 +48,79 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 
+class RunRefused(Exception):
+    """The run cannot start for a reason that has its own exit code (not a config error)."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def run_command(args: argparse.Namespace, settings: Settings, environment: Environment) -> int:
     configure(settings.log_format, settings.log_level, environment.stderr)
-    token = args.token or environment.env.get("OS_AUTH_TOKEN")
-    SCRUBBER.add(token)
-    endpoint = _endpoint(settings, token)
-    assert token is not None
+    op, shard = _op_and_shard(settings)
+    spec = _auth_spec(args, settings, environment)
     with ExitStack() as stack:
         rows = _open_input(args.input, environment, stack)
         journal_path = Path(settings.results)
+        if args.dry_run:
+            return _dry_run(rows, journal_path, settings, (op, shard), environment)
+        try:
+            _lock(journal_path, settings.lock_wait, stack)
+        except RunRefused as exc:
+            environment.stderr.write(f"bulktag: error: {exc}\n")
+            return exc.code
         index = _load_journal(journal_path, bool(args.fresh))
         journal = _open_journal(journal_path, settings.fsync_interval)
-        if settings.insecure:
-            log.warning(
-                "tls_verification_disabled",
-                hint="--insecure: anyone on the path can read the token and forge answers",
-            )
-        plan = _Plan(args, settings, endpoint, StaticToken(token), journal, index, rows)
+        stack.callback(journal.close)  # idempotent: the engine normally closes it first
+        plan = _Plan(args, settings, spec, op, shard, journal, index, rows)
         try:
             report = anyio.run(_run, plan, environment)
         except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
             return ExitCode.INTERRUPTED
     _report(report, settings, journal_path, environment)
-    return exit_code(report.tally, report.aborted is not None, report.interrupted)
+    return exit_code(
+        report.tally, report.aborted is not None, report.interrupted, report.incomplete
+    )
 
 
-def _endpoint(settings: Settings, token: str | None) -> str:
-    if not settings.endpoint or not token:
-        missing = " and ".join(
-            name
-            for name, value in (
-                ("--endpoint (or OS_IMAGE_URL)", settings.endpoint),
-                ("--token (or OS_AUTH_TOKEN)", token),
-            )
-            if not value
-        )
-        raise ConfigError(f"no credentials: give {missing}")
+def _op_and_shard(settings: Settings) -> tuple[Op, Shard]:
     try:
-        return normalize_endpoint(settings.endpoint)
+        return Op(settings.op), Shard.parse(settings.shard)
     except ValueError as exc:
-        raise ConfigError(f"--endpoint: {exc}") from None
+        raise ConfigError(f"--shard: {exc}") from None
+
+
+def _auth_spec(args: argparse.Namespace, settings: Settings, environment: Environment) -> AuthSpec:
+    """Credentials as the openstack CLI finds them; bulktag's own settings fill in the
+    endpoint and TLS options (flag > BULKTAG_* > OS_* > bulktag.toml)."""
+    if settings.endpoint:
+        _checked_endpoint(settings.endpoint, "--endpoint")
+    options = replace(
+        options_from_namespace(args),
+        endpoint=settings.endpoint,
+        cacert=settings.cacert,
+        insecure=settings.insecure or None,
+    )
+    try:
+        spec = load_auth_spec(options, environment.env)
+    except CredentialsError as exc:
+        raise ConfigError(str(exc)) from None
+    for secret in spec.secrets:
+        SCRUBBER.add(secret)
+    if spec.tls_verify is False:
+        log.warning(
+            "tls_verification_disabled",
+            hint="anyone on the network path can read the token and forge answers",
+        )
+    return spec
+
+
+def _checked_endpoint(url: str, where: str) -> str:
+    try:
+        return normalize_endpoint(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _open_input(name: str, environment: Environment, stack: ExitStack) -> Iterator[Parsed]:
@@ -86,6 +136,19 @@ def _open_input(name: str, environment: Environment, stack: ExitStack) -> Iterat
     return read_rows(open_text(binary))
 
 
+def _lock(journal: Path, wait: float, stack: ExitStack) -> None:
+    lock = JournalLock(journal)
+    try:
+        lock.acquire(wait)
+    except LockHeld as exc:
+        raise RunRefused(
+            f"another run is using the journal {journal}: {exc}", ExitCode.LOCKED
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot lock journal {journal}: {exc.strerror or exc}") from None
+    stack.callback(lock.release)
+
+
 def _load_journal(path: Path, fresh: bool) -> ResumeIndex:
     try:
         index, torn, moved = prepare(path, fresh)
@@ -99,7 +162,7 @@ def _load_journal(path: Path, fresh: bool) -> ResumeIndex:
             journal=str(path),
             bytes=torn,
             kept_in=str(path) + ".torn",
-            hint="an earlier run was killed mid-write; its rows are sent again",
+            hint="an earlier run was killed mid-write; its row is sent again",
         )
     if index.unreadable:
         log.warning("journal_unreadable_lines", journal=str(path), lines=index.unreadable)
@@ -120,73 +183,91 @@ def _open_journal(path: Path, fsync_interval: float) -> JournalWriter:
         raise ConfigError(f"cannot write journal {path}: {exc.strerror or exc}") from None
 
 
-def _engine_settings(args: argparse.Namespace, settings: Settings) -> EngineSettings:
-    return EngineSettings(
-        rate=settings.rate,
-        burst=settings.burst,
-        concurrency=settings.concurrency,
-        retry=RetryPolicy(max_attempts=settings.max_attempts),
-        max_consecutive_failures=settings.max_consecutive_failures,
-        grace_period=settings.grace_period,
-        serialize_images=not args.unsafe_no_image_lock,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """Everything the async part of a run needs, prepared (and validated) beforehand."""
 
     args: argparse.Namespace
     settings: Settings
-    endpoint: str
-    tokens: TokenProvider
+    spec: AuthSpec
+    op: Op
+    shard: Shard
     journal: JournalWriter
     index: ResumeIndex
     rows: Iterator[Parsed]
 
+    def engine_settings(self) -> EngineSettings:
+        settings = self.settings
+        return EngineSettings(
+            rate=settings.rate,
+            burst=settings.burst,
+            concurrency=settings.concurrency,
+            retry=RetryPolicy(max_attempts=settings.max_attempts),
+            max_consecutive_failures=settings.max_consecutive_failures,
+            grace_period=settings.grace_period,
+            retry_failed=settings.retry_failed,
+            op=self.op,
+            shard=self.shard,
+            max_items=settings.max_items,
+            serialize_images=not self.args.unsafe_no_image_lock,
+        )
+
 
 async def _run(plan: _Plan, environment: Environment) -> RunReport:
-    settings, endpoint, tokens, journal = plan.settings, plan.endpoint, plan.tokens, plan.journal
-    tls = ssl_context(settings.cacert, settings.insecure)
+    from bulktag.auth import resolve_credentials, ssl_for
+
+    settings = plan.settings
+    tls = ssl_for(plan.spec.tls_verify)
     async with make_session(settings.concurrency, settings.timeout, tls) as session:
-        transport = GlanceTransport(session, endpoint, settings.timeout)
         try:
-            await _preflight(transport, tokens, endpoint)
-        except BaseException:
-            journal.close()
-            raise
+            credentials = await resolve_credentials(session, plan.spec)
+        except CredentialsError as exc:
+            raise ConfigError(str(exc)) from None
+        except AuthRefused as exc:
+            raise ConfigError(str(exc)) from None
+        endpoint = _checked_endpoint(credentials.endpoint, "the catalog's image endpoint")
+        transport = GlanceTransport(session, endpoint, settings.timeout)
+        await _preflight(transport, credentials.provider, credentials.endpoint)
+        send = transport.put_tag if plan.op is Op.ADD else transport.delete_tag
         engine = Engine(
-            _engine_settings(plan.args, settings), transport, tokens, journal, plan.index
+            plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
         )
         log.info(
             "run_started",
-            endpoint=endpoint,
-            journal=str(journal.path),
+            endpoint=credentials.endpoint,
+            journal=str(plan.journal.path),
+            op=plan.op.value,
             rate=settings.rate,
             concurrency=settings.concurrency,
         )
-        tty = environment.stderr.isatty() and not wants_json(
-            settings.log_format, environment.stderr
+        return await _drive(engine, plan, environment)
+
+
+async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunReport:
+    """Run the engine with its companions: signal handling, progress, the time window."""
+    settings = plan.settings
+    tty = environment.stderr.isatty() and not wants_json(settings.log_format, environment.stderr)
+    async with anyio.create_task_group() as companions:
+        companions.start_soon(_watch_signals, engine, settings.grace_period)
+        companions.start_soon(
+            show_progress, engine, environment.stderr, settings.progress_interval, tty
         )
-        async with anyio.create_task_group() as helpers:
-            helpers.start_soon(_watch_signals, engine, settings.grace_period)
-            helpers.start_soon(
-                show_progress, engine, environment.stderr, settings.progress_interval, tty
-            )
-            report = await engine.run(plan.rows)
-            helpers.cancel_scope.cancel()
-        return report
+        if settings.max_duration is not None:
+            companions.start_soon(_time_window, engine, settings.max_duration)
+        report = await engine.run(plan.rows)
+        companions.cancel_scope.cancel()
+    return report
 
 
 async def _preflight(transport: GlanceTransport, tokens: TokenProvider, endpoint: str) -> None:
     """One ``GET /v2/images?limit=1`` so a wrong URL or token fails in a second, not a row at
     a time: exit 2 with one line, before anything is sent."""
-    answer = await transport.preflight(await tokens.token())
-    if answer.status == 401:
-        try:
+    try:
+        answer = await transport.preflight(await tokens.token())
+        if answer.status == 401:
             answer = await transport.preflight(await tokens.refresh(await tokens.token()))
-        except AuthRefused as exc:
-            raise ConfigError(f"credentials refused: {exc}") from None
+    except AuthRefused as exc:
+        raise ConfigError(f"credentials refused: {exc}") from None
     if answer.status is None:
         raise ConfigError(f"cannot reach the image service at {endpoint}: {answer.error}")
     if answer.status in (400, 404, 405):
@@ -208,17 +289,85 @@ async def _preflight(transport: GlanceTransport, tokens: TokenProvider, endpoint
 async def _watch_signals(engine: Engine, grace_period: float) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
+            name = signal.Signals(received).name
             if engine.stopping:
-                log.warning("stopping_now", signal=signal.Signals(received).name)
+                log.warning("stopping_now", signal=name)
                 engine.cancel_now()
                 return
             log.warning(
                 "stopping",
-                signal=signal.Signals(received).name,
+                signal=name,
                 grace_period_s=grace_period,
                 hint="finishing requests in flight; signal again to stop at once",
             )
             engine.request_stop()
+
+
+async def _time_window(engine: Engine, max_duration: float) -> None:
+    await anyio.sleep(max_duration)
+    log.info(
+        "time_window_reached",
+        max_duration_s=max_duration,
+        hint="finishing requests in flight; the next run continues from the journal",
+    )
+    engine.request_stop("max_duration")
+
+
+def _dry_run(
+    rows: Iterator[Parsed],
+    journal: Path,
+    settings: Settings,
+    work: tuple[Op, Shard],
+    environment: Environment,
+) -> int:
+    """Validate and filter exactly as a run would; send nothing, write nothing."""
+    op, shard = work
+    index = ResumeIndex.empty()
+    if journal.is_file():  # read-only: a torn last line is just an unreadable line here
+        index = load_index(read_lines(journal))
+    tally = Tally()
+    admission = Admission(index, tally, op=op, retry_failed=settings.retry_failed, shard=shard)
+    would_send, invalid = 0, []
+    for item in rows:
+        decision = admission.decide(item)
+        would_send += decision is Decision.SEND
+        if decision is Decision.RECORD_INVALID and isinstance(item, InvalidRow):
+            invalid.append(item)
+    fields = {
+        "read": tally.read,
+        "would_send": would_send,
+        "invalid": len(invalid),
+        "skipped_done": tally.skipped_done,
+        "skipped_duplicate": tally.skipped_duplicate,
+        "skipped_other_shard": tally.skipped_other_shard,
+        "op": op.value,
+        "min_duration_s": round(would_send / settings.rate, 1),
+    }
+    if wants_json(settings.log_format, environment.stderr):
+        log.info(
+            "dry_run",
+            **fields,
+            invalid_rows=[{"line": i.line, "error": i.error} for i in invalid[:20]],
+        )
+    else:
+        _print_dry_run(fields, invalid, environment)
+    return ExitCode.SOME_FAILED if invalid else ExitCode.OK
+
+
+def _print_dry_run(
+    fields: Mapping[str, Any], invalid: list[InvalidRow], environment: Environment
+) -> None:
+    out = environment.stderr
+    out.write(
+        f"bulktag: dry run — would send {fields['would_send']:,} {fields['op']} "
+        f"requests (at least {fields['min_duration_s']:,} s at the configured rate)\n"
+    )
+    for key in ("read", "invalid", "skipped_done", "skipped_duplicate", "skipped_other_shard"):
+        out.write(f"  {key.replace('_', ' '):<20}{fields[key]:>10,}\n")
+    for item in invalid[:20]:
+        out.write(f"  line {item.line}: {item.error}\n")
+    if len(invalid) > 20:
+        out.write(f"  … and {len(invalid) - 20:,} more invalid rows\n")
 
 
 def _report(report: RunReport, settings: Settings, journal: Path, environment: Environment) -> None:
@@ -229,21 +378,27 @@ def _report(report: RunReport, settings: Settings, journal: Path, environment: E
         log.info(
             "run_finished",
             journal=str(journal),
-            interrupted=report.interrupted,
+            stopped_by=report.stopped_by,
             aborted=report.aborted is not None,
+            rows_left=report.left,
             pace_cuts=report.pace_cuts,
             **fields,
         )
         return
-    state = "aborted" if report.aborted else "interrupted" if report.interrupted else "finished"
+    state = {
+        None: "finished",
+        "signal": "interrupted",
+        "abort": "aborted",
+        "max_duration": "stopped at --max-duration",
+        "max_items": "stopped at --max-items",
+    }[report.stopped_by]
     headline = f"bulktag: run {state} after {report.elapsed:,.1f} s; journal {journal}"
     lines = summary_lines(report.tally, report.elapsed, headline)
     if report.pace_cuts:
         lines.append(f"  pacing   the cloud pushed back; the rate was cut {report.pace_cuts} times")
-    if report.interrupted:
-        lines.append("  run the same command again to resume")
+    if report.left:
+        lines.append(f"  left     {report.left:>10,} rows for the next run")
+    if report.interrupted or report.incomplete:
+        lines.append("  run the same command again to go on")
     environment.stderr.write("\n".join(lines) + "\n")
     environment.stderr.flush()
-
-
-__all__ = ["run_command"]

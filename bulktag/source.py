@@ -84,7 +84,7 @@ def _printable_utf8(value: str) -> str:
 
 def _echo(value: str) -> str:
     text = value if len(value) <= _ECHO else value[:_ECHO] + "…"
-    return repr(_printable_utf8(text))
+    return "'" + _printable_utf8(text) + "'"  # not repr(): that would escape the escapes
 
 
 def clean(value: str | None) -> str | None:

@@ -6,6 +6,8 @@ Exit codes (also in the README):
     1    the run finished, but some rows failed, gave up or were invalid
     2    usage or configuration error (nothing was sent)
     3    the run was aborted (credentials refused, breaker tripped, journal unwritable)
+    4    stopped by --max-duration or --max-items with rows left: run again to go on
+    5    another run holds the journal's lock
     130  interrupted (SIGINT/SIGTERM); run the same command again to resume
 """
 
@@ -23,6 +25,8 @@ class ExitCode(IntEnum):
     SOME_FAILED = 1
     USAGE = 2
     ABORTED = 3
+    INCOMPLETE = 4
+    LOCKED = 5
     INTERRUPTED = 130
 
 
@@ -35,6 +39,7 @@ class Tally:
     read: int = 0  # data rows read from the input
     skipped_done: int = 0  # settled by an earlier run: not sent, not recorded
     skipped_duplicate: int = 0  # the same pair earlier in this input
+    skipped_other_shard: int = 0  # belongs to another --shard
     attempts: int = 0  # requests sent, retries included
 
     def add(self, result: Result) -> None:
@@ -97,11 +102,15 @@ class FailureBreaker:
         return None
 
 
-def exit_code(tally: Tally, aborted: bool, interrupted: bool) -> ExitCode:
+def exit_code(
+    tally: Tally, aborted: bool, interrupted: bool, incomplete: bool = False
+) -> ExitCode:
     if aborted:
         return ExitCode.ABORTED
     if interrupted:
         return ExitCode.INTERRUPTED
+    if incomplete:
+        return ExitCode.INCOMPLETE
     return ExitCode.SOME_FAILED if tally.problems else ExitCode.OK
 
 

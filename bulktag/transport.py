@@ -37,14 +37,6 @@ def normalize_endpoint(url: str) -> str:
     return text
 
 
-def ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext | bool:
-    if insecure:
-        return False
-    if cacert:
-        return ssl.create_default_context(cafile=cacert)
-    return True
-
-
 def make_session(
     concurrency: int, timeout: float, tls: ssl.SSLContext | bool = True
 ) -> aiohttp.ClientSession:

@@ -72,7 +72,7 @@ class Harness:
     def engine(self, session: Any, engine_settings: EngineSettings, timeout: float) -> Engine:
         transport = GlanceTransport(session, self.url, timeout)
         writer = JournalWriter(self.journal, fsync_interval=0)
-        return Engine(engine_settings, transport, self.tokens, writer, self.index())
+        return Engine(engine_settings, transport.put_tag, self.tokens, writer, self.index())
 
     async def run(
         self,

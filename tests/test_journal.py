@@ -86,10 +86,6 @@ def test_render_keeps_non_ascii_readable() -> None:
     assert b"\\u" not in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lone surrogate (aiohttp's decoding of a non-UTF-8 header) makes render raise",
-)
 @pytest.mark.parametrize(
     "result",
     [

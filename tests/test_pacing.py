@@ -151,9 +151,6 @@ def test_a_retry_after_that_comes_with_a_cut_pauses_everybody(
     assert expected_paused_until == after.paused_until
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: min_rate floor lifts a cut above a ceiling below min_rate"
-)
 def test_a_cut_never_raises_the_rate_above_the_ceiling() -> None:
     # `--rate 0.1` is a valid setting (minimum 0.001); a cut must not set 0.2 > ceiling.
     state = PaceState(ceiling=0.1, rate=0.1, share=0.5)

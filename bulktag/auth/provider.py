@@ -27,8 +27,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import aiohttp
 import anyio
 import structlog
 
@@ -36,6 +36,9 @@ from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenP
 from bulktag.auth.catalog import select_image_endpoint
 from bulktag.auth.clouds import AuthSpec
 from bulktag.auth.keystone import DEFAULT_TIMEOUT, IssuedToken, authenticate
+
+if TYPE_CHECKING:  # only for annotations: keystone.py is this layer's one HTTP module
+    import aiohttp
 
 log = structlog.get_logger(__name__)
 

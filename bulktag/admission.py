@@ -1,0 +1,102 @@
+"""Which input rows a run sends: the resume filter, duplicates, shards. Pure.
+
+Shared by the engine and by ``--dry-run``, so a dry run reports exactly what a run would send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import Enum
+
+from bulktag.journal import ResumeIndex, invalid_key, pair_key
+from bulktag.model import InvalidRow, Row
+from bulktag.summary import Tally
+
+
+class Op(Enum):
+    """What a run does to each pair. Each op keeps its own resume keys in the journal."""
+
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """``--shard K/N``: this process handles the images that hash to K (0 ≤ K < N).
+
+    The hash is of the image id alone, so every tag of one image lands in the same shard — the
+    shards can run at the same time without ever overlapping on an image.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index_text, count_text = text.split("/")
+            shard = cls(int(index_text), int(count_text))
+        except ValueError:
+            raise ValueError(f"expected K/N (for example 0/4), got {text!r}") from None
+        if shard.count < 1 or not 0 <= shard.index < shard.count:
+            raise ValueError(f"expected 0 <= K < N, got {text!r}")
+        return shard
+
+    def owns(self, image_id: str | None) -> bool:
+        if self.count == 1:
+            return True
+        digest = hashlib.blake2b(
+            (image_id or "").lower().encode("utf-8", "surrogatepass"), digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "little") % self.count == self.index
+
+
+ALL = Shard(0, 1)
+
+
+class Decision(Enum):
+    SEND = "send"
+    RECORD_INVALID = "record_invalid"
+    SKIP = "skip"
+
+
+class Admission:
+    """Decides, row by row, whether to send, record as invalid, or skip; counts why."""
+
+    def __init__(
+        self,
+        index: ResumeIndex,
+        tally: Tally,
+        *,
+        op: Op = Op.ADD,
+        retry_failed: bool = False,
+        shard: Shard = ALL,
+    ) -> None:
+        self._index = index
+        self._tally = tally
+        self._op = op.value
+        self._retry_failed = retry_failed
+        self._shard = shard
+        self._seen: set[int] = set()  # keys met in this run's input, for duplicate rows
+
+    def key(self, item: Row | InvalidRow) -> int:
+        if isinstance(item, InvalidRow):
+            return invalid_key(item.line, item.image_id, item.tag)
+        return pair_key(item.image_id, item.tag, self._op)
+
+    def decide(self, item: Row | InvalidRow) -> Decision:
+        tally = self._tally
+        tally.read += 1
+        if not self._shard.owns(item.image_id):
+            tally.skipped_other_shard += 1
+            return Decision.SKIP
+        key = self.key(item)
+        if self._index.is_settled(key, self._retry_failed):
+            tally.skipped_done += 1
+            return Decision.SKIP
+        if key in self._seen:
+            tally.skipped_duplicate += 1
+            return Decision.SKIP
+        self._seen.add(key)
+        return Decision.RECORD_INVALID if isinstance(item, InvalidRow) else Decision.SEND
