@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bulktag.admission import Op
 from bulktag.auth import StaticToken, TokenProvider
 from bulktag.engine import Engine, EngineSettings, RunReport
 from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_lines
@@ -72,7 +73,8 @@ class Harness:
     def engine(self, session: Any, engine_settings: EngineSettings, timeout: float) -> Engine:
         transport = GlanceTransport(session, self.url, timeout)
         writer = JournalWriter(self.journal, fsync_interval=0)
-        return Engine(engine_settings, transport.put_tag, self.tokens, writer, self.index())
+        send = transport.put_tag if engine_settings.op is Op.ADD else transport.delete_tag
+        return Engine(engine_settings, send, self.tokens, writer, self.index())
 
     async def run(
         self,

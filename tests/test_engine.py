@@ -15,8 +15,6 @@ from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.journal import JournalWriter
 from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, settings
 
-pytestmark = pytest.mark.asyncio
-
 
 def fake(**config: object) -> FakeGlance:
     return FakeGlance(FakeGlanceConfig(token=TOKEN, **config))  # type: ignore[arg-type]
