@@ -1,0 +1,586 @@
+"""``bulktag verify JOURNAL``: read every tagged image back and check its tags are really there.
+
+Glance answers 204 to a tag write that a concurrent write then silently undoes (the lost-update
+race, see API-FACTS.md). The journal cannot know; only reading the image back can. So:
+
+    journal ─► {image: tags recorded ok} ─► producer ─► bounded stream ─► N workers:
+        AsyncLimiter ─► GET /v2/images/{id} ─► policy.decide ─► sleep and retry | judge
+                                                                     │
+        missing (added tags absent) · not_removed (removed tags present, ``--op remove``)
+        gone (404) · unverified (no usable answer after the retries: 403, 5xx, timeouts)
+                                                                     ▼
+                                               one line per problem (--output: JSON lines)
+
+Each image is read once (plus retries of 429/502/503/504 and connection errors, with the run's
+back-off policy), at most ``--rate`` requests a second and ``--concurrency`` at a time: a
+verify is as polite as the run it checks. Memory: the tags per image recorded ok (the one thing
+verify must hold); the GETs themselves stream through a bounded channel.
+
+Problem lines (``--output PATH``), one JSON object each, keys in this order:
+
+    {"image_id": "…", "problem": "missing" | "not_removed" | "gone" | "unverified",
+     "tags": [...],          # the tags concerned: missing ones, lingering ones, or all of them
+     "status": 200 | 404 | … | null, "error": "…" | null, "request_id": "…" | null}
+
+Exit codes:
+
+    0    every image's tags are as the journal says (or the journal records no ok tag)
+    1    a tag is missing or not removed, an image is gone, or an image could not be read
+    2    usage error, unreadable journal, endpoint unreachable or not an image service, token
+         refused by the first GET: nothing was verified
+    3    the token was refused part-way
+    130  interrupted
+
+:class:`ImageReader` is this command's HTTP edge: like :mod:`bulktag.transport`, it maps every
+aiohttp/OS exception to an :class:`~bulktag.policy.Answer` with ``status=None``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol, TextIO
+from urllib.parse import quote
+
+import aiohttp
+import anyio
+from aiolimiter import AsyncLimiter
+from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
+from yarl import URL
+
+from bulktag.auth.base import CredentialsError
+from bulktag.auth.tls import ssl_for
+from bulktag.model import Outcome
+from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide
+from bulktag.report import FileStats, read_records
+from bulktag.summary import ExitCode
+
+# Shared with the run's transport, beside which ImageReader may move.
+from bulktag.transport import _excerpt, _request_id, make_session, normalize_endpoint
+
+DEFAULT_RATE = 10.0
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_ATTEMPTS = 5
+_SHOWN_PROBLEMS = 20  # problems listed on stderr without --output
+
+
+class VerifyError(Exception):
+    """Verification cannot start (exit 2): the one-line reason."""
+
+
+# ── reading images: the HTTP edge ───────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRead:
+    """What one GET of an image got: the answer, and the image's tags when it had them."""
+
+    answer: Answer
+    tags: frozenset[str] | None = None
+
+
+def _tags_of(body: bytes) -> frozenset[str] | None:
+    try:
+        tags = json.loads(body)["tags"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return None
+    return frozenset(tags)
+
+
+class ImageReader:
+    """``GET /v2/images/{id}`` for one endpoint, over the caller's aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
+        self._session = session
+        self._base = normalize_endpoint(endpoint) + "/v2/images"
+        self._timeout = timeout
+
+    async def get_image(self, image_id: str, token: str) -> ImageRead:
+        url = URL(f"{self._base}/{quote(image_id, safe='')}", encoded=True)
+        answer, body = await self._get(url, token)
+        if answer.status is None or not 200 <= answer.status < 300:
+            return ImageRead(answer)
+        tags = _tags_of(body)
+        if tags is None:
+            return ImageRead(Answer(answer.status, None, answer.request_id, "no tags list"))
+        return ImageRead(answer, tags)
+
+    async def preflight(self, token: str) -> Answer:
+        """``GET /v2/images?limit=1``: is this an image service, and does it take the token?"""
+        answer, _ = await self._get(URL(self._base + "?limit=1", encoded=True), token)
+        return answer
+
+    async def _get(self, url: URL, token: str) -> tuple[Answer, bytes]:
+        try:
+            response = await self._session.get(
+                url, headers={"X-Auth-Token": token}, allow_redirects=False
+            )
+            async with response:
+                body = await response.read()
+                error = None
+                if response.status >= 300:
+                    error = _excerpt(body.decode(errors="replace")) or None
+                answer = Answer(
+                    status=response.status,
+                    retry_after=response.headers.get("Retry-After"),
+                    request_id=_request_id(response.headers),
+                    error=error,
+                )
+                return answer, body
+        except aiohttp.ClientConnectorError as exc:
+            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}"), b""
+        except aiohttp.ServerDisconnectedError:
+            return Answer(status=None, error="connection dropped by the server"), b""
+        except TimeoutError:
+            return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"connection error: {exc.__class__.__name__}: {exc}"
+            return Answer(status=None, error=error), b""
+
+
+class Reader(Protocol):
+    async def get_image(self, image_id: str, token: str) -> ImageRead: ...
+
+
+# ── what the journal says ───────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What the journal says one image's tags should be."""
+
+    present: frozenset[str]  # recorded ok as added
+    absent: frozenset[str] = frozenset()  # recorded ok as removed (--op remove)
+
+    @property
+    def tags(self) -> int:
+        return len(self.present) + len(self.absent)
+
+
+def expected_tags(path: Path) -> tuple[dict[str, dict[str, bool]], FileStats]:
+    """Image id -> {tag: should be on the image}, from the ``ok`` records (raises OSError).
+
+    The last ``ok`` record of a tag decides: added then removed means it should be absent."""
+    stats = FileStats(str(path))
+    expected: dict[str, dict[str, bool]] = {}
+    for record in read_records(path, stats):
+        if record.outcome is Outcome.OK and record.image_id and record.tag:
+            expected.setdefault(record.image_id, {})[record.tag] = record.op != "remove"
+    return expected, stats
+
+
+def expectation(tags: Mapping[str, bool]) -> Expectation:
+    return Expectation(
+        present=frozenset(tag for tag, wanted in tags.items() if wanted),
+        absent=frozenset(tag for tag, wanted in tags.items() if not wanted),
+    )
+
+
+# ── checking ────────────────────────────────────────────────────────────────────────────────
+
+MISSING = "missing"  # tags recorded added that the image lacks: a lost update
+NOT_REMOVED = "not_removed"  # tags recorded removed that the image still has
+GONE = "gone"  # the image answers 404
+UNVERIFIED = "unverified"  # no usable answer after the retries (403, 5xx, timeouts...)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    image_id: str
+    kind: str  # MISSING | NOT_REMOVED | GONE | UNVERIFIED
+    tags: tuple[str, ...]  # the tags concerned
+    status: int | None = None
+    error: str | None = None
+    request_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "image_id": self.image_id,
+                "problem": self.kind,
+                "tags": list(self.tags),
+                "status": self.status,
+                "error": self.error,
+                "request_id": self.request_id,
+            },
+            ensure_ascii=False,
+        )
+
+    def human(self) -> str:
+        tags = ", ".join(self.tags)
+        if self.kind == MISSING:
+            return f"  missing      {self.image_id}  lacks {tags}"
+        if self.kind == NOT_REMOVED:
+            return f"  not removed  {self.image_id}  still has {tags}"
+        if self.kind == GONE:
+            return f"  gone         {self.image_id}  404 (expected {tags})"
+        why = self.error or f"HTTP {self.status}"
+        return f"  unverified   {self.image_id}  {self.status or 'no answer'}: {why}"
+
+
+@dataclass(slots=True)
+class VerifyTally:
+    images: int = 0  # images read back (or given up on)
+    tags: int = 0  # tags checked on them
+    complete: int = 0  # images whose tags are as the journal says
+    missing_images: int = 0
+    missing_tags: int = 0
+    not_removed_images: int = 0
+    not_removed_tags: int = 0
+    gone: int = 0
+    unverified: int = 0
+    requests: int = 0  # GETs sent, retries included
+    aborted: str | None = None
+
+    def note(self, problem: Problem) -> None:
+        if problem.kind == MISSING:
+            self.missing_images += 1
+            self.missing_tags += len(problem.tags)
+        elif problem.kind == NOT_REMOVED:
+            self.not_removed_images += 1
+            self.not_removed_tags += len(problem.tags)
+        elif problem.kind == GONE:
+            self.gone += 1
+        else:
+            self.unverified += 1
+
+    @property
+    def problems(self) -> int:
+        return self.missing_images + self.not_removed_images + self.gone + self.unverified
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    rate: float = DEFAULT_RATE  # GETs per second, retries included: a hard ceiling
+    burst: int = 1
+    concurrency: int = DEFAULT_CONCURRENCY
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(DEFAULT_MAX_ATTEMPTS))
+
+
+def judge(image_id: str, expect: Expectation, read: ImageRead) -> list[Problem]:
+    """What a settled read says about the image; [] when its tags are as the journal says."""
+    answer, actual = read.answer, read.tags
+    if actual is not None:
+        found = [
+            (MISSING, tuple(sorted(expect.present - actual))),
+            (NOT_REMOVED, tuple(sorted(expect.absent & actual))),
+        ]
+        return [
+            Problem(image_id, kind, tags, answer.status, None, answer.request_id)
+            for kind, tags in found
+            if tags
+        ]
+    if answer.status == 404:  # tags recorded removed went with the image: not a problem
+        present = tuple(sorted(expect.present))
+        return [Problem(image_id, GONE, present, 404, None, answer.request_id)] if present else []
+    every = tuple(sorted(expect.present | expect.absent))
+    return [Problem(image_id, UNVERIFIED, every, answer.status, answer.error, answer.request_id)]
+
+
+_Item = tuple[str, Expectation]  # what the producer hands a worker
+
+
+class Verifier:
+    """Reads images back, paced and bounded; ``on_problem`` receives each problem in turn."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        token: str,
+        settings: VerifySettings,
+        on_problem: Callable[[Problem], None],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.tally = VerifyTally()
+        self._reader = reader
+        self._token = token
+        self._settings = settings
+        self._on_problem = on_problem
+        self._sleep = sleep
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate)
+        self._scope = anyio.CancelScope()
+
+    async def run(self, expected: Mapping[str, Mapping[str, bool]]) -> VerifyTally:
+        """Check every image of ``expected`` (image id -> {tag: should be present})."""
+        width = self._settings.concurrency
+        send, receive = anyio.create_memory_object_stream[_Item](width)
+        with self._scope:
+            async with anyio.create_task_group() as group:
+                with send, receive:  # the clones keep the stream open; close the originals
+                    group.start_soon(self._produce, expected, send.clone())
+                    for _ in range(width):
+                        group.start_soon(self._work, receive.clone())
+        return self.tally
+
+    async def _produce(
+        self, expected: Mapping[str, Mapping[str, bool]], send: ObjectSendStream[_Item]
+    ) -> None:
+        with send:
+            for image_id, tags in expected.items():
+                await send.send((image_id, expectation(tags)))
+
+    async def _work(self, receive: ObjectReceiveStream[_Item]) -> None:
+        with receive:
+            async for image_id, expect in receive:
+                read = await self._read(image_id)
+                if read is None:
+                    return
+                self._settle(image_id, expect, read)
+
+    def _settle(self, image_id: str, expect: Expectation, read: ImageRead) -> None:
+        self.tally.images += 1
+        self.tally.tags += expect.tags
+        problems = judge(image_id, expect, read)
+        if not problems:
+            self.tally.complete += 1
+        for problem in problems:
+            self.tally.note(problem)
+            self._on_problem(problem)
+
+    async def _read(self, image_id: str) -> ImageRead | None:
+        """GET the image until the answer settles; None if the token was refused."""
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._limiter.acquire()
+            self.tally.requests += 1
+            read = await self._reader.get_image(image_id, self._token)
+            decision = decide(self._settings.retry, read.answer, attempt, self._wall(), self._rng)
+            if isinstance(decision, Settle):
+                return read
+            if isinstance(decision, Abort):
+                self._abort("the image service refused the token (401) part-way")
+                return None
+            await self._sleep(decision.delay)
+
+    def _abort(self, reason: str) -> None:
+        if self.tally.aborted is None:
+            self.tally.aborted = reason
+        self._scope.cancel()
+
+
+# ── the command ─────────────────────────────────────────────────────────────────────────────
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" errors
+    return parse
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``bulktag verify``."""
+    parser.add_argument("journal", metavar="JOURNAL", help="the journal of the run to check")
+    parser.add_argument(
+        "--endpoint", help="image service URL, with or without /v2 [env OS_IMAGE_URL]"
+    )
+    parser.add_argument(
+        "--token", help="auth token sent as X-Auth-Token [env OS_AUTH_TOKEN; prefer the variable]"
+    )
+    numeric: list[tuple[str, type[float] | type[int], float, str]] = [
+        ("rate", float, DEFAULT_RATE, "GETs per second, retries included: a hard ceiling"),
+        ("burst", int, 1, "GETs allowed at once above the steady rate"),
+        ("concurrency", int, DEFAULT_CONCURRENCY, "most GETs in flight at once"),
+        ("max_attempts", int, DEFAULT_MAX_ATTEMPTS, "attempts per image on 429/503/timeouts"),
+        ("timeout", float, DEFAULT_TIMEOUT, "seconds one GET may take"),
+    ]
+    for name, kind, default, text in numeric:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_positive(kind),
+            default=default,
+            metavar="N",
+            help=f"{text} [default {default:g}]",
+        )
+    parser.add_argument("--output", metavar="PATH", help="write every problem as a JSON line")
+    parser.add_argument("--cacert", metavar="FILE", help="CA bundle for TLS [env OS_CACERT]")
+    parser.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    endpoint: str
+    token: str
+    expected: dict[str, dict[str, bool]]
+    journal: FileStats
+    settings: VerifySettings
+    timeout: float
+    tls: ssl.SSLContext | bool
+
+
+def _credentials(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str]:
+    """The endpoint (normalized) and the token: flags first, then the openrc variables."""
+    endpoint = args.endpoint or env.get("OS_IMAGE_URL")
+    token = args.token or env.get("OS_AUTH_TOKEN")
+    if not endpoint or not token:
+        missing = [
+            name
+            for name, value in (
+                ("--endpoint (or OS_IMAGE_URL)", endpoint),
+                ("--token (or OS_AUTH_TOKEN)", token),
+            )
+            if not value
+        ]
+        raise VerifyError(f"no credentials: give {' and '.join(missing)}")
+    try:
+        return normalize_endpoint(endpoint), token
+    except ValueError as exc:
+        raise VerifyError(f"--endpoint: {exc}") from None
+
+
+def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
+    endpoint, token = _credentials(args, env)
+    tls = _tls(args, env)
+    try:
+        expected, stats = expected_tags(Path(args.journal))
+    except OSError as exc:
+        raise VerifyError(f"cannot read journal {args.journal}: {exc.strerror or exc}") from None
+    settings = VerifySettings(
+        rate=args.rate,
+        burst=args.burst,
+        concurrency=args.concurrency,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+    )
+    return _Plan(endpoint, token, expected, stats, settings, args.timeout, tls)
+
+
+def _tls(args: argparse.Namespace, env: Mapping[str, str]) -> ssl.SSLContext | bool:
+    cacert = args.cacert or env.get("OS_CACERT")
+    try:
+        return ssl_for(False if args.insecure else cacert or True)
+    except CredentialsError as exc:
+        raise VerifyError(str(exc)) from None
+
+
+async def _preflight(reader: ImageReader, token: str, endpoint: str, stderr: TextIO) -> None:
+    """One GET first, so a wrong URL or token fails in a second with one line (exit 2)."""
+    answer = await reader.preflight(token)
+    if answer.status is None:
+        raise VerifyError(f"cannot reach the image service at {endpoint}: {answer.error}")
+    if answer.status == 401:
+        raise VerifyError(f"credentials refused: the image service at {endpoint} answered 401")
+    if answer.status in (400, 404, 405):
+        raise VerifyError(
+            f"{endpoint} does not look like an OpenStack image service: "
+            f"GET /v2/images answered {answer.status}"
+        )
+    if answer.status >= 300:  # e.g. a 503: the reads will retry; say so and go on
+        stderr.write(f"bulktag verify: warning: GET /v2/images answered {answer.status}\n")
+
+
+async def _verify(
+    plan: _Plan, on_problem: Callable[[Problem], None], stderr: TextIO
+) -> VerifyTally:
+    async with make_session(plan.settings.concurrency, plan.timeout, plan.tls) as session:
+        reader = ImageReader(session, plan.endpoint, plan.timeout)
+        await _preflight(reader, plan.token, plan.endpoint, stderr)
+        verifier = Verifier(reader, plan.token, plan.settings, on_problem)
+        return await verifier.run(plan.expected)
+
+
+class _ProblemLines:
+    """The single writer of problem lines: JSON to ``--output``, the first few to stderr."""
+
+    def __init__(self, output: IO[str] | None, stderr: TextIO) -> None:
+        self._output = output
+        self._stderr = stderr
+        self.shown = 0
+        self.hidden = 0
+
+    def __call__(self, problem: Problem) -> None:
+        if self._output is not None:
+            self._output.write(problem.to_json() + "\n")
+        elif self.shown < _SHOWN_PROBLEMS:
+            self._stderr.write(problem.human() + "\n")
+            self.shown += 1
+        else:
+            self.hidden += 1
+
+
+@contextlib.contextmanager
+def _open_output(name: str | None) -> Iterator[IO[str] | None]:
+    if name is None:
+        yield None
+        return
+    try:
+        output = Path(name).open("w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise VerifyError(f"cannot write {name}: {exc.strerror or exc}") from None
+    with output:
+        yield output
+
+
+def summary_line(tally: VerifyTally, elapsed: float) -> str:
+    not_removed = (
+        f"{tally.not_removed_images:,} still with {tally.not_removed_tags:,} removed tags, "
+        if tally.not_removed_images
+        else ""
+    )
+    return (
+        f"bulktag verify: {tally.images:,} images ({tally.tags:,} tags) read back with "
+        f"{tally.requests:,} requests in {elapsed:,.1f} s: {tally.complete:,} complete, "
+        f"{tally.missing_images:,} missing {tally.missing_tags:,} tags, {not_removed}"
+        f"{tally.gone:,} gone, {tally.unverified:,} unverified"
+    )
+
+
+def exit_code(tally: VerifyTally) -> ExitCode:
+    if tally.aborted is not None:
+        return ExitCode.ABORTED
+    return ExitCode.SOME_FAILED if tally.problems else ExitCode.OK
+
+
+def command_verify(
+    args: argparse.Namespace, environment_env: Mapping[str, str], stderr: TextIO
+) -> int:
+    """Run ``bulktag verify`` (exit codes in the module docstring). Never prints the token."""
+    started = time.monotonic()
+    try:
+        plan = _plan(args, environment_env)
+        if not plan.expected:
+            stderr.write(f"bulktag verify: nothing to verify: {args.journal} records no ok tag\n")
+            return ExitCode.OK
+        with _open_output(args.output) as output:
+            lines = _ProblemLines(output, stderr)
+            tally = anyio.run(_verify, plan, lines, stderr)
+    except VerifyError as exc:
+        stderr.write(f"bulktag verify: error: {exc}\n")
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    _write_summary(tally, plan.journal, lines, time.monotonic() - started, stderr)
+    return exit_code(tally)
+
+
+def _write_summary(
+    tally: VerifyTally, journal: FileStats, lines: _ProblemLines, elapsed: float, stderr: TextIO
+) -> None:
+    if lines.hidden:
+        stderr.write(f"  … and {lines.hidden:,} more problems (--output PATH lists them all)\n")
+    stderr.write(summary_line(tally, elapsed) + "\n")
+    skipped = journal.unreadable + journal.torn
+    if skipped:
+        stderr.write(f"  the journal had {skipped:,} unreadable or torn lines (ignored)\n")
+    if tally.aborted is not None:
+        stderr.write(f"bulktag verify: stopped: {tally.aborted}\n")
