@@ -219,10 +219,12 @@ def test_rate_over_time_counts_records_per_minute_and_finds_the_peak(tmp_path: P
     assert "2026-11-28T02:00:59.000Z" == timeline["first"]
     assert "2026-11-28T02:05:00.000Z" == timeline["last"]
     assert ("2026-11-28T02:01:00.000Z", 3) == (timeline["peak_minute"], timeline["peak_records"])
-    assert [("2026-11-28T02:00:00.000Z", 1), ("2026-11-28T02:01:00.000Z", 3),
-            ("2026-11-28T02:05:00.000Z", 1)] == [
-        (m["minute"], m["records"]) for m in timeline["per_minute"]
-    ]  # fmt: skip
+    per_minute = {m["minute"]: m["records"] for m in timeline["per_minute"]}
+    assert {
+        "2026-11-28T02:00:00.000Z": 1,
+        "2026-11-28T02:01:00.000Z": 3,
+        "2026-11-28T02:05:00.000Z": 1,
+    } == per_minute
 
 
 def test_json_output_has_the_documented_keys(tmp_path: Path) -> None:
@@ -246,9 +248,8 @@ def test_human_output_is_plain_aligned_tables_of_every_section(tmp_path: Path) -
     _, out, err = run(write(tmp_path / "j.jsonl", records))
     lines = out.splitlines()
     assert "bulktag report: 1 journal, 3 records, 3 pairs" == lines[0]
-    for title in ("Outcomes", "HTTP status", "Error classes", "Rate over time", "Slowest",
-                  "Most retried", "Failures by reason"):  # fmt: skip
-        assert any(line.startswith(title) for line in lines), title
+    titles = [line.split(" ")[0] for line in lines if line and not line.startswith(" ")]
+    assert ["bulktag", "Outcomes", "HTTP", "Error", "Rate", "Slowest", "Most", "Failures"] == titles
     assert "  ok           2" in lines
     assert "  failed       1" in lines
     assert "\x1b" not in out  # no colours: the report goes to mail and files
