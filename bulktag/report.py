@@ -487,7 +487,7 @@ def _timeline_lines(timeline: dict[str, Any]) -> list[str]:
         return []
     per_minute = {_minute(entry["minute"]): entry["records"] for entry in timeline["per_minute"]}
     first, last = min(per_minute), max(per_minute)
-    width = _bucket_width(last - first + 1)
+    width = bucket_width(last - first + 1)
     rows = []
     for start in range(first - first % width, last + 1, width):
         count = sum(per_minute.get(minute, 0) for minute in range(start, start + width))
@@ -509,7 +509,7 @@ def _clock(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _bucket_width(span_minutes: int) -> int:
+def bucket_width(span_minutes: int) -> int:
     """The smallest round bucket width (minutes) that fits the span into the table."""
     for width in _NICE_WIDTHS:
         if span_minutes <= width * _TABLE_ROWS:

@@ -300,3 +300,25 @@ def test_a_directory_is_not_a_journal(tmp_path: Path) -> None:
     assert (2, "") == (code, out)
     assert "Is a directory" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("span_minutes", "width"),
+    [(1, 1), (24, 1), (25, 2), (90, 5), (24 * 60, 60), (3 * 1440, 180), (30 * 1440, 2 * 1440)],
+)
+def test_the_rate_table_uses_the_smallest_round_bucket_that_fits_24_rows(
+    span_minutes: int, width: int
+) -> None:
+    assert width == report_module.bucket_width(span_minutes)
+
+
+def test_the_human_rate_table_shows_empty_buckets_so_stalls_are_visible(tmp_path: Path) -> None:
+    records = [record(0, at="2026-11-28T02:00:10Z"), record(1, at="2026-11-28T02:03:10Z")]
+    _, out, _ = run(write(tmp_path / "j.jsonl", records))
+    table_start = out.splitlines().index("  1-minute bucket from  records  per minute")
+    assert [
+        "  2026-11-28 02:00            1         1.0",
+        "  2026-11-28 02:01            0         0.0",
+        "  2026-11-28 02:02            0         0.0",
+        "  2026-11-28 02:03            1         1.0",
+    ] == out.splitlines()[table_start + 1 : table_start + 5]
