@@ -359,6 +359,12 @@ class Keystone:
                 "1",
                 "--threads",
                 "4",
+                # gunicorn closes idle keep-alive connections after 2 s; keystonemiddleware's
+                # pooled connection then sometimes sends its next validation into a socket the
+                # server is just closing, gets "connection reset", and Glance answers 401 to a
+                # perfectly valid token (seen in this tier). Production proxies keep them longer.
+                "--keep-alive",
+                "75",
                 "--no-control-socket",
                 "--timeout",
                 "120",
