@@ -67,7 +67,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     numeric: list[tuple[str, type, str]] = [
         ("rate", float, "requests per second, retries included: a hard ceiling"),
-        ("burst", int, "requests allowed at once above the steady rate"),
+        (
+            "burst",
+            int,
+            "requests allowed at once above the steady rate [default: 20 ms "
+            "worth of --rate, at least 1]",
+        ),
         ("concurrency", int, "most requests in flight at once"),
         ("max_attempts", int, "attempts per row before it is recorded gave_up"),
         ("timeout", float, "seconds one request may take"),
@@ -80,12 +85,9 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         ("fsync_interval", float, "seconds between fsyncs of the journal (0: every write)"),
     ]
     for name, kind, text in numeric:
-        run.add_argument(
-            "--" + name.replace("_", "-"),
-            type=kind,
-            metavar="N",
-            help=f"{text} [default {BY_NAME[name].default}]",
-        )
+        default = BY_NAME[name].default
+        suffix = "" if default is None else f" [default {default}]"
+        run.add_argument("--" + name.replace("_", "-"), type=kind, metavar="N", help=text + suffix)
     run.add_argument("--cacert", metavar="FILE", help="CA bundle for TLS [env OS_CACERT]")
     run.add_argument(
         "--insecure",

@@ -8,6 +8,7 @@ a redrawn line would fill the log with carriage returns, so instead one structur
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -19,13 +20,35 @@ from bulktag.model import Outcome
 _TTY_REFRESH = 0.5
 
 
-def status_text(engine: Engine, elapsed: float) -> str:
+def count_lines(path: Path, chunk: int = 1 << 20) -> int:
+    """Lines in a file (an upper bound on its rows: headers, comments and blanks count too)."""
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as data:
+        while block := data.read(chunk):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+def _position(read: int, total: int | None, elapsed: float) -> str:
+    if not total:
+        return f"{read:,} read"
+    share = min(1.0, read / total)
+    eta = ""
+    if 0.01 <= share < 1.0 and elapsed > 5:
+        left = elapsed * (1 - share) / share
+        eta = f", ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+    return f"{read:,}/{total:,} lines ({share:.0%}{eta})"
+
+
+def status_text(engine: Engine, elapsed: float, total: int | None = None) -> str:
     tally = engine.tally
     done = tally.outcomes[Outcome.OK]
     problems = tally.problems
     rate = tally.attempts / elapsed if elapsed > 0 else 0.0
     parts = [
-        f"{tally.read:,} read",
+        _position(tally.read, total, elapsed),
         f"{done:,} ok",
         f"{problems:,} not ok" if problems else "",
         f"{tally.skipped_done:,} already done" if tally.skipped_done else "",
@@ -36,14 +59,17 @@ def status_text(engine: Engine, elapsed: float) -> str:
     return " · ".join(p for p in parts if p)
 
 
-async def show_progress(engine: Engine, stream: TextIO, interval: float, tty: bool) -> None:
-    """Runs until cancelled."""
+async def show_progress(
+    engine: Engine, stream: TextIO, interval: float, tty: bool, total: int | None = None
+) -> None:
+    """Runs until cancelled. ``total``: lines in the input file, when it is a file."""
     started = time.monotonic()
     if tty:
         try:
             while True:
                 await anyio.sleep(_TTY_REFRESH)
-                stream.write("\r\x1b[K" + status_text(engine, time.monotonic() - started))
+                text = status_text(engine, time.monotonic() - started, total)
+                stream.write("\r\x1b[K" + text)
                 stream.flush()
         finally:
             stream.write("\r\x1b[K")
@@ -55,6 +81,7 @@ async def show_progress(engine: Engine, stream: TextIO, interval: float, tty: bo
         log.info(
             "progress",
             read=tally.read,
+            input_lines=total,
             ok=tally.outcomes[Outcome.OK],
             not_ok=tally.problems,
             skipped_done=tally.skipped_done,

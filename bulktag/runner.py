@@ -23,7 +23,7 @@ from bulktag.auth import (
     load_auth_spec,
     options_from_namespace,
 )
-from bulktag.config import ConfigError, Settings
+from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport
 from bulktag.journal import (
     JournalError,
@@ -37,7 +37,7 @@ from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
 from bulktag.model import InvalidRow
 from bulktag.policy import RetryPolicy
-from bulktag.progress import show_progress
+from bulktag.progress import count_lines, show_progress
 from bulktag.source import Parsed, open_text, read_rows
 from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_lines
 from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
@@ -73,7 +73,8 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
         index = _load_journal(journal_path, bool(args.fresh))
         journal = _open_journal(journal_path, settings.fsync_interval)
         stack.callback(journal.close)  # idempotent: the engine normally closes it first
-        plan = _Plan(args, settings, spec, op, shard, journal, index, rows)
+        total = None if args.input == "-" else count_lines(Path(args.input))
+        plan = _Plan(args, settings, spec, op, shard, journal, index, rows, total)
         try:
             report = anyio.run(_run, plan, environment)
         except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
@@ -195,12 +196,13 @@ class _Plan:
     journal: JournalWriter
     index: ResumeIndex
     rows: Iterator[Parsed]
+    total_lines: int | None  # lines in the input file (None for stdin): progress and ETA
 
     def engine_settings(self) -> EngineSettings:
         settings = self.settings
         return EngineSettings(
             rate=settings.rate,
-            burst=settings.burst,
+            burst=settings.burst or default_burst(settings.rate),
             concurrency=settings.concurrency,
             retry=RetryPolicy(max_attempts=settings.max_attempts),
             max_consecutive_failures=settings.max_consecutive_failures,
@@ -250,7 +252,12 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     async with anyio.create_task_group() as companions:
         companions.start_soon(_watch_signals, engine, settings.grace_period)
         companions.start_soon(
-            show_progress, engine, environment.stderr, settings.progress_interval, tty
+            show_progress,
+            engine,
+            environment.stderr,
+            settings.progress_interval,
+            tty,
+            plan.total_lines,
         )
         if settings.max_duration is not None:
             companions.start_soon(_time_window, engine, settings.max_duration)
