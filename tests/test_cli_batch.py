@@ -1,0 +1,175 @@
+"""The batch controls as a cron job meets them: the journal lock, --dry-run, --max-duration,
+and logging in with OpenStack credentials instead of a token."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bulktag.fake.keystone import (
+    FakeEndpoint,
+    FakeKeystone,
+    FakeKeystoneConfig,
+    FakeProject,
+    FakeUser,
+    serve_keystone,
+)
+from bulktag.lock import JournalLock
+from tests.clitools import (
+    fake_glance,
+    isolated_env,
+    make_pairs,
+    run_bulktag,
+    start_bulktag,
+    write_csv,
+)
+
+
+def test_a_second_run_on_a_locked_journal_exits_5_at_once(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=3, tags_per_image=1))
+    journal = tmp_path / "journal.jsonl"
+    with fake_glance(tmp_path) as server, JournalLock(journal) as held:
+        held.acquire()
+        done = run_bulktag(
+            [str(inventory), "--endpoint", server.url, "--results", str(journal)], tmp_path
+        )
+    assert 5 == done.code, done
+    assert "another run is using the journal" in done.stderr
+    assert f"pid {os.getpid()}" in done.stderr  # says who holds it
+    assert not journal.exists()
+
+
+def test_lock_wait_waits_for_the_other_run_to_finish(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=3, tags_per_image=1))
+    journal = tmp_path / "journal.jsonl"
+    with fake_glance(tmp_path) as server:
+        holder = JournalLock(journal)
+        holder.acquire()
+        args = [str(inventory), "--endpoint", server.url, "--results", str(journal)]
+        with start_bulktag([*args, "--lock-wait", "20s"], tmp_path) as running:
+            time.sleep(1.0)
+            assert running.process.poll() is None  # still waiting for the lock
+            holder.release()
+            done = running.finish()
+    assert 0 == done.code, done
+    assert 3 == len(journal.read_text().splitlines())
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block_the_next_run(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=200, tags_per_image=1))
+    journal = tmp_path / "journal.jsonl"
+    with fake_glance(tmp_path, "--latency", "0.02") as server:
+        args = [str(inventory), "--endpoint", server.url, "--results", str(journal), "--rate", "50"]
+        with start_bulktag(args, tmp_path) as first:
+            first.wait_for(lambda err: "run_started" in err)
+            first.kill()  # SIGKILL: no chance to release anything
+        done = run_bulktag(args, tmp_path)
+    assert 0 == done.code, done
+    assert (tmp_path / "journal.jsonl.lock").exists()  # the file stays; the flock died
+
+
+def test_dry_run_reports_what_would_be_sent_and_sends_nothing(tmp_path: Path) -> None:
+    pairs = make_pairs(images=4, tags_per_image=2)
+    rows = [f"{i},{t}" for i, t in pairs] + [f"{pairs[0][0]},bad.tag", "nope,x"]
+    inventory = tmp_path / "in.csv"
+    inventory.write_text("image_id,tag\n" + "\n".join(rows) + "\n")
+    journal = tmp_path / "journal.jsonl"
+    with fake_glance(tmp_path, stats=True) as server:
+        done = run_bulktag(
+            [
+                str(inventory),
+                "--endpoint",
+                server.url,
+                "--results",
+                str(journal),
+                "--dry-run",
+                "--log-format",
+                "json",
+            ],
+            tmp_path,
+        )
+        puts = server.puts()
+    event = done.event("dry_run")
+    assert 1 == done.code, done  # invalid rows make a dry run exit 1
+    assert (10, 8, 2) == (event["read"], event["would_send"], event["invalid"])
+    errors = sorted(r["error"] for r in event["invalid_rows"])
+    assert [
+        "image_id is not a UUID: 'nope'",
+        "tag contains '.' (allowed: letters, digits, '_' and '-')",
+    ] == errors
+    assert 0 == puts
+    assert not journal.exists()
+
+
+def test_max_duration_stops_with_exit_4_and_the_next_run_finishes(tmp_path: Path) -> None:
+    pairs = make_pairs(images=300, tags_per_image=1)
+    inventory = write_csv(tmp_path / "in.csv", pairs)
+    journal = tmp_path / "journal.jsonl"
+    with fake_glance(tmp_path) as server:
+        args = [
+            str(inventory),
+            "--endpoint",
+            server.url,
+            "--results",
+            str(journal),
+            "--rate",
+            "100",
+            "--log-format",
+            "json",
+        ]
+        first = run_bulktag([*args, "--max-duration", "1s"], tmp_path)
+        second = run_bulktag(args, tmp_path)
+    assert 4 == first.code, first
+    assert "max_duration" == first.event("run_finished")["stopped_by"]
+    assert 0 == second.code, second
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(pairs) == sorted((r["image_id"], r["tag"]) for r in records)
+
+
+@pytest.mark.parametrize("how", ["flags", "environment"])
+def test_a_run_logs_in_to_keystone_and_finds_glance_in_the_catalog(
+    tmp_path: Path, how: str
+) -> None:
+    pairs = make_pairs(images=5, tags_per_image=2)
+    inventory = write_csv(tmp_path / "in.csv", pairs)
+    journal = tmp_path / "journal.jsonl"
+
+    async def scenario() -> tuple[int, str, int]:
+        # Token validation against Keystone is tested in-process (tests/auth); here the
+        # subprocess fake Glance takes any token, and the test is about the wiring.
+        with fake_glance(tmp_path, token=None) as glance:
+            keystone = FakeKeystone(
+                FakeKeystoneConfig(
+                    users=[FakeUser("u1", "operator", "secret-pw-42")],
+                    projects=[FakeProject("p1", "images")],
+                    image_endpoints=[FakeEndpoint(glance.url)],
+                )
+            )
+            async with serve_keystone(keystone) as auth_url:
+                creds = {
+                    "auth-url": auth_url,
+                    "username": "operator",
+                    "password": "secret-pw-42",
+                    "project-name": "images",
+                    "user-domain-name": "Default",
+                    "project-domain-name": "Default",
+                }
+                args = [str(inventory), "--results", str(journal)]
+                env = isolated_env(tmp_path, token=None)
+                if how == "flags":
+                    args += [f"--os-{k}={v}" for k, v in creds.items()]
+                else:
+                    env |= {f"OS_{k.upper().replace('-', '_')}": v for k, v in creds.items()}
+                done = await anyio.to_thread.run_sync(lambda: run_bulktag(args, tmp_path, env=env))
+                return done.code, done.stderr, keystone.logins
+
+    code, stderr, logins = anyio.run(scenario)
+    assert 0 == code, stderr
+    assert 1 == logins
+    assert "secret-pw-42" not in stderr
+    assert len(pairs) == len(journal.read_text().splitlines())
