@@ -83,6 +83,11 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         ),
         ("grace_period", float, "seconds in-flight requests get to finish after Ctrl-C"),
         ("fsync_interval", float, "seconds between fsyncs of the journal (0: every write)"),
+        (
+            "progress_interval",
+            float,
+            "seconds between progress log events when stderr is not a terminal",
+        ),
     ]
     for name, kind, text in numeric:
         default = BY_NAME[name].default
