@@ -1,0 +1,461 @@
+"""Helpers for the end-to-end CLI tests: run ``bulktag run`` in a subprocess the way a user does,
+against the fake Glance running in another subprocess, and read back what it left behind.
+
+* :func:`fake_glance` starts ``bulktag serve-fake --port 0`` and reads the port from its banner
+  line; it always kills it on exit. With ``stats=True`` it starts the same fake from this file
+  instead, plus a ``GET /_test/stats`` route reporting what the server saw (PUT count, overlaps)
+  and a ``--put-latency`` flag (slow PUTs, quick preflight) — see the bottom of this file.
+* :func:`plain_http` runs a tiny stdlib HTTP server in a thread that answers every request with
+  one fixed status and body (a web server that is not Glance, or one echoing the token back).
+* :func:`run_bulktag` / :func:`start_bulktag` run the real CLI with an isolated environment
+  (no ``OS_*``/``BULKTAG_*`` from the caller, ``HOME`` and the working directory in tmp).
+* :func:`read_journal` / :func:`journal_lines` read the journal back.
+
+Run as a script (``python tests/clitools.py serve-fake-stats [serve-fake flags]``) this module
+is the stats-reporting fake server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Every subprocess gets at most this long; a hung bulktag fails the test instead of the suite.
+TIMEOUT = 60
+#: The token the tests' servers accept by default.
+TOKEN = "clitools-token-0123456789"
+
+_BANNER = re.compile(r"fake Glance listening on (http://\S+) \(token: ")
+_STATS_PATH = "/_test/stats"
+
+
+# ── ports and servers ─────────────────────────────────────────────────────────────────────────
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (also a good 'closed port' for unreachable tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FakeServer:
+    """A fake Glance subprocess and how to talk to it."""
+
+    process: subprocess.Popen[bytes]
+    url: str  # base URL, no /v2
+    token: str | None
+    log: Path
+
+    def _get(self, path: str) -> Any:
+        request = urllib.request.Request(self.url + path)
+        if self.token is not None:
+            request.add_header("X-Auth-Token", self.token)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        """What the server saw (only for servers started with ``stats=True``)."""
+        return dict(self._get(_STATS_PATH))
+
+    def puts(self) -> int:
+        """PUT requests the server has answered so far."""
+        return int(self.stats()["put"])
+
+    def image_tags(self) -> dict[str, list[str]]:
+        """Every image the server knows and its tags, through the Glance API itself."""
+        images = self._get("/v2/images?limit=1000")["images"]
+        assert len(images) < 1000, "more images than one page: use image() per id"
+        return {image["id"]: list(image["tags"]) for image in images}
+
+    def image(self, image_id: str) -> dict[str, Any]:
+        return dict(self._get(f"/v2/images/{image_id}"))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def fake_glance(
+    workdir: Path,
+    *flags: str,
+    token: str | None = TOKEN,
+    stats: bool = False,
+) -> Iterator[FakeServer]:
+    """Run the fake Glance on a free port until the block ends; yields it once it listens.
+
+    ``flags`` are ``bulktag serve-fake`` flags (``--latency``, ``--fail-503`` ...).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"fake-glance-{uuid.uuid4().hex[:8]}.log"
+    argv = (
+        [sys.executable, str(Path(__file__).resolve()), "serve-fake-stats"]
+        if stats
+        else [sys.executable, "-m", "bulktag", "serve-fake"]
+    )
+    argv += ["--port", "0", *flags]
+    if token is not None:
+        argv += ["--token", token]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+        )
+    server = None
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            text = log.read_text(errors="replace")
+            found = _BANNER.search(text)
+            if found:
+                server = FakeServer(process, found.group(1), token, log)
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"fake Glance exited {process.returncode}:\n{text}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fake Glance printed no banner in {TIMEOUT} s:\n{text}")
+            time.sleep(0.02)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        elif process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@dataclass
+class PlainServer:
+    url: str
+    seen: list[tuple[str, str]] = field(default_factory=list)  # (method, path) per request
+
+
+@contextlib.contextmanager
+def plain_http(status: int | Callable[[str, str], int], body: str = "") -> Iterator[PlainServer]:
+    """A stdlib HTTP server in a thread answering every request ``status`` with ``body``: a web
+    server that is not Glance, or (``{token}`` in ``body`` is replaced by the request's
+    X-Auth-Token) one that echoes credentials back. ``status`` may be a function of
+    (method, path)."""
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            seen.append((self.command, self.path))
+            code = status(self.command, self.path) if callable(status) else status
+            token = self.headers.get("X-Auth-Token", "")
+            data = body.replace("{token}", token).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield PlainServer(f"http://127.0.0.1:{server.server_address[1]}", seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# ── running bulktag ───────────────────────────────────────────────────────────────────────────
+
+
+def isolated_env(home: Path, token: str | None = TOKEN, **extra: str) -> dict[str, str]:
+    """The caller's environment minus anything that could change bulktag's behaviour."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OS_", "BULKTAG_")) and k != "XDG_CONFIG_HOME"
+    }
+    env["HOME"] = str(home)
+    if token is not None:
+        env["OS_AUTH_TOKEN"] = token
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Done:
+    """A finished bulktag process."""
+
+    argv: list[str]
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines on stderr (other lines are skipped)."""
+        found = []
+        for line in self.stderr.splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    found.append(json.loads(line))
+        return found
+
+    def event(self, name: str) -> dict[str, Any]:
+        matches = [e for e in self.events if e.get("event") == name]
+        assert matches, f"no {name!r} event\n{self}"
+        return matches[-1]
+
+    @property
+    def lines(self) -> list[str]:
+        """stderr's non-empty lines."""
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+    def __str__(self) -> str:
+        return (
+            f"$ {' '.join(self.argv[2:])}\nexit {self.code}\n--- stdout ---\n"
+            f"{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-5000:]}"
+        )
+
+
+def bulktag_argv(args: Sequence[str], command: str | None = "run") -> list[str]:
+    return [sys.executable, "-m", "bulktag", *([command] if command else []), *args]
+
+
+def run_bulktag(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    command: str | None = "run",
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = TIMEOUT,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Done:
+    """Run ``bulktag <command> <args>`` to the end (stdin empty unless given)."""
+    argv = bulktag_argv(args, command)
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=dict(env) if env is not None else isolated_env(cwd),
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        preexec_fn=preexec_fn,
+    )
+    return Done(
+        argv,
+        done.returncode,
+        done.stdout.decode(errors="replace"),
+        done.stderr.decode(errors="replace"),
+    )
+
+
+@dataclass
+class Running:
+    """A bulktag process started in the background; its output goes to files."""
+
+    process: subprocess.Popen[bytes]
+    argv: list[str]
+    out: Path
+    err: Path
+
+    def stderr_text(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 20) -> None:
+        """Wait until ``predicate(stderr so far)`` holds (fails if the process exits first)."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.stderr_text()):
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"bulktag exited {self.process.returncode} early:\n" + self.stderr_text()
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting on bulktag:\n" + self.stderr_text())
+            time.sleep(0.02)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def finish(self, timeout: float = TIMEOUT) -> Done:
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            self.kill()
+        return Done(
+            self.argv,
+            code,
+            self.out.read_text(errors="replace"),
+            self.stderr_text(),
+        )
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def start_bulktag(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Iterator[Running]:
+    """``bulktag run <args>`` in the background; killed when the block ends if still running."""
+    argv = bulktag_argv(args)
+    tag = uuid.uuid4().hex[:8]
+    out, err = cwd / f"bulktag-{tag}.out", cwd / f"bulktag-{tag}.err"
+    with contextlib.ExitStack() as files:
+        stdout = files.enter_context(out.open("wb"))
+        stderr = files.enter_context(err.open("wb"))
+        source = files.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else isolated_env(cwd),
+            stdin=source,
+            stdout=stdout,
+            stderr=stderr,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - only rlimits, set in the child
+        )
+    running = Running(process, argv, out, err)
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+# ── inputs and the journal ────────────────────────────────────────────────────────────────────
+
+
+def image_ids(count: int, seed: int = 0) -> list[str]:
+    """Deterministic, distinct image UUIDs."""
+    return [str(uuid.UUID(int=(seed << 64) | (n + 1), version=4)) for n in range(count)]
+
+
+def make_pairs(images: int, tags_per_image: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Pairs grouped by image, the order real inventories come in."""
+    return [(image, f"t{n}") for image in image_ids(images, seed) for n in range(tags_per_image)]
+
+
+def write_csv(path: Path, pairs: Iterable[tuple[str, str]], header: bool = True) -> Path:
+    lines = (["image_id,tag"] if header else []) + [f"{i},{t}" for i, t in pairs]
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def journal_lines(path: Path) -> list[bytes]:
+    """The journal's raw lines, newline included (a torn last line has none)."""
+    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Every record; fails the test if any line (a torn last one too) is not a JSON record."""
+    records = []
+    for number, raw in enumerate(journal_lines(path), 1):
+        assert raw.endswith(b"\n"), f"{path}:{number}: unterminated last line {raw[:80]!r}"
+        try:
+            records.append(json.loads(raw))
+        except ValueError as exc:
+            raise AssertionError(f"{path}:{number}: not JSON ({exc}): {raw[:200]!r}") from None
+    return records
+
+
+def ok_counts(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+    """How many ``ok`` records each pair has."""
+    counts: dict[tuple[str, str], int] = {}
+    for record in records:
+        if record["outcome"] == "ok":
+            pair = (record["image_id"], record["tag"])
+            counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def no_traceback(done: Done) -> None:
+    assert "Traceback" not in done.stderr, str(done)
+    assert "Traceback" not in done.stdout, str(done)
+
+
+# ── the stats-reporting fake (``python tests/clitools.py serve-fake-stats ...``) ─────────────
+
+
+def _serve_fake_stats(argv: Sequence[str]) -> None:
+    import argparse
+    import asyncio
+
+    from aiohttp import web
+
+    from bulktag.fake.glance import FakeGlance, add_serve_arguments, config_from_args, serve
+
+    class StatsGlance(FakeGlance):
+        """The fake plus ``GET /_test/stats`` (behind the same gateway and auth)."""
+
+        def app(self) -> web.Application:
+            app = super().app()
+            app.router.add_get(_STATS_PATH, self._stats)
+            return app
+
+        async def _put_tag(self, request: web.Request) -> web.StreamResponse:
+            await asyncio.sleep(args.put_latency)  # PUTs only: the preflight GET stays quick
+            return await super()._put_tag(request)
+
+        async def _stats(self, request: web.Request) -> web.Response:
+            puts = [r for r in self.requests if r.method == "PUT"]
+            return web.json_response(
+                {
+                    "put": len(puts),
+                    "put_ok": sum(1 for r in puts if 200 <= r.status < 300),
+                    "get": sum(1 for r in self.requests if r.method == "GET"),
+                    "overlaps": self.overlaps,
+                    "max_in_flight_per_image": self.max_in_flight_per_image,
+                }
+            )
+
+    parser = argparse.ArgumentParser(prog="clitools serve-fake-stats")
+    add_serve_arguments(parser)
+    parser.add_argument("--put-latency", type=float, default=0.0, help="extra seconds per PUT")
+    args = parser.parse_args(argv)
+    fake = StatsGlance(config_from_args(args))
+
+    async def main() -> None:
+        async with serve(fake, args.host, args.port) as url:
+            required = "required" if args.token else "not required"
+            print(
+                f"fake Glance listening on {url} (token: {required})", file=sys.stderr, flush=True
+            )
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve-fake-stats"]:
+        raise SystemExit("usage: clitools.py serve-fake-stats [bulktag serve-fake flags]")
+    _serve_fake_stats(sys.argv[2:])

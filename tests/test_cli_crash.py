@@ -1,0 +1,331 @@
+"""Crash safety of the real ``bulktag run``, as an operator meets it: ``kill -9``, Ctrl-C,
+SIGTERM and a full disk in the middle of a run, then the same command again. Whatever happened,
+the journal is valid JSON lines, and after the rerun every input pair has exactly one ``ok``
+record and its tag on the server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from clitools import (
+    Done,
+    FakeServer,
+    fake_glance,
+    free_port,
+    journal_lines,
+    make_pairs,
+    no_traceback,
+    ok_counts,
+    read_journal,
+    run_bulktag,
+    start_bulktag,
+    write_csv,
+)
+
+Pairs = list[tuple[str, str]]
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
+    with fake_glance(tmp_path_factory.mktemp("fake"), "--latency", "0.01", stats=True) as server:
+        yield server
+
+
+def run_args(fake: FakeServer, rate: str = "200", *extra: str) -> list[str]:
+    return [
+        "in.csv",
+        "--endpoint",
+        fake.url,
+        "--results",
+        "journal.jsonl",
+        "--rate",
+        rate,
+        "--log-format",
+        "json",
+        *extra,
+    ]
+
+
+def started(stderr: str) -> bool:
+    return '"run_started"' in stderr
+
+
+def records_written(journal: Path, at_least: int) -> Callable[[str], bool]:
+    return lambda _stderr: len(journal_lines(journal)) >= at_least
+
+
+def assert_all_done_once(journal: Path, pairs: Pairs, fake: FakeServer) -> None:
+    """Every pair has exactly one ok record, and its tag is on the server."""
+    counts = ok_counts(read_journal(journal))
+    twice = {pair: n for pair, n in counts.items() if n > 1}
+    assert not twice, f"pairs recorded ok more than once: {twice}"
+    missing = set(pairs) - set(counts)
+    assert not missing, f"{len(missing)} pairs never recorded ok, e.g. {sorted(missing)[:3]}"
+    assert set(pairs) == set(counts)
+    on_server = fake.image_tags()
+    expected: dict[str, set[str]] = {}
+    for image, tag in pairs:
+        expected.setdefault(image, set()).add(tag)
+    for image, tags in expected.items():
+        assert tags == set(on_server.get(image, ())), f"image {image} on the server"
+
+
+def finish_and_check(fake: FakeServer, tmp_path: Path, pairs: Pairs) -> Done:
+    done = run_bulktag(run_args(fake, "500"), tmp_path)
+    no_traceback(done)
+    assert 0 == done.code, str(done)
+    assert_all_done_once(tmp_path / "journal.jsonl", pairs, fake)
+    return done
+
+
+# ── kill -9 ───────────────────────────────────────────────────────────────────────────────────
+
+
+def test_kill_9_mid_run_then_rerun_completes_each_pair_once(
+    fake: FakeServer, tmp_path: Path
+) -> None:
+    pairs = make_pairs(200, 3, seed=10)  # 600 rows: 3 s at --rate 200
+    write_csv(tmp_path / "in.csv", pairs)
+    journal = tmp_path / "journal.jsonl"
+
+    with start_bulktag(run_args(fake), tmp_path) as running:
+        running.wait_for(started)
+        running.wait_for(records_written(journal, 50))
+        time.sleep(0.5)
+        running.signal(signal.SIGKILL)
+        assert -signal.SIGKILL == running.process.wait(timeout=10)
+
+    before = read_journal(journal)  # also: every line the killed run wrote is complete JSON
+    assert 50 <= len(before) < len(pairs), "the kill should land mid-run"
+    # A kill in the middle of write() would leave half a record: simulate one.
+    torn = b'{"line": 7, "image_id": "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87", "tag": "te'
+    with journal.open("ab") as out:
+        out.write(torn)
+
+    done = finish_and_check(fake, tmp_path, pairs)
+
+    assert torn in (tmp_path / "journal.jsonl.torn").read_bytes()
+    removed = done.event("journal_torn_line_removed")
+    assert len(torn) == removed["bytes"]
+    finished = done.event("run_finished")
+    assert len(before) == finished["skipped_done"]
+    assert len(pairs) - len(before) == finished["ok"]
+    assert 0 == fake.stats()["overlaps"], "two requests were in flight for one image"
+
+
+# ── SIGINT / SIGTERM ──────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("signum", "log_format"),
+    [(signal.SIGINT, "console"), (signal.SIGTERM, "json")],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_signal_mid_run_exits_130_then_rerun_completes(
+    fake: FakeServer, tmp_path: Path, signum: int, log_format: str
+) -> None:
+    pairs = make_pairs(100, 3, seed=20 + signum)
+    write_csv(tmp_path / "in.csv", pairs)
+    journal = tmp_path / "journal.jsonl"
+    args = [*run_args(fake), "--log-format", log_format]
+
+    with start_bulktag(args, tmp_path) as running:
+        running.wait_for(lambda err: "run_started" in err)
+        running.wait_for(records_written(journal, 20))
+        running.signal(signum)
+        done = running.finish()
+
+    no_traceback(done)
+    assert 130 == done.code, str(done)
+    if log_format == "json":
+        finished = done.event("run_finished")
+        assert finished.get("interrupted") is True or finished.get("stopped_by") == "signal"
+        assert signal.Signals(signum).name == done.event("stopping")["signal"]
+    else:
+        assert "run interrupted" in done.stderr, str(done)
+        assert "run the same command again" in done.stderr
+    before = read_journal(journal)
+    assert 20 <= len(before) < len(pairs), "the signal should land mid-run"
+
+    finish_and_check(fake, tmp_path, pairs)
+
+
+def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
+    """PUTs that hang for 5 s, a 30 s grace period: the second Ctrl-C does not wait for them."""
+    pairs = make_pairs(8, 1, seed=12)
+    write_csv(tmp_path / "in.csv", pairs)
+    with fake_glance(tmp_path / "slow", "--put-latency", "5", stats=True) as slow:
+        args = [*run_args(slow, "1000"), "--grace-period", "30", "--concurrency", "8"]
+        with start_bulktag(args, tmp_path) as running:
+            running.wait_for(started)
+            time.sleep(0.3)
+            running.signal(signal.SIGINT)
+            running.wait_for(lambda err: '"stopping"' in err)
+            signalled = time.monotonic()
+            running.signal(signal.SIGINT)
+            done = running.finish()
+            took = time.monotonic() - signalled
+    no_traceback(done)
+    assert 130 == done.code, str(done)
+    assert took < 2.5, f"took {took:.1f} s after the second signal"
+    assert done.event("stopping_now")
+    assert [] == read_journal(tmp_path / "journal.jsonl"), "no PUT had finished"
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGINT,
+        pytest.param(
+            signal.SIGTERM,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="BUG: SIGTERM before the run starts (journal load, preflight) kills "
+                "bulktag with the default action (exit -15/143, no message) instead of 130: "
+                "cli.install_sigterm_as_interrupt() exists but is never called",
+            ),
+        ),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_signal_during_preflight_exits_130_without_traceback(tmp_path: Path, signum: int) -> None:
+    """An endpoint that accepts the connection and never answers: the signal arrives while
+    bulktag waits for the preflight. Nothing was sent; the exit says interrupted."""
+    write_csv(tmp_path / "in.csv", make_pairs(2, 1, seed=13))
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(30)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        args = ["in.csv", "--endpoint", url, "--results", "journal.jsonl", "--log-format", "json"]
+        with start_bulktag(args, tmp_path) as running:
+            connection, _ = silent.accept()  # bulktag is now in its preflight GET
+            with connection:
+                time.sleep(0.2)
+                running.signal(signum)
+                done = running.finish(timeout=20)
+    no_traceback(done)
+    assert 130 == done.code, str(done)
+    assert b"" == (tmp_path / "journal.jsonl").read_bytes()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Ctrl-C while a big journal is loaded for resume (before the run's signal "
+    "handlers exist) ends in a KeyboardInterrupt traceback, killed by SIGINT instead of exit 130",
+)
+def test_ctrl_c_while_loading_a_big_journal_exits_130_without_traceback(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    record = (
+        '{{"line": {n}, "image_id": "00000000-0000-4000-8000-{n:012d}", "tag": "t0", '
+        '"outcome": "ok", "status": 204, "attempts": 1, "error": null, "request_id": null, '
+        '"at": "2026-11-28T02:00:01.123Z", "elapsed_ms": 4}}\n'
+    )
+    journal.write_text("".join(record.format(n=n) for n in range(150_000)))  # ~30 MB
+    write_csv(tmp_path / "in.csv", make_pairs(1, 1, seed=16))
+    url = f"http://127.0.0.1:{free_port()}"
+    args = ["in.csv", "--endpoint", url, "--results", "journal.jsonl", "--log-format", "json"]
+    with start_bulktag(args, tmp_path) as running:
+        fds = Path(f"/proc/{running.process.pid}/fd")
+
+        def loading(stderr: str) -> bool:
+            with contextlib.suppress(OSError):
+                return any(Path(os.readlink(fd)) == journal.resolve() for fd in fds.iterdir())
+            return False
+
+        running.wait_for(loading)
+        assert '"resuming"' not in running.stderr_text(), "the journal loaded too fast"
+        running.signal(signal.SIGINT)
+        done = running.finish()
+    no_traceback(done)
+    assert 130 == done.code, str(done)
+
+
+# ── a full disk ───────────────────────────────────────────────────────────────────────────────
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@dataclass
+class FullDisk:
+    pairs: Pairs
+    done: Done  # the run that hit the cap
+    cap: int
+    journal: bytes  # the journal as that run left it
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def full_disk(fake: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> FullDisk:
+    """A finished first run over 20 rows, then the whole input with the journal's size capped
+    (RLIMIT_FSIZE) 4.5 records above what it is: the 5th record's write() is cut short."""
+    workdir = tmp_path_factory.mktemp("full-disk")
+    pairs = make_pairs(100, 2, seed=14)
+    write_csv(workdir / "in.csv", pairs[:20])
+    first = run_bulktag(run_args(fake, "1000"), workdir)
+    assert 0 == first.code, str(first)
+    size = (workdir / "journal.jsonl").stat().st_size
+    cap = size + size // 20 * 9 // 2  # records are about the same length
+    write_csv(workdir / "in.csv", pairs)
+    done = run_bulktag(run_args(fake, "1000"), workdir, preexec_fn=limit_file_size(cap))
+    return FullDisk(pairs, done, cap, (workdir / "journal.jsonl").read_bytes(), workdir)
+
+
+def test_full_disk_aborts_with_exit_3_then_rerun_finishes(
+    fake: FakeServer, full_disk: FullDisk
+) -> None:
+    done = full_disk.done
+    no_traceback(done)
+    assert 3 == done.code, str(done)
+    aborted = done.event("run_aborted")
+    assert "journal.jsonl" in aborted["reason"]
+    assert "File too large" in aborted["reason"]
+    assert len(full_disk.journal) <= full_disk.cap
+
+    finish_and_check(fake, full_disk.workdir, full_disk.pairs)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a write() cut short by a full disk leaves a partial record in the journal "
+    "(JournalWriter.write_batch does not truncate back to the batch start on OSError)",
+)
+def test_full_disk_leaves_a_journal_of_complete_records(full_disk: FullDisk) -> None:
+    """README: exit 3 — 'the journal is intact'. Every line on disk is a complete record."""
+    assert 3 == full_disk.done.code, str(full_disk.done)
+    copy = full_disk.workdir / "as-left.jsonl"
+    copy.write_bytes(full_disk.journal)
+    read_journal(copy)
+
+
+# ── a finished journal ────────────────────────────────────────────────────────────────────────
+
+
+def test_rerun_over_a_finished_journal_sends_nothing(fake: FakeServer, tmp_path: Path) -> None:
+    pairs = make_pairs(25, 2, seed=15)
+    write_csv(tmp_path / "in.csv", pairs)
+    finish_and_check(fake, tmp_path, pairs)
+    journal = (tmp_path / "journal.jsonl").read_bytes()
+    puts = fake.puts()
+
+    done = run_bulktag(run_args(fake, "500"), tmp_path)
+
+    no_traceback(done)
+    assert 0 == done.code, str(done)
+    assert puts == fake.puts()
+    assert journal == (tmp_path / "journal.jsonl").read_bytes()
+    finished = done.event("run_finished")
+    assert (len(pairs), 0, 0) == (finished["skipped_done"], finished["ok"], finished["requests"])
