@@ -166,7 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(commands.add_parser("run", help="tag images listed in a CSV file"))
     commands.add_parser("demo", help="a one-minute tour against a built-in local server")
     from bulktag.fake.glance import add_serve_arguments
+    from bulktag.report import add_report_arguments
+    from bulktag.verify import add_verify_arguments
 
+    add_report_arguments(
+        commands.add_parser("report", help="summarise one or more journals (shards merge)")
+    )
+    add_verify_arguments(
+        commands.add_parser("verify", help="read tagged images back; report tags that are lost")
+    )
     add_serve_arguments(
         commands.add_parser(
             "serve-fake", help="run the built-in Glance-like server, to rehearse a run"
@@ -181,12 +189,13 @@ class Environment:
 
     env: Mapping[str, str]
     stdin: BinaryIO
+    stdout: TextIO
     stderr: TextIO
     cwd: Path
 
 
 def _real_environment() -> Environment:
-    return Environment(os.environ, sys.stdin.buffer, sys.stderr, Path.cwd())
+    return Environment(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr, Path.cwd())
 
 
 def load_settings(args: argparse.Namespace, environment: Environment) -> Settings:
@@ -210,6 +219,8 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
         "run": _command_run,
         "demo": _command_demo,
+        "report": _command_report,
+        "verify": _command_verify,
         "serve-fake": _command_serve_fake,
     }
     if args.command is None:
@@ -227,6 +238,18 @@ def _command_run(args: argparse.Namespace, environment: Environment) -> int:
 
     settings = load_settings(args, environment)
     return run_command(args, settings, environment)
+
+
+def _command_report(args: argparse.Namespace, environment: Environment) -> int:
+    from bulktag.report import command_report
+
+    return command_report(args, environment.stdout, environment.stderr)
+
+
+def _command_verify(args: argparse.Namespace, environment: Environment) -> int:
+    from bulktag.verify import command_verify
+
+    return command_verify(args, environment.env, environment.stderr)
 
 
 def _command_demo(args: argparse.Namespace, environment: Environment) -> int:

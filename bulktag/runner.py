@@ -35,6 +35,7 @@ from bulktag.journal import (
 )
 from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
+from bulktag.metrics import MetricsWriter, periodically
 from bulktag.model import InvalidRow
 from bulktag.policy import RetryPolicy
 from bulktag.progress import count_lines, show_progress
@@ -249,7 +250,10 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     """Run the engine with its companions: signal handling, progress, the time window."""
     settings = plan.settings
     tty = environment.stderr.isatty() and not wants_json(settings.log_format, environment.stderr)
+    metrics = MetricsWriter(Path(settings.metrics_file)) if settings.metrics_file else None
     async with anyio.create_task_group() as companions:
+        if metrics is not None:
+            companions.start_soon(periodically, engine, metrics, settings.progress_interval)
         companions.start_soon(_watch_signals, engine, settings.grace_period)
         companions.start_soon(
             show_progress,
@@ -263,7 +267,25 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
             companions.start_soon(_time_window, engine, settings.max_duration)
         report = await engine.run(plan.rows)
         companions.cancel_scope.cancel()
+    if metrics is not None:  # after the periodic writer stopped, so the two never race
+        _final_metrics(metrics, engine, report)
     return report
+
+
+def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) -> None:
+    code = exit_code(
+        report.tally, report.aborted is not None, report.interrupted, report.incomplete
+    )
+    try:
+        metrics.write(
+            report.tally,
+            allowed_rate=engine.pacer.state.rate,
+            elapsed=report.elapsed,
+            finished=True,
+            succeeded=code == ExitCode.OK,
+        )
+    except OSError as exc:
+        log.warning("metrics_write_failed", path=str(metrics.path), error=exc.strerror or str(exc))
 
 
 async def _preflight(transport: GlanceTransport, tokens: TokenProvider, endpoint: str) -> None:

@@ -102,9 +102,7 @@ class FailureBreaker:
         return None
 
 
-def exit_code(
-    tally: Tally, aborted: bool, interrupted: bool, incomplete: bool = False
-) -> ExitCode:
+def exit_code(tally: Tally, aborted: bool, interrupted: bool, incomplete: bool = False) -> ExitCode:
     if aborted:
         return ExitCode.ABORTED
     if interrupted:

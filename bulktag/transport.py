@@ -74,38 +74,47 @@ class GlanceTransport:
 
     async def put_tag(self, image_id: str, tag: str, token: str) -> Answer:
         """``PUT /v2/images/{id}/tags/{tag}`` with no body (Glance answers 400 to any body)."""
-        return await self._call(self._session.put, self._tag_url(image_id, tag), token)
+        answer, _ = await self._call(self._session.put, self._tag_url(image_id, tag), token)
+        return answer
 
     async def delete_tag(self, image_id: str, tag: str, token: str) -> Answer:
-        return await self._call(self._session.delete, self._tag_url(image_id, tag), token)
+        answer, _ = await self._call(self._session.delete, self._tag_url(image_id, tag), token)
+        return answer
+
+    async def get_image(self, image_id: str, token: str) -> tuple[Answer, bytes]:
+        """``GET /v2/images/{id}``: the answer, and the body when it was a 2xx."""
+        url = URL(f"{self._base}{quote(image_id, safe='')}", encoded=True)
+        return await self._call(self._session.get, url, token)
 
     async def preflight(self, token: str) -> Answer:
         """``GET /v2/images?limit=1``: is this an image service, and does it take our token?"""
         url = URL(self._base.rstrip("/") + "?limit=1", encoded=True)
-        return await self._call(self._session.get, url, token)
+        answer, _ = await self._call(self._session.get, url, token)
+        return answer
 
     async def _call(
         self, method: Callable[..., Awaitable[aiohttp.ClientResponse]], url: URL, token: str
-    ) -> Answer:
+    ) -> tuple[Answer, bytes]:
         try:
             response = await method(url, headers={"X-Auth-Token": token}, allow_redirects=False)
             async with response:
+                body = await response.read()
                 error = None
                 if response.status >= 300:
-                    error = _excerpt(await response.text(errors="replace"))
-                else:
-                    await response.read()
-                return Answer(
+                    error = _excerpt(body.decode("utf-8", errors="replace"))
+                answer = Answer(
                     status=response.status,
                     retry_after=response.headers.get("Retry-After"),
                     request_id=_request_id(response.headers),
                     error=error or None,
                 )
+                return answer, body
         except aiohttp.ClientConnectorError as exc:
-            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}")
+            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}"), b""
         except aiohttp.ServerDisconnectedError:
-            return Answer(status=None, error="connection dropped by the server")
+            return Answer(status=None, error="connection dropped by the server"), b""
         except TimeoutError:  # asyncio.TimeoutError is this class since 3.11
-            return Answer(status=None, error=f"timeout after {self._timeout:g} s")
+            return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
         except (aiohttp.ClientError, OSError) as exc:
-            return Answer(status=None, error=f"connection error: {exc.__class__.__name__}: {exc}")
+            error = f"connection error: {exc.__class__.__name__}: {exc}"
+            return Answer(status=None, error=error), b""

@@ -31,8 +31,8 @@ Exit codes:
     3    the token was refused part-way
     130  interrupted
 
-:class:`ImageReader` is this command's HTTP edge: like :mod:`bulktag.transport`, it maps every
-aiohttp/OS exception to an :class:`~bulktag.policy.Answer` with ``status=None``.
+Credentials come from the same places as for ``bulktag run`` (flags, ``OS_*``, clouds.yaml), and
+the GETs go through :mod:`bulktag.transport`, the one module that speaks HTTP.
 """
 
 from __future__ import annotations
@@ -41,22 +41,26 @@ import argparse
 import contextlib
 import json
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, TextIO
-from urllib.parse import quote
 
-import aiohttp
 import anyio
 from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
-from yarl import URL
 
-from bulktag.auth.base import CredentialsError
+from bulktag.auth import (
+    AuthRefused,
+    AuthSpec,
+    CredentialsError,
+    TokenProvider,
+    add_credential_arguments,
+    load_auth_spec,
+    options_from_namespace,
+)
 from bulktag.auth.tls import ssl_for
 from bulktag.model import Outcome
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide
@@ -64,7 +68,7 @@ from bulktag.report import FileStats, read_records
 from bulktag.summary import ExitCode
 
 # Shared with the run's transport, beside which ImageReader may move.
-from bulktag.transport import _excerpt, _request_id, make_session, normalize_endpoint
+from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
 
 DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -99,54 +103,19 @@ def _tags_of(body: bytes) -> frozenset[str] | None:
 
 
 class ImageReader:
-    """``GET /v2/images/{id}`` for one endpoint, over the caller's aiohttp session."""
+    """Reads an image's tags through the run's transport (the one HTTP edge)."""
 
-    def __init__(self, session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
-        self._session = session
-        self._base = normalize_endpoint(endpoint) + "/v2/images"
-        self._timeout = timeout
+    def __init__(self, transport: GlanceTransport) -> None:
+        self._transport = transport
 
     async def get_image(self, image_id: str, token: str) -> ImageRead:
-        url = URL(f"{self._base}/{quote(image_id, safe='')}", encoded=True)
-        answer, body = await self._get(url, token)
+        answer, body = await self._transport.get_image(image_id, token)
         if answer.status is None or not 200 <= answer.status < 300:
             return ImageRead(answer)
         tags = _tags_of(body)
         if tags is None:
             return ImageRead(Answer(answer.status, None, answer.request_id, "no tags list"))
         return ImageRead(answer, tags)
-
-    async def preflight(self, token: str) -> Answer:
-        """``GET /v2/images?limit=1``: is this an image service, and does it take the token?"""
-        answer, _ = await self._get(URL(self._base + "?limit=1", encoded=True), token)
-        return answer
-
-    async def _get(self, url: URL, token: str) -> tuple[Answer, bytes]:
-        try:
-            response = await self._session.get(
-                url, headers={"X-Auth-Token": token}, allow_redirects=False
-            )
-            async with response:
-                body = await response.read()
-                error = None
-                if response.status >= 300:
-                    error = _excerpt(body.decode(errors="replace")) or None
-                answer = Answer(
-                    status=response.status,
-                    retry_after=response.headers.get("Retry-After"),
-                    request_id=_request_id(response.headers),
-                    error=error,
-                )
-                return answer, body
-        except aiohttp.ClientConnectorError as exc:
-            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}"), b""
-        except aiohttp.ServerDisconnectedError:
-            return Answer(status=None, error="connection dropped by the server"), b""
-        except TimeoutError:
-            return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
-        except (aiohttp.ClientError, OSError) as exc:
-            error = f"connection error: {exc.__class__.__name__}: {exc}"
-            return Answer(status=None, error=error), b""
 
 
 class Reader(Protocol):
@@ -297,7 +266,7 @@ class Verifier:
     def __init__(
         self,
         reader: Reader,
-        token: str,
+        tokens: TokenProvider,
         settings: VerifySettings,
         on_problem: Callable[[Problem], None],
         *,
@@ -307,7 +276,7 @@ class Verifier:
     ) -> None:
         self.tally = VerifyTally()
         self._reader = reader
-        self._token = token
+        self._tokens = tokens
         self._settings = settings
         self._on_problem = on_problem
         self._sleep = sleep
@@ -355,19 +324,29 @@ class Verifier:
 
     async def _read(self, image_id: str) -> ImageRead | None:
         """GET the image until the answer settles; None if the token was refused."""
-        attempt = 0
-        while True:
-            attempt += 1
-            await self._limiter.acquire()
-            self.tally.requests += 1
-            read = await self._reader.get_image(image_id, self._token)
-            decision = decide(self._settings.retry, read.answer, attempt, self._wall(), self._rng)
-            if isinstance(decision, Settle):
-                return read
-            if isinstance(decision, Abort):
-                self._abort("the image service refused the token (401) part-way")
-                return None
-            await self._sleep(decision.delay)
+        attempt, refreshed = 0, False
+        try:
+            while True:
+                attempt += 1
+                token = await self._tokens.token()
+                await self._limiter.acquire()
+                self.tally.requests += 1
+                read = await self._reader.get_image(image_id, token)
+                decision = decide(
+                    self._settings.retry, read.answer, attempt, self._wall(), self._rng
+                )
+                if isinstance(decision, Settle):
+                    return read
+                if isinstance(decision, Abort):
+                    if refreshed:
+                        raise AuthRefused("the image service refused the token (401) part-way")
+                    await self._tokens.refresh(token)  # once for all workers
+                    refreshed = True
+                    continue
+                await self._sleep(decision.delay)
+        except AuthRefused as exc:
+            self._abort(str(exc))
+            return None
 
     def _abort(self, reason: str) -> None:
         if self.tally.aborted is None:
@@ -398,6 +377,7 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token", help="auth token sent as X-Auth-Token [env OS_AUTH_TOKEN; prefer the variable]"
     )
+    add_credential_arguments(parser)
     numeric: list[tuple[str, type[float] | type[int], float, str]] = [
         ("rate", float, DEFAULT_RATE, "GETs per second, retries included: a hard ceiling"),
         ("burst", int, 1, "GETs allowed at once above the steady rate"),
@@ -420,38 +400,29 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    endpoint: str
-    token: str
+    spec: AuthSpec
     expected: dict[str, dict[str, bool]]
     journal: FileStats
     settings: VerifySettings
     timeout: float
-    tls: ssl.SSLContext | bool
 
 
-def _credentials(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str]:
-    """The endpoint (normalized) and the token: flags first, then the openrc variables."""
-    endpoint = args.endpoint or env.get("OS_IMAGE_URL")
-    token = args.token or env.get("OS_AUTH_TOKEN")
-    if not endpoint or not token:
-        missing = [
-            name
-            for name, value in (
-                ("--endpoint (or OS_IMAGE_URL)", endpoint),
-                ("--token (or OS_AUTH_TOKEN)", token),
-            )
-            if not value
-        ]
-        raise VerifyError(f"no credentials: give {' and '.join(missing)}")
+def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
+    """Credentials exactly as ``bulktag run`` finds them: flags, OS_*, clouds.yaml."""
+    options = options_from_namespace(args)
+    if options.endpoint:
+        try:
+            normalize_endpoint(options.endpoint)
+        except ValueError as exc:
+            raise VerifyError(f"--endpoint: {exc}") from None
     try:
-        return normalize_endpoint(endpoint), token
-    except ValueError as exc:
-        raise VerifyError(f"--endpoint: {exc}") from None
+        return load_auth_spec(options, env)
+    except CredentialsError as exc:
+        raise VerifyError(str(exc)) from None
 
 
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
-    endpoint, token = _credentials(args, env)
-    tls = _tls(args, env)
+    spec = _auth_spec(args, env)
     try:
         expected, stats = expected_tags(Path(args.journal))
     except OSError as exc:
@@ -462,20 +433,17 @@ def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
     )
-    return _Plan(endpoint, token, expected, stats, settings, args.timeout, tls)
+    return _Plan(spec, expected, stats, settings, args.timeout)
 
 
-def _tls(args: argparse.Namespace, env: Mapping[str, str]) -> ssl.SSLContext | bool:
-    cacert = args.cacert or env.get("OS_CACERT")
-    try:
-        return ssl_for(False if args.insecure else cacert or True)
-    except CredentialsError as exc:
-        raise VerifyError(str(exc)) from None
-
-
-async def _preflight(reader: ImageReader, token: str, endpoint: str, stderr: TextIO) -> None:
+async def _preflight(
+    transport: GlanceTransport, tokens: TokenProvider, endpoint: str, stderr: TextIO
+) -> None:
     """One GET first, so a wrong URL or token fails in a second with one line (exit 2)."""
-    answer = await reader.preflight(token)
+    try:
+        answer = await transport.preflight(await tokens.token())
+    except AuthRefused as exc:
+        raise VerifyError(f"credentials refused: {exc}") from None
     if answer.status is None:
         raise VerifyError(f"cannot reach the image service at {endpoint}: {answer.error}")
     if answer.status == 401:
@@ -492,10 +460,21 @@ async def _preflight(reader: ImageReader, token: str, endpoint: str, stderr: Tex
 async def _verify(
     plan: _Plan, on_problem: Callable[[Problem], None], stderr: TextIO
 ) -> VerifyTally:
-    async with make_session(plan.settings.concurrency, plan.timeout, plan.tls) as session:
-        reader = ImageReader(session, plan.endpoint, plan.timeout)
-        await _preflight(reader, plan.token, plan.endpoint, stderr)
-        verifier = Verifier(reader, plan.token, plan.settings, on_problem)
+    from bulktag.auth import resolve_credentials
+
+    tls = ssl_for(plan.spec.tls_verify)
+    async with make_session(plan.settings.concurrency, plan.timeout, tls) as session:
+        try:
+            credentials = await resolve_credentials(session, plan.spec)
+        except (CredentialsError, AuthRefused) as exc:
+            raise VerifyError(str(exc)) from None
+        try:
+            endpoint = normalize_endpoint(credentials.endpoint)
+        except ValueError as exc:
+            raise VerifyError(f"the catalog's image endpoint: {exc}") from None
+        transport = GlanceTransport(session, endpoint, plan.timeout)
+        await _preflight(transport, credentials.provider, endpoint, stderr)
+        verifier = Verifier(ImageReader(transport), credentials.provider, plan.settings, on_problem)
         return await verifier.run(plan.expected)
 
 

@@ -21,6 +21,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from bulktag.auth import StaticToken
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.policy import Answer, RetryPolicy
 from bulktag.verify import (
@@ -201,7 +202,7 @@ async def test_a_token_refused_part_way_stops_with_exit_3(tmp_path: Path) -> Non
         code, err = await verify(journal, "--concurrency", "1", endpoint=url)
     assert 3 == code
     assert 3 == len(image_gets(server))  # the refused one, and no more
-    assert "stopped: the image service refused the token (401) part-way" in err
+    assert "stopped: the image service refused the token (401)" in err
 
 
 @pytest.mark.asyncio
@@ -251,7 +252,7 @@ async def test_unreadable_journal_lines_are_ignored_and_mentioned(tmp_path: Path
     assert "  the journal had 2 unreadable or torn lines (ignored)" in err.splitlines()
 
 
-NO_CREDENTIALS = "no credentials: give --endpoint (or OS_IMAGE_URL) and --token (or OS_AUTH_TOKEN)"
+NO_CREDENTIALS = "no credentials found; looked at flags"  # the same search as `bulktag run`
 
 
 @pytest.mark.parametrize(
@@ -274,7 +275,9 @@ def test_usage_errors_exit_2_with_one_line(
     journal = write_journal(tmp_path / "j.jsonl", [ok(0, "web")])
     stderr = io.StringIO()
     code = command_verify(parser.parse_args([str(journal), *flags]), env, stderr)
-    assert (2, [f"bulktag verify: error: {message}"]) == (code, stderr.getvalue().splitlines())
+    [line] = stderr.getvalue().splitlines()
+    assert 2 == code
+    assert line.startswith(f"bulktag verify: error: {message}")
 
 
 def test_a_missing_journal_exits_2(tmp_path: Path) -> None:
@@ -367,7 +370,7 @@ async def test_transient_answers_are_retried_and_permanent_ones_are_not(
     reader = ScriptedReader(script)
     found: list[Problem] = []
     settings = VerifySettings(rate=1000, retry=RetryPolicy(max_attempts=8))
-    verifier = Verifier(reader, "t", settings, found.append, sleep=_no_sleep)
+    verifier = Verifier(reader, StaticToken("t"), settings, found.append, sleep=_no_sleep)
     tally = await verifier.run({"img": {"t": True}})
     assert (calls, calls) == (reader.calls, tally.requests)
     assert problems == [p.kind for p in found]
