@@ -217,6 +217,7 @@ class MariaDB:
                 "--innodb-flush-log-at-trx-commit=0",
                 "--innodb-doublewrite=0",
                 "--innodb-buffer-pool-size=128M",
+                "--innodb-log-file-size=16M",
                 "--max-connections=500",
                 *as_root,
             ],
@@ -248,6 +249,9 @@ class MariaDB:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+        # ~150 MB of InnoDB files per session, and pytest keeps the last three sessions' temp
+        # dirs; the logs beside it stay for post-mortems.
+        shutil.rmtree(self.root / "data", ignore_errors=True)
 
 
 # --- Keystone ------------------------------------------------------------------------------------

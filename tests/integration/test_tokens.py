@@ -71,9 +71,9 @@ def test_long_run_renews_expiring_tokens_with_few_logins(
     count = logins(cloud) - before
     # Each token lives one lifetime, so the run needed at least this many...
     assert count >= int(lifetimes), f"{count} logins in {lifetimes:.1f} token lifetimes"
-    # ...and renewing at half-life, once for all workers, needs no more than this. A login per
-    # worker, or per request, would be hundreds.
-    assert count <= 2 * lifetimes + 2, f"{count} logins in {lifetimes:.1f} token lifetimes"
+    # ...and renewing ahead of expiry (bulktag: at half-life), once for all workers, needs few
+    # more. A login per worker, or per request, would be dozens to hundreds.
+    assert count <= 3 * lifetimes + 2, f"{count} logins in {lifetimes:.1f} token lifetimes"
     # Renewed before expiry, so Glance never had to refuse an expired token.
     refused = [r for r in cloud.glance.tag_puts(images) if r.status == 401]
     assert refused == [], f"{len(refused)} PUTs refused with 401"
@@ -118,5 +118,5 @@ def test_token_revoked_mid_run_is_renewed_once(
     count = logins(cloud) - before
     lifetimes = elapsed / cloud.token_lifetime
     # The refresh after the 401s is one login, however many requests saw the 401.
-    assert count <= 2 * lifetimes + 3, f"{count} logins in {lifetimes:.1f} token lifetimes"
+    assert count <= 3 * lifetimes + 3, f"{count} logins in {lifetimes:.1f} token lifetimes"
     assert revoked not in output
