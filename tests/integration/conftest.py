@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,25 +69,6 @@ def _token_lifetime() -> int:
     return int(os.environ.get("BULKTAG_IT_TOKEN_LIFETIME", "10"))
 
 
-def _in_parallel(*steps: Callable[[], None]) -> None:
-    """Run independent setup steps (database migrations, mostly CPU) on both cores."""
-    errors: list[BaseException] = []
-
-    def guarded(step: Callable[[], None]) -> None:
-        try:
-            step()
-        except BaseException as exc:  # re-raised below, in the fixture's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(step,)) for step in steps]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-
-
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     missing = servers.missing_prerequisites()
@@ -119,11 +100,19 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         )
         glance.configure()
         glance_open.configure()
-        _in_parallel(keystone.configure, glance.db_sync)
-
         for server in (keystone, glance, glance_open):
             stack.callback(server.stop)
-            server.start()
+
+        # Keystone's setup (three keystone-manage runs) overlaps Glance's migrations and start:
+        # Glance needs Keystone only once a request arrives. Servers are started from this
+        # thread only: they are tied to the life of the thread that starts them.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            identity_configured = pool.submit(keystone.configure)
+            glance.db_sync()
+            glance.start()
+            glance_open.start()
+            identity_configured.result()
+        keystone.start()
         for server in (keystone, glance, glance_open):
             server.wait()
 
