@@ -92,8 +92,14 @@ class Admission:
             tally.skipped_other_shard += 1
             return Decision.SKIP
         key = self.key(item)
-        if self._index.is_settled(key, self._retry_failed):
-            tally.skipped_done += 1
+        if key in self._index.done:
+            if isinstance(item, InvalidRow):
+                tally.skipped_still_bad += 1  # invalid in an earlier run, still invalid
+            else:
+                tally.skipped_done += 1
+            return Decision.SKIP
+        if key in self._index.failed and not self._retry_failed:
+            tally.skipped_still_bad += 1  # failed in an earlier run: not sent, still not ok
             return Decision.SKIP
         if key in self._seen:
             tally.skipped_duplicate += 1

@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
 def _command_run(args: argparse.Namespace, environment: Environment) -> int:
     from bulktag.runner import run_command
 
+    install_sigterm_as_interrupt()  # until the run's own handlers take over
     settings = load_settings(args, environment)
     return run_command(args, settings, environment)
 

@@ -17,6 +17,7 @@ Three parts, in the order a run uses them:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -190,12 +191,20 @@ class JournalWriter:
         self._unsynced = False
 
     def write_batch(self, lines: list[bytes]) -> None:
-        """Hand a batch to the kernel in one write (raises OSError: disk full, quota, EIO...)."""
-        data = b"".join(lines)
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            view = view[written or 0 :]
+        """Hand a batch to the kernel in one write (raises OSError: disk full, quota, EIO...).
+
+        A write that fails part-way is cut back off, so the journal never keeps half a record.
+        """
+        start = self._file.tell()
+        view = memoryview(b"".join(lines))
+        try:
+            while view:
+                written = self._file.write(view)
+                view = view[written or 0 :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), start)
+            raise
         self._unsynced = True
 
     def fsync_due(self) -> bool:

@@ -48,8 +48,11 @@ class StatusAwareWriter:
         self._prefix = "\r\x1b[K" if tty else ""
 
     def msg(self, message: str) -> None:
-        self._stream.write(self._prefix + message + "\n")
-        self._stream.flush()
+        try:
+            self._stream.write(self._prefix + message + "\n")
+            self._stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # nobody reads stderr any more (`| head`): the journal still records all
 
     log = debug = info = warning = warn = error = critical = exception = msg
 

@@ -65,6 +65,7 @@ class Snapshot:
     statuses: dict[str, int]
     retries: int
     skipped_done: int
+    skipped_still_bad: int
     skipped_duplicate: int
     skipped_other_shard: int
     read: int
@@ -97,10 +98,12 @@ def families(s: Snapshot) -> list[Metric]:
         _counter("bulktag_retries", "Requests beyond the first for each row sent.", s.retries),
         _labelled(
             "bulktag_skipped_rows",
-            "Rows not sent: done by an earlier run, a duplicate, or another shard's.",
+            "Rows not sent: done by an earlier run, failed or invalid in an earlier run, "
+            "a duplicate, or another shard's.",
             "reason",
             {
                 "done": s.skipped_done,
+                "earlier_failure": s.skipped_still_bad,
                 "duplicate": s.skipped_duplicate,
                 "other_shard": s.skipped_other_shard,
             },
@@ -205,6 +208,7 @@ class MetricsWriter:
             statuses=dict(tally.statuses),
             retries=max(0, tally.attempts - sent),
             skipped_done=tally.skipped_done,
+            skipped_still_bad=tally.skipped_still_bad,
             skipped_duplicate=tally.skipped_duplicate,
             skipped_other_shard=tally.skipped_other_shard,
             read=tally.read,

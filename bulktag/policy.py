@@ -154,3 +154,29 @@ def decide(
         delay = asked + rng.uniform(0.0, 0.1)
         return Retry(delay, pushback=verdict.pushback, server_asked=asked)
     return Retry(policy.backoff(attempt, rng), pushback=verdict.pushback)
+
+
+def preflight_problem(answer: Answer, endpoint: str) -> str | None:
+    """Why the answer to ``GET /v2/images?limit=1`` means the run must not start, or None.
+
+    Shared by ``run`` and ``verify``. 429 and 5xx are not problems: the cloud is busy, the
+    run's back-off will cope. 401 is left to the caller, which may renew the token first.
+    """
+    status = answer.status
+    if status is None:
+        return f"cannot reach the image service at {endpoint}: {answer.error}"
+    if 200 <= status < 300 and answer.error:  # 2xx, but not Glance's {"images": [...]}
+        return (
+            f"{endpoint} does not look like an OpenStack image service: GET /v2/images "
+            f"answered {status} but {answer.error}"
+        )
+    if 300 <= status < 400:
+        return f"{endpoint} redirects (HTTP {status}); give the image service's own URL"
+    if status == 401:
+        return f"credentials refused: the image service at {endpoint} answered 401"
+    if status in (400, 404, 405):
+        return (
+            f"{endpoint} does not look like an OpenStack image service: GET /v2/images "
+            f"answered {status}"
+        )
+    return None

@@ -4,7 +4,9 @@ signals, progress) to the engine, then report and pick the exit code. Called onl
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -37,7 +39,7 @@ from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
 from bulktag.metrics import MetricsWriter, periodically
 from bulktag.model import InvalidRow
-from bulktag.policy import RetryPolicy
+from bulktag.policy import RetryPolicy, preflight_problem
 from bulktag.progress import count_lines, show_progress
 from bulktag.source import Parsed, open_text, read_rows
 from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_lines
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from bulktag.cli import Environment
 
 log = structlog.get_logger()
+_SHOWN_INVALID = 20  # invalid rows a dry run lists by line
 
 
 class RunRefused(Exception):
@@ -61,29 +64,66 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
     configure(settings.log_format, settings.log_level, environment.stderr)
     op, shard = _op_and_shard(settings)
     spec = _auth_spec(args, settings, environment)
-    with ExitStack() as stack:
-        rows = _open_input(args.input, environment, stack)
-        journal_path = Path(settings.results)
-        if args.dry_run:
-            return _dry_run(rows, journal_path, settings, (op, shard), environment)
-        try:
-            _lock(journal_path, settings.lock_wait, stack)
-        except RunRefused as exc:
-            environment.stderr.write(f"bulktag: error: {exc}\n")
-            return exc.code
-        index = _load_journal(journal_path, bool(args.fresh))
-        journal = _open_journal(journal_path, settings.fsync_interval)
-        stack.callback(journal.close)  # idempotent: the engine normally closes it first
-        total = None if args.input == "-" else count_lines(Path(args.input))
-        plan = _Plan(args, settings, spec, op, shard, journal, index, rows, total)
-        try:
-            report = anyio.run(_run, plan, environment)
-        except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
-            return ExitCode.INTERRUPTED
-    _report(report, settings, journal_path, environment)
+    tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
+    try:
+        with ExitStack() as stack:
+            rows = _open_input(args.input, environment, stack)
+            journal = Path(settings.results)
+            _refuse_input_as_journal(args.input, journal)
+            if args.dry_run:
+                return _dry_run(rows, journal, settings, (op, shard), environment)
+            _lock(journal, settings.lock_wait, stack)
+            index = _load_journal(journal, bool(args.fresh))
+            total = None if args.input == "-" else count_lines(Path(args.input))
+            plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total)
+            report = _run_with_journal(plan, journal, environment, stack)
+    except RunRefused as exc:
+        environment.stderr.write(f"bulktag: error: {exc}\n")
+        return exc.code
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the run's own handlers took over
+        environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
+        return ExitCode.INTERRUPTED
+    _report(report, settings, journal, environment)
     return exit_code(
         report.tally, report.aborted is not None, report.interrupted, report.incomplete
     )
+
+
+def _run_with_journal(
+    plan: _Plan, path: Path, environment: Environment, stack: ExitStack
+) -> RunReport:
+    """Open the journal for appending and run; a journal this run created is removed again
+    if the run could not even start (no empty files left behind by a typo)."""
+    created = not path.exists()
+    journal = _open_journal(path, plan.settings.fsync_interval)
+    stack.callback(journal.close)  # idempotent: the engine normally closes it first
+    try:
+        return anyio.run(_run, replace(plan, journal=journal), environment)
+    except ConfigError:
+        journal.close()
+        if created and path.stat().st_size == 0:
+            path.unlink()
+        raise
+
+
+def _tls(spec: AuthSpec) -> ssl.SSLContext | bool:
+    from bulktag.auth import ssl_for
+
+    try:
+        return ssl_for(spec.tls_verify)
+    except CredentialsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _refuse_input_as_journal(input_name: str, journal: Path) -> None:
+    """``--results inventory.csv`` would append records to the input and read them back."""
+    if input_name != "-" and journal.exists() and Path(input_name).exists():
+        try:
+            same = os.path.samefile(input_name, journal)
+        except OSError:
+            return
+        if same:
+            raise ConfigError(f"--results {journal} is the input file; name another journal")
 
 
 def _op_and_shard(settings: Settings) -> tuple[Op, Shard]:
@@ -192,9 +232,10 @@ class _Plan:
     args: argparse.Namespace
     settings: Settings
     spec: AuthSpec
+    tls: ssl.SSLContext | bool
     op: Op
     shard: Shard
-    journal: JournalWriter
+    journal: JournalWriter | None  # opened last, just before the run
     index: ResumeIndex
     rows: Iterator[Parsed]
     total_lines: int | None  # lines in the input file (None for stdin): progress and ETA
@@ -217,11 +258,11 @@ class _Plan:
 
 
 async def _run(plan: _Plan, environment: Environment) -> RunReport:
-    from bulktag.auth import resolve_credentials, ssl_for
+    from bulktag.auth import resolve_credentials
 
     settings = plan.settings
-    tls = ssl_for(plan.spec.tls_verify)
-    async with make_session(settings.concurrency, settings.timeout, tls) as session:
+    assert plan.journal is not None
+    async with make_session(settings.concurrency, settings.timeout, plan.tls) as session:
         try:
             credentials = await resolve_credentials(session, plan.spec)
         except CredentialsError as exc:
@@ -297,16 +338,10 @@ async def _preflight(transport: GlanceTransport, tokens: TokenProvider, endpoint
             answer = await transport.preflight(await tokens.refresh(await tokens.token()))
     except AuthRefused as exc:
         raise ConfigError(f"credentials refused: {exc}") from None
-    if answer.status is None:
-        raise ConfigError(f"cannot reach the image service at {endpoint}: {answer.error}")
-    if answer.status in (400, 404, 405):
-        raise ConfigError(
-            f"{endpoint} does not look like an OpenStack image service: "
-            f"GET /v2/images answered {answer.status}"
-        )
-    if answer.status == 401:
-        raise ConfigError(f"credentials refused: the image service at {endpoint} answered 401")
-    if answer.status >= 300:
+    problem = preflight_problem(answer, endpoint)
+    if problem is not None:
+        raise ConfigError(problem)
+    if answer.status is not None and answer.status >= 300:  # 403, 429, 5xx: warn and go on
         log.warning(
             "preflight_unexpected_answer",
             status=answer.status,
@@ -356,17 +391,21 @@ def _dry_run(
         index = load_index(read_lines(journal))
     tally = Tally()
     admission = Admission(index, tally, op=op, retry_failed=settings.retry_failed, shard=shard)
-    would_send, invalid = 0, []
+    would_send, invalid_count = 0, 0
+    invalid: list[InvalidRow] = []
     for item in rows:
         decision = admission.decide(item)
         would_send += decision is Decision.SEND
         if decision is Decision.RECORD_INVALID and isinstance(item, InvalidRow):
-            invalid.append(item)
+            invalid_count += 1
+            if len(invalid) < _SHOWN_INVALID:  # examples only: memory stays flat
+                invalid.append(item)
     fields = {
         "read": tally.read,
         "would_send": would_send,
-        "invalid": len(invalid),
+        "invalid": invalid_count,
         "skipped_done": tally.skipped_done,
+        "skipped_still_bad": tally.skipped_still_bad,
         "skipped_duplicate": tally.skipped_duplicate,
         "skipped_other_shard": tally.skipped_other_shard,
         "op": op.value,
@@ -376,11 +415,11 @@ def _dry_run(
         log.info(
             "dry_run",
             **fields,
-            invalid_rows=[{"line": i.line, "error": i.error} for i in invalid[:20]],
+            invalid_rows=[{"line": i.line, "error": i.error} for i in invalid],
         )
     else:
         _print_dry_run(fields, invalid, environment)
-    return ExitCode.SOME_FAILED if invalid else ExitCode.OK
+    return ExitCode.SOME_FAILED if invalid_count or tally.skipped_still_bad else ExitCode.OK
 
 
 def _print_dry_run(
@@ -391,12 +430,20 @@ def _print_dry_run(
         f"bulktag: dry run — would send {fields['would_send']:,} {fields['op']} "
         f"requests (at least {fields['min_duration_s']:,} s at the configured rate)\n"
     )
-    for key in ("read", "invalid", "skipped_done", "skipped_duplicate", "skipped_other_shard"):
+    keys = (
+        "read",
+        "invalid",
+        "skipped_done",
+        "skipped_still_bad",
+        "skipped_duplicate",
+        "skipped_other_shard",
+    )
+    for key in keys:
         out.write(f"  {key.replace('_', ' '):<20}{fields[key]:>10,}\n")
-    for item in invalid[:20]:
+    for item in invalid:
         out.write(f"  line {item.line}: {item.error}\n")
-    if len(invalid) > 20:
-        out.write(f"  … and {len(invalid) - 20:,} more invalid rows\n")
+    if fields["invalid"] > len(invalid):
+        out.write(f"  … and {fields['invalid'] - len(invalid):,} more invalid rows\n")
 
 
 def _report(report: RunReport, settings: Settings, journal: Path, environment: Environment) -> None:
@@ -429,5 +476,8 @@ def _report(report: RunReport, settings: Settings, journal: Path, environment: E
         lines.append(f"  left     {report.left:>10,} rows for the next run")
     if report.interrupted or report.incomplete:
         lines.append("  run the same command again to go on")
-    environment.stderr.write("\n".join(lines) + "\n")
-    environment.stderr.flush()
+    try:
+        environment.stderr.write("\n".join(lines) + "\n")
+        environment.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass  # nobody reads stderr any more; the journal and the exit code still tell

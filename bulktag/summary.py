@@ -37,7 +37,8 @@ class Tally:
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)  # every answer: "204", "connect"
     read: int = 0  # data rows read from the input
-    skipped_done: int = 0  # settled by an earlier run: not sent, not recorded
+    skipped_done: int = 0  # ok in an earlier run: not sent, not recorded
+    skipped_still_bad: int = 0  # failed or invalid in an earlier run: not sent, still not ok
     skipped_duplicate: int = 0  # the same pair earlier in this input
     skipped_other_shard: int = 0  # belongs to another --shard
     attempts: int = 0  # requests sent, retries included
@@ -55,7 +56,9 @@ class Tally:
 
     @property
     def problems(self) -> int:
-        return self.recorded - self.outcomes[Outcome.OK]
+        """Rows not ok, this run's and earlier runs' alike: a rerun that skips a failed row
+        must not exit 0 as if the tag were on the image."""
+        return self.recorded - self.outcomes[Outcome.OK] + self.skipped_still_bad
 
 
 def _label(status: int | None, error: str | None) -> str:
@@ -121,6 +124,7 @@ def summary_fields(tally: Tally, elapsed: float) -> dict[str, object]:
         "gave_up": tally.outcomes[Outcome.GAVE_UP],
         "invalid": tally.outcomes[Outcome.INVALID],
         "skipped_done": tally.skipped_done,
+        "skipped_still_bad": tally.skipped_still_bad,
         "skipped_duplicate": tally.skipped_duplicate,
         "requests": tally.attempts,
         "statuses": dict(sorted(tally.statuses.items())),
@@ -139,6 +143,11 @@ def summary_lines(tally: Tally, elapsed: float, headline: str) -> list[str]:
         lines.append(
             f"  skipped  {tally.skipped_done:>10,} already done by an earlier run"
             + (f", {tally.skipped_duplicate:,} duplicate rows" if tally.skipped_duplicate else "")
+        )
+    if tally.skipped_still_bad:
+        lines.append(
+            f"  earlier  {tally.skipped_still_bad:>10,} failed or invalid in an earlier run, not "
+            "sent again (--retry-failed sends the failed ones)"
         )
     statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(tally.statuses.items()))
     lines.append(

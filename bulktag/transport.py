@@ -14,6 +14,7 @@ Anything else is a bug and propagates.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
@@ -54,6 +55,13 @@ def _request_id(headers: object) -> str | None:
     return str(value) if value else None
 
 
+def _lists_images(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body).get("images"), list)
+    except (ValueError, AttributeError):
+        return False
+
+
 def _excerpt(body: str) -> str:
     text = " ".join(body.split())
     return text if len(text) <= _ERROR_EXCERPT else text[:_ERROR_EXCERPT] + "…"
@@ -87,9 +95,15 @@ class GlanceTransport:
         return await self._call(self._session.get, url, token)
 
     async def preflight(self, token: str) -> Answer:
-        """``GET /v2/images?limit=1``: is this an image service, and does it take our token?"""
+        """``GET /v2/images?limit=1``: is this an image service, and does it take our token?
+
+        A 2xx whose body is not Glance's ``{"images": [...]}`` (a dashboard, a login page
+        behind a proxy) is reported as status 200 with an ``error`` saying so.
+        """
         url = URL(self._base.rstrip("/") + "?limit=1", encoded=True)
-        answer, _ = await self._call(self._session.get, url, token)
+        answer, body = await self._call(self._session.get, url, token)
+        if answer.status is not None and 200 <= answer.status < 300 and not _lists_images(body):
+            return Answer(answer.status, None, answer.request_id, "the answer is not an image list")
         return answer
 
     async def _call(
@@ -100,8 +114,9 @@ class GlanceTransport:
             async with response:
                 body = await response.read()
                 error = None
-                if response.status >= 300:
-                    error = _excerpt(body.decode("utf-8", errors="replace"))
+                if response.status >= 300:  # some servers echo the request: never keep our token
+                    text = body.decode("utf-8", errors="replace").replace(token, "<redacted>")
+                    error = _excerpt(text)
                 answer = Answer(
                     status=response.status,
                     retry_after=response.headers.get("Retry-After"),

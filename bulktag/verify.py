@@ -63,7 +63,7 @@ from bulktag.auth import (
 )
 from bulktag.auth.tls import ssl_for
 from bulktag.model import Outcome
-from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide
+from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
 from bulktag.report import FileStats, read_records
 from bulktag.summary import ExitCode
 
@@ -444,16 +444,10 @@ async def _preflight(
         answer = await transport.preflight(await tokens.token())
     except AuthRefused as exc:
         raise VerifyError(f"credentials refused: {exc}") from None
-    if answer.status is None:
-        raise VerifyError(f"cannot reach the image service at {endpoint}: {answer.error}")
-    if answer.status == 401:
-        raise VerifyError(f"credentials refused: the image service at {endpoint} answered 401")
-    if answer.status in (400, 404, 405):
-        raise VerifyError(
-            f"{endpoint} does not look like an OpenStack image service: "
-            f"GET /v2/images answered {answer.status}"
-        )
-    if answer.status >= 300:  # e.g. a 503: the reads will retry; say so and go on
+    problem = preflight_problem(answer, endpoint)
+    if problem is not None:
+        raise VerifyError(problem)
+    if answer.status is not None and answer.status >= 300:  # the reads will retry: go on
         stderr.write(f"bulktag verify: warning: GET /v2/images answered {answer.status}\n")
 
 

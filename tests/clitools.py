@@ -151,11 +151,14 @@ class PlainServer:
 
 
 @contextlib.contextmanager
-def plain_http(status: int | Callable[[str, str], int], body: str = "") -> Iterator[PlainServer]:
+def plain_http(
+    status: int | Callable[[str, str], int], body: str = "", lists_images: bool = False
+) -> Iterator[PlainServer]:
     """A stdlib HTTP server in a thread answering every request ``status`` with ``body``: a web
     server that is not Glance, or (``{token}`` in ``body`` is replaced by the request's
     X-Auth-Token) one that echoes credentials back. ``status`` may be a function of
-    (method, path)."""
+    (method, path). ``lists_images``: ``GET /v2/images?…`` answers Glance's empty image list,
+    so the server passes bulktag's preflight and misbehaves only on the tag calls."""
     seen: list[tuple[str, str]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -164,6 +167,8 @@ def plain_http(status: int | Callable[[str, str], int], body: str = "") -> Itera
             code = status(self.command, self.path) if callable(status) else status
             token = self.headers.get("X-Auth-Token", "")
             data = body.replace("{token}", token).encode()
+            if lists_images and self.command == "GET" and self.path.startswith("/v2/images?"):
+                data = b'{"images": []}'
             self.send_response(code)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(data)))

@@ -185,15 +185,7 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     "signum",
     [
         signal.SIGINT,
-        pytest.param(
-            signal.SIGTERM,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: SIGTERM before the run starts (journal load, preflight) kills "
-                "bulktag with the default action (exit -15/143, no message) instead of 130: "
-                "cli.install_sigterm_as_interrupt() exists but is never called",
-            ),
-        ),
+        signal.SIGTERM,
     ],
     ids=["SIGINT", "SIGTERM"],
 )
@@ -217,11 +209,6 @@ def test_signal_during_preflight_exits_130_without_traceback(tmp_path: Path, sig
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ctrl-C while a big journal is loaded for resume (before the run's signal "
-    "handlers exist) ends in a KeyboardInterrupt traceback, killed by SIGINT instead of exit 130",
-)
 def test_ctrl_c_while_loading_a_big_journal_exits_130_without_traceback(tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
     record = (
@@ -298,11 +285,6 @@ def test_full_disk_aborts_with_exit_3_then_rerun_finishes(
     finish_and_check(fake, full_disk.workdir, full_disk.pairs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a write() cut short by a full disk leaves a partial record in the journal "
-    "(JournalWriter.write_batch does not truncate back to the batch start on OSError)",
-)
 def test_full_disk_leaves_a_journal_of_complete_records(full_disk: FullDisk) -> None:
     """README: exit 3 — 'the journal is intact'. Every line on disk is a complete record."""
     assert 3 == full_disk.done.code, str(full_disk.done)

@@ -140,27 +140,7 @@ CASES: dict[str, Case] = {
     ),
 }
 
-CACERT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a missing or non-PEM --cacert/OS_CACERT crashes with a traceback and exit 1: "
-    "the CA bundle is loaded inside anyio.run and its error is not turned into a ConfigError",
-)
-XFAIL = {
-    "not-an-image-service-200-html": pytest.mark.xfail(
-        strict=True,
-        reason="BUG: the preflight accepts any 2xx, so an endpoint answering 200 HTML to "
-        "everything gets every row recorded ok (exit 0, nothing tagged), and a rerun against "
-        "the right endpoint then skips them all",
-    ),
-    "cacert-missing": CACERT_BUG,
-    "cacert-not-a-certificate": CACERT_BUG,
-    "journal-is-the-input": pytest.mark.xfail(
-        strict=True,
-        reason="BUG: --results naming the input file is accepted: records are appended to the "
-        "user's CSV, and with more than 512 rows the reader reads them back as invalid rows, "
-        "recording each again — a feedback loop that fills the disk (71 MB in 14 s)",
-    ),
-}
+XFAIL: dict[str, pytest.MarkDecorator] = {}  # known bugs, as strict xfails (none now)
 
 
 def _prepare(directory: Path, name: str) -> None:

@@ -3,7 +3,6 @@ tests prove nothing. These tests drive it over real HTTP with a plain aiohttp cl
 
 # The project's convention is `assert expected == actual`, which ruff's SIM300 calls a Yoda
 # condition whenever `expected` is a literal.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

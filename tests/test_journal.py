@@ -397,8 +397,11 @@ class FlakyFile:
         self.data += piece
         return len(piece)
 
-    def fileno(self) -> int:
-        raise AssertionError("fsync not expected")
+    def tell(self) -> int:
+        return len(self.data)
+
+    def fileno(self) -> int:  # no real descriptor: fsync or truncate fail as on a bad fd
+        raise OSError(9, "Bad file descriptor")
 
     def close(self) -> None:
         self.closed = True
