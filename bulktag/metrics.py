@@ -11,8 +11,9 @@ our own formatting.
     bulktag_requests_total{status}               counter answers, by HTTP status or transport
                                                          error class ("connect", "timeout" ...)
     bulktag_retries_total                        counter requests beyond the first per row sent
-    bulktag_skipped_rows_total{reason}           counter "done" (by an earlier run),
-                                                         "duplicate", "other_shard"
+    bulktag_skipped_rows_total{reason}           counter "done" (ok in an earlier run),
+                                                         "earlier_failure", "duplicate",
+                                                         "other_shard"
     bulktag_rows_read_total                      counter data rows read from the input
     bulktag_allowed_rate_requests_per_second     gauge   the rate pacing allows now (≤ --rate)
     bulktag_request_rate_requests_per_second     gauge   requests / run duration
