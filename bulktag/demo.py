@@ -122,10 +122,10 @@ async def _tour(workdir: Path, out: TextIO) -> int:
             "--grace-period",
             "2",
         ]
-        await _run_bulktag(argv, out, INTERRUPT_AFTER)
+        first = await _run_bulktag(argv, out, INTERRUPT_AFTER)
         _journal_story(journal, out)
         _say(out, "Same command again: it resumes from the journal, skipping what is settled.")
-        code = await _run_bulktag(argv, out, None)
+        second = await _run_bulktag(argv, out, None)
         _journal_story(journal, out)
         statuses = Counter(r.status for r in fake.requests)
         _say(
@@ -138,7 +138,29 @@ async def _tour(workdir: Path, out: TextIO) -> int:
             "Exit code 1 means: finished, but some rows failed or were invalid "
             "(the unknown images and the bad rows). See README.md for all exit codes.",
         )
-        return code
+        return _verdict(first, second, fake, journal, out)
+
+
+def _verdict(first: int, second: int, fake: FakeGlance, journal: Path, out: TextIO) -> int:
+    """The demo itself succeeds (exit 0) when the tour went as designed."""
+    expected = IMAGES * TAGS_PER_IMAGE
+    stored = sum(len(fake.tags_of(image)) for image in _image_ids(IMAGES, 1))
+    records = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
+    ok_pairs = [(r["image_id"], r["tag"]) for r in records if r["outcome"] == "ok"]
+    once = len(ok_pairs) == len(set(ok_pairs)) == expected
+    if (first, second, stored, fake.max_in_flight_per_image, once) == (130, 1, expected, 1, True):
+        _say(
+            out,
+            f"demo: as expected - all {expected} tags stored, nothing recorded twice "
+            "across the resume, one request at a time per image.",
+        )
+        return 0
+    _say(
+        out,
+        f"demo: UNEXPECTED - exit codes {first}/{second} (expected 130/1), "
+        f"{stored}/{expected} tags stored, {fake.max_in_flight_per_image} at once per image",
+    )
+    return 1
 
 
 def run_demo(out: TextIO) -> int:
