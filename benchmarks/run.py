@@ -145,7 +145,10 @@ def run_scenarios(
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     # SIGTERM (CI timeouts, kill) unwinds like Ctrl-C, so the ExitStacks stop every server.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT is set too: a shell starts background jobs with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler of its own.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     sizes = scenarios.SMOKE if args.smoke else scenarios.QUICK if args.quick else scenarios.FULL
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     workdir = HERE / "work" / f"run-{stamp}"
