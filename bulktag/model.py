@@ -24,11 +24,16 @@ SETTLED = frozenset({Outcome.OK, Outcome.FAILED, Outcome.INVALID})
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One valid ``(image_id, tag)`` pair read from the input, with its line number."""
+    """One valid ``(image_id, tag)`` pair read from the input, with its line number.
+
+    ``value`` is an IMS tag's value (``image_id,key,value`` input); None for a bare tag or key.
+    With ``--api ims`` the ``tag`` is the tag's key.
+    """
 
     line: int
     image_id: str
     tag: str
+    value: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,7 @@ class InvalidRow:
     image_id: str | None
     tag: str | None
     error: str
+    value: str | None = None  # as given, when the input had a value column
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +62,5 @@ class Result:
     at: float = 0.0  # wall-clock seconds since the epoch when the outcome was settled
     elapsed_ms: int = 0  # from the first attempt to the outcome, sleeps included
     op: str = "add"  # "add" or "remove"
+    value: str | None = None  # the IMS tag value the row set (or removed), if it had one
+    api: str = "glance"  # "glance" or "ims": which call the outcome is about

@@ -6,6 +6,11 @@ the run goes on and the row gets an ``invalid`` journal record saying why.
 Format: columns ``image_id,tag``; an optional header naming those columns (then extra columns
 are allowed, in any order); UTF-8 with or without BOM; CRLF or LF; quoted fields; blank lines
 and lines starting with ``#`` skipped.
+
+With IMS rules (``--api ims``, :func:`ims_rules`) a row may also carry a value:
+``image_id,key,value`` (three columns without a header, or a header naming ``image_id``,
+``key`` (or ``tag``) and ``value``); the two-column form stays a bare key. Keys and values are
+checked against IMS's limits instead of Glance's.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from bulktag.model import InvalidRow, Row
@@ -33,6 +39,51 @@ csv.field_size_limit(_FIELD_LIMIT)
 
 Parsed = Row | InvalidRow
 
+# IMS key/value tags. The defaults are the IMS API reference's: "Image Tag Format"
+# (support.huaweicloud.com/intl/en-us/api-ims/ims_03_0902.html) gives a key of at most 36
+# characters of letters, digits, '_' and '-', and a value of at most 43 characters of letters,
+# digits, '_', '.' and '-' (may be empty); "Adding an Image Tag" (ims_03_0618) and "Adding or
+# Deleting Image Tags in a Batch" (ims_03_0617) repeat the lengths. The pages disagree on the
+# characters: the Paris-region reference (eu-west-0-api-ims/en-us_topic_0020092110.html) also
+# allows CJK letters, and for image_tags forbids only = * < > \ , | / and leading or trailing
+# spaces; the batch page says deletions are not checked for characters at all and take keys up
+# to 127 and values up to 255 characters. Hence "relaxed": the wider rule, for regions that
+# take it.
+IMS_MAX_KEY_LENGTH = 36
+IMS_MAX_VALUE_LENGTH = 43
+IMS_CHARSETS = ("strict", "relaxed")
+_STRICT_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_STRICT_VALUE = re.compile(r"[A-Za-z0-9_.-]*")
+_RELAXED_FORBIDDEN = frozenset("=*<>\\,|/")
+
+
+@dataclass(frozen=True, slots=True)
+class TagRules:
+    """What a tag (or an IMS key and value) may look like, and whether rows carry values.
+
+    The default is Glance's: a bare tag of 1-255 characters checked by IMS's strict character
+    rule (the strictest of the clouds we serve), no value column.
+    """
+
+    values: bool = False  # IMS: rows may carry a value (image_id,key,value)
+    max_key_length: int = MAX_TAG_LENGTH
+    max_value_length: int = 0
+    charset: str = "strict"  # "relaxed": any printable character but = * < > \ , | /
+    word: str = "tag"  # what errors call the tag: "tag" (Glance) or "key" (IMS)
+
+
+GLANCE_RULES = TagRules()
+
+
+def ims_rules(
+    max_key_length: int = IMS_MAX_KEY_LENGTH,
+    max_value_length: int = IMS_MAX_VALUE_LENGTH,
+    charset: str = "strict",
+) -> TagRules:
+    if charset not in IMS_CHARSETS:
+        raise ValueError(f"charset must be one of {', '.join(IMS_CHARSETS)}, got {charset!r}")
+    return TagRules(True, max_key_length, max_value_length, charset, "key")
+
 
 def open_text(binary: BinaryIO) -> io.TextIOWrapper:
     """Wrap a byte stream for the CSV reader.
@@ -44,17 +95,43 @@ def open_text(binary: BinaryIO) -> io.TextIOWrapper:
     return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
-def tag_error(tag: str) -> str | None:
-    """Why ``tag`` cannot be sent, or None when it is fine."""
+def tag_error(tag: str, rules: TagRules = GLANCE_RULES) -> str | None:
+    """Why ``tag`` (or an IMS key) cannot be sent, or None when it is fine."""
+    word, most = rules.word, rules.max_key_length
     if not tag:
-        return "tag is empty"
-    if len(tag) > MAX_TAG_LENGTH:
-        return f"tag is {len(tag)} characters long (at most {MAX_TAG_LENGTH})"
+        return f"{word} is empty"
+    if len(tag) > most:
+        return f"{word} is {len(tag)} characters long (at most {most})"
+    if rules.charset == "relaxed":
+        return _relaxed_error(word, tag)
     if _TAG.fullmatch(tag):
         return None
     bad = _BAD_TAG_CHAR.search(tag)
     assert bad is not None
-    return f"tag contains {_describe_char(bad.group())} (allowed: letters, digits, '_' and '-')"
+    return f"{word} contains {_describe_char(bad.group())} (allowed: letters, digits, '_' and '-')"
+
+
+def value_error(value: str, rules: TagRules) -> str | None:
+    """Why an IMS tag value cannot be sent, or None when it is fine (it may be empty)."""
+    most = rules.max_value_length
+    if len(value) > most:
+        return f"value is {len(value)} characters long (at most {most})"
+    if rules.charset == "relaxed":
+        return _relaxed_error("value", value)
+    if _STRICT_VALUE.fullmatch(value):
+        return None
+    bad = next(char for char in value if not _STRICT_VALUE.fullmatch(char))
+    return f"value contains {_describe_char(bad)} (allowed: letters, digits, '_', '.' and '-')"
+
+
+def _relaxed_error(word: str, text: str) -> str | None:
+    for char in text:
+        if char in _RELAXED_FORBIDDEN or not char.isprintable():
+            return (
+                f"{word} contains {_describe_char(char)} "
+                "(not allowed: = * < > \\ , | / and control characters)"
+            )
+    return None
 
 
 def image_id_error(image_id: str) -> str | None:
@@ -96,39 +173,79 @@ def clean(value: str | None) -> str | None:
     return _printable_utf8(value)
 
 
-def validate(line: int, image_id: str, tag: str) -> Parsed:
-    """One pair → a Row ready to send, or an InvalidRow saying what is wrong with it."""
+def validate(
+    line: int,
+    image_id: str,
+    tag: str,
+    value: str | None = None,
+    rules: TagRules = GLANCE_RULES,
+) -> Parsed:
+    """One pair (or IMS key and value) → a Row ready to send, or an InvalidRow saying why not."""
     image_id = image_id.strip()
     tag = tag.strip()
-    error = image_id_error(image_id) or tag_error(tag)
+    value = None if value is None else value.strip()  # IMS strips them too
+    error = image_id_error(image_id) or tag_error(tag, rules)
+    if error is None and value is not None:
+        error = value_error(value, rules)
     if error is None:
-        return Row(line, image_id.lower(), tag)
-    return InvalidRow(line, clean(image_id), clean(tag), error)
+        return Row(line, image_id.lower(), tag, value)
+    return InvalidRow(line, clean(image_id), clean(tag), error, clean(value))
 
 
 class _Columns:
-    """Where image_id and tag sit in a row: fixed for headerless input, named by a header."""
+    """Where image_id, tag and value sit in a row: fixed for headerless input (two columns,
+    or three with IMS rules), named by a header."""
 
-    def __init__(self, image_id: int = 0, tag: int = 1, exact_width: int | None = 2) -> None:
+    def __init__(
+        self,
+        rules: TagRules,
+        image_id: int = 0,
+        tag: int = 1,
+        value: int | None = None,
+        headerless: bool = True,
+    ) -> None:
+        self.rules = rules
         self.image_id = image_id
         self.tag = tag
-        self.exact_width = exact_width  # headerless input must have exactly two columns
+        self.value = value
+        self.headerless = headerless
 
     @classmethod
-    def from_header(cls, fields: list[str]) -> _Columns | None:
+    def from_header(cls, fields: list[str], rules: TagRules) -> _Columns | None:
         names = [f.strip().lower() for f in fields]
-        if "image_id" in names and "tag" in names:
-            return cls(names.index("image_id"), names.index("tag"), exact_width=None)
-        return None
+        if "image_id" not in names:
+            return None
+        if "tag" in names:
+            tag = names.index("tag")
+        elif rules.values and "key" in names:
+            tag = names.index("key")
+        else:
+            return None
+        value = names.index("value") if rules.values and "value" in names else None
+        return cls(rules, names.index("image_id"), tag, value, headerless=False)
 
     def pick(self, line: int, fields: list[str]) -> Parsed:
         width = len(fields)
-        if self.exact_width is not None and width != self.exact_width:
-            first = clean(fields[0]) if fields else None
-            return InvalidRow(line, first, None, f"expected 2 columns (image_id,tag), got {width}")
-        if width <= max(self.image_id, self.tag):
+        if self.headerless:
+            return self._pick_headerless(line, fields)
+        named = max(self.image_id, self.tag, -1 if self.value is None else self.value)
+        if width <= named:
             return InvalidRow(line, None, None, f"row has {width} columns, the header names more")
-        return validate(line, fields[self.image_id], fields[self.tag])
+        value = None if self.value is None else fields[self.value]
+        return validate(line, fields[self.image_id], fields[self.tag], value, self.rules)
+
+    def _pick_headerless(self, line: int, fields: list[str]) -> Parsed:
+        width = len(fields)
+        if width == 2:
+            return validate(line, fields[0], fields[1], None, self.rules)
+        if width == 3 and self.rules.values:
+            return validate(line, fields[0], fields[1], fields[2], self.rules)
+        first = clean(fields[0]) if fields else None
+        if self.rules.values:
+            expected = "expected 2 or 3 columns (image_id,key[,value])"
+        else:
+            expected = "expected 2 columns (image_id,tag)"
+        return InvalidRow(line, first, None, f"{expected}, got {width}")
 
 
 def _is_skipped(fields: list[str]) -> bool:
@@ -137,7 +254,7 @@ def _is_skipped(fields: list[str]) -> bool:
     return fields[0].lstrip().startswith("#")
 
 
-def read_rows(text: io.TextIOBase) -> Iterator[Parsed]:
+def read_rows(text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> Iterator[Parsed]:
     """Yield every data row of ``text`` as a Row or an InvalidRow, in input order.
 
     ``line`` is the physical line where the row ends (as ``csv`` counts), so it stays stable
@@ -156,8 +273,8 @@ def read_rows(text: io.TextIOBase) -> Iterator[Parsed]:
         if _is_skipped(fields):
             continue
         if columns is None:
-            columns = _Columns.from_header(fields)
+            columns = _Columns.from_header(fields, rules)
             if columns is not None:
                 continue
-            columns = _Columns()
+            columns = _Columns(rules)
         yield columns.pick(reader.line_num, fields)
