@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import Enum
 
-from bulktag.journal import ResumeIndex, invalid_key, pair_key
+from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
 from bulktag.model import InvalidRow, Row
 from bulktag.summary import Tally
 
@@ -19,6 +19,13 @@ class Op(Enum):
 
     ADD = "add"
     REMOVE = "remove"
+
+
+class Api(Enum):
+    """Which call a run makes: Glance's native tag call, or IMS's key/value tag API."""
+
+    GLANCE = "glance"
+    IMS = "ims"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +79,22 @@ class Admission:
         op: Op = Op.ADD,
         retry_failed: bool = False,
         shard: Shard = ALL,
+        api: Api = Api.GLANCE,
     ) -> None:
         self._index = index
         self._tally = tally
         self._op = op.value
         self._retry_failed = retry_failed
         self._shard = shard
+        self._api = api.value
         self._seen: set[int] = set()  # keys met in this run's input, for duplicate rows
+        # IMS: slot (image, key) → the key of the value this run's input last asked for it.
+        self._slots: dict[int, int] = {}
 
     def key(self, item: Row | InvalidRow) -> int:
         if isinstance(item, InvalidRow):
-            return invalid_key(item.line, item.image_id, item.tag)
-        return pair_key(item.image_id, item.tag, self._op)
+            return invalid_key(item.line, item.image_id, item.tag, item.value)
+        return row_key(item.image_id, item.tag, self._op, item.value, self._api)
 
     def decide(self, item: Row | InvalidRow) -> Decision:
         tally = self._tally
@@ -92,7 +103,11 @@ class Admission:
             tally.skipped_other_shard += 1
             return Decision.SKIP
         key = self.key(item)
-        if key in self._index.done:
+        slot = self._slot(item)
+        # An IMS key this run already set to another value: what the journal says is done
+        # describes the image before that, so the row is sent whatever the journal says.
+        moved = slot is not None and self._slots.get(slot, key) != key
+        if key in self._index.done and not moved:
             if isinstance(item, InvalidRow):
                 tally.skipped_still_bad += 1  # invalid in an earlier run, still invalid
             else:
@@ -101,8 +116,28 @@ class Admission:
         if key in self._index.failed and not self._retry_failed:
             tally.skipped_still_bad += 1  # failed in an earlier run: not sent, still not ok
             return Decision.SKIP
-        if key in self._seen:
+        if self._repeated(key, slot):
             tally.skipped_duplicate += 1
             return Decision.SKIP
-        self._seen.add(key)
         return Decision.RECORD_INVALID if isinstance(item, InvalidRow) else Decision.SEND
+
+    def _slot(self, item: Row | InvalidRow) -> int | None:
+        if self._api != Api.IMS.value or isinstance(item, InvalidRow):
+            return None
+        return ims_slot(item.image_id, item.tag)
+
+    def _repeated(self, key: int, slot: int | None) -> bool:
+        """Whether this run's input asked for the same work before (and note that it has now).
+
+        For an IMS key, only a repeat of the value it was last set to is a duplicate:
+        ``env=a, env=b, env=a`` sends all three, so the image ends with ``a`` as asked.
+        """
+        if slot is not None:
+            if self._slots.get(slot) == key:
+                return True
+            self._slots[slot] = key
+            return False
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False

@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -33,21 +33,55 @@ from bulktag.model import Outcome, Result
 _FINGERPRINT_BYTES = 16  # 128 bits: no collision in any journal this tool will ever see
 
 
-def pair_key(image_id: str, tag: str, op: str = "add") -> int:
-    """The resume key of a pair: a 128-bit fingerprint (a tuple of strings costs 2.5× more).
-
-    Removing a tag is a different piece of work from adding it, so it has different keys.
-    """
-    text = f"{image_id}\n{tag}" if op == "add" else f"\x00{op}\x00{image_id}\n{tag}"
+def _fingerprint(text: str) -> int:
     digest = hashlib.blake2b(
         text.encode("utf-8", "surrogatepass"), digest_size=_FINGERPRINT_BYTES
     ).digest()
     return int.from_bytes(digest, "little")
 
 
-def invalid_key(line: int, image_id: str | None, tag: str | None) -> int:
+def pair_key(image_id: str, tag: str, op: str = "add") -> int:
+    """The resume key of a pair: a 128-bit fingerprint (a tuple of strings costs 2.5× more).
+
+    Removing a tag is a different piece of work from adding it, so it has different keys.
+    """
+    text = f"{image_id}\n{tag}" if op == "add" else f"\x00{op}\x00{image_id}\n{tag}"
+    return _fingerprint(text)
+
+
+def ims_key(image_id: str, key: str, op: str, value: str | None) -> int:
+    """The resume key of IMS work: the image, the tag's key, the op and the value.
+
+    Setting a key to a new value is new work; the same key and value again is not. A value of
+    None (a bare key) is apart from the empty value. The ``ims`` prefix keeps these keys apart
+    from Glance's, so a journal shared by both APIs never confuses Glance's tag ``env`` with
+    IMS's key ``env``.
+    """
+    # JSON keeps the boundaries unambiguous whatever the strings hold (and None apart from "").
+    return _fingerprint("\x00ims\x00" + json.dumps([op, image_id, key, value]))
+
+
+def ims_slot(image_id: str, key: str) -> int:
+    """Where an IMS tag lives, whatever its value or op: one key of one image.
+
+    IMS keeps one value per key, so only the last settled word about a slot describes the
+    image: the resume index counts as done only the latest ``ok`` value of each slot.
+    """
+    return _fingerprint("\x00ims-slot\x00" + json.dumps([image_id, key]))
+
+
+def row_key(image_id: str, tag: str, op: str = "add", value: str | None = None,
+            api: str = "glance") -> int:  # fmt: skip
+    """The resume key of a row's work under either API."""
+    if api == "ims":
+        return ims_key(image_id, tag, op, value)
+    return pair_key(image_id, tag, op)
+
+
+def invalid_key(line: int, image_id: str | None, tag: str | None, value: str | None = None) -> int:
     """Invalid rows are keyed by line and content: the same row of the same file, once."""
-    return pair_key(f"\x00invalid\x00{line}\x00{image_id}", f"{tag}")
+    content = f"{tag}" if value is None else f"{tag}\x00{value}"
+    return pair_key(f"\x00invalid\x00{line}\x00{image_id}", content)
 
 
 # ── rendering ───────────────────────────────────────────────────────────────────────────────
@@ -74,6 +108,10 @@ def render(result: Result) -> bytes:
     }
     if result.op != "add":  # add records keep the original format; other ops say what they did
         record["op"] = result.op
+    if result.value is not None:  # IMS key/value rows only: Glance records are unchanged
+        record["value"] = result.value
+    if result.api != "glance":
+        record["api"] = result.api
     text = json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
     # A lone surrogate (an undecodable byte in a server's header) becomes a \uDCxx escape.
     return text.encode("utf-8", "backslashreplace") + b"\n"
@@ -121,12 +159,19 @@ def _end_of_last_complete_line(journal: IO[bytes], size: int) -> int:
 @dataclass(slots=True)
 class ResumeIndex:
     """Fingerprints of what is settled: ``ok`` and ``invalid`` rows, and ``failed`` ones apart
-    (so that a later ``--retry-failed`` can send them again)."""
+    (so that a later ``--retry-failed`` can send them again).
+
+    IMS key/value work also keeps, per slot (image and key, :func:`ims_slot`), the key of its
+    latest ``ok`` record; ``done`` holds only that one for the slot. So after ``env=prod`` then
+    ``env=staging``, a later ``env=prod`` is sent again (the image holds ``staging``), while
+    ``env=staging`` is skipped.
+    """
 
     done: set[int]
     failed: set[int]
     records: int = 0  # journal lines read
     unreadable: int = 0  # lines that were not a journal record (reported, then ignored)
+    latest: dict[int, int] = field(default_factory=dict)  # IMS slot → its last ok key
 
     @classmethod
     def empty(cls) -> ResumeIndex:
@@ -135,12 +180,20 @@ class ResumeIndex:
     def is_settled(self, key: int, retry_failed: bool = False) -> bool:
         return key in self.done or (not retry_failed and key in self.failed)
 
-    def settle(self, key: int, outcome: Outcome) -> None:
+    def settle(self, key: int, outcome: Outcome, slot: int | None = None) -> None:
         if outcome is Outcome.FAILED:
             self.failed.add(key)
         elif outcome is not Outcome.GAVE_UP:
             self.done.add(key)
             self.failed.discard(key)
+            if slot is not None and outcome is Outcome.OK:
+                self._replace_latest(slot, key)
+
+    def _replace_latest(self, slot: int, key: int) -> None:
+        previous = self.latest.get(slot)
+        if previous is not None and previous != key:
+            self.done.discard(previous)  # the image no longer holds that value
+        self.latest[slot] = key
 
 
 def load_index(lines: Iterable[bytes]) -> ResumeIndex:
@@ -154,20 +207,23 @@ def load_index(lines: Iterable[bytes]) -> ResumeIndex:
         if parsed is None:
             index.unreadable += 1
             continue
-        key, outcome = parsed
+        key, outcome, slot = parsed
         if outcome is Outcome.GAVE_UP:
             index.failed.discard(key)
-        index.settle(key, outcome)
+        index.settle(key, outcome, slot)
     return index
 
 
-def _parse_record(raw: bytes) -> tuple[int, Outcome] | None:
+def _parse_record(raw: bytes) -> tuple[int, Outcome, int | None] | None:
     try:
         record = json.loads(raw)
         outcome = Outcome(record["outcome"])
+        image_id, tag, value = record["image_id"], record["tag"], record.get("value")
         if outcome is Outcome.INVALID:
-            return invalid_key(record["line"], record["image_id"], record["tag"]), outcome
-        return pair_key(record["image_id"], record["tag"], record.get("op", "add")), outcome
+            return invalid_key(record["line"], image_id, tag, value), outcome, None
+        api = record.get("api", "glance")
+        key = row_key(image_id, tag, record.get("op", "add"), value, api)
+        return key, outcome, ims_slot(image_id, tag) if api == "ims" else None
     except (ValueError, KeyError, TypeError, RecursionError):  # not a record we wrote
         return None
 

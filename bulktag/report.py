@@ -24,7 +24,8 @@ Human output is a plain-text table. ``--format json`` prints one object whose ke
     journals        [{path, records, unreadable, torn}] in the order read
     records         journal lines that were records (every attempt-night of a pair counts)
     pairs           distinct pairs (an invalid row is keyed by its input line and content;
-                    removing a tag is a pair of its own, apart from adding it)
+                    removing a tag is a pair of its own, apart from adding it; an IMS key
+                    set to another value is another pair)
     unreadable      lines that were not records;   torn: unterminated last lines
     outcomes        {ok, failed, gave_up, invalid}: pairs, by their LAST record
     record_outcomes {ok, failed, gave_up, invalid}: every record
@@ -58,7 +59,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from bulktag.journal import invalid_key, pair_key
+from bulktag.journal import invalid_key, row_key
 from bulktag.model import Outcome
 from bulktag.summary import ExitCode
 
@@ -95,13 +96,16 @@ class Record:
     at: float | None  # epoch seconds; None when absent or unparseable
     elapsed_ms: int
     op: str = "add"  # "remove" records say so; older and add records have no "op" field
+    value: str | None = None  # IMS key/value records only
+    api: str = "glance"  # "ims" for IMS key/value records
 
     @property
     def key(self) -> int:
-        """The pair's fingerprint, as the resume index computes it (removing is other work)."""
+        """The pair's fingerprint, as the resume index computes it (removing is other work;
+        an IMS key set to another value is another pair)."""
         if self.outcome is Outcome.INVALID:
-            return invalid_key(self.line or 0, self.image_id, self.tag)
-        return pair_key(self.image_id or "", self.tag or "", self.op)
+            return invalid_key(self.line or 0, self.image_id, self.tag, self.value)
+        return row_key(self.image_id or "", self.tag or "", self.op, self.value, self.api)
 
 
 @dataclass(slots=True)
@@ -148,6 +152,8 @@ def parse_record(raw: bytes, journal: str, number: int) -> Record | None:
             at=_epoch(data.get("at")),
             elapsed_ms=_optional(data.get("elapsed_ms"), int) or 0,
             op=_optional(data.get("op"), str) or "add",
+            value=_optional(data.get("value"), str),
+            api=_optional(data.get("api"), str) or "glance",
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
