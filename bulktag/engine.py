@@ -3,10 +3,11 @@
     rows (CSV, read in a thread) ─► producer ─ resume filter, in-run duplicates,
                                       │          invalid rows straight to the sink
                                       ▼
-                               ImageScheduler ─ one row per image in flight; others parked
-                                      │ (bounded stream = backpressure)
+                               ImageScheduler ─ one request per image in flight; others
+                                      │          parked (bounded stream = backpressure)
                                       ▼
-                       N workers: token ─► Pacer ─► AsyncLimiter ─► transport
+                       N workers: gather (a row, or with IMS up to ten of one image's rows)
+                                  token ─► Pacer ─► AsyncLimiter ─► transport
                                   ─► policy.decide ─► sleep and retry | settle
                                       │ (bounded stream)
                                       ▼
@@ -18,6 +19,12 @@ left for the next run. ``abort()`` (credentials refused, breaker, journal unwrit
 ``cancel_now()`` (second signal) cancel the workers at once. In every case the sink drains
 what workers already settled and the journal is flushed: nothing settled is lost, and nothing
 unsettled is recorded, so a resumed run simply sends it again (the PUT is idempotent).
+
+Batches. With ``batch_size`` > 1 (IMS) a worker sends a row together with the rows of the same
+image parked behind it, as one request; one answer settles them all, and every row still gets
+its own journal record (the batch's status, request id and attempts). One request is one
+limiter token and one pacing observation, whatever it carries. A batch the server refuses
+with a 400 is sent again row by row, so one row it cannot take does not fail its siblings.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,7 +43,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
-from bulktag.admission import ALL, Admission, Op, Shard
+from bulktag.admission import ALL, Admission, Api, Op, Shard
 from bulktag.admission import Decision as Admit
 from bulktag.auth import AuthRefused, TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex, render
@@ -56,6 +63,26 @@ class Send(Protocol):
     def __call__(self, image_id: str, tag: str, token: str) -> Awaitable[Answer]: ...
 
 
+#: One tag of a request: the tag (IMS: the key) and its value (None: a bare tag or key).
+Tag = tuple[str, str | None]
+
+
+class SendBatch(Protocol):
+    """One request for one or more tags of one image: IMS's ``add_tags`` or ``remove_tags``."""
+
+    def __call__(self, image_id: str, tags: Sequence[Tag], token: str) -> Awaitable[Answer]: ...
+
+
+def one_tag_at_a_time(send: Send) -> SendBatch:
+    """A per-pair call (Glance) as the engine's sender; the run's ``batch_size`` must be 1."""
+
+    async def send_batch(image_id: str, tags: Sequence[Tag], token: str) -> Answer:
+        [(tag, _value)] = tags
+        return await send(image_id, tag, token)
+
+    return send_batch
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     rate: float = 10.0  # requests per second, retries included: a hard ceiling
@@ -70,6 +97,9 @@ class EngineSettings:
     shard: Shard = ALL
     max_items: int | None = None  # send at most this many rows, then stop (resumable)
     serialize_images: bool = True  # False only for the race test's control run
+    api: Api = Api.GLANCE  # which call the sender makes: keys the journal's records
+    batch_size: int = 1  # rows of one image per request (IMS: at most 10); 1 = no batching
+    batch_linger: float = 0.0  # seconds a batch may wait for siblings still being read
 
     @property
     def max_parked(self) -> int:
@@ -102,7 +132,7 @@ class Engine:
     def __init__(
         self,
         settings: EngineSettings,
-        send: Send,
+        send: SendBatch,
         tokens: TokenProvider,
         journal: JournalWriter,
         index: ResumeIndex,
@@ -123,7 +153,11 @@ class Engine:
             op=settings.op,
             retry_failed=settings.retry_failed,
             shard=settings.shard,
+            api=settings.api,
         )
+        # Glance answers 404 to removing an absent tag; IMS's batch delete answers 204, so an
+        # IMS 404 always means the image (or the project) is unknown.
+        self._absent_is_ok = settings.op is Op.REMOVE and settings.api is Api.GLANCE
         self._clock = clock
         self._wall = wall
         self._rng = rng or random.Random()
@@ -246,7 +280,14 @@ class Engine:
 
     def _invalid_result(self, item: InvalidRow) -> Result:
         return Result(
-            item.line, item.image_id, item.tag, Outcome.INVALID, error=item.error, at=self._wall()
+            item.line,
+            item.image_id,
+            item.tag,
+            Outcome.INVALID,
+            error=item.error,
+            at=self._wall(),
+            value=item.value,
+            api=self.settings.api.value,
         )
 
     # ── workers ─────────────────────────────────────────────────────────────────────────
@@ -257,55 +298,80 @@ class Engine:
         scheduler: ImageScheduler,
         results: ObjectSendStream[Result],
     ) -> None:
+        settings = self.settings
         with ready, results:
             async for first in ready:
                 row: Row | None = first
                 while row is not None and not self.stopping:
-                    result = await self._settle(row)
-                    if result is None:  # stopped or aborted while retrying: left for resume
+                    batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
+                    settled = await self._settle(batch)
+                    for result in settled:
+                        await results.send(result)
+                    if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
                         return
-                    await results.send(result)
                     row = scheduler.release(row.image_id)
                 if self.stopping:
                     return
 
-    async def _settle(self, row: Row) -> Result | None:
-        """Send ``row`` until it has an outcome; None if the run stopped first."""
-        started = self._clock()
+    async def _settle(
+        self, rows: list[Row], before: int = 0, started: float | None = None
+    ) -> list[Result]:
+        """Send ``rows`` (one image's, in one request) until they have an outcome.
+
+        Returns their results, or fewer (none) if the run stopped first. ``before``: requests
+        already sent for these rows in a batch that had to be split.
+        """
+        started = self._clock() if started is None else started
         refreshed = False
         attempt = 0
         while True:
             attempt += 1
             token = await self._current_token()
             if token is None:
-                return None
-            answer, sent_at = await self._send(row, token)
+                return []
+            answer, sent_at = await self._send(rows, token)
             decision = decide(
                 self.settings.retry,
                 answer,
                 attempt,
                 self._wall(),
                 self._rng,
-                absent_is_ok=self.settings.op is Op.REMOVE,
+                absent_is_ok=self._absent_is_ok,
             )
             self._pace(decision, answer, sent_at)
             if isinstance(decision, Settle):
-                return self._result(row, decision.outcome, answer, attempt, started)
+                if len(rows) > 1 and decision.outcome is Outcome.FAILED and answer.status == 400:
+                    return await self._one_by_one(rows, before + attempt, started)
+                return [
+                    self._result(row, decision.outcome, answer, before + attempt, started)
+                    for row in rows
+                ]
             if isinstance(decision, Abort):
                 if refreshed or not await self._refresh(token):
-                    return None
+                    return []
                 refreshed = True
                 continue
             if not await self._wait_or_stop(decision.delay):
-                return None
+                return []
 
-    async def _send(self, row: Row, token: str) -> tuple[Answer, float]:
+    async def _one_by_one(self, rows: list[Row], before: int, started: float) -> list[Result]:
+        """A batch was refused as a whole (400): find out which rows the server refuses."""
+        settled: list[Result] = []
+        for row in rows:
+            results = await self._settle([row], before, started)
+            settled += results
+            if not results or self.stopping:
+                break
+        return settled
+
+    async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float]:
         sent_at = await self.pacer.wait_turn()
         await self._limiter.acquire()
         self.tally.attempts += 1
         self.in_flight += 1
         try:
-            answer = await self._send_one(row.image_id, row.tag, token)
+            tags = [(row.tag, row.value) for row in rows]
+            answer = await self._send_one(rows[0].image_id, tags, token)
         finally:
             self.in_flight -= 1
         self.tally.answered(answer.status, answer.error)
@@ -362,6 +428,8 @@ class Engine:
             at=self._wall(),
             elapsed_ms=round((self._clock() - started) * 1000),
             op=self.settings.op.value,
+            value=row.value,
+            api=self.settings.api.value,
         )
 
     # ── sink ────────────────────────────────────────────────────────────────────────────

@@ -26,7 +26,7 @@ from bulktag.auth import (
     options_from_namespace,
 )
 from bulktag.config import ConfigError, Settings, default_burst
-from bulktag.engine import Engine, EngineSettings, RunReport
+from bulktag.engine import Engine, EngineSettings, RunReport, one_tag_at_a_time
 from bulktag.journal import (
     JournalError,
     JournalWriter,
@@ -274,7 +274,11 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
         await _preflight(transport, credentials.provider, credentials.endpoint)
         send = transport.put_tag if plan.op is Op.ADD else transport.delete_tag
         engine = Engine(
-            plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
+            plan.engine_settings(),
+            one_tag_at_a_time(send),
+            credentials.provider,
+            plan.journal,
+            plan.index,
         )
         log.info(
             "run_started",

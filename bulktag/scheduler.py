@@ -9,6 +9,14 @@ the pool keeps working on the other images it finds further down the input.
 
 Parked rows are bounded (``max_parked``): when the limit is hit, the producer waits — that is
 the backpressure that keeps memory flat even when one image has a thousand tags.
+
+Batching (IMS takes up to ten tags of one image in one call): a worker that holds a row also
+takes the rows parked behind it, up to ``limit`` (:meth:`gather`). They are already in memory
+and already waiting for this image, so a batch costs no extra buffering and never reorders an
+image's rows. Two rows setting the same key never share a batch (IMS refuses a body with a key
+twice; and the later row must win), so a batch stops at a repeated key. If the input is still
+inside this image's rows (the producer's last row was of this image) the worker may *linger*
+a few milliseconds for siblings that are on their way — typically across a read-ahead boundary.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ class ImageScheduler:
         self._busy: dict[str, deque[Row]] = {}  # image → rows parked behind its in-flight row
         self._parked = 0
         self._room: anyio.Event | None = None  # set while the producer waits for room
+        self._last_image: str | None = None  # image of the row the producer handed in last
+        self._arrived: anyio.Event | None = None  # set while a worker lingers for siblings
+        self._closed = False
 
     @property
     def parked(self) -> int:
@@ -39,16 +50,66 @@ class ImageScheduler:
         if not self._serialize:  # testing switch (--unsafe-no-image-lock): shows the race
             await self._ready.send(row)
             return
+        self._last_image = row.image_id  # before waiting: a lingering worker expects it
         while self._parked >= self._max_parked:
             self._room = anyio.Event()
             await self._room.wait()
         waiting = self._busy.get(row.image_id)
         if waiting is None:
             self._busy[row.image_id] = deque()
+            self._wake_lingering()
             await self._ready.send(row)
         else:
             waiting.append(row)
             self._parked += 1
+            self._wake_lingering()
+
+    async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
+        """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
+
+        The image stays busy; the caller owns every row returned. With ``linger`` > 0, wait up
+        to that long for more rows of the image while the input is still at that image.
+        """
+        batch = [first]
+        if limit <= 1 or not self._serialize:
+            return batch
+        if self._fill(batch, limit) or linger <= 0:
+            return batch
+        with anyio.move_on_after(linger):
+            while self._expecting(first.image_id):
+                self._arrived = self._arrived or anyio.Event()
+                await self._arrived.wait()
+                if self._fill(batch, limit):
+                    return batch
+        self._fill(batch, limit)
+        return batch
+
+    def _fill(self, batch: list[Row], limit: int) -> bool:
+        """Move parked rows of the batch's image into it; True when it can grow no more."""
+        waiting = self._busy[batch[0].image_id]
+        keys = {row.tag for row in batch}
+        while len(batch) < limit and waiting:
+            if waiting[0].tag in keys:  # that key again: it goes in a later request
+                return True
+            row = waiting.popleft()
+            batch.append(row)
+            keys.add(row.tag)
+            self._parked -= 1
+            self._make_room()
+        return len(batch) >= limit
+
+    def _expecting(self, image_id: str) -> bool:
+        return not self._closed and self._last_image == image_id
+
+    def _wake_lingering(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+
+    def _make_room(self) -> None:
+        if self._room is not None:  # the producer is waiting for room: wake it
+            self._room.set()
+            self._room = None
 
     def release(self, image_id: str) -> Row | None:
         """Worker side: the row of ``image_id`` is settled; return the image's next row, if any.
@@ -62,11 +123,11 @@ class ImageScheduler:
             del self._busy[image_id]
             return None
         self._parked -= 1
-        if self._room is not None:  # the producer is waiting for room: wake it
-            self._room.set()
-            self._room = None
+        self._make_room()
         return waiting.popleft()
 
     def close(self) -> None:
         """No more rows will come: workers end once the ready rows and their chains are done."""
+        self._closed = True
+        self._wake_lingering()
         self._ready.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 from bulktag.admission import Op
 from bulktag.auth import StaticToken, TokenProvider
-from bulktag.engine import Engine, EngineSettings, RunReport
+from bulktag.engine import Engine, EngineSettings, RunReport, one_tag_at_a_time
 from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_lines
 from bulktag.policy import RetryPolicy
 from bulktag.source import open_text, read_rows
@@ -74,7 +74,7 @@ class Harness:
         transport = GlanceTransport(session, self.url, timeout)
         writer = JournalWriter(self.journal, fsync_interval=0)
         send = transport.put_tag if engine_settings.op is Op.ADD else transport.delete_tag
-        return Engine(engine_settings, send, self.tokens, writer, self.index())
+        return Engine(engine_settings, one_tag_at_a_time(send), self.tokens, writer, self.index())
 
     async def run(
         self,

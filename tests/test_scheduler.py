@@ -1,0 +1,120 @@
+"""The image scheduler on its own: parking, release, and gathering an image's rows into a batch
+(in input order, never a key twice, lingering only while the input is at that image)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from bulktag.model import Row
+from bulktag.scheduler import ImageScheduler
+
+A = "00000000-0000-0000-0000-00000000000a"
+B = "00000000-0000-0000-0000-00000000000b"
+
+
+def row(line: int, image_id: str = A, key: str | None = None, value: str | None = None) -> Row:
+    return Row(line, image_id, key or f"k{line}", value)
+
+
+async def scheduler_with(rows: list[Row], max_parked: int = 100) -> tuple[ImageScheduler, Row]:
+    """A scheduler fed ``rows``; returns it and the first row a worker receives."""
+    send, receive = anyio.create_memory_object_stream[Row](10)
+    scheduler = ImageScheduler(send, max_parked)
+    for item in rows:
+        await scheduler.submit(item)
+    first = receive.receive_nowait()
+    send.close()
+    receive.close()
+    return scheduler, first
+
+
+async def test_gather_takes_the_rows_parked_behind_in_input_order_up_to_the_limit() -> None:
+    scheduler, first = await scheduler_with([row(n) for n in range(1, 14)])
+    assert [1, 2, 3, 4, 5] == [r.line for r in await scheduler.gather(first, 5)]
+    assert 8 == scheduler.parked
+    assert 6 == (scheduler.release(A) or row(0)).line  # the image stays busy, the chain goes on
+
+
+async def test_gather_of_one_is_the_row_alone() -> None:
+    scheduler, first = await scheduler_with([row(1), row(2)])
+    assert [first] == await scheduler.gather(first, 1)
+    assert 1 == scheduler.parked
+
+
+async def test_gather_leaves_other_images_rows_alone() -> None:
+    scheduler, first = await scheduler_with([row(1), row(2, B), row(3), row(4, B)])
+    assert [1, 3] == [r.line for r in await scheduler.gather(first, 10)]
+    assert 1 == scheduler.parked  # B's second row, behind B's first
+
+
+async def test_a_batch_stops_before_a_key_it_already_holds() -> None:
+    rows = [row(1, key="env", value="a"), row(2, key="x"), row(3, key="env", value="b"), row(4)]
+    scheduler, first = await scheduler_with(rows)
+    assert [1, 2] == [r.line for r in await scheduler.gather(first, 10)]
+    assert 3 == (scheduler.release(A) or row(0)).line  # env=b goes next, after env=a
+
+
+async def test_taking_a_batch_makes_room_for_a_waiting_producer() -> None:
+    send, receive = anyio.create_memory_object_stream[Row](10)
+    scheduler = ImageScheduler(send, max_parked=2)
+    async with anyio.create_task_group() as tg:
+
+        async def produce() -> None:
+            for n in range(1, 6):
+                await scheduler.submit(row(n))
+
+        tg.start_soon(produce)
+        first = await receive.receive()
+        await anyio.sleep(0.01)
+        assert 2 == scheduler.parked  # full: the producer waits with row 4
+        assert [1, 2, 3] == [r.line for r in await scheduler.gather(first, 3)]
+        await anyio.sleep(0.01)
+        assert 2 == scheduler.parked  # rows 4 and 5 got in
+    send.close()
+    receive.close()
+
+
+async def test_a_worker_lingers_for_siblings_while_the_input_is_at_its_image() -> None:
+    send, receive = anyio.create_memory_object_stream[Row](10)
+    scheduler = ImageScheduler(send, 100)
+    async with anyio.create_task_group() as tg:
+
+        async def produce() -> None:
+            await scheduler.submit(row(1))
+            await anyio.sleep(0.02)  # the next read-ahead chunk is slow to come
+            await scheduler.submit(row(2))
+            await scheduler.submit(row(3))
+            await scheduler.submit(row(4, B))
+
+        tg.start_soon(produce)
+        first = await receive.receive()
+        batch = await scheduler.gather(first, 10, linger=1.0)
+    assert [1, 2, 3] == [r.line for r in batch]
+    send.close()
+    receive.close()
+
+
+async def test_no_lingering_once_the_input_moved_on_to_another_image() -> None:
+    scheduler, first = await scheduler_with([row(1), row(2), row(3, B)])
+    started = time.monotonic()
+    assert [1, 2] == [r.line for r in await scheduler.gather(first, 10, linger=5.0)]
+    assert time.monotonic() - started < 0.5
+
+
+async def test_no_lingering_after_the_input_ended() -> None:
+    scheduler, first = await scheduler_with([row(1), row(2)])
+    scheduler.close()
+    started = time.monotonic()
+    assert [1, 2] == [r.line for r in await scheduler.gather(first, 10, linger=5.0)]
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.05])
+async def test_lingering_ends_after_its_time_with_what_it_has(linger: float) -> None:
+    scheduler, first = await scheduler_with([row(1), row(2)])  # still "at" image A, not closed
+    started = time.monotonic()
+    assert [1, 2] == [r.line for r in await scheduler.gather(first, 10, linger=linger)]
+    assert linger <= time.monotonic() - started < linger + 0.5
