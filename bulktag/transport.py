@@ -1,6 +1,8 @@
 """The HTTP edge: the only module of the engine that imports aiohttp.
 
-It turns one tag request into an :class:`~bulktag.policy.Answer` value. Every aiohttp/OS
+It turns one tag request into an :class:`~bulktag.policy.Answer` value, for Glance v2
+(:class:`GlanceTransport`: one tag per request) or Huawei Cloud IMS's key/value tag API
+(:class:`ImsTransport`: up to ten tags of one image per request). Every aiohttp/OS
 exception a request can raise is mapped here, in one place, to an Answer with ``status=None``
 and a short ``error`` (in the manner of httpcore's ``map_exceptions``):
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -67,13 +70,56 @@ def _excerpt(body: str) -> str:
     return text if len(text) <= _ERROR_EXCERPT else text[:_ERROR_EXCERPT] + "…"
 
 
-class GlanceTransport:
+class _Http:
+    """One session, one timeout, and the single place where a request becomes an Answer."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        self._session = session
+        self._timeout = timeout
+
+    async def _call(
+        self,
+        method: Callable[..., Awaitable[aiohttp.ClientResponse]],
+        url: URL,
+        token: str,
+        body: Any = None,
+    ) -> tuple[Answer, bytes]:
+        """Send one request; ``body`` (JSON) only when given — Glance's PUT must have none."""
+        extra = {} if body is None else {"json": body}
+        try:
+            response = await method(
+                url, headers={"X-Auth-Token": token}, allow_redirects=False, **extra
+            )
+            async with response:
+                content = await response.read()
+                error = None
+                if response.status >= 300:  # some servers echo the request: never keep our token
+                    text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")
+                    error = _excerpt(text)
+                answer = Answer(
+                    status=response.status,
+                    retry_after=response.headers.get("Retry-After"),
+                    request_id=_request_id(response.headers),
+                    error=error or None,
+                )
+                return answer, content
+        except aiohttp.ClientConnectorError as exc:
+            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}"), b""
+        except aiohttp.ServerDisconnectedError:
+            return Answer(status=None, error="connection dropped by the server"), b""
+        except TimeoutError:  # asyncio.TimeoutError is this class since 3.11
+            return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"connection error: {exc.__class__.__name__}: {exc}"
+            return Answer(status=None, error=error), b""
+
+
+class GlanceTransport(_Http):
     """Sends Glance v2 image-tag requests for one endpoint."""
 
     def __init__(self, session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
-        self._session = session
+        super().__init__(session, timeout)
         self._base = normalize_endpoint(endpoint) + "/v2/images/"
-        self._timeout = timeout
 
     def _tag_url(self, image_id: str, tag: str) -> URL:
         # Both parts are validated to URL-safe characters; quoting anyway costs nothing.
@@ -106,30 +152,89 @@ class GlanceTransport:
             return Answer(answer.status, None, answer.request_id, "the answer is not an image list")
         return answer
 
-    async def _call(
-        self, method: Callable[..., Awaitable[aiohttp.ClientResponse]], url: URL, token: str
-    ) -> tuple[Answer, bytes]:
-        try:
-            response = await method(url, headers={"X-Auth-Token": token}, allow_redirects=False)
-            async with response:
-                body = await response.read()
-                error = None
-                if response.status >= 300:  # some servers echo the request: never keep our token
-                    text = body.decode("utf-8", errors="replace").replace(token, "<redacted>")
-                    error = _excerpt(text)
-                answer = Answer(
-                    status=response.status,
-                    retry_after=response.headers.get("Retry-After"),
-                    request_id=_request_id(response.headers),
-                    error=error or None,
-                )
-                return answer, body
-        except aiohttp.ClientConnectorError as exc:
-            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}"), b""
-        except aiohttp.ServerDisconnectedError:
-            return Answer(status=None, error="connection dropped by the server"), b""
-        except TimeoutError:  # asyncio.TimeoutError is this class since 3.11
-            return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
-        except (aiohttp.ClientError, OSError) as exc:
-            error = f"connection error: {exc.__class__.__name__}: {exc}"
-            return Answer(status=None, error=error), b""
+
+#: IMS's limit of tags on one image, hence per call (IMS API reference, "Adding or Deleting
+#: Image Tags in a Batch", support.huaweicloud.com/intl/en-us/api-ims/ims_03_0617.html).
+IMS_MAX_TAGS = 10
+
+
+def _ims_tag(key: str, value: str | None, removing: bool) -> dict[str, str]:
+    """A ResourceTag. Adding a bare key sets the empty value (IMS requires one); removing one
+    omits the value, which deletes the key whatever its value."""
+    if value is None:
+        return {"key": key} if removing else {"key": key, "value": ""}
+    return {"key": key, "value": value}
+
+
+def _lists_tags(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body).get("tags"), list)
+    except (ValueError, AttributeError):
+        return False
+
+
+class ImsTransport(_Http):
+    """Sends Huawei Cloud IMS key/value tag requests for one endpoint and project.
+
+    * one tag to add: ``POST /v2/{project_id}/images/{image_id}/tags`` with
+      ``{"tag": {"key": K, "value": V}}`` → 204 (adds, or overwrites the key's value);
+    * several tags to add, or any to remove:
+      ``POST /v2/{project_id}/images/{image_id}/tags/action`` with
+      ``{"action": "create" | "delete", "tags": [{"key": K, "value": V}, …]}`` → 204
+      (idempotent: deleting a tag that is not there succeeds).
+
+    The caller never passes more than :data:`IMS_MAX_TAGS` tags, nor one key twice.
+    """
+
+    def __init__(
+        self, session: aiohttp.ClientSession, endpoint: str, project_id: str, timeout: float
+    ) -> None:
+        super().__init__(session, timeout)
+        root = normalize_endpoint(endpoint)
+        suffix = f"/v2/{project_id}"
+        if root.endswith(suffix):  # an endpoint given with the project in it
+            root = root[: -len(suffix)]
+        self._project = f"{root}/v2/{quote(project_id, safe='')}/images"
+
+    def _tags_url(self, image_id: str, action: bool = False) -> URL:
+        path = f"{self._project}/{quote(image_id, safe='')}/tags"
+        return URL(path + ("/action" if action else ""), encoded=True)
+
+    async def add_tags(
+        self, image_id: str, tags: Sequence[tuple[str, str | None]], token: str
+    ) -> Answer:
+        if len(tags) == 1:
+            [(key, value)] = tags
+            body: dict[str, Any] = {"tag": _ims_tag(key, value, removing=False)}
+            answer, _ = await self._call(self._session.post, self._tags_url(image_id), token, body)
+            return answer
+        return await self._action(image_id, "create", tags, token)
+
+    async def remove_tags(
+        self, image_id: str, tags: Sequence[tuple[str, str | None]], token: str
+    ) -> Answer:
+        return await self._action(image_id, "delete", tags, token)
+
+    async def _action(
+        self, image_id: str, action: str, tags: Sequence[tuple[str, str | None]], token: str
+    ) -> Answer:
+        if not 0 < len(tags) <= IMS_MAX_TAGS:
+            raise ValueError(f"an IMS tag call takes 1 to {IMS_MAX_TAGS} tags, not {len(tags)}")
+        removing = action == "delete"
+        body = {"action": action, "tags": [_ims_tag(k, v, removing) for k, v in tags]}
+        url = self._tags_url(image_id, action=True)
+        answer, _ = await self._call(self._session.post, url, token, body)
+        return answer
+
+    async def preflight(self, token: str) -> Answer:
+        """``GET /v2/{project_id}/images/tags`` (the project's tags): does the endpoint speak
+        IMS, and do the token and the project id go together?
+
+        A 2xx whose body is not ``{"tags": [...]}`` is reported as that status with an
+        ``error`` saying so.
+        """
+        url = URL(f"{self._project}/tags", encoded=True)
+        answer, body = await self._call(self._session.get, url, token)
+        if answer.status is not None and 200 <= answer.status < 300 and not _lists_tags(body):
+            return Answer(answer.status, None, answer.request_id, "the answer is not a tag list")
+        return answer
