@@ -70,6 +70,8 @@ class FakeGlanceConfig:
     seed: int | None = None
     # Requests per second the gateway admits, as a token bucket (see _TokenBucket).
     capacity: float | None = None
+    # What the gateway answers above capacity: 503, or 429 as Huawei's gateway does (APIGW.0308).
+    capacity_status: int = 503
     # Scripted answers per (image_id, tag), consumed one per request: an int status, "drop",
     # "slow:S", or "STATUS+ra:N" (that status with Retry-After N).
     script: dict[tuple[str, str], list[int | str]] = field(default_factory=dict)
@@ -86,6 +88,8 @@ class FakeGlanceConfig:
             raise ValueError("latency must not be negative")
         if self.capacity is not None and self.capacity <= 0:
             raise ValueError("capacity must be positive")
+        if self.capacity_status not in (429, 503):
+            raise ValueError("capacity_status must be 429 or 503")
         if self.unknown_every < 0:
             raise ValueError("unknown_every must not be negative")
         for entries in self.script.values():
@@ -313,6 +317,8 @@ class FakeGlance:
         await asyncio.sleep(0)
         retry_after = self.config.retry_after
         if self._bucket is not None and not self._bucket.take():
+            if self.config.capacity_status == 429:
+                return _too_many_requests(retry_after)
             return _text_error(503, "Request rate above the gateway's capacity.", retry_after)
         roll = self._rng.random()
         if roll < self.config.fail_503:
@@ -522,27 +528,50 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="every Nth distinct image id is unknown (404)",
     )
     parser.add_argument("--seed", type=int, help="seed for the injected failures")
+    parser.add_argument(
+        "--api",
+        choices=("glance", "ims"),
+        default="glance",
+        help="ims: also serve Huawei IMS's key/value tag API (at most 10 tags per image; "
+        "above --capacity answer 429 APIGW.0308)",
+    )
+    parser.add_argument(
+        "--project-id", help="with --api ims: refuse (403) tag calls for any other project"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> FakeGlanceConfig:
     """The config described by flags added with :func:`add_serve_arguments`."""
-    return FakeGlanceConfig(
-        token=args.token,
-        latency=args.latency,
-        fail_503=args.fail_503,
-        fail_429=args.fail_429,
-        retry_after=args.retry_after,
-        capacity=args.capacity,
-        unknown_every=args.unknown_every,
-        seed=args.seed,
-    )
+    common = {
+        "token": args.token,
+        "latency": args.latency,
+        "fail_503": args.fail_503,
+        "fail_429": args.fail_429,
+        "retry_after": args.retry_after,
+        "capacity": args.capacity,
+        "unknown_every": args.unknown_every,
+        "seed": args.seed,
+    }
+    if getattr(args, "api", "glance") == "ims":
+        from bulktag.fake.ims import FakeImsConfig
+
+        return FakeImsConfig(**common, project_id=args.project_id)
+    return FakeGlanceConfig(**common)
+
+
+def make_fake(config: FakeGlanceConfig) -> FakeGlance:
+    """The fake that ``config`` describes: a FakeIms for an IMS config, else a FakeGlance."""
+    from bulktag.fake.ims import FakeIms, FakeImsConfig
+
+    return FakeIms(config) if isinstance(config, FakeImsConfig) else FakeGlance(config)
 
 
 async def serve_forever(config: FakeGlanceConfig, host: str, port: int) -> None:
     """Serve a fake built from ``config`` until cancelled, announcing its URL on stderr."""
-    fake = FakeGlance(config)
+    fake = make_fake(config)
+    name = "IMS" if type(fake) is not FakeGlance else "Glance"
     async with serve(fake, host, port) as url:
         needs_token = config.token is not None or config.token_validator is not None
         required = "required" if needs_token else "not required"
-        print(f"fake Glance listening on {url} (token: {required})", file=sys.stderr, flush=True)
+        print(f"fake {name} listening on {url} (token: {required})", file=sys.stderr, flush=True)
         await asyncio.Event().wait()  # until the caller cancels us
