@@ -40,7 +40,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         "input",
         nargs="?",
         default="-",
-        help="CSV of image_id,tag pairs; '-' (the default) reads stdin",
+        help="CSV of image_id,tag pairs (with --api ims: image_id,key[,value]); "
+        "'-' (the default) reads stdin",
     )
     run.add_argument("--endpoint", help="image service URL, with or without /v2 [env OS_IMAGE_URL]")
     run.add_argument(
@@ -110,8 +111,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--op",
         choices=("add", "remove"),
-        help="add the tags (PUT, the default) or remove them (DELETE; a tag "
-        "already absent counts as done)",
+        help="add the tags (the default) or remove them (a tag already absent counts as "
+        "done; with --api ims a row without a value removes the key whatever its value)",
     )
     batch.add_argument(
         "--retry-failed",
@@ -148,11 +149,42 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate the input and say what would be sent; send nothing, write nothing",
     )
+    _add_ims_arguments(run)
     from bulktag.auth import add_credential_arguments
 
     add_credential_arguments(run)
     # Testing only: turns off per-image serialization to demonstrate Glance's lost updates.
     run.add_argument("--unsafe-no-image-lock", action="store_true", help=argparse.SUPPRESS)
+
+
+def _add_ims_arguments(run: argparse.ArgumentParser) -> None:
+    ims = run.add_argument_group("Huawei Cloud IMS key/value tags")
+    ims.add_argument(
+        "--api",
+        choices=("glance", "ims"),
+        help="glance: the native tag call (PUT /v2/images/{id}/tags/{tag}); ims: IMS's "
+        "key/value tag API, several tags of an image per request [default glance]",
+    )
+    ims.add_argument(
+        "--project-id",
+        metavar="ID",
+        help="project in IMS's URLs [default: the token's project; env OS_PROJECT_ID]",
+    )
+    ims.add_argument(
+        "--ims-charset",
+        choices=("strict", "relaxed"),
+        help="strict: keys of letters, digits, _ and -, values also '.'; relaxed: any "
+        "printable character but = * < > \\ , | / [default strict]",
+    )
+    limits: list[tuple[str, type, str]] = [
+        ("ims_max_key_length", int, "longest key accepted"),
+        ("ims_max_value_length", int, "longest value accepted"),
+        ("ims_tags_per_call", int, "tags of one image per request (at most 10)"),
+        ("batch_linger", float, "seconds a request may wait for more tags of its image"),
+    ]
+    for name, kind, text in limits:
+        flag, default = "--" + name.replace("_", "-"), BY_NAME[name].default
+        ims.add_argument(flag, type=kind, metavar="N", help=f"{text} [default {default}]")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bulktag.source import IMS_CHARSETS, IMS_MAX_KEY_LENGTH, IMS_MAX_VALUE_LENGTH
+
 
 class ConfigError(Exception):
     """A bad flag, variable or config file value. The CLI prints it and exits 2."""
@@ -79,6 +81,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_items", int, None, minimum=1),
     Option("lock_wait", float, 0.0, minimum=0, parse=parse_duration),
     Option("metrics_file", str, None),
+    Option("api", str, "glance", choices=("glance", "ims")),
+    Option("project_id", str, None),  # IMS: default, the project the token is scoped to
+    # IMS limits (API reference "Image Tag Format", ims_03_0902; see bulktag/source.py for
+    # where the pages disagree) and IMS's ten tags per image (ims_03_0617), hence per call.
+    Option("ims_max_key_length", int, IMS_MAX_KEY_LENGTH, minimum=1),
+    Option("ims_max_value_length", int, IMS_MAX_VALUE_LENGTH, minimum=0),
+    Option("ims_charset", str, "strict", choices=IMS_CHARSETS),
+    Option("ims_tags_per_call", int, 10, minimum=1, maximum=10),
+    Option("batch_linger", float, 0.05, minimum=0, maximum=10),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -107,6 +118,13 @@ class Settings:
     max_items: int | None
     lock_wait: float
     metrics_file: str | None
+    api: str
+    project_id: str | None
+    ims_max_key_length: int
+    ims_max_value_length: int
+    ims_charset: str
+    ims_tags_per_call: int
+    batch_linger: float
 
 
 _TRUE = {"1", "true", "yes", "on"}

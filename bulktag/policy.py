@@ -156,27 +156,25 @@ def decide(
     return Retry(policy.backoff(attempt, rng), pushback=verdict.pushback)
 
 
-def preflight_problem(answer: Answer, endpoint: str) -> str | None:
-    """Why the answer to ``GET /v2/images?limit=1`` means the run must not start, or None.
+def preflight_problem(answer: Answer, endpoint: str, call: str = "GET /v2/images") -> str | None:
+    """Why the answer to the preflight ``call`` means the run must not start, or None.
 
     Shared by ``run`` and ``verify``. 429 and 5xx are not problems: the cloud is busy, the
     run's back-off will cope. 401 is left to the caller, which may renew the token first.
     """
     status = answer.status
+    service = "an OpenStack image service" if call == "GET /v2/images" else "Huawei Cloud IMS"
     if status is None:
         return f"cannot reach the image service at {endpoint}: {answer.error}"
-    if 200 <= status < 300 and answer.error:  # 2xx, but not Glance's {"images": [...]}
+    if 200 <= status < 300 and answer.error:  # 2xx, but not the list the call returns
         return (
-            f"{endpoint} does not look like an OpenStack image service: GET /v2/images "
-            f"answered {status} but {answer.error}"
+            f"{endpoint} does not look like {service}: {call} answered {status} but {answer.error}"
         )
     if 300 <= status < 400:
         return f"{endpoint} redirects (HTTP {status}); give the image service's own URL"
     if status == 401:
         return f"credentials refused: the image service at {endpoint} answered 401"
     if status in (400, 404, 405):
-        return (
-            f"{endpoint} does not look like an OpenStack image service: GET /v2/images "
-            f"answered {status}"
-        )
+        hint = "" if call == "GET /v2/images" else " (is the project id right?)"
+        return f"{endpoint} does not look like {service}: {call} answered {status}{hint}"
     return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from bulktag.admission import Admission, Decision, Op, Shard
+from bulktag.admission import Admission, Api, Decision, Op, Shard
 from bulktag.auth import (
     AuthRefused,
     AuthSpec,
@@ -26,7 +26,7 @@ from bulktag.auth import (
     options_from_namespace,
 )
 from bulktag.config import ConfigError, Settings, default_burst
-from bulktag.engine import Engine, EngineSettings, RunReport, one_tag_at_a_time
+from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch, one_tag_at_a_time
 from bulktag.journal import (
     JournalError,
     JournalWriter,
@@ -41,9 +41,9 @@ from bulktag.metrics import MetricsWriter, periodically
 from bulktag.model import InvalidRow
 from bulktag.policy import RetryPolicy, preflight_problem
 from bulktag.progress import count_lines, show_progress
-from bulktag.source import Parsed, open_text, read_rows
+from bulktag.source import GLANCE_RULES, Parsed, TagRules, ims_rules, open_text, read_rows
 from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_lines
-from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
+from bulktag.transport import GlanceTransport, ImsTransport, make_session, normalize_endpoint
 
 if TYPE_CHECKING:
     from bulktag.cli import Environment
@@ -63,11 +63,12 @@ class RunRefused(Exception):
 def run_command(args: argparse.Namespace, settings: Settings, environment: Environment) -> int:
     configure(settings.log_format, settings.log_level, environment.stderr)
     op, shard = _op_and_shard(settings)
+    api = Api(settings.api)
     spec = _auth_spec(args, settings, environment)
     tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
     try:
         with ExitStack() as stack:
-            rows = _open_input(args.input, environment, stack)
+            rows = _open_input(args.input, environment, stack, tag_rules(settings))
             journal = Path(settings.results)
             _refuse_input_as_journal(args.input, journal)
             if args.dry_run:
@@ -75,7 +76,7 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             _lock(journal, settings.lock_wait, stack)
             index = _load_journal(journal, bool(args.fresh))
             total = None if args.input == "-" else count_lines(Path(args.input))
-            plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total)
+            plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
             report = _run_with_journal(plan, journal, environment, stack)
     except RunRefused as exc:
         environment.stderr.write(f"bulktag: error: {exc}\n")
@@ -126,6 +127,15 @@ def _refuse_input_as_journal(input_name: str, journal: Path) -> None:
             raise ConfigError(f"--results {journal} is the input file; name another journal")
 
 
+def tag_rules(settings: Settings) -> TagRules:
+    """How input rows are checked: Glance's tag rule, or IMS's key/value limits."""
+    if settings.api != Api.IMS.value:
+        return GLANCE_RULES
+    return ims_rules(
+        settings.ims_max_key_length, settings.ims_max_value_length, settings.ims_charset
+    )
+
+
 def _op_and_shard(settings: Settings) -> tuple[Op, Shard]:
     try:
         return Op(settings.op), Shard.parse(settings.shard)
@@ -165,9 +175,11 @@ def _checked_endpoint(url: str, where: str) -> str:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _open_input(name: str, environment: Environment, stack: ExitStack) -> Iterator[Parsed]:
+def _open_input(
+    name: str, environment: Environment, stack: ExitStack, rules: TagRules
+) -> Iterator[Parsed]:
     if name == "-":
-        return read_rows(open_text(environment.stdin))
+        return read_rows(open_text(environment.stdin), rules)
     path = Path(name)
     if path.is_dir():
         raise ConfigError(f"input {name} is a directory, not a CSV file")
@@ -175,7 +187,7 @@ def _open_input(name: str, environment: Environment, stack: ExitStack) -> Iterat
         binary = stack.enter_context(path.open("rb"))
     except OSError as exc:
         raise ConfigError(f"cannot read input {name}: {exc.strerror or exc}") from None
-    return read_rows(open_text(binary))
+    return read_rows(open_text(binary), rules)
 
 
 def _lock(journal: Path, wait: float, stack: ExitStack) -> None:
@@ -239,9 +251,11 @@ class _Plan:
     index: ResumeIndex
     rows: Iterator[Parsed]
     total_lines: int | None  # lines in the input file (None for stdin): progress and ETA
+    api: Api = Api.GLANCE
 
     def engine_settings(self) -> EngineSettings:
         settings = self.settings
+        ims = self.api is Api.IMS
         return EngineSettings(
             rate=settings.rate,
             burst=settings.burst or default_burst(settings.rate),
@@ -254,6 +268,9 @@ class _Plan:
             shard=self.shard,
             max_items=settings.max_items,
             serialize_images=not self.args.unsafe_no_image_lock,
+            api=self.api,
+            batch_size=settings.ims_tags_per_call if ims else 1,
+            batch_linger=settings.batch_linger if ims else 0.0,
         )
 
 
@@ -270,21 +287,25 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
         except AuthRefused as exc:
             raise ConfigError(str(exc)) from None
         endpoint = _checked_endpoint(credentials.endpoint, "the catalog's image endpoint")
-        transport = GlanceTransport(session, endpoint, settings.timeout)
-        await _preflight(transport, credentials.provider, credentials.endpoint)
-        send = transport.put_tag if plan.op is Op.ADD else transport.delete_tag
+        send: SendBatch
+        if plan.api is Api.IMS:
+            project = _ims_project(settings, credentials.project_id)
+            ims = ImsTransport(session, endpoint, project, settings.timeout)
+            await _preflight(ims, credentials.provider, credentials.endpoint, project)
+            send = ims.add_tags if plan.op is Op.ADD else ims.remove_tags
+        else:
+            glance = GlanceTransport(session, endpoint, settings.timeout)
+            await _preflight(glance, credentials.provider, credentials.endpoint)
+            send = one_tag_at_a_time(glance.put_tag if plan.op is Op.ADD else glance.delete_tag)
         engine = Engine(
-            plan.engine_settings(),
-            one_tag_at_a_time(send),
-            credentials.provider,
-            plan.journal,
-            plan.index,
+            plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
         )
         log.info(
             "run_started",
             endpoint=credentials.endpoint,
             journal=str(plan.journal.path),
             op=plan.op.value,
+            api=plan.api.value,
             rate=settings.rate,
             concurrency=settings.concurrency,
         )
@@ -333,16 +354,34 @@ def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) ->
         log.warning("metrics_write_failed", path=str(metrics.path), error=exc.strerror or str(exc))
 
 
-async def _preflight(transport: GlanceTransport, tokens: TokenProvider, endpoint: str) -> None:
-    """One ``GET /v2/images?limit=1`` so a wrong URL or token fails in a second, not a row at
-    a time: exit 2 with one line, before anything is sent."""
+def _ims_project(settings: Settings, token_project: str | None) -> str:
+    """The project in IMS's URLs: --project-id, else the one the token is scoped to."""
+    project = settings.project_id or token_project
+    if not project:
+        raise ConfigError(
+            "--api ims needs a project id and the token does not name one (a bare token, or "
+            "a token not scoped to a project): give --project-id or OS_PROJECT_ID"
+        )
+    return project
+
+
+async def _preflight(
+    transport: GlanceTransport | ImsTransport,
+    tokens: TokenProvider,
+    endpoint: str,
+    project: str | None = None,
+) -> None:
+    """One cheap read (Glance: ``GET /v2/images?limit=1``; IMS: the project's tags) so a wrong
+    URL, token or project fails in a second, not a row at a time: exit 2 with one line, before
+    anything is sent."""
     try:
         answer = await transport.preflight(await tokens.token())
         if answer.status == 401:
             answer = await transport.preflight(await tokens.refresh(await tokens.token()))
     except AuthRefused as exc:
         raise ConfigError(f"credentials refused: {exc}") from None
-    problem = preflight_problem(answer, endpoint)
+    call = "GET /v2/images" if project is None else f"GET /v2/{project}/images/tags"
+    problem = preflight_problem(answer, endpoint, call)
     if problem is not None:
         raise ConfigError(problem)
     if answer.status is not None and answer.status >= 300:  # 403, 429, 5xx: warn and go on
@@ -394,7 +433,14 @@ def _dry_run(
     if journal.is_file():  # read-only: a torn last line is just an unreadable line here
         index = load_index(read_lines(journal))
     tally = Tally()
-    admission = Admission(index, tally, op=op, retry_failed=settings.retry_failed, shard=shard)
+    admission = Admission(
+        index,
+        tally,
+        op=op,
+        retry_failed=settings.retry_failed,
+        shard=shard,
+        api=Api(settings.api),
+    )
     would_send, invalid_count = 0, 0
     invalid: list[InvalidRow] = []
     for item in rows:
@@ -415,6 +461,8 @@ def _dry_run(
         "op": op.value,
         "min_duration_s": round(would_send / settings.rate, 1),
     }
+    if settings.api == Api.IMS.value:  # rows of one image share requests: fewer, not more
+        fields |= {"api": settings.api, "tags_per_call": settings.ims_tags_per_call}
     if wants_json(settings.log_format, environment.stderr):
         log.info(
             "dry_run",
@@ -430,10 +478,17 @@ def _print_dry_run(
     fields: Mapping[str, Any], invalid: list[InvalidRow], environment: Environment
 ) -> None:
     out = environment.stderr
-    out.write(
-        f"bulktag: dry run — would send {fields['would_send']:,} {fields['op']} "
-        f"requests (at least {fields['min_duration_s']:,} s at the configured rate)\n"
-    )
+    if "tags_per_call" in fields:
+        out.write(
+            f"bulktag: dry run — would send {fields['would_send']:,} {fields['op']} rows "
+            f"to IMS, up to {fields['tags_per_call']} tags of an image per request (at most "
+            f"{fields['min_duration_s']:,} s at the configured rate, retries aside)\n"
+        )
+    else:
+        out.write(
+            f"bulktag: dry run — would send {fields['would_send']:,} {fields['op']} "
+            f"requests (at least {fields['min_duration_s']:,} s at the configured rate)\n"
+        )
     keys = (
         "read",
         "invalid",

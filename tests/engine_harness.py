@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulktag.admission import Op
+from bulktag.admission import Api, Op
 from bulktag.auth import StaticToken, TokenProvider
-from bulktag.engine import Engine, EngineSettings, RunReport, one_tag_at_a_time
+from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch, one_tag_at_a_time
 from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_lines
 from bulktag.policy import RetryPolicy
-from bulktag.source import open_text, read_rows
-from bulktag.transport import GlanceTransport, make_session
+from bulktag.source import GLANCE_RULES, TagRules, ims_rules, open_text, read_rows
+from bulktag.transport import GlanceTransport, ImsTransport, make_session
 
 TOKEN = "test-token"
+PROJECT = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_retry_after=0.2)
 
 
@@ -42,6 +43,18 @@ def grid(images: int, tags: int) -> list[tuple[str, str]]:
 def settings(**overrides: Any) -> EngineSettings:
     base: dict[str, Any] = {"rate": 2000.0, "burst": 50, "concurrency": 16, "retry": FAST_RETRY}
     return EngineSettings(**(base | overrides))
+
+
+def ims_settings(**overrides: Any) -> EngineSettings:
+    """Settings of an IMS run: ten tags of an image per request, a short linger."""
+    base: dict[str, Any] = {"api": Api.IMS, "batch_size": 10, "batch_linger": 0.02}
+    return settings(**(base | overrides))
+
+
+def kv_csv(rows: Iterable[tuple[str, str, str | None]]) -> bytes:
+    """``image_id,key,value`` input; a value of None makes a two-column (bare key) row."""
+    lines = (f"{i},{k}" if v is None else f"{i},{k},{v}" for i, k, v in rows)
+    return "".join(line + "\n" for line in lines).encode()
 
 
 @dataclass
@@ -71,20 +84,29 @@ class Harness:
         return [json.loads(line) for line in self.journal.read_text().splitlines()]
 
     def engine(self, session: Any, engine_settings: EngineSettings, timeout: float) -> Engine:
-        transport = GlanceTransport(session, self.url, timeout)
         writer = JournalWriter(self.journal, fsync_interval=0)
-        send = transport.put_tag if engine_settings.op is Op.ADD else transport.delete_tag
-        return Engine(engine_settings, one_tag_at_a_time(send), self.tokens, writer, self.index())
+        adding = engine_settings.op is Op.ADD
+        send: SendBatch
+        if engine_settings.api is Api.IMS:
+            ims = ImsTransport(session, self.url, PROJECT, timeout)
+            send = ims.add_tags if adding else ims.remove_tags
+        else:
+            glance = GlanceTransport(session, self.url, timeout)
+            send = one_tag_at_a_time(glance.put_tag if adding else glance.delete_tag)
+        return Engine(engine_settings, send, self.tokens, writer, self.index())
 
     async def run(
         self,
         data: bytes,
         engine_settings: EngineSettings | None = None,
         request_timeout: float = 2.0,
+        rules: TagRules | None = None,
     ) -> Outcome:
         engine_settings = engine_settings or settings()
+        if rules is None:
+            rules = ims_rules() if engine_settings.api is Api.IMS else GLANCE_RULES
         before = len(self.records())
         async with make_session(engine_settings.concurrency, request_timeout) as session:
             engine = self.engine(session, engine_settings, request_timeout)
-            report = await engine.run(read_rows(open_text(io.BytesIO(data))))
+            report = await engine.run(read_rows(open_text(io.BytesIO(data)), rules))
         return Outcome(report, self.records()[before:], engine)

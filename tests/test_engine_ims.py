@@ -1,0 +1,290 @@
+"""The engine's IMS path against the fake IMS over real HTTP: an image's tags in one request
+(never more than ten), overwrite, limits, Huawei's 429 and the shared pacing, removal, and
+resume when batches are cut off mid-flight."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from bulktag.admission import Op
+from bulktag.engine import Engine
+from bulktag.fake.glance import serve
+from bulktag.fake.ims import FakeIms, FakeImsConfig
+from bulktag.source import ims_rules
+from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv
+
+
+def fake(**config: Any) -> FakeIms:
+    return FakeIms(FakeImsConfig(token=TOKEN, **config))
+
+
+def kv_grid(images: int, tags: int, value: str = "v") -> list[tuple[str, str, str | None]]:
+    """Rows grouped by image, the way inventories usually come."""
+    return [(image(i), f"k{t}", f"{value}{t}") for i in range(images) for t in range(tags)]
+
+
+def sizes(server: FakeIms, image_id: str) -> list[int]:
+    """The batch sizes of the calls for one image, in the order they came."""
+    return [len(call.keys) for call in server.calls if call.image_id == image_id]
+
+
+def outcomes(records: list[dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(r["outcome"] for r in records))
+
+
+async def test_an_images_tags_go_in_one_request_and_every_row_gets_its_own_record(
+    tmp_path: Path,
+) -> None:
+    server = fake(latency=0.005)
+    rows = kv_grid(images=30, tags=6)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    assert {"ok": len(rows)} == outcomes(run.records)
+    assert [6] * 30 == server.batch_sizes  # one request per image
+    assert 30 == run.report.tally.attempts
+    assert 1 == server.max_in_flight_per_image
+    assert server.max_in_flight > 1  # images still went in parallel
+    for n in range(30):
+        assert {f"k{t}": f"v{t}" for t in range(6)} == server.kv_of(image(n))
+    first = [r for r in run.records if r["image_id"] == image(0)]
+    assert 1 == len({r["request_id"] for r in first})  # the batch's answer, on every row
+    assert {("ims", 204, 1)} == {(r["api"], r["status"], r["attempts"]) for r in first}
+    assert {f"v{t}" for t in range(6)} == {r["value"] for r in first}
+
+
+async def test_never_more_than_ten_tags_in_one_call(tmp_path: Path) -> None:
+    server = fake(max_tags=100)  # a region that lets an image hold more than ten
+    rows = kv_grid(images=3, tags=25)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    assert {"ok": 75} == outcomes(run.records)
+    assert [[10, 10, 5]] * 3 == [sizes(server, image(n)) for n in range(3)]
+    assert all(len(server.kv_of(image(n))) == 25 for n in range(3))
+
+
+async def test_tags_per_call_is_a_setting(tmp_path: Path) -> None:
+    server = fake()
+    async with serve(server) as url:
+        await Harness(url, tmp_path / "j.jsonl").run(
+            kv_csv(kv_grid(images=2, tags=7)), ims_settings(batch_size=3)
+        )
+    assert [[3, 3, 1]] * 2 == [sizes(server, image(n)) for n in range(2)]
+
+
+async def test_an_image_that_would_pass_ten_tags_fails_only_the_rows_that_do_not_fit(
+    tmp_path: Path,
+) -> None:
+    """IMS refuses the whole batch; bulktag resends it row by row, so the rows that fit are ok
+    and only the others fail, with IMS's own words."""
+    server = fake()
+    server.kv[image(0)] = {f"old{n}": "x" for n in range(8)}
+    rows = [(image(0), f"new{n}", "v") for n in range(4)]
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    by_key = {r["tag"]: r for r in run.records}
+    assert ["ok", "ok", "failed", "failed"] == [by_key[f"new{n}"]["outcome"] for n in range(4)]
+    assert "at most 10 tags" in by_key["new2"]["error"]
+    assert {2} == {r["attempts"] for r in run.records}  # the batch, then its own request
+    assert [4, 1, 1, 1, 1] == server.batch_sizes
+    assert 10 == len(server.kv_of(image(0)))
+
+
+async def test_a_new_value_overwrites_and_the_same_value_is_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    server = fake()
+    harness_for = lambda: Harness(url, tmp_path / "j.jsonl")  # noqa: E731
+    nights = ["prod", "staging", "staging", "prod"]
+    sent = []
+    async with serve(server) as url:
+        for value in nights:
+            before = len(server.calls)
+            run = await harness_for().run(kv_csv([(image(0), "env", value)]), ims_settings())
+            sent.append(len(server.calls) - before)
+            assert {"env": value} == server.kv_of(image(0))
+            assert all(r["outcome"] == "ok" for r in run.records)
+    assert [1, 1, 0, 1] == sent  # the fourth night sets prod back: the image held staging
+
+
+async def test_one_key_set_twice_in_one_input_goes_in_two_requests_in_input_order(
+    tmp_path: Path,
+) -> None:
+    server = fake()
+    rows = [(image(0), "env", "a"), (image(0), "team", "x"), (image(0), "env", "b")]
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    assert {"ok": 3} == outcomes(run.records)
+    assert [("env", "team"), ("env",)] == [call.keys for call in server.calls]
+    assert {"env": "b", "team": "x"} == server.kv_of(image(0))
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        pytest.param(f"{image(1)},{'k' * 37},v", "key is 37 characters long", id="long-key"),
+        pytest.param(f"{image(1)},env,{'v' * 44}", "value is 44 characters long", id="long-value"),
+        pytest.param(f"{image(1)},a.b,v", "key contains '.'", id="charset"),
+        pytest.param(f"{image(1)},env,a/b", "value contains '/'", id="value-charset"),
+    ],
+)
+async def test_rows_outside_the_ims_limits_are_invalid_and_never_sent(
+    tmp_path: Path, row: str, error: str
+) -> None:
+    server = fake()
+    data = kv_csv([(image(0), "env", "prod")]) + (row + "\n").encode()
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(data, ims_settings())
+    invalid = [r for r in run.records if r["outcome"] == "invalid"]
+    assert 1 == len(invalid)
+    assert error in invalid[0]["error"]
+    assert "ims" == invalid[0]["api"]
+    assert [("env",)] == [call.keys for call in server.calls]
+
+
+async def test_the_relaxed_charset_lets_wider_keys_through(tmp_path: Path) -> None:
+    server = fake()
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            kv_csv([(image(0), "app.tier", "web:1")]),
+            ims_settings(),
+            rules=ims_rules(charset="relaxed"),
+        )
+    assert {"ok": 1} == outcomes(run.records)
+    assert {"app.tier": "web:1"} == server.kv_of(image(0))
+
+
+async def test_huaweis_429_slows_the_whole_run_near_the_gateways_capacity(
+    tmp_path: Path,
+) -> None:
+    server = fake(capacity=30.0)  # answers 429 APIGW.0308 above it
+    rows = kv_grid(images=120, tags=2)
+    observed: list[bool] = []
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        original = harness.engine
+
+        def counting(*args: Any) -> Engine:
+            engine = original(*args)
+            answered = engine.pacer.answered
+
+            def note(*, sent_at: float, pushback: bool, retry_after: float | None) -> None:
+                observed.append(pushback)
+                answered(sent_at=sent_at, pushback=pushback, retry_after=retry_after)
+
+            engine.pacer.answered = note  # type: ignore[method-assign]
+            return engine
+
+        harness.engine = counting  # type: ignore[method-assign]
+        run = await harness.run(kv_csv(rows), ims_settings(rate=300.0, burst=10))
+    statuses = Counter(r.status for r in server.requests)
+    assert {"ok": len(rows)} == outcomes(run.records)
+    assert 120 == statuses[204]  # one request per image got through
+    assert statuses[429] > 0
+    assert run.report.pace_cuts >= 1
+    assert statuses[429] / sum(statuses.values()) < 0.3  # ~90% without shared pacing
+    # One answer is one pacing observation, whatever the request carried.
+    assert len(server.requests) == len(observed)
+    assert statuses[429] == sum(observed)
+
+
+async def test_remove_deletes_keys_and_a_missing_tag_is_done(tmp_path: Path) -> None:
+    server = fake()
+    server.kv[image(0)] = {"env": "prod", "team": "web", "keep": "1"}
+    server.kv[image(1)] = {"env": "dev"}
+    rows = [
+        (image(0), "env", None),  # whatever its value
+        (image(0), "team", "web"),
+        (image(0), "gone", None),  # not there: deleting it succeeds
+        (image(1), "env", None),
+    ]
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings(op=Op.REMOVE))
+    assert {"ok": 4} == outcomes(run.records)
+    assert {"keep": "1"} == server.kv_of(image(0))
+    assert {} == server.kv_of(image(1))
+    assert {"delete"} == {call.action for call in server.calls}
+    assert [3, 1] == server.batch_sizes
+    assert {"remove"} == {r["op"] for r in run.records}
+
+
+async def test_removing_from_an_unknown_image_fails(tmp_path: Path) -> None:
+    """IMS's delete is idempotent for tags, so a 404 names the image: not done."""
+    server = fake(known_images=set())
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            kv_csv([(image(0), "env", None)]), ims_settings(op=Op.REMOVE)
+        )
+    assert [("failed", 404)] == [(r["outcome"], r["status"]) for r in run.records]
+
+
+async def test_retryable_answers_retry_the_whole_batch(tmp_path: Path) -> None:
+    server = fake(script={(image(0), "k0"): [503, "429+ra:0", "drop"]})
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            kv_csv(kv_grid(images=1, tags=3)), ims_settings()
+        )
+    assert {(204, 4)} == {(r["status"], r["attempts"]) for r in run.records}
+    assert {"ok": 3} == outcomes(run.records)
+
+
+async def test_batches_cut_off_mid_flight_are_sent_again_and_each_row_ends_once(
+    tmp_path: Path,
+) -> None:
+    """Stop the run at once (as a second Ctrl-C or kill does) while batches are in flight: the
+    rows of those batches are not recorded, the next run sends them, and across both runs
+    every row has exactly one record — none recorded ok twice."""
+    server = fake(latency=0.05)
+    rows = kv_grid(images=60, tags=4)
+    data = kv_csv(rows)
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        original = harness.engine
+        engines: list[Engine] = []
+
+        def capture(*args: Any) -> Engine:
+            engines.append(original(*args))
+            return engines[-1]
+
+        harness.engine = capture  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+
+            async def cut_off() -> None:
+                for _ in range(1000):  # until batches are in flight
+                    if engines and engines[0].in_flight >= 3:
+                        break
+                    await anyio.sleep(0.005)
+                await anyio.sleep(0.1)
+                engines[0].cancel_now()
+
+            tg.start_soon(cut_off)
+            first = await harness.run(data, ims_settings(concurrency=4, rate=200.0))
+        in_flight_at_cut = [c for c in server.calls if c.status == 0]
+        second = await Harness(url, tmp_path / "j.jsonl").run(data, ims_settings())
+    assert 0 < len(first.records) < len(rows)
+    assert in_flight_at_cut or len(server.calls) > 60  # batches were cut and sent again
+    everything = first.records + second.records
+    assert {"ok": len(rows)} == outcomes(everything)
+    keys = Counter((r["image_id"], r["tag"]) for r in everything)
+    assert {1} == set(keys.values())
+    assert len(rows) == len(keys)
+    assert second.report.tally.skipped_done == len(first.records)
+    for n in range(60):
+        assert {f"k{t}": f"v{t}" for t in range(4)} == server.kv_of(image(n))
+
+
+async def test_without_per_image_serialization_ims_loses_tags_too(tmp_path: Path) -> None:
+    """The control: the fake IMS (like IMS) loses overlapping writes, so sending an image's
+    batches one at a time is what keeps every tag."""
+    server = fake(latency=0.01)
+    rows = kv_grid(images=5, tags=6)
+    async with serve(server) as url:
+        await Harness(url, tmp_path / "j.jsonl").run(
+            kv_csv(rows), ims_settings(serialize_images=False, batch_size=1)
+        )
+    assert server.overlaps > 0
+    assert sum(len(server.kv_of(image(n))) for n in range(5)) < len(rows)
