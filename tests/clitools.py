@@ -1,10 +1,11 @@
 """Helpers for the end-to-end CLI tests: run ``bulktag run`` in a subprocess the way a user does,
 against the fake Glance running in another subprocess, and read back what it left behind.
 
-* :func:`fake_glance` starts ``bulktag serve-fake --port 0`` and reads the port from its banner
-  line; it always kills it on exit. With ``stats=True`` it starts the same fake from this file
-  instead, plus a ``GET /_test/stats`` route reporting what the server saw (PUT count, overlaps)
-  and a ``--put-latency`` flag (slow PUTs, quick preflight) — see the bottom of this file.
+* :func:`fake_glance` starts ``bulktag serve-fake --port 0`` (``--api ims`` among the flags:
+  the fake IMS) and reads the port from its banner line; it always kills it on exit. With
+  ``stats=True`` it starts the same fake from this file instead, plus a ``GET /_test/stats``
+  route reporting what the server saw (PUT count, overlaps) and a ``--put-latency`` flag
+  (slow PUTs, quick preflight) — see the bottom of this file.
 * :func:`plain_http` runs a tiny stdlib HTTP server in a thread that answers every request with
   one fixed status and body (a web server that is not Glance, or one echoing the token back).
 * :func:`run_bulktag` / :func:`start_bulktag` run the real CLI with an isolated environment
@@ -39,7 +40,7 @@ TIMEOUT = 60
 #: The token the tests' servers accept by default.
 TOKEN = "clitools-token-0123456789"
 
-_BANNER = re.compile(r"fake Glance listening on (http://\S+) \(token: ")
+_BANNER = re.compile(r"fake (?:Glance|IMS) listening on (http://\S+) \(token: ")
 _STATS_PATH = "/_test/stats"
 
 
@@ -85,6 +86,11 @@ class FakeServer:
 
     def image(self, image_id: str) -> dict[str, Any]:
         return dict(self._get(f"/v2/images/{image_id}"))
+
+    def ims_tags(self, project_id: str, image_id: str) -> dict[str, str]:
+        """An image's key/value tags, through IMS's own API (``serve-fake --api ims``)."""
+        tags = self._get(f"/v2/{project_id}/images/{image_id}/tags")["tags"]
+        return {tag["key"]: tag["value"] for tag in tags}
 
     def stop(self) -> None:
         if self.process.poll() is None:
