@@ -99,7 +99,7 @@ async def test_a_gateway_429_keeps_status_retry_after_and_huaweis_words() -> Non
 
 async def test_a_timeout_maps_as_for_glance() -> None:
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(2)
+        await asyncio.sleep(0.5)
         return web.Response(status=204)
 
     answer, _, _ = await call([("env", "prod")], handler=slow, timeout=0.2)
