@@ -249,7 +249,15 @@ def latency(ctx: Context) -> Table:
         f"aiohttp.web server in its own process adding 10 ms to every PUT; "
         f"{ctx.sizes.latency_round_trips} round trips per connection (pairs = concurrency × "
         f"{ctx.sizes.latency_round_trips}). *ceiling* = concurrency ÷ 10 ms.",
-        ["concurrency", "client", "pairs/s", "% of ceiling", "CPU ms/pair", "bulktag ÷ this"],
+        [
+            "concurrency",
+            "client",
+            "pairs/s",
+            "% of ceiling",
+            "CPU ms/pair",
+            "bulktag ÷ this",
+            "≥ 0.95×",
+        ],
     )
     clients = ctx.available([BULKTAG, MINIMAL_ASYNCIO, MINIMAL_UVLOOP], table)
     with ExitStack() as stack:
@@ -275,10 +283,11 @@ def latency_at(
     ceiling = concurrency / 0.010
     for client in clients:
         good = ok(runs[client.name])
-        ratio = "—"
+        ratio, met = "—", "—"
         if BULKTAG in clients and client is not BULKTAG:
             ratios = paired_ratios(runs[BULKTAG.name], runs[client.name], lambda s: s.rate)
             ratio = spread(ratios, ".2f") + "×"
+            met = verdict(statistics.median(ratios) >= 0.95 if ratios else None)
         table.rows.append([
             str(concurrency),
             client.name,
@@ -286,6 +295,7 @@ def latency_at(
             spread([100 * s.rate / ceiling for s in good], ".0f", "%"),
             spread([s.cpu_ms_per_pair for s in good], ".3f"),
             ratio,
+            met,
         ])  # fmt: skip
 
 
