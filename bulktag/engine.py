@@ -52,6 +52,7 @@ from bulktag.pacing import Pacer, PacingPolicy
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
 from bulktag.source import Parsed
+from bulktag.streams import get, put
 from bulktag.summary import FailureBreaker, Tally
 
 _READ_BATCH = 512  # rows parsed per trip to the reader thread
@@ -268,7 +269,7 @@ class Engine:
                 decision = self._admission.decide(item)
                 if decision is Admit.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
-                    await results.send(self._invalid_result(item))
+                    await put(results, self._invalid_result(item))
                 elif decision is Admit.SEND:
                     assert isinstance(item, Row)
                     await scheduler.submit(item)
@@ -300,13 +301,17 @@ class Engine:
     ) -> None:
         settings = self.settings
         with ready, results:
-            async for first in ready:
+            while True:
+                try:
+                    first = await get(ready)
+                except anyio.EndOfStream:
+                    return
                 row: Row | None = first
                 while row is not None and not self.stopping:
                     batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
                     settled = await self._settle(batch)
                     for result in settled:
-                        await results.send(result)
+                        await put(results, result)
                     if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
                         return
                     row = scheduler.release(row.image_id)

@@ -99,12 +99,24 @@ def _run_with_journal(
     journal = _open_journal(path, plan.settings.fsync_interval)
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:
-        return anyio.run(_run, replace(plan, journal=journal), environment)
+        return anyio.run(
+            _run, replace(plan, journal=journal), environment, backend_options=loop_options()
+        )
     except ConfigError:
         journal.close()
         if created and path.stat().st_size == 0:
             path.unlink()
         raise
+
+
+def loop_options() -> dict[str, bool]:
+    """uvloop when it is installed (the ``speed`` extra): the same run costs less CPU per row
+    (see benchmarks/RESULTS.md); without it, the standard asyncio loop."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 def _tls(spec: AuthSpec) -> ssl.SSLContext | bool:
@@ -308,6 +320,7 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
             api=plan.api.value,
             rate=settings.rate,
             concurrency=settings.concurrency,
+            event_loop="uvloop" if loop_options() else "asyncio",
         )
         return await _drive(engine, plan, environment)
 

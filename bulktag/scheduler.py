@@ -27,6 +27,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from bulktag.model import Row
+from bulktag.streams import put
 
 
 class ImageScheduler:
@@ -48,7 +49,7 @@ class ImageScheduler:
     async def submit(self, row: Row) -> None:
         """Producer side: dispatch ``row`` now, or park it behind its image's in-flight row."""
         if not self._serialize:  # testing switch (--unsafe-no-image-lock): shows the race
-            await self._ready.send(row)
+            await put(self._ready, row)
             return
         self._last_image = row.image_id  # before waiting: a lingering worker expects it
         while self._parked >= self._max_parked:
@@ -58,7 +59,7 @@ class ImageScheduler:
         if waiting is None:
             self._busy[row.image_id] = deque()
             self._wake_lingering()
-            await self._ready.send(row)
+            await put(self._ready, row)
         else:
             waiting.append(row)
             self._parked += 1

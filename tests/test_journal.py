@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bulktag import journal
 from bulktag.journal import (
@@ -486,3 +488,10 @@ def test_a_full_disk_raises_enospc() -> None:
         assert errno.ENOSPC == raised.value.errno
     finally:
         writer.close()
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False, allow_infinity=False))
+def test_format_time_matches_datetime_to_the_millisecond(epoch: float) -> None:
+    """The cached formatter must print exactly what datetime would, float noise included."""
+    expected = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    assert expected == format_time(epoch)
