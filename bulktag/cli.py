@@ -21,7 +21,6 @@ from typing import Any, BinaryIO, NoReturn, TextIO
 
 import anyio
 
-from bulktag import __version__
 from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
 from bulktag.summary import ExitCode
 
@@ -187,31 +186,59 @@ def _add_ims_arguments(run: argparse.ArgumentParser) -> None:
         ims.add_argument(flag, type=kind, metavar="N", help=f"{text} [default {default}]")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Version(argparse.Action):
+    """``--version``, reading the installed version only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        import bulktag
+
+        sys.stdout.write(f"bulktag {bulktag.__version__}\n")
+        parser.exit()
+
+
+def _add_report(parser: argparse.ArgumentParser) -> None:
+    from bulktag.report import add_report_arguments
+
+    add_report_arguments(parser)
+
+
+def _add_verify(parser: argparse.ArgumentParser) -> None:
+    from bulktag.verify import add_verify_arguments
+
+    add_verify_arguments(parser)
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    from bulktag.fake.glance import add_serve_arguments
+
+    add_serve_arguments(parser)
+
+
+# Each command's flags are defined only when that command runs (or asks for --help): the
+# others would import the fake server's aiohttp.web, the report and verify modules for nothing.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("tag images listed in a CSV file", _add_run_arguments),
+    "demo": ("a one-minute tour against a built-in local server", lambda parser: None),
+    "report": ("summarise one or more journals (shards merge)", _add_report),
+    "verify": ("read tagged images back; report tags that are lost", _add_verify),
+    "serve-fake": ("run the built-in Glance-like server, to rehearse a run", _add_serve),
+}
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the command named in ``argv`` gets its flags defined."""
     parser = _Parser(
         prog="bulktag",
         description="Add tags to many cloud images, politely "
         "and resumably (OpenStack Glance v2 / Huawei Cloud IMS).",
     )
-    parser.add_argument("--version", action="version", version=f"bulktag {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_run_arguments(commands.add_parser("run", help="tag images listed in a CSV file"))
-    commands.add_parser("demo", help="a one-minute tour against a built-in local server")
-    from bulktag.fake.glance import add_serve_arguments
-    from bulktag.report import add_report_arguments
-    from bulktag.verify import add_verify_arguments
-
-    add_report_arguments(
-        commands.add_parser("report", help="summarise one or more journals (shards merge)")
-    )
-    add_verify_arguments(
-        commands.add_parser("verify", help="read tagged images back; report tags that are lost")
-    )
-    add_serve_arguments(
-        commands.add_parser(
-            "serve-fake", help="run the built-in Glance-like server, to rehearse a run"
-        )
-    )
+    wanted = next((arg for arg in argv if arg in _COMMANDS), None)
+    for name, (text, add_arguments) in _COMMANDS.items():
+        sub = commands.add_parser(name, help=text)
+        if name == wanted:
+            add_arguments(sub)
     return parser
 
 
@@ -247,7 +274,8 @@ def load_settings(args: argparse.Namespace, environment: Environment) -> Setting
 
 def main(argv: Sequence[str] | None = None, environment: Environment | None = None) -> int:
     environment = environment or _real_environment()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
         "run": _command_run,
         "demo": _command_demo,

@@ -37,7 +37,6 @@ from bulktag.journal import (
 )
 from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
-from bulktag.metrics import MetricsWriter, periodically
 from bulktag.model import InvalidRow
 from bulktag.policy import RetryPolicy, preflight_problem
 from bulktag.progress import count_lines, show_progress
@@ -47,6 +46,7 @@ from bulktag.transport import GlanceTransport, ImsTransport, make_session, norma
 
 if TYPE_CHECKING:
     from bulktag.cli import Environment
+    from bulktag.metrics import MetricsWriter
 
 log = structlog.get_logger()
 _SHOWN_INVALID = 20  # invalid rows a dry run lists by line
@@ -329,9 +329,11 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     """Run the engine with its companions: signal handling, progress, the time window."""
     settings = plan.settings
     tty = environment.stderr.isatty() and not wants_json(settings.log_format, environment.stderr)
-    metrics = MetricsWriter(Path(settings.metrics_file)) if settings.metrics_file else None
+    metrics = _metrics_writer(settings.metrics_file)
     async with anyio.create_task_group() as companions:
         if metrics is not None:
+            from bulktag.metrics import periodically
+
             companions.start_soon(periodically, engine, metrics, settings.progress_interval)
         companions.start_soon(_watch_signals, engine, settings.grace_period)
         companions.start_soon(
@@ -349,6 +351,14 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     if metrics is not None:  # after the periodic writer stopped, so the two never race
         _final_metrics(metrics, engine, report)
     return report
+
+
+def _metrics_writer(path: str | None) -> MetricsWriter | None:
+    if path is None:
+        return None
+    from bulktag.metrics import MetricsWriter  # prometheus-client only when asked for
+
+    return MetricsWriter(Path(path))
 
 
 def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) -> None:

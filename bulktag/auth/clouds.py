@@ -18,8 +18,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from bulktag.auth.base import CredentialsError
 from bulktag.auth.options import SECRET_FIELDS, CredentialOptions
 from bulktag.auth.redact import redacted_repr
@@ -118,6 +116,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CredentialsError(f"cannot read {path}: {type(exc).__name__}") from None
+    import yaml  # only when a clouds.yaml exists: most token runs never pay for the import
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -130,7 +130,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def _yaml_where(exc: yaml.YAMLError) -> str:
+def _yaml_where(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -29,7 +29,7 @@ def supports(flag: str) -> bool:
     # in the leftovers only if ``run`` does not know it. argparse exits only over a value it
     # could not convert, which means it knew the flag.
     try:
-        _, leftovers = build_parser().parse_known_args(["run", flag, "1"])
+        _, leftovers = build_parser(["run"]).parse_known_args(["run", flag, "1"])
     except SystemExit:
         return True
     return flag not in leftovers
