@@ -22,6 +22,7 @@ from bulktag.fake.keystone import (
 from bulktag.lock import JournalLock
 from tests.clitools import (
     fake_glance,
+    free_port,
     isolated_env,
     make_pairs,
     run_bulktag,
@@ -173,3 +174,99 @@ def test_a_run_logs_in_to_keystone_and_finds_glance_in_the_catalog(
     assert 1 == logins
     assert "secret-pw-42" not in stderr
     assert len(pairs) == len(journal.read_text().splitlines())
+
+
+def _one_line_error(done: object, code: int = 2) -> str:
+    assert code == done.code, done  # type: ignore[attr-defined]
+    lines = done.lines  # type: ignore[attr-defined]
+    assert "Traceback" not in done.stderr  # type: ignore[attr-defined]
+    [line] = [line for line in lines if "error" in line]
+    return str(line)
+
+
+def test_no_credentials_at_all_names_every_source_looked_at(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
+    done = run_bulktag([str(inventory)], tmp_path, env=isolated_env(tmp_path, token=None))
+    line = _one_line_error(done)
+    assert "no credentials found" in line
+    assert "OS_AUTH_URL" in line
+    assert "clouds.yaml" in line
+
+
+def test_an_unknown_cloud_lists_the_known_ones(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
+    (tmp_path / "clouds.yaml").write_text(
+        "clouds:\n  prod:\n    auth: {auth_url: 'http://127.0.0.1:9/v3'}\n"
+    )
+    done = run_bulktag(
+        [str(inventory), "--os-cloud", "staging"], tmp_path, env=isolated_env(tmp_path, token=None)
+    )
+    line = _one_line_error(done)
+    assert "'staging'" in line
+    assert "prod" in line
+
+
+def test_a_malformed_clouds_yaml_says_where(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
+    (tmp_path / "clouds.yaml").write_text("clouds:\n  prod: [unclosed\n  password: hunter22\n")
+    done = run_bulktag(
+        [str(inventory), "--os-cloud", "prod"], tmp_path, env=isolated_env(tmp_path, token=None)
+    )
+    line = _one_line_error(done)
+    assert "malformed YAML" in line
+    assert "line" in line
+    assert "hunter22" not in done.stderr  # the file may hold secrets: never quoted
+
+
+def test_an_identity_service_that_does_not_answer_is_exit_2(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
+    args = [
+        str(inventory),
+        "--os-auth-url",
+        f"http://127.0.0.1:{free_port()}/v3",
+        "--os-username",
+        "u",
+        "--os-password",
+        "pw-secret-1",
+        "--os-project-name",
+        "p",
+    ]
+    done = run_bulktag(args, tmp_path, env=isolated_env(tmp_path, token=None))
+    line = _one_line_error(done)
+    assert "does not answer" in line
+    assert "pw-secret-1" not in done.stderr
+
+
+def test_a_wrong_password_is_credentials_refused_exit_2(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
+    journal = tmp_path / "journal.jsonl"
+
+    async def scenario() -> object:
+        keystone = FakeKeystone(
+            FakeKeystoneConfig(
+                users=[FakeUser("u1", "operator", "right-password")],
+                projects=[FakeProject("p1", "images")],
+            )
+        )
+        async with serve_keystone(keystone) as auth_url:
+            args = [
+                str(inventory),
+                "--results",
+                str(journal),
+                "--os-auth-url",
+                auth_url,
+                "--os-username",
+                "operator",
+                "--os-password",
+                "wrong-password-77",
+                "--os-project-name",
+                "images",
+            ]
+            env = isolated_env(tmp_path, token=None)
+            return await anyio.to_thread.run_sync(lambda: run_bulktag(args, tmp_path, env=env))
+
+    done = anyio.run(scenario)
+    line = _one_line_error(done)
+    assert "credentials refused" in line
+    assert "wrong-password-77" not in done.stderr  # type: ignore[attr-defined]
+    assert not journal.exists()  # nothing started: no empty journal left behind

@@ -153,7 +153,9 @@ class KeystoneTokenProvider:
             issued = await self._login()
         except AuthRefused as exc:
             self._refused = exc
-            log.error("auth.login_refused", reason=str(exc), logins=self.logins)
+            # Debug only: the caller reports the refusal once (exit 2 at start, run_aborted
+            # mid-run); an error event here would print the same line twice.
+            log.debug("auth.login_refused", reason=str(exc), logins=self.logins)
             raise
         self._install(issued, started)
 
