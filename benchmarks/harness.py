@@ -7,6 +7,7 @@ server's own view of the run (PUTs, 503s, arrival times) from the endpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from endpoints import Server
 from measure import Measurement, achieved_rate, run_measured, worst_window
@@ -227,6 +228,7 @@ class Sample:
     server_rate: float  # PUT arrivals per second, first to last arrival
     worst_window: int  # most PUT arrivals in any one-second window
     failure: str | None  # why this run does not count, or None
+    summary: dict[str, Any]  # bulktag's own run_finished log event ({} for other clients)
 
     @property
     def rate(self) -> float:
@@ -282,6 +284,7 @@ class Harness:
             server_rate=achieved_rate(arrivals),
             worst_window=worst_window(arrivals),
             failure=failure,
+            summary=run_summary(err) if client is BULKTAG else {},
         )
         self._settle(client, sample, (out, err), job.journal if owns_journal else None)
         return sample
@@ -299,6 +302,25 @@ class Harness:
         message = f"{client.name}: {sample.failure} (logs kept: {logs[1]})"
         self.failures.append(message)
         self.log(f"    FAILED {message}")
+
+
+def run_summary(stderr: Path) -> dict[str, Any]:
+    """bulktag's ``run_finished`` event (counts, ``pace_cuts``...) from its JSON log, or {}.
+
+    Read from the end: the log of a long run can be large and the summary is the last event.
+    """
+    with stderr.open("rb") as log:
+        size = log.seek(0, os.SEEK_END)
+        log.seek(max(0, size - 65536))
+        tail = log.read().decode(errors="replace").splitlines()
+    for line in reversed(tail):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "run_finished":
+            return event
+    return {}
 
 
 def _with_journal(job: Job, journal: Path) -> Job:

@@ -313,7 +313,7 @@ def rate_accuracy(ctx: Context) -> Table:
         "the +5% window target. *achieved* is PUTs ÷ (last − first arrival); *worst 1 s* is "
         "the most arrivals in any sliding one-second window.",
         ["--rate", "--burst", "achieved /s", "error", "worst 1 s window", "over rate",
-         "target met"],
+         "pace cuts", "target met"],
     )  # fmt: skip
     with ExitStack() as stack:
         server = ctx.aiohttp_server(stack, [])
@@ -346,8 +346,15 @@ def rate_row(rate: int, burst: int, good: Sequence[Sample]) -> list[str]:
         spread(errors, "+.2f", "%"),
         spread([float(s.worst_window) for s in good]),
         spread(excess, "+.1f", "%"),
+        pace_cuts(good),
         verdict(met),
     ]
+
+
+def pace_cuts(good: Sequence[Sample]) -> str:
+    """How often bulktag's adaptive pacer slowed down, per run, from its own summary."""
+    cuts = [float(s.summary["pace_cuts"]) for s in good if "pace_cuts" in s.summary]
+    return spread(cuts) if cuts else "—"
 
 
 # ── 4. adaptive pacing ───────────────────────────────────────────────────────────────────────
@@ -365,7 +372,7 @@ def adaptive(ctx: Context) -> Table:
         f"(4× what the server takes) with `--burst {asked // 50}`, {pairs:,} pairs. *goodput* "
         "is accepted PUTs per second of the server's first-to-last arrival.",
         ["capacity /s", "goodput /s", "% of capacity", "rejected", "pairs/s start-to-exit",
-         "target met"],
+         "pace cuts", "target met"],
     )  # fmt: skip
     with ExitStack() as stack:
         server = ctx.aiohttp_server(stack, ["--capacity", str(capacity)])
@@ -385,7 +392,8 @@ def adaptive(ctx: Context) -> Table:
         met = statistics.median(share) >= 85 and statistics.median(rejected) <= 10
     table.rows.append([
         str(capacity), spread([s.goodput for s in good]), spread(share, ".0f", "%"),
-        spread(rejected, ".1f", "%"), spread([s.rate for s in good]), verdict(met),
+        spread(rejected, ".1f", "%"), spread([s.rate for s in good]), pace_cuts(good),
+        verdict(met),
     ])  # fmt: skip
     table.notes.append("target: goodput ≥ 85% of capacity with ≤ 10% of PUTs rejected")
     return table
