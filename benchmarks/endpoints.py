@@ -199,12 +199,30 @@ class Nginx(Server):
             cmd = pinned([self.binary, "-p", str(self.prefix), "-c", str(conf)], self.core)
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
             try:
+                self.wait_pidfile(self.proc)
                 wait_listening(self.port, self.proc, START_TIMEOUT_S)
                 return
             except ServerError:
-                self.stop()
-        log = (self.prefix / "error.log").read_text(errors="replace")[-2000:]
+                stop_process(self.proc)  # not self.stop(): the prefix is needed for the retry
+        error_log = self.prefix / "error.log"
+        log = error_log.read_text(errors="replace")[-2000:] if error_log.exists() else ""
         raise ServerError(f"nginx did not start; error.log ends with:\n{log}")
+
+    def wait_pidfile(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for nginx to write its pid file, which it does only once its socket is bound.
+
+        A successful connect alone proves nothing: whoever took the port in the meantime would
+        answer it too, while our nginx has already exited with "address in use".
+        """
+        pidfile = self.prefix / "nginx.pid"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServerError(f"nginx exited with {proc.returncode}")
+            if pidfile.exists() and pidfile.read_text().strip() == str(proc.pid):
+                return
+            time.sleep(0.02)
+        raise ServerError(f"nginx wrote no pid file in {START_TIMEOUT_S:.0f} s")
 
     def write_conf(self) -> Path:
         (self.prefix / "tmp").mkdir(exist_ok=True)
