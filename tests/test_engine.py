@@ -13,6 +13,7 @@ import pytest
 from bulktag.auth import AuthRefused
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.journal import JournalWriter
+from bulktag.policy import RetryPolicy
 from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, settings
 
 
@@ -142,9 +143,11 @@ async def test_the_rate_is_a_ceiling_in_every_one_second_window(tmp_path: Path) 
 async def test_pushback_slows_the_whole_run_near_the_servers_capacity(tmp_path: Path) -> None:
     server = fake(capacity=40.0)
     pairs = grid(images=120, tags=1)
+    # Real back-off, not FAST_RETRY: rows must outlast the seconds it takes to find the pace.
+    patient = RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=1.0)
     async with serve(server) as url:
         run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(rate=400.0, burst=10, concurrency=16)
+            csv_of(pairs), settings(rate=400.0, burst=10, concurrency=16, retry=patient)
         )
     statuses = Counter(r.status for r in server.requests)
     assert len(pairs) == statuses[204]

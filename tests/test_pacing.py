@@ -165,11 +165,12 @@ def test_a_cut_never_raises_the_rate_above_the_ceiling() -> None:
     ("window", "notes", "at", "expected"),
     [
         pytest.param(1.0, [], 5.0, 0.0, id="nothing"),
-        pytest.param(1.0, [0.0, 0.5, 0.9], 0.9, 3.0, id="all-inside"),
+        pytest.param(1.0, [0.0, 0.5, 0.9], 0.9, 3 / 0.9, id="all-inside-over-the-time-seen"),
         pytest.param(1.0, [0.0, 0.5, 0.9], 1.0, 3.0, id="edge-is-inclusive"),
         pytest.param(1.0, [0.0, 0.5, 0.9], 1.01, 2.0, id="oldest-forgotten"),
         pytest.param(1.0, [0.0, 0.5, 0.9], 5.0, 0.0, id="all-forgotten"),
-        pytest.param(2.0, [0.0, 0.5, 1.0, 1.5], 1.5, 2.0, id="per-second-over-a-longer-window"),
+        pytest.param(2.0, [0.0, 0.5, 1.0, 1.5], 1.5, 4 / 1.5, id="longer-window-not-yet-full"),
+        pytest.param(2.0, [0.0, 0.5, 1.0, 1.5, 2.0], 2.0, 2.5, id="per-second-over-a-full-window"),
     ],
 )  # fmt: skip
 def test_rate_meter_counts_events_per_second_over_its_window(
@@ -178,7 +179,7 @@ def test_rate_meter_counts_events_per_second_over_its_window(
     meter = RateMeter(window)
     for moment in notes:
         meter.note(moment)
-    assert expected == meter.rate(at)
+    assert pytest.approx(expected) == meter.rate(at)
 
 
 # -- Pacer (async, fake clock) -----------------------------------------------------------------
@@ -270,13 +271,13 @@ async def test_a_pause_that_starts_while_waiting_queues_the_caller_behind_it() -
 async def test_answered_counts_cuts_and_measures_goodput() -> None:
     fake = FakeTime()
     gate = pacer(100.0, fake)
-    for n in range(20):  # 20 accepted within the last second
+    for n in range(20):  # 20 accepted in the first 0.76 s: 26.3/s
         fake.now = T + n * 0.04
         gate.answered(sent_at=fake.now, pushback=False, retry_after=None)
     for _ in range(3):
         gate.answered(sent_at=fake.now, pushback=True, retry_after=None)
     assert 1 == gate.cuts
-    assert pytest.approx(0.9 * 20) == gate.state.rate
+    assert pytest.approx(0.9 * 20 / 0.76) == gate.state.rate
 
 
 @pytest.mark.asyncio
@@ -308,3 +309,24 @@ async def test_the_rate_settles_near_a_servers_capacity(capacity: int, ceiling: 
     settled = sum(1 for moment in sent if moment >= T + 30) / 60.0
     assert 0.8 * capacity <= settled <= 1.2 * capacity
     assert gate.cuts >= 1
+
+
+def test_rate_meter_early_in_a_run_divides_by_the_time_observed() -> None:
+    meter = RateMeter(window=1.0)
+    for n in range(150):
+        meter.note(10.0 + n * 0.002)  # 150 events in 0.3 s: 500/s
+    assert 490 <= meter.rate(10.3) <= 510
+
+
+def test_a_cut_early_in_a_run_lands_near_the_servers_capacity() -> None:
+    """A server taking 500/s, a client asking 5,000/s: the first cut must land near 450/s
+    (90% of what was accepted), not near the 135/s a full-second divisor would give."""
+    clock = [0.0]
+    pacer = Pacer(5000.0, clock=lambda: clock[0])
+    for n in range(150):  # 0.3 s of accepted answers at 500/s
+        clock[0] = n * 0.002
+        pacer.answered(sent_at=clock[0], pushback=False, retry_after=None)
+    for _ in range(5):  # then the server starts refusing
+        pacer.answered(sent_at=clock[0], pushback=True, retry_after=None)
+    assert 1 == pacer.cuts
+    assert 400 <= pacer.state.rate <= 500
