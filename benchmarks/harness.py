@@ -167,6 +167,9 @@ class Client:
     name: str
     command: Callable[[Tools, Job], list[str]]
     needs: Callable[[Tools], str | None]  # why it cannot run here, or None
+    loop: str | None = None  # the event loop it runs on, when fixed: "asyncio" or "uvloop"
+    is_bulktag: bool = False  # writes a journal and logs a run summary
+    hide_uvloop: bool = False  # run with uvloop made unimportable
 
 
 def bulktag_command(tools: Tools, job: Job) -> list[str]:
@@ -200,12 +203,24 @@ def sdk_command(tools: Tools, job: Job) -> list[str]:
     ]  # fmt: skip
 
 
-BULKTAG = Client("bulktag", bulktag_command, lambda t: t.bulktag_missing)
-MINIMAL_ASYNCIO = Client("minimal aiohttp (asyncio)", minimal_command("asyncio"), lambda t: None)
+BULKTAG = Client("bulktag", bulktag_command, lambda t: t.bulktag_missing, is_bulktag=True)
+# bulktag picks uvloop whenever it can import it; hiding it measures the stock loop too, so
+# each minimal client has a bulktag on its own event loop to be compared with.
+BULKTAG_ASYNCIO = Client(
+    "bulktag, uvloop hidden",
+    bulktag_command,
+    lambda t: t.bulktag_missing or (None if t.uvloop else "uvloop is not installed anyway"),
+    is_bulktag=True,
+    hide_uvloop=True,
+)
+MINIMAL_ASYNCIO = Client(
+    "minimal aiohttp (asyncio)", minimal_command("asyncio"), lambda t: None, "asyncio"
+)
 MINIMAL_UVLOOP = Client(
     "minimal aiohttp (uvloop)",
     minimal_command("uvloop"),
     lambda t: None if t.uvloop else "uvloop is not installed in the project venv",
+    "uvloop",
 )
 OPENSTACKSDK = Client(
     "openstacksdk add_tag (16 threads)",
@@ -257,16 +272,19 @@ class Harness:
         """Run ``client`` on ``job`` against ``server``; record why it failed, if it did."""
         self.sequence += 1
         stem = self.workdir / f"{self.sequence:04d}-{client.name.split()[0]}"
-        owns_journal = client is BULKTAG and job.journal is None
+        owns_journal = client.is_bulktag and job.journal is None
         if owns_journal:
             job = _with_journal(job, stem.with_suffix(".jsonl"))
         server.reset()
         cpu_before = server.cpu_seconds()
         out, err = stem.with_suffix(".out"), stem.with_suffix(".err")
         cmd = pinned(client.command(self.tools, job), self.tools.client_core)
-        measurement = run_measured(
-            cmd, job.timeout_s, out, err, env=self.tools.env, cwd=self.workdir
-        )
+        env = self.tools.env
+        if client.hide_uvloop:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [env.get("PYTHONPATH"), uvloop_blocker()])
+            )
+        measurement = run_measured(cmd, job.timeout_s, out, err, env=env, cwd=self.workdir)
         # Read the server's CPU before asking for stats: serialising a million arrival times
         # is the server's work, not the client's load.
         server_cpu_s = server.cpu_seconds() - cpu_before
@@ -284,7 +302,7 @@ class Harness:
             server_rate=achieved_rate(arrivals),
             worst_window=worst_window(arrivals),
             failure=failure,
-            summary=run_summary(err) if client is BULKTAG else {},
+            summary=run_summary(err) if client.is_bulktag else {},
         )
         self._settle(client, sample, (out, err), job.journal if owns_journal else None)
         return sample
@@ -304,23 +322,45 @@ class Harness:
         self.log(f"    FAILED {message}")
 
 
-def run_summary(stderr: Path) -> dict[str, Any]:
-    """bulktag's ``run_finished`` event (counts, ``pace_cuts``...) from its JSON log, or {}.
+def uvloop_blocker() -> str:
+    """A directory whose ``uvloop.py`` raises ImportError, to put on a child's PYTHONPATH."""
+    blocker = HERE / "work" / "no-uvloop"
+    blocker.mkdir(parents=True, exist_ok=True)
+    (blocker / "uvloop.py").write_text(
+        'raise ImportError("uvloop hidden by benchmarks/ to measure the stock asyncio loop")\n'
+    )
+    return str(blocker)
 
-    Read from the end: the log of a long run can be large and the summary is the last event.
+
+def run_summary(stderr: Path) -> dict[str, Any]:
+    """bulktag's ``run_finished`` event (counts, ``pace_cuts``...) from its JSON log, plus the
+    ``event_loop`` its ``run_started`` event names; {} when the log has neither.
+
+    Only the head and the tail are read: the log of a long run can be large, and those two
+    events are its first and last.
     """
     with stderr.open("rb") as log:
+        head = log.read(65536)
         size = log.seek(0, os.SEEK_END)
         log.seek(max(0, size - 65536))
-        tail = log.read().decode(errors="replace").splitlines()
-    for line in reversed(tail):
+        tail = log.read()
+    events = {e.get("event"): e for e in _json_events(head + b"\n" + tail)}
+    summary = dict(events.get("run_finished", {}))
+    if "event_loop" in events.get("run_started", {}):
+        summary["event_loop"] = events["run_started"]["event_loop"]
+    return summary
+
+
+def _json_events(text: bytes) -> list[dict[str, Any]]:
+    events = []
+    for line in text.decode(errors="replace").splitlines():
         try:
             event = json.loads(line)
         except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("event") == "run_finished":
-            return event
-    return {}
+            continue  # a line cut by the head/tail split, or not JSON
+        if isinstance(event, dict):
+            events.append(event)
+    return events
 
 
 def _with_journal(job: Job, journal: Path) -> Job:
