@@ -6,9 +6,11 @@ manner of rclone's ``lib/pacer``), fed one answer at a time:
 
 * ``share`` is a moving average of the fraction of answers that were pushback. An isolated 503
   from a flaky backend barely moves it; a server at capacity drives it up within a few answers.
-* When ``share`` passes ``cut_share``, the allowed rate is cut to what the server actually
-  accepted over the last second (its goodput), a little below — not by a blind factor, so the
-  run lands near the server's capacity in one step instead of bouncing.
+* When ``share`` passes ``cut_share``, the allowed rate is cut to a little below what the
+  server accepted *since it started refusing* — once a token bucket refuses, it admits exactly
+  its refill rate, so that is the server's capacity, without the burst credit that inflates
+  any earlier measurement. Until the refusals have lasted ``measure_for`` seconds there is
+  nothing to measure yet, and the cut is a blind halving.
 * A cut only happens for an answer to a request sent *after* the previous cut: the answers to
   requests already in flight describe the old rate.
 * While nothing pushes back, the allowed rate grows back by ``growth_per_second``.
@@ -24,7 +26,6 @@ manner of rclone's ``lib/pacer``), fed one answer at a time:
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -36,7 +37,9 @@ class PacingPolicy:
     cut_share: float = 0.1  # pushback share (moving average) that triggers a cut
     share_weight: float = 0.05  # weight of the newest answer in that average (~ last 20)
     below_goodput: float = 0.9  # a cut sets the rate to this × the accepted rate
-    blind_cut: float = 0.5  # cut factor when nothing was accepted lately to measure
+    blind_cut: float = 0.5  # cut factor while the refusals are too recent to measure
+    measure_for: float = 0.05  # seconds of refusals before their goodput is trusted
+    calm_after: float = 1.0  # seconds without pushback that end a refusal episode
     growth_per_second: float = 1.10  # while things go well, allowed rate ×= this per second
     min_rate: float = 0.2  # never slower than one request every five seconds
 
@@ -67,12 +70,17 @@ def on_answer(
     now: float,
     accepted_rate: float,
     retry_after: float | None = None,
+    may_cut: bool = True,
 ) -> PaceState:
-    """Fold one answer from the server into the pacing state."""
+    """Fold one answer from the server into the pacing state.
+
+    ``accepted_rate``: the server's measured goodput (0: not known yet, cut blind);
+    ``may_cut``: False holds a cut back (the caller allows one blind cut per measuring span).
+    """
     if not pushback and not state.throttled and state.share < _NEGLIGIBLE:
         return state  # the hot path of a healthy run: nothing to change
     share = state.share + policy.share_weight * (float(pushback) - state.share)
-    if pushback and share >= policy.cut_share and sent_at >= state.cut_at:
+    if pushback and may_cut and share >= policy.cut_share and sent_at >= state.cut_at:
         return _cut(
             state,
             policy,
@@ -99,6 +107,8 @@ def _cut(
 ) -> PaceState:
     if accepted_rate > 0:
         target = min(state.rate, accepted_rate * policy.below_goodput)
+        if target >= state.rate:  # already at or below the measured pace: nothing to cut
+            return replace(state, share=0.0, updated_at=now)
     else:
         target = state.rate * policy.blind_cut
     paused_until = state.paused_until
@@ -112,37 +122,6 @@ def _cut(
         paused_until=paused_until,
         updated_at=now,
     )
-
-
-class RateMeter:
-    """Events per second over the last ``window`` seconds (a deque of timestamps)."""
-
-    def __init__(self, window: float = 1.0, minimum_span: float = 0.05) -> None:
-        self._window = window
-        self._minimum_span = minimum_span
-        self._first: float | None = None
-        self._times: deque[float] = deque()
-
-    def note(self, now: float) -> None:
-        if self._first is None:
-            self._first = now
-        self._times.append(now)
-        self._forget(now)
-
-    def rate(self, now: float) -> float:
-        """Divided by the time actually observed: 150 events in the first 0.3 s of a run are
-        500/s, not 150/s (dividing by the full window made the first cut land far too low)."""
-        self._forget(now)
-        if self._first is None:
-            return 0.0
-        span = min(self._window, max(self._minimum_span, now - self._first))
-        return len(self._times) / span
-
-    def _forget(self, now: float) -> None:
-        horizon = now - self._window
-        times = self._times
-        while times and times[0] < horizon:
-            times.popleft()
 
 
 class Pacer:
@@ -161,7 +140,9 @@ class Pacer:
         now = clock()
         self.state = PaceState(ceiling=ceiling, rate=ceiling, updated_at=now)
         self._next_slot = now
-        self._accepted = RateMeter()
+        self._refusing_since: float | None = None  # first pushback of this episode
+        self._accepted_since = 0  # answers accepted since then
+        self._last_pushback = float("-inf")
         self.cuts = 0  # how many times pushback cut the rate (for the summary)
 
     async def wait_turn(self) -> float:
@@ -183,8 +164,10 @@ class Pacer:
     def answered(self, *, sent_at: float, pushback: bool, retry_after: float | None) -> None:
         """Feed the server's answer to a request that left at ``sent_at``."""
         now = self._clock()
-        if not pushback:
-            self._accepted.note(now)
+        goodput = self._goodput(now, pushback)
+        # Blind (unmeasured) cuts at most once per measuring span: one per round trip on a
+        # fast link would halve the rate to nothing before the first measurement.
+        may_cut = goodput > 0 or now - self.state.cut_at >= self.policy.measure_for
         before = self.state.cut_at
         self.state = on_answer(
             self.state,
@@ -192,8 +175,27 @@ class Pacer:
             pushback=pushback,
             sent_at=sent_at,
             now=now,
-            accepted_rate=self._accepted.rate(now) if pushback else 0.0,
+            accepted_rate=goodput,
             retry_after=retry_after,
+            may_cut=may_cut,
         )
         if self.state.cut_at != before:
             self.cuts += 1
+        if pushback:
+            self._last_pushback = now
+        elif now - self._last_pushback >= self.policy.calm_after:
+            self._refusing_since = None  # calm again: the next refusals are a new episode
+
+    def _goodput(self, now: float, pushback: bool) -> float:
+        """Accepted answers per second since the server started refusing; 0 while unknown."""
+        if not pushback:
+            self._accepted_since += self._refusing_since is not None
+            return 0.0
+        if self._refusing_since is None:
+            self._refusing_since, self._accepted_since = now, 0
+        span = now - self._refusing_since
+        if span < self.policy.measure_for:
+            return 0.0
+        # (n + 1) / span: with few answers counted, n / span undershoots (1 accepted in 90 ms
+        # reads as 11/s from a 20/s server) and a cut would land far below the capacity.
+        return (self._accepted_since + 1) / span
