@@ -495,3 +495,22 @@ def test_format_time_matches_datetime_to_the_millisecond(epoch: float) -> None:
     """The cached formatter must print exactly what datetime would, float noise included."""
     expected = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
     assert expected == format_time(epoch)
+
+
+@given(
+    st.text(min_size=1, max_size=40),
+    st.text(min_size=1, max_size=40),
+    st.sampled_from([Outcome.OK, Outcome.FAILED]),
+    st.one_of(st.none(), st.text(max_size=30)),
+)
+def test_the_resume_fast_path_keys_every_rendered_record_like_pair_key(
+    image_id: str, tag: str, outcome: Outcome, error: str | None
+) -> None:
+    """load_index reads common records with a regex over the bytes; whatever the strings hold
+    (quotes, backslashes, non-ASCII, 'elapsed_ms' inside an error), the key must be pair_key's."""
+    record = Result(7, image_id, tag, outcome, 204, 1, error, None, 1_764_295_201.0, 3)
+    index = load_index([render(record)])
+    key = pair_key(image_id, tag)
+    assert (outcome is Outcome.OK) == (key in index.done)
+    assert (outcome is Outcome.FAILED) == (key in index.failed)
+    assert 0 == index.unreadable
