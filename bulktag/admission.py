@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
+from bulktag.keyset import KeySet
 from bulktag.model import InvalidRow, Row
 from bulktag.summary import Tally
 
@@ -87,7 +88,7 @@ class Admission:
         self._retry_failed = retry_failed
         self._shard = shard
         self._api = api.value
-        self._seen: set[int] = set()  # keys met in this run's input, for duplicate rows
+        self._seen = KeySet()  # keys met in this run's input, for duplicate rows
         # IMS: slot (image, key) → the key of the value this run's input last asked for it.
         self._slots: dict[int, int] = {}
 
@@ -137,7 +138,4 @@ class Admission:
                 return True
             self._slots[slot] = key
             return False
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        return False
+        return not self._seen.add(key)
