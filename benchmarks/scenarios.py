@@ -339,9 +339,9 @@ def rate_accuracy(ctx: Context) -> Table:
     table = Table(
         "3. Rate accuracy",
         f"bulktag `--rate R --burst B --concurrency 64`, R × {seconds:g} s worth of pairs, "
-        "against an aiohttp.web server that records every PUT's arrival time. B = 1 is "
-        "bulktag's default; B = R/50 is a burst small enough that rate + burst stays within "
-        "the +5% window target. *achieved* is PUTs ÷ (last − first arrival); *worst 1 s* is "
+        "against an aiohttp.web server that records every PUT's arrival time. B = 1 is a "
+        "one-request bucket (shown for contrast); B = R/50 is bulktag's default burst, small "
+        "enough that rate + burst stays within the +5% window target. *achieved* is PUTs ÷ (last − first arrival); *worst 1 s* is "
         "the most arrivals in any sliding one-second window.",
         ["--rate", "--burst", "achieved /s", "error", "worst 1 s window", "over rate",
          "pace cuts", "target met"],
@@ -408,8 +408,8 @@ def adaptive(ctx: Context) -> Table:
     with ExitStack() as stack:
         server = ctx.aiohttp_server(stack, ["--capacity", str(capacity)])
         csv = workloads.write_csv(ctx.path("adaptive.csv"), pairs)
-        # Burst rate/50, not the default 1: with burst 1 the limiter alone under-delivers
-        # (scenario 3), which would blur what adaptive pacing does.
+        # Burst rate/50 (bulktag's default), not 1: with burst 1 the limiter alone
+        # under-delivers (scenario 3), which would blur what adaptive pacing does.
         job = Job(csv, pairs, server.base_url, rate=asked, burst=asked // 50)
         samples = []
         for rep in range(ctx.sizes.repetitions):
