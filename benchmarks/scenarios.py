@@ -341,8 +341,9 @@ def rate_accuracy(ctx: Context) -> Table:
         f"bulktag `--rate R --burst B --concurrency 64`, R × {seconds:g} s worth of pairs, "
         "against an aiohttp.web server that records every PUT's arrival time. B = 1 is a "
         "one-request bucket (shown for contrast); B = R/50 is bulktag's default burst, small "
-        "enough that rate + burst stays within the +5% window target. *achieved* is PUTs ÷ (last − first arrival); *worst 1 s* is "
-        "the most arrivals in any sliding one-second window.",
+        "enough that rate + burst stays within the +5% window target. *achieved* is PUTs ÷ "
+        "(last − first arrival); *worst 1 s* is the most arrivals in any sliding one-second "
+        "window.",
         ["--rate", "--burst", "achieved /s", "error", "worst 1 s window", "over rate",
          "pace cuts", "target met"],
     )  # fmt: skip
