@@ -108,13 +108,14 @@ class Admission:
         # An IMS key this run already set to another value: what the journal says is done
         # describes the image before that, so the row is sent whatever the journal says.
         moved = slot is not None and self._slots.get(slot, key) != key
-        if key in self._index.done and not moved:
+        earlier = self._index.state(key)
+        if earlier == "done" and not moved:
             if isinstance(item, InvalidRow):
                 tally.skipped_still_bad += 1  # invalid in an earlier run, still invalid
             else:
                 tally.skipped_done += 1
             return Decision.SKIP
-        if key in self._index.failed and not self._retry_failed:
+        if earlier == "failed" and not self._retry_failed:
             tally.skipped_still_bad += 1  # failed in an earlier run: not sent, still not ok
             return Decision.SKIP
         if self._repeated(key, slot):

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from bulktag.model import Outcome, Result
 
@@ -206,8 +206,16 @@ class ResumeIndex:
     def empty(cls) -> ResumeIndex:
         return cls(set(), set())
 
+    def state(self, key: int) -> Literal["done", "failed"] | None:
+        """What earlier runs settled for ``key``: done (ok, or invalid), failed, or nothing."""
+        if key in self.done:
+            return "done"
+        return "failed" if key in self.failed else None
+
     def is_settled(self, key: int, retry_failed: bool = False) -> bool:
-        return key in self.done or (not retry_failed and key in self.failed)
+        """The resume rule: skip what is done, and what failed unless retrying failures."""
+        state = self.state(key)
+        return state == "done" or (state == "failed" and not retry_failed)
 
     def settle(self, key: int, outcome: Outcome, slot: int | None = None) -> None:
         if outcome is Outcome.FAILED:
