@@ -41,15 +41,18 @@ def missing_tags(cloud: Cloud, rows: Iterable[tuple[str, str]]) -> list[tuple[st
     return [(image, tag) for image, tag in rows if tag not in stored[image]]
 
 
-async def put_all(base: str, rows: list[tuple[str, str]], concurrency: int) -> Counter[int]:
-    """A naive client: ``concurrency`` workers taking rows in input order, no per-image care."""
-    statuses: Counter[int] = Counter()
+async def put_all(
+    base: str, rows: list[tuple[str, str]], concurrency: int
+) -> dict[tuple[str, str], int]:
+    """A naive client: ``concurrency`` workers taking rows in input order, no per-image care.
+    Returns the status Glance answered for each row."""
+    statuses: dict[tuple[str, str], int] = {}
     pending = iter(rows)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for image, tag in pending:  # one shared iterator: each row is taken exactly once
             async with session.put(f"{base}/v2/images/{image}/tags/{tag}") as resp:
-                statuses[resp.status] += 1
+                statuses[image, tag] = resp.status
 
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
@@ -58,19 +61,35 @@ async def put_all(base: str, rows: list[tuple[str, str]], concurrency: int) -> C
 
 def test_real_glance_loses_tags_under_concurrent_puts(cloud: Cloud) -> None:
     """The premise, shown without bulktag: if this stops failing tags, the fixture (or Glance)
-    no longer reproduces the race and the tests below prove nothing."""
+    no longer reproduces the race and the tests below prove nothing.
+
+    Glance answers most racing PUTs 204 and some 500: two overlapping rewrites can leave the
+    same tag row twice, and the next read of that image trips over it (``MultipleResultsFound``
+    in glance.log, seen in CI). Both are symptoms of the one race; what matters is that tags
+    Glance *acknowledged* are gone on read-back.
+    """
     images = cloud.open().create_images("premise", IMAGES)
     rows = grouped(images, TAGS_PER_IMAGE)
 
     statuses = asyncio.run(put_all(cloud.glance_open.url, rows, CONCURRENCY))
 
-    assert statuses == Counter({204: len(rows)}), "every PUT was acknowledged"
-    lost = missing_tags(cloud, rows)
-    assert lost, "no tag was lost: Glance no longer races (or the server is not concurrent)"
+    counts = Counter(statuses.values())
+    assert set(counts) <= {204, 500}, counts
+    assert counts[204] > len(rows) // 2, counts
+    acknowledged = [row for row in rows if statuses[row] == 204]
+    lost = missing_tags(cloud, acknowledged)
+    assert lost, (
+        f"no acknowledged tag was lost ({counts}): Glance no longer races "
+        "(or the server is not concurrent)"
+    )
 
 
 def run_grouped(
-    cloud: Cloud, bulktag: Callable[..., Invocation], tmp_path: Path, *extra: str
+    cloud: Cloud,
+    bulktag: Callable[..., Invocation],
+    tmp_path: Path,
+    *extra: str,
+    exit_codes: Iterable[int] = (0,),
 ) -> tuple[list[tuple[str, str]], str]:
     images = cloud.open().create_images(tmp_path.name, IMAGES)
     rows = grouped(images, TAGS_PER_IMAGE)
@@ -88,7 +107,7 @@ def run_grouped(
         str(CONCURRENCY),
         *extra,
     ).run()
-    assert done.returncode == 0, describe(done)
+    assert done.returncode in exit_codes, describe(done)
     return rows, describe(done)
 
 
@@ -113,8 +132,15 @@ def test_control_without_the_image_lock_bulktag_loses_tags(
     """The same input and settings with serialization switched off must lose tags: proof that
     the test above can fail, and that it passes because of the lock."""
     require("--unsafe-no-image-lock", "the testing switch that turns per-image locking off")
-    rows, output = run_grouped(cloud, bulktag, tmp_path, "--unsafe-no-image-lock")
+    # Exit 1 is allowed: without the lock Glance may also answer 500 (see the premise test)
+    # until bulktag gives the row up as failed. The proof is in the rows journaled ok.
+    _, output = run_grouped(cloud, bulktag, tmp_path, "--unsafe-no-image-lock", exit_codes=(0, 1))
 
-    assert missing_tags(cloud, rows), (
-        f"nothing lost without the lock: the race is not shown\n{output}"
+    journaled_ok = [
+        (r["image_id"], r["tag"])
+        for r in read_journal(tmp_path / "journal.jsonl")
+        if r["outcome"] == "ok"
+    ]
+    assert missing_tags(cloud, journaled_ok), (
+        f"nothing journaled ok was lost without the lock: the race is not shown\n{output}"
     )
