@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulktag import source
 from bulktag.model import InvalidRow, Row
 from bulktag.source import Parsed, open_text, read_rows
 
@@ -242,3 +244,54 @@ def test_any_bytes_give_rows_or_invalid_rows_and_rows_are_always_valid(data: byt
                 if text is not None:
                     text.encode("utf-8")
         assert item.line >= 1
+
+
+# -- property: the fast lane reads exactly what the CSV path reads -----------------------------
+
+
+def rows_without_fast_lane(data: bytes, monkeypatch: pytest.MonkeyPatch) -> list[Parsed]:
+    with monkeypatch.context() as patch:
+        patch.setattr(source, "_plain_pair", lambda columns: None)
+        return rows(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_INPUTS)
+def test_fast_lane_reads_exactly_what_the_csv_path_reads(data: bytes) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert rows(data) == rows_without_fast_lane(data, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(
+            f'{U1},gold\n"{U2},multi\n{U1},line"\n{U2},silver\n'.encode(), id="quoted-span"
+        ),
+        pytest.param(f"image_id,tag\r\n{U1},gold\r\n{U2},silver\r\n".encode(), id="crlf-header"),
+        pytest.param(f"tag,image_id\n{U1},gold\ngold,{U1}\n".encode(), id="header-swapped"),
+        pytest.param(f"image_id,tag,note\n{U1},gold\n{U1},gold,x\n".encode(), id="header-3-wide"),
+        pytest.param(f"# c\n\n{U1},gold\n{UPPER},gold\n{U1},{'x' * 256}\n".encode(), id="mixed"),
+        pytest.param(f"{U1},gold\r{U2},silver\r".encode(), id="cr-only"),
+    ],
+)
+def test_fast_lane_agrees_on_awkward_layouts(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = rows(data)
+    assert fast == rows_without_fast_lane(data, monkeypatch)
+    assert fast  # each layout yields something to compare
+
+
+def test_fast_lane_is_taken_for_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane is real: plain lines after a header never reach the CSV reader."""
+    seen: list[list[str]] = []
+    real_reader = source.csv.reader
+
+    def counting_reader(lines: Iterator[str]) -> Iterator[list[str]]:
+        for fields in real_reader(lines):
+            seen.append(fields)
+            yield fields
+
+    monkeypatch.setattr(source.csv, "reader", counting_reader)
+    parsed = rows(f"image_id,tag\n{U1},gold\n{U2},silver\n{UPPER},gold\n".encode())
+    assert [Row(2, U1, "gold"), Row(3, U2, "silver"), Row(4, U1, "gold")] == parsed
+    assert [["image_id", "tag"], [UPPER, "gold"]] == seen
