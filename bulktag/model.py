@@ -1,12 +1,16 @@
 """The values that flow through a run: an input row, and the outcome recorded for it.
 
 Pure data, no I/O. Every other module speaks in these terms.
+
+Rows and results are named tuples rather than frozen dataclasses: just as immutable, and a
+run makes one of each per input row — a frozen dataclass's ``__init__`` (``object.__setattr__``
+per field) cost 2.4 µs for a Result against 0.8 µs for the tuple (measured with timeit).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Outcome(StrEnum):
@@ -22,8 +26,7 @@ class Outcome(StrEnum):
 SETTLED = frozenset({Outcome.OK, Outcome.FAILED, Outcome.INVALID})
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One valid ``(image_id, tag)`` pair read from the input, with its line number.
 
     ``value`` is an IMS tag's value (``image_id,key,value`` input); None for a bare tag or key.
@@ -36,8 +39,7 @@ class Row:
     value: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidRow:
+class InvalidRow(NamedTuple):
     """A row that failed local validation; ``image_id``/``tag`` as given (None when absent)."""
 
     line: int
@@ -47,8 +49,7 @@ class InvalidRow:
     value: str | None = None  # as given, when the input had a value column
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """The outcome of one row: exactly what becomes one journal line."""
 
     line: int

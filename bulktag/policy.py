@@ -16,12 +16,12 @@ import email.utils
 import random
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from bulktag.model import Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """What one attempt got back: an HTTP status, or a transport error (status None)."""
 
     status: int | None
@@ -43,6 +43,11 @@ class Verdict:
     pushback: bool  # the server says it is overloaded: slow the whole run, not only this row
 
 
+# The verdicts and settlements of every healthy answer, made once: decide() runs per request.
+_OK = Verdict(Kind.OK, pushback=False)
+_PERMANENT = Verdict(Kind.PERMANENT, pushback=False)
+
+
 def image_missing(answer: Answer) -> bool:
     """Whether a 404 says the *image* is unknown (Glance: "No image found with ID …") rather
     than that the tag is absent (a bare "Not Found", or "Tag … not found")."""
@@ -58,11 +63,11 @@ def classify(
     """
     status = answer.status
     if status == 404 and absent_is_ok and not image_missing(answer):
-        return Verdict(Kind.OK, pushback=False)
+        return _OK
     if status is None:  # connection refused or dropped, timeout: transient, not a load signal
         return Verdict(Kind.RETRYABLE, pushback=False)
     if 200 <= status < 300:
-        return Verdict(Kind.OK, pushback=False)
+        return _OK
     if status == 401:
         return Verdict(Kind.AUTH, pushback=False)
     if status in (429, 503) or (status == 413 and answer.retry_after is not None):
@@ -74,7 +79,7 @@ def classify(
         return Verdict(kind, pushback=False)
     if status >= 500:
         return Verdict(Kind.RETRYABLE, pushback=False)
-    return Verdict(Kind.PERMANENT, pushback=False)  # 400, 403, 404, 413 quota, 409, 3xx...
+    return _PERMANENT  # 400, 403, 404, 413 quota, 409, 3xx...
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -127,6 +132,9 @@ class Abort:
 
 Decision = Settle | Retry | Abort
 
+_SETTLE_OK = Settle(Outcome.OK)
+_SETTLE_FAILED = Settle(Outcome.FAILED)
+
 
 def decide(
     policy: RetryPolicy,
@@ -140,9 +148,9 @@ def decide(
     """What to do after attempt number ``attempt`` (1-based) got ``answer``."""
     verdict = classify(answer, attempt, policy.max_500_attempts, absent_is_ok)
     if verdict.kind is Kind.OK:
-        return Settle(Outcome.OK)
+        return _SETTLE_OK
     if verdict.kind is Kind.PERMANENT:
-        return Settle(Outcome.FAILED)
+        return _SETTLE_FAILED
     if verdict.kind is Kind.AUTH:
         return Abort()
     if attempt >= policy.max_attempts:
