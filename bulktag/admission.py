@@ -88,23 +88,26 @@ class Admission:
         self._retry_failed = retry_failed
         self._shard = shard
         self._api = api.value
+        # Decided once, not per row (decide runs for every input row, a million on resume).
+        self._sharded = shard.count > 1
+        self._ims = api is Api.IMS
         self._seen = KeySet()  # keys met in this run's input, for duplicate rows
         # IMS: slot (image, key) → the key of the value this run's input last asked for it.
         self._slots: dict[int, int] = {}
 
     def key(self, item: Row | InvalidRow) -> int:
-        if isinstance(item, InvalidRow):
-            return invalid_key(item.line, item.image_id, item.tag, item.value)
-        return row_key(item.image_id, item.tag, self._op, item.value, self._api)
+        if type(item) is Row:
+            return row_key(item.image_id, item.tag, self._op, item.value, self._api)
+        return invalid_key(item.line, item.image_id, item.tag, item.value)
 
     def decide(self, item: Row | InvalidRow) -> Decision:
         tally = self._tally
         tally.read += 1
-        if not self._shard.owns(item.image_id):
+        if self._sharded and not self._shard.owns(item.image_id):
             tally.skipped_other_shard += 1
             return Decision.SKIP
         key = self.key(item)
-        slot = self._slot(item)
+        slot = self._slot(item) if self._ims else None
         # An IMS key this run already set to another value: what the journal says is done
         # describes the image before that, so the row is sent whatever the journal says.
         moved = slot is not None and self._slots.get(slot, key) != key
@@ -124,7 +127,7 @@ class Admission:
         return Decision.RECORD_INVALID if isinstance(item, InvalidRow) else Decision.SEND
 
     def _slot(self, item: Row | InvalidRow) -> int | None:
-        if self._api != Api.IMS.value or isinstance(item, InvalidRow):
+        if isinstance(item, InvalidRow):
             return None
         return ims_slot(item.image_id, item.tag)
 

@@ -33,7 +33,7 @@ from bulktag.journal import (
     ResumeIndex,
     load_index,
     prepare,
-    read_lines,
+    read_blocks,
 )
 from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
@@ -454,7 +454,7 @@ def _dry_run(
     op, shard = work
     index = ResumeIndex.empty()
     if journal.is_file():  # read-only: a torn last line is just an unreadable line here
-        index = load_index(read_lines(journal))
+        index = load_index(read_blocks(journal))
     tally = Tally()
     admission = Admission(
         index,

@@ -17,7 +17,7 @@ from typing import Any
 from bulktag.admission import Api, Op
 from bulktag.auth import StaticToken, TokenProvider
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch, one_tag_at_a_time
-from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_lines
+from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_blocks
 from bulktag.policy import RetryPolicy
 from bulktag.source import GLANCE_RULES, TagRules, ims_rules, open_text, read_rows
 from bulktag.transport import GlanceTransport, ImsTransport, make_session
@@ -76,7 +76,7 @@ class Harness:
     def index(self) -> ResumeIndex:
         if not self.journal.exists():
             return ResumeIndex.empty()
-        return load_index(read_lines(self.journal))
+        return load_index(read_blocks(self.journal))
 
     def records(self) -> list[dict[str, Any]]:
         if not self.journal.exists():

@@ -26,6 +26,7 @@ from bulktag.journal import (
     load_index,
     pair_key,
     prepare,
+    read_blocks,
     render,
     repair_torn_tail,
 )
@@ -307,6 +308,75 @@ def test_unreadable_lines_are_counted_and_skipped_and_blank_lines_ignored() -> N
 
 def test_an_empty_journal_gives_an_empty_index() -> None:
     assert ResumeIndex(set(), set(), 0, 0) == load_index([])
+
+
+# -- reading in blocks: the fast scan agrees with the line-by-line parse --------------------
+
+# Every kind of line a journal can hold: plain Glance adds (the fast pattern), removes, IMS
+# records, invalid rows, escapes, blank and CRLF lines, garbage, and two records glued onto one
+# line (what a pre-repair torn write left).
+_JOURNAL_LINES = st.sampled_from(
+    [
+        record(Outcome.OK, U1, "gold"),
+        record(Outcome.FAILED, U1, "gold"),
+        record(Outcome.GAVE_UP, U1, "gold"),
+        record(Outcome.OK, U2, "silver", line=3),
+        record(Outcome.INVALID, U2, "bad tag", line=4),
+        record(Outcome.OK, U1, 'quo"te'),
+        render(Result(5, U1, "gold", Outcome.OK, at=AT, op="remove")),
+        render(Result(6, U2, "env", Outcome.OK, at=AT, value="prod", api="ims")),
+        render(Result(7, U2, "env", Outcome.OK, at=AT, value="test", api="ims")),
+        record(Outcome.OK, U2, "crlf")[:-1] + b"\r\n",
+        b"\n",
+        b"not json\n",
+        record(Outcome.OK, U1, "glued")[:40] + record(Outcome.OK, U2, "after-glue"),
+    ]
+)
+
+
+def index_state(index: ResumeIndex) -> tuple[object, ...]:
+    return index.done, index.failed, index.latest, index.records, index.unreadable
+
+
+@given(st.lists(_JOURNAL_LINES, max_size=30), st.integers(min_value=1, max_value=600))
+def test_blocks_of_any_size_give_the_index_that_line_by_line_gives(
+    lines: list[bytes], block_size: int
+) -> None:
+    text = b"".join(lines)
+    by_line = load_index(text.splitlines(keepends=True))
+    blocks = list(_blocks(text, block_size))
+    assert b"".join(blocks) == text
+    assert index_state(by_line) == index_state(load_index(blocks))
+
+
+def _blocks(text: bytes, size: int) -> list[bytes]:
+    """What read_blocks makes of ``text`` with blocks of ``size`` bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "journal.jsonl"
+        path.write_bytes(text)
+        return list(read_blocks(path, size))
+
+
+def test_each_block_ends_at_a_line_end(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(record(Outcome.OK) * 50 + b"tail without newline")
+    blocks = list(read_blocks(path, 100))
+    assert all(block.endswith(b"\n") for block in blocks[:-1])
+    assert blocks[-1].endswith(b"tail without newline")
+    assert 51 == sum(block.count(b"\n") for block in blocks) + 1
+
+
+def test_a_glued_line_is_one_unreadable_line_as_json_sees_it() -> None:
+    """A record cut short with the next one written after it on the same line (what a torn
+    write left before repair_torn_tail existed): one line, which json.loads cannot read. The
+    fast scan finds the whole record inside it but must not take it: the line is not plain."""
+    glued = record(Outcome.OK, U1, "cut")[:40] + record(Outcome.OK, U2, "whole")
+    index = load_index([record(Outcome.OK, U1, "before") + glued])
+    assert index.is_settled(pair_key(U1, "before"))
+    assert not index.is_settled(pair_key(U2, "whole"))
+    assert (2, 1) == (index.records, index.unreadable)
 
 
 # -- prepare -----------------------------------------------------------------------------------
