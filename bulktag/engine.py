@@ -29,7 +29,6 @@ with a 400 is sent again row by row, so one row it cannot take does not fail its
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -55,7 +54,13 @@ from bulktag.source import Parsed
 from bulktag.streams import get, put
 from bulktag.summary import FailureBreaker, Tally
 
-_READ_BATCH = 512  # rows parsed per trip to the reader thread
+# Rows parsed per trip to the reader thread. Each trip is a thread hand-off (a lock, a
+# wake-up, a GIL switch); at 512 rows a trip they were ~12% of the engine's CPU, at 2048 the
+# engine costs ~18 instead of ~21 us a row (instant sender, 100k rows; more rows a trip gained
+# nothing). A trip also ends with the first row read after _READ_LINGER has passed since its
+# first row: rows from a slow producer on stdin wait for the next row at most, not for 2048.
+_READ_BATCH = 2048
+_READ_LINGER = 0.05
 
 
 class Send(Protocol):
@@ -125,8 +130,20 @@ class RunReport:
         return self.stopped_by == "max_duration"
 
 
-def _take(rows: Iterator[Parsed], count: int) -> list[Parsed]:
-    return list(itertools.islice(rows, count))
+def _take(rows: Iterator[Parsed], count: int, linger: float = _READ_LINGER) -> list[Parsed]:
+    """Up to ``count`` rows, or fewer once ``linger`` seconds passed since the first one."""
+    batch: list[Parsed] = []
+    deadline = 0.0
+    for item in rows:
+        batch.append(item)
+        if len(batch) >= count:
+            break
+        now = time.monotonic()
+        if len(batch) == 1:
+            deadline = now + linger
+        elif now >= deadline:
+            break
+    return batch
 
 
 class Engine:
