@@ -63,30 +63,15 @@ _READ_BATCH = 2048
 _READ_LINGER = 0.05
 
 
-class Send(Protocol):
-    """One request for one pair: the transport's ``put_tag`` or ``delete_tag``."""
-
-    def __call__(self, image_id: str, tag: str, token: str) -> Awaitable[Answer]: ...
-
-
 #: One tag of a request: the tag (IMS: the key) and its value (None: a bare tag or key).
 Tag = tuple[str, str | None]
 
 
 class SendBatch(Protocol):
-    """One request for one or more tags of one image: IMS's ``add_tags`` or ``remove_tags``."""
+    """One request for one or more tags of one image: a transport's ``add_tags`` or
+    ``remove_tags`` (Glance's take exactly one tag; the run's ``batch_size`` is then 1)."""
 
     def __call__(self, image_id: str, tags: Sequence[Tag], token: str) -> Awaitable[Answer]: ...
-
-
-def one_tag_at_a_time(send: Send) -> SendBatch:
-    """A per-pair call (Glance) as the engine's sender; the run's ``batch_size`` must be 1."""
-
-    async def send_batch(image_id: str, tags: Sequence[Tag], token: str) -> Answer:
-        [(tag, _value)] = tags
-        return await send(image_id, tag, token)
-
-    return send_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +168,10 @@ class Engine:
         self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate)
         self.pacer = Pacer(settings.rate, settings.pacing, clock=clock, sleep=sleep)
         self._breaker = FailureBreaker(settings.max_consecutive_failures)
+        self._op = settings.op.value  # for every Result: an enum's .value is a Python call
+        self._api = settings.api.value
         self._stop_requested = anyio.Event()
+        self.stopping = False  # set with _stop_requested; a plain bool for the per-row checks
         self._finished = False
         self._aborted: str | None = None
         self._stopped_by: str | None = None
@@ -196,14 +184,11 @@ class Engine:
 
     # ── control ─────────────────────────────────────────────────────────────────────────
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop_requested.is_set()
-
     def request_stop(self, reason: str = "signal") -> None:
         """Stop reading input; let in-flight rows finish within the grace period."""
         if self._stopped_by is None:
             self._stopped_by = reason
+        self.stopping = True
         self._stop_requested.set()
         self._producer_scope.cancel()
 
@@ -305,7 +290,7 @@ class Engine:
             error=item.error,
             at=self._wall(),
             value=item.value,
-            api=self.settings.api.value,
+            api=self._api,
         )
 
     # ── workers ─────────────────────────────────────────────────────────────────────────
@@ -317,6 +302,7 @@ class Engine:
         results: ObjectSendStream[Result],
     ) -> None:
         settings = self.settings
+        batching = settings.batch_size > 1
         with ready, results:
             while True:
                 try:
@@ -325,10 +311,18 @@ class Engine:
                     return
                 row: Row | None = first
                 while row is not None and not self.stopping:
-                    batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
+                    if batching:
+                        batch = await scheduler.gather(
+                            row, settings.batch_size, settings.batch_linger
+                        )
+                    else:
+                        batch = [row]
                     settled = await self._settle(batch)
                     for result in settled:
-                        await put(results, result)
+                        try:  # streams.put, inlined: this runs for every row
+                            results.send_nowait(result)
+                        except anyio.WouldBlock:
+                            await results.send(result)
                     if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
                         return
                     row = scheduler.release(row.image_id)
@@ -392,8 +386,12 @@ class Engine:
         self.tally.attempts += 1
         self.in_flight += 1
         try:
-            tags = [(row.tag, row.value) for row in rows]
-            answer = await self._send_one(rows[0].image_id, tags, token)
+            first = rows[0]
+            if len(rows) == 1:
+                tags = [(first.tag, first.value)]
+            else:
+                tags = [(row.tag, row.value) for row in rows]
+            answer = await self._send_one(first.image_id, tags, token)
         finally:
             self.in_flight -= 1
         self.tally.answered(answer.status, answer.error)
@@ -449,9 +447,9 @@ class Engine:
             request_id=answer.request_id,
             at=self._wall(),
             elapsed_ms=round((self._clock() - started) * 1000),
-            op=self.settings.op.value,
+            op=self._op,
             value=row.value,
-            api=self.settings.api.value,
+            api=self._api,
         )
 
     # ── sink ────────────────────────────────────────────────────────────────────────────

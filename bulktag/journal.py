@@ -116,14 +116,6 @@ def format_time(epoch: float) -> str:
 _quote = json.encoder.encode_basestring  # the C encoder when available: "…" with escapes
 
 
-def _text(value: str | None) -> str:
-    return "null" if value is None else _quote(value)
-
-
-def _number(value: int | None) -> str:
-    return "null" if value is None else str(value)
-
-
 def render(result: Result) -> bytes:
     """One journal line (with its newline). Field order is part of the public format.
 
@@ -131,11 +123,16 @@ def render(result: Result) -> bytes:
     are fixed, and this is the sink's hot path (it halved the cost of a record). Strings go
     through the json module's own encoder, so escaping is exactly json.dumps's.
     """
+    image_id, tag, status = result.image_id, result.tag, result.status
+    error, request_id = result.error, result.request_id
+    # Inline conditionals, not a helper per field: render runs for every row.
     text = (
-        f'{{"line": {result.line}, "image_id": {_text(result.image_id)}, '
-        f'"tag": {_text(result.tag)}, "outcome": "{result.outcome}", '
-        f'"status": {_number(result.status)}, "attempts": {result.attempts}, '
-        f'"error": {_text(result.error)}, "request_id": {_text(result.request_id)}, '
+        f'{{"line": {result.line}, '
+        f'"image_id": {"null" if image_id is None else _quote(image_id)}, '
+        f'"tag": {"null" if tag is None else _quote(tag)}, "outcome": "{result.outcome}", '
+        f'"status": {"null" if status is None else status}, "attempts": {result.attempts}, '
+        f'"error": {"null" if error is None else _quote(error)}, '
+        f'"request_id": {"null" if request_id is None else _quote(request_id)}, '
         f'"at": "{format_time(result.at)}", "elapsed_ms": {result.elapsed_ms}'
     )
     if result.op != "add":  # add records keep the original format; other ops say what they did

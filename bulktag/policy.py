@@ -146,6 +146,9 @@ def decide(
     absent_is_ok: bool = False,
 ) -> Decision:
     """What to do after attempt number ``attempt`` (1-based) got ``answer``."""
+    status = answer.status
+    if status is not None and 200 <= status < 300:  # the common case, without classify()
+        return _SETTLE_OK
     verdict = classify(answer, attempt, policy.max_500_attempts, absent_is_ok)
     if verdict.kind is Kind.OK:
         return _SETTLE_OK

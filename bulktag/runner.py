@@ -26,7 +26,7 @@ from bulktag.auth import (
     options_from_namespace,
 )
 from bulktag.config import ConfigError, Settings, default_burst
-from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch, one_tag_at_a_time
+from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import (
     JournalError,
     JournalWriter,
@@ -308,7 +308,7 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
         else:
             glance = GlanceTransport(session, endpoint, settings.timeout)
             await _preflight(glance, credentials.provider, credentials.endpoint)
-            send = one_tag_at_a_time(glance.put_tag if plan.op is Op.ADD else glance.delete_tag)
+            send = glance.add_tags if plan.op is Op.ADD else glance.remove_tags
         engine = Engine(
             plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
         )

@@ -17,6 +17,7 @@ Anything else is a bug and propagates.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -50,6 +51,13 @@ def make_session(
     return aiohttp.ClientSession(
         connector=connector, timeout=timeouts, raise_for_status=False, auto_decompress=True
     )
+
+
+#: One tag of a request: the tag (IMS: the key) and its value (None: a bare tag or key).
+Tag = tuple[str, str | None]
+
+# RFC 3986 unreserved characters: a path segment made only of these needs no quoting.
+_url_safe = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 
 
 def _request_id(headers: object) -> str | None:
@@ -122,16 +130,30 @@ class GlanceTransport(_Http):
         self._base = normalize_endpoint(endpoint) + "/v2/images/"
 
     def _tag_url(self, image_id: str, tag: str) -> URL:
-        # Both parts are validated to URL-safe characters; quoting anyway costs nothing.
-        path = f"{self._base}{quote(image_id, safe='')}/tags/{quote(tag, safe='')}"
-        return URL(path, encoded=True)
+        # Validated rows hold only URL-safe characters: quote only what is not (one C call to
+        # check, against four Python calls inside quote(), for every request).
+        image_part = image_id if _url_safe(image_id) else quote(image_id, safe="")
+        tag_part = tag if _url_safe(tag) else quote(tag, safe="")
+        return URL(f"{self._base}{image_part}/tags/{tag_part}", encoded=True)
 
     async def put_tag(self, image_id: str, tag: str, token: str) -> Answer:
         """``PUT /v2/images/{id}/tags/{tag}`` with no body (Glance answers 400 to any body)."""
+        return await self.add_tags(image_id, [(tag, None)], token)
+
+    async def delete_tag(self, image_id: str, tag: str, token: str) -> Answer:
+        return await self.remove_tags(image_id, [(tag, None)], token)
+
+    # The engine's sender shape (one image and its tags, like IMS's batch calls). Glance takes
+    # one tag a call, so the engine runs Glance with batches of one; these call _call directly
+    # rather than through put_tag, one coroutine less for every request.
+
+    async def add_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Answer:
+        [(tag, _value)] = tags
         answer, _ = await self._call(self._session.put, self._tag_url(image_id, tag), token)
         return answer
 
-    async def delete_tag(self, image_id: str, tag: str, token: str) -> Answer:
+    async def remove_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Answer:
+        [(tag, _value)] = tags
         answer, _ = await self._call(self._session.delete, self._tag_url(image_id, tag), token)
         return answer
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from bulktag.admission import Api, Op
 from bulktag.auth import StaticToken, TokenProvider
-from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch, one_tag_at_a_time
+from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_blocks
 from bulktag.policy import RetryPolicy
 from bulktag.source import GLANCE_RULES, TagRules, ims_rules, open_text, read_rows
@@ -92,7 +92,7 @@ class Harness:
             send = ims.add_tags if adding else ims.remove_tags
         else:
             glance = GlanceTransport(session, self.url, timeout)
-            send = one_tag_at_a_time(glance.put_tag if adding else glance.delete_tag)
+            send = glance.add_tags if adding else glance.remove_tags
         return Engine(engine_settings, send, self.tokens, writer, self.index())
 
     async def run(

@@ -82,6 +82,34 @@ async def test_put_sends_the_token_to_the_tag_path_with_no_body() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
+    ("image_id", "tag", "raw_path"),
+    [
+        pytest.param(IMAGE, "team-web_1.x~y", f"/v2/images/{IMAGE}/tags/team-web_1.x~y",
+                     id="unreserved-as-is"),
+        pytest.param(IMAGE, "a b/c?d#e%f", f"/v2/images/{IMAGE}/tags/a%20b%2Fc%3Fd%23e%25f",
+                     id="reserved-quoted"),
+        pytest.param("x/../y", "t", "/v2/images/x%2F..%2Fy/tags/t", id="image-id-quoted"),
+        pytest.param(IMAGE, "é", f"/v2/images/{IMAGE}/tags/%C3%A9", id="utf8-quoted"),
+    ],
+)  # fmt: skip
+async def test_each_path_segment_is_sent_quoted_unless_it_is_url_safe(
+    image_id: str, tag: str, raw_path: str
+) -> None:
+    """Rows are validated, but a tag to remove or a hand-built call may hold anything: it must
+    stay one path segment (a '/' or '?' in it must never reach another URL)."""
+    seen: list[web.Request] = []
+
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async with server(no_content, seen) as url, make_session(2, 5.0) as session:
+        answer = await GlanceTransport(session, url, 5.0).delete_tag(image_id, tag, "tok")
+    assert 204 == answer.status
+    assert ("DELETE", raw_path) == (seen[0].method, seen[0].raw_path)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
     ("header", "value"), [("x-openstack-request-id", "req-1"), ("X-Request-Id", "gw-2")]
 )
 async def test_request_id_is_read_from_either_header(header: str, value: str) -> None:
