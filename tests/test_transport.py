@@ -81,6 +81,21 @@ async def test_put_sends_the_token_to_the_tag_path_with_no_body() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("suffix", ["/image", "/image/", "/image/v2", "/image/v2/"])
+async def test_an_endpoint_with_a_path_prefix_keeps_it(suffix: str) -> None:
+    """devstack serves Glance under /image: the tag path goes below the endpoint's own path."""
+    seen: list[web.Request] = []
+
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async with server(no_content, seen) as url, make_session(2, 5.0) as session:
+        answer = await GlanceTransport(session, url + suffix, 5.0).put_tag(IMAGE, "web", "tok")
+    assert 204 == answer.status
+    assert f"/image/v2/images/{IMAGE}/tags/web" == seen[0].raw_path
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("image_id", "tag", "raw_path"),
     [
