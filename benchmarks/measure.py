@@ -1,19 +1,18 @@
 """Run one client process and measure it: wall time, CPU time and peak RSS, from the kernel.
 
-``os.wait4`` returns the rusage of exactly the child we waited for, so each run gets its own peak
-RSS and CPU figures without psutil and without a ``/usr/bin/time`` wrapper process in between.
+``os.wait4`` returns the rusage of exactly the child waited for, so each run gets its own peak
+RSS and CPU figures without psutil. The children are started by a small spawner process
+(spawner.py), because a child's peak RSS includes its spawner's size at the spawn.
 Pure helpers for the figures (median, range, windows) live here too.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import signal
+import atexit
+import json
 import statistics
 import subprocess
-import threading
-import time
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,49 @@ class Measurement:
     timed_out: bool
 
 
+class Spawner:
+    """The small process that starts and reaps every client (see spawner.py for why).
+
+    Start it before the harness generates any input, so its own size stays below any client's.
+    """
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self._proc = subprocess.Popen(
+            [python, "-S", str(Path(__file__).with_name("spawner.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, request: dict[str, object]) -> dict[str, float | int | bool]:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(request) + "\n")
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the spawner exited ({self._proc.wait()})")
+        result: dict[str, float | int | bool] = json.loads(answer)
+        return result
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()  # kills a client it may still be measuring
+            self._proc.wait(30)
+
+
+class _Shared:
+    spawner: Spawner | None = None
+
+
+def start_spawner() -> Spawner:
+    """Start the spawner now, while this process is small. Idempotent."""
+    if _Shared.spawner is None:
+        _Shared.spawner = Spawner()
+        atexit.register(_Shared.spawner.close)
+    return _Shared.spawner
+
+
 def run_measured(
     cmd: Sequence[str],
     timeout_s: float,
@@ -44,48 +86,27 @@ def run_measured(
     ``cwd`` matters: ``python -m`` puts it first on ``sys.path``, so running from the repo root
     would import the working tree's bulktag whatever ``PYTHONPATH`` says.
 
-    The blocking ``wait4`` runs in a helper thread so the main thread can enforce the time budget;
-    the wall clock stops the moment ``wait4`` returns, not when we get round to polling.
+    The spawner runs the command and reaps it with ``wait4``; the wall clock stops the moment
+    ``wait4`` returns. On Ctrl-C the spawner is stopped, which kills the client.
     """
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=dict(env), cwd=cwd
-        )
-    reaped = _Reaped()
-    reaper = threading.Thread(target=reaped.wait, args=(proc.pid,), daemon=True)
-    reaper.start()
+    spawner = start_spawner()
+    request = {
+        "cmd": list(cmd), "env": dict(env), "cwd": str(cwd),
+        "stdout": str(stdout), "stderr": str(stderr), "timeout_s": timeout_s,
+    }  # fmt: skip
     try:
-        reaper.join(timeout_s)
+        answer = spawner.run(request)
     except BaseException:  # Ctrl-C while the client runs: it must not outlive the harness
-        proc.send_signal(signal.SIGKILL)
-        reaper.join(30)
+        spawner.close()
+        _Shared.spawner = None
         raise
-    timed_out = reaper.is_alive()
-    if timed_out:
-        proc.send_signal(signal.SIGKILL)
-        reaper.join(30)
-    # We reaped the child ourselves; tell Popen so it does not try (and fail) again.
-    proc.returncode = os.waitstatus_to_exitcode(reaped.status)
     return Measurement(
-        wall_s=reaped.ended - started,
-        cpu_s=reaped.usage.ru_utime + reaped.usage.ru_stime,
-        peak_rss_mib=reaped.usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
-        returncode=proc.returncode,
-        timed_out=timed_out,
+        wall_s=float(answer["wall_s"]),
+        cpu_s=float(answer["cpu_s"]),
+        peak_rss_mib=float(answer["maxrss_kib"]) / 1024,  # ru_maxrss is in KiB on Linux
+        returncode=int(answer["status"]),
+        timed_out=bool(answer["timed_out"]),
     )
-
-
-class _Reaped:
-    """Filled in by ``wait`` in the reaper thread; read only after that thread has ended."""
-
-    status: int
-    ended: float
-    usage: resource.struct_rusage
-
-    def wait(self, pid: int) -> None:
-        _, self.status, self.usage = os.wait4(pid, 0)
-        self.ended = time.perf_counter()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+import measure
 import report
 import scenarios
 from harness import HERE, REPO, Harness, Tools, cleanup_dir, prune_generated
@@ -144,6 +145,7 @@ def run_scenarios(
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    measure.start_spawner()  # first, while this process is small: see spawner.py
     # SIGTERM (CI timeouts, kill) unwinds like Ctrl-C, so the ExitStacks stop every server.
     # SIGINT is set too: a shell starts background jobs with SIGINT ignored, and Python then
     # installs no KeyboardInterrupt handler of its own.
