@@ -229,8 +229,15 @@ def test_ctrl_c_while_loading_a_big_journal_exits_130_without_traceback(tmp_path
             return False
 
         running.wait_for(loading)
-        assert '"resuming"' not in running.stderr_text(), "the journal loaded too fast"
-        running.signal(signal.SIGINT)
+        # Freeze it before looking: a 150k-record journal loads in a fraction of a second, so
+        # the signal must not race the load's end. A SIGINT sent to a stopped process waits
+        # and is handled where it stopped — in the load, or just before it.
+        os.kill(running.process.pid, signal.SIGSTOP)
+        try:
+            assert '"resuming"' not in running.stderr_text(), "the journal loaded too fast"
+            running.signal(signal.SIGINT)
+        finally:
+            os.kill(running.process.pid, signal.SIGCONT)
         done = running.finish()
     no_traceback(done)
     assert 130 == done.code, str(done)
