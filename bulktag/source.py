@@ -322,13 +322,10 @@ def read_rows(text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> Iterator[P
             continue
         if _is_skipped(fields):
             continue
-        if columns is None:
-            columns = _Columns.from_header(fields, rules)
-            if columns is None:
-                columns = _Columns(rules)
-                plain = _plain_pair(columns)
-                yield columns.pick(lines.count, fields)
-            else:
-                plain = _plain_pair(columns)
-            continue
+        if columns is None:  # the first row: a header, or already data
+            header = _Columns.from_header(fields, rules)
+            columns = header or _Columns(rules)
+            plain = _plain_pair(columns)
+            if header is not None:
+                continue
         yield columns.pick(lines.count, fields)
