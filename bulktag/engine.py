@@ -46,7 +46,7 @@ from bulktag.admission import ALL, Admission, Api, Op, Shard
 from bulktag.admission import Decision as Admit
 from bulktag.auth import AuthRefused, TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex, render
-from bulktag.model import InvalidRow, Outcome, Result, Row
+from bulktag.model import InvalidRow, Outcome, Result, Row, Tag
 from bulktag.pacing import Pacer, PacingPolicy
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
@@ -61,10 +61,6 @@ from bulktag.summary import FailureBreaker, Tally
 # first row: rows from a slow producer on stdin wait for the next row at most, not for 2048.
 _READ_BATCH = 2048
 _READ_LINGER = 0.05
-
-
-#: One tag of a request: the tag (IMS: the key) and its value (None: a bare tag or key).
-Tag = tuple[str, str | None]
 
 
 class SendBatch(Protocol):
@@ -319,10 +315,7 @@ class Engine:
                         batch = [row]
                     settled = await self._settle(batch)
                     for result in settled:
-                        try:  # streams.put, inlined: this runs for every row
-                            results.send_nowait(result)
-                        except anyio.WouldBlock:
-                            await results.send(result)
+                        await put(results, result)
                     if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
                         return
                     row = scheduler.release(row.image_id)
@@ -386,12 +379,8 @@ class Engine:
         self.tally.attempts += 1
         self.in_flight += 1
         try:
-            first = rows[0]
-            if len(rows) == 1:
-                tags = [(first.tag, first.value)]
-            else:
-                tags = [(row.tag, row.value) for row in rows]
-            answer = await self._send_one(first.image_id, tags, token)
+            tags = [(row.tag, row.value) for row in rows]
+            answer = await self._send_one(rows[0].image_id, tags, token)
         finally:
             self.in_flight -= 1
         self.tally.answered(answer.status, answer.error)

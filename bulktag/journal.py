@@ -217,9 +217,13 @@ class ResumeIndex:
         return state == "done" or (state == "failed" and not retry_failed)
 
     def settle(self, key: int, outcome: Outcome, slot: int | None = None) -> None:
+        """Fold one record in. load_index's fast path repeats the ok/failed/gave_up part inline
+        for plain Glance adds; the two must agree (tests/test_journal.py checks they do)."""
         if outcome is Outcome.FAILED:
             self.failed.add(key)
-        elif outcome is not Outcome.GAVE_UP:
+        elif outcome is Outcome.GAVE_UP:  # not settled, and no longer failed
+            self.failed.discard(key)
+        else:
             self.done.add(key)
             self.failed.discard(key)
             if slot is not None and outcome is Outcome.OK:
@@ -268,7 +272,7 @@ def load_index(blocks: Iterable[bytes]) -> ResumeIndex:
             index.records += 1
             image_id, tag, outcome = plain.groups()
             key = from_bytes(blake2b(image_id + b"\n" + tag, digest_size=16).digest(), "little")
-            if outcome == b"ok":
+            if outcome == b"ok":  # ResumeIndex.settle, inlined: this runs for every record
                 done.add(key)
                 failed.discard(key)
             elif outcome == b"failed":
@@ -291,8 +295,6 @@ def _load_lines(index: ResumeIndex, text: bytes) -> None:
             index.unreadable += 1
             continue
         key, outcome, slot = parsed
-        if outcome is Outcome.GAVE_UP:
-            index.failed.discard(key)
         index.settle(key, outcome, slot)
 
 

@@ -26,6 +26,10 @@ class Outcome(StrEnum):
 SETTLED = frozenset({Outcome.OK, Outcome.FAILED, Outcome.INVALID})
 
 
+#: One tag of a request: the tag (IMS: the key) and its value (None: a bare tag or key).
+Tag = tuple[str, str | None]
+
+
 class Row(NamedTuple):
     """One valid ``(image_id, tag)`` pair read from the input, with its line number.
 

@@ -151,7 +151,7 @@ class Pacer:
             now = self._clock()
             state = self.state
             start = max(now, state.paused_until, self._next_slot)
-            if state.rate < state.ceiling:  # throttled: reserve a slot, so waiters are spaced
+            if state.throttled:  # reserve a slot, so waiters are spaced, not released at once
                 self._next_slot = start + 1.0 / state.rate
             if start <= now:
                 return now
@@ -165,7 +165,7 @@ class Pacer:
         """Feed the server's answer to a request that left at ``sent_at``."""
         state = self.state
         calm = not pushback and self._refusing_since is None and state.share < _NEGLIGIBLE
-        if calm and state.rate >= state.ceiling:  # at full rate and calm: nothing to change
+        if calm and not state.throttled:  # at full rate and calm: nothing to change
             return
         now = self._clock()
         goodput = self._goodput(now, pushback)

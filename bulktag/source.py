@@ -202,14 +202,16 @@ class _Columns:
         image_id: int = 0,
         tag: int = 1,
         value: int | None = None,
+        *,
         headerless: bool = True,
+        two_wide: bool = True,
     ) -> None:
         self.rules = rules
         self.image_id = image_id
         self.tag = tag
         self.value = value
         self.headerless = headerless
-        self.two_wide = headerless  # rows have exactly image_id and tag (a header says so)
+        self.two_wide = two_wide  # rows have exactly image_id and tag, nothing else
 
     @classmethod
     def from_header(cls, fields: list[str], rules: TagRules) -> _Columns | None:
@@ -223,9 +225,8 @@ class _Columns:
         else:
             return None
         value = names.index("value") if rules.values and "value" in names else None
-        columns = cls(rules, names.index("image_id"), tag, value, headerless=False)
-        columns.two_wide = len(names) == 2
-        return columns
+        image_id = names.index("image_id")
+        return cls(rules, image_id, tag, value, headerless=False, two_wide=len(names) == 2)
 
     def pick(self, line: int, fields: list[str]) -> Parsed:
         width = len(fields)

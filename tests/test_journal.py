@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -272,6 +273,29 @@ def test_the_last_record_of_a_pair_decides_whether_it_is_settled(
     assert len(outcomes) == index.records
 
 
+@pytest.mark.parametrize(
+    "outcomes",
+    [
+        [Outcome.OK], [Outcome.FAILED], [Outcome.GAVE_UP], [Outcome.FAILED, Outcome.GAVE_UP],
+        [Outcome.GAVE_UP, Outcome.FAILED], [Outcome.FAILED, Outcome.OK],
+        [Outcome.OK, Outcome.FAILED], [Outcome.OK, Outcome.GAVE_UP],
+        [Outcome.GAVE_UP, Outcome.OK, Outcome.FAILED],
+    ],
+)  # fmt: skip
+def test_the_fast_path_and_settle_agree_on_every_sequence(outcomes: list[Outcome]) -> None:
+    """load_index folds plain Glance records inline; the same lines through the careful path
+    (json.loads, then ResumeIndex.settle) must give the same index."""
+    text = b"".join(record(outcome) for outcome in outcomes)
+    careful = ResumeIndex.empty()
+    journal._load_lines(careful, text)
+    fast = load_index([text])
+    assert (careful.done, careful.failed, careful.records) == (
+        fast.done,
+        fast.failed,
+        fast.records,
+    )
+
+
 def test_an_invalid_record_settles_that_line_and_not_the_pair() -> None:
     index = load_index([record(Outcome.INVALID, line=7)])
     assert index.is_settled(invalid_key(7, U1, "gold"))
@@ -351,8 +375,6 @@ def test_blocks_of_any_size_give_the_index_that_line_by_line_gives(
 
 def _blocks(text: bytes, size: int) -> list[bytes]:
     """What read_blocks makes of ``text`` with blocks of ``size`` bytes."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "journal.jsonl"
         path.write_bytes(text)
