@@ -212,3 +212,31 @@ async def test_a_bug_is_not_disguised_as_a_network_error() -> None:
         transport = GlanceTransport(session, "http://127.0.0.1:9", 5.0)
         with pytest.raises(KeyError):
             await transport._call(buggy, transport._tag_url(IMAGE, "web"), "tok")
+
+
+@pytest.mark.asyncio
+async def test_each_request_carries_the_token_it_was_given_when_the_token_changes() -> None:
+    seen: list[web.Request] = []
+
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async with server(no_content, seen) as url, make_session(2, 5.0) as session:
+        transport = GlanceTransport(session, url, 5.0)
+        for token in ("first", "first", "renewed", "first"):
+            assert 204 == (await transport.put_tag(IMAGE, "web", token)).status
+    assert ["first", "first", "renewed", "first"] == [r.headers["X-Auth-Token"] for r in seen]
+
+
+@pytest.mark.asyncio
+async def test_after_a_timeout_the_transport_and_its_task_carry_on() -> None:
+    async def slow_once(request: web.Request) -> web.Response:
+        if request.path.endswith("/slow"):
+            await asyncio.sleep(5)
+        return web.Response(status=204)
+
+    async with server(slow_once, []) as url, make_session(2, 0.2) as session:
+        transport = GlanceTransport(session, url, 0.2)
+        assert "timeout after 0.2 s" == (await transport.put_tag(IMAGE, "slow", "t")).error
+        await asyncio.sleep(0.05)  # a cancel left pending would raise here
+        assert 204 == (await transport.put_tag(IMAGE, "fast", "t")).status
