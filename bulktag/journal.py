@@ -7,7 +7,8 @@ Three parts, in the order a run uses them:
   to it; every complete line before it stands.
 * :class:`ResumeIndex` / :func:`load_index` — what earlier runs settled, so a resumed run skips
   it. Keys are 128-bit fingerprints of the pair, stored as ints in a set: about 80 bytes per
-  settled pair instead of ~200 for a tuple of strings (measured in ``benchmarks/``).
+  settled pair instead of ~200 for a tuple of strings (measured in ``benchmarks/``). They
+  are made afresh by every run from the journal's text, never stored.
 * :class:`JournalWriter` — the single writer. Records are written with one ``write`` per batch
   as soon as the sink has no more in hand (so a ``kill -9`` loses at most what was not yet
   handed to the kernel), and ``fsync``-ed at most every ``fsync_interval`` seconds and at
@@ -18,7 +19,6 @@ Three parts, in the order a run uses them:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -32,14 +32,23 @@ from typing import IO, Literal
 
 from bulktag.model import Outcome, Result
 
-_FINGERPRINT_BYTES = 16  # 128 bits: no collision in any journal this tool will ever see
+_LOW_64 = (1 << 64) - 1
+
+
+def _fingerprint_bytes(data: bytes) -> int:
+    """128 bits: no collision in any journal this tool will ever see.
+
+    Two SipHash values (Python's own ``hash()`` of the bytes, and of the bytes and a NUL),
+    which is keyed by a random key per process: fingerprints are comparable only within one
+    process. That is all they need — the resume index is built from the journal's text by the
+    run that uses it, and never stored. Half the cost of a 128-bit blake2b (0.43 against
+    0.77 us a row key), and each resume computes one per journal record and per input row.
+    """
+    return (hash(data) & _LOW_64) << 64 | (hash(data + b"\x00") & _LOW_64)
 
 
 def _fingerprint(text: str) -> int:
-    digest = hashlib.blake2b(
-        text.encode("utf-8", "surrogatepass"), digest_size=_FINGERPRINT_BYTES
-    ).digest()
-    return int.from_bytes(digest, "little")
+    return _fingerprint_bytes(text.encode("utf-8", "surrogatepass"))
 
 
 def pair_key(image_id: str, tag: str, op: str = "add") -> int:
@@ -99,18 +108,27 @@ class _SecondCache:
     prefix = ""
 
 
+_MILLIS = [f"{ms:03d}Z" for ms in range(1000)]  # "000Z" … "999Z": a list index, not a format
+
+
 def format_time(epoch: float) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-28T02:00:01.123Z``."""
     # Exactly as datetime.fromtimestamp does: round the fraction to the microsecond (so
     # float noise in epoch * 10^6 cannot tip a value), then show milliseconds truncated.
     fraction, whole = math.modf(epoch)
     micro = round(fraction * 1_000_000)
-    second = int(whole) + (micro >= 1_000_000)
-    ms = (micro % 1_000_000) // 1000
-    if second != _SecondCache.second:
-        _SecondCache.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _SecondCache.second = second
-    return f"{_SecondCache.prefix}{ms:03d}Z"
+    second = int(whole)
+    if micro >= 1_000_000:
+        second += 1
+        micro -= 1_000_000
+    elif micro < 0:  # before 1970: modf's parts are both negative
+        second -= 1
+        micro += 1_000_000
+    cache = _SecondCache
+    if second != cache.second:
+        cache.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        cache.second = second
+    return cache.prefix + _MILLIS[micro // 1000]
 
 
 _quote = json.encoder.encode_basestring  # the C encoder when available: "…" with escapes
@@ -257,7 +275,7 @@ def load_index(blocks: Iterable[bytes]) -> ResumeIndex:
     """
     index = ResumeIndex.empty()
     done, failed = index.done, index.failed
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    fingerprint = _fingerprint_bytes
     for block in blocks:
         position = 0
         for plain in _PLAIN_ADD.finditer(block):
@@ -271,7 +289,7 @@ def load_index(blocks: Iterable[bytes]) -> ResumeIndex:
             position = plain.end()
             index.records += 1
             image_id, tag, outcome = plain.groups()
-            key = from_bytes(blake2b(image_id + b"\n" + tag, digest_size=16).digest(), "little")
+            key = fingerprint(image_id + b"\n" + tag)
             if outcome == b"ok":  # ResumeIndex.settle, inlined: this runs for every record
                 done.add(key)
                 failed.discard(key)

@@ -35,7 +35,7 @@ class KeySet:
         """Add ``key``; True if it was not there yet, False if it was (a repeat)."""
         fingerprint = (key & _LOW_64) or 1
         slots, mask = self._slots, self._mask
-        index = fingerprint & mask  # blake2b's low bits are already uniformly spread
+        index = fingerprint & mask  # SipHash's low bits are uniformly spread
         while True:
             held = slots[index]
             if held == _EMPTY:
