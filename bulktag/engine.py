@@ -40,18 +40,19 @@ import anyio.to_thread
 from aiolimiter import AsyncLimiter
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
-from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from bulktag.admission import ALL, Admission, Api, Op, Shard
 from bulktag.admission import Decision as Admit
 from bulktag.auth import AuthRefused, TokenProvider
-from bulktag.journal import JournalWriter, ResumeIndex, render
+from bulktag.journal import JournalWriter, ResumeIndex
 from bulktag.model import InvalidRow, Outcome, Result, Row, Tag
 from bulktag.pacing import Pacer, PacingPolicy
+from bulktag.policy import ACCEPTED as _ACCEPTED
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
+from bulktag.sink import JournalSink
 from bulktag.source import Parsed
-from bulktag.streams import get, put
+from bulktag.streams import get
 from bulktag.summary import FailureBreaker, Tally
 
 # Rows parsed per trip to the reader thread. Each trip is a thread hand-off (a lock, a
@@ -145,7 +146,6 @@ class Engine:
         self.tally = Tally()
         self._send_one = send
         self._tokens = tokens
-        self._journal = journal
         self._admission = Admission(
             index,
             self.tally,
@@ -163,7 +163,9 @@ class Engine:
         self._sleep = sleep
         self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate)
         self.pacer = Pacer(settings.rate, settings.pacing, clock=clock, sleep=sleep)
-        self._breaker = FailureBreaker(settings.max_consecutive_failures)
+        self._sink = JournalSink(
+            journal, self.tally, FailureBreaker(settings.max_consecutive_failures), self.abort
+        )
         self._op = settings.op.value  # for every Result: an enum's .value is a Python call
         self._api = settings.api.value
         self._stop_requested = anyio.Event()
@@ -176,7 +178,6 @@ class Engine:
         self._work_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
         self.in_flight = 0
-        self._journal_broken = False  # after a write error nothing more is recorded
 
     # ── control ─────────────────────────────────────────────────────────────────────────
 
@@ -203,21 +204,19 @@ class Engine:
         started = self._clock()
         concurrency = self.settings.concurrency
         ready_send, ready_recv = anyio.create_memory_object_stream[Row](concurrency)
-        results_send, results_recv = anyio.create_memory_object_stream[Result](concurrency * 4)
         scheduler = ImageScheduler(
             ready_send, self.settings.max_parked, serialize=self.settings.serialize_images
         )
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self._sink, results_recv)
+            outer.start_soon(self._sink.run)
             await outer.start(self._watch_stop)
-            with results_send, ready_recv, self._work_scope:
+            with ready_recv, self._work_scope:
                 async with anyio.create_task_group() as work:
-                    work.start_soon(self._produce, rows, scheduler, results_send.clone())
+                    work.start_soon(self._produce, rows, scheduler)
                     for _ in range(concurrency):
-                        work.start_soon(
-                            self._work, ready_recv.clone(), scheduler, results_send.clone()
-                        )
+                        work.start_soon(self._work, ready_recv.clone(), scheduler)
             self._finished = True
+            self._sink.close()  # settled rows still waiting get written, then the journal closes
             self._watch_scope.cancel()
         return RunReport(
             tally=self.tally,
@@ -238,23 +237,16 @@ class Engine:
 
     # ── producer ────────────────────────────────────────────────────────────────────────
 
-    async def _produce(
-        self,
-        rows: Iterator[Parsed],
-        scheduler: ImageScheduler,
-        results: ObjectSendStream[Result],
-    ) -> None:
-        with results, self._producer_scope:
+    async def _produce(self, rows: Iterator[Parsed], scheduler: ImageScheduler) -> None:
+        with self._producer_scope:
             try:
-                await self._feed(rows, scheduler, results)
+                await self._feed(rows, scheduler)
             finally:
                 scheduler.close()
         if self._stopped_by == "max_items":
             self._left += await anyio.to_thread.run_sync(self._count_left, rows)
 
-    async def _feed(
-        self, rows: Iterator[Parsed], scheduler: ImageScheduler, results: ObjectSendStream[Result]
-    ) -> None:
+    async def _feed(self, rows: Iterator[Parsed], scheduler: ImageScheduler) -> None:
         budget = self.settings.max_items
         while batch := await anyio.to_thread.run_sync(
             _take, rows, _READ_BATCH, abandon_on_cancel=True
@@ -267,7 +259,7 @@ class Engine:
                 decision = self._admission.decide(item)
                 if decision is Admit.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
-                    await put(results, self._invalid_result(item))
+                    await self._record(self._invalid_result(item))
                 elif decision is Admit.SEND:
                     assert isinstance(item, Row)
                     await scheduler.submit(item)
@@ -291,15 +283,11 @@ class Engine:
 
     # ── workers ─────────────────────────────────────────────────────────────────────────
 
-    async def _work(
-        self,
-        ready: ObjectReceiveStream[Row],
-        scheduler: ImageScheduler,
-        results: ObjectSendStream[Result],
-    ) -> None:
+    async def _work(self, ready: ObjectReceiveStream[Row], scheduler: ImageScheduler) -> None:
         settings = self.settings
         batching = settings.batch_size > 1
-        with ready, results:
+        sink = self._sink
+        with ready:
             while True:
                 try:
                     first = await get(ready)
@@ -315,7 +303,9 @@ class Engine:
                         batch = [row]
                     settled = await self._settle(batch)
                     for result in settled:
-                        await put(results, result)
+                        sink.record(result)
+                    if sink.full:
+                        await sink.room()
                     if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
                         return
                     row = scheduler.release(row.image_id)
@@ -335,7 +325,9 @@ class Engine:
         attempt = 0
         while True:
             attempt += 1
-            token = await self._current_token()
+            # Sync fast paths first (a valid token, a free pacer): most requests need no await
+            # before the limiter, and each coroutine call costs on every row.
+            token = self._tokens.valid_now() or await self._current_token()
             if token is None:
                 return []
             answer, sent_at = await self._send(rows, token)
@@ -347,14 +339,15 @@ class Engine:
                 self._rng,
                 absent_is_ok=self._absent_is_ok,
             )
-            self._pace(decision, answer, sent_at)
+            if answer.status is not None and not (decision is _ACCEPTED and self.pacer.calm):
+                self._pace(decision, sent_at)  # an accepted answer changes nothing when calm
             if isinstance(decision, Settle):
                 if len(rows) > 1 and decision.outcome is Outcome.FAILED and answer.status == 400:
                     return await self._one_by_one(rows, before + attempt, started)
-                return [
-                    self._result(row, decision.outcome, answer, before + attempt, started)
-                    for row in rows
-                ]
+                outcome, attempts = decision.outcome, before + attempt
+                if len(rows) == 1:
+                    return [self._result(rows[0], outcome, answer, attempts, started)]
+                return [self._result(row, outcome, answer, attempts, started) for row in rows]
             if isinstance(decision, Abort):
                 if refreshed or not await self._refresh(token):
                     return []
@@ -374,21 +367,24 @@ class Engine:
         return settled
 
     async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float]:
-        sent_at = await self.pacer.wait_turn()
+        pacer = self.pacer
+        sent_at = pacer.free_now() or await pacer.wait_turn()
         await self._limiter.acquire()
         self.tally.attempts += 1
         self.in_flight += 1
         try:
-            tags = [(row.tag, row.value) for row in rows]
+            if len(rows) == 1:
+                tags = [(rows[0].tag, rows[0].value)]
+            else:
+                tags = [(row.tag, row.value) for row in rows]
             answer = await self._send_one(rows[0].image_id, tags, token)
         finally:
             self.in_flight -= 1
         self.tally.answered(answer.status, answer.error)
         return answer, sent_at
 
-    def _pace(self, decision: Decision, answer: Answer, sent_at: float) -> None:
-        if answer.status is None:  # no answer at all says nothing about the server's load
-            return
+    def _pace(self, decision: Decision, sent_at: float) -> None:
+        """Tell the pacer about an answer (no answer at all says nothing about the load)."""
         if isinstance(decision, Abort):
             return
         pushback = decision.pushback
@@ -441,54 +437,7 @@ class Engine:
             api=self._api,
         )
 
-    # ── sink ────────────────────────────────────────────────────────────────────────────
-
-    async def _sink(self, results: ObjectReceiveStream[Result]) -> None:
-        """The journal's only writer: batch what is at hand, write it, fsync now and then."""
-        with results:
-            batch: list[bytes] = []
-            while True:
-                try:
-                    result = results.receive_nowait()
-                except anyio.WouldBlock:
-                    await self._flush(batch)
-                    try:
-                        result = await results.receive()
-                    except anyio.EndOfStream:
-                        break
-                except anyio.EndOfStream:
-                    break
-                self._record(result, batch)
-            await self._flush(batch)
-            await self._close_journal()
-
-    def _record(self, result: Result, batch: list[bytes]) -> None:
-        if self._journal_broken:
-            return
-        self.tally.add(result)
-        batch.append(render(result))
-        reason = self._breaker.observe(result)
-        if reason is not None:
-            self.abort(reason)
-
-    async def _flush(self, batch: list[bytes]) -> None:
-        if not batch or self._journal_broken:
-            batch.clear()
-            return
-        try:
-            self._journal.write_batch(batch)
-            if self._journal.fsync_due():
-                await anyio.to_thread.run_sync(self._journal.fsync)
-        except OSError as exc:
-            self._journal_failed(exc)
-        batch.clear()
-
-    async def _close_journal(self) -> None:
-        try:
-            await anyio.to_thread.run_sync(self._journal.close)
-        except OSError as exc:
-            self._journal_failed(exc)
-
-    def _journal_failed(self, exc: OSError) -> None:
-        self._journal_broken = True
-        self.abort(f"cannot write the journal {self._journal.path}: {exc.strerror or exc}")
+    async def _record(self, result: Result) -> None:
+        self._sink.record(result)
+        if self._sink.full:
+            await self._sink.room()

@@ -138,12 +138,40 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
         now = clock()
+        self._refusing_since: float | None = None  # first pushback of this episode
+        self.calm = True  # see _update_calm
         self.state = PaceState(ceiling=ceiling, rate=ceiling, updated_at=now)
         self._next_slot = now
-        self._refusing_since: float | None = None  # first pushback of this episode
         self._accepted_since = 0  # answers accepted since then
         self._last_pushback = float("-inf")
         self.cuts = 0  # how many times pushback cut the rate (for the summary)
+
+    @property
+    def state(self) -> PaceState:
+        return self._state
+
+    @state.setter
+    def state(self, state: PaceState) -> None:
+        self._state = state
+        self._update_calm()
+
+    def _update_calm(self) -> None:
+        """``calm``: full rate and no refusals lately. An accepted answer then changes nothing
+        (the engine skips telling), and a caller may go at once unless a pause or a reserved
+        slot is ahead (:meth:`free_now`). Both are plain attribute reads on every request."""
+        state = self._state
+        self.calm = (
+            self._refusing_since is None and state.share < _NEGLIGIBLE and not state.throttled
+        )
+
+    def free_now(self) -> float:
+        """The time to send at, if a caller may send at once; 0.0 if it must await wait_turn."""
+        if not self.calm:
+            return 0.0
+        now = self._clock()
+        if now < self._state.paused_until or now < self._next_slot:
+            return 0.0
+        return now
 
     async def wait_turn(self) -> float:
         """Wait until this caller may send; return the (monotonic) time it sends at."""
@@ -189,6 +217,7 @@ class Pacer:
             self._last_pushback = now
         elif now - self._last_pushback >= self.policy.calm_after:
             self._refusing_since = None  # calm again: the next refusals are a new episode
+        self._update_calm()
 
     def _goodput(self, now: float, pushback: bool) -> float:
         """Accepted answers per second since the server started refusing; 0 while unknown."""

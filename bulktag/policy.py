@@ -133,6 +133,7 @@ class Abort:
 Decision = Settle | Retry | Abort
 
 _SETTLE_OK = Settle(Outcome.OK)
+ACCEPTED = _SETTLE_OK  # what decide() returns for every accepted answer (the same object)
 _SETTLE_FAILED = Settle(Outcome.FAILED)
 
 

@@ -48,7 +48,7 @@ class Tally:
 
     def answered(self, status: int | None, error: str | None) -> None:
         """Count one answer (every attempt, retries included)."""
-        self.statuses[_label(status, error)] += 1
+        self.statuses[str(status) if status is not None else _label(status, error)] += 1
 
     @property
     def recorded(self) -> int:

@@ -189,6 +189,9 @@ class RotatingTokens:
         self.logins = 0
         self._lock = anyio.Lock()
 
+    def valid_now(self) -> str:
+        return self.current
+
     async def token(self) -> str:
         return self.current
 
@@ -333,8 +336,8 @@ async def test_a_journal_write_failure_aborts_the_run_and_keeps_what_was_written
 
         def with_broken_disk(session: object, engine_settings: object, timeout: float) -> object:
             engine = original(session, engine_settings, timeout)  # type: ignore[arg-type]
-            engine._journal.close()
-            engine._journal = BrokenDisk(journal)
+            engine._sink._journal.close()
+            engine._sink._journal = BrokenDisk(journal)
             return engine
 
         harness.engine = with_broken_disk  # type: ignore[method-assign]

@@ -187,8 +187,10 @@ async def test_huaweis_429_slows_the_whole_run_near_the_gateways_capacity(
     assert statuses[429] > 0
     assert run.report.pace_cuts >= 1
     assert statuses[429] / sum(statuses.values()) < 0.3  # ~90% without shared pacing
-    # One answer is one pacing observation, whatever the request carried.
-    assert len(server.requests) == len(observed)
+    # One answer is one pacing observation, whatever the request carried: every 429 reaches
+    # the pacer once (accepted answers while calm are skipped: they would change nothing).
+    assert statuses[429] == sum(observed)
+    assert len(observed) <= len(server.requests)
     assert statuses[429] == sum(observed)
 
 

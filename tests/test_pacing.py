@@ -312,3 +312,48 @@ def test_the_burst_a_bucket_allowed_before_refusing_does_not_inflate_the_cut() -
         clock[0] = refusing_from + n * 0.0002
         gate.answered(sent_at=clock[0], pushback=n % 10 != 0, retry_after=None)
     assert 400 <= gate.state.rate <= 500
+
+
+# -- the sync fast path: calm and free_now ----------------------------------------------------
+
+
+def test_a_fresh_pacer_is_calm_and_lets_a_caller_go_at_once() -> None:
+    gate = pacer(10.0, FakeTime())
+    assert gate.calm
+    assert T == gate.free_now()
+
+
+def test_pushback_ends_calm_and_callers_must_queue_through_wait_turn() -> None:
+    gate = pacer(10.0, FakeTime())
+    gate.answered(sent_at=T, pushback=True, retry_after=None)
+    assert not gate.calm
+    assert 0.0 == gate.free_now()
+
+
+def test_a_pause_or_a_reserved_slot_ahead_sends_callers_through_wait_turn() -> None:
+    gate = pacer(10.0, FakeTime())
+    gate.state = PaceState(ceiling=10.0, rate=10.0, paused_until=T + 5.0, updated_at=T)
+    assert gate.calm  # full rate, no refusals...
+    assert 0.0 == gate.free_now()  # ...but nobody may send before the pause ends
+
+
+def test_a_throttled_state_is_not_calm_however_it_was_set() -> None:
+    gate = pacer(10.0, FakeTime())
+    gate.state = PaceState(ceiling=10.0, rate=4.0, updated_at=T)
+    assert not gate.calm
+    gate.state = PaceState(ceiling=10.0, rate=10.0, updated_at=T)
+    assert gate.calm
+
+
+def test_calm_returns_once_the_refusals_are_over_and_the_rate_is_back() -> None:
+    fake = FakeTime()
+    gate = pacer(10.0, fake)
+    gate.answered(sent_at=T, pushback=True, retry_after=None)
+    for step in range(1, 2000):  # accepted answers, 10 ms apart: 20 s of good news
+        fake.now = T + step * 0.01
+        gate.answered(sent_at=fake.now, pushback=False, retry_after=None)
+        if gate.calm:
+            break
+    assert gate.calm
+    assert fake.now == gate.free_now()
+    assert gate.state.rate == gate.state.ceiling

@@ -21,6 +21,14 @@ class CredentialsError(Exception):
 
 
 class TokenProvider(Protocol):
+    def valid_now(self) -> str | None:
+        """The token, if it needs no renewal now; else None (then await :meth:`token`).
+
+        The engine asks this before every request: a plain call, where ``await token()``
+        would cost a coroutine each time for an answer that is almost always at hand.
+        """
+        ...
+
     async def token(self) -> str:
         """Return a token that is valid now (refreshing it first if it is about to expire)."""
         ...
@@ -42,6 +50,9 @@ class StaticToken:
 
     def __repr__(self) -> str:  # never let a token leak through a repr in a log or traceback
         return "StaticToken(<redacted>)"
+
+    def valid_now(self) -> str:
+        return self._value
 
     async def token(self) -> str:
         return self._value

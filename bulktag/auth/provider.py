@@ -99,6 +99,11 @@ class KeystoneTokenProvider:
         assert self._current is not None  # token() either set it or raised
         return self._current
 
+    def valid_now(self) -> str | None:
+        if self._current is not None and self._clock() < self._refresh_at:
+            return self._current.value
+        return None
+
     async def token(self) -> str:
         if self._current is not None and self._clock() < self._refresh_at:
             return self._current.value  # the fast path every request takes: no lock

@@ -103,6 +103,22 @@ async def test_the_token_is_reused_until_less_than_the_margin_remains() -> None:
 
 
 @pytest.mark.asyncio
+async def test_valid_now_gives_the_token_until_it_is_due_for_renewal_then_none() -> None:
+    clock = Clock()
+    fake = keystone(clock, lifetime=600)
+    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+        provider = provider_for(session, base, clock, margin=120)
+        assert provider.valid_now() is None  # nobody has logged in yet
+        first = await provider.token()
+        assert first == provider.valid_now()
+        clock.advance(481)  # 119 s left: due, so the caller must await token()
+        assert provider.valid_now() is None
+        second = await provider.token()
+        assert second == provider.valid_now()
+    assert first != second
+
+
+@pytest.mark.asyncio
 async def test_a_token_shorter_than_the_margin_is_renewed_at_half_its_life() -> None:
     clock = Clock()
     fake = keystone(clock, lifetime=10)
