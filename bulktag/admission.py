@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
+from bulktag.journal import fingerprint_bytes as fingerprint
 from bulktag.keyset import KeySet
 from bulktag.model import InvalidRow, Row
 from bulktag.summary import Tally
@@ -91,6 +92,8 @@ class Admission:
         # Decided once, not per row (decide runs for every input row, a million on resume).
         self._sharded = shard.count > 1
         self._ims = api is Api.IMS
+        self._plain = api is Api.GLANCE and op is Op.ADD  # rows keyed by pair_key(image, tag)
+        self._done, self._failed = index.done, index.failed
         self._seen = KeySet()  # keys met in this run's input, for duplicate rows
         # IMS: slot (image, key) → the key of the value this run's input last asked for it.
         self._slots: dict[int, int] = {}
@@ -106,6 +109,8 @@ class Admission:
         if self._sharded and not self._shard.owns(item.image_id):
             tally.skipped_other_shard += 1
             return Decision.SKIP
+        if self._plain and type(item) is Row:
+            return self._decide_plain(item)
         key = self.key(item)
         slot = self._slot(item) if self._ims else None
         # An IMS key this run already set to another value: what the journal says is done
@@ -125,6 +130,21 @@ class Admission:
             tally.skipped_duplicate += 1
             return Decision.SKIP
         return Decision.RECORD_INVALID if isinstance(item, InvalidRow) else Decision.SEND
+
+    def _decide_plain(self, row: Row) -> Decision:
+        """decide() for a Glance add, the row of nearly every run and of every resume, with
+        the key, the index lookup and the duplicate check inlined (each was a call a row)."""
+        key = fingerprint(f"{row.image_id}\n{row.tag}".encode("utf-8", "surrogatepass"))
+        if key in self._done:
+            self._tally.skipped_done += 1
+            return Decision.SKIP
+        if key in self._failed and not self._retry_failed:
+            self._tally.skipped_still_bad += 1
+            return Decision.SKIP
+        if not self._seen.add(key):
+            self._tally.skipped_duplicate += 1
+            return Decision.SKIP
+        return Decision.SEND
 
     def _slot(self, item: Row | InvalidRow) -> int | None:
         if isinstance(item, InvalidRow):

@@ -35,7 +35,7 @@ from bulktag.model import Outcome, Result
 _LOW_64 = (1 << 64) - 1
 
 
-def _fingerprint_bytes(data: bytes) -> int:
+def fingerprint_bytes(data: bytes) -> int:
     """128 bits: no collision in any journal this tool will ever see.
 
     Two SipHash values (Python's own ``hash()`` of the bytes, and of the bytes and a NUL),
@@ -48,7 +48,7 @@ def _fingerprint_bytes(data: bytes) -> int:
 
 
 def _fingerprint(text: str) -> int:
-    return _fingerprint_bytes(text.encode("utf-8", "surrogatepass"))
+    return fingerprint_bytes(text.encode("utf-8", "surrogatepass"))
 
 
 def pair_key(image_id: str, tag: str, op: str = "add") -> int:
@@ -275,7 +275,7 @@ def load_index(blocks: Iterable[bytes]) -> ResumeIndex:
     """
     index = ResumeIndex.empty()
     done, failed = index.done, index.failed
-    fingerprint = _fingerprint_bytes
+    fingerprint = fingerprint_bytes
     for block in blocks:
         position = 0
         for plain in _PLAIN_ADD.finditer(block):

@@ -28,6 +28,7 @@ class Answer(NamedTuple):
     retry_after: str | None = None  # the raw Retry-After header
     request_id: str | None = None
     error: str | None = None  # transport error ("connect: …", "timeout") or the server's message
+    body: bytes = b""  # read only for errors and the calls that need it (see transport.py)
 
 
 class Kind(Enum):

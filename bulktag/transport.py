@@ -102,7 +102,7 @@ class _Http:
         body: Any = None,
         *,
         want_body: bool = False,
-    ) -> tuple[Answer, bytes]:
+    ) -> Answer:
         """Send one request; ``body`` (JSON) only when given — Glance's PUT must have none.
 
         The answer's body is read for an error (its text goes into the journal) or when
@@ -118,40 +118,42 @@ class _Http:
             response = await method(url, headers=self._headers, allow_redirects=False, **extra)
             if response.status < 300 and not want_body:
                 response.release()
-                return _answer(response, None), b""
+                return _answer(response, None)
             async with response:
                 content = await response.read()
-                error = None
-                if response.status >= 300:  # some servers echo the request: never keep our token
-                    text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")
-                    error = _excerpt(text) or None
-                return _answer(response, error), content
+                if response.status < 300:
+                    return _answer(response, None, content)
+                # Some servers echo the request: never keep our token, and keep the error
+                # body only as the excerpt, with the token taken out.
+                text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")
+                return _answer(response, _excerpt(text) or None)
         except aiohttp.ClientConnectorError as exc:
-            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}"), b""
+            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}")
         except aiohttp.ServerDisconnectedError:
-            return Answer(status=None, error="connection dropped by the server"), b""
+            return Answer(status=None, error="connection dropped by the server")
         except TimeoutError:  # asyncio.TimeoutError is this class since 3.11 (here: connecting)
-            return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
+            return Answer(status=None, error=f"timeout after {self._timeout:g} s")
         except (aiohttp.ClientError, OSError) as exc:
             if self._deadlines.expired(task):  # aiohttp turned our cancel into its own error
-                return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
+                return Answer(status=None, error=f"timeout after {self._timeout:g} s")
             error = f"connection error: {exc.__class__.__name__}: {exc}"
-            return Answer(status=None, error=error), b""
+            return Answer(status=None, error=error)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise  # the run is stopping: not ours to swallow
-            return Answer(status=None, error=f"timeout after {self._timeout:g} s"), b""
+            return Answer(status=None, error=f"timeout after {self._timeout:g} s")
         finally:
             self._deadlines.leave(task)
 
 
-def _answer(response: aiohttp.ClientResponse, error: str | None) -> Answer:
+def _answer(response: aiohttp.ClientResponse, error: str | None, body: bytes = b"") -> Answer:
     headers = response.headers
     return Answer(
-        status=response.status,
-        retry_after=headers.get("Retry-After"),
-        request_id=_request_id(headers),
-        error=error,
+        response.status,
+        headers.get("Retry-After"),
+        headers.get("x-openstack-request-id") or _request_id(headers),
+        error,
+        body,
     )
 
 
@@ -187,23 +189,22 @@ class GlanceTransport(_Http):
         return await self.remove_tags(image_id, [(tag, None)], token)
 
     # The engine's sender shape (one image and its tags, like IMS's batch calls). Glance takes
-    # one tag a call, so the engine runs Glance with batches of one; these call _call directly
-    # rather than through put_tag, one coroutine less for every request.
+    # one tag a call, so the engine runs Glance with batches of one. These are plain functions
+    # returning the request's coroutine: one coroutine a request instead of two.
 
-    async def add_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Answer:
+    def add_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Awaitable[Answer]:
         [(tag, _value)] = tags
-        answer, _ = await self._call(self._session.put, self._tag_url(image_id, tag), token)
-        return answer
+        return self._call(self._session.put, self._tag_url(image_id, tag), token)
 
-    async def remove_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Answer:
+    def remove_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Awaitable[Answer]:
         [(tag, _value)] = tags
-        answer, _ = await self._call(self._session.delete, self._tag_url(image_id, tag), token)
-        return answer
+        return self._call(self._session.delete, self._tag_url(image_id, tag), token)
 
     async def get_image(self, image_id: str, token: str) -> tuple[Answer, bytes]:
-        """``GET /v2/images/{id}``: the answer, and the body when it was a 2xx."""
+        """``GET /v2/images/{id}``: the answer, and the body when it was a 2xx (else b"")."""
         url = self._images_url(image_id)
-        return await self._call(self._session.get, url, token, want_body=True)
+        answer = await self._call(self._session.get, url, token, want_body=True)
+        return answer, answer.body
 
     async def preflight(self, token: str) -> Answer:
         """``GET /v2/images?limit=1``: is this an image service, and does it take our token?
@@ -212,7 +213,8 @@ class GlanceTransport(_Http):
         behind a proxy) is reported as status 200 with an ``error`` saying so.
         """
         url = self._images_url().with_query(limit=1)
-        answer, body = await self._call(self._session.get, url, token, want_body=True)
+        answer = await self._call(self._session.get, url, token, want_body=True)
+        body = answer.body
         if answer.status is not None and 200 <= answer.status < 300 and not _lists_images(body):
             return Answer(answer.status, None, answer.request_id, "the answer is not an image list")
         return answer
@@ -269,8 +271,7 @@ class ImsTransport(_Http):
         if len(tags) == 1:
             [(key, value)] = tags
             body: dict[str, Any] = {"tag": _ims_tag(key, value, removing=False)}
-            answer, _ = await self._call(self._session.post, self._tags_url(image_id), token, body)
-            return answer
+            return await self._call(self._session.post, self._tags_url(image_id), token, body)
         return await self._action(image_id, "create", tags, token)
 
     async def remove_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Answer:
@@ -282,8 +283,7 @@ class ImsTransport(_Http):
         removing = action == "delete"
         body = {"action": action, "tags": [_ims_tag(k, v, removing) for k, v in tags]}
         url = self._tags_url(image_id, action=True)
-        answer, _ = await self._call(self._session.post, url, token, body)
-        return answer
+        return await self._call(self._session.post, url, token, body)
 
     async def preflight(self, token: str) -> Answer:
         """``GET /v2/{project_id}/images/tags`` (the project's tags): does the endpoint speak
@@ -293,7 +293,8 @@ class ImsTransport(_Http):
         ``error`` saying so.
         """
         url = URL(f"{self._project}/tags", encoded=True)
-        answer, body = await self._call(self._session.get, url, token, want_body=True)
+        answer = await self._call(self._session.get, url, token, want_body=True)
+        body = answer.body
         if answer.status is not None and 200 <= answer.status < 300 and not _lists_tags(body):
             return Answer(answer.status, None, answer.request_id, "the answer is not a tag list")
         return answer

@@ -198,7 +198,7 @@ async def test_other_client_errors_become_answers_without_status(
 
     async with make_session(1, 5.0) as session:
         transport = GlanceTransport(session, "http://127.0.0.1:9", 5.0)
-        answer, _ = await transport._call(raising, transport._tag_url(IMAGE, "web"), "tok")
+        answer = await transport._call(raising, transport._tag_url(IMAGE, "web"), "tok")
     assert answer.status is None
     assert (answer.error or "").startswith(error)
 
