@@ -340,7 +340,7 @@ def rate_accuracy(ctx: Context) -> Table:
         "3. Rate accuracy",
         f"bulktag `--rate R --burst B --concurrency 64`, R × {seconds:g} s worth of pairs, "
         "against an aiohttp.web server that records every PUT's arrival time. B = 1 is a "
-        "one-request bucket (shown for contrast); B = R/50 is bulktag's default burst, small "
+        "one-request bucket (the strictest); B = R/50 is bulktag's default burst, small "
         "enough that rate + burst stays within the +5% window target. *achieved* is PUTs ÷ "
         "(last − first arrival); *worst 1 s* is the most arrivals in any sliding one-second "
         "window.",

@@ -7,7 +7,7 @@
                                       │          parked (bounded stream = backpressure)
                                       ▼
                        N workers: gather (a row, or with IMS up to ten of one image's rows)
-                                  token ─► Pacer ─► AsyncLimiter ─► transport
+                                  token ─► Pacer (ceiling + pushback) ─► transport
                                   ─► policy.decide ─► sleep and retry | settle
                                       │ (bounded stream)
                                       ▼
@@ -23,7 +23,7 @@ unsettled is recorded, so a resumed run simply sends it again (the PUT is idempo
 Batches. With ``batch_size`` > 1 (IMS) a worker sends a row together with the rows of the same
 image parked behind it, as one request; one answer settles them all, and every row still gets
 its own journal record (the batch's status, request id and attempts). One request is one
-limiter token and one pacing observation, whatever it carries. A batch the server refuses
+slot of the rate and one pacing observation, whatever it carries. A batch the server refuses
 with a 400 is sent again row by row, so one row it cannot take does not fail its siblings.
 """
 
@@ -37,7 +37,6 @@ from typing import Protocol
 
 import anyio
 import anyio.to_thread
-from aiolimiter import AsyncLimiter
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 
@@ -161,8 +160,9 @@ class Engine:
         self._wall = wall
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate)
-        self.pacer = Pacer(settings.rate, settings.pacing, clock=clock, sleep=sleep)
+        self.pacer = Pacer(
+            settings.rate, settings.pacing, clock=clock, sleep=sleep, burst=settings.burst
+        )
         self._sink = JournalSink(
             journal, self.tally, FailureBreaker(settings.max_consecutive_failures), self.abort
         )
@@ -262,7 +262,8 @@ class Engine:
                     await self._record(self._invalid_result(item))
                 elif decision is Admit.SEND:
                     assert isinstance(item, Row)
-                    await scheduler.submit(item)
+                    if not scheduler.submit_nowait(item):
+                        await scheduler.submit(item)
                     budget = None if budget is None else budget - 1
 
     def _count_left(self, rows: Iterator[Parsed]) -> int:
@@ -325,8 +326,8 @@ class Engine:
         attempt = 0
         while True:
             attempt += 1
-            # Sync fast paths first (a valid token, a free pacer): most requests need no await
-            # before the limiter, and each coroutine call costs on every row.
+            # Sync fast paths first (a valid token here, a free slot in _send): most requests
+            # await nothing before the request itself, and each coroutine costs on every row.
             token = self._tokens.valid_now() or await self._current_token()
             if token is None:
                 return []
@@ -367,9 +368,9 @@ class Engine:
         return settled
 
     async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float]:
-        pacer = self.pacer
-        sent_at = pacer.free_now() or await pacer.wait_turn()
-        await self._limiter.acquire()
+        sent_at = self.pacer.free_now()
+        if sent_at is None:
+            sent_at = await self.pacer.wait_turn()
         self.tally.attempts += 1
         self.in_flight += 1
         try:

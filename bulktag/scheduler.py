@@ -35,7 +35,8 @@ class ImageScheduler:
         self._ready = ready
         self._max_parked = max_parked
         self._serialize = serialize
-        self._busy: dict[str, deque[Row]] = {}  # image → rows parked behind its in-flight row
+        # image → rows parked behind its in-flight row (None: one in flight, none parked yet)
+        self._busy: dict[str, deque[Row] | None] = {}
         self._parked = 0
         self._room: anyio.Event | None = None  # set while the producer waits for room
         self._last_image: str | None = None  # image of the row the producer handed in last
@@ -48,6 +49,37 @@ class ImageScheduler:
 
     async def submit(self, row: Row) -> None:
         """Producer side: dispatch ``row`` now, or park it behind its image's in-flight row."""
+        if not self.submit_nowait(row):
+            await self._submit_waiting(row)
+
+    def submit_nowait(self, row: Row) -> bool:
+        """:meth:`submit` when it needs no wait (nearly always): True if ``row`` was taken.
+
+        False when there is no room (the parking is full, or the pool's ready stream is):
+        the caller then awaits :meth:`submit`, which waits for room. A plain call, because
+        the producer hands over every row of the input.
+        """
+        if not self._serialize or self._parked >= self._max_parked:
+            return False
+        image_id = row.image_id
+        self._last_image = image_id  # a lingering worker expects rows of it
+        if image_id in self._busy:
+            waiting = self._busy[image_id]
+            if waiting is None:
+                waiting = self._busy[image_id] = deque()
+            waiting.append(row)
+            self._parked += 1
+        else:
+            try:
+                self._ready.send_nowait(row)
+            except anyio.WouldBlock:
+                return False
+            self._busy[image_id] = None
+        if self._arrived is not None:
+            self._wake_lingering()
+        return True
+
+    async def _submit_waiting(self, row: Row) -> None:
         if not self._serialize:  # testing switch (--unsafe-no-image-lock): shows the race
             await put(self._ready, row)
             return
@@ -55,15 +87,12 @@ class ImageScheduler:
         while self._parked >= self._max_parked:
             self._room = anyio.Event()
             await self._room.wait()
-        waiting = self._busy.get(row.image_id)
-        if waiting is None:
-            self._busy[row.image_id] = deque()
-            self._wake_lingering()
-            await put(self._ready, row)
-        else:
-            waiting.append(row)
-            self._parked += 1
-            self._wake_lingering()
+        if row.image_id in self._busy:
+            self.submit_nowait(row)  # parking has room now: that cannot fail
+            return
+        self._busy[row.image_id] = None
+        self._wake_lingering()
+        await put(self._ready, row)
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -88,6 +117,8 @@ class ImageScheduler:
     def _fill(self, batch: list[Row], limit: int) -> bool:
         """Move parked rows of the batch's image into it; True when it can grow no more."""
         waiting = self._busy[batch[0].image_id]
+        if waiting is None:
+            return False
         keys = {row.tag for row in batch}
         while len(batch) < limit and waiting:
             if waiting[0].tag in keys:  # that key again: it goes in a later request
@@ -120,7 +151,7 @@ class ImageScheduler:
         if not self._serialize:
             return None
         waiting = self._busy[image_id]
-        if not waiting:
+        if not waiting:  # None, or a deque emptied earlier
             del self._busy[image_id]
             return None
         self._parked -= 1

@@ -4,7 +4,7 @@ Glance answers 204 to a tag write that a concurrent write then silently undoes (
 race, see API-FACTS.md). The journal cannot know; only reading the image back can. So:
 
     journal ─► {image: tags recorded ok} ─► producer ─► bounded stream ─► N workers:
-        AsyncLimiter ─► GET /v2/images/{id} ─► policy.decide ─► sleep and retry | judge
+        Pacer (ceiling) ─► GET /v2/images/{id} ─► policy.decide ─► sleep and retry | judge
                                                                      │
         missing (added tags absent) · not_removed (removed tags present, ``--op remove``)
         gone (404) · unverified (no usable answer after the retries: 403, 5xx, timeouts)
@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import IO, Protocol, TextIO
 
 import anyio
-from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
@@ -63,6 +62,7 @@ from bulktag.auth import (
 )
 from bulktag.auth.tls import ssl_for
 from bulktag.model import Outcome
+from bulktag.pacing import Pacer
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
 from bulktag.report import FileStats, read_records
 from bulktag.summary import ExitCode
@@ -284,7 +284,7 @@ class Verifier:
         self._sleep = sleep
         self._wall = wall
         self._rng = rng or random.Random()
-        self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate)
+        self._ceiling = Pacer(settings.rate, burst=settings.burst)  # no pushback fed: a ceiling
         self._scope = anyio.CancelScope()
 
     async def run(self, expected: Mapping[str, Mapping[str, bool]]) -> VerifyTally:
@@ -331,7 +331,8 @@ class Verifier:
             while True:
                 attempt += 1
                 token = await self._tokens.token()
-                await self._limiter.acquire()
+                if self._ceiling.free_now() is None:
+                    await self._ceiling.wait_turn()
                 self.tally.requests += 1
                 read = await self._reader.get_image(image_id, token)
                 decision = decide(

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bulktag"
 
 # Modules with no I/O and no event loop: values and arithmetic only.
 PURE = {"model", "source", "policy", "summary", "config", "journal", "auth.catalog"}
-IO_LIBRARIES = {"aiohttp", "anyio", "aiolimiter", "structlog", "asyncio"}
+IO_LIBRARIES = {"aiohttp", "anyio", "structlog", "asyncio"}
 # The only modules that may speak HTTP.
 HTTP_EDGE = {"transport", "auth.keystone"}
 # The only modules that may read the process's argv, environment or exit.

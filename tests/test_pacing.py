@@ -7,6 +7,8 @@ import itertools
 from collections import deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulktag.pacing import Pacer, PaceState, PacingPolicy, on_answer
 
@@ -192,9 +194,9 @@ def pacer(ceiling: float, fake: FakeTime) -> Pacer:
 
 
 @pytest.mark.asyncio
-async def test_an_unthrottled_pacer_never_sleeps() -> None:
+async def test_an_unthrottled_pacer_never_sleeps_within_its_burst() -> None:
     fake = FakeTime()
-    gate = pacer(10.0, fake)
+    gate = Pacer(10.0, clock=fake, sleep=fake.sleep, burst=50)
     sent = [await gate.wait_turn() for _ in range(50)]
     assert [] == fake.sleeps
     assert [T] * 50 == sent
@@ -215,7 +217,7 @@ async def test_a_throttled_pacer_spaces_callers_one_over_rate_apart(rate: float)
 @pytest.mark.asyncio
 async def test_a_pause_delays_everyone_until_paused_until() -> None:
     fake = FakeTime()
-    gate = pacer(10.0, fake)
+    gate = Pacer(10.0, clock=fake, sleep=fake.sleep, burst=3)
     gate.state = PaceState(ceiling=10.0, rate=10.0, paused_until=T + 30.0, updated_at=T)
     sent = [await gate.wait_turn() for _ in range(3)]
     assert [T + 30.0] * 3 == sent
@@ -327,14 +329,14 @@ def test_pushback_ends_calm_and_callers_must_queue_through_wait_turn() -> None:
     gate = pacer(10.0, FakeTime())
     gate.answered(sent_at=T, pushback=True, retry_after=None)
     assert not gate.calm
-    assert 0.0 == gate.free_now()
+    assert gate.free_now() is None
 
 
 def test_a_pause_or_a_reserved_slot_ahead_sends_callers_through_wait_turn() -> None:
     gate = pacer(10.0, FakeTime())
     gate.state = PaceState(ceiling=10.0, rate=10.0, paused_until=T + 5.0, updated_at=T)
     assert gate.calm  # full rate, no refusals...
-    assert 0.0 == gate.free_now()  # ...but nobody may send before the pause ends
+    assert gate.free_now() is None  # ...but nobody may send before the pause ends
 
 
 def test_a_throttled_state_is_not_calm_however_it_was_set() -> None:
@@ -357,3 +359,71 @@ def test_calm_returns_once_the_refusals_are_over_and_the_rate_is_back() -> None:
     assert gate.calm
     assert fake.now == gate.free_now()
     assert gate.state.rate == gate.state.ceiling
+
+
+# -- the ceiling: a token bucket of `burst` requests at `rate` --------------------------------
+
+
+async def take(gate: Pacer) -> float:
+    """What a worker does for each attempt."""
+    sent = gate.free_now()
+    return sent if sent is not None else await gate.wait_turn()
+
+
+@pytest.mark.asyncio
+async def test_a_burst_goes_at_once_then_requests_are_spaced_at_the_rate() -> None:
+    fake = FakeTime()
+    gate = Pacer(10.0, clock=fake, sleep=fake.sleep, burst=4)
+    sent = [await take(gate) for _ in range(8)]
+    assert [T] * 4 == sent[:4]
+    assert [pytest.approx(T + 0.1 * n) for n in range(1, 5)] == sent[4:]
+
+
+@pytest.mark.asyncio
+async def test_burst_one_spaces_every_request() -> None:
+    fake = FakeTime()
+    gate = Pacer(50.0, clock=fake, sleep=fake.sleep, burst=1)
+    sent = [await take(gate) for _ in range(5)]
+    assert [pytest.approx(T + 0.02 * n) for n in range(5)] == sent
+
+
+@pytest.mark.asyncio
+async def test_a_late_wake_up_does_not_lower_the_rate() -> None:
+    """Slots are reserved: a waiter woken late does not push the next slot back."""
+    fake = FakeTime()
+    gate = Pacer(100.0, clock=fake, sleep=fake.sleep, burst=1)
+    real_sleep = fake.sleep
+
+    async def late_sleep(seconds: float) -> None:
+        await real_sleep(seconds + 0.004)  # every wake-up 4 ms late (a busy loop)
+
+    gate._sleep = late_sleep
+    sent = [await take(gate) for _ in range(101)]
+    assert pytest.approx(1.0, abs=0.01) == sent[-1] - sent[0]  # 100 intervals of 10 ms
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.sampled_from([5.0, 100.0, 1000.0]),
+    burst=st.integers(min_value=1, max_value=20),
+    gaps=st.lists(st.floats(min_value=0, max_value=0.05), min_size=1, max_size=120),
+)
+@pytest.mark.asyncio
+async def test_no_span_ever_holds_more_than_burst_plus_rate_times_its_length(
+    rate: float, burst: int, gaps: list[float]
+) -> None:
+    fake = FakeTime()
+    gate = Pacer(rate, clock=fake, sleep=fake.sleep, burst=burst)
+    sent: list[float] = []
+    for gap in gaps:  # callers arrive after these gaps, however the clock has moved since
+        fake.now += gap
+        sent.append(await take(gate))
+    assert sent == sorted(sent)
+    for i, j in itertools.combinations(range(len(sent)), 2):
+        # j - i + 1 requests left within sent[j] - sent[i] seconds (give or take a nanosecond)
+        assert sent[j] - sent[i] >= (j - i + 1 - burst) / rate - 1e-8
+
+
+def test_a_burst_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        Pacer(10.0, burst=0)

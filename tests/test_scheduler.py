@@ -118,3 +118,40 @@ async def test_lingering_ends_after_its_time_with_what_it_has(linger: float) -> 
     started = time.monotonic()
     assert [1, 2] == [r.line for r in await scheduler.gather(first, 10, linger=linger)]
     assert linger <= time.monotonic() - started < linger + 0.5
+
+
+C = "00000000-0000-0000-0000-00000000000c"
+
+
+async def test_submit_nowait_dispatches_parks_or_says_it_must_wait() -> None:
+    send, receive = anyio.create_memory_object_stream[Row](1)  # room for one ready row
+    scheduler = ImageScheduler(send, max_parked=1)
+    assert scheduler.submit_nowait(row(1, A))  # A is free: dispatched
+    assert scheduler.submit_nowait(row(2, A))  # A is busy: parked (the parking's one place)
+    assert not scheduler.submit_nowait(row(3, B))  # the ready stream is full: caller waits
+    assert not scheduler.submit_nowait(row(4, A))  # the parking is full: caller waits
+    assert 1 == scheduler.parked
+    assert 1 == receive.receive_nowait().line
+    assert not scheduler.submit_nowait(row(3, B))  # a full parking holds back every row
+    assert 2 == (scheduler.release(A) or row(0)).line  # the worker takes A's next row itself
+    assert scheduler.submit_nowait(row(3, B))  # room again, B was never marked busy
+    assert 3 == receive.receive_nowait().line
+    assert scheduler.release(A) is None  # A's chain is done: A is free again
+    assert scheduler.submit_nowait(row(5, A))
+    assert 5 == receive.receive_nowait().line
+    send.close()
+    receive.close()
+
+
+async def test_submit_waits_for_room_in_the_ready_stream_then_dispatches() -> None:
+    send, receive = anyio.create_memory_object_stream[Row](1)
+    scheduler = ImageScheduler(send, max_parked=10)
+    await scheduler.submit(row(1, A))
+    async with anyio.create_task_group() as group:
+        group.start_soon(scheduler.submit, row(2, B))  # blocks: the stream holds row 1
+        await anyio.sleep(0.01)
+        assert 1 == receive.receive_nowait().line
+    assert 2 == receive.receive_nowait().line
+    assert scheduler.release(B) is None
+    send.close()
+    receive.close()
