@@ -50,7 +50,7 @@ from bulktag.policy import ACCEPTED as _ACCEPTED
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
 from bulktag.sink import JournalSink
-from bulktag.source import Parsed
+from bulktag.source import Parsed, RowReader
 from bulktag.streams import get
 from bulktag.summary import FailureBreaker, Tally
 
@@ -113,6 +113,8 @@ class RunReport:
 
 def _take(rows: Iterator[Parsed], count: int, linger: float = _READ_LINGER) -> list[Parsed]:
     """Up to ``count`` rows, or fewer once ``linger`` seconds passed since the first one."""
+    if isinstance(rows, RowReader):  # reads whole blocks of a file at once
+        return rows.take(count, linger)
     batch: list[Parsed] = []
     deadline = 0.0
     for item in rows:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
+import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -266,6 +269,8 @@ def _plain_pair(columns: _Columns) -> re.Pattern[str] | None:
     no ``csv`` call and no validation: the same Row the slow path would make, at a fraction of
     the cost. Most inventories are nothing else; it matters most on resume, where every row of
     a big input is read only to be skipped. IMS rows (values, other rules) take the slow path.
+    The pattern takes one line with its end (``fullmatch``); :func:`_plain_lines` makes the
+    one that finds every such line of a block.
     """
     rules = columns.rules
     plain_layout = columns.image_id == 0 and columns.tag == 1 and columns.value is None
@@ -277,56 +282,138 @@ def _plain_pair(columns: _Columns) -> re.Pattern[str] | None:
     )
 
 
+def _plain_lines(plain: re.Pattern[str]) -> re.Pattern[str]:
+    """``plain`` for ``findall`` over a block of lines: one match per whole plain line.
+
+    A match starts at the block's start or after a newline and ends before one (or at the
+    block's end), so a block whose match count equals its line count is all plain lines.
+    """
+    return re.compile("^" + plain.pattern.removesuffix(r"\r?\n?") + r"\r?$", re.MULTILINE)
+
+
+# Characters of input read at once when the input is a file (not a pipe): ~1,400 plain lines.
+_BLOCK_CHARS = 1 << 16
+
+
 class _Lines:
-    """The input's physical lines, counted, with one line that can be handed back so the CSV
-    reader sees it (a row the fast lane did not take)."""
+    """The input's physical lines, counted, with lines that can be handed back so the CSV
+    reader sees them (rows the fast lane did not take)."""
 
     def __init__(self, text: io.TextIOBase) -> None:
         self._text = iter(text)
         self.count = 0
-        self.returned: str | None = None
+        self.pending: deque[str] = deque()
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        line = self.returned
-        if line is not None:
-            self.returned = None
-            return line
-        line = next(self._text)
+        line = self.pending.popleft() if self.pending else next(self._text)
         self.count += 1
         return line
 
+    def give_back(self, line: str) -> None:
+        self.pending.appendleft(line)
+        self.count -= 1
 
-def read_rows(text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> Iterator[Parsed]:
-    """Yield every data row of ``text`` as a Row or an InvalidRow, in input order.
+
+class RowReader:
+    """Every data row of an input as a Row or an InvalidRow, in input order: one by one
+    (iteration) or a batch at a time (:meth:`take`, what the engine's reader thread calls).
 
     ``line`` is the physical line where the row ends (as ``csv`` counts), so it stays stable
     across runs over the same file: resume relies on that for invalid rows.
+
+    A file (a seekable input) in the fast lane is read a block of lines at a time: one regex
+    scan finds the pairs of the whole block, and when every line of it is plain — the usual
+    case — its rows are made without a Python step per line beyond the Row itself (0.35
+    against 1.1 us a row). A block with anything else in it is read line by line. A pipe is
+    always read line by line, so rows from a slow producer are not held back.
     """
-    lines = _Lines(text)
-    reader = csv.reader(lines)
-    columns: _Columns | None = None
-    plain: re.Pattern[str] | None = None
-    for line in lines:
-        if plain is not None and (pair := plain.fullmatch(line)) is not None:
-            yield Row(lines.count, pair[1], pair[2])
-            continue
-        lines.returned = line  # the CSV reader takes it from here (and any lines it spans)
-        try:
-            fields = next(reader)
-        except StopIteration:  # unreachable: the reader always has the returned line
-            return
-        except csv.Error as exc:  # e.g. a field over the size limit: this row only
-            yield InvalidRow(lines.count, None, None, f"unreadable CSV row: {exc}")
-            continue
-        if _is_skipped(fields):
-            continue
-        if columns is None:  # the first row: a header, or already data
-            header = _Columns.from_header(fields, rules)
-            columns = header or _Columns(rules)
-            plain = _plain_pair(columns)
-            if header is not None:
+
+    def __init__(self, text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> None:
+        self._text = text
+        self._rules = rules
+        self._lines = _Lines(text)
+        self._csv = csv.reader(self._lines)
+        self._blocks = text.seekable()
+        self._chunks = self._read()
+        self._spare: deque[Parsed] = deque()  # read, not yet handed out
+        self._plain: re.Pattern[str] | None = None  # one plain line
+        self._plain_block: re.Pattern[str] | None = None  # every plain line of a block
+
+    def __iter__(self) -> RowReader:
+        return self
+
+    def __next__(self) -> Parsed:
+        spare = self._spare
+        while not spare:
+            spare.extend(next(self._chunks))
+        return spare.popleft()
+
+    def take(self, limit: int, linger: float = math.inf) -> list[Parsed]:
+        """Up to ``limit`` rows, or fewer once ``linger`` seconds passed since the first one;
+        an empty list at the end of the input."""
+        batch = list(self._spare)
+        self._spare.clear()
+        deadline = 0.0
+        for chunk in self._chunks:
+            batch += chunk
+            if len(batch) >= limit:
+                break
+            now = time.monotonic()
+            if deadline == 0.0:
+                deadline = now + linger
+            elif now >= deadline:
+                break
+        if len(batch) > limit:
+            self._spare.extend(batch[limit:])
+            del batch[limit:]
+        return batch
+
+    def _read(self) -> Iterator[list[Parsed]]:
+        lines = self._lines
+        columns: _Columns | None = None
+        for line in lines:
+            plain = self._plain
+            if plain is not None and (pair := plain.fullmatch(line)) is not None:
+                yield [Row(lines.count, pair[1], pair[2])]
+                if self._blocks and not lines.pending and self._plain_block is not None:
+                    yield from self._read_blocks(self._plain_block)
                 continue
-        yield columns.pick(lines.count, fields)
+            lines.give_back(line)  # the CSV reader takes it from here (and any lines it spans)
+            try:
+                fields = next(self._csv)
+            except StopIteration:  # unreachable: the reader always has the returned line
+                return
+            except csv.Error as exc:  # e.g. a field over the size limit: this row only
+                yield [InvalidRow(lines.count, None, None, f"unreadable CSV row: {exc}")]
+                continue
+            if _is_skipped(fields):
+                continue
+            if columns is None:  # the first row: a header, or already data
+                header = _Columns.from_header(fields, self._rules)
+                columns = header or _Columns(self._rules)
+                self._plain = _plain_pair(columns)
+                self._plain_block = None if self._plain is None else _plain_lines(self._plain)
+                if header is not None:
+                    continue
+            yield [columns.pick(lines.count, fields)]
+
+    def _read_blocks(self, plain: re.Pattern[str]) -> Iterator[list[Parsed]]:
+        """Blocks of plain lines; returns at the end of the input or at the first block with
+        another line in it, whose lines are then pending for the line-by-line reading."""
+        lines, find = self._lines, plain.findall
+        while block := self._text.readlines(_BLOCK_CHARS):
+            pairs = find("".join(block))
+            if len(pairs) != len(block):  # not every line is plain: read it line by line
+                lines.pending.extend(block)
+                return
+            first = lines.count + 1
+            lines.count += len(block)
+            yield [Row(n, image_id, tag) for n, (image_id, tag) in enumerate(pairs, first)]
+
+
+def read_rows(text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> RowReader:
+    """Every data row of ``text`` (see :class:`RowReader`)."""
+    return RowReader(text, rules)

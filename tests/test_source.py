@@ -295,3 +295,50 @@ def test_fast_lane_is_taken_for_plain_lines(monkeypatch: pytest.MonkeyPatch) -> 
     parsed = rows(f"image_id,tag\n{U1},gold\n{U2},silver\n{UPPER},gold\n".encode())
     assert [Row(2, U1, "gold"), Row(3, U2, "silver"), Row(4, U1, "gold")] == parsed
     assert [["image_id", "tag"], [UPPER, "gold"]] == seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(_INPUTS, st.integers(min_value=1, max_value=200))
+def test_block_reading_reads_what_line_by_line_reading_reads(data: bytes, block: int) -> None:
+    """Files are read a block of lines at a time; any block size gives the same rows."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(source, "_BLOCK_CHARS", block)
+        blocks = rows(data)
+    by_line = list(read_rows(open_text(Pipe(data))))
+    assert by_line == blocks
+
+
+class Pipe(io.BytesIO):
+    """Bytes that cannot seek, as stdin from a pipe: read line by line."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def test_a_file_of_plain_lines_is_read_in_blocks_not_line_by_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(source, "_BLOCK_CHARS", 100)
+    data = "".join(f"{U1[:-4]}{n:04d},t{n}\n" for n in range(500)).encode()
+    one_by_one = []
+    real_next = source._Lines.__next__
+
+    def counting_next(self: source._Lines) -> str:
+        line = real_next(self)
+        one_by_one.append(line)
+        return line
+
+    monkeypatch.setattr(source._Lines, "__next__", counting_next)
+    reader = read_rows(open_text(io.BytesIO(data)))
+    assert list(range(1, 501)) == [row.line for row in reader.take(10_000)]
+    # The first line twice (the CSV reader decides it is no header), the second (plain: the
+    # lane is open), then only whole blocks.
+    assert 3 == len(one_by_one)
+
+
+def test_take_keeps_what_it_read_beyond_its_limit_for_the_next_call() -> None:
+    data = "".join(f"{U1[:-4]}{n:04d},t{n}\n" for n in range(50)).encode()
+    reader = read_rows(open_text(io.BytesIO(data)))
+    taken = [reader.take(7) for _ in range(9)]
+    assert [7] * 7 + [1, 0] == [len(batch) for batch in taken]
+    assert list(range(1, 51)) == [row.line for batch in taken for row in batch]
