@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulktag import journal
@@ -561,6 +561,20 @@ def test_a_full_disk_raises_enospc() -> None:
         assert errno.ENOSPC == raised.value.errno
     finally:
         writer.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False, allow_infinity=False),
+    st.floats(min_value=1e-9, max_value=3e-4),
+)
+def test_format_time_matches_datetime_for_times_in_a_row(start: float, step: float) -> None:
+    """As the sink sees them: times a few microseconds apart, most of them answered from the
+    cached millisecond, some a hair from its edges."""
+    for n in range(400):
+        epoch = start + n * step
+        expected = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+        assert expected[:-6] + "Z" == format_time(epoch)
 
 
 @given(
