@@ -24,9 +24,10 @@ import anyio
 import anyio.to_thread
 
 from bulktag.journal import JournalWriter, render
-from bulktag.model import Result
+from bulktag.model import Outcome, Result
 from bulktag.summary import FailureBreaker, Tally
 
+_OK = Outcome.OK
 DEFAULT_LIMIT = 4096  # lines waiting for the writer before recording tasks wait (~1 MB)
 
 
@@ -63,6 +64,8 @@ class JournalSink:
         lines.append(render(result))
         if len(lines) == 1:
             self._waiting.set()
+        if result.outcome is _OK and self._breaker.clear:
+            return  # the common case: nothing for the breaker to learn
         reason = self._breaker.observe(result)
         if reason is not None:
             self._abort(reason)

@@ -82,14 +82,16 @@ class FailureBreaker:
         self.threshold = threshold
         self._signature: tuple[Outcome, str] | None = None
         self._count = 0
+        self.clear = True  # no failure since the last ok: an ok row changes nothing
 
     def observe(self, result: Result) -> str | None:
         """Feed a result; returns the reason to stop when the breaker trips."""
         if result.outcome is Outcome.INVALID:  # a local rejection says nothing about the cloud
             return None
         if result.outcome is Outcome.OK:
-            self._signature, self._count = None, 0
+            self._signature, self._count, self.clear = None, 0, True
             return None
+        self.clear = False
         signature = (result.outcome, _status_label(result))
         if signature == self._signature:
             self._count += 1

@@ -112,21 +112,13 @@ class _Http:
         if token is not self._token:  # built once per token: aiohttp copies it, never changes it
             self._headers = CIMultiDict({"X-Auth-Token": token})
             self._token = token
-        extra = {} if body is None else {"json": body}
         task = self._deadlines.enter()
         try:
-            response = await method(url, headers=self._headers, allow_redirects=False, **extra)
+            response = await self._request(method, url, body)
             if response.status < 300 and not want_body:
                 response.release()
                 return _answer(response, None)
-            async with response:
-                content = await response.read()
-                if response.status < 300:
-                    return _answer(response, None, content)
-                # Some servers echo the request: never keep our token, and keep the error
-                # body only as the excerpt, with the token taken out.
-                text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")
-                return _answer(response, _excerpt(text) or None)
+            return await _read_answer(response, token)
         except aiohttp.ClientConnectorError as exc:
             return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}")
         except aiohttp.ServerDisconnectedError:
@@ -144,6 +136,26 @@ class _Http:
             return Answer(status=None, error=f"timeout after {self._timeout:g} s")
         finally:
             self._deadlines.leave(task)
+
+    def _request(
+        self, method: Callable[..., Awaitable[aiohttp.ClientResponse]], url: URL, body: Any
+    ) -> Awaitable[aiohttp.ClientResponse]:
+        """The request, not yet sent (a plain call: no coroutine of our own per request)."""
+        if body is None:  # no json= at all: aiohttp would send "null"
+            return method(url, headers=self._headers, allow_redirects=False)
+        return method(url, headers=self._headers, allow_redirects=False, json=body)
+
+
+async def _read_answer(response: aiohttp.ClientResponse, token: str) -> Answer:
+    """An answer whose body is wanted: a 2xx's whole, an error's excerpt."""
+    async with response:
+        content = await response.read()
+        if response.status < 300:
+            return _answer(response, None, content)
+        # Some servers echo the request: never keep our token, and keep the error body
+        # only as the excerpt, with the token taken out.
+        text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")
+        return _answer(response, _excerpt(text) or None)
 
 
 def _answer(response: aiohttp.ClientResponse, error: str | None, body: bytes = b"") -> Answer:
@@ -179,7 +191,12 @@ class GlanceTransport(_Http):
         return self._root.with_path(path, encoded=True)
 
     def _tag_url(self, image_id: str, tag: str) -> URL:
-        return self._images_url(image_id, "tags", tag)
+        """``{endpoint}/v2/images/{id}/tags/{tag}``: _images_url, unrolled for every request."""
+        if not _url_safe(image_id):
+            image_id = quote(image_id, safe="")
+        if not _url_safe(tag):
+            tag = quote(tag, safe="")
+        return self._root.with_path(f"{self._images_path}/{image_id}/tags/{tag}", encoded=True)
 
     async def put_tag(self, image_id: str, tag: str, token: str) -> Answer:
         """``PUT /v2/images/{id}/tags/{tag}`` with no body (Glance answers 400 to any body)."""
