@@ -334,15 +334,19 @@ class Engine:
             if token is None:
                 return []
             answer, sent_at = await self._send(rows, token)
-            decision = decide(
-                self.settings.retry,
-                answer,
-                attempt,
-                self._wall(),
-                self._rng,
-                absent_is_ok=self._absent_is_ok,
-            )
-            if answer.status is not None and not (decision is _ACCEPTED and self.pacer.calm):
+            status = answer.status
+            if status is not None and 200 <= status < 300:  # decide()'s first rule, inline
+                decision: Decision = _ACCEPTED
+            else:
+                decision = decide(
+                    self.settings.retry,
+                    answer,
+                    attempt,
+                    self._wall(),
+                    self._rng,
+                    absent_is_ok=self._absent_is_ok,
+                )
+            if status is not None and not (decision is _ACCEPTED and self.pacer.calm):
                 self._pace(decision, sent_at)  # an accepted answer changes nothing when calm
             if isinstance(decision, Settle):
                 if len(rows) > 1 and decision.outcome is Outcome.FAILED and answer.status == 400:

@@ -10,6 +10,7 @@ import pytest
 
 from bulktag.model import Outcome
 from bulktag.policy import (
+    ACCEPTED,
     Abort,
     Answer,
     Decision,
@@ -260,3 +261,11 @@ def test_backoff_honours_custom_base_and_cap() -> None:
     generator = random.Random(3)
     assert all(0.0 <= policy.backoff(1, generator) <= 2.0 for _ in range(200))
     assert all(0.0 <= policy.backoff(4, generator) <= 5.0 for _ in range(200))
+
+
+@pytest.mark.parametrize("status", range(200, 300))
+def test_every_2xx_is_decided_as_the_one_accepted_object(status: int) -> None:
+    """The engine checks a 2xx inline and uses ACCEPTED without asking decide(): they agree."""
+    decision = decide(RetryPolicy(), Answer(status), 1, 0.0, random.Random(1))
+    assert decision is ACCEPTED
+    assert Outcome.OK is ACCEPTED.outcome
