@@ -9,7 +9,9 @@ simulation) against nginx, once with 1 pair and once with ``--pairs``; the diffe
 by the extra pairs is its user-space instructions per pair, start-up excluded. Two runs of the
 same client agree within 0.3%. Kernel work (syscalls) is not counted, so this complements the
 throughput scenario of run.py rather than replacing it; use it to judge a change to the hot
-path before and after.
+path before and after. One distortion: under valgrind a client runs ~50x slower, so whatever
+is cached per unit of time (the journal's millisecond time stamp) hits far less than at real
+speed, and a change to such a cache must be judged at real speed too.
 
 Prints instructions per pair for bulktag (everything on, as in run.py) and the minimal aiohttp
 client on each loop, and the ratio minimal ÷ bulktag (the throughput ratio the CPU-bound

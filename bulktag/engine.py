@@ -428,21 +428,12 @@ class Engine:
         error = None
         if outcome is not Outcome.OK:
             error = answer.error or f"HTTP {answer.status}"
+        elapsed_ms = round((self._clock() - started) * 1000)
+        # Positional, in Result's field order: keywords cost a dict per row.
         return Result(
-            row.line,
-            row.image_id,
-            row.tag,
-            outcome,
-            status=answer.status,
-            attempts=attempts,
-            error=error,
-            request_id=answer.request_id,
-            at=self._wall(),
-            elapsed_ms=round((self._clock() - started) * 1000),
-            op=self._op,
-            value=row.value,
-            api=self._api,
-        )
+            row.line, row.image_id, row.tag, outcome, answer.status, attempts, error,
+            answer.request_id, self._wall(), elapsed_ms, self._op, row.value, self._api,
+        )  # fmt: skip
 
     async def _record(self, result: Result) -> None:
         self._sink.record(result)
