@@ -9,9 +9,9 @@
                        N workers: gather (a row, or with IMS up to ten of one image's rows)
                                   token ─► Pacer (ceiling + pushback) ─► transport
                                   ─► policy.decide ─► sleep and retry | settle
-                                      │ (bounded stream)
-                                      ▼
-                               sink: the only journal writer, tally, failure breaker
+                                      │ sink.record(): a call (waits only when the writer
+                                      ▼ is far behind)
+                               JournalSink: tally, failure breaker; one writer task
 
 Stopping. ``request_stop()`` (first SIGINT/SIGTERM, a time limit) stops reading input at once
 and lets in-flight rows finish for up to ``grace_period`` seconds; rows waiting for a retry are

@@ -30,9 +30,10 @@ in any span of ``t`` seconds, the achieved rate is the rate however late the eve
 a waiter (slots are reserved, not re-measured), and a caller that may go at once costs a
 comparison and an addition — a plain call, no await (:meth:`Pacer.free_now`). aiolimiter,
 used before, cost ~13,000 instructions a request (benchmarks/instructions.py) and reads the
-loop's clock, which uvloop keeps to the millisecond: at ``--burst 1`` it delivered 79% of
-1,000/s. While the pacer has slowed the run (throttled) there is no burst: callers are spaced
-one interval apart, so a recovering server is not hit by a clump.
+loop's clock, which uvloop keeps to the millisecond: at ``--burst 1`` it delivered 85% of
+1,000/s (benchmarks/RESULTS.md at da74480; this bucket: 100.0%). While the pacer has slowed
+the run (throttled) there is no burst: callers are spaced one interval apart, so a recovering
+server is not hit by a clump.
 """
 
 from __future__ import annotations
