@@ -50,7 +50,7 @@ from bulktag.policy import ACCEPTED as _ACCEPTED
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
 from bulktag.sink import JournalSink
-from bulktag.source import Parsed, RowReader
+from bulktag.source import Parsed, RowReader, fill
 from bulktag.streams import get
 from bulktag.summary import FailureBreaker, Tally
 
@@ -115,18 +115,7 @@ def _take(rows: Iterator[Parsed], count: int, linger: float = _READ_LINGER) -> l
     """Up to ``count`` rows, or fewer once ``linger`` seconds passed since the first one."""
     if isinstance(rows, RowReader):  # reads whole blocks of a file at once
         return rows.take(count, linger)
-    batch: list[Parsed] = []
-    deadline = 0.0
-    for item in rows:
-        batch.append(item)
-        if len(batch) >= count:
-            break
-        now = time.monotonic()
-        if len(batch) == 1:
-            deadline = now + linger
-        elif now >= deadline:
-            break
-    return batch
+    return fill([], ([item] for item in rows), count, linger)  # any other iterator of rows
 
 
 class Engine:
@@ -265,7 +254,7 @@ class Engine:
                 elif decision is Admit.SEND:
                     assert isinstance(item, Row)
                     if not scheduler.submit_nowait(item):
-                        await scheduler.submit(item)
+                        await scheduler.submit_waiting(item)
                     budget = None if budget is None else budget - 1
 
     def _count_left(self, rows: Iterator[Parsed]) -> int:

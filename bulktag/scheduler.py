@@ -50,7 +50,7 @@ class ImageScheduler:
     async def submit(self, row: Row) -> None:
         """Producer side: dispatch ``row`` now, or park it behind its image's in-flight row."""
         if not self.submit_nowait(row):
-            await self._submit_waiting(row)
+            await self.submit_waiting(row)
 
     def submit_nowait(self, row: Row) -> bool:
         """:meth:`submit` when it needs no wait (nearly always): True if ``row`` was taken.
@@ -79,7 +79,8 @@ class ImageScheduler:
             self._wake_lingering()
         return True
 
-    async def _submit_waiting(self, row: Row) -> None:
+    async def submit_waiting(self, row: Row) -> None:
+        """:meth:`submit` after :meth:`submit_nowait` said no: wait for room, then hand over."""
         if not self._serialize:  # testing switch (--unsafe-no-image-lock): shows the race
             await put(self._ready, row)
             return

@@ -354,18 +354,8 @@ class RowReader:
     def take(self, limit: int, linger: float = math.inf) -> list[Parsed]:
         """Up to ``limit`` rows, or fewer once ``linger`` seconds passed since the first one;
         an empty list at the end of the input."""
-        batch = list(self._spare)
+        batch = fill(list(self._spare), self._chunks, limit, linger)
         self._spare.clear()
-        deadline = 0.0
-        for chunk in self._chunks:
-            batch += chunk
-            if len(batch) >= limit:
-                break
-            now = time.monotonic()
-            if deadline == 0.0:
-                deadline = now + linger
-            elif now >= deadline:
-                break
         if len(batch) > limit:
             self._spare.extend(batch[limit:])
             del batch[limit:]
@@ -412,6 +402,28 @@ class RowReader:
             first = lines.count + 1
             lines.count += len(block)
             yield [Row(n, image_id, tag) for n, (image_id, tag) in enumerate(pairs, first)]
+
+
+def fill(
+    batch: list[Parsed], chunks: Iterator[list[Parsed]], limit: int, linger: float
+) -> list[Parsed]:
+    """Extend ``batch`` from ``chunks`` until it holds ``limit`` rows (or more: the last chunk
+    is not cut), or until a chunk comes ``linger`` seconds after the first one; return it.
+
+    The rule for every hand-over of rows to the engine: big batches from a fast input, and
+    a slow producer's rows held back by at most the linger, never until a batch is full.
+    """
+    deadline = 0.0
+    for chunk in chunks:
+        batch += chunk
+        if len(batch) >= limit:
+            break
+        now = time.monotonic()
+        if deadline == 0.0:
+            deadline = now + linger
+        elif now >= deadline:
+            break
+    return batch
 
 
 def read_rows(text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> RowReader:

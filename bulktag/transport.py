@@ -66,6 +66,11 @@ def make_session(
 _url_safe = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 
 
+def _segment(text: str) -> str:
+    """``text`` as one URL path segment: as it is when URL-safe (one C call), else quoted."""
+    return text if _url_safe(text) else quote(text, safe="")
+
+
 def _request_id(headers: object) -> str | None:
     get = getattr(headers, "get")  # noqa: B009 - CIMultiDictProxy and dict alike
     value = get("x-openstack-request-id") or get("x-request-id")
@@ -187,16 +192,13 @@ class GlanceTransport(_Http):
         """
         path = self._images_path
         for segment in segments:
-            path += "/" + (segment if _url_safe(segment) else quote(segment, safe=""))
+            path += "/" + _segment(segment)
         return self._root.with_path(path, encoded=True)
 
     def _tag_url(self, image_id: str, tag: str) -> URL:
-        """``{endpoint}/v2/images/{id}/tags/{tag}``: _images_url, unrolled for every request."""
-        if not _url_safe(image_id):
-            image_id = quote(image_id, safe="")
-        if not _url_safe(tag):
-            tag = quote(tag, safe="")
-        return self._root.with_path(f"{self._images_path}/{image_id}/tags/{tag}", encoded=True)
+        """``{endpoint}/v2/images/{id}/tags/{tag}``: _images_url unrolled, for every request."""
+        path = f"{self._images_path}/{_segment(image_id)}/tags/{_segment(tag)}"
+        return self._root.with_path(path, encoded=True)
 
     async def put_tag(self, image_id: str, tag: str, token: str) -> Answer:
         """``PUT /v2/images/{id}/tags/{tag}`` with no body (Glance answers 400 to any body)."""
