@@ -150,7 +150,6 @@ class Engine:
         self._clock = clock
         self._wall = wall
         self._rng = rng or random.Random()
-        self._sleep = sleep
         self.pacer = Pacer(
             settings.rate, settings.pacing, clock=clock, sleep=sleep, burst=settings.burst
         )

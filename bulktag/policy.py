@@ -133,8 +133,7 @@ class Abort:
 
 Decision = Settle | Retry | Abort
 
-_SETTLE_OK = Settle(Outcome.OK)
-ACCEPTED = _SETTLE_OK  # what decide() returns for every accepted answer (the same object)
+ACCEPTED = Settle(Outcome.OK)  # decide() returns this very object for every accepted answer
 _SETTLE_FAILED = Settle(Outcome.FAILED)
 
 
@@ -150,10 +149,10 @@ def decide(
     """What to do after attempt number ``attempt`` (1-based) got ``answer``."""
     status = answer.status
     if status is not None and 200 <= status < 300:  # the common case, without classify()
-        return _SETTLE_OK
+        return ACCEPTED
     verdict = classify(answer, attempt, policy.max_500_attempts, absent_is_ok)
     if verdict.kind is Kind.OK:
-        return _SETTLE_OK
+        return ACCEPTED
     if verdict.kind is Kind.PERMANENT:
         return _SETTLE_FAILED
     if verdict.kind is Kind.AUTH:

@@ -48,6 +48,7 @@ class Tally:
 
     def answered(self, status: int | None, error: str | None) -> None:
         """Count one answer (every attempt, retries included)."""
+        # _label's first rule inline: this runs for every answer.
         self.statuses[str(status) if status is not None else _label(status, error)] += 1
 
     @property

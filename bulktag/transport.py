@@ -71,12 +71,6 @@ def _segment(text: str) -> str:
     return text if _url_safe(text) else quote(text, safe="")
 
 
-def _request_id(headers: object) -> str | None:
-    get = getattr(headers, "get")  # noqa: B009 - CIMultiDictProxy and dict alike
-    value = get("x-openstack-request-id") or get("x-request-id")
-    return str(value) if value else None
-
-
 def _lists_images(body: bytes) -> bool:
     try:
         return isinstance(json.loads(body).get("images"), list)
@@ -94,8 +88,8 @@ class _Http:
 
     def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
         self._session = session
-        self._timeout = timeout
         self._deadlines = Deadlines(timeout)
+        self._timed_out = Answer(status=None, error=f"timeout after {timeout:g} s")
         self._token = ""
         self._headers: CIMultiDict[str] = CIMultiDict()  # X-Auth-Token: self._token
 
@@ -129,16 +123,16 @@ class _Http:
         except aiohttp.ServerDisconnectedError:
             return Answer(status=None, error="connection dropped by the server")
         except TimeoutError:  # asyncio.TimeoutError is this class since 3.11 (here: connecting)
-            return Answer(status=None, error=f"timeout after {self._timeout:g} s")
+            return self._timed_out
         except (aiohttp.ClientError, OSError) as exc:
             if self._deadlines.expired(task):  # aiohttp turned our cancel into its own error
-                return Answer(status=None, error=f"timeout after {self._timeout:g} s")
+                return self._timed_out
             error = f"connection error: {exc.__class__.__name__}: {exc}"
             return Answer(status=None, error=error)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise  # the run is stopping: not ours to swallow
-            return Answer(status=None, error=f"timeout after {self._timeout:g} s")
+            return self._timed_out
         finally:
             self._deadlines.leave(task)
 
@@ -168,7 +162,7 @@ def _answer(response: aiohttp.ClientResponse, error: str | None, body: bytes = b
     return Answer(
         response.status,
         headers.get("Retry-After"),
-        headers.get("x-openstack-request-id") or _request_id(headers),
+        headers.get("x-openstack-request-id") or headers.get("x-request-id") or None,
         error,
         body,
     )
