@@ -267,8 +267,8 @@ class ResumeIndex:
         return state == "done" or (state == "failed" and not retry_failed)
 
     def settle(self, key: int, outcome: Outcome, slot: int | None = None) -> None:
-        """Fold one record in. load_index's fast path repeats the ok/failed/gave_up part inline
-        for plain Glance adds; the two must agree (tests/test_journal.py checks they do)."""
+        """Fold one record in. load_index repeats the ok/failed/gave_up part inline for plain
+        Glance adds (per block and per match); they must agree (tests/test_journal.py checks)."""
         if outcome is Outcome.FAILED:
             self.failed.add(key)
         elif outcome is Outcome.GAVE_UP:  # not settled, and no longer failed
@@ -287,15 +287,24 @@ class ResumeIndex:
 
 
 # The common record — a Glance add whose id and tag need no JSON escapes, with nothing after
-# elapsed_ms — is matched on the bytes, a whole block of lines per regex scan: its key is the
-# digest of the very bytes pair_key hashes, with no json.loads and no Python loop per line
-# outside the match itself (json.loads per line made resuming over 1M records take ~6.5 s, a
-# regex per line ~2.6 s; see benchmarks/RESULTS.md). Lines the pattern skips — any other
-# record, blank lines, garbage — are found as gaps between matches and take the full parse.
-_PLAIN_ADD = re.compile(
+# elapsed_ms — is matched on the bytes: its key is the digest of the very bytes pair_key
+# hashes, with no json.loads. Two speeds (resuming over 1M records: json.loads per line
+# ~6.5 s, a regex per line ~2.6 s, a match object per record ~1.6 s of loading, see
+# benchmarks/RESULTS.md):
+#
+# * a block whose every line is such a record with outcome ``ok`` — a finished run's journal,
+#   block after block — is matched whole by one findall (one match per line: the first line
+#   at the block's start, each next one after its newline), and its keys go into the index in
+#   one set update;
+# * any other block is walked match by match: lines the pattern skips (any other record,
+#   blank lines, garbage) are found as gaps between matches and take the full parse.
+_PLAIN_RECORD = (
     rb'\{"line": \d+, "image_id": "([^"\\\n]*)", "tag": "([^"\\\n]*)", '
-    rb'"outcome": "(ok|failed|gave_up)", [^\n]*"elapsed_ms": \d+\}\r?\n'
+    rb'"outcome": "%s", [^\n]*"elapsed_ms": \d+\}'
 )
+_PLAIN_ADD = re.compile(_PLAIN_RECORD % rb"(ok|failed|gave_up)" + rb"\r?\n")
+_FIRST_PLAIN_OK = re.compile(_PLAIN_RECORD % rb"ok" + rb"(?=\r?\n)")
+_NEXT_PLAIN_OK = re.compile(rb"\n" + _PLAIN_RECORD % rb"ok" + rb"(?=\r?\n)")
 _BLOCK_BYTES = 1 << 20  # 1 MiB of journal per scan
 
 
@@ -307,31 +316,56 @@ def load_index(blocks: Iterable[bytes]) -> ResumeIndex:
     """
     index = ResumeIndex.empty()
     done, failed = index.done, index.failed
-    fingerprint = fingerprint_bytes
     for block in blocks:
-        position = 0
-        for plain in _PLAIN_ADD.finditer(block):
-            start = plain.start()
-            if start != position:  # lines the pattern skipped: the careful way
-                if block[start - 1] != 0x0A:  # a match inside a line: the line is not plain
-                    _load_lines(index, block[position : plain.end()])
-                    position = plain.end()
-                    continue
-                _load_lines(index, block[position:start])
-            position = plain.end()
-            index.records += 1
-            image_id, tag, outcome = plain.groups()
-            key = fingerprint(image_id + b"\n" + tag)
-            if outcome == b"ok":  # ResumeIndex.settle, inlined: this runs for every record
-                done.add(key)
-                failed.discard(key)
-            elif outcome == b"failed":
-                failed.add(key)
-            else:  # gave_up: not settled, and no longer failed
-                failed.discard(key)
-        if position != len(block):
-            _load_lines(index, block[position:])
+        keys = _plain_ok_keys(block)
+        if keys is None:
+            _load_block(index, block)
+            continue
+        index.records += len(keys)
+        done.update(keys)  # ResumeIndex.settle of an ok record, for the whole block at once
+        if failed:
+            failed.difference_update(keys)
     return index
+
+
+def _plain_ok_keys(block: bytes) -> list[int] | None:
+    """The keys of a block of plain Glance add ``ok`` records only; None for any other block."""
+    first = _FIRST_PLAIN_OK.match(block)
+    if first is None or not block.endswith(b"\n"):
+        return None
+    rest = _NEXT_PLAIN_OK.findall(block, first.end())
+    if len(rest) + 1 != block.count(b"\n"):  # a line that is not one
+        return None
+    fingerprint = fingerprint_bytes
+    return [fingerprint(image_id + b"\n" + tag) for image_id, tag in (first.groups(), *rest)]
+
+
+def _load_block(index: ResumeIndex, block: bytes) -> None:
+    """A block with other lines in it: plain records by their match, the rest parsed."""
+    done, failed = index.done, index.failed
+    fingerprint = fingerprint_bytes
+    position = 0
+    for plain in _PLAIN_ADD.finditer(block):
+        start = plain.start()
+        if start != position:  # lines the pattern skipped: the careful way
+            if block[start - 1] != 0x0A:  # a match inside a line: the line is not plain
+                _load_lines(index, block[position : plain.end()])
+                position = plain.end()
+                continue
+            _load_lines(index, block[position:start])
+        position = plain.end()
+        index.records += 1
+        image_id, tag, outcome = plain.groups()
+        key = fingerprint(image_id + b"\n" + tag)
+        if outcome == b"ok":  # ResumeIndex.settle, inlined: this runs for every record
+            done.add(key)
+            failed.discard(key)
+        elif outcome == b"failed":
+            failed.add(key)
+        else:  # gave_up: not settled, and no longer failed
+            failed.discard(key)
+    if position != len(block):
+        _load_lines(index, block[position:])
 
 
 def _load_lines(index: ResumeIndex, text: bytes) -> None:

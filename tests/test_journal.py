@@ -354,6 +354,62 @@ def test_blocks_of_any_size_give_the_index_that_line_by_line_gives(
     assert index_state(by_line) == index_state(load_index(blocks))
 
 
+# Mostly plain ok records (whole blocks of them take the one-findall path), now and then a line
+# that sends its block down the other path.
+_MOSTLY_PLAIN_OK = st.one_of(
+    st.builds(
+        lambda n, tag: record(Outcome.OK, U1 if n % 2 else U2, tag, line=n),
+        st.integers(min_value=1, max_value=99),
+        st.sampled_from(["gold", "silver", "crlf"]),
+    ),
+    _JOURNAL_LINES,
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_MOSTLY_PLAIN_OK, max_size=40), st.integers(min_value=1, max_value=2000))
+def test_the_block_scan_gives_the_index_that_json_loads_gives(
+    lines: list[bytes], block_size: int
+) -> None:
+    """Whatever the mix of lines and blocks, the index is the one parsing every line as JSON
+    (then folding it in with ResumeIndex.settle) gives."""
+    text = b"".join(lines)
+    careful = ResumeIndex.empty()
+    journal._load_lines(careful, text)
+    assert index_state(careful) == index_state(load_index(_blocks(text, block_size)))
+
+
+def test_a_block_of_ok_records_clears_what_an_earlier_block_failed() -> None:
+    failed_then_ok = [record(Outcome.FAILED, U1, "gold"), record(Outcome.OK, U1, "gold")]
+    index = load_index([failed_then_ok[0], failed_then_ok[1] * 3])
+    assert index.is_settled(pair_key(U1, "gold"))
+    assert pair_key(U1, "gold") not in index.failed
+    assert 4 == index.records
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        pytest.param(b"", id="unterminated-last-line"),
+        pytest.param(b"\n", id="blank-line-at-the-end"),
+        pytest.param(b"garbage\n", id="garbage-line-at-the-end"),
+    ],
+)
+def test_a_block_of_ok_records_with_anything_else_at_its_end_is_read_line_by_line(
+    tail: bytes,
+) -> None:
+    block = record(Outcome.OK, U1, "gold") + record(Outcome.OK, U2, "silver")
+    if not tail:
+        block = block[:-1]  # the last record, complete but without its newline
+    index = load_index([block + tail])
+    assert index.is_settled(pair_key(U1, "gold"))
+    assert index.is_settled(pair_key(U2, "silver"))
+    assert (2 + (tail == b"garbage\n"), int(tail == b"garbage\n")) == (
+        index.records,
+        index.unreadable,
+    )
+
+
 def _blocks(text: bytes, size: int) -> list[bytes]:
     """What read_blocks makes of ``text`` with blocks of ``size`` bytes."""
     with tempfile.TemporaryDirectory() as folder:
