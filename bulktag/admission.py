@@ -6,8 +6,11 @@ Shared by the engine and by ``--dry-run``, so a dry run reports exactly what a r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import compress
+from operator import not_
 
 from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
 from bulktag.journal import fingerprint_bytes as fingerprint
@@ -130,6 +133,38 @@ class Admission:
             tally.skipped_duplicate += 1
             return Decision.SKIP
         return Decision.RECORD_INVALID if isinstance(item, InvalidRow) else Decision.SEND
+
+    def screen(self, batch: Sequence[Row | InvalidRow]) -> list[Row | InvalidRow]:
+        """decide() for a batch: the items to act on (rows to send, invalid rows to record),
+        in order; the rest are tallied as skipped.
+
+        A batch of Glance adds — every batch of a resume, where nearly every row is skipped —
+        is keyed in one comprehension and checked against the done keys in one C-level pass,
+        and only the rest are looked at row by row (decide() per row cost ~0.9 s of a
+        1M-row resume). Any other batch goes through decide() row by row.
+        """
+        if not self._plain or self._sharded or InvalidRow in map(type, batch):
+            return [item for item in batch if self.decide(item) is not Decision.SKIP]
+        tally = self._tally
+        tally.read += len(batch)
+        keys = [
+            fingerprint(f"{row.image_id}\n{row.tag}".encode("utf-8", "surrogatepass"))
+            for row in batch
+        ]
+        is_done = map(self._done.__contains__, keys)
+        not_done = list(compress(zip(batch, keys, strict=True), map(not_, is_done)))
+        tally.skipped_done += len(batch) - len(not_done)
+        return [row for row, key in not_done if self._send_not_done(key)]
+
+    def _send_not_done(self, key: int) -> bool:
+        """_decide_plain past the done check: whether a row that is not done is sent."""
+        if key in self._failed and not self._retry_failed:
+            self._tally.skipped_still_bad += 1
+            return False
+        if not self._seen.add(key):
+            self._tally.skipped_duplicate += 1
+            return False
+        return True
 
     def _decide_plain(self, row: Row) -> Decision:
         """decide() for a Glance add, the row of nearly every run and of every resume, with

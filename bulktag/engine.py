@@ -237,12 +237,29 @@ class Engine:
             self._left += await anyio.to_thread.run_sync(self._count_left, rows)
 
     async def _feed(self, rows: Iterator[Parsed], scheduler: ImageScheduler) -> None:
-        budget = self.settings.max_items
+        if self.settings.max_items is not None:
+            await self._feed_counted(rows, scheduler, self.settings.max_items)
+            return
+        while batch := await anyio.to_thread.run_sync(
+            _take, rows, _READ_BATCH, abandon_on_cancel=True
+        ):
+            for item in self._admission.screen(batch):
+                if isinstance(item, Row):
+                    if not scheduler.submit_nowait(item):
+                        await scheduler.submit_waiting(item)
+                else:
+                    await self._record(self._invalid_result(item))
+
+    async def _feed_counted(
+        self, rows: Iterator[Parsed], scheduler: ImageScheduler, budget: int
+    ) -> None:
+        """_feed with --max-items: row by row, to stop at the row that would be one too many
+        (the rows after it are then counted, not marked as met)."""
         while batch := await anyio.to_thread.run_sync(
             _take, rows, _READ_BATCH, abandon_on_cancel=True
         ):
             for n, item in enumerate(batch):
-                if budget is not None and budget <= 0:
+                if budget <= 0:
                     self._stopped_by = "max_items"
                     self._left = self._count_left(iter(batch[n:]))
                     return
@@ -254,7 +271,7 @@ class Engine:
                     assert isinstance(item, Row)
                     if not scheduler.submit_nowait(item):
                         await scheduler.submit_waiting(item)
-                    budget = None if budget is None else budget - 1
+                    budget -= 1
 
     def _count_left(self, rows: Iterator[Parsed]) -> int:
         """After --max-items: how many of the remaining rows a next run would send."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulktag.admission import Admission
+from bulktag.admission import Admission, Decision
 from bulktag.journal import ResumeIndex, pair_key
 from bulktag.model import InvalidRow, Row
 from bulktag.summary import Tally
@@ -42,3 +42,39 @@ def test_the_inlined_glance_path_decides_like_the_general_one(
         item = Row(line, *pair) if pair else InvalidRow(line, "x", "y", "bad")
         assert general.decide(item) == inlined.decide(item)
     assert general._tally == inlined._tally
+
+
+@given(
+    batches=st.lists(st.lists(st.one_of(pairs, pairs, st.none()), max_size=12), max_size=4),
+    done=st.sets(pairs, max_size=6),
+    failed=st.sets(pairs, max_size=6),
+    retry_failed=st.booleans(),
+)
+def test_screening_a_batch_keeps_exactly_what_deciding_row_by_row_keeps(
+    batches: list[list[tuple[str, str] | None]],
+    done: set[tuple[str, str]],
+    failed: set[tuple[str, str]],
+    retry_failed: bool,
+) -> None:
+    """screen() is decide() for a batch: the same items kept, in order, the same tallies, and
+    the same memory of rows met (a duplicate in a later batch is still one)."""
+    index = ResumeIndex({pair_key(*p) for p in done}, {pair_key(*p) for p in failed - done})
+    screening, deciding = admissions(index, retry_failed)
+    deciding._plain = True
+    line = 1
+    for pairs_of_batch in batches:
+        batch: list[Row | InvalidRow] = []
+        for pair in pairs_of_batch:
+            line += 1
+            batch.append(Row(line, *pair) if pair else InvalidRow(line, "x", "y", "bad"))
+        kept = [item for item in batch if deciding.decide(item) is not Decision.SKIP]
+        assert kept == screening.screen(batch)
+    assert deciding._tally == screening._tally
+
+
+def test_screening_a_resumed_batch_keeps_only_what_is_not_done() -> None:
+    rows = [Row(n, IMAGES[n % 4], TAGS[n % 3]) for n in range(2, 14)]
+    index = ResumeIndex({pair_key(r.image_id, r.tag) for r in rows[:9]}, set())
+    tally = Tally()
+    assert rows[9:] == Admission(index, tally).screen(rows)
+    assert (12, 9, 0) == (tally.read, tally.skipped_done, tally.skipped_duplicate)
