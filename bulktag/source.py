@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import BinaryIO
 
 from bulktag.model import InvalidRow, Row
@@ -269,8 +270,8 @@ def _plain_pair(columns: _Columns) -> re.Pattern[str] | None:
     no ``csv`` call and no validation: the same Row the slow path would make, at a fraction of
     the cost. Most inventories are nothing else; it matters most on resume, where every row of
     a big input is read only to be skipped. IMS rows (values, other rules) take the slow path.
-    The pattern takes one line with its end (``fullmatch``); :func:`_plain_lines` makes the
-    one that finds every such line of a block.
+    The pattern takes one line with its end (``fullmatch``); :class:`_PlainBlock` takes every
+    such line of a block.
     """
     rules = columns.rules
     plain_layout = columns.image_id == 0 and columns.tag == 1 and columns.value is None
@@ -282,13 +283,47 @@ def _plain_pair(columns: _Columns) -> re.Pattern[str] | None:
     )
 
 
-def _plain_lines(plain: re.Pattern[str]) -> re.Pattern[str]:
-    """``plain`` for ``findall`` over a block of lines: one match per whole plain line.
+class _PlainBlock:
+    """The fast lane for a block of lines: every line a plain pair, or the block is not taken.
 
-    A match starts at the block's start or after a newline and ends before one (or at the
-    block's end), so a block whose match count equals its line count is all plain lines.
+    One findall over the block with a looser pattern than the line's (an id of 36 characters
+    of ``[0-9a-f-]``: half the regex work of the UUID's groups), then the UUID's shape checked
+    for all ids at once (dashes where a UUID has them and nowhere else), and the rows made by
+    C-level map. ~0.4 against ~0.7 s for a million rows (read, matched and made, one core).
     """
-    return re.compile("^" + plain.pattern.removesuffix(r"\r?\n?") + r"\r?$", re.MULTILINE)
+
+    def __init__(self, max_tag: int) -> None:
+        line = rf"([0-9a-f-]{{36}}),([A-Za-z0-9_-]{{1,{max_tag}}})(?=\r?\n)"
+        self._first = re.compile(line)  # the block's first line, at its start
+        self._next = re.compile(r"\n" + line)  # every other line, after its newline
+
+    def rows(self, block: str, first_line: int) -> list[Parsed] | None:
+        """The rows of ``block`` (whole lines, the first numbered ``first_line``), or None if
+        any line of it is not a plain pair."""
+        head = self._first.match(block)
+        if head is None or not block.endswith("\n"):
+            return None
+        pairs = self._next.findall(block, head.end())
+        count = len(pairs) + 1
+        if count != block.count("\n"):
+            return None
+        ids, tags = zip(head.groups(), *pairs, strict=True)
+        if not _all_uuids(ids, count):
+            return None
+        numbers = range(first_line, first_line + count)
+        return list(map(_new_tuple, repeat(Row), zip(numbers, ids, tags, repeat(None))))
+
+
+def _all_uuids(ids: tuple[str, ...], count: int) -> bool:
+    """Whether ``count`` ids of 36 hex digits and dashes each are UUIDs: four dashes each, at
+    8, 13, 18 and 23 — checked on all of them joined, a slice per position."""
+    joined = "".join(ids)
+    if joined.count("-") != 4 * count:
+        return False
+    return all(joined[at::36].count("-") == count for at in (8, 13, 18, 23))
+
+
+_new_tuple = tuple.__new__  # Row(...) from a 4-tuple with no Python call per row
 
 
 # Characters of input read at once when the input is a file (not a pipe): ~1,400 plain lines.
@@ -340,7 +375,7 @@ class RowReader:
         self._chunks = self._read()
         self._spare: deque[Parsed] = deque()  # read, not yet handed out
         self._plain: re.Pattern[str] | None = None  # one plain line
-        self._plain_block: re.Pattern[str] | None = None  # every plain line of a block
+        self._plain_block: _PlainBlock | None = None  # every plain line of a block
 
     def __iter__(self) -> RowReader:
         return self
@@ -385,23 +420,26 @@ class RowReader:
                 header = _Columns.from_header(fields, self._rules)
                 columns = header or _Columns(self._rules)
                 self._plain = _plain_pair(columns)
-                self._plain_block = None if self._plain is None else _plain_lines(self._plain)
+                self._plain_block = (
+                    None if self._plain is None else _PlainBlock(self._rules.max_key_length)
+                )
                 if header is not None:
                     continue
             yield [columns.pick(lines.count, fields)]
 
-    def _read_blocks(self, plain: re.Pattern[str]) -> Iterator[list[Parsed]]:
+    def _read_blocks(self, plain: _PlainBlock) -> Iterator[list[Parsed]]:
         """Blocks of plain lines; returns at the end of the input or at the first block with
         another line in it, whose lines are then pending for the line-by-line reading."""
-        lines, find = self._lines, plain.findall
-        while block := self._text.readlines(_BLOCK_CHARS):
-            pairs = find("".join(block))
-            if len(pairs) != len(block):  # not every line is plain: read it line by line
-                lines.pending.extend(block)
+        lines, text = self._lines, self._text
+        while block := text.read(_BLOCK_CHARS):
+            if not block.endswith("\n"):
+                block += text.readline()  # whole lines only
+            rows = plain.rows(block, lines.count + 1)
+            if rows is None:  # not every line is plain: read it line by line
+                lines.pending.extend(io.StringIO(block, newline="").readlines())
                 return
-            first = lines.count + 1
-            lines.count += len(block)
-            yield [Row(n, image_id, tag) for n, (image_id, tag) in enumerate(pairs, first)]
+            lines.count += len(rows)
+            yield rows
 
 
 def fill(

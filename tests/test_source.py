@@ -308,6 +308,41 @@ def test_block_reading_reads_what_line_by_line_reading_reads(data: bytes, block:
     assert by_line == blocks
 
 
+# Ids the block lane's loose pattern ([0-9a-f-]{36}) lets through to its UUID check: real
+# UUIDs; UUIDs with a digit turned into a fifth dash (the dashes where a UUID has them, and
+# one more); UUIDs with a dash moved one place (four dashes, one misplaced); any mix.
+def _with_char(text: str, at: int, char: str) -> str:
+    return text[:at] + char + text[at + 1 :]
+
+
+_UUIDS = st.uuids().map(str)
+_NEAR_UUIDS = st.one_of(
+    _UUIDS,
+    st.tuples(_UUIDS, st.integers(0, 35)).map(lambda u: _with_char(u[0], u[1], "-")),
+    st.tuples(_UUIDS, st.sampled_from([8, 13, 18, 23]), st.sampled_from([-1, 1])).map(
+        lambda u: _with_char(_with_char(u[0], u[1], u[0][u[1] + u[2]]), u[1] + u[2], "-")
+    ),
+    st.text(alphabet="0123456789abcdef-", min_size=36, max_size=36),
+)
+_NEAR_PLAIN_LINES = st.lists(
+    st.tuples(_NEAR_UUIDS, st.sampled_from(["gold", "t-1", "x" * 255, "x" * 256, ""])),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_NEAR_PLAIN_LINES, st.sampled_from(["\n", "\r\n"]), st.integers(1, 400))
+def test_block_reading_takes_only_real_uuids_whatever_the_dashes(
+    pairs: list[tuple[str, str]], end: str, block: int
+) -> None:
+    data = "".join(f"{image_id},{tag}{end}" for image_id, tag in pairs).encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(source, "_BLOCK_CHARS", block)
+        blocks = rows(data)
+    assert list(read_rows(open_text(Pipe(data)))) == blocks
+
+
 class Pipe(io.BytesIO):
     """Bytes that cannot seek, as stdin from a pipe: read line by line."""
 
