@@ -32,8 +32,6 @@ from typing import IO, Literal
 
 from bulktag.model import Outcome, Result
 
-_LOW_64 = (1 << 64) - 1
-
 
 def fingerprint_bytes(data: bytes) -> int:
     """128 bits: no collision in any journal this tool will ever see.
@@ -43,8 +41,13 @@ def fingerprint_bytes(data: bytes) -> int:
     process. That is all they need — the resume index is built from the journal's text by the
     run that uses it, and never stored. Half the cost of a 128-bit blake2b (0.43 against
     0.77 us a row key), and each resume computes one per journal record and per input row.
+
+    The two values are joined as ``first << 64 ^ second``: the low 64 bits are the second
+    (sign-extended, as ``hash()`` gives it) and the rest is the first, so different pairs of
+    values give different ints — without masking either to 64 bits first (0.19 against
+    0.24 us a key, timeit).
     """
-    return (hash(data) & _LOW_64) << 64 | (hash(data + b"\x00") & _LOW_64)
+    return hash(data) << 64 ^ hash(data + b"\x00")
 
 
 def _fingerprint(text: str) -> int:

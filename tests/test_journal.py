@@ -175,7 +175,23 @@ def test_repair_appends_every_torn_tail_to_the_side_file(tmp_path: Path) -> None
 def test_pair_key_is_a_128_bit_int_and_the_same_on_every_call() -> None:
     key = pair_key(U1, "gold")
     assert key == pair_key(U1, "gold")
-    assert 0 <= key < 2**128
+    assert -(2**127) <= key < 2**127
+
+
+_HASHES = st.integers(-(2**63), 2**63 - 1)  # what hash() gives on a 64-bit build
+
+
+@given(_HASHES, _HASHES)
+def test_a_fingerprint_keeps_both_of_its_hashes_whole(first: int, second: int) -> None:
+    """Whatever the two 64-bit hashes of a pair are, both can be read back from its
+    fingerprint: two fingerprints are equal only if both of their hashes are."""
+    hashes = {b"data": first, b"data\x00": second}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(journal, "hash", hashes.__getitem__, raising=False)
+        key = journal.fingerprint_bytes(b"data")
+    low = key & (2**64 - 1)
+    second_back = low - 2**64 if low >= 2**63 else low
+    assert (first, second) == ((key ^ second_back) >> 64, second_back)
 
 
 @pytest.mark.parametrize(
