@@ -151,6 +151,9 @@ class Admission:
             fingerprint(f"{row.image_id}\n{row.tag}".encode("utf-8", "surrogatepass"))
             for row in batch
         ]
+        if self._done.issuperset(keys):  # a resumed batch, all done: one C-level pass
+            tally.skipped_done += len(batch)
+            return []
         is_done = map(self._done.__contains__, keys)
         not_done = list(compress(zip(batch, keys, strict=True), map(not_, is_done)))
         tally.skipped_done += len(batch) - len(not_done)

@@ -78,3 +78,13 @@ def test_screening_a_resumed_batch_keeps_only_what_is_not_done() -> None:
     tally = Tally()
     assert rows[9:] == Admission(index, tally).screen(rows)
     assert (12, 9, 0) == (tally.read, tally.skipped_done, tally.skipped_duplicate)
+
+
+def test_screening_a_batch_that_is_all_done_keeps_nothing_and_counts_it_all() -> None:
+    rows = [Row(n, IMAGES[n % 4], TAGS[n % 3]) for n in range(2, 14)]
+    index = ResumeIndex({pair_key(r.image_id, r.tag) for r in rows}, set())
+    tally = Tally()
+    admission = Admission(index, tally)
+    assert [] == admission.screen(rows)
+    assert [] == admission.screen(rows[:5])
+    assert (17, 17) == (tally.read, tally.skipped_done)
