@@ -400,19 +400,16 @@ def _parse_record(raw: bytes) -> tuple[int, Outcome, int | None] | None:
 
 
 def read_blocks(path: Path, size: int = _BLOCK_BYTES) -> Iterator[bytes]:
-    """The journal in blocks of about ``size`` bytes, each cut just after a newline."""
+    """The journal in blocks of about ``size`` bytes, each cut just after a newline.
+
+    A block is completed to its line end with ``readline`` (one copy of the block at most;
+    cutting at the last newline and carrying the rest over made two).
+    """
     with path.open("rb") as journal:
-        carry = b""
-        while chunk := journal.read(size):
-            block = carry + chunk
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: keep reading
-                carry = block
-                continue
-            carry = block[cut:]
-            yield block[:cut]
-        if carry:
-            yield carry
+        while block := journal.read(size):
+            if not block.endswith(b"\n"):
+                block += journal.readline()
+            yield block
 
 
 # ── writing ─────────────────────────────────────────────────────────────────────────────────
