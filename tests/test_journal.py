@@ -403,6 +403,13 @@ def test_a_block_of_ok_records_clears_what_an_earlier_block_failed() -> None:
     assert 4 == index.records
 
 
+def test_a_block_of_ok_records_with_an_escape_in_one_keys_each_like_pair_key() -> None:
+    tags = ["gold", "back\\slash", "new\nline", "silver"]
+    index = load_index([b"".join(record(Outcome.OK, U1, tag) for tag in tags)])
+    assert {pair_key(U1, tag) for tag in tags} == index.done
+    assert (4, 0) == (index.records, index.unreadable)
+
+
 @pytest.mark.parametrize(
     "tail",
     [
