@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
@@ -59,6 +60,10 @@ from bulktag.summary import FailureBreaker, Tally
 # engine costs ~18 instead of ~21 us a row (instant sender, 100k rows; more rows a trip gained
 # nothing). A trip also ends with the first row read after _READ_LINGER has passed since its
 # first row: rows from a slow producer on stdin wait for the next row at most, not for 2048.
+# Only input that can wait on a producer goes to the thread (RowReader.may_wait): a file is
+# read in the event loop, 2048 rows (~1 ms) at a time. The thread cost more than the reading
+# itself — its GIL switches hold up the loop when answers are ready — against nginx, 107 ->
+# 97 us of CPU a pair and +10% throughput (5 interleaved runs of 50k pairs, concurrency 64).
 _READ_BATCH = 2048
 _READ_LINGER = 0.05
 
@@ -116,6 +121,15 @@ def _take(rows: Iterator[Parsed], count: int, linger: float = _READ_LINGER) -> l
     if isinstance(rows, RowReader):  # reads whole blocks of a file at once
         return rows.take(count, linger)
     return fill([], ([item] for item in rows), count, linger)  # any other iterator of rows
+
+
+async def _next_batch(rows: Iterator[Parsed]) -> list[Parsed]:
+    """The next batch of rows (an empty list at the end): from a file in the event loop,
+    from anything else in the reader thread."""
+    if isinstance(rows, RowReader) and not rows.may_wait:
+        await anyio.lowlevel.checkpoint()  # a resume skips every row: others get their turn
+        return rows.take(_READ_BATCH)
+    return await anyio.to_thread.run_sync(_take, rows, _READ_BATCH, abandon_on_cancel=True)
 
 
 class Engine:
@@ -240,9 +254,7 @@ class Engine:
         if self.settings.max_items is not None:
             await self._feed_counted(rows, scheduler, self.settings.max_items)
             return
-        while batch := await anyio.to_thread.run_sync(
-            _take, rows, _READ_BATCH, abandon_on_cancel=True
-        ):
+        while batch := await _next_batch(rows):
             for item in self._admission.screen(batch):
                 if isinstance(item, Row):
                     if not scheduler.submit_nowait(item):
@@ -255,9 +267,7 @@ class Engine:
     ) -> None:
         """_feed with --max-items: row by row, to stop at the row that would be one too many
         (the rows after it are then counted, not marked as met)."""
-        while batch := await anyio.to_thread.run_sync(
-            _take, rows, _READ_BATCH, abandon_on_cancel=True
-        ):
+        while batch := await _next_batch(rows):
             for n, item in enumerate(batch):
                 if budget <= 0:
                     self._stopped_by = "max_items"

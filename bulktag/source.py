@@ -390,6 +390,12 @@ class RowReader:
         self._plain: re.Pattern[str] | None = None  # one plain line
         self._plain_block: _PlainBlock | None = None  # every plain line of a block
 
+    @property
+    def may_wait(self) -> bool:
+        """Whether reading can wait on a producer (a pipe, a terminal): then it belongs in a
+        thread. A file's next block is on disk, so it is read where it is needed."""
+        return not self._blocks
+
     def __iter__(self) -> RowReader:
         return self
 
