@@ -1,6 +1,6 @@
 """The engine: one task group owns the producer, the workers and the journal sink.
 
-    rows (CSV, read in a thread) ─► producer ─ resume filter, in-run duplicates,
+    rows (CSV; pipes in a thread) ─► producer ─ resume filter, in-run duplicates,
                                       │          invalid rows straight to the sink
                                       ▼
                                ImageScheduler ─ one request per image in flight; others

@@ -367,7 +367,7 @@ class _Lines:
 
 class RowReader:
     """Every data row of an input as a Row or an InvalidRow, in input order: one by one
-    (iteration) or a batch at a time (:meth:`take`, what the engine's reader thread calls).
+    (iteration) or a batch at a time (:meth:`take`, what the engine calls).
 
     ``line`` is the physical line where the row ends (as ``csv`` counts), so it stays stable
     across runs over the same file: resume relies on that for invalid rows.
