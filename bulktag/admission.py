@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import compress
 from operator import not_
+from typing import cast
 
 from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
 from bulktag.journal import fingerprint_bytes as fingerprint
@@ -65,6 +66,11 @@ class Shard:
 
 
 ALL = Shard(0, 1)
+
+
+def _plain_key(row: Row) -> int:
+    """row_key() of a Glance add, without its branches: every row of a resume is keyed."""
+    return fingerprint(f"{row.image_id}\n{row.tag}".encode("utf-8", "surrogatepass"))
 
 
 class Decision(Enum):
@@ -147,10 +153,7 @@ class Admission:
             return [item for item in batch if self.decide(item) is not Decision.SKIP]
         tally = self._tally
         tally.read += len(batch)
-        keys = [
-            fingerprint(f"{row.image_id}\n{row.tag}".encode("utf-8", "surrogatepass"))
-            for row in batch
-        ]
+        keys = list(map(_plain_key, cast("Sequence[Row]", batch)))  # all Rows: checked above
         if self._done.issuperset(keys):  # a resumed batch, all done: one C-level pass
             tally.skipped_done += len(batch)
             return []
@@ -170,19 +173,12 @@ class Admission:
         return True
 
     def _decide_plain(self, row: Row) -> Decision:
-        """decide() for a Glance add, the row of nearly every run and of every resume, with
-        the key, the index lookup and the duplicate check inlined (each was a call a row)."""
-        key = fingerprint(f"{row.image_id}\n{row.tag}".encode("utf-8", "surrogatepass"))
+        """decide() for a Glance add: the done check, then the checks screen() makes past it."""
+        key = _plain_key(row)
         if key in self._done:
             self._tally.skipped_done += 1
             return Decision.SKIP
-        if key in self._failed and not self._retry_failed:
-            self._tally.skipped_still_bad += 1
-            return Decision.SKIP
-        if not self._seen.add(key):
-            self._tally.skipped_duplicate += 1
-            return Decision.SKIP
-        return Decision.SEND
+        return Decision.SEND if self._send_not_done(key) else Decision.SKIP
 
     def _slot(self, item: Row | InvalidRow) -> int | None:
         if isinstance(item, InvalidRow):
