@@ -11,13 +11,14 @@ import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from bulktag.admission import Admission, Api, Decision, Op, Shard
+from bulktag.admission import Admission, Api, Op, Shard
 from bulktag.auth import (
     AuthRefused,
     AuthSpec,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 _SHOWN_INVALID = 20  # invalid rows a dry run lists by line
+_DRY_RUN_BATCH = 2048  # rows a dry run screens at once, like the engine
 
 
 class RunRefused(Exception):
@@ -484,13 +486,15 @@ def _dry_run(
     )
     would_send, invalid_count = 0, 0
     invalid: list[InvalidRow] = []
-    for item in rows:
-        decision = admission.decide(item)
-        would_send += decision is Decision.SEND
-        if decision is Decision.RECORD_INVALID and isinstance(item, InvalidRow):
-            invalid_count += 1
-            if len(invalid) < _SHOWN_INVALID:  # examples only: memory stays flat
-                invalid.append(item)
+    with frozen_for_the_run():  # as in a run: the index stays out of the collector's walks
+        while batch := list(islice(rows, _DRY_RUN_BATCH)):
+            for item in admission.screen(batch):  # what a run would send or record
+                if isinstance(item, InvalidRow):
+                    invalid_count += 1
+                    if len(invalid) < _SHOWN_INVALID:  # examples only: memory stays flat
+                        invalid.append(item)
+                else:
+                    would_send += 1
     fields = {
         "read": tally.read,
         "would_send": would_send,

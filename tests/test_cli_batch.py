@@ -107,6 +107,27 @@ def test_dry_run_reports_what_would_be_sent_and_sends_nothing(tmp_path: Path) ->
     assert not journal.exists()
 
 
+def test_a_dry_run_of_a_resume_counts_exactly_what_the_run_then_sends(tmp_path: Path) -> None:
+    pairs = make_pairs(images=40, tags_per_image=2)
+    again = [pairs[3], pairs[-1]]  # one done by the first run, one still to send
+    rows = [f"{i},{t}" for i, t in [*pairs, *again]] + ["nope,x"]
+    inventory = tmp_path / "in.csv"
+    inventory.write_text("image_id,tag\n" + "\n".join(rows) + "\n")
+    journal = tmp_path / "journal.jsonl"
+    with fake_glance(tmp_path, stats=True) as server:
+        args = [str(inventory), "--endpoint", server.url, "--results", str(journal)]
+        args += ["--log-format", "json"]
+        first = run_bulktag([*args, "--max-items", "30"], tmp_path)
+        dry = run_bulktag([*args, "--dry-run"], tmp_path).event("dry_run")
+        before = server.puts()
+        rest = run_bulktag(args, tmp_path).event("run_finished")
+        sent = server.puts() - before
+    assert 4 == first.code, first
+    assert (83, 50, 50) == (dry["read"], dry["would_send"], sent)
+    counts = ("skipped_done", "skipped_duplicate", "invalid")
+    assert (31, 1, 1) == tuple(dry[c] for c in counts) == tuple(rest[c] for c in counts)
+
+
 def test_max_duration_stops_with_exit_4_and_the_next_run_finishes(tmp_path: Path) -> None:
     pairs = make_pairs(images=300, tags_per_image=1)
     inventory = write_csv(tmp_path / "in.csv", pairs)
