@@ -291,9 +291,10 @@ class ResumeIndex:
 
 # The common record — a Glance add whose id and tag need no JSON escapes, with nothing after
 # elapsed_ms — is matched on the bytes: its key is the digest of the very bytes pair_key
-# hashes, with no json.loads. Two speeds (resuming over 1M records: json.loads per line
-# ~6.5 s, a regex per line ~2.6 s, a match object per record ~1.6 s of loading, see
-# benchmarks/RESULTS.md):
+# hashes, with no json.loads. Two speeds (loading the index of 1M records, timed in-process
+# over the benchmark's journal: 6.5 s with json.loads per line, ~2 s with a regex per line
+# (both in f062c44's message), ~1.6 s with a match object per record, ~1.2 s with one findall
+# per block):
 #
 # * a block whose every line is such a record with outcome ``ok`` — a finished run's journal,
 #   block after block — is matched whole by one findall (one match per line: the first line

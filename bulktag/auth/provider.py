@@ -105,8 +105,8 @@ class KeystoneTokenProvider:
         return None
 
     async def token(self) -> str:
-        if self._current is not None and self._clock() < self._refresh_at:
-            return self._current.value  # the fast path every request takes: no lock
+        if (value := self.valid_now()) is not None:
+            return value  # the fast path: no lock
         async with self._lock:
             # Re-check: another caller may have renewed it while we waited for the lock.
             if self._current is None or self._clock() >= self._refresh_at:
