@@ -37,6 +37,7 @@ class Deadlines:
         self._due: dict[Task, float] = {}  # request's task → when its time is up (loop clock)
         self._expired: set[Task] = set()  # tasks the sweep cancelled, until they leave
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the requests out
 
     @property
     def pending(self) -> int:
@@ -44,8 +45,12 @@ class Deadlines:
 
     def enter(self) -> Task:
         """The calling task starts a request; call :meth:`leave` with the result when it ends."""
-        task: Task = asyncio.current_task()  # type: ignore[assignment]
-        loop = task.get_loop()
+        loop = self._loop
+        if loop is None or not self._due:  # nothing out: it may be a new loop (a new run)
+            loop = self._loop = asyncio.get_running_loop()
+        # current_task() without its loop asks for the running loop, and on Python 3.11 that
+        # makes a getpid() system call: one more per request than the request itself makes.
+        task: Task = asyncio.current_task(loop)  # type: ignore[assignment]
         due = loop.time() + self.limit
         self._due[task] = due
         if self._timer is None:

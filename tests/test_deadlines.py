@@ -100,3 +100,13 @@ def test_a_limit_must_be_positive_and_finite() -> None:
     for bad in (0, -1, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive and finite"):
             Deadlines(bad)
+
+
+def test_one_set_of_deadlines_serves_one_event_loop_after_another() -> None:
+    """The loop is remembered while requests are out (asking for it costs a system call a
+    request on Python 3.11); once none is out, a new loop — a new run — is picked up."""
+    deadlines = Deadlines(0.1, slack=0.01)
+    for _ in range(2):  # each asyncio.run() is a new loop
+        assert "timeout" == asyncio.run(request(deadlines, lasts=30))
+        assert "answered" == asyncio.run(request(deadlines, lasts=0))
+        assert 0 == deadlines.pending
