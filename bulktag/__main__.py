@@ -1,3 +1,3 @@
-from bulktag.cli import main
+from bulktag.cli import entry_point
 
-raise SystemExit(main())
+entry_point()

