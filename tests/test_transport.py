@@ -229,6 +229,21 @@ async def test_each_request_carries_the_token_it_was_given_when_the_token_change
 
 
 @pytest.mark.asyncio
+async def test_two_transports_on_one_session_each_send_their_own_token() -> None:
+    """The token is the session's default header: whoever sends sets it to their own."""
+    seen: list[web.Request] = []
+
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async with server(no_content, seen) as url, make_session(2, 5.0) as session:
+        glance, other = GlanceTransport(session, url, 5.0), GlanceTransport(session, url, 5.0)
+        for transport, token in ((glance, "a"), (other, "b"), (glance, "a"), (glance, "a")):
+            assert 204 == (await transport.put_tag(IMAGE, "web", token)).status
+    assert ["a", "b", "a", "a"] == [r.headers["X-Auth-Token"] for r in seen]
+
+
+@pytest.mark.asyncio
 async def test_after_a_timeout_the_transport_and_its_task_carry_on() -> None:
     async def slow_once(request: web.Request) -> web.Response:
         if request.path.endswith("/slow"):
