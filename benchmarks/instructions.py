@@ -7,11 +7,13 @@ same code (RESULTS.md shows 0.77× and 0.90× for one commit). Counting the inst
 client executes does not: each client runs under ``valgrind --tool=cachegrind`` (no cache
 simulation) against nginx, once with 1 pair and once with ``--pairs``; the difference divided
 by the extra pairs is its user-space instructions per pair, start-up excluded. Two runs of the
-same client agree within 0.3%. Kernel work (syscalls) is not counted, so this complements the
-throughput scenario of run.py rather than replacing it; use it to judge a change to the hot
-path before and after. One distortion: under valgrind a client runs ~50x slower, so whatever
-is cached per unit of time (the journal's millisecond time stamp) hits far less than at real
-speed, and a change to such a cache must be judged at real speed too.
+same client agree within ~0.7% (bulktag at 86a691c: 359,984 and 362,311), so a change smaller
+than ~3,000 instructions a pair needs several runs of each side. Kernel work (syscalls) is not
+counted, so this complements the throughput scenario of run.py rather than replacing it; use
+it to judge a change to the hot path before and after. One distortion: under valgrind a
+client runs ~50x slower, so whatever is cached per unit of time (the journal's millisecond
+time stamp) hits far less than at real speed, and a change to such a cache must be judged at
+real speed too.
 
 Prints instructions per pair for bulktag (everything on, as in run.py) and the minimal aiohttp
 client on each loop, and the ratio minimal ÷ bulktag (the throughput ratio the CPU-bound
