@@ -67,11 +67,13 @@ async def put_via(handler: Handler, timeout: float = 5.0) -> tuple[Answer, list[
     return answer, seen
 
 
+async def no_content(request: web.Request) -> web.Response:
+    """What Glance answers to a tag PUT that worked: 204, no body."""
+    return web.Response(status=204)
+
+
 @pytest.mark.asyncio
 async def test_put_sends_the_token_to_the_tag_path_with_no_body() -> None:
-    async def no_content(request: web.Request) -> web.Response:
-        return web.Response(status=204)
-
     answer, [request] = await put_via(no_content)
     assert Answer(status=204) == answer
     assert ("PUT", f"/v2/images/{IMAGE}/tags/web") == (request.method, request.path)
@@ -85,9 +87,6 @@ async def test_put_sends_the_token_to_the_tag_path_with_no_body() -> None:
 async def test_an_endpoint_with_a_path_prefix_keeps_it(suffix: str) -> None:
     """devstack serves Glance under /image: the tag path goes below the endpoint's own path."""
     seen: list[web.Request] = []
-
-    async def no_content(request: web.Request) -> web.Response:
-        return web.Response(status=204)
 
     async with server(no_content, seen) as url, make_session(2, 5.0) as session:
         answer = await GlanceTransport(session, url + suffix, 5.0).put_tag(IMAGE, "web", "tok")
@@ -113,9 +112,6 @@ async def test_each_path_segment_is_sent_quoted_unless_it_is_url_safe(
     """Rows are validated, but a tag to remove or a hand-built call may hold anything: it must
     stay one path segment (a '/' or '?' in it must never reach another URL)."""
     seen: list[web.Request] = []
-
-    async def no_content(request: web.Request) -> web.Response:
-        return web.Response(status=204)
 
     async with server(no_content, seen) as url, make_session(2, 5.0) as session:
         answer = await GlanceTransport(session, url, 5.0).delete_tag(image_id, tag, "tok")
@@ -218,9 +214,6 @@ async def test_a_bug_is_not_disguised_as_a_network_error() -> None:
 async def test_each_request_carries_the_token_it_was_given_when_the_token_changes() -> None:
     seen: list[web.Request] = []
 
-    async def no_content(request: web.Request) -> web.Response:
-        return web.Response(status=204)
-
     async with server(no_content, seen) as url, make_session(2, 5.0) as session:
         transport = GlanceTransport(session, url, 5.0)
         for token in ("first", "first", "renewed", "first"):
@@ -232,9 +225,6 @@ async def test_each_request_carries_the_token_it_was_given_when_the_token_change
 async def test_two_transports_on_one_session_each_send_their_own_token() -> None:
     """The token is the session's default header: whoever sends sets it to their own."""
     seen: list[web.Request] = []
-
-    async def no_content(request: web.Request) -> web.Response:
-        return web.Response(status=204)
 
     async with server(no_content, seen) as url, make_session(2, 5.0) as session:
         glance, other = GlanceTransport(session, url, 5.0), GlanceTransport(session, url, 5.0)
