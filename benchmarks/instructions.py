@@ -3,12 +3,13 @@
     python benchmarks/instructions.py [--pairs 3000] [--bulktag REV|tree] [--loop uvloop|asyncio]
 
 Wall-clock and CPU-time ratios on this shared 2-core machine move by ±15% between runs of the
-same code (RESULTS.md shows 0.77× and 0.90× for one commit). Counting the instructions a
-client executes does not: each client runs under ``valgrind --tool=cachegrind`` (no cache
-simulation) against nginx, once with 1 pair and once with ``--pairs``; the difference divided
-by the extra pairs is its user-space instructions per pair, start-up excluded. Two runs of the
-same client agree within ~0.7% (bulktag at 86a691c: 359,984 and 362,311), so a change smaller
-than ~3,000 instructions a pair needs several runs of each side. Kernel work (syscalls) is not
+same code (run F's per-repetition uvloop ratios spanned 0.82–1.12 for one commit:
+RESULTS.md at e9bf1d8). Counting the instructions a client executes does not: each client
+runs under ``valgrind --tool=cachegrind`` (no cache simulation) against nginx, once with 1
+pair and once with ``--pairs``; the difference divided by the extra pairs is its user-space
+instructions per pair, start-up excluded. Two runs of the same client agree within ~0.7%
+(bulktag at 86a691c: 359,984 and 362,311), so a change smaller than ~3,000 instructions a
+pair needs several runs of each side. Kernel work (syscalls) is not
 counted, so this complements the throughput scenario of run.py rather than replacing it; use
 it to judge a change to the hot path before and after. One distortion: under valgrind a
 client runs ~50x slower, so whatever is cached per unit of time (the journal's millisecond

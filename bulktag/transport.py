@@ -52,7 +52,9 @@ def make_session(
 
     Requests sent through a transport get their whole-request time limit from
     :class:`~bulktag.deadlines.Deadlines`, not from aiohttp (whose timer per request costs a
-    tenth of a PUT's CPU); aiohttp keeps the limit on connecting.
+    tenth of a PUT's CPU); aiohttp keeps the limit on connecting. A transport puts its token
+    in the session's default headers, so the session is for the image service alone (Keystone
+    gets its own) and a transport never follows a redirect with it.
     """
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, ssl=tls)
     timeouts = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 10.0))

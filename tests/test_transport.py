@@ -245,3 +245,21 @@ async def test_after_a_timeout_the_transport_and_its_task_carry_on() -> None:
         assert "timeout after 0.2 s" == (await transport.put_tag(IMAGE, "slow", "t")).error
         await asyncio.sleep(0.05)  # a cancel left pending would raise here
         assert 204 == (await transport.put_tag(IMAGE, "fast", "t")).status
+
+
+@pytest.mark.asyncio
+async def test_a_redirect_is_an_answer_and_the_token_never_follows_it() -> None:
+    """The session carries the token in its default headers: a redirect to another host,
+    followed, would hand the token to that host."""
+    elsewhere: list[web.Request] = []
+    seen: list[web.Request] = []
+    async with server(no_content, elsewhere) as other:
+
+        async def moved(request: web.Request) -> web.Response:
+            raise web.HTTPFound(f"{other}/stolen")
+
+        async with server(moved, seen) as url, make_session(2, 5.0) as session:
+            answer = await GlanceTransport(session, url, 5.0).put_tag(IMAGE, "web", "tok")
+    assert 302 == answer.status
+    assert 1 == len(seen)
+    assert [] == elsewhere
