@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -286,10 +286,17 @@ def _positive(numbers: list[float], count: int) -> list[float]:
     return numbers
 
 
-_BUILDERS = {
-    "bucket": lambda n, r: TokenBucket(*_positive(n, 2), refusal=r),
-    "fixed": lambda n, r: FixedWindow(int(_positive(n, 2)[0]), *n[1:], refusal=r),
-    "sliding": lambda n, r: SlidingWindow(int(_positive(n, 2)[0]), *n[1:], refusal=r),
+def _and_default(numbers: list[float], default: float) -> tuple[float, float]:
+    """``FIRST[:SECOND]`` as two numbers. A pair, not a list: mypy can then see that unpacking
+    it never reaches the ``refusal`` parameter."""
+    first, *second = _positive(numbers, 2)
+    return first, second[0] if second else default
+
+
+_BUILDERS: dict[str, Callable[[list[float], Refusal], ServerModel]] = {
+    "bucket": lambda n, r: TokenBucket(*_and_default(n, 1.0), refusal=r),
+    "fixed": lambda n, r: FixedWindow(int(n[0]), _and_default(n, 1.0)[1], refusal=r),
+    "sliding": lambda n, r: SlidingWindow(int(n[0]), _and_default(n, 1.0)[1], refusal=r),
     "concurrency": lambda n, r: ConcurrencyLimit(int(_positive(n, 2)[0]), n[1], refusal=r),
-    "queue": lambda n, r: QueueingServer(*_positive(n, 2), refusal=r),
+    "queue": lambda n, r: QueueingServer(*_and_default(n, 0.5), refusal=r),
 }
