@@ -8,17 +8,20 @@ tagger can get wrong:
   list back, so two overlapping writes on one image can drop a tag, exactly as Glance does;
 * keystonemiddleware's bare 401, the per-image 403/404, the tag quota's 413 and the 400 for a
   request body;
-* a gateway in front of it: a request-rate capacity, random 503/429 answers with an optional
-  ``Retry-After``, and a per-``(image, tag)`` script of answers (statuses, dropped connections,
-  slow answers) for deterministic tests.
+* a gateway in front of it: a request-rate capacity, any limiter shape of
+  :mod:`bulktag.fake.limiters` (windows, a concurrency limit, a queue, a capacity schedule),
+  an outage, random 503/429 answers with an optional ``Retry-After``, and a per-``(image, tag)``
+  script of answers (statuses, dropped connections, slow answers) for deterministic tests.
 
 It also records what it saw (every request, peak concurrency overall and per image, how often a
 request arrived for an image that already had one in flight) so tests can assert on the client's
 manners, not just on its results.
 
 Order in which a request is judged, outermost first (the order the real layers sit in):
-gateway (capacity, then random faults) → keystone auth → body check → script → Glance itself.
-Only the last step takes ``latency``: the layers in front reject without reaching the backend.
+gateway (outage, capacity, limiter, then random faults) → keystone auth → body check → script →
+Glance itself. Only the last step takes ``latency`` (plus what the limiter adds, e.g. a queue's
+wait): the layers in front reject without reaching the backend. The gateway's models read a
+clock that starts when the app is built, i.e. when the server starts.
 The script applies to PUT and DELETE (the calls that name a tag); a scripted entry is consumed
 only by a request that got past the gateway and auth.
 
@@ -42,6 +45,16 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from aiohttp import web
+
+from bulktag.fake.limiters import (
+    Chain,
+    Outage,
+    Refusal,
+    ServerModel,
+    TokenBucket,
+    Verdict,
+    parse_limiter,
+)
 
 REQUEST_ID_HEADER = "x-openstack-request-id"
 # Statuses whose answers carry the configured Retry-After: the ones a client may be told to wait on.
@@ -68,10 +81,15 @@ class FakeGlanceConfig:
     fail_429: float = 0.0  # probability of a gateway 429 instead of the work
     retry_after: str | None = None  # Retry-After on 413/429/503 throttling answers
     seed: int | None = None
-    # Requests per second the gateway admits, as a token bucket (see _TokenBucket).
+    # Requests per second the gateway admits, as a token bucket (see _gateway_model).
     capacity: float | None = None
     # What the gateway answers above capacity: 503, or 429 as Huawei's gateway does (APIGW.0308).
     capacity_status: int = 503
+    # Any limiter shape, judged after the capacity; it refuses with its own Refusal's status.
+    # It keeps state: two fakes built from one config share its limit.
+    limiter: ServerModel | None = None
+    # Everything refused with 503 from START to END seconds after the server starts.
+    outage: tuple[float, float] | None = None
     # Scripted answers per (image_id, tag), consumed one per request: an int status, "drop",
     # "slow:S", or "STATUS+ra:N" (that status with Retry-After N).
     script: dict[tuple[str, str], list[int | str]] = field(default_factory=dict)
@@ -90,6 +108,8 @@ class FakeGlanceConfig:
             raise ValueError("capacity must be positive")
         if self.capacity_status not in (429, 503):
             raise ValueError("capacity_status must be 429 or 503")
+        if self.outage is not None and not 0 <= self.outage[0] < self.outage[1]:
+            raise ValueError("outage must be (start, end) with 0 <= start < end")
         if self.unknown_every < 0:
             raise ValueError("unknown_every must not be negative")
         for entries in self.script.values():
@@ -151,28 +171,40 @@ def _valid_status(status: int) -> int:
     return status
 
 
-class _TokenBucket:
-    """The gateway's rate limit: ``rate`` tokens a second, holding at most one second's worth.
+def _gateway_model(config: FakeGlanceConfig) -> ServerModel | None:
+    """The gateway's limits in the order they sit (None: it admits everything).
 
-    A token bucket rather than a window over all arrivals, so a client that overshoots is
-    throttled only by the excess (rejected requests cost nothing): that is the behaviour adaptive
-    pacing should converge on, and it allows a burst of ``rate`` requests after a quiet second.
+    ``capacity`` is a token bucket holding one second's worth: a client that overshoots is
+    throttled only by the excess (refused requests cost no token), which is what adaptive pacing
+    should converge on, and a quiet second allows a burst of ``capacity`` requests.
     """
+    models: list[ServerModel] = []
+    if config.outage is not None:
+        models.append(Outage(*config.outage))
+    if config.capacity is not None:
+        refusal = Refusal(config.capacity_status)
+        models.append(TokenBucket(config.capacity, config.capacity, refusal))
+    if config.limiter is not None:
+        models.append(config.limiter)
+    if len(models) > 1:
+        return Chain(*models)
+    return models[0] if models else None
 
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._burst = max(1.0, rate)
-        self._tokens = self._burst
-        self._stamp = time.monotonic()
 
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+def _refused(verdict: Verdict, retry_after: str | None) -> web.Response:
+    """The gateway's answer to a request its models refused; the verdict's Retry-After wins
+    over the configured one."""
+    if verdict.retry_after is not None:
+        retry_after = f"{verdict.retry_after:g}"
+    if verdict.status == 429:
+        return _too_many_requests(retry_after)
+    message = "The gateway refused the request (over its limit, or down)."
+    return _text_error(verdict.status, message, retry_after)
+
+
+def _limiter_key(request: web.Request) -> str:
+    image_id, tag = request.match_info.get("image_id"), request.match_info.get("tag")
+    return f"{image_id}/{tag}" if image_id and tag else request.path
 
 
 def _text_error(status: int, message: str, retry_after: str | None = None) -> web.Response:
@@ -247,7 +279,8 @@ class FakeGlance:
         self._in_flight = 0
         self._in_flight_by_image: dict[str, int] = {}
         self._rng = random.Random(self.config.seed)
-        self._bucket = _TokenBucket(self.config.capacity) if self.config.capacity else None
+        self._gate = _gateway_model(self.config)
+        self.started = time.monotonic()  # the gateway's time 0; app() sets it again
         # The script is read once, here: consuming from deques keeps the caller's lists intact.
         self._script = {
             pair: deque(_parse_action(entry) for entry in entries)
@@ -260,7 +293,14 @@ class FakeGlance:
         """A copy of the tags stored on ``image_id`` ([] if it was never touched)."""
         return list(self.tags.get(image_id, []))
 
+    def clock(self) -> float:
+        """Seconds since the server started: the ``now`` of the gateway's models."""
+        return time.monotonic() - self.started
+
     def app(self) -> web.Application:
+        # Serving starts right after this, so the limiters' times (an outage at 10 s, a
+        # schedule's steps) count from here.
+        self.started = time.monotonic()
         app = web.Application(middlewares=[self._observe, self._gateway, self._auth])
         app.on_response_prepare.append(_add_request_id)
         app.router.add_put("/v2/images/{image_id}/tags/{tag}", self._put_tag)
@@ -315,16 +355,28 @@ class FakeGlance:
     async def _gateway(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # sleep(0) so even a zero-latency server lets concurrent requests interleave.
         await asyncio.sleep(0)
+        if self._gate is None:
+            return await self._backend(request, handler, 0.0)
+        verdict = self._gate.arrive(self.clock(), _limiter_key(request))
+        if not verdict.accepted:
+            return _refused(verdict, self.config.retry_after)
+        try:
+            return await self._backend(request, handler, verdict.latency)
+        finally:
+            self._gate.leave(self.clock())  # the answer is done: its place is free again
+
+    async def _backend(
+        self, request: web.Request, handler: Handler, latency: float
+    ) -> web.StreamResponse:
+        """Past the gateway's limits: a random fault, or the work after the limiter's latency."""
         retry_after = self.config.retry_after
-        if self._bucket is not None and not self._bucket.take():
-            if self.config.capacity_status == 429:
-                return _too_many_requests(retry_after)
-            return _text_error(503, "Request rate above the gateway's capacity.", retry_after)
         roll = self._rng.random()
         if roll < self.config.fail_503:
             return _text_error(503, "Service temporarily unavailable (injected).", retry_after)
         if roll < self.config.fail_503 + self.config.fail_429:
             return _too_many_requests(retry_after)
+        if latency:
+            await asyncio.sleep(latency)
         return await handler(request)
 
     @web.middleware
@@ -518,7 +570,30 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--capacity",
         type=float,
         metavar="RPS",
-        help="requests per second admitted; beyond it answer 503",
+        help="requests per second admitted (a token bucket holding one second's worth); "
+        "beyond it refuse with --limiter-status",
+    )
+    parser.add_argument(
+        "--limiter",
+        type=_limiter_spec,
+        metavar="SPEC",
+        help="a gateway limit to rehearse: bucket:RATE[:BURST], fixed:LIMIT[:PERIOD], "
+        "sliding:LIMIT[:PERIOD], concurrency:LIMIT:SECONDS, queue:RATE[:MAX_WAIT] or "
+        "schedule:T=RATE,T=RATE,... (T in seconds after the server starts)",
+    )
+    parser.add_argument(
+        "--limiter-status",
+        type=int,
+        choices=(503, 429),
+        help="what --capacity and --limiter refuse with: 503, or 429 APIGW.0308 as Huawei's "
+        "gateway does [default 503; 429 with --api ims]",
+    )
+    parser.add_argument(
+        "--outage",
+        type=_outage_span,
+        metavar="START:END",
+        help="refuse everything with 503 from START to END seconds after the server starts "
+        "(END may be inf)",
     )
     parser.add_argument(
         "--unknown-every",
@@ -540,8 +615,36 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _limiter_spec(text: str) -> str:
+    """Check ``--limiter`` now, so a typo is a usage error (exit 2), not a traceback later."""
+    try:
+        parse_limiter(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _outage_span(text: str) -> tuple[float, float]:
+    start, _, end = text.partition(":")
+    try:
+        span = (float(start), float(end))
+    except ValueError:
+        span = (-1.0, -1.0)
+    if not 0 <= span[0] < span[1]:
+        raise argparse.ArgumentTypeError(
+            f"expected START:END in seconds after the server starts, START < END: {text!r}"
+        )
+    return span
+
+
 def config_from_args(args: argparse.Namespace) -> FakeGlanceConfig:
     """The config described by flags added with :func:`add_serve_arguments`."""
+    from bulktag.fake.ims import FakeImsConfig
+
+    kind = FakeImsConfig if getattr(args, "api", "glance") == "ims" else FakeGlanceConfig
+    # Each kind's gateway has its own refusal (IMS: 429) unless the flag says otherwise.
+    status = getattr(args, "limiter_status", None) or kind.capacity_status
+    spec = getattr(args, "limiter", None)
     common = {
         "token": args.token,
         "latency": args.latency,
@@ -549,12 +652,13 @@ def config_from_args(args: argparse.Namespace) -> FakeGlanceConfig:
         "fail_429": args.fail_429,
         "retry_after": args.retry_after,
         "capacity": args.capacity,
+        "capacity_status": status,
+        "limiter": parse_limiter(spec, Refusal(status)) if spec else None,
+        "outage": getattr(args, "outage", None),
         "unknown_every": args.unknown_every,
         "seed": args.seed,
     }
-    if getattr(args, "api", "glance") == "ims":
-        from bulktag.fake.ims import FakeImsConfig
-
+    if kind is FakeImsConfig:
         return FakeImsConfig(**common, project_id=args.project_id)
     return FakeGlanceConfig(**common)
 

@@ -2,8 +2,9 @@
 
 Real IMS serves both the native Glance v2 calls and its own tag API on one endpoint, and so
 does this fake: :class:`FakeIms` is a :class:`~bulktag.fake.glance.FakeGlance` (same gateway
-faults — capacity, random 503/429, Retry-After —, same keystone check, same per-request script,
-same observation of requests and per-image concurrency) with these routes added:
+faults — capacity, limiter, outage, random 503/429, Retry-After —, same keystone check, same
+per-request script, same observation of requests and per-image concurrency) with these routes
+added:
 
 * ``POST /v2/{project_id}/images/{image_id}/tags`` — ``{"tag": {"key", "value"}}`` → 204;
 * ``POST /v2/{project_id}/images/{image_id}/tags/action`` — ``{"action": "create" | "delete",
