@@ -6,7 +6,8 @@ Two kinds, both bound to 127.0.0.1 only and pinned to the server core:
   "fast endpoint": far cheaper per request than any Python client, so the client is what limits
   throughput.
 - :class:`AiohttpServer` — ``servers.py`` in its own process, for the scripted behaviours
-  (latency, capacity, arrival recording).
+  (latency, capacity, arrival recording); or ``glance_server.py``, bulktag's own fake Glance
+  with ``serve-fake``'s limiter shapes, for the pacing matrix.
 
 Every server is a context manager; ``run.py`` enters them in one ``ExitStack`` so they are stopped
 on normal exit, on an exception and on Ctrl-C alike.
@@ -258,12 +259,20 @@ class Nginx(Server):
 
 
 class AiohttpServer(Server):
-    """``servers.py`` in its own process, with its reset/stats control routes."""
+    """``servers.py`` (or another ``script`` with its control routes and ``LISTENING`` line)
+    in its own process."""
 
     name = "aiohttp"
 
     def __init__(
-        self, python: str, core: int | None, flags: list[str], log: Path, env: dict[str, str]
+        self,
+        python: str,
+        core: int | None,
+        flags: list[str],
+        log: Path,
+        env: dict[str, str],
+        *,
+        script: Path = HERE / "servers.py",
     ) -> None:
         super().__init__()
         self.env = env
@@ -271,26 +280,27 @@ class AiohttpServer(Server):
         self.core = core
         self.flags = flags
         self.log = log
+        self.script = script
 
     def start(self) -> None:
-        cmd = pinned([self.python, str(HERE / "servers.py"), "--port", "0", *self.flags], self.core)
+        cmd = pinned([self.python, str(self.script), "--port", "0", *self.flags], self.core)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=self.env
             )
         self.port = self.read_port(self.proc)
 
-    @staticmethod
-    def read_port(proc: subprocess.Popen[bytes]) -> int:
+    def read_port(self, proc: subprocess.Popen[bytes]) -> int:
         """The port from the server's ``LISTENING <port>`` line, waiting at most a few seconds."""
         assert proc.stdout is not None
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
             if not sel.select(timeout=START_TIMEOUT_S):
-                raise ServerError("servers.py printed no LISTENING line in time")
+                raise ServerError(f"{self.script.name} printed no LISTENING line in time")
         line = proc.stdout.readline().decode().split()
         if len(line) != 2 or line[0] != "LISTENING":
-            raise ServerError(f"servers.py did not start (exit {proc.poll()}), said {line!r}")
+            said = f"{self.script.name} did not start (exit {proc.poll()}), said {line!r}"
+            raise ServerError(said)
         return int(line[1])
 
     def reset(self) -> None:

@@ -26,6 +26,8 @@ import socket
 import sys
 import time
 from array import array
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -133,13 +135,19 @@ async def serve(args: argparse.Namespace) -> None:
     bucket = None
     if args.capacity > 0:
         bucket = TokenBucket(args.capacity, args.capacity_burst or max(1.0, args.capacity / 10))
+    await serve_app(build_app(args.delay_ms / 1000, bucket), args.port)
+
+
+async def serve_app(app: web.Application, port: int) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` (0: a free one), say ``LISTENING <port>`` on stdout,
+    and stop on SIGTERM or SIGINT."""
     # access_log=None: logging every request would make the server, not the client, the
     # bottleneck being measured.
-    runner = web.AppRunner(build_app(args.delay_ms / 1000, bucket), access_log=None)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", args.port))
+    sock.bind(("127.0.0.1", port))
     # A deep backlog: 64 clients connecting at once must not see SYN retries (1 s stalls).
     sock.listen(1024)
     await web.SockSite(runner, sock).start()
@@ -164,20 +172,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run(argv: list[str]) -> None:
     args = parse_args(argv)
-    # uvloop cuts the server's CPU per request, keeping it out of the way of the client being
-    # measured; the stock loop still works where uvloop is not installed.
+    run_on_loop(serve(args), args.loop)
+
+
+def run_on_loop(main: Coroutine[Any, Any, None], loop: str = "auto") -> None:
+    """Run ``main`` on uvloop when it can be imported (``loop="auto"``), else asyncio.
+
+    uvloop cuts the server's CPU per request, keeping it out of the way of the client being
+    measured; the stock loop still works where uvloop is not installed.
+    """
     factory = None
-    if args.loop != "asyncio":
+    if loop != "asyncio":
         try:
             import uvloop
 
             factory = uvloop.new_event_loop
         except ImportError:
-            if args.loop == "uvloop":
+            if loop == "uvloop":
+                main.close()
                 raise SystemExit("uvloop requested but not installed") from None
     # asyncio.Runner, not asyncio.run: 3.11's asyncio.run has no loop_factory.
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args))
+        runner.run(main)
 
 
 if __name__ == "__main__":
