@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick         # smaller sizes, 2 repetitions (~4 min)
     python benchmarks/run.py --smoke         # tiny sizes, 1 repetition, < 60 s: for CI
     python benchmarks/run.py --only rate     # one scenario (repeatable, or comma-separated)
+    python benchmarks/run.py --only pacing   # the pacing matrix of issue 13 (~4.5-9 min)
 
 Exit status: 0 when every run of every scenario completed, 1 when a client or a scenario
 crashed (timings are never judged here: a missed target is reported, not failed), 2 for usage

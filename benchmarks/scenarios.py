@@ -1,4 +1,5 @@
-"""The six scenarios of issue 5, each returning a :class:`report.Table`.
+"""The six scenarios of issue 5 and the pacing matrix of issue 13 (``pacing_matrix.py``),
+each returning a :class:`report.Table`.
 
 Every scenario generates its inputs in the harness's work directory, starts the endpoints it
 needs (stopped again when it returns, even on an exception), runs the clients interleaved —
@@ -15,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import pacing_matrix
 import workloads
 from endpoints import AiohttpServer, Nginx, Server
 from harness import (
@@ -52,6 +54,7 @@ class Sizes:
     memory_pairs: tuple[int, ...]
     resume_records: tuple[int, ...]
     single_run_from: int  # sizes at or above this are measured once (they take minutes)
+    pacing: pacing_matrix.PacingSizes
 
 
 # A full run fits in ~20 minutes on 2 cores; the 1M-pair memory run and the 10M-record resume
@@ -68,6 +71,7 @@ FULL = Sizes(
     memory_pairs=(10_000, 100_000, 1_000_000),
     resume_records=(100_000, 1_000_000, 10_000_000),
     single_run_from=1_000_000,
+    pacing=pacing_matrix.FULL,
 )
 QUICK = Sizes(
     repetitions=2,
@@ -81,6 +85,7 @@ QUICK = Sizes(
     memory_pairs=(10_000, 100_000),
     resume_records=(100_000, 1_000_000),
     single_run_from=1_000_000,
+    pacing=pacing_matrix.QUICK,
 )
 # Every code path once, in well under a minute: for CI, which must never judge timings.
 SMOKE = Sizes(
@@ -95,6 +100,7 @@ SMOKE = Sizes(
     memory_pairs=(1_000, 5_000),
     resume_records=(1_000, 10_000),
     single_run_from=1_000_000,
+    pacing=pacing_matrix.SMOKE,
 )
 
 
@@ -542,6 +548,15 @@ def resume_at(ctx: Context, table: Table, server: Server, records: int) -> None:
     ])  # fmt: skip
 
 
+# ── 7. the pacing matrix ─────────────────────────────────────────────────────────────────────
+
+
+def pacing(ctx: Context) -> Table:
+    """Every server shape of issue 13 in real time: see pacing_matrix.py."""
+    require_bulktag(ctx)
+    return pacing_matrix.run(ctx.harness, ctx.sizes.pacing)
+
+
 SCENARIOS: dict[str, Callable[[Context], Table]] = {
     "throughput": throughput,
     "latency": latency,
@@ -549,4 +564,5 @@ SCENARIOS: dict[str, Callable[[Context], Table]] = {
     "adaptive": adaptive,
     "memory": memory,
     "resume": resume,
+    "pacing": pacing,
 }

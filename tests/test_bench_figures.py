@@ -1,0 +1,67 @@
+"""The pacing matrix's figures (benchmarks/pacing_matrix.py) say what they claim: a benchmark
+that misreads the server's records would judge any pacer wrongly. Pure arithmetic on records
+made by hand; nothing here runs a server or measures a time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The benchmarks are scripts importing each other by name, not a package. Appended, so none
+# of their names shadows anything the other tests import.
+sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from pacing_matrix import (
+    Client,
+    Outcome,
+    Put,
+    client_shares,
+    goodput,
+    recovery_s,
+    sending_rate,
+)
+
+
+def puts(*times: float, status: int = 204, image: str = "i", tag: str = "t") -> list[Put]:
+    return [Put(t, status, f"{image}{n}", tag) for n, t in enumerate(times)]
+
+
+def test_goodput_against_a_fixed_window_counts_whole_windows() -> None:
+    """Three a window of 10 s: a client that finishes early in its second window took two
+    windows (its pace was the capacity); one that spills into a third took three."""
+    on_time = puts(0.5, 0.6, 0.7, 10.1, 10.2, 10.3)
+    late = puts(0.5, 0.6, 0.7, 10.1, 10.2, 20.3)
+    assert 0.3 == pytest.approx(goodput([p.t for p in on_time], on_time, 10.0))
+    assert 0.2 == pytest.approx(goodput([p.t for p in late], late, 10.0))
+
+
+def test_goodput_elsewhere_is_accepted_per_second_first_to_last_put() -> None:
+    sent = [*puts(1.0, 2.0, 3.0), Put(5.0, 503, "x", "t")]
+    assert 0.75 == goodput([1.0, 2.0, 3.0], sent, None)
+
+
+def test_sending_rate_ends_at_the_last_first_attempt_not_at_the_retries_tail() -> None:
+    sent = [*puts(0.0, 1.0, 2.0), Put(10.0, 204, "i0", "t")]  # i0 again: a retry
+    assert 1.0 == sending_rate(sent)
+
+
+def test_recovery_is_the_end_of_the_first_full_second_at_the_asked_rate() -> None:
+    accepted = [5.0 + n / 10 for n in range(30)]  # 10/s from 5 s on
+    assert 6.0 == pytest.approx(recovery_s(accepted, 0.0, 10, until=8.0))
+    assert recovery_s(accepted, 0.0, 11, until=8.0) is None
+
+
+def test_shares_count_each_client_only_while_both_were_sending() -> None:
+    """Client 0 sends alone for 10 s first; the shares cover only the 10 s they overlap."""
+    alone = [Put(t / 10, 204, "a", f"t{t}") for t in range(100)]
+    both = [Put(10 + t / 20, 204, "ab"[t % 2], f"u{t}") for t in range(200)]
+    clients = [_client(("a", "t")), _client(("b", "t"))]
+    outcome = Outcome([*alone, *both], set(), clients, [], 0.0)
+    shares = client_shares(outcome, capacity=20.0)
+    assert [0.5, 0.5] == pytest.approx(shares, abs=0.01)
+
+
+def _client(pair: tuple[str, str]) -> Client:
+    return Client(0, 0.0, 1.0, Path("j"), Path("l"), (pair,), crashed=False)
