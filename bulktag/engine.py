@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,7 +39,7 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 
 from bulktag.admission import ALL, Admission, Api, Op, Shard
@@ -46,7 +47,7 @@ from bulktag.admission import Decision as Admit
 from bulktag.auth import AuthRefused, TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex
 from bulktag.model import InvalidRow, Outcome, Result, Row, Tag
-from bulktag.pacing import Pacer, PacingPolicy
+from bulktag.pacing import Pacer, PacingPolicy, Signal
 from bulktag.policy import ACCEPTED as _ACCEPTED
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
@@ -66,6 +67,41 @@ from bulktag.summary import FailureBreaker, Tally
 # 97 us of CPU a pair and +10% throughput (5 interleaved runs of 50k pairs, concurrency 64).
 _READ_BATCH = 2048
 _READ_LINGER = 0.05
+
+
+# Attempts a row may spend while the cloud accepts nothing, as a multiple of --max-attempts, on
+# top of them: enough to ride out an outage, bounded so that a row refused on every try still
+# ends as gave_up once the rest of the run is done.
+_FREE_ATTEMPTS = 4
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """The attempts made so far for one request's rows."""
+
+    started: float  # when the first attempt began (the record's elapsed_ms)
+    base: int = 0  # attempts of a batch these rows were split from (recorded, not counted)
+    made: int = 0
+    free: int = 0  # made while the cloud accepted nothing: not counted against the rows
+    refreshed: bool = False  # the token was renewed once already for these rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Retrying:
+    rows: list[Row]
+    attempts: _Attempts
+
+
+def _signal(decision: Decision, answer: Answer) -> Signal | None:
+    """What an answer says of the cloud's pace (None: nothing; the token was refused)."""
+    if isinstance(decision, Abort):
+        return None
+    if decision.pushback:
+        return Signal.REFUSED
+    status = answer.status
+    if status is None or status >= 500:
+        return Signal.FAILED  # no answer, or a server fault: not about the rate, but not in
+    return Signal.ACCEPTED  # done, or answered for the row (404, 403…): the cloud is up
 
 
 class SendBatch(Protocol):
@@ -92,6 +128,8 @@ class EngineSettings:
     api: Api = Api.GLANCE  # which call the sender makes: keys the journal's records
     batch_size: int = 1  # rows of one image per request (IMS: at most 10); 1 = no batching
     batch_linger: float = 0.0  # seconds a batch may wait for siblings still being read
+    # Stop (resumable) when the cloud has accepted nothing for this long; None: never.
+    max_outage: float | None = 300.0
 
     @property
     def max_parked(self) -> int:
@@ -107,6 +145,7 @@ class RunReport:
     stopped_by: str | None = None  # "signal", "max_duration", "max_items"
     left: int = 0  # rows a --max-items run left for the next run
     pace_cuts: int = 0
+    pacing: dict[str, object] = field(default_factory=dict)  # what pacing found (pacing.py)
 
     @property
     def incomplete(self) -> bool:
@@ -114,6 +153,11 @@ class RunReport:
         if self.stopped_by == "max_items":
             return self.left > 0
         return self.stopped_by == "max_duration"
+
+    @property
+    def outage(self) -> bool:
+        """Stopped because the cloud accepted nothing for ``max_outage``: try again later."""
+        return self.stopped_by == "outage"
 
 
 def _take(rows: Iterator[Parsed], count: int, linger: float = _READ_LINGER) -> list[Parsed]:
@@ -181,7 +225,17 @@ class Engine:
         self._producer_scope = anyio.CancelScope()
         self._work_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
+        self._outage_scope = anyio.CancelScope()
         self.in_flight = 0
+        # Requests in flight never pass --concurrency: past it, a sender waits for a slot,
+        # handed over in order by the request that finishes (see _send).
+        self._room_waiters: deque[anyio.Event] = deque()
+        # Rows whose retry waits in a task of its own, so that a back-off holds no worker.
+        self._deferred = 0
+        self._scheduler: ImageScheduler | None = None
+        self._work_group: TaskGroup | None = None
+        self._sleep = sleep
+        self.outage_message: str | None = None
 
     # ── control ─────────────────────────────────────────────────────────────────────────
 
@@ -211,25 +265,32 @@ class Engine:
         scheduler = ImageScheduler(
             ready_send, self.settings.max_parked, serialize=self.settings.serialize_images
         )
+        self._scheduler = scheduler
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._sink.run)
             await outer.start(self._watch_stop)
+            if self.settings.max_outage is not None:
+                outer.start_soon(self._watch_outage, self.settings.max_outage)
             with ready_recv, self._work_scope:
                 async with anyio.create_task_group() as work:
+                    self._work_group = work
                     work.start_soon(self._produce, rows, scheduler)
                     for _ in range(concurrency):
                         work.start_soon(self._work, ready_recv.clone(), scheduler)
             self._finished = True
             self._sink.close()  # settled rows still waiting get written, then the journal closes
             self._watch_scope.cancel()
+            self._outage_scope.cancel()
+        elapsed = self._clock() - started
         return RunReport(
             tally=self.tally,
-            elapsed=self._clock() - started,
+            elapsed=elapsed,
             aborted=self._aborted,
             interrupted=self._stopped_by == "signal",
             stopped_by=self._stopped_by,
             left=self._left,
             pace_cuts=self.pacer.cuts,
+            pacing=self.pacer.control.findings(elapsed),
         )
 
     async def _watch_stop(self, *, task_status: TaskStatus[None]) -> None:
@@ -238,6 +299,21 @@ class Engine:
             await self._stop_requested.wait()
             await anyio.sleep(self.settings.grace_period)
             self._work_scope.cancel()  # grace is over: in-flight rows are left for the resume
+
+    async def _watch_outage(self, limit: float) -> None:
+        """Stop the run (resumable, "try again later") once the cloud has accepted nothing for
+        ``limit`` seconds: a night of 1-request-a-second probes helps nobody."""
+        with self._outage_scope:
+            while not self.stopping:
+                silent = self.pacer.silent_for()
+                if silent >= limit:
+                    self.outage_message = (
+                        f"the cloud accepted nothing for {silent:.0f} s "
+                        f"(--max-outage {limit:g}s); run again later to resume"
+                    )
+                    self.request_stop("outage")
+                    return
+                await self._sleep(min(1.0, max(limit - silent, 0.05)))
 
     # ── producer ────────────────────────────────────────────────────────────────────────
 
@@ -302,116 +378,185 @@ class Engine:
     # ── workers ─────────────────────────────────────────────────────────────────────────
 
     async def _work(self, ready: ObjectReceiveStream[Row], scheduler: ImageScheduler) -> None:
-        settings = self.settings
-        batching = settings.batch_size > 1
-        sink = self._sink
         with ready:
             while True:
                 try:
                     first = await get(ready)
                 except anyio.EndOfStream:
                     return
-                row: Row | None = first
-                while row is not None and not self.stopping:
-                    if batching:
-                        batch = await scheduler.gather(
-                            row, settings.batch_size, settings.batch_linger
-                        )
-                    else:
-                        batch = [row]
-                    settled = await self._settle(batch)
-                    for result in settled:
-                        sink.record(result)
-                    if sink.full:
-                        await sink.room()
-                    if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
-                        return
-                    row = scheduler.release(row.image_id)
-                if self.stopping:
+                if not await self._serve_image(first, scheduler) or self.stopping:
                     return
 
+    async def _serve_image(
+        self, row: Row | None, scheduler: ImageScheduler, retrying: _Retrying | None = None
+    ) -> bool:
+        """Settle ``row``, then the rows of its image parked behind it, one request at a time.
+
+        ``retrying``: carry on with a batch whose retry was deferred. Returns False when the run
+        stopped or aborted with rows of this image unsettled (left for the resume).
+        """
+        settings = self.settings
+        sink = self._sink
+        may_defer = retrying is None  # a deferred retry's task already holds no worker
+        while row is not None and not self.stopping:
+            if retrying is not None:
+                batch, attempts, retrying = retrying.rows, retrying.attempts, None
+            elif settings.batch_size > 1:
+                batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
+                attempts = _Attempts(self._clock())
+            else:
+                batch, attempts = [row], _Attempts(self._clock())
+            settled = await self._settle(batch, attempts, may_defer=may_defer)
+            if settled is None:
+                return True  # its retry waits in a task of its own, which carries on from here
+            for result in settled:
+                sink.record(result)
+            if sink.full:
+                await sink.room()
+            if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
+                return False
+            row = scheduler.release(row.image_id)
+        return True
+
     async def _settle(
-        self, rows: list[Row], before: int = 0, started: float | None = None
-    ) -> list[Result]:
+        self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False
+    ) -> list[Result] | None:
         """Send ``rows`` (one image's, in one request) until they have an outcome.
 
-        Returns their results, or fewer (none) if the run stopped first. ``before``: requests
-        already sent for these rows in a batch that had to be split.
+        Returns their results, or fewer (none) if the run stopped first, or None if the next
+        attempt was handed to a task of its own (``may_defer``), so the caller's worker can
+        take other rows while this one waits out its back-off.
         """
-        started = self._clock() if started is None else started
-        refreshed = False
-        attempt = 0
         while True:
-            attempt += 1
             # Sync fast paths first (a valid token here, a free slot in _send): most requests
             # await nothing before the request itself, and each coroutine costs on every row.
             token = self._tokens.valid_now() or await self._current_token()
             if token is None:
                 return []
             answer, sent_at = await self._send(rows, token)
-            status = answer.status
-            if status is not None and 200 <= status < 300:  # decide()'s first rule, inline
-                decision: Decision = _ACCEPTED
-            else:
-                decision = decide(
-                    self.settings.retry,
-                    answer,
-                    attempt,
-                    self._wall(),
-                    self._rng,
-                    absent_is_ok=self._absent_is_ok,
-                )
-            if status is not None and not (decision is _ACCEPTED and self.pacer.calm):
-                self._pace(decision, sent_at)  # an accepted answer changes nothing when calm
+            attempts.made += 1
+            decision = self._decide(answer, attempts)
+            self._pace(decision, answer, sent_at, attempts)
             if isinstance(decision, Settle):
                 if len(rows) > 1 and decision.outcome is Outcome.FAILED and answer.status == 400:
-                    return await self._one_by_one(rows, before + attempt, started)
-                outcome, attempts = decision.outcome, before + attempt
+                    return await self._one_by_one(rows, attempts)
+                outcome, made = decision.outcome, attempts.base + attempts.made
                 if len(rows) == 1:
-                    return [self._result(rows[0], outcome, answer, attempts, started)]
-                return [self._result(row, outcome, answer, attempts, started) for row in rows]
+                    return [self._result(rows[0], outcome, answer, made, attempts.started)]
+                return [self._result(row, outcome, answer, made, attempts.started) for row in rows]
             if isinstance(decision, Abort):
-                if refreshed or not await self._refresh(token):
+                if attempts.refreshed or not await self._refresh(token):
                     return []
-                refreshed = True
+                attempts.refreshed = True
                 continue
+            if may_defer and self._defer(rows, attempts, decision.delay):
+                return None
             if not await self._wait_or_stop(decision.delay):
                 return []
 
-    async def _one_by_one(self, rows: list[Row], before: int, started: float) -> list[Result]:
+    def _decide(self, answer: Answer, attempts: _Attempts) -> Decision:
+        status = answer.status
+        if status is not None and 200 <= status < 300:  # decide()'s first rule, inline
+            return _ACCEPTED
+        return decide(
+            self.settings.retry,
+            answer,
+            attempts.made - attempts.free,
+            self._wall(),
+            self._rng,
+            absent_is_ok=self._absent_is_ok,
+        )
+
+    def _pace(
+        self, decision: Decision, answer: Answer, sent_at: float, attempts: _Attempts
+    ) -> None:
+        """Tell the pacer what the answer says of the cloud's pace. While the cloud accepts
+        nothing at all, the attempt is not counted against the row (up to a bound), so an
+        outage does not burn rows as ``gave_up``: the outage limit ends such a run instead."""
+        pacer = self.pacer
+        if decision is _ACCEPTED and pacer.calm:
+            pacer.control.accepted_total += 1  # an accepted answer changes nothing when calm
+            return
+        signal = _signal(decision, answer)
+        if signal is None:
+            return
+        asked = decision.server_asked if isinstance(decision, Retry) else None
+        pacer.answered(sent_at=sent_at, signal=signal, retry_after=asked, fresh=attempts.made == 1)
+        free = signal is not Signal.ACCEPTED and pacer.control.refusing_all
+        if free and attempts.free < _FREE_ATTEMPTS * self.settings.retry.max_attempts:
+            attempts.free += 1
+
+    def _defer(self, rows: list[Row], attempts: _Attempts, delay: float) -> bool:
+        """Hand a row's retry to a task of its own, if the bound on such tasks allows."""
+        if self._work_group is None or self._scheduler is None:
+            return False
+        if self._deferred >= self.settings.max_parked:
+            return False  # bounded: past it, the worker waits out the back-off itself
+        self._deferred += 1
+        self._work_group.start_soon(
+            self._retry_later, _Retrying(rows, attempts), delay, self._scheduler
+        )
+        return True
+
+    async def _retry_later(
+        self, retrying: _Retrying, delay: float, scheduler: ImageScheduler
+    ) -> None:
+        try:
+            if await self._wait_or_stop(delay):
+                await self._serve_image(retrying.rows[0], scheduler, retrying)
+        finally:
+            self._deferred -= 1
+
+    async def _one_by_one(self, rows: list[Row], attempts: _Attempts) -> list[Result]:
         """A batch was refused as a whole (400): find out which rows the server refuses."""
         settled: list[Result] = []
         for row in rows:
-            results = await self._settle([row], before, started)
+            each = _Attempts(attempts.started, base=attempts.base + attempts.made)
+            results = await self._settle([row], each)
+            assert results is not None  # never deferred: the rows after it wait their turn
             settled += results
             if not results or self.stopping:
                 break
         return settled
 
     async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float]:
-        sent_at = self.pacer.free_now()
-        if sent_at is None:
-            sent_at = await self.pacer.wait_turn()
-        self.tally.attempts += 1
-        self.in_flight += 1
+        if self.in_flight >= self.settings.concurrency:
+            await self._wait_for_room()
+        else:
+            self.in_flight += 1
         try:
+            sent_at = self.pacer.free_now()
+            if sent_at is None:
+                sent_at = await self.pacer.wait_turn()
+            self.tally.attempts += 1
             if len(rows) == 1:
                 tags = [(rows[0].tag, rows[0].value)]
             else:
                 tags = [(row.tag, row.value) for row in rows]
             answer = await self._send_one(rows[0].image_id, tags, token)
         finally:
-            self.in_flight -= 1
+            self._leave_flight()
         self.tally.answered(answer.status, answer.error)
         return answer, sent_at
 
-    def _pace(self, decision: Decision, sent_at: float) -> None:
-        """Tell the pacer about an answer (no answer at all says nothing about the load)."""
-        if isinstance(decision, Abort):
-            return
-        pushback = decision.pushback
-        asked = decision.server_asked if isinstance(decision, Retry) else None
-        self.pacer.answered(sent_at=sent_at, pushback=pushback, retry_after=asked)
+    async def _wait_for_room(self) -> None:
+        """Wait for a request slot; the request that frees one hands it over (FIFO)."""
+        room = anyio.Event()
+        self._room_waiters.append(room)
+        try:
+            await room.wait()
+        except BaseException:
+            if room.is_set():
+                self._leave_flight()  # handed a slot we will not use: pass it on
+            else:
+                self._room_waiters.remove(room)
+            raise
+
+    def _leave_flight(self) -> None:
+        if self._room_waiters:
+            self._room_waiters.popleft().set()  # the slot goes straight to the next sender
+        else:
+            self.in_flight -= 1
 
     async def _current_token(self) -> str | None:
         """The token to send, renewed if due; None (and the run aborted) if renewal was refused."""

@@ -238,14 +238,9 @@ class MetricsWriter:
 # ── during a run ────────────────────────────────────────────────────────────────────────────
 
 
-class _PaceView(Protocol):
-    @property
-    def rate(self) -> float: ...
-
-
 class _PacerView(Protocol):
     @property
-    def state(self) -> _PaceView: ...
+    def rate(self) -> float: ...
 
 
 class RunningEngine(Protocol):
@@ -274,7 +269,7 @@ async def periodically(
     while True:
         snapshot = writer.snapshot(
             engine.tally,
-            allowed_rate=engine.pacer.state.rate,
+            allowed_rate=engine.pacer.rate,
             elapsed=clock() - started,
             finished=False,
             succeeded=False,

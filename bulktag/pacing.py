@@ -1,140 +1,498 @@
-"""Shared pacing: when the cloud pushes back (429, 503), every worker slows down, not one.
+"""Shared pacing: find the pace the cloud takes, keep to it, and never pass ``--rate``.
 
-Every attempt passes one gate, :class:`Pacer`. It keeps the user's ``--rate`` as a hard
-ceiling (a token bucket of ``--burst`` requests, below) and, when the cloud pushes back, slows
-the run *below* it. The slowing is a pure value (:class:`PaceState`, in the manner of rclone's
-``lib/pacer``), fed one answer at a time:
+Every attempt passes one gate, :class:`Pacer`. Two limits meet there:
 
-* ``share`` is a moving average of the fraction of answers that were pushback. An isolated 503
-  from a flaky backend barely moves it; a server at capacity drives it up within a few answers.
-* When ``share`` passes ``cut_share``, the allowed rate is cut to a little below what the
-  server accepted *since it started refusing* — once a token bucket refuses, it admits exactly
-  its refill rate, so that is the server's capacity, without the burst credit that inflates
-  any earlier measurement. Until the refusals have lasted ``measure_for`` seconds there is
-  nothing to measure yet, and the cut is a blind halving.
-* A cut only happens for an answer to a request sent *after* the previous cut: the answers to
-  requests already in flight describe the old rate.
-* While nothing pushes back, the allowed rate grows back by ``growth_per_second``.
-* A Retry-After that comes with a cut pauses everybody; an isolated one only delays its row.
+* the **ceiling**, the user's ``--rate`` with ``--burst``: a GCRA token bucket (the "virtual
+  scheduling" form) that no adaptive decision can loosen. At most ``burst + rate × t``
+  requests leave in any span of ``t`` seconds, and because slots are reserved, not
+  re-measured, a late wake-up of the event loop does not lower the achieved rate;
+* the **allowed rate**, at or below the ceiling, which a :class:`PaceController` moves as the
+  cloud answers. While it is below the ceiling, requests are spaced one interval apart with no
+  burst, so a recovering server is not hit by a clump.
 
-    rate ▲  ceiling ───────┐            ┌────
-         │                 │cut to    ╱  growth
-         │                 │goodput ╱
-         │                 └──────╱
-         └──────────────────────────────────► time
+The controller treats every refusal (429, 503, 413 + Retry-After) as a *hypothesis* — "we are
+going too fast" — and tests it, in the manner of TCP's slow start and BBR's probing but with
+an experiment that congestion control never needs, because for it loss *is* overload:
 
-The ceiling is a GCRA token bucket (the "virtual scheduling" form): ``_next_slot`` is when the
-next request is due at the allowed rate; a caller may go up to ``burst - 1`` intervals early,
-and each one moves the slot on by one interval. So at most ``burst + rate × t`` requests leave
-in any span of ``t`` seconds, the achieved rate is the rate however late the event loop wakes
-a waiter (slots are reserved, not re-measured), and a caller that may go at once costs a
-comparison and an addition — a plain call, no await (:meth:`Pacer.free_now`). aiolimiter,
-used before, cost ~13,000 instructions a request (benchmarks/instructions.py) and reads the
-loop's clock, which uvloop keeps to the millisecond: at ``--burst 1`` it delivered 85% of
-1,000/s (benchmarks/RESULTS.md at da74480; this bucket: 100.0%). While the pacer has slowed
-the run (throttled) there is no burst: callers are spaced one interval apart, so a recovering
-server is not hit by a clump.
+    answers ─► windows (≥ 0.2 s and ≥ 8 answers) ─► refused share f, accepted/s over ≥ 1 s
+                 │
+                 ├─ f within the rate-independent share p (+ noise): clean
+                 │     below the last good pace → double back towards it
+                 │     at it, after a hold → probe above, +2 %, +4 %, +8 % … a clean window
+                 ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
+                 │     next window clean        → confirmed: that pace is the capacity
+                 │     f did not fall with rate → not about the rate: p := f, rate restored;
+                 │                                the rows retry on their own back-off
+                 └─ nothing accepted at all (a window exhausted, or an outage)
+                       hold back to a trickle; after 1 s with nothing accepted, 1 request/s
+                       (and the server's Retry-After, when most refusals carry one);
+                       the first accepted answer → straight back to the pace from before
+
+    rate ▲  ceiling ──┐              probe ┌┐   ┌─
+         │            │cut: f fell? yes    │└───┘  hold, then probe
+         │            └┐   ┌───────────────┘
+         │             └───┘ confirmed
+         └──────────────────────────────────────────► time
+
+Why each part: a fixed one-second window admits a burst then refuses everything until the
+second ends, so accepted/s is measured over at least a second and an all-refused stretch is
+not read as "the cloud takes nothing". A backend that refuses 20 % at any rate keeps refusing
+20 % when the rate falls: the experiment sees it and goes back up, so a flaky 20 % costs 20 %
+more requests, not 80 % of the throughput. After an outage the last good pace is resumed at
+once, as TCP resumes at ``ssthresh``. The controller reads no clock (``now`` is passed in), so
+tests and the simulator (tests/pacing_sim.py) drive it through hours in milliseconds.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from enum import Enum
 
 import anyio
 
 
+class Signal(Enum):
+    """What one answer says about the cloud's pace."""
+
+    ACCEPTED = "accepted"  # it did the work, or answered for the row (404, 403…): the cloud is up
+    REFUSED = "refused"  # 429, 503, 413 + Retry-After: the cloud would not take the request
+    FAILED = "failed"  # no answer, 502/504/5xx: says nothing about the rate, but nothing got in
+
+
 @dataclass(frozen=True, slots=True)
 class PacingPolicy:
-    cut_share: float = 0.1  # pushback share (moving average) that triggers a cut
-    share_weight: float = 0.05  # weight of the newest answer in that average (~ last 20)
-    below_goodput: float = 0.9  # a cut sets the rate to this × the accepted rate
-    blind_cut: float = 0.5  # cut factor while the refusals are too recent to measure
-    measure_for: float = 0.05  # seconds of refusals before their goodput is trusted
-    calm_after: float = 1.0  # seconds without pushback that end a refusal episode
-    growth_per_second: float = 1.10  # while things go well, allowed rate ×= this per second
+    window: float = 0.2  # a window lasts at least this long…
+    window_answers: int = 8  # …and holds at least this many answers…
+    window_max: float = 1.0  # …unless this much time passed first
+    test_answers: int = 32  # answers a window after a cut needs: the experiment's sample
+    quick_refusals: int = 5  # this many refusals and nothing accepted end a window at once
+    horizon: float = 1.0  # accepted/s is measured over at least this (a fixed window's period)
+    margin: float = 0.05  # refused share above the rate-independent one that means overload
+    below: float = 0.95  # pace this far under the accepted rate
+    cut_at_least: float = 0.85  # a cut lowers the rate at least this far: the experiment shows
+    not_fallen: float = 0.8  # a share that stayed above this × before did not fall
+    probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)
+    probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
+    held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
+    silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
+    silent_rate: float = 1.0  # requests per second while the cloud accepts nothing
     min_rate: float = 0.2  # never slower than one request every five seconds
 
 
-_NEGLIGIBLE = 1e-3
+class Mode(Enum):
+    CRUISE = "cruise"  # answers come back accepted (up to the rate-independent share)
+    TESTING = "testing"  # cut after refusals; the next windows tell whether cutting helped
+    VERIFYING = "verifying"  # the refusals looked rate-independent and the rate went back up:
+    # did the accepted rate rise with it (independent), or stay flat (a limit after all)?
+    HELD_BACK = "held back"  # nothing accepted lately: a window spent, or the cloud is down
 
 
-@dataclass(frozen=True, slots=True)
-class PaceState:
-    ceiling: float  # the user's --rate
-    rate: float  # currently allowed requests per second, ≤ ceiling
-    share: float = 0.0  # moving average of pushback among answers
-    cut_at: float = float("-inf")  # monotonic time of the last cut
-    paused_until: float = float("-inf")  # nobody sends before this (the server's Retry-After)
-    updated_at: float = 0.0
+@dataclass(slots=True)
+class _Window:
+    """Counts of one evaluation window. Refusals count only for requests sent since ``start``
+    (earlier ones describe the rate before); accepted answers are read off the running total,
+    which the engine's fast path keeps while calm."""
+
+    start: float
+    accepted_before: int  # the running total of accepted answers when the window began
+    refused: int = 0
+    failed: int = 0
+    asked: list[float] | None = None  # Retry-After values among the refusals
+    # Answers to rows' first attempts. The refused share is read from these when there are
+    # enough: a row refused on every try (per-row refusals) sends more and more of the
+    # traffic as the run goes on, and would make a steady share look like a rising one.
+    fresh_accepted: int = 0
+    fresh_refused: int = 0
+
+    def add(self, signal: Signal, retry_after: float | None, fresh: bool) -> None:
+        if fresh:
+            self.fresh_accepted += signal is Signal.ACCEPTED
+            self.fresh_refused += signal is Signal.REFUSED
+        if signal is Signal.REFUSED:
+            self.refused += 1
+            if retry_after is not None:
+                if self.asked is None:
+                    self.asked = []
+                self.asked.append(retry_after)
+        elif signal is Signal.FAILED:
+            self.failed += 1
+
+
+class PaceController:
+    """The allowed rate, moved by the cloud's answers. Reads no clock: pass ``now``.
+
+    Invariants: ``min(min_rate, ceiling) ≤ rate ≤ ceiling``; ``good`` is the last rate a clean
+    window confirmed (the ceiling until something is refused); ``independent`` is the refused
+    share the experiment found not to depend on the rate.
+    """
+
+    def __init__(self, ceiling: float, policy: PacingPolicy, now: float) -> None:
+        self.policy = policy
+        self.ceiling = ceiling
+        self.rate = ceiling
+        self.good = ceiling
+        self.independent = 0.0
+        self.mode = Mode.CRUISE
+        self.paused_until = float("-inf")  # nobody sends before this (the server asked)
+        self.cuts = 0
+        self.capacity: float | None = None  # accepted/s where a cut was confirmed to help
+        self.rate_related = False  # some refusals were confirmed to depend on the rate
+        self.accepted_total = 0  # also counted by the engine's fast path while calm
+        self.last_accepted = now
+        self._streak = 0  # refusals and failures since the last accepted answer
+        self._fresh_streak = 0  # those of them that answered a row's first attempt
+        self.changed_at = now  # the allowed rate last moved
+        self._window = _Window(now, 0)
+        self.refused_total = 0
+        # (time, accepted_total, refused_total), ~0.1 s apart over the last two horizons
+        self._history: deque[tuple[float, int, int]] = deque([(now, 0, 0)])
+        self._started = now
+        self._steps: list[tuple[float, float]] = []  # (rate, share) before each cut of an episode
+        self._trigger = 0.0  # the refused share that began the episode
+        self._window_rate = 0.0  # accepted/s in the last window
+        self._admitted_while_refused = ceiling  # admitted/s measured at the latest cut
+        self._verifying = (1.0, 1.0, 0.0)  # the rate tested, the rate restored, the old share
+        self._resume = ceiling  # the pace to resume at when something is accepted again
+        self._probes = 0
+
+    # ── answers in ────────────────────────────────────────────────────────────────────────
+
+    def observe(
+        self,
+        now: float,
+        sent_at: float,
+        signal: Signal,
+        retry_after: float | None = None,
+        *,
+        fresh: bool = True,
+    ) -> None:
+        """Fold one answer in; evaluate the window when it is complete. ``fresh``: the
+        answer to a row's first attempt."""
+        if signal is Signal.ACCEPTED:
+            self.accepted_total += 1
+            self.last_accepted = now
+            self._streak = self._fresh_streak = 0
+            if self.mode is Mode.HELD_BACK:
+                self._resume_pace(now)
+                return
+            self._window.add(signal, retry_after, fresh)
+        else:
+            self.refused_total += signal is Signal.REFUSED
+            self._streak += 1
+            self._fresh_streak += fresh
+            if sent_at >= self._window.start:  # else it left at the old rate: not evidence
+                self._window.add(signal, retry_after, fresh)
+        if self._window_complete(now):
+            self._evaluate(now)
+
+    def _window_complete(self, now: float) -> bool:
+        window, policy = self._window, self.policy
+        elapsed = now - window.start
+        accepted = self.accepted_total - window.accepted_before
+        if self._nothing_gets_in():
+            return True
+        if accepted == 0:
+            return False  # a few refusals and nothing else yet: wait for more
+        if elapsed >= policy.window_max:
+            return True
+        testing = self.mode is Mode.TESTING or self.mode is Mode.VERIFYING
+        needed = policy.test_answers if testing else policy.window_answers
+        return elapsed >= policy.window and accepted + window.refused >= needed
 
     @property
-    def throttled(self) -> bool:
-        return self.rate < self.ceiling
-
-
-def on_answer(
-    state: PaceState,
-    policy: PacingPolicy,
-    *,
-    pushback: bool,
-    sent_at: float,
-    now: float,
-    accepted_rate: float,
-    retry_after: float | None = None,
-    may_cut: bool = True,
-) -> PaceState:
-    """Fold one answer from the server into the pacing state.
-
-    ``accepted_rate``: the server's measured goodput (0: not known yet, cut blind);
-    ``may_cut``: False holds a cut back (the caller allows one blind cut per measuring span).
-    """
-    if not pushback and not state.throttled and state.share < _NEGLIGIBLE:
-        return state  # the hot path of a healthy run: nothing to change
-    share = state.share + policy.share_weight * (float(pushback) - state.share)
-    if pushback and may_cut and share >= policy.cut_share and sent_at >= state.cut_at:
-        return _cut(
-            state,
-            policy,
-            share=share,
-            now=now,
-            accepted_rate=accepted_rate,
-            retry_after=retry_after,
+    def calm(self) -> bool:
+        """At the ceiling, nothing refused lately: an accepted answer would change nothing."""
+        window = self._window
+        return (
+            self.mode is Mode.CRUISE
+            and self.rate >= self.ceiling
+            and self.independent == 0.0
+            and window.refused == window.failed == 0
         )
-    rate = state.rate
-    if not pushback and state.throttled:
-        elapsed = max(0.0, now - state.updated_at)
-        rate = min(state.ceiling, rate * policy.growth_per_second**elapsed)
-    return replace(state, rate=rate, share=share, updated_at=now)
+
+    # ── the decision, once a window ─────────────────────────────────────────────────────
+
+    def _evaluate(self, now: float) -> None:
+        window = self._window
+        accepted = self.accepted_total - window.accepted_before
+        self._remember(now)
+        if self._nothing_gets_in():
+            self._hold_back(now, window)
+        elif answers := accepted + window.refused:
+            share = window.refused / answers
+            fresh = window.fresh_accepted + window.fresh_refused
+            if fresh >= self.policy.window_answers:
+                share, answers = window.fresh_refused / fresh, fresh
+            tested_rate = self._window_rate  # the window before this one
+            self._window_rate = accepted / max(now - window.start, 1e-3)
+            if self.mode is Mode.VERIFYING:
+                self._verify(now, tested_rate)
+            elif share > self._threshold(answers):
+                self._overloaded(now, share, answers)
+            else:
+                self._clean(now, share, answers)
+        self._window = _Window(now, self.accepted_total)
+
+    def _nothing_gets_in(self) -> bool:
+        """Refusals (or failures) in a row, with nothing accepted, that are no longer luck:
+        five in a row are common where a backend refuses half of everything at any rate.
+        First attempts are the evidence; retries count too, four times less, since a row
+        refused on every try would otherwise make a streak of its own."""
+        unlucky = self._unlucky_run()
+        return self._fresh_streak >= unlucky or self._streak >= 4 * unlucky
+
+    def _unlucky_run(self) -> int:
+        """Refusals in a row, with nothing accepted, that the rate-independent share would
+        produce less than once in ten thousand windows."""
+        share = min(self.independent, 0.9)
+        if share <= 0.0:
+            return self.policy.quick_refusals
+        return max(self.policy.quick_refusals, math.ceil(math.log(1e-4) / math.log(share)))
+
+    def _remember(self, now: float) -> None:
+        history = self._history
+        if now - history[-1][0] >= 0.1:
+            history.append((now, self.accepted_total, self.refused_total))
+        while len(history) > 2 and history[1][0] <= now - 2 * self._horizon():
+            history.popleft()
+
+    def _horizon(self) -> float:
+        """The span rates are measured over: a horizon, or long enough for ~16 answers at the
+        allowed rate (at 5/s a second holds too few to tell a capacity from noise)."""
+        return max(self.policy.horizon, min(30.0, 16.0 / self.rate))
+
+    def _threshold(self, answers: int) -> float:
+        """The refused share above which a window is overload, not noise: the known
+        rate-independent share, plus three standard deviations of a window this size."""
+        return self.independent + max(self.policy.margin, _noise(self.independent, answers, 3.0))
+
+    def accepted_rate(self, now: float, *, full: bool = False) -> float:
+        """Accepted answers per second over the trailing horizon (at least one second, so a
+        window's burst and its refusals are averaged, never read apart), up to ``now``: the
+        present, or when the last answer was accepted. Early in the run, over the run so far,
+        unless ``full``."""
+        horizon = self._horizon()
+        since, accepted, _ = self._horizon_start(now)
+        shortest = horizon if full else min(horizon, now - self._started)
+        span = max(now - since, shortest, 1e-3)
+        return (self.accepted_total - accepted) / span
+
+    def admitted_rate(self, now: float, *, full: bool = False) -> float:
+        """The request rate the cloud admits: accepted/s, plus the share it refuses at any
+        rate (those requests were admitted by its limiter, then failed on their own)."""
+        return self.accepted_rate(now, full=full) / (1.0 - min(self.independent, 0.9))
+
+    def refused_share(self, now: float, since: float) -> tuple[float, int]:
+        """The refused share of the answers over the trailing horizon, but not before
+        ``since``, and their number."""
+        _, accepted, refused = self._horizon_start(now, since)
+        refused = self.refused_total - refused
+        answers = self.accepted_total - accepted + refused
+        return (refused / answers if answers else 0.0), answers
+
+    def _horizon_start(self, now: float, since: float | None = None) -> tuple[float, int, int]:
+        """The newest remembered point at least a horizon before ``now`` (else the oldest);
+        with ``since``, the oldest point from ``since`` on, if that is later."""
+        start = self._history[0]
+        for point in self._history:
+            if point[0] > now - self._horizon():
+                break
+            start = point
+        if since is not None and start[0] < since:
+            start = next((point for point in self._history if point[0] >= since), start)
+        return start
+
+    def _overloaded(self, now: float, share: float, answers: int) -> None:
+        if self.mode is Mode.TESTING and self._independent_of_rate(share, answers):
+            return
+        policy = self.policy
+        self._probes = 0
+        self._admitted_while_refused = self.admitted_rate(now)  # what got in: the capacity
+        target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
+        if self.mode is not Mode.TESTING:
+            self._steps = []
+            self._trigger = share
+        self._steps.append((self.rate, share))
+        self.mode = Mode.TESTING
+        self.cuts += 1
+        self._set_rate(now, target)
+
+    def _independent_of_rate(self, share: float, answers: int) -> bool:
+        """The experiment: the rate fell by at least 15 % from each earlier step of this
+        episode; did the refused share fall with it? If it stayed where it was (within what a
+        window this size can tell), the refusals are not about the rate: go back up — the
+        next window checks that the accepted rate rises with it (:meth:`_verify`)."""
+        for rate, before in reversed(self._steps):
+            tolerance = max(_noise(before, answers, 3.0), self.policy.margin)
+            if before - tolerance <= share <= before + tolerance:
+                self._restore(rate, share)
+                return True
+        return False  # it fell (a limit), or rose (the cloud changed): cutting stays safe
+
+    def _restore(self, rate: float, share: float) -> None:
+        """The refusals looked independent of the rate: take the rate back up, and check with
+        the next window that the accepted rate rises with it."""
+        self._verifying = (self.rate, rate, self.independent)
+        self.independent = max(self.independent, share)
+        self._confirm(self.changed_at, rate)
+        self.mode = Mode.VERIFYING
+
+    def _verify(self, now: float, tested_rate: float) -> None:
+        tested_at, restored, before = self._verifying
+        window_rate = self._window_rate
+        expected = tested_rate * (1.0 + 0.5 * (restored / tested_at - 1.0))
+        self.mode = Mode.CRUISE
+        if window_rate >= expected:
+            return  # the accepted rate rose with the rate: the refusals are not about it
+        # It stayed flat: a limit after all (it moved while we tested). Pace under it.
+        self.independent = before
+        self.rate_related = True
+        self.cuts += 1
+        self._confirm(now, window_rate / (1.0 - min(before, 0.9)) * self.policy.below)
+
+    def _clean(self, now: float, share: float, answers: int) -> None:
+        if self.mode is Mode.TESTING:
+            self._tested_clean(now, share, answers)
+            return
+        if self.independent and self.rate <= self.good:
+            # Follow the rate-independent share while the pace holds still (never while
+            # probing above it, where a rising share is the limit, not the flakiness).
+            self.independent += 0.2 * (share - self.independent)
+            if self.independent < 0.005:
+                self.independent = 0.0
+        if self.rate < self.good:
+            self._set_rate(now, min(self.good, 2.0 * self.rate))
+        elif self.rate < self.ceiling and now - self.changed_at >= self.policy.probe_every:
+            self._probe(now)
+
+    def _probe(self, now: float) -> None:
+        """A pace held clean for a horizon: try a little faster, more each time it stays clean
+        (2 %, 8 %, 32 %…), so a capacity that grew is found in seconds, a steady one rarely
+        overshot. A step that brought refusals, even under the overload line, is taken back."""
+        policy = self.policy
+        share, answers = self.refused_share(now, since=self.changed_at)
+        if share > self.independent + max(0.01, _noise(self.independent, answers, 2.0)):
+            self._probes = 0
+            if self.rate <= self.good:  # refusals at the held pace itself: go under them
+                self.good = min(self.good, self.admitted_rate(now) * policy.below)
+            self._set_rate(now, self.good)
+            return
+        self.good = self.rate
+        # The step grows with the rate, plus a part that does not: two runs sharing one limit
+        # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
+        shared = policy.probe_step * min(self.ceiling, 8.0 * self.good)
+        step = policy.probe_step * 4.0**self._probes
+        self._set_rate(now, self.rate * (1.0 + step) + shared)
+        self._probes += 1
+
+    def _tested_clean(self, now: float, share: float, answers: int) -> None:
+        """Clean after a cut: confirmed if the refusals above the rate-independent share at
+        least halved; else they were noise or not about the rate, and the rate goes back."""
+        excess_before = self._trigger - self.independent
+        if share - self.independent > excess_before / 2:
+            if not self._independent_of_rate(share, answers):
+                self._restore(self._steps[0][0], share)
+            return
+        # The cut helped. Pace under what got in while the cloud refused (the capacity), not
+        # under what gets in now: below the capacity, that is only our own rate.
+        self.rate_related = True
+        capacity = self._admitted_while_refused
+        self.capacity = capacity * (1.0 - min(self.independent, 0.9))
+        self.mode = Mode.CRUISE
+        self._confirm(now, capacity * self.policy.below)
+
+    def _confirm(self, now: float, rate: float) -> None:
+        self.good = self._resume = min(rate, self.ceiling)
+        self._steps = []
+        self._probes = 0
+        self._set_rate(now, rate)
+
+    def _hold_back(self, now: float, window: _Window) -> None:
+        """Nothing was accepted: a window of the cloud's limiter is spent, or it is down."""
+        policy = self.policy
+        if self.mode is not Mode.HELD_BACK:
+            # What got in over the last horizon up to the last acceptance is the pace a spent
+            # window allows. The first time, early in a run, the span is the run so far: a
+            # concurrency limit refuses within milliseconds, and a whole second would read
+            # its 8 accepted as 8/s. If that overestimates a window's quota (200 in its first
+            # 0.2 s read as 1,000/s), the next spent window, read over a full horizon, corrects it.
+            if self.accepted_total:  # (before the first acceptance there is no pace to keep)
+                full = self.cuts > 0
+                pace = self.admitted_rate(self.last_accepted, full=full) * policy.below
+                self.good = max(min(self.rate, self.good, pace), policy.min_rate)
+            self._resume = self.good
+            self.mode = Mode.HELD_BACK
+            self.cuts += 1
+            self._steps = []
+            self._probes = 0
+        if now - self.last_accepted >= policy.silent_after or not self.accepted_total:
+            target = policy.silent_rate
+        else:
+            target = self._resume * policy.held_back_rate_share
+        self._set_rate(now, min(self.rate, max(target, policy.silent_rate)))
+        if window.asked and 2 * len(window.asked) >= window.refused:
+            # Most refusals asked for the same wait: the server as a whole asked for it.
+            asked = sorted(window.asked)[len(window.asked) // 2]
+            self.paused_until = max(self.paused_until, now + asked)
+
+    def _resume_pace(self, now: float) -> None:
+        self.mode = Mode.CRUISE
+        self.paused_until = float("-inf")
+        self._window = _Window(now, self.accepted_total)
+        self._set_rate(now, max(self.rate, self._resume))
+
+    def _set_rate(self, now: float, rate: float) -> None:
+        floor = min(self.policy.min_rate, self.ceiling)
+        self.rate = min(self.ceiling, max(floor, rate))
+        self.changed_at = now
+
+    # ── what the operator is told ─────────────────────────────────────────────────────────
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since the cloud last accepted anything, while it accepts nothing (else 0)."""
+        return now - self.last_accepted if self.mode is Mode.HELD_BACK else 0.0
+
+    @property
+    def refusing_all(self) -> bool:
+        """The cloud accepts nothing now: attempts spent meanwhile do not count against a row."""
+        return self.mode is Mode.HELD_BACK
+
+    def findings(self, elapsed: float) -> dict[str, object]:
+        """What pacing found, for the summary, ``run_finished`` and the metrics."""
+        accepted = self.accepted_total / elapsed if elapsed > 0 else 0.0
+        found: dict[str, object] = {
+            "accepted_per_second": round(accepted, 2),
+            "pace_cuts": self.cuts,
+            "rate_related_refusals": self.rate_related,
+            "rate_independent_share": round(self.independent, 3),
+        }
+        if self.capacity is not None:
+            found["capacity_per_second"] = round(self.capacity, 1)
+        return found
 
 
-def _cut(
-    state: PaceState,
-    policy: PacingPolicy,
-    *,
-    share: float,
-    now: float,
-    accepted_rate: float,
-    retry_after: float | None,
-) -> PaceState:
-    if accepted_rate > 0:
-        target = min(state.rate, accepted_rate * policy.below_goodput)
-        if target >= state.rate:  # already at or below the measured pace: nothing to cut
-            return replace(state, share=0.0, updated_at=now)
-    else:
-        target = state.rate * policy.blind_cut
-    paused_until = state.paused_until
-    if retry_after is not None:
-        paused_until = max(paused_until, now + retry_after)
-    return PaceState(
-        ceiling=state.ceiling,
-        rate=max(min(policy.min_rate, state.ceiling), target),  # a cut never raises the rate
-        share=0.0,  # start measuring afresh at the new rate
-        cut_at=now,
-        paused_until=paused_until,
-        updated_at=now,
-    )
+def describe(findings: dict[str, object]) -> str:
+    """One line for the summary: what the operator can set ``--rate`` to next time."""
+    accepted = findings["accepted_per_second"]
+    parts = [f"the cloud accepted ~{accepted}/s"]
+    if "capacity_per_second" in findings:
+        parts.append(f"capacity ~{findings['capacity_per_second']}/s")
+    share = float(str(findings["rate_independent_share"]))
+    if share > 0:
+        parts.append(f"~{share:.0%} of requests refused whatever the rate (retried per row)")
+    elif not findings["rate_related_refusals"] and findings["pace_cuts"]:
+        parts.append("refusals were not rate-related")
+    return "; ".join(parts)
+
+
+def _noise(share: float, answers: int, deviations: float) -> float:
+    """``deviations`` standard deviations of a refused share measured over ``answers``."""
+    share = min(max(share, 0.01), 0.99)
+    return deviations * math.sqrt(share * (1.0 - share) / max(answers, 1))
 
 
 class Pacer:
@@ -151,39 +509,34 @@ class Pacer:
     ) -> None:
         if burst < 1:
             raise ValueError(f"a burst is at least one request, not {burst}")
-        self.policy = policy or PacingPolicy()
         self._clock = clock
         self._sleep = sleep
+        now = clock()
+        self.control = PaceController(ceiling, policy or PacingPolicy(), now)
         self._interval = 1.0 / ceiling  # between slots at the ceiling
         # How early a caller may go, unthrottled; plus a nanosecond, so that float rounding in
         # the slot sums cannot refuse the last request of a burst.
         self._burst_credit = (burst - 1) / ceiling + 1e-9
-        now = clock()
-        self._refusing_since: float | None = None  # first pushback of this episode
+        self._next_slot = now  # GCRA at the ceiling: when the next request is due
+        self._last_grant = float("-inf")  # paced at the allowed rate from here, while throttled
+        self._queue = anyio.Lock()  # waiters are served in order, one computing at a time
         self.calm = True  # see _update_calm
-        self.state = PaceState(ceiling=ceiling, rate=ceiling, updated_at=now)
-        self._next_slot = now  # when the next request is due at the allowed rate
-        self._accepted_since = 0  # answers accepted since then
-        self._last_pushback = float("-inf")
-        self.cuts = 0  # how many times pushback cut the rate (for the summary)
 
     @property
-    def state(self) -> PaceState:
-        return self._state
+    def rate(self) -> float:
+        return self.control.rate
 
-    @state.setter
-    def state(self, state: PaceState) -> None:
-        self._state = state
-        self._update_calm()
+    @property
+    def throttled(self) -> bool:
+        return self.control.rate < self.control.ceiling
 
-    def _update_calm(self) -> None:
-        """``calm``: full rate and no refusals lately. An accepted answer then changes nothing
-        (the engine skips telling), and a caller may go at once unless a pause or a reserved
-        slot is ahead (:meth:`free_now`). Both are plain attribute reads on every request."""
-        state = self._state
-        self.calm = (
-            self._refusing_since is None and state.share < _NEGLIGIBLE and not state.throttled
-        )
+    @property
+    def cuts(self) -> int:
+        return self.control.cuts
+
+    def count_accepted(self) -> None:
+        """The engine's fast path while calm: an accepted answer only counts."""
+        self.control.accepted_total += 1
 
     def free_now(self) -> float | None:
         """Take a slot and return the time to send at, if a caller may send at once; else
@@ -192,68 +545,56 @@ class Pacer:
             return None
         now = self._clock()
         slot = self._next_slot
-        if now < slot - self._burst_credit or now < self._state.paused_until:
+        if now < slot - self._burst_credit or self._queue.locked():
+            return None
+        if now < self.control.paused_until:
             return None
         self._next_slot = (slot if slot > now else now) + self._interval
         return now
 
     async def wait_turn(self) -> float:
         """Wait until this caller may send; return the (monotonic) time it sends at."""
-        while True:
-            now = self._clock()
-            state = self.state
-            credit = 0.0 if state.throttled else self._burst_credit
-            start = max(now, state.paused_until, self._next_slot - credit)
-            # Reserve the slot before sleeping, so waiters are spaced, not released at once.
-            self._next_slot = max(self._next_slot, start) + 1.0 / state.rate
-            if start <= now:
-                return now
-            await self._sleep(start - now)
-            now = self._clock()
-            if now >= self.state.paused_until:
-                return now
-            # A pause (Retry-After) began while we slept: queue again behind it.
+        async with self._queue:
+            planned = float("-inf")
+            while True:
+                now = self._clock()
+                start = self.earliest(now)
+                if start <= now:
+                    # Woken late for the slot planned? Take that slot, not a later one: slots
+                    # are reserved, so a busy event loop does not lower the achieved rate.
+                    on_time = planned <= now and self.earliest(planned) <= planned
+                    self.grant(planned if on_time else now)
+                    return now
+                planned = start
+                # Nap at most 0.1 s: the allowed rate may rise (the cloud came back) meanwhile.
+                await self._sleep(min(start - now, 0.1))
 
-    def answered(self, *, sent_at: float, pushback: bool, retry_after: float | None) -> None:
-        """Feed the server's answer to a request that left at ``sent_at``."""
-        state = self.state
-        calm = not pushback and self._refusing_since is None and state.share < _NEGLIGIBLE
-        if calm and not state.throttled:  # at full rate and calm: nothing to change
-            return
-        now = self._clock()
-        goodput = self._goodput(now, pushback)
-        # Blind (unmeasured) cuts at most once per measuring span: one per round trip on a
-        # fast link would halve the rate to nothing before the first measurement.
-        may_cut = goodput > 0 or now - self.state.cut_at >= self.policy.measure_for
-        before = self.state.cut_at
-        self.state = on_answer(
-            self.state,
-            self.policy,
-            pushback=pushback,
-            sent_at=sent_at,
-            now=now,
-            accepted_rate=goodput,
-            retry_after=retry_after,
-            may_cut=may_cut,
-        )
-        if self.state.cut_at != before:
-            self.cuts += 1
-        if pushback:
-            self._last_pushback = now
-        elif now - self._last_pushback >= self.policy.calm_after:
-            self._refusing_since = None  # calm again: the next refusals are a new episode
-        self._update_calm()
+    def earliest(self, now: float) -> float:
+        """When the next caller may send, judged at ``now`` (both limits, and any pause)."""
+        control = self.control
+        start = max(now, control.paused_until, self._next_slot - self._burst_credit)
+        if control.rate < control.ceiling:
+            start = max(start, self._last_grant + 1.0 / control.rate)
+        return start
 
-    def _goodput(self, now: float, pushback: bool) -> float:
-        """Accepted answers per second since the server started refusing; 0 while unknown."""
-        if not pushback:
-            self._accepted_since += self._refusing_since is not None
-            return 0.0
-        if self._refusing_since is None:
-            self._refusing_since, self._accepted_since = now, 0
-        span = now - self._refusing_since
-        if span < self.policy.measure_for:
-            return 0.0
-        # (n + 1) / span: with few answers counted, n / span undershoots (1 accepted in 90 ms
-        # reads as 11/s from a 20/s server) and a cut would land far below the capacity.
-        return (self._accepted_since + 1) / span
+    def grant(self, now: float) -> None:
+        """A caller sends at ``now``: move both limits on by one request."""
+        self._next_slot = max(self._next_slot, now) + self._interval
+        self._last_grant = now
+
+    def answered(
+        self,
+        *,
+        sent_at: float,
+        signal: Signal,
+        retry_after: float | None = None,
+        fresh: bool = True,
+    ) -> None:
+        """Feed the server's answer to a request that left at ``sent_at`` (``fresh``: a
+        row's first attempt)."""
+        control = self.control
+        control.observe(self._clock(), sent_at, signal, retry_after, fresh=fresh)
+        self.calm = control.calm
+
+    def silent_for(self) -> float:
+        return self.control.silent_for(self._clock())

@@ -53,7 +53,7 @@ def status_text(engine: Engine, elapsed: float, total: int | None = None) -> str
         f"{problems:,} not ok" if problems else "",
         f"{tally.skipped_done:,} already done" if tally.skipped_done else "",
         f"{rate:,.1f} req/s",
-        f"limit {engine.pacer.state.rate:,.1f}/s" if engine.pacer.state.throttled else "",
+        f"limit {engine.pacer.rate:,.1f}/s" if engine.pacer.throttled else "",
         f"{int(elapsed // 60):02d}:{int(elapsed % 60):02d}",
     ]
     return " · ".join(p for p in parts if p)
@@ -86,5 +86,5 @@ async def show_progress(
             not_ok=tally.problems,
             skipped_done=tally.skipped_done,
             requests=tally.attempts,
-            allowed_rate=round(engine.pacer.state.rate, 2),
+            allowed_rate=round(engine.pacer.rate, 2),
         )

@@ -388,7 +388,7 @@ def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) ->
     try:
         metrics.write(
             report.tally,
-            allowed_rate=engine.pacer.state.rate,
+            allowed_rate=engine.pacer.rate,
             elapsed=report.elapsed,
             finished=True,
             succeeded=code == ExitCode.OK,

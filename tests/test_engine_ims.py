@@ -15,6 +15,7 @@ from bulktag.admission import Op
 from bulktag.engine import Engine
 from bulktag.fake.glance import serve
 from bulktag.fake.ims import FakeIms, FakeImsConfig
+from bulktag.pacing import Signal
 from bulktag.source import ims_rules
 from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv
 
@@ -172,9 +173,11 @@ async def test_huaweis_429_slows_the_whole_run_near_the_gateways_capacity(
             engine = original(*args)
             answered = engine.pacer.answered
 
-            def note(*, sent_at: float, pushback: bool, retry_after: float | None) -> None:
-                observed.append(pushback)
-                answered(sent_at=sent_at, pushback=pushback, retry_after=retry_after)
+            def note(
+                *, sent_at: float, signal: Signal, retry_after: float | None, fresh: bool
+            ) -> None:
+                observed.append(signal is Signal.REFUSED)
+                answered(sent_at=sent_at, signal=signal, retry_after=retry_after, fresh=fresh)
 
             engine.pacer.answered = note  # type: ignore[method-assign]
             return engine

@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bulktag.metrics import MetricsWriter, periodically
 from bulktag.model import Outcome
-from bulktag.pacing import PaceState
 from bulktag.summary import Tally
 
 NOW = 1_800_000_000.0
@@ -142,13 +141,13 @@ def test_a_write_into_a_missing_directory_raises_and_leaves_nothing(tmp_path: Pa
 
 @dataclass
 class _Pacer:
-    state: PaceState
+    rate: float
 
 
 @dataclass
 class _Engine:
     tally: Tally = field(default_factory=Tally)
-    pacer: _Pacer = field(default_factory=lambda: _Pacer(PaceState(ceiling=20.0, rate=12.5)))
+    pacer: _Pacer = field(default_factory=lambda: _Pacer(rate=12.5))
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,184 @@
+"""The pacer against every shape of server in tests/pacing_sim.py's virtual time: one table
+row per limiter or fault, each asserting goodput and refused share (issue 13's targets).
+
+Each row is deterministic (seeded models, no wall clock) and takes milliseconds to a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from bulktag.fake.limiters import (
+    Chain,
+    ConcurrencyLimit,
+    FixedWindow,
+    Outage,
+    PerRowRefusals,
+    QueueingServer,
+    RandomRefusals,
+    Refusal,
+    Schedule,
+    ServerModel,
+    SlidingWindow,
+    TokenBucket,
+)
+from bulktag.model import Outcome
+from tests.pacing_sim import Client, Simulation
+
+APIGW = Refusal(429)  # Huawei's gateway: 429 APIGW.0308, no Retry-After
+
+# Known gaps, kept as strict expected failures so that the day one passes, the table says so.
+# Each names what the pacer does instead.
+KNOWN_GAP = pytest.mark.xfail(strict=True, reason="known gap, see the row's comment")
+
+
+@dataclass(frozen=True)
+class Limited:
+    """A server with a capacity: goodput near it, few refusals."""
+
+    model: Callable[[], ServerModel]
+    capacity: float
+    ceiling: float
+    rows: int
+    min_goodput: float = 0.90  # of capacity, once found (after the first seconds)
+    max_refused: float = 0.05  # of all requests, over the whole run
+
+
+LIMITED = {
+    "token-bucket": Limited(lambda: TokenBucket(200, 20), 200, 1000, 6000),
+    "fixed-1s-window": Limited(lambda: FixedWindow(200, 1.0), 200, 1000, 6000),
+    "sliding-1s-window-429": Limited(lambda: SlidingWindow(200, 1.0, APIGW), 200, 600, 6000),
+    # 8 in service for 40 ms, plus the simulation's 5 ms of network: 8 / 0.045 s. Gap: ~80 %;
+    # 64 requests refused within milliseconds at the start read as a tiny pace, and the climb
+    # back (probing, 2 % → 8 % → 32 % a second) takes ~10 s.
+    "concurrency-limit": pytest.param(
+        Limited(lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045, 1000, 6000), marks=KNOWN_GAP
+    ),
+    "queueing-server": Limited(lambda: QueueingServer(200, 0.5), 200, 1000, 6000),
+    # Gap: ~72 %. At 5 answers a second every measure is noisy; each probe overshoots and the
+    # cut that follows lands under the capacity.
+    "small-bucket-slow-cloud": pytest.param(
+        Limited(lambda: TokenBucket(5, 1), 5, 100, 200), marks=KNOWN_GAP
+    ),
+    "per-minute-window": Limited(
+        lambda: FixedWindow(3000, 60.0), 50, 1000, 12000, min_goodput=0.85, max_refused=1.0
+    ),
+}
+
+
+def _run(model: ServerModel, *, rows: int, ceiling: float, until: float = 600.0) -> Client:
+    sim = Simulation(model)
+    client = sim.add_client(rows=rows, ceiling=ceiling)
+    sim.run(until)
+    return client
+
+
+@pytest.mark.parametrize("case", LIMITED.values(), ids=LIMITED.keys())
+def test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(
+    case: Limited,
+) -> None:
+    client = _run(case.model(), rows=case.rows, ceiling=case.ceiling)
+    assert case.rows == client.outcomes.get(Outcome.OK)
+    end = client.most_settled_at
+    assert end is not None
+    start = min(5.0, end / 4)
+    assert client.goodput(start, end) >= case.min_goodput * case.capacity
+    assert client.refused_share <= case.max_refused
+
+
+@pytest.mark.parametrize(
+    ("share", "retry_after", "ceiling"),
+    [
+        pytest.param(0.05, None, 300, id="5%"),
+        pytest.param(0.1, None, 300, id="10%"),
+        pytest.param(0.2, None, 1000, id="20%-at-1000/s"),
+        pytest.param(0.3, None, 300, id="30%"),
+        pytest.param(0.1, 1.0, 300, id="10%-retry-after-1"),
+        pytest.param(0.3, 1.0, 300, id="30%-retry-after-1"),
+    ],
+)
+def test_refusals_at_any_rate_cost_retries_not_throughput(
+    share: float, retry_after: float | None, ceiling: float
+) -> None:
+    model = RandomRefusals(share, seed=7, refusal=Refusal(503, retry_after))
+    client = _run(model, rows=int(20 * ceiling), ceiling=ceiling)
+    assert client.rows == client.outcomes.get(Outcome.OK)
+    end = client.most_settled_at
+    assert end is not None
+    assert client.sent_rate(2.0, end) >= 0.9 * ceiling
+    assert share == pytest.approx(client.pacer.control.independent, abs=0.08)
+
+
+def test_half_refused_at_any_rate_still_sends_near_the_asked_rate() -> None:
+    client = _run(RandomRefusals(0.5, seed=3), rows=6000, ceiling=300)
+    end = client.most_settled_at
+    assert end is not None
+    assert client.sent_rate(2.0, end) >= 0.85 * 300
+
+
+@KNOWN_GAP  # ~88 % of the asked rate: the rows' retries shift the refused share as the run goes
+def test_rows_refused_a_few_times_each_never_slow_the_run() -> None:
+    client = _run(PerRowRefusals(0.2, times=3), rows=6000, ceiling=300)
+    assert 6000 == client.outcomes.get(Outcome.OK)
+    end = client.most_settled_at
+    assert end is not None
+    assert client.sent_rate(2.0, end) >= 0.9 * 300
+
+
+def test_a_limit_with_random_refusals_behind_it_is_still_found() -> None:
+    model = Chain(TokenBucket(500, 50), RandomRefusals(0.1, seed=5))
+    client = _run(model, rows=12000, ceiling=2000)
+    end = client.most_settled_at
+    assert end is not None
+    assert client.goodput(5.0, end) >= 0.85 * 500 * 0.9
+
+
+def test_a_moving_capacity_is_followed_within_five_seconds_of_each_change() -> None:
+    steps = [(0.0, 200.0), (20.0, 60.0), (40.0, 200.0), (60.0, 120.0)]
+    client = _run(Schedule(steps), rows=11000, ceiling=1000, until=90)
+    bounds = [*(start for start, _ in steps[1:]), 80.0]
+    for (start, capacity), end in zip(steps[1:], bounds[1:], strict=True):
+        assert client.goodput(start + 5.0, end) >= 0.8 * capacity, (start, capacity)
+    assert client.refused_share <= 0.10
+
+
+def test_an_outage_sends_a_trickle_then_the_old_pace_resumes_at_once() -> None:
+    model = Chain(TokenBucket(200, 20), Outage(15.0, 25.0))
+    client = _run(model, rows=8000, ceiling=1000, until=120)
+    before = client.goodput(8.0, 15.0)
+    assert client.sent_rate(15.0, 25.0) <= 5.0
+    assert client.goodput(28.0, 30.0) >= 0.85 * before
+    assert 8000 == client.outcomes.get(Outcome.OK)  # no row gave up because of the outage
+
+
+def test_a_cloud_that_refuses_everything_stops_the_run_after_the_outage_limit() -> None:
+    sim = Simulation(Outage(0.0, 1e9))
+    client = sim.add_client(rows=5000, ceiling=2000, max_outage=30.0)
+    sim.run(120)
+    assert client.stopped_at is not None
+    assert 30.0 <= client.stopped_at <= 32.0
+    assert client.requests <= 5 * 32
+    assert not client.outcomes.get(Outcome.GAVE_UP)
+
+
+@KNOWN_GAP  # together ~100 %, but a run that starts into a limit another already fills can
+# read its small share as its capacity, and the shared probe step evens it out only slowly.
+def test_two_runs_sharing_one_limit_each_find_a_fair_share() -> None:
+    sim = Simulation(TokenBucket(200, 20))
+    first = sim.add_client(rows=5000, ceiling=600)
+    second = sim.add_client(rows=5000, ceiling=600, start=3.0)
+    sim.run(120)
+    both = first.goodput(8.0, 25.0) + second.goodput(8.0, 25.0)
+    assert both >= 0.9 * 200
+    assert min(first.goodput(8.0, 25.0), second.goodput(8.0, 25.0)) >= 0.35 * 200
+
+
+def test_the_ceiling_is_never_passed_whatever_the_server_says() -> None:
+    sim = Simulation(RandomRefusals(0.3, seed=1))
+    client = sim.add_client(rows=4000, ceiling=250, burst=5)
+    sim.run(60)
+    busiest = max(client.sent_bins.values())
+    assert busiest <= 250 * 0.5 + 5  # one bin is half a second
