@@ -604,7 +604,8 @@ JUDGES: dict[str, Callable[[Model, Outcome, Figures], Judged]] = {
 
 
 def seconds(value: float | None) -> str:
-    return "never" if value is None else f"{value:.1f} s"
+    # Not "never": a run stopped at its time budget may have recovered later.
+    return "not seen" if value is None else f"{value:.1f} s"
 
 
 # ── the table and the plots ───────────────────────────────────────────────────────────────────
