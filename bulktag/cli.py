@@ -139,6 +139,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="send at most N rows this run, then exit 4 if rows are left",
     )
     batch.add_argument(
+        "--max-outage",
+        metavar="DURATION",
+        help="stop once the cloud has accepted nothing for this long, finish in-flight "
+        "requests, exit 75 (try again later); the next run continues [default 5m; 0: never]",
+    )
+    batch.add_argument(
         "--lock-wait",
         metavar="DURATION",
         help="wait this long for another run on the same journal to finish "

@@ -79,6 +79,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("shard", str, "0/1"),
     Option("max_duration", float, None, minimum=0.001, parse=parse_duration),
     Option("max_items", int, None, minimum=1),
+    # Stop (exit 75, resumable) once the cloud has accepted nothing for this long; 0: never.
+    Option("max_outage", float, 300.0, minimum=0, parse=parse_duration),
     Option("lock_wait", float, 0.0, minimum=0, parse=parse_duration),
     Option("metrics_file", str, None),
     Option("api", str, "glance", choices=("glance", "ims")),
@@ -116,6 +118,7 @@ class Settings:
     shard: str
     max_duration: float | None
     max_items: int | None
+    max_outage: float
     lock_wait: float
     metrics_file: str | None
     api: str

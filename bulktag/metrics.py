@@ -17,6 +17,8 @@ our own formatting.
     bulktag_rows_read_total                      counter data rows read from the input
     bulktag_allowed_rate_requests_per_second     gauge   the rate pacing allows now (≤ --rate)
     bulktag_request_rate_requests_per_second     gauge   requests / run duration
+    bulktag_accepted_rate_requests_per_second    gauge   requests the cloud accepted / run
+                                                         duration: the pace it takes
     bulktag_run_duration_seconds                 gauge
     bulktag_run_start_timestamp_seconds          gauge
     bulktag_last_success_timestamp_seconds       gauge   end of the last run that exited 0
@@ -72,6 +74,7 @@ class Snapshot:
     read: int
     allowed_rate: float
     request_rate: float
+    accepted_rate: float
     duration: float
     started_at: float
     last_success: float | None
@@ -119,6 +122,11 @@ def families(s: Snapshot) -> list[Metric]:
             "bulktag_request_rate_requests_per_second",
             "Requests sent per second, averaged over the run.",
             value=s.request_rate,
+        ),
+        GaugeMetricFamily(
+            "bulktag_accepted_rate_requests_per_second",
+            "Requests per second the cloud accepted, averaged over the run: its pace.",
+            value=s.accepted_rate,
         ),
         GaugeMetricFamily("bulktag_run_duration_seconds", "Run time so far.", value=s.duration),
         GaugeMetricFamily(
@@ -195,7 +203,14 @@ class MetricsWriter:
         self._last_success = previous_success(path)
 
     def snapshot(
-        self, tally: Tally, *, allowed_rate: float, elapsed: float, finished: bool, succeeded: bool
+        self,
+        tally: Tally,
+        *,
+        allowed_rate: float,
+        elapsed: float,
+        finished: bool,
+        succeeded: bool,
+        accepted: int = 0,
     ) -> Snapshot:
         """Copy the numbers out of ``tally`` (call it in the event loop that updates it)."""
         now = self._wall()
@@ -215,6 +230,7 @@ class MetricsWriter:
             read=tally.read,
             allowed_rate=allowed_rate,
             request_rate=tally.attempts / elapsed if elapsed > 0 else 0.0,
+            accepted_rate=accepted / elapsed if elapsed > 0 else 0.0,
             duration=elapsed,
             started_at=self._started_at,
             last_success=self._last_success,
@@ -222,7 +238,14 @@ class MetricsWriter:
         )
 
     def write(
-        self, tally: Tally, *, allowed_rate: float, elapsed: float, finished: bool, succeeded: bool
+        self,
+        tally: Tally,
+        *,
+        allowed_rate: float,
+        elapsed: float,
+        finished: bool,
+        succeeded: bool,
+        accepted: int = 0,
     ) -> None:
         """Rewrite the file now (raises OSError: missing directory, disk full...)."""
         snapshot = self.snapshot(
@@ -231,6 +254,7 @@ class MetricsWriter:
             elapsed=elapsed,
             finished=finished,
             succeeded=succeeded,
+            accepted=accepted,
         )
         replace_atomically(self.path, render(snapshot))
 
@@ -241,6 +265,9 @@ class MetricsWriter:
 class _PacerView(Protocol):
     @property
     def rate(self) -> float: ...
+
+    @property
+    def accepted_total(self) -> int: ...
 
 
 class RunningEngine(Protocol):
@@ -270,6 +297,7 @@ async def periodically(
         snapshot = writer.snapshot(
             engine.tally,
             allowed_rate=engine.pacer.rate,
+            accepted=engine.pacer.accepted_total,
             elapsed=clock() - started,
             finished=False,
             succeeded=False,

@@ -534,6 +534,10 @@ class Pacer:
     def cuts(self) -> int:
         return self.control.cuts
 
+    @property
+    def accepted_total(self) -> int:
+        return self.control.accepted_total
+
     def count_accepted(self) -> None:
         """The engine's fast path while calm: an accepted answer only counts."""
         self.control.accepted_total += 1

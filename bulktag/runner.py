@@ -40,6 +40,7 @@ from bulktag.journal import (
 from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
 from bulktag.model import InvalidRow
+from bulktag.pacing import describe
 from bulktag.policy import RetryPolicy, preflight_problem
 from bulktag.progress import count_lines, show_progress
 from bulktag.source import GLANCE_RULES, Parsed, TagRules, ims_rules, open_text, read_rows
@@ -89,8 +90,16 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
         environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
         return ExitCode.INTERRUPTED
     _report(report, settings, journal, environment)
+    return report_exit_code(report)
+
+
+def report_exit_code(report: RunReport) -> ExitCode:
     return exit_code(
-        report.tally, report.aborted is not None, report.interrupted, report.incomplete
+        report.tally,
+        report.aborted is not None,
+        report.interrupted,
+        report.incomplete,
+        outage=report.outage,
     )
 
 
@@ -299,6 +308,7 @@ class _Plan:
             op=self.op,
             shard=self.shard,
             max_items=settings.max_items,
+            max_outage=settings.max_outage or None,
             serialize_images=not self.args.unsafe_no_image_lock,
             api=self.api,
             batch_size=settings.ims_tags_per_call if ims else 1,
@@ -382,13 +392,12 @@ def _metrics_writer(path: str | None) -> MetricsWriter | None:
 
 
 def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) -> None:
-    code = exit_code(
-        report.tally, report.aborted is not None, report.interrupted, report.incomplete
-    )
+    code = report_exit_code(report)
     try:
         metrics.write(
             report.tally,
             allowed_rate=engine.pacer.rate,
+            accepted=engine.pacer.accepted_total,
             elapsed=report.elapsed,
             finished=True,
             succeeded=code == ExitCode.OK,
@@ -553,6 +562,12 @@ def _print_dry_run(
 def _report(report: RunReport, settings: Settings, journal: Path, environment: Environment) -> None:
     if report.aborted:
         log.error("run_aborted", reason=report.aborted)
+    if report.outage:
+        log.error(
+            "cloud_unavailable",
+            reason=f"the cloud accepted nothing for {settings.max_outage:g} s (--max-outage); "
+            "run the same command later to go on",
+        )
     fields = summary_fields(report.tally, report.elapsed)
     if wants_json(settings.log_format, environment.stderr):
         log.info(
@@ -561,7 +576,8 @@ def _report(report: RunReport, settings: Settings, journal: Path, environment: E
             stopped_by=report.stopped_by,
             aborted=report.aborted is not None,
             rows_left=report.left,
-            pace_cuts=report.pace_cuts,
+            pace=describe(report.pacing),
+            **report.pacing,
             **fields,
         )
         return
@@ -571,14 +587,17 @@ def _report(report: RunReport, settings: Settings, journal: Path, environment: E
         "abort": "aborted",
         "max_duration": "stopped at --max-duration",
         "max_items": "stopped at --max-items",
+        "outage": "stopped: the cloud accepted nothing for --max-outage",
     }[report.stopped_by]
     headline = f"bulktag: run {state} after {report.elapsed:,.1f} s; journal {journal}"
     lines = summary_lines(report.tally, report.elapsed, headline)
     if report.pace_cuts:
-        lines.append(f"  pacing   the cloud pushed back; the rate was cut {report.pace_cuts} times")
+        lines.append(f"  pacing   {describe(report.pacing)} (rate cut {report.pace_cuts} times)")
     if report.left:
         lines.append(f"  left     {report.left:>10,} rows for the next run")
-    if report.interrupted or report.incomplete:
+    if report.outage:
+        lines.append("  the cloud took nothing for a while: run the same command later to go on")
+    elif report.interrupted or report.incomplete:
         lines.append("  run the same command again to go on")
     try:
         environment.stderr.write("\n".join(lines) + "\n")

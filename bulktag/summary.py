@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     ABORTED = 3
     INCOMPLETE = 4
     LOCKED = 5
+    TEMPFAIL = 75  # sysexits' EX_TEMPFAIL: the cloud is not taking requests; run again later
     INTERRUPTED = 130
 
 
@@ -108,11 +109,19 @@ class FailureBreaker:
         return None
 
 
-def exit_code(tally: Tally, aborted: bool, interrupted: bool, incomplete: bool = False) -> ExitCode:
+def exit_code(
+    tally: Tally,
+    aborted: bool,
+    interrupted: bool,
+    incomplete: bool = False,
+    outage: bool = False,
+) -> ExitCode:
     if aborted:
         return ExitCode.ABORTED
     if interrupted:
         return ExitCode.INTERRUPTED
+    if outage:
+        return ExitCode.TEMPFAIL
     if incomplete:
         return ExitCode.INCOMPLETE
     return ExitCode.SOME_FAILED if tally.problems else ExitCode.OK

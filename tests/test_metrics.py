@@ -142,6 +142,7 @@ def test_a_write_into_a_missing_directory_raises_and_leaves_nothing(tmp_path: Pa
 @dataclass
 class _Pacer:
     rate: float
+    accepted_total: int = 0
 
 
 @dataclass
