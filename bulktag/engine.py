@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -68,6 +68,8 @@ from bulktag.summary import FailureBreaker, Tally
 _READ_BATCH = 2048
 _READ_LINGER = 0.05
 
+
+_T = TypeVar("_T")
 
 # Attempts a row may spend while the cloud accepts nothing, as a multiple of --max-attempts, on
 # top of them: enough to ride out an outage, bounded so that a row refused on every try still
@@ -235,7 +237,7 @@ class Engine:
         self._scheduler: ImageScheduler | None = None
         self._work_group: TaskGroup | None = None
         self._sleep = sleep
-        self.outage_message: str | None = None
+        self._stoppable: set[anyio.CancelScope] = set()  # waits that a stop ends
 
     # ── control ─────────────────────────────────────────────────────────────────────────
 
@@ -246,6 +248,8 @@ class Engine:
         self.stopping = True
         self._stop_requested.set()
         self._producer_scope.cancel()
+        for scope in self._stoppable:  # rows waiting for their turn: left for the resume
+            scope.cancel()
 
     def cancel_now(self, reason: str = "signal") -> None:
         self.request_stop(reason)
@@ -307,10 +311,6 @@ class Engine:
             while not self.stopping:
                 silent = self.pacer.silent_for()
                 if silent >= limit:
-                    self.outage_message = (
-                        f"the cloud accepted nothing for {silent:.0f} s "
-                        f"(--max-outage {limit:g}s); run again later to resume"
-                    )
                     self.request_stop("outage")
                     return
                 await self._sleep(min(1.0, max(limit - silent, 0.05)))
@@ -433,7 +433,10 @@ class Engine:
             token = self._tokens.valid_now() or await self._current_token()
             if token is None:
                 return []
-            answer, sent_at = await self._send(rows, token)
+            sent = await self._send(rows, token)
+            if sent is None:
+                return []  # the run stopped before this row's turn came: left for the resume
+            answer, sent_at = sent
             attempts.made += 1
             decision = self._decide(answer, attempts)
             self._pace(decision, answer, sent_at, attempts)
@@ -519,15 +522,20 @@ class Engine:
                 break
         return settled
 
-    async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float]:
+    async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float] | None:
+        """Send one request when a slot and the pacer allow; None if the run stopped first
+        (a stop does not wait for turns the pacer gives out at one a second)."""
         if self.in_flight >= self.settings.concurrency:
-            await self._wait_for_room()
+            if not await self._unless_stopped(self._wait_for_room):
+                return None
         else:
             self.in_flight += 1
         try:
             sent_at = self.pacer.free_now()
             if sent_at is None:
-                sent_at = await self.pacer.wait_turn()
+                sent_at = await self._unless_stopped(self.pacer.wait_turn)
+                if sent_at is None:
+                    return None
             self.tally.attempts += 1
             if len(rows) == 1:
                 tags = [(rows[0].tag, rows[0].value)]
@@ -539,7 +547,19 @@ class Engine:
         self.tally.answered(answer.status, answer.error)
         return answer, sent_at
 
-    async def _wait_for_room(self) -> None:
+    async def _unless_stopped(self, wait: Callable[[], Awaitable[_T]]) -> _T | None:
+        """``await wait()``, or None once the run is asked to stop."""
+        if self.stopping:
+            return None
+        with anyio.CancelScope() as scope:
+            self._stoppable.add(scope)
+            try:
+                return await wait()
+            finally:
+                self._stoppable.discard(scope)
+        return None
+
+    async def _wait_for_room(self) -> bool:
         """Wait for a request slot; the request that frees one hands it over (FIFO)."""
         room = anyio.Event()
         self._room_waiters.append(room)
@@ -551,6 +571,7 @@ class Engine:
             else:
                 self._room_waiters.remove(room)
             raise
+        return True
 
     def _leave_flight(self) -> None:
         if self._room_waiters:

@@ -291,3 +291,54 @@ def test_a_wrong_password_is_credentials_refused_exit_2(tmp_path: Path) -> None:
     assert "credentials refused" in line
     assert "wrong-password-77" not in done.stderr  # type: ignore[attr-defined]
     assert not journal.exists()  # nothing started: no empty journal left behind
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        pytest.param(["--outage", "0:inf"], id="503-to-everything"),
+        pytest.param(["--outage", "0:inf", "--retry-after", "1"], id="503-with-retry-after"),
+        pytest.param(["--fail-429", "1.0"], id="429-to-everything"),
+    ],
+)
+def test_a_cloud_that_accepts_nothing_stops_the_run_with_exit_75_and_the_next_run_resumes(
+    tmp_path: Path, refusal: list[str]
+) -> None:
+    pairs = make_pairs(images=30, tags_per_image=2)
+    inventory = write_csv(tmp_path / "in.csv", pairs)
+    journal = tmp_path / "journal.jsonl"
+    args = [str(inventory), "--results", str(journal), "--rate", "200", "--log-format", "json"]
+    with fake_glance(tmp_path, *refusal) as down:
+        started = time.monotonic()
+        first = run_bulktag([*args, "--endpoint", down.url, "--max-outage", "2s"], tmp_path)
+        took = time.monotonic() - started
+    assert 75 == first.code, first
+    finished = first.event("run_finished")
+    assert "outage" == finished["stopped_by"]
+    assert 0 == finished["gave_up"]  # the outage burnt no row
+    assert 0 == finished["accepted_per_second"]
+    assert "run the same command later" in first.event("cloud_unavailable")["reason"]
+    assert took < 15  # ~2 s of silence, then the grace for in-flight requests
+    with fake_glance(tmp_path) as healthy:
+        second = run_bulktag([*args, "--endpoint", healthy.url], tmp_path)
+    assert 0 == second.code, second
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(pairs) == sorted(
+        (r["image_id"], r["tag"]) for r in records if r["outcome"] == "ok"
+    )
+
+
+def test_max_outage_zero_never_stops_for_silence(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=3, tags_per_image=1))
+    journal = tmp_path / "journal.jsonl"
+    with fake_glance(tmp_path, "--outage", "0:inf") as down:
+        done = run_bulktag(
+            [
+                str(inventory),
+                *("--endpoint", down.url, "--results", str(journal), "--log-format", "json"),
+                *("--max-outage", "0", "--max-duration", "3s"),
+            ],
+            tmp_path,
+        )
+    assert 4 == done.code, done  # the time window ended it, not the silence
+    assert "max_duration" == done.event("run_finished")["stopped_by"]
