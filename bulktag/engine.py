@@ -33,7 +33,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 import anyio
@@ -70,6 +70,7 @@ _READ_LINGER = 0.05
 
 
 _T = TypeVar("_T")
+_SHORT_BACKOFF = 2.0  # seconds: a row's back-off cap while refusals are rate-independent
 
 # Attempts a row may spend while the cloud accepts nothing, as a multiple of --max-attempts, on
 # top of them: enough to ride out an outage, bounded so that a row refused on every try still
@@ -238,6 +239,11 @@ class Engine:
         self._work_group: TaskGroup | None = None
         self._sleep = sleep
         self._stoppable: set[anyio.CancelScope] = set()  # waits that a stop ends
+        # Retries of refusals that do not depend on the rate: the pace protects the cloud,
+        # so a row's own back-off stays short (a 60 s wait for one row only delays the end).
+        self._short_retry = replace(
+            settings.retry, max_delay=min(settings.retry.max_delay, _SHORT_BACKOFF)
+        )
 
     # ── control ─────────────────────────────────────────────────────────────────────────
 
@@ -461,8 +467,11 @@ class Engine:
         status = answer.status
         if status is not None and 200 <= status < 300:  # decide()'s first rule, inline
             return _ACCEPTED
+        policy = self.settings.retry
+        if self.pacer.control.refusals_not_about_rate:
+            policy = self._short_retry
         return decide(
-            self.settings.retry,
+            policy,
             answer,
             attempts.made - attempts.free,
             self._wall(),

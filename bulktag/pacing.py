@@ -145,6 +145,9 @@ class PaceController:
         self.last_accepted = now
         self._streak = 0  # refusals and failures since the last accepted answer
         self._fresh_streak = 0  # those of them that answered a row's first attempt
+        self._accepted_seen = 0  # accepted_total when observe() last looked
+        self._resumed_at = float("-inf")  # the last time accepted answers ended a hold-back
+        self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = _Window(now, 0)
         self.refused_total = 0
@@ -158,6 +161,13 @@ class PaceController:
         self._verifying = (1.0, 1.0, 0.0)  # the rate tested, the rate restored, the old share
         self._resume = ceiling  # the pace to resume at when something is accepted again
         self._probes = 0
+
+    def begin(self, now: float) -> None:
+        """The first request leaves now: rates are measured from here, not from when the
+        controller was made (a run reads its journal and checks the endpoint first)."""
+        self._started = self.last_accepted = self.changed_at = now
+        self._history = deque([(now, self.accepted_total, self.refused_total)])
+        self._window = _Window(now, self.accepted_total)
 
     # ── answers in ────────────────────────────────────────────────────────────────────────
 
@@ -174,18 +184,23 @@ class PaceController:
         answer to a row's first attempt."""
         if signal is Signal.ACCEPTED:
             self.accepted_total += 1
+        if self.accepted_total != self._accepted_seen:
+            # Accepted since the last answer seen here (some counted by the engine's fast
+            # path while calm, which reads no clock): the cloud took something until now.
+            self._accepted_seen = self.accepted_total
             self.last_accepted = now
             self._streak = self._fresh_streak = 0
-            if self.mode is Mode.HELD_BACK:
-                self._resume_pace(now)
-                return
-            self._window.add(signal, retry_after, fresh)
-        else:
+        if signal is not Signal.ACCEPTED:
             self.refused_total += signal is Signal.REFUSED
             self._streak += 1
             self._fresh_streak += fresh
             if sent_at >= self._window.start:  # else it left at the old rate: not evidence
                 self._window.add(signal, retry_after, fresh)
+        elif self.mode is Mode.HELD_BACK:
+            self._resume_pace(now)
+            return
+        else:
+            self._window.add(signal, retry_after, fresh)
         if self._window_complete(now):
             self._evaluate(now)
 
@@ -415,17 +430,10 @@ class PaceController:
         """Nothing was accepted: a window of the cloud's limiter is spent, or it is down."""
         policy = self.policy
         if self.mode is not Mode.HELD_BACK:
-            # What got in over the last horizon up to the last acceptance is the pace a spent
-            # window allows. The first time, early in a run, the span is the run so far: a
-            # concurrency limit refuses within milliseconds, and a whole second would read
-            # its 8 accepted as 8/s. If that overestimates a window's quota (200 in its first
-            # 0.2 s read as 1,000/s), the next spent window, read over a full horizon, corrects it.
-            if self.accepted_total:  # (before the first acceptance there is no pace to keep)
-                full = self.cuts > 0
-                pace = self.admitted_rate(self.last_accepted, full=full) * policy.below
-                self.good = max(min(self.rate, self.good, pace), policy.min_rate)
+            self.good = max(min(self.rate, self.good, self._spent_pace(now)), policy.min_rate)
             self._resume = self.good
             self.mode = Mode.HELD_BACK
+            self._held_since = now
             self.cuts += 1
             self._steps = []
             self._probes = 0
@@ -439,7 +447,29 @@ class PaceController:
             asked = sorted(window.asked)[len(window.asked) // 2]
             self.paused_until = max(self.paused_until, now + asked)
 
+    def _spent_pace(self, now: float) -> float:
+        """The pace to resume at after nothing got in: what got in over the last horizon up
+        to the last acceptance. The first time, early in a run, over the run so far: a
+        concurrency limit refuses within milliseconds, and a whole second would read its 8
+        accepted as 8/s. If that overestimates a window's quota (200 in its first 0.2 s read
+        as 1,000/s), the next spent window, read over a full horizon, corrects it. Spent again
+        soon after resuming, the resumed pace was too fast: a quarter of it then, or more — a
+        horizon spent mostly held back reads far under the capacity."""
+        if not self.accepted_total:
+            return self.rate  # nothing ever got in: no pace to keep
+        full = self.cuts > 0
+        pace = self.admitted_rate(self.last_accepted, full=full) * self.policy.below
+        if now - self._resumed_at < 2 * self._horizon():
+            pace = max(pace, 0.25 * self._resume)
+        return pace
+
     def _resume_pace(self, now: float) -> None:
+        if 0.1 <= now - self._held_since < self.policy.silent_after:
+            # Back within a second, not at once: a spent window of a limiter (not an outage,
+            # nor a lucky run of refusals from a flaky backend).
+            self.rate_related = True
+            self.capacity = self._resume / self.policy.below
+        self._resumed_at = now
         self.mode = Mode.CRUISE
         self.paused_until = float("-inf")
         self._window = _Window(now, self.accepted_total)
@@ -455,6 +485,12 @@ class PaceController:
     def silent_for(self, now: float) -> float:
         """Seconds since the cloud last accepted anything, while it accepts nothing (else 0)."""
         return now - self.last_accepted if self.mode is Mode.HELD_BACK else 0.0
+
+    @property
+    def refusals_not_about_rate(self) -> bool:
+        """Cruising with a rate-independent share: a refused row's retry need not wait long
+        (the pace protects the cloud already); a long back-off only delays the run's end."""
+        return self.independent > 0.0 and self.mode is Mode.CRUISE
 
     @property
     def refusing_all(self) -> bool:
@@ -520,7 +556,8 @@ class Pacer:
         self._next_slot = now  # GCRA at the ceiling: when the next request is due
         self._last_grant = float("-inf")  # paced at the allowed rate from here, while throttled
         self._queue = anyio.Lock()  # waiters are served in order, one computing at a time
-        self.calm = True  # see _update_calm
+        self.calm = True  # at the ceiling with nothing refused lately (see answered)
+        self._begun = False  # the first request has left (see PaceController.begin)
 
     @property
     def rate(self) -> float:
@@ -554,6 +591,8 @@ class Pacer:
         if now < self.control.paused_until:
             return None
         self._next_slot = (slot if slot > now else now) + self._interval
+        if not self._begun:
+            self._begin(now)
         return now
 
     async def wait_turn(self) -> float:
@@ -585,6 +624,12 @@ class Pacer:
         """A caller sends at ``now``: move both limits on by one request."""
         self._next_slot = max(self._next_slot, now) + self._interval
         self._last_grant = now
+        if not self._begun:
+            self._begin(now)
+
+    def _begin(self, now: float) -> None:
+        self._begun = True
+        self.control.begin(now)
 
     def answered(
         self,

@@ -51,12 +51,8 @@ LIMITED = {
     "token-bucket": Limited(lambda: TokenBucket(200, 20), 200, 1000, 6000),
     "fixed-1s-window": Limited(lambda: FixedWindow(200, 1.0), 200, 1000, 6000),
     "sliding-1s-window-429": Limited(lambda: SlidingWindow(200, 1.0, APIGW), 200, 600, 6000),
-    # 8 in service for 40 ms, plus the simulation's 5 ms of network: 8 / 0.045 s. Gap: ~80 %;
-    # 64 requests refused within milliseconds at the start read as a tiny pace, and the climb
-    # back (probing, 2 % → 8 % → 32 % a second) takes ~10 s.
-    "concurrency-limit": pytest.param(
-        Limited(lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045, 1000, 6000), marks=KNOWN_GAP
-    ),
+    # 8 in service for 40 ms, plus the simulation's 5 ms of network: 8 / 0.045 s
+    "concurrency-limit": Limited(lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045, 1000, 6000),
     "queueing-server": Limited(lambda: QueueingServer(200, 0.5), 200, 1000, 6000),
     # Gap: ~72 %. At 5 answers a second every measure is noisy; each probe overshoots and the
     # cut that follows lands under the capacity.
