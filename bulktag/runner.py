@@ -425,7 +425,7 @@ async def _preflight(
 ) -> None:
     """One cheap read (Glance: ``GET /v2/images?limit=1``; IMS: the project's tags) so a wrong
     URL, token or project fails in a second, not a row at a time: exit 2 with one line, before
-    anything is sent."""
+    anything is sent (75 if the endpoint cannot be reached at all: try again later)."""
     try:
         answer = await transport.preflight(await tokens.token())
         if answer.status == 401:
@@ -434,6 +434,8 @@ async def _preflight(
         raise ConfigError(f"credentials refused: {exc}") from None
     call = "GET /v2/images" if project is None else f"GET /v2/{project}/images/tags"
     problem = preflight_problem(answer, endpoint, call)
+    if problem is not None and answer.status is None:  # unreachable: not the command's fault
+        raise RunRefused(f"{problem}; try again later", ExitCode.TEMPFAIL)
     if problem is not None:
         raise ConfigError(problem)
     if answer.status is not None and answer.status >= 300:  # 403, 429, 5xx: warn and go on

@@ -96,8 +96,10 @@ CASES: dict[str, Case] = {
     "os-image-url-bad": case("in.csv", needles=("ftp://x",), env={"OS_IMAGE_URL": "ftp://x"}),
     "no-endpoint": case("in.csv", needles=("--endpoint", "OS_IMAGE_URL")),
     "no-token": case("in.csv", *FAKE, needles=("--token", "OS_AUTH_TOKEN"), token=None),
+    # Not a mistake in the command: a network blip or an API restart. Exit 75, "try again
+    # later" (sysexits' EX_TEMPFAIL), so a scheduler retries it instead of failing the job.
     "unreachable": case(
-        "in.csv", "--endpoint", "http://127.0.0.1:{closed}", needles=("cannot reach",)
+        "in.csv", "--endpoint", "http://127.0.0.1:{closed}", needles=("cannot reach",), code=75
     ),
     "token-refused": case("in.csv", *FAKE, needles=("credentials refused",), token="not-it"),
     "not-an-image-service-path": case(
@@ -201,7 +203,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=XFAIL.get(name, ())) for name in CASES])
-def test_error_is_one_clear_line_and_exit_2(results: Results, name: str) -> None:
+def test_error_is_one_clear_line_and_its_exit_code(results: Results, name: str) -> None:
     case, done = CASES[name], results.done[name]
     no_traceback(done)
     assert case.code == done.code, str(done)
