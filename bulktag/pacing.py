@@ -208,7 +208,7 @@ class PaceController:
         window, policy = self._window, self.policy
         elapsed = now - window.start
         accepted = self.accepted_total - window.accepted_before
-        if self._nothing_gets_in():
+        if self._nothing_gets_in(now):
             return True
         if accepted == 0:
             return False  # a few refusals and nothing else yet: wait for more
@@ -235,7 +235,7 @@ class PaceController:
         window = self._window
         accepted = self.accepted_total - window.accepted_before
         self._remember(now)
-        if self._nothing_gets_in():
+        if self._nothing_gets_in(now):
             self._hold_back(now, window)
         elif answers := accepted + window.refused:
             share = window.refused / answers
@@ -252,13 +252,17 @@ class PaceController:
                 self._clean(now, share, answers)
         self._window = _Window(now, self.accepted_total)
 
-    def _nothing_gets_in(self) -> bool:
+    def _nothing_gets_in(self, now: float) -> bool:
         """Refusals (or failures) in a row, with nothing accepted, that are no longer luck:
         five in a row are common where a backend refuses half of everything at any rate.
         First attempts are the evidence; retries count too, four times less, since a row
-        refused on every try would otherwise make a streak of its own."""
+        refused on every try would otherwise make a streak of its own — or as few as five,
+        once nothing at all has got in for a second (the end of a run is all retries)."""
         unlucky = self._unlucky_run()
-        return self._fresh_streak >= unlucky or self._streak >= 4 * unlucky
+        if self._fresh_streak >= unlucky or self._streak >= 4 * unlucky:
+            return True
+        silent = now - self.last_accepted >= self.policy.silent_after
+        return silent and self._streak >= self.policy.quick_refusals
 
     def _unlucky_run(self) -> int:
         """Refusals in a row, with nothing accepted, that the rate-independent share would
