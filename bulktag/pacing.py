@@ -579,10 +579,6 @@ class Pacer:
     def accepted_total(self) -> int:
         return self.control.accepted_total
 
-    def count_accepted(self) -> None:
-        """The engine's fast path while calm: an accepted answer only counts."""
-        self.control.accepted_total += 1
-
     def free_now(self) -> float | None:
         """Take a slot and return the time to send at, if a caller may send at once; else
         take nothing and return None (the caller then awaits :meth:`wait_turn`)."""

@@ -181,8 +181,8 @@ class Simulation:
             self.model.leave(self.now)
             client.accepted += 1
             _bump(client.accepted_bins, self.now)
-            if pacer.calm:
-                pacer.count_accepted()
+            if pacer.calm:  # the engine's fast path: an accepted answer only counts
+                pacer.control.accepted_total += 1
             else:
                 pacer.answered(sent_at=sent_at, signal=Signal.ACCEPTED, fresh=made == 1)
         else:
