@@ -368,3 +368,33 @@ async def test_the_journal_has_one_record_per_row_with_the_documented_fields(
     ]
     assert all(fields == list(r) for r in run.records)
     assert sorted(range(2, 22)) == sorted(r["line"] for r in run.records)
+
+
+async def test_a_row_waiting_for_its_retry_holds_no_worker(tmp_path: Path) -> None:
+    """One worker; the first row is asked to wait 1 s (Retry-After). The other rows go on
+    meanwhile, and the first still ends ok: its retry waited in a task of its own."""
+    pairs = [(image(n), "web") for n in range(20)]
+    server = fake(script={(image(0), "web"): ["503+ra:1"]})
+    patient = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_retry_after=5.0)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of(pairs), settings(concurrency=1, retry=patient)
+        )
+    assert ["ok"] * 20 == [r["outcome"] for r in run.records]
+    first_settled = run.records[0]
+    assert image(0) != first_settled["image_id"]  # another row was done while it waited
+    assert image(0) == run.records[-1]["image_id"]
+    assert 1 == server.max_in_flight  # and --concurrency 1 still held
+
+
+async def test_retries_never_pass_concurrency(tmp_path: Path) -> None:
+    pairs = [(image(n), "web") for n in range(60)]
+    server = fake(fail_503=0.3, seed=11)
+    stubborn = RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.05)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of(pairs), settings(concurrency=4, retry=stubborn)
+        )
+    assert ["ok"] * 60 == [r["outcome"] for r in run.records]
+    assert server.max_in_flight <= 4
+    assert 0 == server.overlaps  # one request per image, retries included
