@@ -29,7 +29,12 @@ DEFAULT_CONFIG = "bulktag.toml"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (not usage + error) and exit code 2."""
+    """argparse, but a usage error is one line (not usage + error) and exit code 2, and a
+    flag is taken only by its full name: ``--rat 5`` must not quietly mean ``--rate 5``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -137,6 +142,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="send at most N rows this run, then exit 4 if rows are left",
+    )
+    batch.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write Prometheus text-format metrics here (node_exporter's textfile "
+        "collector), atomically, during and after the run",
     )
     batch.add_argument(
         "--max-outage",

@@ -342,3 +342,23 @@ def test_max_outage_zero_never_stops_for_silence(tmp_path: Path) -> None:
         )
     assert 4 == done.code, done  # the time window ended it, not the silence
     assert "max_duration" == done.event("run_finished")["stopped_by"]
+
+
+def test_metrics_file_is_a_flag_as_the_systemd_unit_uses_it(tmp_path: Path) -> None:
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=4, tags_per_image=2))
+    prom = tmp_path / "textfile" / "bulktag.prom"
+    prom.parent.mkdir()
+    with fake_glance(tmp_path) as server:
+        done = run_bulktag(
+            [
+                str(inventory),
+                *("--endpoint", server.url, "--results", str(tmp_path / "j.jsonl")),
+                *("--metrics-file", str(prom)),
+            ],
+            tmp_path,
+        )
+    assert 0 == done.code, done
+    text = prom.read_text()
+    assert 'bulktag_rows_total{outcome="ok"} 8.0' in text
+    assert "bulktag_accepted_rate_requests_per_second" in text
+    assert "bulktag_run_finished 1.0" in text

@@ -56,6 +56,9 @@ FAKE = ("--endpoint", "{fake}")
 CASES: dict[str, Case] = {
     # -- flags ----------------------------------------------------------------------------------
     "unknown-flag": case("in.csv", *FAKE, "--bogus", needles=("--bogus",)),
+    # argparse would take these as --rate and --project-id: a typo must not change a run
+    "abbreviated-flag": case("in.csv", *FAKE, "--rat", "5", needles=("--rat",)),
+    "abbreviated-flag-ims": case("in.csv", *FAKE, "--project", "x", needles=("--project",)),
     "rate-negative": case("in.csv", *FAKE, "--rate", "-1", needles=("--rate",)),
     "rate-zero": case("in.csv", *FAKE, "--rate", "0", needles=("--rate",)),
     "rate-not-a-number": case("in.csv", *FAKE, "--rate", "abc", needles=("--rate", "abc")),
