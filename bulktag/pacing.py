@@ -597,18 +597,18 @@ class Pacer:
 
     async def wait_turn(self) -> float:
         """Wait until this caller may send; return the (monotonic) time it sends at."""
+        arrived = self._clock()
         async with self._queue:
-            planned = float("-inf")
             while True:
                 now = self._clock()
                 start = self.earliest(now)
                 if start <= now:
-                    # Woken late for the slot planned? Take that slot, not a later one: slots
-                    # are reserved, so a busy event loop does not lower the achieved rate.
-                    on_time = planned <= now and self.earliest(planned) <= planned
-                    self.grant(planned if on_time else now)
+                    # Take the slot this caller was due since it arrived, not a later one: a
+                    # wake-up late by a millisecond (a busy event loop, or the caller ahead
+                    # woken late) must not lower the achieved rate. Never earlier than its
+                    # arrival, so no caller catches up on time nobody was waiting in.
+                    self.grant(self.earliest(arrived))
                     return now
-                planned = start
                 # Nap at most 0.1 s: the allowed rate may rise (the cloud came back) meanwhile.
                 await self._sleep(min(start - now, 0.1))
 
