@@ -603,11 +603,13 @@ class Pacer:
                 now = self._clock()
                 start = self.earliest(now)
                 if start <= now:
-                    # Take the slot this caller was due since it arrived, not a later one: a
-                    # wake-up late by a millisecond (a busy event loop, or the caller ahead
-                    # woken late) must not lower the achieved rate. Never earlier than its
-                    # arrival, so no caller catches up on time nobody was waiting in.
-                    self.grant(self.earliest(arrived))
+                    # At the ceiling, take the slot this caller was due since it arrived, not a
+                    # later one: a wake-up late by a millisecond (a busy event loop, or the
+                    # caller ahead woken late) must not lower the achieved rate. Never earlier
+                    # than its arrival, so no caller catches up on time nobody waited in. Below
+                    # it, no catching up at all: when the rate jumps back up after an outage,
+                    # the callers queued at the old rate must not all leave at once.
+                    self.grant(now if self.throttled else self.earliest(arrived))
                     return now
                 # Nap at most 0.1 s: the allowed rate may rise (the cloud came back) meanwhile.
                 await self._sleep(min(start - now, 0.1))
