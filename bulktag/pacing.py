@@ -518,6 +518,8 @@ class PaceController:
 def describe(findings: dict[str, object]) -> str:
     """One line for the summary: what the operator can set ``--rate`` to next time."""
     accepted = findings["accepted_per_second"]
+    if not accepted:
+        return "the cloud accepted nothing"
     parts = [f"the cloud accepted ~{accepted}/s"]
     if "capacity_per_second" in findings:
         parts.append(f"capacity ~{findings['capacity_per_second']}/s")

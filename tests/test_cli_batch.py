@@ -317,6 +317,7 @@ def test_a_cloud_that_accepts_nothing_stops_the_run_with_exit_75_and_the_next_ru
     assert "outage" == finished["stopped_by"]
     assert 0 == finished["gave_up"]  # the outage burnt no row
     assert 0 == finished["accepted_per_second"]
+    assert "the cloud accepted nothing" == finished["pace"]
     assert "run the same command later" in first.event("cloud_unavailable")["reason"]
     assert took < 15  # ~2 s of silence, then the grace for in-flight requests
     with fake_glance(tmp_path) as healthy:

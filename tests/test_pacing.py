@@ -190,6 +190,7 @@ def test_findings_say_what_the_cloud_took() -> None:
     line = describe({**flaky, "rate_independent_share": 0.2})
     assert "the cloud accepted ~148.0/s" in line
     assert "20% of requests refused whatever the rate" in line
+    assert "the cloud accepted nothing" == describe({**flaky, "accepted_per_second": 0.0})
 
 
 # -- Pacer (async, fake clock) -----------------------------------------------------------------
