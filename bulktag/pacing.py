@@ -14,22 +14,24 @@ The controller treats every refusal (429, 503, 413 + Retry-After) as a *hypothes
 going too fast" — and tests it, in the manner of TCP's slow start and BBR's probing but with
 an experiment that congestion control never needs, because for it loss *is* overload:
 
-    answers ─► windows (≥ 0.2 s and ≥ 8 answers) ─► refused share f, accepted/s over ≥ 1 s
-                 │
+    answers ─► windows (≥ 0.2 s and ≥ 8 answers) ─► refused share f (rows' first attempts),
+                 │                                 accepted/s over ≥ 1 s
                  ├─ f within the rate-independent share p (+ noise): clean
                  │     below the last good pace → double back towards it
-                 │     at it, after a hold → probe above, +2 %, +4 %, +8 % … a clean window
+                 │     at it for a second → probe above: +2 %, +8 %, +32 % … (plus a step
+                 │     shared by runs on one limit); a probe that brings refusals is taken back
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
-                 │     next window clean        → confirmed: that pace is the capacity
-                 │     f did not fall with rate → not about the rate: p := f, rate restored;
-                 │                                the rows retry on their own back-off
-                 └─ nothing accepted at all (a window exhausted, or an outage)
-                       hold back to a trickle; after 1 s with nothing accepted, 1 request/s
+                 │     f fell (at least halved) → a limit: pace under what got in meanwhile
+                 │     f did not fall with rate → not about the rate: p := f, rate restored,
+                 │                                and the next window checks that the accepted
+                 │                                rate rose with it (else a limit after all)
+                 └─ nothing accepted, and no longer by luck (a window spent, an outage)
+                       hold back to a trickle (1/32 of the pace); after 1 s, 1 request/s
                        (and the server's Retry-After, when most refusals carry one);
                        the first accepted answer → straight back to the pace from before
 
     rate ▲  ceiling ──┐              probe ┌┐   ┌─
-         │            │cut: f fell? yes    │└───┘  hold, then probe
+         │            │cut: f fell? yes    │└───┘  hold a second, then probe
          │            └┐   ┌───────────────┘
          │             └───┘ confirmed
          └──────────────────────────────────────────► time
