@@ -7,15 +7,18 @@
                                       │          parked (bounded stream = backpressure)
                                       ▼
                        N workers: gather (a row, or with IMS up to ten of one image's rows)
-                                  token ─► Pacer (ceiling + pushback) ─► transport
-                                  ─► policy.decide ─► sleep and retry | settle
+                                  token ─► Pacer (ceiling + the cloud's pace) ─► transport
+                                  ─► policy.decide ─► settle | retry: the wait goes to a
+                                     task of its own (a back-off holds no worker; requests
+                                     in flight stay within --concurrency)
                                       │ sink.record(): a call (waits only when the writer
                                       ▼ is far behind)
                                JournalSink: tally, failure breaker; one writer task
 
-Stopping. ``request_stop()`` (first SIGINT/SIGTERM, a time limit) stops reading input at once
-and lets in-flight rows finish for up to ``grace_period`` seconds; rows waiting for a retry are
-left for the next run. ``abort()`` (credentials refused, breaker, journal unwritable) and
+Stopping. ``request_stop()`` (first SIGINT/SIGTERM, a time limit, ``max_outage`` with nothing
+accepted) stops reading input at once and lets in-flight rows finish for up to
+``grace_period`` seconds; rows waiting for a retry or for a pacer turn are left for the next
+run. ``abort()`` (credentials refused, breaker, journal unwritable) and
 ``cancel_now()`` (second signal) cancel the workers at once. In every case the sink drains
 what workers already settled and the journal is flushed: nothing settled is lost, and nothing
 unsettled is recorded, so a resumed run simply sends it again (the PUT is idempotent).
