@@ -194,8 +194,11 @@ class PaceController:
             self._streak = self._fresh_streak = 0
         if signal is not Signal.ACCEPTED:
             self.refused_total += signal is Signal.REFUSED
-            self._streak += 1
-            self._fresh_streak += fresh
+            if sent_at >= self._resumed_at:
+                # Refusals of requests sent before the pace resumed were sent at the pace
+                # that spent the window: no evidence against the resumed one.
+                self._streak += 1
+                self._fresh_streak += fresh
             if sent_at >= self._window.start:  # else it left at the old rate: not evidence
                 self._window.add(signal, retry_after, fresh)
         elif self.mode is Mode.HELD_BACK:

@@ -125,6 +125,26 @@ def test_a_streak_of_refusals_holds_back_to_a_trickle_and_the_first_accepted_res
     assert 0.95 * 500.0 <= control.rate <= 1000.0  # the pace from before
 
 
+def test_refusals_of_requests_sent_before_the_pace_resumed_do_not_hold_it_back_again() -> None:
+    """Requests in flight when the pace resumes left at the pace that spent the window; their
+    refusals, answered after the resume, say nothing against the resumed pace (real servers
+    answer tens of milliseconds late, so a streak of them follows every resume)."""
+    control = PaceController(1000.0, POLICY, T)
+    now = answers(control, T, 0.2, 1000.0, refused=0.0)
+    for n in range(POLICY.quick_refusals):
+        control.observe(now + n * 0.001, now + n * 0.001, Signal.REFUSED)
+    resumed_at = now + 0.3
+    control.observe(resumed_at, resumed_at - 0.01, Signal.ACCEPTED)
+    resumed = control.rate
+    for n in range(4 * POLICY.quick_refusals):  # sent before the resume, answered after it
+        control.observe(resumed_at + 0.001 * (n + 1), resumed_at - 0.005, Signal.REFUSED)
+    assert (Mode.CRUISE, resumed) == (control.mode, control.rate)
+    for n in range(POLICY.quick_refusals):  # sent after it: evidence again
+        sent = resumed_at + 0.05 + n * 0.001
+        control.observe(sent, sent, Signal.REFUSED)
+    assert Mode.HELD_BACK == control.mode
+
+
 def test_nothing_accepted_for_a_while_is_an_outage_probed_once_a_second() -> None:
     control = PaceController(200.0, POLICY, T)
     now = answers(control, T, 2.0, 200.0, refused=0.0)
