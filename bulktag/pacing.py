@@ -19,12 +19,17 @@ an experiment that congestion control never needs, because for it loss *is* over
                  ├─ f within the rate-independent share p (+ noise): clean
                  │     below the last good pace → double back towards it
                  │     at it for a second → probe above: +2 %, +8 %, +32 % … (plus a step
-                 │     shared by runs on one limit); a probe that brings refusals is taken back
+                 │     shared by runs on one limit); a probe that brings refusals goes back
+                 │     to the good pace; with p > 0, a probe is confirmed only if more got in
+                 │     every 10 s with p > 0: dip to half the pace for a window; f fell → a
+                 │     limit was hiding in p: p := f there, pace under what got in
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
-                 │     f fell (at least halved) → a limit: pace under what got in meanwhile
-                 │     f did not fall with rate → not about the rate: p := f, rate restored,
-                 │                                and the next window checks that the accepted
-                 │                                rate rose with it (else a limit after all)
+                 │     the experiment, on answers to requests sent since the cut: is f nearer
+                 │     "as before" (not about the rate) or 1 − (1 − f) × old ÷ new rate (a
+                 │     limit: what gets in stays flat)?
+                 │     a limit → pace under what got in meanwhile
+                 │     not about the rate → p := f, rate restored; the next window checks
+                 │     that the accepted share held there (else a limit after all)
                  └─ nothing accepted, and no longer by luck (a window spent, an outage)
                        hold back to a trickle (1/32 of the pace); after 1 s, 1 request/s
                        (and the server's Retry-After, when most refusals carry one);
@@ -40,7 +45,9 @@ Why each part: a fixed one-second window admits a burst then refuses everything 
 second ends, so accepted/s is measured over at least a second and an all-refused stretch is
 not read as "the cloud takes nothing". A backend that refuses 20 % at any rate keeps refusing
 20 % when the rate falls: the experiment sees it and goes back up, so a flaky 20 % costs 20 %
-more requests, not 80 % of the throughput. After an outage the last good pace is resumed at
+more requests, not 80 % of the throughput. The experiment reads shares, not accepted/s, and
+only answers to requests sent since the change: answers come back late and out of order, and
+accepted/s lags the rate by their latency. After an outage the last good pace is resumed at
 once, as TCP resumes at ``ssthresh``. The controller reads no clock (``now`` is passed in), so
 tests and the simulator (tests/pacing_sim.py) drive it through hours in milliseconds.
 """
@@ -79,6 +86,8 @@ class PacingPolicy:
     not_fallen: float = 0.8  # a share that stayed above this × before did not fall
     probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
+    recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
+    dip: float = 0.5  # …to this share of the pace
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
     silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
     silent_rate: float = 1.0  # requests per second while the cloud accepts nothing
@@ -90,6 +99,7 @@ class Mode(Enum):
     TESTING = "testing"  # cut after refusals; the next windows tell whether cutting helped
     VERIFYING = "verifying"  # the refusals looked rate-independent and the rate went back up:
     # did the accepted rate rise with it (independent), or stay flat (a limit after all)?
+    RECHECKING = "rechecking"  # a dip under a pace with rate-independent refusals: are they?
     HELD_BACK = "held back"  # nothing accepted lately: a window spent, or the cloud is down
 
 
@@ -97,10 +107,12 @@ class Mode(Enum):
 class _Window:
     """Counts of one evaluation window. Refusals count only for requests sent since ``start``
     (earlier ones describe the rate before); accepted answers are read off the running total,
-    which the engine's fast path keeps while calm."""
+    which the engine's fast path keeps while calm — and, for the experiment's windows, which
+    follow a change of rate and see every answer, counted like refusals (``accepted``)."""
 
     start: float
     accepted_before: int  # the running total of accepted answers when the window began
+    accepted: int = 0  # accepted answers to requests sent since ``start``
     refused: int = 0
     failed: int = 0
     asked: list[float] | None = None  # Retry-After values among the refusals
@@ -111,6 +123,7 @@ class _Window:
     fresh_refused: int = 0
 
     def add(self, signal: Signal, retry_after: float | None, fresh: bool) -> None:
+        self.accepted += signal is Signal.ACCEPTED
         if fresh:
             self.fresh_accepted += signal is Signal.ACCEPTED
             self.fresh_refused += signal is Signal.REFUSED
@@ -151,25 +164,38 @@ class PaceController:
         self._resumed_at = float("-inf")  # the last time accepted answers ended a hold-back
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
-        self._window = _Window(now, 0)
+        self._window = self._new_window(now)
         self.refused_total = 0
         # (time, accepted_total, refused_total), ~0.1 s apart over the last two horizons
         self._history: deque[tuple[float, int, int]] = deque([(now, 0, 0)])
         self._started = now
         self._steps: list[tuple[float, float]] = []  # (rate, share) before each cut of an episode
         self._trigger = 0.0  # the refused share that began the episode
-        self._window_rate = 0.0  # accepted/s in the last window
         self._admitted_while_refused = ceiling  # admitted/s measured at the latest cut
-        self._verifying = (1.0, 1.0, 0.0)  # the rate tested, the rate restored, the old share
+        # The tested rate ÷ the restored one; the refused share at the tested rate, and the
+        # answers it was read from; the rate-independent share before the experiment.
+        self._verifying = (1.0, 0.0, 1, 0.0)
         self._resume = ceiling  # the pace to resume at when something is accepted again
         self._probes = 0
+        self._checked_at = now  # the last dip under a pace with rate-independent refusals
+        self._first_tries = False  # the last window's share was read from rows' first tries
+        self._dip_answers = 0  # answers the window of a dip needs
+        self._dip_accepted = 0.0  # accepted/s when the dip began
+        self._probe_base = (0.0, ceiling)  # accepted/s when the last probe began, and its pace
+        self._last_share = 0.0  # the refused share of the last window evaluated
+        # Refusals and answers since the rate last changed, as the windows judged them (rows'
+        # first tries, when there were enough): what a probe is judged on.
+        self._tally_refused, self._tally_answers = 0.0, 0
+
+    def _new_window(self, now: float) -> _Window:
+        return _Window(now, self.accepted_total)
 
     def begin(self, now: float) -> None:
         """The first request leaves now: rates are measured from here, not from when the
         controller was made (a run reads its journal and checks the endpoint first)."""
         self._started = self.last_accepted = self.changed_at = now
         self._history = deque([(now, self.accepted_total, self.refused_total)])
-        self._window = _Window(now, self.accepted_total)
+        self._window = self._new_window(now)
 
     # ── answers in ────────────────────────────────────────────────────────────────────────
 
@@ -199,12 +225,10 @@ class PaceController:
                 # that spent the window: no evidence against the resumed one.
                 self._streak += 1
                 self._fresh_streak += fresh
-            if sent_at >= self._window.start:  # else it left at the old rate: not evidence
-                self._window.add(signal, retry_after, fresh)
         elif self.mode is Mode.HELD_BACK:
             self._resume_pace(now)
             return
-        else:
+        if sent_at >= self._window.start:  # else it left at the old rate: not evidence
             self._window.add(signal, retry_after, fresh)
         if self._window_complete(now):
             self._evaluate(now)
@@ -212,16 +236,33 @@ class PaceController:
     def _window_complete(self, now: float) -> bool:
         window, policy = self._window, self.policy
         elapsed = now - window.start
-        accepted = self.accepted_total - window.accepted_before
+        accepted = self._accepted_in(window)
         if self._nothing_gets_in(now):
             return True
         if accepted == 0:
             return False  # a few refusals and nothing else yet: wait for more
-        if elapsed >= policy.window_max:
+        if elapsed >= policy.window_max and self.mode in (Mode.CRUISE, Mode.RECHECKING):
             return True
-        testing = self.mode is Mode.TESTING or self.mode is Mode.VERIFYING
-        needed = policy.test_answers if testing else policy.window_answers
-        return elapsed >= policy.window and accepted + window.refused >= needed
+        return elapsed >= policy.window and accepted + window.refused >= self._answers_needed()
+
+    def _answers_needed(self) -> int:
+        if self.mode is Mode.RECHECKING:
+            return self._dip_answers
+        if self.mode is Mode.VERIFYING:  # its verdict stands for the rest of the run
+            return 3 * self.policy.test_answers
+        return self.policy.test_answers if self._testing else self.policy.window_answers
+
+    @property
+    def _testing(self) -> bool:
+        return self.mode in (Mode.TESTING, Mode.VERIFYING, Mode.RECHECKING)
+
+    def _accepted_in(self, window: _Window) -> int:
+        """Accepted answers that are evidence for ``window``. An experiment's window counts
+        only requests sent at the rate under test: answers come back late, and out of order,
+        and those sent before the change describe the rate before."""
+        if self._testing:
+            return window.accepted
+        return self.accepted_total - window.accepted_before
 
     @property
     def calm(self) -> bool:
@@ -238,24 +279,30 @@ class PaceController:
 
     def _evaluate(self, now: float) -> None:
         window = self._window
-        accepted = self.accepted_total - window.accepted_before
+        accepted = self._accepted_in(window)
         self._remember(now)
         if self._nothing_gets_in(now):
             self._hold_back(now, window)
         elif answers := accepted + window.refused:
             share = window.refused / answers
             fresh = window.fresh_accepted + window.fresh_refused
-            if fresh >= self.policy.window_answers:
+            # An experiment decides on rows' first tries only if there are as many of them
+            # as it needs answers: a dozen say less than all the answers, retries and all.
+            self._first_tries = fresh >= self._answers_needed()
+            if self._first_tries:
                 share, answers = window.fresh_refused / fresh, fresh
-            tested_rate = self._window_rate  # the window before this one
-            self._window_rate = accepted / max(now - window.start, 1e-3)
+            self._last_share = share
+            self._tally_refused += share * answers
+            self._tally_answers += answers
             if self.mode is Mode.VERIFYING:
-                self._verify(now, tested_rate)
+                self._verify(now, share, answers)
+            elif self.mode is Mode.RECHECKING:
+                self._recheck(now, share, answers)
             elif share > self._threshold(answers):
                 self._overloaded(now, share, answers)
             else:
                 self._clean(now, share, answers)
-        self._window = _Window(now, self.accepted_total)
+        self._window = self._new_window(now)
 
     def _nothing_gets_in(self, now: float) -> bool:
         """Refusals (or failures) in a row, with nothing accepted, that are no longer luck:
@@ -270,9 +317,17 @@ class PaceController:
         return silent and self._streak >= self.policy.quick_refusals
 
     def _unlucky_run(self) -> int:
-        """Refusals in a row, with nothing accepted, that the rate-independent share would
-        produce less than once in ten thousand windows."""
-        share = min(self.independent, 0.9)
+        """Refusals in a row, with nothing accepted, that the refused share would produce
+        less than once in ten thousand windows: the rate-independent share, or the share
+        the last window or this one before the streak showed, if higher (a backend that refuses half
+        at any rate makes streaks of five every 32 requests, before any experiment)."""
+        window = self._window
+        streak = min(self._fresh_streak, window.fresh_refused)
+        before = window.fresh_accepted + window.fresh_refused - streak
+        share = max(self.independent, self._last_share)
+        if before >= self.policy.window_answers:
+            share = max(share, (window.fresh_refused - streak) / before)
+        share = min(share, 0.9)
         if share <= 0.0:
             return self.policy.quick_refusals
         return max(self.policy.quick_refusals, math.ceil(math.log(1e-4) / math.log(share)))
@@ -310,30 +365,26 @@ class PaceController:
         rate (those requests were admitted by its limiter, then failed on their own)."""
         return self.accepted_rate(now, full=full) / (1.0 - min(self.independent, 0.9))
 
-    def refused_share(self, now: float, since: float) -> tuple[float, int]:
-        """The refused share of the answers over the trailing horizon, but not before
-        ``since``, and their number."""
-        _, accepted, refused = self._horizon_start(now, since)
-        refused = self.refused_total - refused
-        answers = self.accepted_total - accepted + refused
-        return (refused / answers if answers else 0.0), answers
-
-    def _horizon_start(self, now: float, since: float | None = None) -> tuple[float, int, int]:
-        """The newest remembered point at least a horizon before ``now`` (else the oldest);
-        with ``since``, the oldest point from ``since`` on, if that is later."""
+    def _horizon_start(self, now: float) -> tuple[float, int, int]:
+        """The newest remembered point at least a horizon before ``now`` (else the oldest)."""
         start = self._history[0]
         for point in self._history:
             if point[0] > now - self._horizon():
                 break
             start = point
-        if since is not None and start[0] < since:
-            start = next((point for point in self._history if point[0] >= since), start)
         return start
 
     def _overloaded(self, now: float, share: float, answers: int) -> None:
         if self.mode is Mode.TESTING and self._independent_of_rate(share, answers):
             return
         policy = self.policy
+        if self.mode is Mode.CRUISE and self._probes and self.rate > self.good:
+            # A probe above a pace a clean horizon confirmed went too far: back to that pace,
+            # not under what got in while overshooting (which, at a concurrency limit, is
+            # less than the pace: refusals there come in clumps).
+            self._probes = 0
+            self._set_rate(now, self.good)
+            return
         self._probes = 0
         self._admitted_while_refused = self.admitted_rate(now)  # what got in: the capacity
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
@@ -346,45 +397,68 @@ class PaceController:
         self._set_rate(now, target)
 
     def _independent_of_rate(self, share: float, answers: int) -> bool:
-        """The experiment: the rate fell by at least 15 % from each earlier step of this
-        episode; did the refused share fall with it? If it stayed where it was (within what a
-        window this size can tell), the refusals are not about the rate: go back up — the
-        next window checks that the accepted rate rises with it (:meth:`_verify`)."""
+        """The experiment: the rate fell by at least 15 % since the last step of this
+        episode. At a limit, what gets in stays flat, so the refused share falls to
+        ``1 − (1 − before) × old rate ÷ new rate``; refusals that are not about the rate keep
+        it where it was. Whichever the share measured now is nearer wins (a small window
+        cannot tell more). Judged against the latest step the share has not risen above
+        since (a rise says the cloud changed meanwhile; older steps may describe another
+        capacity). If it stayed, go back up — and the next window checks that the accepted
+        share holds there (:meth:`_verify`)."""
         for rate, before in reversed(self._steps):
-            tolerance = max(_noise(before, answers, 3.0), self.policy.margin)
-            if before - tolerance <= share <= before + tolerance:
-                self._restore(rate, share)
-                return True
-        return False  # it fell (a limit), or rose (the cloud changed): cutting stays safe
+            if share > before + max(_noise(before, answers, 2.0), self.policy.margin):
+                continue  # it rose: the cloud changed, and this step says nothing
+            at_a_limit = max(0.0, 1.0 - (1.0 - before) * rate / self.rate)
+            if share < (before + at_a_limit) / 2:
+                return False  # it fell as at a limit: cutting stays the answer
+            self._restore(rate, share, answers)
+            return True
+        return False
 
-    def _restore(self, rate: float, share: float) -> None:
+    def _restore(self, rate: float, share: float, answers: int) -> None:
         """The refusals looked independent of the rate: take the rate back up, and check with
-        the next window that the accepted rate rises with it."""
-        self._verifying = (self.rate, rate, self.independent)
+        the next window that the accepted share holds."""
+        self._verifying = (self.rate / rate, share, answers, self.independent)
         self.independent = max(self.independent, share)
         self._confirm(self.changed_at, rate)
         self.mode = Mode.VERIFYING
 
-    def _verify(self, now: float, tested_rate: float) -> None:
-        tested_at, restored, before = self._verifying
-        window_rate = self._window_rate
-        expected = tested_rate * (1.0 + 0.5 * (restored / tested_at - 1.0))
+    def _verify(self, now: float, share: float, answers: int) -> None:
+        """The first window back at the restored rate. Refusals that are not about the rate
+        keep the accepted share where it was at the tested rate (accepted/s rises with the
+        rate); at a limit (one that moved while we tested), accepted/s stays flat, so the
+        accepted share falls by the ratio of the rates. Judged on shares, which the answers'
+        latency does not bias as it does accepted/s, and only on a fall a standard deviation
+        past halfway: a wrong "limit" sends the run down to a crawl, a wrong "independent"
+        costs retries until the next experiment or dip corrects it."""
+        ratio, tested_share, tested_answers, before = self._verifying
         self.mode = Mode.CRUISE
-        if window_rate >= expected:
-            return  # the accepted rate rose with the rate: the refusals are not about it
-        # It stayed flat: a limit after all (it moved while we tested). Pace under it.
+        held, now_held = 1.0 - tested_share, 1.0 - share
+        noise = math.hypot(_noise(tested_share, tested_answers, 1.0), _noise(share, answers, 1.0))
+        if now_held >= held * (0.5 + 0.5 * ratio) - noise:
+            # The share held: the refusals are not about the rate, and this window is one
+            # more sample of their share.
+            pooled = (tested_share * tested_answers + share * answers) / (tested_answers + answers)
+            self.independent = max(before, pooled)
+            return
         self.independent = before
         self.rate_related = True
         self.cuts += 1
-        self._confirm(now, window_rate / (1.0 - min(before, 0.9)) * self.policy.below)
+        accepted = self.rate * now_held  # what the window got in: no answer's latency lag
+        self._confirm(now, accepted / (1.0 - min(before, 0.9)) * self.policy.below)
 
     def _clean(self, now: float, share: float, answers: int) -> None:
         if self.mode is Mode.TESTING:
             self._tested_clean(now, share, answers)
             return
-        if self.independent and self.rate <= self.good:
+        recheck_due = now - self._checked_at >= self.policy.recheck_every
+        if self.independent and recheck_due and self._first_tries:
+            self._dip(now, share)
+            return
+        if self.independent and self.rate <= self.good and self._first_tries:
             # Follow the rate-independent share while the pace holds still (never while
-            # probing above it, where a rising share is the limit, not the flakiness).
+            # probing above it, where a rising share is the limit, not the flakiness), on
+            # rows' first tries (a run's last seconds are all retries of refused rows).
             self.independent += 0.2 * (share - self.independent)
             if self.independent < 0.005:
                 self.independent = 0.0
@@ -393,24 +467,80 @@ class PaceController:
         elif self.rate < self.ceiling and now - self.changed_at >= self.policy.probe_every:
             self._probe(now)
 
+    def _dip(self, now: float, share: float) -> None:
+        """Now and then a pace with rate-independent refusals dips by half for a window: the
+        experiment that found them had a few dozen answers, and a limit mistaken for
+        flakiness (or a limit behind a flaky backend) would refuse its excess for the rest of
+        the run, its share followed as if it were the backend's. The window holds enough
+        answers to see the share halve at 2.5 standard deviations; a dip that would need
+        more than a second is not made (a share that small costs few requests, even if
+        wrong). Only while rows' first tries are the evidence: at a run's end, all retries,
+        the share says nothing of the rate."""
+        self._checked_at = now
+        before = max(share, self.independent)
+        needed = math.ceil(25.0 * (1.0 - before) / before)
+        if needed > self.rate * self.policy.dip * self.policy.window_max:
+            return
+        self._dip_answers = max(needed, self.policy.test_answers)
+        self._steps = [(self.rate, before)]
+        self._dip_accepted = self.accepted_rate(now)
+        self.mode = Mode.RECHECKING
+        self.rate = max(self.rate * self.policy.dip, min(self.policy.min_rate, self.ceiling))
+
+    def _recheck(self, now: float, share: float, answers: int) -> None:
+        """The dip's window. A share that stayed is not about the rate: back to the pace. One
+        that fell was partly a limit's: what is left at half the pace is the backend's own,
+        and the pace goes under what got in before the dip."""
+        (rate, before), self._steps = self._steps[0], []
+        self.mode = Mode.CRUISE
+        if share >= before - max(self.policy.margin, _noise(before, answers, 2.5)):
+            self.rate = rate  # not about the rate: as before (changed_at kept: no probe debt)
+            return
+        self.independent = share if share >= 0.005 else 0.0
+        self.rate_related = True
+        self.cuts += 1
+        admitted = self._dip_accepted / (1.0 - min(self.independent, 0.9))
+        self.capacity = self._dip_accepted
+        self._confirm(now, admitted * self.policy.below)
+
+    def _accepted_rose(self, now: float) -> bool:
+        """Did the last probe's higher pace get more in, clearly (half the step, and two
+        standard deviations of a count)? Where some refusals are the backend's, the share
+        cannot tell a probe into a limit from noise: what got in can."""
+        before, at_rate = self._probe_base
+        horizon = self._horizon()
+        accepted = self.accepted_rate(now, full=True)
+        expected = before * (1.0 + 0.5 * (self.rate / at_rate - 1.0))
+        noise = 2.0 * math.sqrt(max(accepted, 1.0) * horizon) / horizon
+        return self.rate > at_rate and accepted >= max(expected, before + noise)
+
     def _probe(self, now: float) -> None:
         """A pace held clean for a horizon: try a little faster, more each time it stays clean
         (2 %, 8 %, 32 %…), so a capacity that grew is found in seconds, a steady one rarely
         overshot. A step that brought refusals, even under the overload line, is taken back."""
         policy = self.policy
-        share, answers = self.refused_share(now, since=self.changed_at)
+        answers = self._tally_answers
+        share = self._tally_refused / answers if answers else 0.0
         if share > self.independent + max(0.01, _noise(self.independent, answers, 2.0)):
             self._probes = 0
             if self.rate <= self.good:  # refusals at the held pace itself: go under them
                 self.good = min(self.good, self.admitted_rate(now) * policy.below)
             self._set_rate(now, self.good)
             return
-        self.good = self.rate
+        if share > 0.0 == self.independent and self.rate <= self.good:
+            # A few refusals at the held pace, too few to be sure of: no probe, and the pace
+            # no faster than what gets in (a bucket's burst hides a small excess for a while).
+            self.good = min(self.good, max(self.admitted_rate(now), policy.below * self.good))
+            self._set_rate(now, self.good)
+            return
+        if not self.independent or self._accepted_rose(now):
+            self.good = self.rate
+        self._probe_base = (self.accepted_rate(now, full=True), self.rate)
         # The step grows with the rate, plus a part that does not: two runs sharing one limit
         # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
-        shared = policy.probe_step * min(self.ceiling, 8.0 * self.good)
-        step = policy.probe_step * 4.0**self._probes
-        self._set_rate(now, self.rate * (1.0 + step) + shared)
+        shared = 0.25 * policy.probe_step * self.ceiling
+        step = (policy.probe_step * self.rate + shared) * 4.0**self._probes
+        self._set_rate(now, self.rate + step)
         self._probes += 1
 
     def _tested_clean(self, now: float, share: float, answers: int) -> None:
@@ -419,7 +549,7 @@ class PaceController:
         excess_before = self._trigger - self.independent
         if share - self.independent > excess_before / 2:
             if not self._independent_of_rate(share, answers):
-                self._restore(self._steps[0][0], share)
+                self._restore(self._steps[0][0], share, answers)
             return
         # The cut helped. Pace under what got in while the cloud refused (the capacity), not
         # under what gets in now: below the capacity, that is only our own rate.
@@ -481,13 +611,14 @@ class PaceController:
         self._resumed_at = now
         self.mode = Mode.CRUISE
         self.paused_until = float("-inf")
-        self._window = _Window(now, self.accepted_total)
+        self._window = self._new_window(now)
         self._set_rate(now, max(self.rate, self._resume))
 
     def _set_rate(self, now: float, rate: float) -> None:
         floor = min(self.policy.min_rate, self.ceiling)
         self.rate = min(self.ceiling, max(floor, rate))
         self.changed_at = now
+        self._tally_refused, self._tally_answers = 0.0, 0
 
     # ── what the operator is told ─────────────────────────────────────────────────────────
 

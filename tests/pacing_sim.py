@@ -86,11 +86,16 @@ class Simulation:
         model: ServerModel,
         *,
         latency: float = 0.005,
+        spread: float = 0.0,
         retry: RetryPolicy | None = None,
         seed: int = 0,
     ) -> None:
         self.model = model
         self.latency = latency
+        # Mean of an exponential extra delay per answer: a busy network or event loop, where
+        # answers come back late and out of order (requests still in flight when the pace
+        # changes are answered after it changed).
+        self.spread = spread
         self.retry = retry or RetryPolicy()
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -169,6 +174,8 @@ class Simulation:
         client.allowed[int(sent_at / BIN)] = client.pacer.rate
         verdict = self.model.arrive(sent_at, f"{client.name}-{row}")
         done = sent_at + self.latency + verdict.latency
+        if self.spread:
+            done += self.rng.expovariate(1.0 / self.spread)
         self.at(done, lambda: self._answer(client, (row, counted + 1, made + 1), verdict, sent_at))
 
     def _answer(self, client: Client, item: tuple[int, int, int], verdict, sent_at: float) -> None:  # type: ignore[no-untyped-def]

