@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
 
+from bulktag.lock import JournalLock
 from bulktag.model import Outcome, Result
 
 
@@ -468,18 +469,24 @@ class JournalWriter:
             self._file.close()
 
 
-def prepare(path: Path, fresh: bool) -> tuple[ResumeIndex, int, Path | None]:
+def prepare(
+    path: Path, fresh: bool, lock: JournalLock | None = None
+) -> tuple[ResumeIndex, int, Path | None]:
     """Get the journal at ``path`` ready to append to.
 
     Returns the resume index, the bytes cut off a torn last line, and where an old journal was
-    moved with ``fresh`` (never deleted). Raises JournalError with a one-line reason.
+    moved with ``fresh`` (never deleted; an empty one is simply reused). ``lock``, the run's
+    lock on the journal, follows the new file when the old one is moved aside (LockHeld if
+    another run took it first). Raises JournalError with a one-line reason.
     """
     moved = None
     try:
         if path.exists() and not path.is_file():
             raise JournalError(f"{path} is not a regular file")
-        if fresh and path.exists():
+        if fresh and path.exists() and path.stat().st_size > 0:
             moved = _move_aside(path)
+            if lock is not None:
+                lock.relock()
         if not path.exists():
             return ResumeIndex.empty(), 0, moved
         torn = repair_torn_tail(path)
