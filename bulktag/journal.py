@@ -243,10 +243,12 @@ class ResumeIndex:
     """Fingerprints of what is settled: ``ok`` and ``invalid`` rows, and ``failed`` ones apart
     (so that a later ``--retry-failed`` can send them again).
 
-    IMS key/value work also keeps, per slot (image and key, :func:`ims_slot`), the key of its
-    latest ``ok`` record; ``done`` holds only that one for the slot. So after ``env=prod`` then
-    ``env=staging``, a later ``env=prod`` is sent again (the image holds ``staging``), while
-    ``env=staging`` is skipped.
+    The latest ``ok`` work on a *slot* is the only work done there, because the image holds
+    what was done to it last. A Glance pair's slot holds two kinds of work, adding and
+    removing the tag: after add, remove, a later add is sent again. An IMS key's slot holds
+    any number of values (:func:`ims_slot`); the index keeps the key of each slot's latest
+    ``ok`` record in ``latest``: after ``env=prod`` then ``env=staging``, a later ``env=prod``
+    is sent again, while ``env=staging`` is skipped.
     """
 
     done: set[int]
@@ -254,6 +256,9 @@ class ResumeIndex:
     records: int = 0  # journal lines read
     unreadable: int = 0  # lines that were not a journal record (reported, then ignored)
     latest: dict[int, int] = field(default_factory=dict)  # IMS slot → its last ok key
+    # A Glance record with a rival went through settle(): from now on a plain add ok must
+    # also displace its pair's remove (the fast lanes check this instead of hashing twice).
+    rivals: bool = field(default=False, compare=False)
 
     @classmethod
     def empty(cls) -> ResumeIndex:
@@ -270,9 +275,14 @@ class ResumeIndex:
         state = self.state(key)
         return state == "done" or (state == "failed" and not retry_failed)
 
-    def settle(self, key: int, outcome: Outcome, slot: int | None = None) -> None:
-        """Fold one record in. load_index repeats the ok/failed/gave_up part inline for plain
-        Glance adds (per block and per match); they must agree (tests/test_journal.py checks)."""
+    def settle(
+        self, key: int, outcome: Outcome, slot: int | None = None, rival: int | None = None
+    ) -> None:
+        """Fold one record in: the settle rule. ``slot``: an IMS record's slot; ``rival``: a
+        Glance record's other kind of work on the same pair (:func:`rival_key`).
+
+        load_index repeats the ok/failed/gave_up part inline for plain Glance adds (per block
+        and per match); they must agree (tests/test_journal.py checks)."""
         if outcome is Outcome.FAILED:
             self.failed.add(key)
         elif outcome is Outcome.GAVE_UP:  # not settled, and no longer failed
@@ -280,14 +290,24 @@ class ResumeIndex:
         else:
             self.done.add(key)
             self.failed.discard(key)
-            if slot is not None and outcome is Outcome.OK:
-                self._replace_latest(slot, key)
+            if outcome is Outcome.OK:
+                self._displace(key, slot, rival)
 
-    def _replace_latest(self, slot: int, key: int) -> None:
-        previous = self.latest.get(slot)
-        if previous is not None and previous != key:
-            self.done.discard(previous)  # the image no longer holds that value
-        self.latest[slot] = key
+    def _displace(self, key: int, slot: int | None, rival: int | None) -> None:
+        """``key`` is now the latest ok work on its slot: earlier work there is not done."""
+        if rival is not None:
+            self.done.discard(rival)
+            self.rivals = True
+        if slot is not None:
+            previous = self.latest.get(slot)
+            if previous is not None and previous != key:
+                self.done.discard(previous)  # the image no longer holds that value
+            self.latest[slot] = key
+
+
+def rival_key(image_id: str, tag: str, op: str) -> int:
+    """The key of the other kind of work on a Glance pair: removing for an add, and back."""
+    return pair_key(image_id, tag, "add" if op == "remove" else "remove")
 
 
 # The common record — a Glance add whose id and tag need no JSON escapes, with nothing after
@@ -336,6 +356,8 @@ def load_index(blocks: Iterable[bytes]) -> ResumeIndex:
         done.update(keys)  # ResumeIndex.settle of an ok record, for the whole block at once
         if failed:
             failed.difference_update(keys)
+        if index.rivals:
+            done.difference_update(_plain_ok_rivals(block))
     return index
 
 
@@ -349,6 +371,17 @@ def _plain_ok_keys(block: bytes) -> list[int] | None:
         return None
     fingerprint = fingerprint_bytes
     return [fingerprint(image_id + b"\n" + tag) for image_id, tag in (first.groups(), *rest)]
+
+
+def _plain_ok_rivals(block: bytes) -> list[int]:
+    """The remove keys of the pairs of a block that _plain_ok_keys took whole."""
+    first = _FIRST_PLAIN_OK.match(block)
+    assert first is not None
+    pairs = (first.groups(), *_NEXT_PLAIN_OK.findall(block, first.end()))
+    return [fingerprint_bytes(_REMOVE + image_id + b"\n" + tag) for image_id, tag in pairs]
+
+
+_REMOVE = b"\x00remove\x00"  # pair_key's prefix for a remove, as bytes
 
 
 def _load_block(index: ResumeIndex, block: bytes) -> None:
@@ -371,6 +404,8 @@ def _load_block(index: ResumeIndex, block: bytes) -> None:
         if outcome == b"ok":  # ResumeIndex.settle, inlined: this runs for every record
             done.add(key)
             failed.discard(key)
+            if index.rivals:
+                done.discard(fingerprint(_REMOVE + image_id + b"\n" + tag))
         elif outcome == b"failed":
             failed.add(key)
         else:  # gave_up: not settled, and no longer failed
@@ -389,20 +424,21 @@ def _load_lines(index: ResumeIndex, text: bytes) -> None:
         if parsed is None:
             index.unreadable += 1
             continue
-        key, outcome, slot = parsed
-        index.settle(key, outcome, slot)
+        index.settle(*parsed)
 
 
-def _parse_record(raw: bytes) -> tuple[int, Outcome, int | None] | None:
+def _parse_record(raw: bytes) -> tuple[int, Outcome, int | None, int | None] | None:
     try:
         record = json.loads(raw)
         outcome = Outcome(record["outcome"])
         image_id, tag, value = record["image_id"], record["tag"], record.get("value")
         if outcome is Outcome.INVALID:
-            return invalid_key(record["line"], image_id, tag, value), outcome, None
-        api = record.get("api", "glance")
-        key = row_key(image_id, tag, record.get("op", "add"), value, api)
-        return key, outcome, ims_slot(image_id, tag) if api == "ims" else None
+            return invalid_key(record["line"], image_id, tag, value), outcome, None, None
+        api, op = record.get("api", "glance"), record.get("op", "add")
+        key = row_key(image_id, tag, op, value, api)
+        if api == "ims":
+            return key, outcome, ims_slot(image_id, tag), None
+        return key, outcome, None, rival_key(image_id, tag, op)
     except (ValueError, KeyError, TypeError, RecursionError):  # not a record we wrote
         return None
 
