@@ -459,15 +459,32 @@ def read_blocks(path: Path, size: int = _BLOCK_BYTES) -> Iterator[bytes]:
 # ── writing ─────────────────────────────────────────────────────────────────────────────────
 
 
+class JournalReplaced(OSError):
+    """The journal's path no longer names the file this run appends to (deleted, moved,
+    replaced) or the file was cut shorter than what was written: records would be lost."""
+
+
 class JournalWriter:
-    """Appends records to the journal. Only the engine's sink task calls it."""
+    """Appends records to the journal. Only the engine's sink task calls it.
+
+    At every fsync (every ``fsync_interval`` seconds while records come, and at close) it
+    also checks that the journal is still there: that the path names the file it opened
+    (st_dev, st_ino) and that the file is no shorter than what was written. A journal deleted,
+    moved or replaced mid-run would otherwise take every later record with it, and the run
+    would exit 0 with nothing to resume from.
+    """
 
     def __init__(self, path: Path, fsync_interval: float = 1.0) -> None:
         self.path = path
         self._file = path.open("ab", buffering=0)
+        status = os.fstat(self._file.fileno())
+        self._identity = status.st_dev, status.st_ino
+        self._end = status.st_size  # where the file ends after our last write
         self._fsync_interval = fsync_interval
         self._last_fsync = time.monotonic()
         self._unsynced = False
+        self._wrote = False  # anything written by this run: then losing the file loses it
+        self._cut = False  # a write landed before where our last one ended
 
     def write_batch(self, lines: list[bytes]) -> None:
         """Hand a batch to the kernel in one write (raises OSError: disk full, quota, EIO...).
@@ -475,7 +492,8 @@ class JournalWriter:
         A write that fails part-way is cut back off, so the journal never keeps half a record.
         """
         start = self._file.tell()
-        view = memoryview(b"".join(lines))
+        data = b"".join(lines)
+        view = memoryview(data)
         try:
             while view:
                 written = self._file.write(view)
@@ -484,23 +502,52 @@ class JournalWriter:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._file.fileno(), start)
             raise
-        self._unsynced = True
+        end = self._file.tell()
+        if end < start + len(data):  # appended at an end nearer than ours: cut short
+            self._cut = True
+        self._end = end
+        self._unsynced = self._wrote = True
 
     def fsync_due(self) -> bool:
         return self._unsynced and time.monotonic() - self._last_fsync >= self._fsync_interval
 
     def fsync(self) -> None:
+        """Sync to disk, after checking the journal is still the one (raises JournalReplaced)."""
+        self.check_in_place()
         os.fsync(self._file.fileno())
         self._last_fsync = time.monotonic()
         self._unsynced = False
 
+    def check_in_place(self) -> None:
+        """Raise JournalReplaced unless the path still names this file, whole."""
+        try:
+            at_path = os.stat(self.path)
+            named = (at_path.st_dev, at_path.st_ino) == self._identity
+        except FileNotFoundError:
+            named = False
+        if not named:
+            raise JournalReplaced(
+                0,
+                "it was deleted, moved or replaced during the run; the records written "
+                "since then are not in it (run again to send those rows again)",
+            )
+        if self._cut or os.fstat(self._file.fileno()).st_size < self._end:
+            raise JournalReplaced(
+                0,
+                "it was cut shorter during the run; records written to it are gone "
+                "(run again to send those rows again)",
+            )
+
     def close(self) -> None:
-        """Fsync what is unsynced and close; calling it again does nothing."""
+        """Fsync what is unsynced and close, after checking the journal is in place if this
+        run wrote to it; calling it again does nothing."""
         if self._file.closed:
             return
         try:
             if self._unsynced:
                 self.fsync()
+            elif self._wrote:
+                self.check_in_place()
         finally:
             self._file.close()
 
