@@ -10,9 +10,8 @@ one journal through a symlink or a hard link.)
 holder checks that the path still names the locked file: a run that waited on a journal that
 was then renamed aside (``--fresh``) or removed takes the file now at the path instead.
 
-A journal that does not exist yet is created empty to be locked; the lock removes it again
-on release if it is still empty, so a run that recorded nothing (or never started) leaves no
-empty file behind. Who holds the lock (PID, host, start time) is written to
+A journal that does not exist yet is created empty to be locked (``created`` says so, for a
+run that cannot start to remove it again). Who holds the lock (PID, host, start time) is written to
 ``<journal>.lock`` beside the journal's real path, with the locked file's identity: that file
 only names the holder, it is not the lock. Caveat: on some network file systems ``flock`` is
 local to one client; keep journals of concurrent machines apart (sharding gives each shard
@@ -75,12 +74,7 @@ class JournalLock:
         self._write_owner()
 
     def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            if self.created:
-                self._remove_if_still_empty()
-        finally:
+        if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
@@ -105,12 +99,6 @@ class JournalLock:
                 self._fd, self.identity, self.created = fd, mine, created
                 return True
             os.close(fd)
-
-    def _remove_if_still_empty(self) -> None:
-        assert self._fd is not None
-        if os.fstat(self._fd).st_size == 0 and _identity_at(self.journal) == self.identity:
-            with contextlib.suppress(OSError):
-                os.unlink(self.journal)
 
     def _write_owner(self) -> None:
         owner = {

@@ -82,7 +82,7 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             stack.enter_context(frozen_for_the_run())
             total = None if args.input == "-" else count_lines(Path(args.input))
             plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
-            report = _run_with_journal(plan, journal, environment, stack)
+            report = _run_with_journal(plan, journal, environment, stack, lock.created)
     except RunRefused as exc:
         environment.stderr.write(f"bulktag: error: {exc}\n")
         return exc.code
@@ -104,11 +104,10 @@ def report_exit_code(report: RunReport) -> ExitCode:
 
 
 def _run_with_journal(
-    plan: _Plan, path: Path, environment: Environment, stack: ExitStack
+    plan: _Plan, path: Path, environment: Environment, stack: ExitStack, created: bool
 ) -> RunReport:
-    """Open the journal for appending and run; a journal this run created is removed again
-    if the run could not even start (no empty files left behind by a typo)."""
-    created = not path.exists()
+    """Open the journal for appending and run; a journal this run created (to lock it) is
+    removed again if the run could not even start (no empty files left behind by a typo)."""
     journal = _open_journal(path, plan.settings.fsync_interval)
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:

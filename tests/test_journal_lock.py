@@ -11,7 +11,14 @@ import pytest
 from bulktag.journal import prepare, render
 from bulktag.lock import JournalLock, LockHeld
 from bulktag.model import Outcome, Result
-from tests.clitools import free_port, make_pairs, no_traceback, run_bulktag, write_csv
+from tests.clitools import (
+    free_port,
+    make_pairs,
+    no_traceback,
+    plain_http,
+    run_bulktag,
+    write_csv,
+)
 
 U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 
@@ -118,23 +125,23 @@ def test_a_waiter_whose_journal_was_moved_aside_locks_the_new_file(journal: Path
     JournalLock(journal).acquire()
 
 
-def test_an_empty_journal_the_lock_created_is_removed_on_release(journal: Path) -> None:
+def test_the_lock_says_whether_it_created_the_journal(journal: Path) -> None:
     with JournalLock(journal) as lock:
         lock.acquire()
+        assert lock.created
         assert journal.exists()
-    assert not journal.exists()
-
-
-def test_a_journal_with_records_or_not_created_by_the_lock_stays(journal: Path) -> None:
     with JournalLock(journal) as lock:
         lock.acquire()
-        journal.write_bytes(render(Result(1, U1, "gold", Outcome.OK)))
-    assert journal.exists()
-    empty = journal.parent / "empty.jsonl"
-    empty.touch()
-    with JournalLock(empty) as lock:
-        lock.acquire()
-    assert empty.exists()
+        assert not lock.created
+
+
+def test_a_run_that_cannot_start_leaves_no_journal_behind(journal: Path) -> None:
+    inventory = write_csv(journal.parent / "in.csv", make_pairs(images=3, tags_per_image=1))
+    with plain_http(200, "<html>a web server, not Glance</html>") as server:
+        done = run_bulktag([str(inventory), "--endpoint", server.url, "--results", str(journal)],
+                           journal.parent)  # fmt: skip
+    assert 2 == done.code, done  # found at the preflight, after the journal was locked
+    assert not journal.exists()
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
