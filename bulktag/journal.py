@@ -443,6 +443,31 @@ def _parse_record(raw: bytes) -> tuple[int, Outcome, int | None, int | None] | N
         return None
 
 
+_SNIFF_BYTES = 65536  # how far into a file its first line is looked for
+_RECORD_START = b'{"line": '  # how every rendered record begins
+
+
+def not_a_journal(path: Path) -> str | None:
+    """Why the file at ``path`` is not a journal, or None when it is one (raises OSError).
+
+    Judged on its first non-blank line, read at most 64 KiB in (a binary file with no newline
+    costs no more): a journal's first line is a record or, when a run was killed while writing
+    its very first record, the unterminated start of one. An empty file holds no journal.
+    """
+    with path.open("rb") as file:
+        head = file.read(_SNIFF_BYTES)
+    if not head.strip():
+        return "it is empty" if not head else "it holds no journal record"
+    first, newline, _ = head.lstrip().partition(b"\n")
+    if newline:
+        return None if _parse_record(first) is not None else _NOT_A_RECORD
+    torn_first_record = len(head) < _SNIFF_BYTES and first.startswith(_RECORD_START)
+    return None if torn_first_record else _NOT_A_RECORD
+
+
+_NOT_A_RECORD = "its first line is not a journal record"
+
+
 def read_blocks(path: Path, size: int = _BLOCK_BYTES) -> Iterator[bytes]:
     """The journal in blocks of about ``size`` bytes, each cut just after a newline.
 
@@ -572,10 +597,24 @@ def prepare(
                 lock.relock()
         if not path.exists():
             return ResumeIndex.empty(), 0, moved
+        _refuse_what_is_not_a_journal(path)
         torn = repair_torn_tail(path)
         return load_index(read_blocks(path)), torn, moved
     except OSError as exc:
         raise JournalError(f"cannot use journal {path}: {exc.strerror or exc}") from None
+
+
+def _refuse_what_is_not_a_journal(path: Path) -> None:
+    """An empty file is a journal yet to be written; anything else must look like one, or the
+    run would append records to (say) a CSV file and resume from its lines."""
+    if path.stat().st_size == 0:
+        return
+    problem = not_a_journal(path)
+    if problem is not None:
+        raise JournalError(
+            f"{path} is not a bulktag journal: {problem}; name the journal with --results "
+            "(or move this file away)"
+        )
 
 
 def _move_aside(path: Path) -> Path:

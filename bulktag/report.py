@@ -42,8 +42,9 @@ Human output is a plain-text table. ``--format json`` prints one object whose ke
                     went ok); ``pairs_not_ok`` counts pairs whose last record is in this group
     all_ok          true when every pair's last outcome is ok (the exit code is then 0)
 
-Exit codes: 0 every pair's last outcome is ok; 1 otherwise; 2 a journal is missing or
-unreadable (one line on stderr, nothing on stdout).
+Exit codes: 0 every pair's last outcome is ok; 1 otherwise; 2 a journal is missing,
+unreadable or not a journal at all — a CSV, a binary or an empty file (one line on stderr,
+nothing on stdout).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from bulktag.journal import invalid_key, row_key
+from bulktag.journal import invalid_key, not_a_journal, row_key
 from bulktag.model import Outcome
 from bulktag.summary import ExitCode
 
@@ -599,8 +600,10 @@ def command_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
     report = Report(top=args.top)
     try:
         for path in paths:  # all of them before reading any: fail in a second, not an hour
-            with path.open("rb"):
-                pass
+            problem = not_a_journal(path)
+            if problem is not None:
+                stderr.write(f"bulktag report: error: {path} is not a journal: {problem}\n")
+                return ExitCode.USAGE
         report.read(paths)
     except OSError as exc:
         reason = exc.strerror or exc

@@ -26,8 +26,8 @@ Exit codes:
 
     0    every image's tags are as the journal says (or the journal records no ok tag)
     1    a tag is missing or not removed, an image is gone, or an image could not be read
-    2    usage error, unreadable journal, endpoint unreachable or not an image service, token
-         refused by the first GET: nothing was verified
+    2    usage error, unreadable journal or not a journal, endpoint unreachable or not an
+         image service, token refused by the first GET: nothing was verified
     3    the token was refused part-way
     130  interrupted
 
@@ -61,6 +61,7 @@ from bulktag.auth import (
     options_from_namespace,
 )
 from bulktag.auth.tls import ssl_for
+from bulktag.journal import not_a_journal
 from bulktag.model import Outcome
 from bulktag.pacing import Pacer
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
@@ -427,6 +428,9 @@ def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
     spec = _auth_spec(args, env)
     try:
+        problem = not_a_journal(Path(args.journal))
+        if problem is not None:
+            raise VerifyError(f"{args.journal} is not a journal: {problem}")
         expected, stats = expected_tags(Path(args.journal))
     except OSError as exc:
         raise VerifyError(f"cannot read journal {args.journal}: {exc.strerror or exc}") from None
