@@ -31,13 +31,14 @@ from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import (
     JournalError,
+    JournalLock,
     JournalWriter,
+    LockHeld,
     ResumeIndex,
     load_index,
     prepare,
     read_blocks,
 )
-from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
 from bulktag.model import InvalidRow
 from bulktag.pacing import describe

@@ -61,11 +61,10 @@ from bulktag.auth import (
     options_from_namespace,
 )
 from bulktag.auth.tls import ssl_for
-from bulktag.journal import not_a_journal
+from bulktag.journal import FileStats, not_a_journal, read_records
 from bulktag.model import Outcome
 from bulktag.pacing import Pacer
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
-from bulktag.report import FileStats, read_records
 from bulktag.summary import ExitCode
 
 # Shared with the run's transport, beside which ImageReader may move.
@@ -144,7 +143,7 @@ def expected_tags(path: Path) -> tuple[dict[str, dict[str, bool]], FileStats]:
     The last ``ok`` record of a tag decides: added then removed means it should be absent."""
     stats = FileStats(str(path))
     expected: dict[str, dict[str, bool]] = {}
-    for record in read_records(path, stats):
+    for _, record in read_records(path, stats):
         if record.api != "glance":  # IMS key/value tags are not in Glance's tag list
             continue
         if record.outcome is Outcome.OK and record.image_id and record.tag:

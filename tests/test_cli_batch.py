@@ -19,7 +19,7 @@ from bulktag.fake.keystone import (
     FakeUser,
     serve_keystone,
 )
-from bulktag.lock import JournalLock
+from bulktag.journal import JournalLock
 from tests.clitools import (
     fake_glance,
     free_port,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.journal import prepare, render
-from bulktag.lock import JournalLock, LockHeld
+from bulktag.journal import JournalLock, LockHeld, prepare, render
 from bulktag.model import Outcome, Result
 from tests.clitools import (
     free_port,

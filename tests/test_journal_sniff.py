@@ -28,6 +28,7 @@ NOT_JOURNALS = {
     "json-not-records": b'{"a": 1}\n{"b": 2}\n',
     "records-after-junk": b"junk\n" + RECORD,
     "torn-non-record": b'{"some": "thing',
+    "status-as-text": RECORD.replace(b'"status": 204', b'"status": "204"'),
 }
 JOURNALS = {
     "one-record": RECORD,
@@ -52,7 +53,7 @@ def test_a_journal_torn_or_with_junk_later_is_a_journal(tmp_path: Path, content:
     assert None is not_a_journal(path)
 
 
-CLI_CASES = ["csv", "binary-no-newline", "empty", "json-not-records"]
+CLI_CASES = ["csv", "binary-no-newline", "empty", "json-not-records", "status-as-text"]
 
 
 @pytest.mark.parametrize("name", CLI_CASES)
