@@ -88,19 +88,47 @@ def test_close_notices_it_even_when_nothing_was_left_to_sync(
         writer.close()
 
 
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=IDS)
+def test_a_write_notices_it_at_the_check_cadence_even_between_rare_fsyncs(
+    tmp_path: Path, mutate: Callable[[Path], None]
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    hourly = JournalWriter(path, fsync_interval=3600, check_interval=0)
+    hourly.write_batch([LINE])
+    mutate(path)
+    with pytest.raises(JournalReplaced):
+        hourly.write_batch([LINE])
+
+
+def test_between_checks_a_write_does_not_stat_and_close_still_checks(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    rare = JournalWriter(path, fsync_interval=3600, check_interval=3600)
+    rare.write_batch([LINE])
+    _delete(path)
+    rare.write_batch([LINE])  # the next check is due in an hour
+    with pytest.raises(JournalReplaced):
+        rare.close()
+
+
 def test_a_journal_left_in_place_or_reached_through_a_new_symlink_is_fine(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "journal.jsonl"
-    writer = JournalWriter(path, fsync_interval=0)
+    writer = JournalWriter(path, fsync_interval=0, check_interval=0)
     writer.write_batch([LINE])
     writer.fsync()
+    real = tmp_path / "real.jsonl"
+    path.rename(real)
+    os.symlink(real, path)  # the same file, by another way: still the journal
     writer.write_batch([LINE, LINE])
     writer.close()
-    assert [LINE] * 3 == journal_lines(path)
+    assert [LINE] * 3 == journal_lines(real)
+
+
+def test_a_writer_that_wrote_nothing_does_not_mind(tmp_path: Path) -> None:
     untouched = JournalWriter(tmp_path / "never-written.jsonl")
     (tmp_path / "never-written.jsonl").unlink()
-    untouched.close()  # wrote nothing: nothing of this run's was lost
+    untouched.close()  # nothing of this run's was in it
 
 
 @pytest.mark.parametrize("mutate", MUTATIONS, ids=IDS)

@@ -167,14 +167,16 @@ class JournalReplaced(OSError):
 class JournalWriter:
     """Appends records to the journal. Only the engine's sink task calls it.
 
-    At every fsync (every ``fsync_interval`` seconds while records come, and at close) it
-    also checks that the journal is still there: that the path names the file it opened
-    (st_dev, st_ino) and that the file is no shorter than what was written. A journal deleted,
-    moved or replaced mid-run would otherwise take every later record with it, and the run
-    would exit 0 with nothing to resume from.
+    At most every ``check_interval`` seconds while records come (one ``stat``), at every
+    fsync and at close, it also checks that the journal is still there: that the path names
+    the file it opened (st_dev, st_ino) and that the file is no shorter than what was
+    written. A journal deleted, moved or replaced mid-run would otherwise take every later
+    record with it, and the run would exit 0 with nothing to resume from.
     """
 
-    def __init__(self, path: Path, fsync_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: Path, fsync_interval: float = 1.0, check_interval: float = 1.0
+    ) -> None:
         self.path = path
         self._file = path.open("ab", buffering=0)
         status = os.fstat(self._file.fileno())
@@ -185,6 +187,8 @@ class JournalWriter:
         self._unsynced = False
         self._wrote = False  # anything written by this run: then losing the file loses it
         self._cut = False  # a write landed before where our last one ended
+        self._check_interval = check_interval
+        self._last_check = time.monotonic()
 
     def write_batch(self, lines: list[bytes]) -> None:
         """Hand a batch to the kernel in one write (raises OSError: disk full, quota, EIO...).
@@ -207,6 +211,8 @@ class JournalWriter:
             self._cut = True
         self._end = end
         self._unsynced = self._wrote = True
+        if time.monotonic() - self._last_check >= self._check_interval:
+            self.check_in_place()  # not only at fsyncs, which may be an hour apart
 
     def fsync_due(self) -> bool:
         return self._unsynced and time.monotonic() - self._last_fsync >= self._fsync_interval
@@ -220,6 +226,7 @@ class JournalWriter:
 
     def check_in_place(self) -> None:
         """Raise JournalReplaced unless the path still names this file, whole."""
+        self._last_check = time.monotonic()
         if _identity_at(self.path) != self._identity:
             raise JournalReplaced(
                 0,
