@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,3 +154,36 @@ def test_a_journal_that_is_not_a_regular_file_cannot_be_locked(journal: Path, ki
         os.mkfifo(journal)
     with pytest.raises(OSError):  # noqa: PT011 - is-a-directory or not-a-regular-file
         JournalLock(journal).acquire()
+
+
+_TRY_LOCK = """
+import sys
+from pathlib import Path
+from bulktag.journal import JournalLock, LockHeld
+try:
+    JournalLock(Path(sys.argv[1])).acquire()
+except LockHeld as exc:
+    print("held:", exc)
+else:
+    print("acquired")
+"""
+
+
+def test_a_lock_through_a_bind_mount_of_the_journal_is_refused(tmp_path: Path) -> None:
+    """The second locker runs in its own mount namespace (``unshare -m``), where the journal
+    file is bind-mounted onto another name: the machine's mount table is never touched."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) for a private bind mount")
+    journal, elsewhere = tmp_path / "journal.jsonl", tmp_path / "elsewhere" / "other.jsonl"
+    elsewhere.parent.mkdir()
+    elsewhere.touch()  # a file bind mount needs a file to cover
+    script = 'mount --bind "$1" "$2" && exec "$3" -c "$4" "$2"'
+    argv = ["unshare", "-m", "sh", "-c", script, "sh", str(journal), str(elsewhere),
+            sys.executable, _TRY_LOCK]  # fmt: skip
+    with JournalLock(journal) as held:
+        held.acquire()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0 and "mount" in done.stderr:
+        pytest.skip(f"no private bind mount here: {done.stderr.strip()}")
+    assert 0 == done.returncode, done.stderr
+    assert done.stdout.startswith("held:"), done.stdout
