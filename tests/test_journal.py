@@ -366,6 +366,8 @@ _JOURNAL_LINES = st.sampled_from(
         record(Outcome.OK, U2, "typed").replace(b'"elapsed_ms": 0', b'"elapsed_ms": -0'),
         record(Outcome.OK, U2, "tab\there").replace(b"\\t", b"\t"),
         render(Result(8, U2, "esc", Outcome.OK, at=AT, error='tab\tand \\ quote"')),
+        render(Result(8, U2, "esc", Outcome.FAILED, at=AT, error="\x01 é \\u", request_id='"')),
+        record(Outcome.OK, U2, "typed").replace(b'"error": null', b'"error": "bad \\x escape"'),
     ]
 )
 

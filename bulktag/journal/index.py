@@ -119,12 +119,14 @@ _PLAIN_RECORD = (  # every field in render()'s order, of the type parse() accept
     rb'"elapsed_ms": %(int)s\}'
 )
 _INT = rb"(?!0\d)\d++"  # a JSON int as json.loads reads one: no leading zero
+# A JSON string's body with its escapes, as runs between escapes (most strings have none).
+_ESCAPED_TEXT = rb'[^"\\\n]*+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\n]*+)*+'
 _PLAIN_ADD = re.compile(
     _PLAIN_RECORD
     % {
         b"int": _INT,
         b"text": rb'[^"\\\n]*+',  # the key hashes these very bytes: no escape in them
-        b"any": rb'(?:[^"\\\n]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+',  # escapes allowed
+        b"any": _ESCAPED_TEXT,
         b"outcome": rb"(ok|failed|gave_up)",
     }
     + rb"\r?\n"
