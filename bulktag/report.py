@@ -42,8 +42,9 @@ Human output is a plain-text table. ``--format json`` prints one object whose ke
                     went ok); ``pairs_not_ok`` counts pairs whose last record is in this group
     all_ok          true when every pair's last outcome is ok (the exit code is then 0)
 
-Exit codes: 0 every pair's last outcome is ok; 1 otherwise; 2 a journal is missing or
-unreadable (one line on stderr, nothing on stdout).
+Exit codes: 0 every pair's last outcome is ok; 1 otherwise; 2 a journal is missing,
+unreadable or not a journal at all — a CSV, a binary or an empty file (one line on stderr,
+nothing on stdout).
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ import heapq
 import json
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
-from bulktag.journal import invalid_key, row_key
+from bulktag.journal import FileStats, Record, not_a_journal, read_records
 from bulktag.model import Outcome
 from bulktag.summary import ExitCode
 
@@ -73,103 +74,15 @@ _OUTCOMES = tuple(Outcome)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 POOLED_REASON = "(more distinct reasons than the report keeps)"
 _POOLED_GROUP = ("-", "-", POOLED_REASON)
-_T = TypeVar("_T")
 
 
-# ── reading ─────────────────────────────────────────────────────────────────────────────────
+# ── reading: bulktag.journal.read_records, the one reader ──────────────────────────────────
+
+Item = tuple[str, int, Record]  # (journal, journal_line, record): where a listed record is
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One journal line, parsed. ``journal``/``journal_line`` say where it was read."""
-
-    journal: str
-    journal_line: int
-    line: int | None  # the input line the row ended on
-    image_id: str | None
-    tag: str | None
-    outcome: Outcome
-    status: int | None
-    attempts: int
-    error: str | None
-    request_id: str | None
-    at: float | None  # epoch seconds; None when absent or unparseable
-    elapsed_ms: int
-    op: str = "add"  # "remove" records say so; older and add records have no "op" field
-    value: str | None = None  # IMS key/value records only
-    api: str = "glance"  # "ims" for IMS key/value records
-
-    @property
-    def key(self) -> int:
-        """The pair's fingerprint, as the resume index computes it (removing is other work;
-        an IMS key set to another value is another pair)."""
-        if self.outcome is Outcome.INVALID:
-            return invalid_key(self.line or 0, self.image_id, self.tag, self.value)
-        return row_key(self.image_id or "", self.tag or "", self.op, self.value, self.api)
-
-
-@dataclass(slots=True)
-class FileStats:
-    path: str
-    records: int = 0
-    unreadable: int = 0
-    torn: int = 0
-
-
-def read_records(path: Path, stats: FileStats) -> Iterator[Record]:
-    """The records of one journal, counting into ``stats`` the lines that are not.
-
-    Raises OSError when the file cannot be opened or read."""
-    with path.open("rb") as journal:
-        for number, raw in enumerate(journal, 1):
-            if not raw.strip():
-                continue
-            record = parse_record(raw, stats.path, number)
-            if record is not None:
-                stats.records += 1
-                yield record
-            elif raw.endswith(b"\n"):
-                stats.unreadable += 1
-            else:  # only the last line can lack its newline: a run killed mid-write
-                stats.torn += 1
-
-
-def parse_record(raw: bytes, journal: str, number: int) -> Record | None:
-    """A record from one journal line, or None if the line is not one."""
-    try:
-        data = json.loads(raw)
-        return Record(
-            journal=journal,
-            journal_line=number,
-            line=_optional(data.get("line"), int),
-            image_id=_optional(data["image_id"], str),
-            tag=_optional(data["tag"], str),
-            outcome=Outcome(data["outcome"]),
-            status=_optional(data.get("status"), int),
-            attempts=_optional(data.get("attempts"), int) or 0,
-            error=_optional(data.get("error"), str),
-            request_id=_optional(data.get("request_id"), str),
-            at=_epoch(data.get("at")),
-            elapsed_ms=_optional(data.get("elapsed_ms"), int) or 0,
-            op=_optional(data.get("op"), str) or "add",
-            value=_optional(data.get("value"), str),
-            api=_optional(data.get("api"), str) or "glance",
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def _optional(value: object, kind: type[_T]) -> _T | None:
-    """``value`` if it is a ``kind`` or None; anything else makes the line unreadable."""
+def _epoch(value: str | None) -> float | None:
     if value is None:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"expected {kind.__name__}")
-    return value
-
-
-def _epoch(value: object) -> float | None:
-    if not isinstance(value, str):
         return None
     try:
         return datetime.fromisoformat(value).timestamp()
@@ -178,18 +91,6 @@ def _epoch(value: object) -> float | None:
 
 
 # ── classifying ─────────────────────────────────────────────────────────────────────────────
-
-
-def error_class(record: Record) -> str:
-    """``invalid``, the HTTP status, or the transport error's kind (``connect``, ``timeout``)."""
-    if record.outcome is Outcome.INVALID:
-        return "invalid"
-    if record.status is not None:
-        return str(record.status)
-    text = record.error or "no answer"
-    if text.startswith("timeout"):  # "timeout after 30 s": the duration is not the class
-        return "timeout"
-    return text.split(":", 1)[0]
 
 
 def reason_of(record: Record) -> str:
@@ -220,17 +121,17 @@ class _Top:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._heap: list[tuple[int, int, Record]] = []
+        self._heap: list[tuple[int, int, Item]] = []
 
-    def offer(self, value: int, order: int, record: Record) -> None:
-        entry = (value, -order, record)  # -order: among equals, the newest is evicted first
+    def offer(self, value: int, order: int, item: Item) -> None:
+        entry = (value, -order, item)  # -order: among equals, the newest is evicted first
         if len(self._heap) < self._size:
             heapq.heappush(self._heap, entry)
         elif self._size and entry[:2] > self._heap[0][:2]:
             heapq.heapreplace(self._heap, entry)
 
-    def ranked(self) -> list[Record]:
-        return [record for *_, record in sorted(self._heap, key=lambda e: e[:2], reverse=True)]
+    def ranked(self) -> list[Item]:
+        return [item for *_, item in sorted(self._heap, key=lambda e: e[:2], reverse=True)]
 
 
 class Report:
@@ -258,26 +159,27 @@ class Report:
         for path in paths:
             stats = FileStats(str(path))
             self.files.append(stats)
-            for record in read_records(path, stats):
-                self.add(record)
+            for number, record in read_records(path, stats):
+                self.add(record, stats.path, number)
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record, journal: str = "", journal_line: int = 0) -> None:
         self._order += 1
         self.record_outcomes[record.outcome] += 1
         self.statuses["none" if record.status is None else str(record.status)] += 1
         group = -1
         if record.outcome is not Outcome.OK:
-            self.error_classes[error_class(record)] += 1
+            self.error_classes[record.error_class] += 1
             group = self._group(record)
         self._remember_last(record.key, group, record.outcome)
-        self._note_time(record.at)
+        self._note_time(_epoch(record.at))
+        item = (journal, journal_line, record)
         if record.elapsed_ms > 0:  # invalid rows were never sent: not "fast", just not timed
-            self.slowest.offer(record.elapsed_ms, self._order, record)
+            self.slowest.offer(record.elapsed_ms, self._order, item)
         if record.attempts > 1:  # one attempt is not a retry
-            self.most_retried.offer(record.attempts, self._order, record)
+            self.most_retried.offer(record.attempts, self._order, item)
 
     def _group(self, record: Record) -> int:
-        key = (record.outcome.value, error_class(record), reason_of(record))
+        key = (record.outcome.value, record.error_class, reason_of(record))
         group_id = self._group_ids.get(key)
         if group_id is None:
             if len(self.groups) >= MAX_REASONS:
@@ -360,8 +262,8 @@ def to_json(report: Report) -> dict[str, Any]:
         "statuses": dict(sorted(report.statuses.items())),
         "error_classes": dict(report.error_classes.most_common()),
         "timeline": _timeline_json(report),
-        "slowest": [_item_json(record) for record in report.slowest.ranked()],
-        "most_retried": [_item_json(record) for record in report.most_retried.ranked()],
+        "slowest": [_item_json(item) for item in report.slowest.ranked()],
+        "most_retried": [_item_json(item) for item in report.most_retried.ranked()],
         "failures": _failures_json(report),
         "all_ok": report.all_ok,
     }
@@ -394,10 +296,11 @@ def _timeline_json(report: Report) -> dict[str, Any]:
     }
 
 
-def _item_json(record: Record) -> dict[str, Any]:
+def _item_json(item: Item) -> dict[str, Any]:
+    journal, journal_line, record = item
     return {
-        "journal": record.journal,
-        "journal_line": record.journal_line,
+        "journal": journal,
+        "journal_line": journal_line,
         "line": record.line,
         "image_id": record.image_id,
         "tag": record.tag,
@@ -407,7 +310,7 @@ def _item_json(record: Record) -> dict[str, Any]:
         "attempts": record.attempts,
         "elapsed_ms": record.elapsed_ms,
         "request_id": record.request_id,
-        "at": iso(record.at),
+        "at": iso(_epoch(record.at)),
     }
 
 
@@ -599,8 +502,10 @@ def command_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
     report = Report(top=args.top)
     try:
         for path in paths:  # all of them before reading any: fail in a second, not an hour
-            with path.open("rb"):
-                pass
+            problem = not_a_journal(path)
+            if problem is not None:
+                stderr.write(f"bulktag report: error: {path} is not a journal: {problem}\n")
+                return ExitCode.USAGE
         report.read(paths)
     except OSError as exc:
         reason = exc.strerror or exc

@@ -31,13 +31,14 @@ from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import (
     JournalError,
+    JournalLock,
     JournalWriter,
+    LockHeld,
     ResumeIndex,
     load_index,
     prepare,
     read_blocks,
 )
-from bulktag.lock import JournalLock, LockHeld
 from bulktag.logs import SCRUBBER, configure, wants_json
 from bulktag.model import InvalidRow
 from bulktag.pacing import describe
@@ -77,12 +78,12 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             _refuse_input_as_journal(args.input, journal)
             if args.dry_run:
                 return _dry_run(rows, journal, settings, (op, shard), environment)
-            _lock(journal, settings.lock_wait, stack)
-            index = _load_journal(journal, bool(args.fresh))
+            lock = _lock(journal, settings.lock_wait, stack)
+            index = _load_journal(journal, bool(args.fresh), lock)
             stack.enter_context(frozen_for_the_run())
             total = None if args.input == "-" else count_lines(Path(args.input))
             plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
-            report = _run_with_journal(plan, journal, environment, stack)
+            report = _run_with_journal(plan, journal, environment, stack, lock.created)
     except RunRefused as exc:
         environment.stderr.write(f"bulktag: error: {exc}\n")
         return exc.code
@@ -104,11 +105,10 @@ def report_exit_code(report: RunReport) -> ExitCode:
 
 
 def _run_with_journal(
-    plan: _Plan, path: Path, environment: Environment, stack: ExitStack
+    plan: _Plan, path: Path, environment: Environment, stack: ExitStack, created: bool
 ) -> RunReport:
-    """Open the journal for appending and run; a journal this run created is removed again
-    if the run could not even start (no empty files left behind by a typo)."""
-    created = not path.exists()
+    """Open the journal for appending and run; a journal this run created (to lock it) is
+    removed again if the run could not even start (no empty files left behind by a typo)."""
     journal = _open_journal(path, plan.settings.fsync_interval)
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:
@@ -215,7 +215,7 @@ def _open_input(
     return read_rows(open_text(binary), rules)
 
 
-def _lock(journal: Path, wait: float, stack: ExitStack) -> None:
+def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:
     lock = JournalLock(journal)
     try:
         lock.acquire(wait)
@@ -226,13 +226,16 @@ def _lock(journal: Path, wait: float, stack: ExitStack) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot lock journal {journal}: {exc.strerror or exc}") from None
     stack.callback(lock.release)
+    return lock
 
 
-def _load_journal(path: Path, fresh: bool) -> ResumeIndex:
+def _load_journal(path: Path, fresh: bool, lock: JournalLock) -> ResumeIndex:
     try:
-        index, torn, moved = prepare(path, fresh)
+        index, torn, moved = prepare(path, fresh, lock)
     except JournalError as exc:
         raise ConfigError(str(exc)) from None
+    except LockHeld as exc:  # --fresh moved the journal aside and another run took the path
+        raise RunRefused(f"another run took the journal {path}: {exc}", ExitCode.LOCKED) from None
     if moved is not None:
         log.info("journal_moved_aside", journal=str(path), moved_to=str(moved))
     if torn:

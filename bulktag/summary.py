@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from bulktag.journal.format import error_class
 from bulktag.model import Outcome, Result
 
 
@@ -49,8 +50,8 @@ class Tally:
 
     def answered(self, status: int | None, error: str | None) -> None:
         """Count one answer (every attempt, retries included)."""
-        # _label's first rule inline: this runs for every answer.
-        self.statuses[str(status) if status is not None else _label(status, error)] += 1
+        # error_class's first rule inline: this runs for every answer.
+        self.statuses[str(status) if status is not None else error_class(status, error)] += 1
 
     @property
     def recorded(self) -> int:
@@ -63,14 +64,8 @@ class Tally:
         return self.recorded - self.outcomes[Outcome.OK] + self.skipped_still_bad
 
 
-def _label(status: int | None, error: str | None) -> str:
-    if status is not None:
-        return str(status)
-    return (error or "error").split(":", 1)[0]
-
-
 def _status_label(result: Result) -> str:
-    return _label(result.status, result.error)
+    return error_class(result.status, result.error)
 
 
 class FailureBreaker:

@@ -26,8 +26,8 @@ Exit codes:
 
     0    every image's tags are as the journal says (or the journal records no ok tag)
     1    a tag is missing or not removed, an image is gone, or an image could not be read
-    2    usage error, unreadable journal, endpoint unreachable or not an image service, token
-         refused by the first GET: nothing was verified
+    2    usage error, unreadable journal or not a journal, endpoint unreachable or not an
+         image service, token refused by the first GET: nothing was verified
     3    the token was refused part-way
     130  interrupted
 
@@ -61,10 +61,10 @@ from bulktag.auth import (
     options_from_namespace,
 )
 from bulktag.auth.tls import ssl_for
+from bulktag.journal import FileStats, not_a_journal, read_records
 from bulktag.model import Outcome
 from bulktag.pacing import Pacer
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
-from bulktag.report import FileStats, read_records
 from bulktag.summary import ExitCode
 
 # Shared with the run's transport, beside which ImageReader may move.
@@ -143,7 +143,7 @@ def expected_tags(path: Path) -> tuple[dict[str, dict[str, bool]], FileStats]:
     The last ``ok`` record of a tag decides: added then removed means it should be absent."""
     stats = FileStats(str(path))
     expected: dict[str, dict[str, bool]] = {}
-    for record in read_records(path, stats):
+    for _, record in read_records(path, stats):
         if record.api != "glance":  # IMS key/value tags are not in Glance's tag list
             continue
         if record.outcome is Outcome.OK and record.image_id and record.tag:
@@ -427,6 +427,9 @@ def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
     spec = _auth_spec(args, env)
     try:
+        problem = not_a_journal(Path(args.journal))
+        if problem is not None:
+            raise VerifyError(f"{args.journal} is not a journal: {problem}")
         expected, stats = expected_tags(Path(args.journal))
     except OSError as exc:
         raise VerifyError(f"cannot read journal {args.journal}: {exc.strerror or exc}") from None

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulktag import journal
 from bulktag.journal import (
     JournalError,
     JournalWriter,
@@ -28,6 +27,9 @@ from bulktag.journal import (
     render,
     repair_torn_tail,
 )
+from bulktag.journal import file as journal_file
+from bulktag.journal import format as journal_format
+from bulktag.journal import index as journal_index
 from bulktag.model import InvalidRow, Outcome, Result, Row
 
 U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
@@ -187,8 +189,8 @@ def test_a_fingerprint_keeps_both_of_its_hashes_whole(first: int, second: int) -
     fingerprint: two fingerprints are equal only if both of their hashes are."""
     hashes = {b"data": first, b"data\x00": second}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(journal, "hash", hashes.__getitem__, raising=False)
-        key = journal.fingerprint_bytes(b"data")
+        patch.setattr(journal_format, "hash", hashes.__getitem__, raising=False)
+        key = journal_format.fingerprint_bytes(b"data")
     low = key & (2**64 - 1)
     second_back = low - 2**64 if low >= 2**63 else low
     assert (first, second) == ((key ^ second_back) >> 64, second_back)
@@ -284,7 +286,7 @@ def test_the_fast_path_and_settle_agree_on_every_sequence(outcomes: list[Outcome
     (json.loads, then ResumeIndex.settle) must give the same index."""
     text = b"".join(record(outcome) for outcome in outcomes)
     careful = ResumeIndex.empty()
-    journal._load_lines(careful, text)
+    journal_index._load_lines(careful, text)
     fast = load_index([text])
     assert (careful.done, careful.failed, careful.records) == (
         fast.done,
@@ -345,12 +347,27 @@ _JOURNAL_LINES = st.sampled_from(
         record(Outcome.INVALID, U2, "bad tag", line=4),
         record(Outcome.OK, U1, 'quo"te'),
         render(Result(5, U1, "gold", Outcome.OK, at=AT, op="remove")),
+        render(Result(5, U2, "silver", Outcome.OK, at=AT, op="remove")),
+        render(Result(5, U1, 'quo"te', Outcome.OK, at=AT, op="remove")),
+        render(Result(5, U1, "gold", Outcome.FAILED, at=AT, op="remove")),
         render(Result(6, U2, "env", Outcome.OK, at=AT, value="prod", api="ims")),
         render(Result(7, U2, "env", Outcome.OK, at=AT, value="test", api="ims")),
         record(Outcome.OK, U2, "crlf")[:-1] + b"\r\n",
         b"\n",
         b"not json\n",
         record(Outcome.OK, U1, "glued")[:40] + record(Outcome.OK, U2, "after-glue"),
+        # Lines that look plain but are not records parse() reads: the lanes must agree.
+        record(Outcome.OK, U2, "typed").replace(b'"status": null', b'"status": "204"'),
+        record(Outcome.OK, U2, "typed").replace(b'"attempts": 0', b'"attempts": "0"'),
+        record(Outcome.OK, U2, "typed").replace(b'"attempts": 0', b'"attempts": 0.5'),
+        record(Outcome.OK, U2, "typed").replace(b'"attempts": 0', b'"attempts": true'),
+        record(Outcome.OK, U2, "typed").replace(b'"line": 1', b'"line": 01'),
+        record(Outcome.OK, U2, "typed").replace(b'"error": null', b'"error": 5'),
+        record(Outcome.OK, U2, "typed").replace(b'"elapsed_ms": 0', b'"elapsed_ms": -0'),
+        record(Outcome.OK, U2, "tab\there").replace(b"\\t", b"\t"),
+        render(Result(8, U2, "esc", Outcome.OK, at=AT, error='tab\tand \\ quote"')),
+        render(Result(8, U2, "esc", Outcome.FAILED, at=AT, error="\x01 é \\u", request_id='"')),
+        record(Outcome.OK, U2, "typed").replace(b'"error": null', b'"error": "bad \\x escape"'),
     ]
 )
 
@@ -391,7 +408,7 @@ def test_the_block_scan_gives_the_index_that_json_loads_gives(
     (then folding it in with ResumeIndex.settle) gives."""
     text = b"".join(lines)
     careful = ResumeIndex.empty()
-    journal._load_lines(careful, text)
+    journal_index._load_lines(careful, text)
     assert index_state(careful) == index_state(load_index(_blocks(text, block_size)))
 
 
@@ -504,7 +521,7 @@ def test_prepare_fresh_moves_the_old_journal_aside_intact(tmp_path: Path) -> Non
 def test_prepare_fresh_twice_in_one_second_never_overwrites(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(journal, "datetime", FrozenDatetime)
+    monkeypatch.setattr(journal_file, "datetime", FrozenDatetime)
     path = tmp_path / "bulktag-results.jsonl"
     moved = []
     for run in range(3):
@@ -595,7 +612,7 @@ def test_close_fsyncs_what_was_written(
     expected_fsyncs: int,
 ) -> None:
     synced: list[int] = []
-    monkeypatch.setattr(journal.os, "fsync", synced.append)
+    monkeypatch.setattr(journal_file.os, "fsync", synced.append)
     writer = JournalWriter(tmp_path / "j.jsonl", fsync_interval=3600)
     for batch in batches:
         writer.write_batch(batch)
@@ -606,7 +623,7 @@ def test_close_fsyncs_what_was_written(
 def test_fsync_is_due_only_with_unsynced_data_and_the_interval_passed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(journal.os, "fsync", lambda fd: None)
+    monkeypatch.setattr(journal_file.os, "fsync", lambda fd: None)
     every_batch = JournalWriter(tmp_path / "a.jsonl", fsync_interval=0)
     hourly = JournalWriter(tmp_path / "b.jsonl", fsync_interval=3600)
     assert (False, False) == (every_batch.fsync_due(), hourly.fsync_due())

@@ -169,13 +169,13 @@ def test_glance_rows_are_keyed_as_before() -> None:
 
 
 def test_the_report_keys_ims_records_as_the_resume_index_does(tmp_path: Path) -> None:
-    from bulktag.report import FileStats, read_records
+    from bulktag.journal import FileStats, read_records
 
     journal = tmp_path / "j.jsonl"
     journal.write_bytes(
         ims_record("env", "prod") + ims_record("env", "staging") + ims_record("env", "prod")
     )
-    records = list(read_records(journal, FileStats(str(journal))))
+    records = [record for _, record in read_records(journal, FileStats(str(journal)))]
     assert [("prod", "ims"), ("staging", "ims"), ("prod", "ims")] == [
         (r.value, r.api) for r in records
     ]
