@@ -21,7 +21,7 @@ import json
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -32,6 +32,11 @@ from bulktag.model import Tag
 from bulktag.policy import Answer
 
 _ERROR_EXCERPT = 300  # characters of a server's error body kept for the journal
+#: Bytes of an error body read at most: enough for the excerpt (and Keystone's JSON error),
+#: however much the server sends (a 500 with a 200 MB body must not take 200 MB).
+ERROR_READ_LIMIT = 16 * 1024
+#: Bytes of a 2xx body read at most (an image's JSON, a page of one image, a token's catalog).
+ANSWER_READ_LIMIT = 4 * 1024 * 1024
 
 
 def normalize_endpoint(url: str) -> str:
@@ -82,6 +87,36 @@ def _lists_images(body: bytes) -> bool:
 def _excerpt(body: str) -> str:
     text = " ".join(body.split())
     return text if len(text) <= _ERROR_EXCERPT else text[:_ERROR_EXCERPT] + "…"
+
+
+class _Body(Protocol):
+    """What :func:`read_at_most` needs of a response (aiohttp's ClientResponse)."""
+
+    @property
+    def content(self) -> aiohttp.StreamReader: ...
+
+    def close(self) -> None: ...
+
+
+async def read_at_most(response: _Body, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of the body, and whether it had more.
+
+    A body cut short is not drained: the connection is closed instead, so a server that sends
+    gigabytes costs us ``limit`` bytes (plus aiohttp's small read buffer), not gigabytes.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    stream = response.content
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    more = not stream.at_eof()
+    if more:
+        response.close()
+    return b"".join(chunks), more
 
 
 class _Http:
@@ -148,11 +183,16 @@ class _Http:
 
 
 async def _read_answer(response: aiohttp.ClientResponse, token: str) -> Answer:
-    """An answer whose body is wanted: a 2xx's whole, an error's excerpt."""
+    """An answer whose body is wanted: a 2xx's whole (up to ANSWER_READ_LIMIT), an error's
+    excerpt (from its first ERROR_READ_LIMIT bytes)."""
     async with response:
-        content = await response.read()
         if response.status < 300:
+            content, more = await read_at_most(response, ANSWER_READ_LIMIT)
+            if more:
+                too_big = f"the answer is larger than {ANSWER_READ_LIMIT // 2**20} MiB: not read"
+                return _answer(response, too_big)
             return _answer(response, None, content)
+        content, _more = await read_at_most(response, ERROR_READ_LIMIT)
         # Some servers echo the request: never keep our token, and keep the error body
         # only as the excerpt, with the token taken out.
         text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")

@@ -114,7 +114,8 @@ class ImageReader:
             return ImageRead(answer)
         tags = _tags_of(body)
         if tags is None:
-            return ImageRead(Answer(answer.status, None, answer.request_id, "no tags list"))
+            error = answer.error or "no tags list"  # answer.error: too large to read
+            return ImageRead(Answer(answer.status, None, answer.request_id, error))
         return ImageRead(answer, tags)
 
 
