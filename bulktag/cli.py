@@ -307,7 +307,9 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     try:
         return handlers[args.command](args, environment)
     except ConfigError as exc:
-        environment.stderr.write(f"bulktag: error: {exc}\n")
+        from bulktag.logs import SCRUBBER  # a message may quote a URL or a server's words
+
+        environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
         return ExitCode.USAGE
 
 

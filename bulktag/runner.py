@@ -27,6 +27,7 @@ from bulktag.auth import (
     load_auth_spec,
     options_from_namespace,
 )
+from bulktag.auth.redact import url_secrets
 from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import (
@@ -84,7 +85,7 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
             report = _run_with_journal(plan, journal, environment, stack)
     except RunRefused as exc:
-        environment.stderr.write(f"bulktag: error: {exc}\n")
+        environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
         return exc.code
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the run's own handlers took over
         environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
@@ -183,7 +184,7 @@ def _auth_spec(args: argparse.Namespace, settings: Settings, environment: Enviro
         spec = load_auth_spec(options, environment.env)
     except CredentialsError as exc:
         raise ConfigError(str(exc)) from None
-    for secret in spec.secrets:
+    for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
         SCRUBBER.add(secret)
     if spec.tls_verify is False:
         log.warning(

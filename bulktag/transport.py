@@ -27,6 +27,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from bulktag.auth.redact import REDACTED, redact_url, redact_urls, url_secrets
 from bulktag.deadlines import Deadlines
 from bulktag.model import Tag
 from bulktag.policy import Answer
@@ -46,7 +47,7 @@ def normalize_endpoint(url: str) -> str:
         text = text[:-3]
     parsed = URL(text)
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
     return text
 
 
@@ -122,10 +123,13 @@ async def read_at_most(response: _Body, limit: int) -> tuple[bytes, bool]:
 class _Http:
     """One session, one timeout, and the single place where a request becomes an Answer."""
 
-    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, timeout: float, endpoint: str) -> None:
         self._session = session
         self._deadlines = Deadlines(timeout)
         self._timed_out = Answer(status=None, error=f"timeout after {timeout:g} s")
+        # What the server may send back that is ours: the token (per call) and the endpoint's
+        # userinfo (aiohttp sends it as Basic credentials).
+        self._secrets = url_secrets(endpoint)
 
     async def _call(
         self,
@@ -153,10 +157,11 @@ class _Http:
             response = await self._request(method, url, body)
             if response.status < 300 and not want_body:
                 response.release()
-                return _answer(response, None)
-            return await _read_answer(response, token)
+                return _answer(response, None, secrets=(token, *self._secrets))
+            return await _read_answer(response, (token, *self._secrets))
         except aiohttp.ClientConnectorError as exc:
-            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}")
+            error = f"connect: {exc.os_error.strerror or exc}"
+            return Answer(status=None, error=_scrub(error, (token, *self._secrets)))
         except aiohttp.ServerDisconnectedError:
             return Answer(status=None, error="connection dropped by the server")
         except TimeoutError:  # asyncio.TimeoutError is this class since 3.11 (here: connecting)
@@ -165,7 +170,7 @@ class _Http:
             if self._deadlines.expired(task):  # aiohttp turned our cancel into its own error
                 return self._timed_out
             error = f"connection error: {exc.__class__.__name__}: {exc}"
-            return Answer(status=None, error=error)
+            return Answer(status=None, error=_scrub(error, (token, *self._secrets)))
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise  # the run is stopping: not ours to swallow
@@ -182,7 +187,15 @@ class _Http:
         return method(url, allow_redirects=False, json=body)
 
 
-async def _read_answer(response: aiohttp.ClientResponse, token: str) -> Answer:
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` (from the server, or an error quoting a URL) without our secrets in it."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return redact_urls(text)
+
+
+async def _read_answer(response: aiohttp.ClientResponse, secrets: tuple[str, ...]) -> Answer:
     """An answer whose body is wanted: a 2xx's whole (up to ANSWER_READ_LIMIT), an error's
     excerpt (from its first ERROR_READ_LIMIT bytes)."""
     async with response:
@@ -190,31 +203,36 @@ async def _read_answer(response: aiohttp.ClientResponse, token: str) -> Answer:
             content, more = await read_at_most(response, ANSWER_READ_LIMIT)
             if more:
                 too_big = f"the answer is larger than {ANSWER_READ_LIMIT // 2**20} MiB: not read"
-                return _answer(response, too_big)
-            return _answer(response, None, content)
+                return _answer(response, too_big, secrets=secrets)
+            return _answer(response, None, content, secrets)
         content, _more = await read_at_most(response, ERROR_READ_LIMIT)
-        # Some servers echo the request: never keep our token, and keep the error body
-        # only as the excerpt, with the token taken out.
-        text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")
-        return _answer(response, _excerpt(text) or None)
+        # Some servers echo the request: never keep our secrets, and keep the error body
+        # only as the excerpt, with them taken out.
+        text = _scrub(content.decode("utf-8", errors="replace"), secrets)
+        return _answer(response, _excerpt(text) or None, secrets=secrets)
 
 
-def _answer(response: aiohttp.ClientResponse, error: str | None, body: bytes = b"") -> Answer:
+_REQUEST_ID_LIMIT = 200  # characters of a request id kept (one is ~40)
+
+
+def _answer(
+    response: aiohttp.ClientResponse,
+    error: str | None,
+    body: bytes = b"",
+    secrets: tuple[str, ...] = (),
+) -> Answer:
     headers = response.headers
-    return Answer(
-        response.status,
-        headers.get("Retry-After"),
-        headers.get("x-openstack-request-id") or headers.get("x-request-id") or None,
-        error,
-        body,
-    )
+    request_id = headers.get("x-openstack-request-id") or headers.get("x-request-id") or None
+    if request_id is not None:  # a gateway may echo the token in it: it goes to the journal
+        request_id = _scrub(request_id[:_REQUEST_ID_LIMIT], secrets)
+    return Answer(response.status, headers.get("Retry-After"), request_id, error, body)
 
 
 class GlanceTransport(_Http):
     """Sends Glance v2 image-tag requests for one endpoint."""
 
     def __init__(self, session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
-        super().__init__(session, timeout)
+        super().__init__(session, timeout, endpoint)
         self._root = URL(normalize_endpoint(endpoint))
         self._images_path = self._root.raw_path.rstrip("/") + "/v2/images"
 
@@ -311,7 +329,7 @@ class ImsTransport(_Http):
     def __init__(
         self, session: aiohttp.ClientSession, endpoint: str, project_id: str, timeout: float
     ) -> None:
-        super().__init__(session, timeout)
+        super().__init__(session, timeout, endpoint)
         root = normalize_endpoint(endpoint)
         suffix = f"/v2/{project_id}"
         if root.endswith(suffix):  # an endpoint given with the project in it

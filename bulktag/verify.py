@@ -60,7 +60,9 @@ from bulktag.auth import (
     load_auth_spec,
     options_from_namespace,
 )
+from bulktag.auth.redact import url_secrets
 from bulktag.auth.tls import ssl_for
+from bulktag.logs import SCRUBBER
 from bulktag.model import Outcome
 from bulktag.pacing import Pacer
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
@@ -420,9 +422,12 @@ def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
         except ValueError as exc:
             raise VerifyError(f"--endpoint: {exc}") from None
     try:
-        return load_auth_spec(options, env)
+        spec = load_auth_spec(options, env)
     except CredentialsError as exc:
         raise VerifyError(str(exc)) from None
+    for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
+        SCRUBBER.add(secret)  # for every line verify prints
+    return spec
 
 
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
@@ -542,7 +547,7 @@ def command_verify(
             lines = _ProblemLines(output, stderr)
             tally = anyio.run(_verify, plan, lines, stderr)
     except VerifyError as exc:
-        stderr.write(f"bulktag verify: error: {exc}\n")
+        stderr.write(f"bulktag verify: error: {SCRUBBER.clean(str(exc))}\n")
         return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
