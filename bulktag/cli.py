@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 import anyio
 
@@ -271,8 +271,45 @@ class Environment:
     cwd: Path
 
 
+class _ReaderMayBeGone:
+    """stdout or stderr whose reader may go away (``bulktag report | head -1``): a write to a
+    pipe nobody reads is dropped, not raised, and the command's own exit code stands."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._went_away()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._went_away()
+
+    def _went_away(self) -> None:
+        self._gone = True
+        # What is still buffered goes to /dev/null at exit, not to a "BrokenPipeError" notice.
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _real_environment() -> Environment:
-    return Environment(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr, Path.cwd())
+    stdout = cast(TextIO, _ReaderMayBeGone(sys.stdout))
+    stderr = cast(TextIO, _ReaderMayBeGone(sys.stderr))
+    return Environment(os.environ, sys.stdin.buffer, stdout, stderr, Path.cwd())
 
 
 def load_settings(args: argparse.Namespace, environment: Environment) -> Settings:
@@ -322,9 +359,29 @@ def entry_point() -> NoReturn:
     the lock are closed by then, and the memory goes back with the process. ``main`` itself
     stays a plain function for tests and embedding.
     """
+    _closed_std_streams_to_devnull()
     code = main()
     gc.freeze()
     sys.exit(code)
+
+
+def _closed_std_streams_to_devnull() -> None:
+    """A standard stream closed by the caller (``2>&-``, ``>&-``, ``<&-``) becomes /dev/null:
+    what goes to it is dropped, and stdin reads as empty — no AttributeError on None.
+
+    Done on the descriptor itself: left closed, the next file opened (the journal) would get
+    its number, and anything written to "stderr" would land in the journal.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _command_run(args: argparse.Namespace, environment: Environment) -> int:

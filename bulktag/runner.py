@@ -27,7 +27,7 @@ from bulktag.auth import (
     load_auth_spec,
     options_from_namespace,
 )
-from bulktag.auth.redact import url_secrets
+from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import (
@@ -184,6 +184,9 @@ def _auth_spec(args: argparse.Namespace, settings: Settings, environment: Enviro
         spec = load_auth_spec(options, environment.env)
     except CredentialsError as exc:
         raise ConfigError(str(exc)) from None
+    problem = control_character_problem(spec)  # aiohttp would raise on it in a header
+    if problem is not None:
+        raise ConfigError(problem)
     for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
         SCRUBBER.add(secret)
     if spec.tls_verify is False:

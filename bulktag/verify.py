@@ -60,7 +60,7 @@ from bulktag.auth import (
     load_auth_spec,
     options_from_namespace,
 )
-from bulktag.auth.redact import url_secrets
+from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.auth.tls import ssl_for
 from bulktag.logs import SCRUBBER
 from bulktag.model import Outcome
@@ -425,6 +425,9 @@ def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
         spec = load_auth_spec(options, env)
     except CredentialsError as exc:
         raise VerifyError(str(exc)) from None
+    problem = control_character_problem(spec)  # aiohttp would raise on it in a header
+    if problem is not None:
+        raise VerifyError(problem)
     for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
         SCRUBBER.add(secret)  # for every line verify prints
     return spec

@@ -10,17 +10,22 @@ import os
 import resource
 import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from clitools import (
+    TOKEN,
     Done,
     FakeServer,
     fake_glance,
     free_port,
+    isolated_env,
     journal_lines,
     make_pairs,
     no_traceback,
@@ -318,3 +323,132 @@ def test_rerun_over_a_finished_journal_sends_nothing(fake: FakeServer, tmp_path:
     assert journal == (tmp_path / "journal.jsonl").read_bytes()
     finished = done.event("run_finished")
     assert (len(pairs), 0, 0) == (finished["skipped_done"], finished["ok"], finished["requests"])
+
+
+# ── closed standard streams: every command × stdin, stdout, stderr closed ─────────────────────
+#
+# `bulktag run … 2>&-` from a cron line, `bulktag report … >&-`: a closed stream is a stream
+# nobody reads. The command does its work and exits with its own code; a closed stdin reads
+# as empty. (With stderr closed a traceback could not even be seen: the exit code and the
+# journal tell.) And a reader that goes away (`| head`) is the same: no BrokenPipeError.
+
+STREAMS = {"stdin": 0, "stdout": 1, "stderr": 2}
+
+
+def _closing(fd: int) -> Callable[[], None]:
+    return lambda: os.close(fd)
+
+
+@dataclass(frozen=True)
+class Command:
+    args: tuple[str, ...]
+    code: int
+    command: str | None = "run"
+    records: int | None = None  # journal records the command must leave
+
+
+def _commands(fake: FakeServer) -> dict[str, Command]:
+    endpoint = ("--endpoint", fake.url)
+    return {
+        "run": Command(
+            ("in.csv", *endpoint, "--results", "j.jsonl", "--rate", "500"), 0, records=3
+        ),
+        "run-stdin": Command(("-", *endpoint, "--results", "j.jsonl"), 0, records=0),
+        "run-dry": Command(("in.csv", "--dry-run", *endpoint, "--results", "j.jsonl"), 0),
+        "run-usage-error": Command(("in.csv", *endpoint, "--rate", "x"), 2),
+        "run-config-error": Command(("in.csv", "--endpoint", "ftp://x"), 2),
+        "report": Command(("old.jsonl",), 0, command="report"),
+        "report-json": Command(("old.jsonl", "--format", "json"), 0, command="report"),
+        "verify": Command(("old.jsonl", *endpoint, "--rate", "500"), 0, command="verify"),
+        "version": Command(("--version",), 0, command=None),
+        "help": Command(("--help",), 0, command=None),
+        "no-command": Command((), 2, command=None),
+    }
+
+
+_COMMAND_NAMES = [
+    "run",
+    "run-stdin",
+    "run-dry",
+    "run-usage-error",
+    "run-config-error",
+    "report",
+    "report-json",
+    "verify",
+    "version",
+    "help",
+    "no-command",
+]
+
+
+def _old_journal(path: Path, pairs: Pairs) -> None:
+    lines = [
+        f'{{"line":{n},"image_id":"{i}","tag":"{t}","outcome":"ok","status":204}}\n'
+        for n, (i, t) in enumerate(pairs, 2)
+    ]
+    path.write_text("".join(lines))
+
+
+_PAIRS = make_pairs(3, 1, seed=77)
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
+    """A fake of its own whose images already have the tags of _PAIRS (for verify)."""
+    with fake_glance(tmp_path_factory.mktemp("streams")) as server:
+        for image, tag in _PAIRS:
+            put = urllib.request.Request(
+                f"{server.url}/v2/images/{image}/tags/{tag}",
+                method="PUT",
+                headers={"X-Auth-Token": TOKEN},
+            )
+            urllib.request.urlopen(put, timeout=10).close()
+        yield server
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+@pytest.mark.parametrize("name", _COMMAND_NAMES)
+def test_a_closed_standard_stream_is_silent(
+    tagged: FakeServer, tmp_path: Path, name: str, stream: str
+) -> None:
+    write_csv(tmp_path / "in.csv", _PAIRS)
+    _old_journal(tmp_path / "old.jsonl", _PAIRS)
+    command = _commands(tagged)[name]
+    done = run_bulktag(
+        command.args, tmp_path, command=command.command, preexec_fn=_closing(STREAMS[stream])
+    )
+    no_traceback(done)
+    assert "Exception ignored" not in done.stderr, str(done)
+    assert command.code == done.code, str(done)
+    if command.records is not None:
+        journal = tmp_path / "j.jsonl"
+        assert command.records == len(read_journal(journal) if journal.exists() else []), str(done)
+
+
+@pytest.mark.parametrize("command", ["report", "run-dry"])
+def test_a_reader_that_goes_away_is_no_error(
+    fake: FakeServer, tmp_path: Path, command: str
+) -> None:
+    """`bulktag report … | head -1`: the rest of the output is dropped, the exit code stands."""
+    pairs = make_pairs(300, 1, seed=78)
+    write_csv(tmp_path / "in.csv", pairs)
+    _old_journal(tmp_path / "old.jsonl", pairs)
+    args = ["report", "old.jsonl", "--top", "300"]
+    if command == "run-dry":
+        args = ["run", "in.csv", "--dry-run", "--endpoint", fake.url, "--log-format", "console"]
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read: every write is EPIPE
+    with contextlib.closing(os.fdopen(writer, "wb")) as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "bulktag", *args],
+            cwd=tmp_path,
+            env=isolated_env(tmp_path),
+            stdout=sink if command == "report" else subprocess.PIPE,
+            stderr=subprocess.PIPE if command == "report" else sink,
+            timeout=60,
+            check=False,
+        )
+    text = (done.stderr or done.stdout or b"").decode()
+    assert "Traceback" not in text
+    assert "Exception ignored" not in text
+    assert 0 == done.returncode, text

@@ -95,3 +95,19 @@ def control_character(value: str) -> str | None:
         if char < " " or char == "\x7f":
             return repr(char)[1:-1]
     return None
+
+
+def control_character_problem(spec: Any) -> str | None:
+    """Why the credentials dataclass ``spec`` cannot be used as given, or None: a field holding
+    a control character (a CR left by an env file with Windows line ends, typically). The value
+    itself is never quoted: it may be a secret."""
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        char = control_character(value) if isinstance(value, str) else None
+        if char is not None:
+            what = f.name.replace("_", " ")
+            return (
+                f"the {what} contains a control character ({char}); was it read from a file "
+                "with Windows (CRLF) line ends? Remove the character and run again"
+            )
+    return None
