@@ -26,6 +26,9 @@ from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
 from bulktag.summary import ExitCode
 
 DEFAULT_CONFIG = "bulktag.toml"
+#: What stops a run the same way (summary, final fsync, exit 130): Ctrl-C, a service manager,
+#: a closed terminal or ssh session. SIGHUP's default action would kill the process mid-write.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -401,6 +404,7 @@ def _command_report(args: argparse.Namespace, environment: Environment) -> int:
 def _command_verify(args: argparse.Namespace, environment: Environment) -> int:
     from bulktag.verify import command_verify
 
+    install_interrupt_handlers()  # verify turns KeyboardInterrupt into exit 130
     return command_verify(args, environment.env, environment.stderr)
 
 
@@ -427,13 +431,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def install_interrupt_handlers() -> None:
-    """SIGINT and SIGTERM (systemd, Kubernetes) raise KeyboardInterrupt at once, until the
-    run's own handlers take over; the runner turns it into exit 130.
+    """SIGINT, SIGTERM (systemd, Kubernetes) and SIGHUP (the terminal or the ssh session went
+    away) raise KeyboardInterrupt at once, until the run's own handlers take over; the runner
+    turns it into exit 130.
 
     Our own function, not ``signal.default_int_handler``: asyncio.Runner replaces that one with
     a handler that only cancels the main task on the first Ctrl-C, and CI once saw a SIGINT
     during the preflight leave the process running past 20 s (not reproduced here in 20 runs;
     SIGTERM, which always raised at once, never hung). One path for both signals.
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)

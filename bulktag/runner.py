@@ -87,7 +87,7 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
     except RunRefused as exc:
         environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
         return exc.code
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the run's own handlers took over
+    except KeyboardInterrupt:  # a stop signal before the run's own handlers took over
         environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
         return ExitCode.INTERRUPTED
     _report(report, settings, journal, environment)
@@ -452,7 +452,9 @@ async def _preflight(
 
 
 async def _watch_signals(engine: Engine, grace_period: float) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    from bulktag.cli import STOP_SIGNALS
+
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for received in signals:
             name = signal.Signals(received).name
             if engine.stopping:

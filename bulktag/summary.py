@@ -8,7 +8,7 @@ Exit codes (also in the README):
     3    the run was aborted (credentials refused, breaker tripped, journal unwritable)
     4    stopped by --max-duration or --max-items with rows left: run again to go on
     5    another run holds the journal's lock
-    130  interrupted (SIGINT/SIGTERM); run the same command again to resume
+    130  interrupted (SIGINT/SIGTERM/SIGHUP); run the same command again to resume
 """
 
 from __future__ import annotations

@@ -132,8 +132,8 @@ def test_kill_9_mid_run_then_rerun_completes_each_pair_once(
 
 @pytest.mark.parametrize(
     ("signum", "log_format"),
-    [(signal.SIGINT, "console"), (signal.SIGTERM, "json")],
-    ids=["SIGINT", "SIGTERM"],
+    [(signal.SIGINT, "console"), (signal.SIGTERM, "json"), (signal.SIGHUP, "json")],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_signal_mid_run_exits_130_then_rerun_completes(
     fake: FakeServer, tmp_path: Path, signum: int, log_format: str
@@ -186,13 +186,35 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     assert [] == read_journal(tmp_path / "journal.jsonl"), "no PUT had finished"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_with_nothing_in_flight_does_not_wait_out_the_grace_period(
+    tmp_path: Path, signum: int
+) -> None:
+    """Every row asleep in a back-off (503 with Retry-After: 300), a 10-minute grace period:
+    nothing is in flight, so the stop ends the run at once (here: within the test's timeout),
+    with the summary and exit 130."""
+    pairs = make_pairs(20, 1, seed=14)
+    write_csv(tmp_path / "in.csv", pairs)
+    with fake_glance(tmp_path / "busy", "--fail-503", "1", "--retry-after", "300") as busy:
+        args = [*run_args(busy, "1000"), "--grace-period", "600"]
+        with start_bulktag(args, tmp_path) as running:
+            running.wait_for(started)
+            running.wait_for(lambda err: '"pace_' in err or "503" in err, timeout=30)
+            running.signal(signum)
+            done = running.finish(timeout=45)
+    no_traceback(done)
+    assert 130 == done.code, str(done)
+    assert "signal" == done.event("run_finished")["stopped_by"]
+
+
 @pytest.mark.parametrize(
     "signum",
     [
         signal.SIGINT,
         signal.SIGTERM,
+        signal.SIGHUP,
     ],
-    ids=["SIGINT", "SIGTERM"],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_signal_during_preflight_exits_130_without_traceback(tmp_path: Path, signum: int) -> None:
     """An endpoint that accepts the connection and never answers: the signal arrives while
