@@ -228,6 +228,9 @@ class Engine:
         self._aborted: str | None = None
         self._stopped_by: str | None = None
         self._left = 0
+        self._admitted = 0  # rows the producer took on (to send, or invalid to record)
+        self._undecided: tuple[list[Parsed], int] = ([], 0)  # --max-items: a batch's rest
+        self._counting = False  # counting the rows left; a second signal cuts it short
         self._producer_scope = anyio.CancelScope()
         self._work_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
@@ -263,6 +266,7 @@ class Engine:
     def cancel_now(self, reason: str = "signal") -> None:
         self.request_stop(reason)
         self._work_scope.cancel()
+        self._counting = False
 
     def abort(self, reason: str) -> None:
         if self._aborted is None:
@@ -294,6 +298,7 @@ class Engine:
             self._sink.close()  # settled rows still waiting get written, then the journal closes
             self._watch_scope.cancel()
             self._outage_scope.cancel()
+            await self._count_rows_left(rows)
         elapsed = self._clock() - started
         return RunReport(
             tally=self.tally,
@@ -324,6 +329,21 @@ class Engine:
                     return
                 await self._sleep(min(1.0, max(limit - silent, 0.05)))
 
+    async def _count_rows_left(self, rows: Iterator[Parsed]) -> None:
+        """What a next run would still do: the rows taken on and not settled (in flight, in a
+        back-off, parked, or not yet handed over when the run stopped), plus — after a stop
+        or an abort — the rest of a file input. A pipe's rest is not waited for (it may never
+        end); a second signal cuts the count short."""
+        self._left += self._admitted - self.tally.recorded
+        stopped_early = self._stopped_by not in (None, "max_items")
+        if not stopped_early:
+            return
+        batch, start = self._undecided
+        self._left += self._count_left(iter(batch[start:]))
+        if isinstance(rows, RowReader) and not rows.may_wait:
+            self._counting = True
+            self._left += await anyio.to_thread.run_sync(self._count_left, rows)
+
     # ── producer ────────────────────────────────────────────────────────────────────────
 
     async def _produce(self, rows: Iterator[Parsed], scheduler: ImageScheduler) -> None:
@@ -340,7 +360,9 @@ class Engine:
             await self._feed_counted(rows, scheduler, self.settings.max_items)
             return
         while batch := await _next_batch(rows):
-            for item in self._admission.screen(batch):
+            items = self._admission.screen(batch)
+            self._admitted += len(items)
+            for item in items:
                 if isinstance(item, Row):
                     if not scheduler.submit_nowait(item):
                         await scheduler.submit_waiting(item)
@@ -359,6 +381,9 @@ class Engine:
                     self._left = self._count_left(iter(batch[n:]))
                     return
                 decision = self._admission.decide(item)
+                self._undecided = batch, n + 1  # the rows after it: counted if the run stops
+                if decision is not Admit.SKIP:
+                    self._admitted += 1
                 if decision is Admit.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
                     await self._record(self._invalid_result(item))
@@ -367,10 +392,17 @@ class Engine:
                     if not scheduler.submit_nowait(item):
                         await scheduler.submit_waiting(item)
                     budget -= 1
+            self._undecided = [], 0
 
     def _count_left(self, rows: Iterator[Parsed]) -> int:
-        """After --max-items: how many of the remaining rows a next run would send."""
-        return sum(1 for item in rows if self._admission.decide(item) is not Admit.SKIP)
+        """How many of the remaining rows a next run would send (or record as invalid)."""
+        decide, skip, left = self._admission.decide, Admit.SKIP, 0
+        for n, item in enumerate(rows):
+            if decide(item) is not skip:
+                left += 1
+            if n % 4096 == 4095 and not self._counting and self._stopped_by != "max_items":
+                break  # a second signal: stop now rather than count to the end
+        return left
 
     def _invalid_result(self, item: InvalidRow) -> Result:
         return Result(

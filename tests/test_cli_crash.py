@@ -474,3 +474,48 @@ def test_a_reader_that_goes_away_is_no_error(
     assert "Traceback" not in text
     assert "Exception ignored" not in text
     assert 0 == done.returncode, text
+
+
+# ── rows_left: what the next run still has to do, however this one stopped ───────────────────
+
+
+def _stopped_by(kind: str, tmp_path: Path) -> tuple[Done, int]:
+    """A 4,500-row run stopped by ``kind`` (more rows than one read-ahead: some are never
+    read); returns it and the number of input pairs."""
+    pairs = make_pairs(1500, 3, seed=90)
+    write_csv(tmp_path / "in.csv", pairs)
+    flags = {
+        "max_duration": ("--latency", "0.02"),
+        "signal": ("--latency", "0.02"),
+        "breaker": ("--unknown-every", "1", "--latency", "0.01"),
+        "outage": ("--outage", "0.5:inf"),
+    }[kind]
+    extra = {
+        "max_duration": ("--max-duration", "2s"),
+        "signal": (),
+        "breaker": ("--max-consecutive-failures", "30"),
+        "outage": ("--max-outage", "2s"),
+    }[kind]
+    with fake_glance(tmp_path / "server", *flags) as server:
+        args = [*run_args(server, "100"), "--concurrency", "4", *extra]
+        with start_bulktag(args, tmp_path) as running:
+            if kind == "signal":
+                running.wait_for(records_written(tmp_path / "journal.jsonl", 20))
+                running.signal(signal.SIGTERM)
+            done = running.finish()
+    return done, len(pairs)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [("max_duration", 4), ("signal", 130), ("breaker", 3), ("outage", 75)],
+)
+def test_rows_left_counts_every_row_the_next_run_will_do(
+    tmp_path: Path, kind: str, code: int
+) -> None:
+    done, total = _stopped_by(kind, tmp_path)
+    no_traceback(done)
+    assert code == done.code, str(done)
+    settled = len(read_journal(tmp_path / "journal.jsonl"))
+    assert 0 < total - settled, "the run should stop with rows left"
+    assert total - settled == done.event("run_finished")["rows_left"], str(done)
