@@ -339,10 +339,22 @@ class Engine:
         if not stopped_early:
             return
         batch, start = self._undecided
-        self._left += self._count_left(iter(batch[start:]))
+        self._left += self._count_quietly(iter(batch[start:]))
         if isinstance(rows, RowReader) and not rows.may_wait:
             self._counting = True
-            self._left += await anyio.to_thread.run_sync(self._count_left, rows)
+            self._left += await anyio.to_thread.run_sync(self._count_quietly, rows)
+
+    def _count_quietly(self, rows: Iterator[Parsed]) -> int:
+        """_count_left, with the tally's input counters left as they were: after a stop the
+        summary says what this run read, not what it only counted."""
+        tally = self.tally
+        saved = (tally.read, tally.skipped_done, tally.skipped_still_bad)
+        others = (tally.skipped_duplicate, tally.skipped_other_shard)
+        try:
+            return self._count_left(rows)
+        finally:
+            tally.read, tally.skipped_done, tally.skipped_still_bad = saved
+            tally.skipped_duplicate, tally.skipped_other_shard = others
 
     # ── producer ────────────────────────────────────────────────────────────────────────
 
