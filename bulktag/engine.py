@@ -80,6 +80,12 @@ _SHORT_BACKOFF = 2.0  # seconds: a row's back-off cap while refusals are rate-in
 # ends as gave_up once the rest of the run is done.
 _FREE_ATTEMPTS = 4
 
+# Answers that are facts about the image, not the row (API-FACTS.md): not allowed to modify
+# it (403), no such image (404; a tag already absent is settled ok before this), its tag quota
+# (413 without Retry-After). Every other row of that image would get the same answer.
+_IMAGE_REFUSALS = frozenset({403, 404, 413})
+_REFUSED_IMAGES_KEPT = 4096  # images remembered as refused: bounded, oldest forgotten first
+
 
 @dataclass(slots=True)
 class _Attempts:
@@ -245,6 +251,9 @@ class Engine:
         self._work_group: TaskGroup | None = None
         self._sleep = sleep
         self._stoppable: set[anyio.CancelScope] = set()  # waits that a stop ends
+        # Images the server refused for good this run → the answer that said so: their other
+        # rows are settled failed without a request (and without feeding the breaker).
+        self._refused: dict[str, Result] = {}
         # Retries of refusals that do not depend on the rate: the pace protects the cloud,
         # so a row's own back-off stays short (a 60 s wait for one row only delays the end).
         self._short_retry = replace(
@@ -452,6 +461,9 @@ class Engine:
         sink = self._sink
         may_defer = retrying is None  # a deferred retry's task already holds no worker
         while row is not None and not self.stopping:
+            if self._refused and row.image_id in self._refused:
+                row = await self._settle_refused(row, scheduler)
+                continue
             if retrying is not None:
                 batch, attempts, retrying = retrying.rows, retrying.attempts, None
             elif settings.batch_size > 1:
@@ -468,8 +480,36 @@ class Engine:
                 await sink.room()
             if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
                 return False
+            last = settled[-1]
+            if last.outcome is Outcome.FAILED and last.status in _IMAGE_REFUSALS:
+                self._remember_refused(row.image_id, last)
             row = scheduler.release(row.image_id)
         return True
+
+    def _remember_refused(self, image_id: str, cause: Result) -> None:
+        refused = self._refused
+        if len(refused) >= _REFUSED_IMAGES_KEPT:
+            del refused[next(iter(refused))]
+        refused[image_id] = cause
+
+    async def _settle_refused(self, row: Row, scheduler: ImageScheduler) -> Row | None:
+        """Record ``row`` failed as its image's earlier answer says, without a request; return
+        the image's next row. attempts=0: a row not sent tells the breaker nothing."""
+        cause = self._refused[row.image_id]
+        error = f"not sent: the image refused row {cause.line} with HTTP {cause.status}"
+        if cause.error:
+            error += f" ({cause.error})"
+        result = Result(row.line, row.image_id, row.tag, Outcome.FAILED, cause.status, 0, error)
+        await self._record(
+            result._replace(
+                request_id=cause.request_id,
+                at=self._wall(),
+                op=self._op,
+                value=row.value,
+                api=self._api,
+            )
+        )
+        return scheduler.release(row.image_id)
 
     async def _settle(
         self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False

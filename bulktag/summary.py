@@ -90,6 +90,8 @@ class FailureBreaker:
         """Feed a result; returns the reason to stop when the breaker trips."""
         if result.outcome is Outcome.INVALID:  # a local rejection says nothing about the cloud
             return None
+        if result.attempts == 0 and result.outcome is Outcome.FAILED:
+            return None  # not sent (its image refused an earlier row): nothing new either
         if result.outcome is Outcome.OK:
             self._signature, self._count, self.clear = None, 0, True
             return None
