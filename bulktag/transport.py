@@ -27,10 +27,10 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from bulktag.auth.redact import REDACTED, redact_url, redact_urls, url_secrets
+from bulktag.auth.redact import redact_url, redact_urls, scrub, url_secrets
 from bulktag.deadlines import Deadlines
 from bulktag.model import Tag
-from bulktag.policy import Answer
+from bulktag.policy import Answer, Missing, glance_404
 
 _ERROR_EXCERPT = 300  # characters of a server's error body kept for the journal
 #: Bytes of an error body read at most: enough for the excerpt (and Keystone's JSON error),
@@ -76,6 +76,17 @@ _url_safe = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 def _segment(text: str) -> str:
     """``text`` as one URL path segment: as it is when URL-safe (one C call), else quoted."""
     return text if _url_safe(text) else quote(text, safe="")
+
+
+def image_tags(body: bytes) -> frozenset[str] | None:
+    """The ``tags`` of an image's JSON (``GET /v2/images/{id}``), or None if it has none."""
+    try:
+        tags = json.loads(body)["tags"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return None
+    return frozenset(tags)
 
 
 def _lists_images(body: bytes) -> bool:
@@ -189,10 +200,7 @@ class _Http:
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     """``text`` (from the server, or an error quoting a URL) without our secrets in it."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    return redact_urls(text)
+    return redact_urls(scrub(text, secrets))
 
 
 async def _read_answer(response: aiohttp.ClientResponse, secrets: tuple[str, ...]) -> Answer:
@@ -271,7 +279,28 @@ class GlanceTransport(_Http):
 
     def remove_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Awaitable[Answer]:
         [(tag, _value)] = tags
-        return self._call(self._session.delete, self._tag_url(image_id, tag), token)
+        return self._remove(image_id, tag, token)
+
+    async def _remove(self, image_id: str, tag: str, token: str) -> Answer:
+        """``DELETE …/tags/{tag}``; a 404 says whether the tag or the image is missing."""
+        answer = await self._call(self._session.delete, self._tag_url(image_id, tag), token)
+        if answer.status != 404:
+            return answer
+        missing = glance_404(answer.error or "", image_id, tag)
+        if missing is Missing.UNSURE:
+            missing = await self._read_back(image_id, tag, token)
+        return answer._replace(tag_absent=missing is Missing.TAG)
+
+    async def _read_back(self, image_id: str, tag: str, token: str) -> Missing:
+        """A 404 in words that are not Glance's: the image itself tells (one GET, rare)."""
+        probe, body = await self.get_image(image_id, token)
+        if probe.status == 404:
+            return Missing.IMAGE
+        if probe.status is not None and 200 <= probe.status < 300:
+            tags = image_tags(body)
+            if tags is not None and tag not in tags:
+                return Missing.TAG
+        return Missing.UNSURE  # left as the failed 404 it was: never "done" on a guess
 
     async def get_image(self, image_id: str, token: str) -> tuple[Answer, bytes]:
         """``GET /v2/images/{id}``: the answer, and the body when it was a 2xx (else b"")."""

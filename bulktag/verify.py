@@ -70,7 +70,7 @@ from bulktag.report import FileStats, read_records
 from bulktag.summary import ExitCode
 
 # Shared with the run's transport, beside which ImageReader may move.
-from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
+from bulktag.transport import GlanceTransport, image_tags, make_session, normalize_endpoint
 
 DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -94,16 +94,6 @@ class ImageRead:
     tags: frozenset[str] | None = None
 
 
-def _tags_of(body: bytes) -> frozenset[str] | None:
-    try:
-        tags = json.loads(body)["tags"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        return None
-    return frozenset(tags)
-
-
 class ImageReader:
     """Reads an image's tags through the run's transport (the one HTTP edge)."""
 
@@ -114,7 +104,7 @@ class ImageReader:
         answer, body = await self._transport.get_image(image_id, token)
         if answer.status is None or not 200 <= answer.status < 300:
             return ImageRead(answer)
-        tags = _tags_of(body)
+        tags = image_tags(body)
         if tags is None:
             error = answer.error or "no tags list"  # answer.error: too large to read
             return ImageRead(Answer(answer.status, None, answer.request_id, error))

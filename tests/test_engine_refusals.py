@@ -80,3 +80,17 @@ async def test_the_breaker_still_trips_on_refusals_across_images(tmp_path: Path)
         )
     assert run.report.aborted is not None
     assert "HTTP 403" in run.report.aborted
+
+
+@pytest.mark.parametrize("tag", ["image-backup", "image", "no-image-found", "gold"])
+async def test_removing_an_absent_tag_named_like_an_image_is_done(tmp_path: Path, tag: str) -> None:
+    """Issue 15.8: `--op remove` of a tag not on the image is ok whatever the tag is called;
+    an unknown image is still a failure."""
+    known = [image(n) for n in range(1, 4)]
+    server = FakeGlance(FakeGlanceConfig(token=TOKEN, known_images=set(known)))
+    pairs = [(i, tag) for i in [*known, image(99)]]
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings(op=Op.REMOVE))
+    outcomes = {r["image_id"]: (r["outcome"], r["status"]) for r in run.records}
+    assert {**dict.fromkeys(known, ("ok", 404)), image(99): ("failed", 404)} == outcomes
+    assert [] == [r for r in server.requests if r.method == "GET"], "Glance's words sufficed"
