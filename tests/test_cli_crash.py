@@ -385,6 +385,7 @@ def _commands(fake: FakeServer) -> dict[str, Command]:
         "version": Command(("--version",), 0, command=None),
         "help": Command(("--help",), 0, command=None),
         "no-command": Command((), 2, command=None),
+        "demo": Command((), 0, command="demo"),  # its own fake, two runs and a resume
     }
 
 
@@ -400,6 +401,7 @@ _COMMAND_NAMES = [
     "version",
     "help",
     "no-command",
+    "demo",
 ]
 
 
