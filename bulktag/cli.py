@@ -309,9 +309,14 @@ class _ReaderMayBeGone:
         return getattr(self._stream, name)
 
 
+def _guarded(stream: TextIO) -> TextIO:
+    return (
+        stream if isinstance(stream, _ReaderMayBeGone) else cast(TextIO, _ReaderMayBeGone(stream))
+    )
+
+
 def _real_environment() -> Environment:
-    stdout = cast(TextIO, _ReaderMayBeGone(sys.stdout))
-    stderr = cast(TextIO, _ReaderMayBeGone(sys.stderr))
+    stdout, stderr = _guarded(sys.stdout), _guarded(sys.stderr)
     return Environment(os.environ, sys.stdin.buffer, stdout, stderr, Path.cwd())
 
 
@@ -363,6 +368,7 @@ def entry_point() -> NoReturn:
     stays a plain function for tests and embedding.
     """
     _closed_std_streams_to_devnull()
+    sys.stdout, sys.stderr = _guarded(sys.stdout), _guarded(sys.stderr)  # argparse writes too
     code = main()
     gc.freeze()
     sys.exit(code)

@@ -449,7 +449,19 @@ def test_a_closed_standard_stream_is_silent(
         assert command.records == len(read_journal(journal) if journal.exists() else []), str(done)
 
 
-@pytest.mark.parametrize("command", ["report", "run-dry"])
+#: command → (its argv, the stream it writes its output to)
+_EPIPE_COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "report": (("report", "old.jsonl", "--top", "300"), "stdout"),
+    "report-json": (("report", "old.jsonl", "--format", "json"), "stdout"),
+    "run-dry": (("run", "in.csv", "--dry-run", "--endpoint", "{fake}", "--log-format", "console"),
+                "stderr"),
+    "version": (("--version",), "stdout"),
+    "help": (("run", "--help"), "stdout"),
+    "usage-error": (("frobnicate",), "stderr"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(_EPIPE_COMMANDS))
 def test_a_reader_that_goes_away_is_no_error(
     fake: FakeServer, tmp_path: Path, command: str
 ) -> None:
@@ -457,9 +469,8 @@ def test_a_reader_that_goes_away_is_no_error(
     pairs = make_pairs(300, 1, seed=78)
     write_csv(tmp_path / "in.csv", pairs)
     _old_journal(tmp_path / "old.jsonl", pairs)
-    args = ["report", "old.jsonl", "--top", "300"]
-    if command == "run-dry":
-        args = ["run", "in.csv", "--dry-run", "--endpoint", fake.url, "--log-format", "console"]
+    argv, stream = _EPIPE_COMMANDS[command]
+    args = [a.replace("{fake}", fake.url) for a in argv]
     reader, writer = os.pipe()
     os.close(reader)  # nobody will read: every write is EPIPE
     with contextlib.closing(os.fdopen(writer, "wb")) as sink:
@@ -467,15 +478,15 @@ def test_a_reader_that_goes_away_is_no_error(
             [sys.executable, "-m", "bulktag", *args],
             cwd=tmp_path,
             env=isolated_env(tmp_path),
-            stdout=sink if command == "report" else subprocess.PIPE,
-            stderr=subprocess.PIPE if command == "report" else sink,
+            stdout=sink if stream == "stdout" else subprocess.PIPE,
+            stderr=sink if stream == "stderr" else subprocess.PIPE,
             timeout=60,
             check=False,
         )
     text = (done.stderr or done.stdout or b"").decode()
     assert "Traceback" not in text
     assert "Exception ignored" not in text
-    assert 0 == done.returncode, text
+    assert (2 if command == "usage-error" else 0) == done.returncode, text
 
 
 # ── rows_left: what the next run still has to do, however this one stopped ───────────────────
