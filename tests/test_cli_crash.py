@@ -235,6 +235,35 @@ def test_signal_during_preflight_exits_130_without_traceback(tmp_path: Path, sig
     assert b"" == (tmp_path / "journal.jsonl").read_bytes()
 
 
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
+def test_a_signal_stops_verify_with_130_without_traceback(tmp_path: Path, signum: int) -> None:
+    """verify waiting on a server that never answers: a stop signal exits 130, like run."""
+    pairs = make_pairs(2, 1, seed=15)
+    _old_journal(tmp_path / "old.jsonl", pairs)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(30)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        argv = [sys.executable, "-m", "bulktag", "verify", "old.jsonl", "--endpoint", url]
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, env=isolated_env(tmp_path), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            connection, _ = silent.accept()  # verify is now in its first GET
+            with connection:
+                time.sleep(0.2)
+                process.send_signal(signum)
+                _out, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert b"Traceback" not in err, err
+    assert 130 == process.returncode, err
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_ctrl_c_while_loading_a_big_journal_exits_130_without_traceback(tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
