@@ -155,3 +155,28 @@ async def test_an_error_excerpt_still_comes_from_the_first_bytes() -> None:
     assert isinstance(answer, Answer)
     assert 500 == answer.status
     assert (answer.error or "").startswith("xxxx")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [ANSWER_READ_LIMIT - 1, ANSWER_READ_LIMIT])
+async def test_a_2xx_up_to_the_bound_is_read_whole(size: int) -> None:
+    """The bound is inclusive: an image JSON of exactly 4 MiB is read, not refused."""
+    body = b'{"tags": ["web"]}'
+    body += b" " * (size - len(body))
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(status=200, body=body)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", image)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with make_session(2, 30) as session:
+            answer, got = await GlanceTransport(session, url, 30).get_image(IMAGE, "tok")
+    finally:
+        await runner.cleanup()
+    assert (200, None, size) == (answer.status, answer.error, len(got))
