@@ -168,8 +168,8 @@ class _Http:
             response = await self._request(method, url, body)
             if response.status < 300 and not want_body:
                 response.release()
-                return _answer(response, None, secrets=(token, *self._secrets))
-            return await _read_answer(response, (token, *self._secrets))
+                return _answer(response, None, token=token, others=self._secrets)
+            return await _read_answer(response, token, self._secrets)
         except aiohttp.ClientConnectorError as exc:
             error = f"connect: {exc.os_error.strerror or exc}"
             return Answer(status=None, error=_scrub(error, (token, *self._secrets)))
@@ -203,7 +203,9 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     return redact_urls(scrub(text, secrets))
 
 
-async def _read_answer(response: aiohttp.ClientResponse, secrets: tuple[str, ...]) -> Answer:
+async def _read_answer(
+    response: aiohttp.ClientResponse, token: str, others: tuple[str, ...]
+) -> Answer:
     """An answer whose body is wanted: a 2xx's whole (up to ANSWER_READ_LIMIT), an error's
     excerpt (from its first ERROR_READ_LIMIT bytes)."""
     async with response:
@@ -211,28 +213,43 @@ async def _read_answer(response: aiohttp.ClientResponse, secrets: tuple[str, ...
             content, more = await read_at_most(response, ANSWER_READ_LIMIT)
             if more:
                 too_big = f"the answer is larger than {ANSWER_READ_LIMIT // 2**20} MiB: not read"
-                return _answer(response, too_big, secrets=secrets)
-            return _answer(response, None, content, secrets)
+                return _answer(response, too_big, token=token, others=others)
+            return _answer(response, None, content, token, others)
         content, _more = await read_at_most(response, ERROR_READ_LIMIT)
         # Some servers echo the request: never keep our secrets, and keep the error body
         # only as the excerpt, with them taken out.
-        text = _scrub(content.decode("utf-8", errors="replace"), secrets)
-        return _answer(response, _excerpt(text) or None, secrets=secrets)
+        text = _scrub(content.decode("utf-8", errors="replace"), (token, *others))
+        return _answer(response, _excerpt(text) or None, token=token, others=others)
 
 
 _REQUEST_ID_LIMIT = 200  # characters of a request id kept (one is ~40)
+
+
+def _clean_request_id(request_id: str, token: str, others: tuple[str, ...]) -> str:
+    """The request id fit for the journal. This runs for every answer: an id of the usual
+    shape passes a few checks instead of the full scrub."""
+    if (
+        token
+        and not others
+        and token not in request_id
+        and "://" not in request_id
+        and len(request_id) <= _REQUEST_ID_LIMIT
+    ):
+        return request_id
+    return _scrub(request_id[:_REQUEST_ID_LIMIT], (token, *others))
 
 
 def _answer(
     response: aiohttp.ClientResponse,
     error: str | None,
     body: bytes = b"",
-    secrets: tuple[str, ...] = (),
+    token: str = "",
+    others: tuple[str, ...] = (),
 ) -> Answer:
     headers = response.headers
     request_id = headers.get("x-openstack-request-id") or headers.get("x-request-id") or None
     if request_id is not None:  # a gateway may echo the token in it: it goes to the journal
-        request_id = _scrub(request_id[:_REQUEST_ID_LIMIT], secrets)
+        request_id = _clean_request_id(request_id, token, others)
     return Answer(response.status, headers.get("Retry-After"), request_id, error, body)
 
 
