@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 import anyio
 
@@ -26,6 +26,9 @@ from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
 from bulktag.summary import ExitCode
 
 DEFAULT_CONFIG = "bulktag.toml"
+#: What stops a run the same way (summary, final fsync, exit 130): Ctrl-C, a service manager,
+#: a closed terminal or ssh session. SIGHUP's default action would kill the process mid-write.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -271,8 +274,50 @@ class Environment:
     cwd: Path
 
 
+class _ReaderMayBeGone:
+    """stdout or stderr whose reader may go away (``bulktag report | head -1``): a write to a
+    pipe nobody reads is dropped, not raised, and the command's own exit code stands."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._went_away()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._went_away()
+
+    def _went_away(self) -> None:
+        self._gone = True
+        # What is still buffered goes to /dev/null at exit, not to a "BrokenPipeError" notice.
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _guarded(stream: TextIO) -> TextIO:
+    return (
+        stream if isinstance(stream, _ReaderMayBeGone) else cast(TextIO, _ReaderMayBeGone(stream))
+    )
+
+
 def _real_environment() -> Environment:
-    return Environment(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr, Path.cwd())
+    stdout, stderr = _guarded(sys.stdout), _guarded(sys.stderr)
+    return Environment(os.environ, sys.stdin.buffer, stdout, stderr, Path.cwd())
 
 
 def load_settings(args: argparse.Namespace, environment: Environment) -> Settings:
@@ -307,7 +352,9 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     try:
         return handlers[args.command](args, environment)
     except ConfigError as exc:
-        environment.stderr.write(f"bulktag: error: {exc}\n")
+        from bulktag.logs import SCRUBBER  # a message may quote a URL or a server's words
+
+        environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
         return ExitCode.USAGE
 
 
@@ -320,9 +367,30 @@ def entry_point() -> NoReturn:
     the lock are closed by then, and the memory goes back with the process. ``main`` itself
     stays a plain function for tests and embedding.
     """
+    _closed_std_streams_to_devnull()
+    sys.stdout, sys.stderr = _guarded(sys.stdout), _guarded(sys.stderr)  # argparse writes too
     code = main()
     gc.freeze()
     sys.exit(code)
+
+
+def _closed_std_streams_to_devnull() -> None:
+    """A standard stream closed by the caller (``2>&-``, ``>&-``, ``<&-``) becomes /dev/null:
+    what goes to it is dropped, and stdin reads as empty — no AttributeError on None.
+
+    Done on the descriptor itself: left closed, the next file opened (the journal) would get
+    its number, and anything written to "stderr" would land in the journal.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _command_run(args: argparse.Namespace, environment: Environment) -> int:
@@ -342,6 +410,7 @@ def _command_report(args: argparse.Namespace, environment: Environment) -> int:
 def _command_verify(args: argparse.Namespace, environment: Environment) -> int:
     from bulktag.verify import command_verify
 
+    install_interrupt_handlers()  # verify turns KeyboardInterrupt into exit 130
     return command_verify(args, environment.env, environment.stderr)
 
 
@@ -368,13 +437,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def install_interrupt_handlers() -> None:
-    """SIGINT and SIGTERM (systemd, Kubernetes) raise KeyboardInterrupt at once, until the
-    run's own handlers take over; the runner turns it into exit 130.
+    """SIGINT, SIGTERM (systemd, Kubernetes) and SIGHUP (the terminal or the ssh session went
+    away) raise KeyboardInterrupt at once, until the run's own handlers take over; the runner
+    turns it into exit 130.
 
     Our own function, not ``signal.default_int_handler``: asyncio.Runner replaces that one with
     a handler that only cancels the main task on the first Ctrl-C, and CI once saw a SIGINT
     during the preflight leave the process running past 20 s (not reproduced here in 20 runs;
     SIGTERM, which always raised at once, never hung). One path for both signals.
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)

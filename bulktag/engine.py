@@ -80,6 +80,12 @@ _SHORT_BACKOFF = 2.0  # seconds: a row's back-off cap while refusals are rate-in
 # ends as gave_up once the rest of the run is done.
 _FREE_ATTEMPTS = 4
 
+# Answers that are facts about the image, not the row (API-FACTS.md): not allowed to modify
+# it (403), no such image (404; a tag already absent is settled ok before this), its tag quota
+# (413 without Retry-After). Every other row of that image would get the same answer.
+_IMAGE_REFUSALS = frozenset({403, 404, 413})
+_REFUSED_IMAGES_KEPT = 4096  # images remembered as refused: bounded, oldest forgotten first
+
 
 @dataclass(slots=True)
 class _Attempts:
@@ -228,6 +234,9 @@ class Engine:
         self._aborted: str | None = None
         self._stopped_by: str | None = None
         self._left = 0
+        self._admitted = 0  # rows the producer took on (to send, or invalid to record)
+        self._undecided: tuple[list[Parsed], int] = ([], 0)  # --max-items: a batch's rest
+        self._counting = False  # counting the rows left; a second signal cuts it short
         self._producer_scope = anyio.CancelScope()
         self._work_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
@@ -242,6 +251,9 @@ class Engine:
         self._work_group: TaskGroup | None = None
         self._sleep = sleep
         self._stoppable: set[anyio.CancelScope] = set()  # waits that a stop ends
+        # Images the server refused for good this run → the answer that said so: their other
+        # rows are settled failed without a request (and without feeding the breaker).
+        self._refused: dict[str, Result] = {}
         # Retries of refusals that do not depend on the rate: the pace protects the cloud,
         # so a row's own back-off stays short (a 60 s wait for one row only delays the end).
         self._short_retry = replace(
@@ -263,6 +275,7 @@ class Engine:
     def cancel_now(self, reason: str = "signal") -> None:
         self.request_stop(reason)
         self._work_scope.cancel()
+        self._counting = False
 
     def abort(self, reason: str) -> None:
         if self._aborted is None:
@@ -294,6 +307,7 @@ class Engine:
             self._sink.close()  # settled rows still waiting get written, then the journal closes
             self._watch_scope.cancel()
             self._outage_scope.cancel()
+            await self._count_rows_left(rows)
         elapsed = self._clock() - started
         return RunReport(
             tally=self.tally,
@@ -324,6 +338,33 @@ class Engine:
                     return
                 await self._sleep(min(1.0, max(limit - silent, 0.05)))
 
+    async def _count_rows_left(self, rows: Iterator[Parsed]) -> None:
+        """What a next run would still do: the rows taken on and not settled (in flight, in a
+        back-off, parked, or not yet handed over when the run stopped), plus — after a stop
+        or an abort — the rest of a file input. A pipe's rest is not waited for (it may never
+        end); a second signal cuts the count short."""
+        self._left += self._admitted - self.tally.recorded
+        stopped_early = self._stopped_by not in (None, "max_items")
+        if not stopped_early:
+            return
+        batch, start = self._undecided
+        self._left += self._count_quietly(iter(batch[start:]))
+        if isinstance(rows, RowReader) and not rows.may_wait:
+            self._counting = True
+            self._left += await anyio.to_thread.run_sync(self._count_quietly, rows)
+
+    def _count_quietly(self, rows: Iterator[Parsed]) -> int:
+        """_count_left, with the tally's input counters left as they were: after a stop the
+        summary says what this run read, not what it only counted."""
+        tally = self.tally
+        saved = (tally.read, tally.skipped_done, tally.skipped_still_bad)
+        others = (tally.skipped_duplicate, tally.skipped_other_shard)
+        try:
+            return self._count_left(rows)
+        finally:
+            tally.read, tally.skipped_done, tally.skipped_still_bad = saved
+            tally.skipped_duplicate, tally.skipped_other_shard = others
+
     # ── producer ────────────────────────────────────────────────────────────────────────
 
     async def _produce(self, rows: Iterator[Parsed], scheduler: ImageScheduler) -> None:
@@ -340,7 +381,9 @@ class Engine:
             await self._feed_counted(rows, scheduler, self.settings.max_items)
             return
         while batch := await _next_batch(rows):
-            for item in self._admission.screen(batch):
+            items = self._admission.screen(batch)
+            self._admitted += len(items)
+            for item in items:
                 if isinstance(item, Row):
                     if not scheduler.submit_nowait(item):
                         await scheduler.submit_waiting(item)
@@ -359,6 +402,9 @@ class Engine:
                     self._left = self._count_left(iter(batch[n:]))
                     return
                 decision = self._admission.decide(item)
+                self._undecided = batch, n + 1  # the rows after it: counted if the run stops
+                if decision is not Admit.SKIP:
+                    self._admitted += 1
                 if decision is Admit.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
                     await self._record(self._invalid_result(item))
@@ -367,10 +413,17 @@ class Engine:
                     if not scheduler.submit_nowait(item):
                         await scheduler.submit_waiting(item)
                     budget -= 1
+            self._undecided = [], 0
 
     def _count_left(self, rows: Iterator[Parsed]) -> int:
-        """After --max-items: how many of the remaining rows a next run would send."""
-        return sum(1 for item in rows if self._admission.decide(item) is not Admit.SKIP)
+        """How many of the remaining rows a next run would send (or record as invalid)."""
+        decide, skip, left = self._admission.decide, Admit.SKIP, 0
+        for n, item in enumerate(rows):
+            if decide(item) is not skip:
+                left += 1
+            if n % 4096 == 4095 and not self._counting and self._stopped_by != "max_items":
+                break  # a second signal: stop now rather than count to the end
+        return left
 
     def _invalid_result(self, item: InvalidRow) -> Result:
         return Result(
@@ -408,6 +461,9 @@ class Engine:
         sink = self._sink
         may_defer = retrying is None  # a deferred retry's task already holds no worker
         while row is not None and not self.stopping:
+            if self._refused and row.image_id in self._refused:
+                row = await self._settle_refused(row, scheduler)
+                continue
             if retrying is not None:
                 batch, attempts, retrying = retrying.rows, retrying.attempts, None
             elif settings.batch_size > 1:
@@ -424,8 +480,36 @@ class Engine:
                 await sink.room()
             if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
                 return False
+            last = settled[-1]
+            if last.outcome is Outcome.FAILED and last.status in _IMAGE_REFUSALS:
+                self._remember_refused(row.image_id, last)
             row = scheduler.release(row.image_id)
         return True
+
+    def _remember_refused(self, image_id: str, cause: Result) -> None:
+        refused = self._refused
+        if len(refused) >= _REFUSED_IMAGES_KEPT:
+            del refused[next(iter(refused))]
+        refused[image_id] = cause
+
+    async def _settle_refused(self, row: Row, scheduler: ImageScheduler) -> Row | None:
+        """Record ``row`` failed as its image's earlier answer says, without a request; return
+        the image's next row. attempts=0: a row not sent tells the breaker nothing."""
+        cause = self._refused[row.image_id]
+        error = f"not sent: the image refused row {cause.line} with HTTP {cause.status}"
+        if cause.error:
+            error += f" ({cause.error})"
+        result = Result(row.line, row.image_id, row.tag, Outcome.FAILED, cause.status, 0, error)
+        await self._record(
+            result._replace(
+                request_id=cause.request_id,
+                at=self._wall(),
+                op=self._op,
+                value=row.value,
+                api=self._api,
+            )
+        )
+        return scheduler.release(row.image_id)
 
     async def _settle(
         self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False

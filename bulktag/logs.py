@@ -14,11 +14,12 @@ from typing import Any, TextIO
 
 import structlog
 
-from bulktag.auth.redact import scrub
+from bulktag.auth.redact import redact_urls, scrub
 
 
 class SecretScrubber:
-    """A structlog processor that removes registered secret values from every string."""
+    """A structlog processor that removes registered secret values, and the userinfo of any
+    URL (``http://admin:PW@host``), from every string."""
 
     def __init__(self) -> None:
         self.secrets: set[str] = set()
@@ -30,11 +31,14 @@ class SecretScrubber:
     def __call__(
         self, logger: Any, name: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if self.secrets:
-            for key, value in event.items():
-                if isinstance(value, str):
-                    event[key] = scrub(value, self.secrets)
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = self.clean(value)
         return event
+
+    def clean(self, text: str) -> str:
+        """``text`` fit to print: no registered secret, no URL userinfo."""
+        return redact_urls(scrub(text, self.secrets) if self.secrets else text)
 
 
 SCRUBBER = SecretScrubber()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -29,6 +30,9 @@ class Answer(NamedTuple):
     request_id: str | None = None
     error: str | None = None  # transport error ("connect: …", "timeout") or the server's message
     body: bytes = b""  # read only for errors and the calls that need it (see transport.py)
+    # A 404 to removing a tag that says the tag is not on the image (not that the image is
+    # unknown): set by the transport, which reads the words (glance_404) or the image.
+    tag_absent: bool = False
 
 
 class Kind(Enum):
@@ -49,10 +53,40 @@ _OK = Verdict(Kind.OK, pushback=False)
 _PERMANENT = Verdict(Kind.PERMANENT, pushback=False)
 
 
-def image_missing(answer: Answer) -> bool:
-    """Whether a 404 says the *image* is unknown (Glance: "No image found with ID …") rather
-    than that the tag is absent (a bare "Not Found", or "Tag … not found")."""
-    return "image" in (answer.error or "").lower()
+class Missing(Enum):
+    """What a 404 to ``DELETE /v2/images/{id}/tags/{tag}`` says is missing."""
+
+    IMAGE = "image"
+    TAG = "tag"
+    UNSURE = "unsure"  # words Glance does not use (a gateway's, a translation): ask the image
+
+
+_MARKUP = re.compile(r"<[^>]*>")  # webob's HTML form of an error
+# Glance's words for an unknown image, once the image id is "<id>" (lower case):
+_IMAGE_GONE = re.compile(
+    r"\bimage <id> (?:was )?not found"  # Glance since Kilo: "Image {id} not found."
+    r"|\bno image found with id <id>"  # older Glance (its database layer), the fake
+    r"|\bimage <id> could not be found"
+)
+# Glance raises a bare HTTPNotFound() when the tag is not on the image: webob's own words.
+_TAG_GONE = "the resource could not be found"
+
+
+def glance_404(text: str, image_id: str, tag: str) -> Missing:
+    """Which of image and tag a Glance 404 to removing ``tag`` says is missing, from its text
+    (plain, HTML or JSON, as webob renders it). Only whole phrases as Glance writes them
+    count, with the image id in its place: the word "image" in a tag (``image-backup``) or
+    in an id says nothing. Anything else is UNSURE."""
+    flat = _MARKUP.sub(" ", text)
+    if image_id:
+        flat = re.sub(re.escape(image_id), " <id> ", flat, flags=re.IGNORECASE)
+    flat = " ".join(flat.lower().split())
+    if _IMAGE_GONE.search(flat):
+        return Missing.IMAGE
+    tag_gone = f"tag {tag.lower()} not found"  # the fake's words, and a proxy's
+    if _TAG_GONE in flat or (tag and re.search(rf"\b{re.escape(tag_gone)}", flat)):
+        return Missing.TAG
+    return Missing.UNSURE
 
 
 def classify(
@@ -63,7 +97,7 @@ def classify(
     ``absent_is_ok``: removing a tag that is not there is done, not failed (Glance answers 404).
     """
     status = answer.status
-    if status == 404 and absent_is_ok and not image_missing(answer):
+    if status == 404 and absent_is_ok and answer.tag_absent:
         return _OK
     if status is None:  # connection refused or dropped, timeout: transient, not a load signal
         return Verdict(Kind.RETRYABLE, pushback=False)

@@ -27,6 +27,7 @@ from bulktag.auth import (
     load_auth_spec,
     options_from_namespace,
 )
+from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import (
@@ -85,9 +86,9 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
             report = _run_with_journal(plan, journal, environment, stack, lock.created)
     except RunRefused as exc:
-        environment.stderr.write(f"bulktag: error: {exc}\n")
+        environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
         return exc.code
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the run's own handlers took over
+    except KeyboardInterrupt:  # a stop signal before the run's own handlers took over
         environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
         return ExitCode.INTERRUPTED
     _report(report, settings, journal, environment)
@@ -183,7 +184,10 @@ def _auth_spec(args: argparse.Namespace, settings: Settings, environment: Enviro
         spec = load_auth_spec(options, environment.env)
     except CredentialsError as exc:
         raise ConfigError(str(exc)) from None
-    for secret in spec.secrets:
+    problem = control_character_problem(spec)  # aiohttp would raise on it in a header
+    if problem is not None:
+        raise ConfigError(problem)
+    for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
         SCRUBBER.add(secret)
     if spec.tls_verify is False:
         log.warning(
@@ -451,7 +455,9 @@ async def _preflight(
 
 
 async def _watch_signals(engine: Engine, grace_period: float) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    from bulktag.cli import STOP_SIGNALS
+
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for received in signals:
             name = signal.Signals(received).name
             if engine.stopping:

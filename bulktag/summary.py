@@ -8,7 +8,7 @@ Exit codes (also in the README):
     3    the run was aborted (credentials refused, breaker tripped, journal unwritable)
     4    stopped by --max-duration or --max-items with rows left: run again to go on
     5    another run holds the journal's lock
-    130  interrupted (SIGINT/SIGTERM); run the same command again to resume
+    130  interrupted (SIGINT/SIGTERM/SIGHUP); run the same command again to resume
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ class FailureBreaker:
         """Feed a result; returns the reason to stop when the breaker trips."""
         if result.outcome is Outcome.INVALID:  # a local rejection says nothing about the cloud
             return None
+        if result.attempts == 0 and result.outcome is Outcome.FAILED:
+            return None  # not sent (its image refused an earlier row): nothing new either
         if result.outcome is Outcome.OK:
             self._signature, self._count, self.clear = None, 0, True
             return None

@@ -21,17 +21,23 @@ import json
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
+from bulktag.auth.redact import redact_url, redact_urls, scrub, url_secrets
 from bulktag.deadlines import Deadlines
 from bulktag.model import Tag
-from bulktag.policy import Answer
+from bulktag.policy import Answer, Missing, glance_404
 
 _ERROR_EXCERPT = 300  # characters of a server's error body kept for the journal
+#: Bytes of an error body read at most: enough for the excerpt (and Keystone's JSON error),
+#: however much the server sends (a 500 with a 200 MB body must not take 200 MB).
+ERROR_READ_LIMIT = 16 * 1024
+#: Bytes of a 2xx body read at most (an image's JSON, a page of one image, a token's catalog).
+ANSWER_READ_LIMIT = 4 * 1024 * 1024
 
 
 def normalize_endpoint(url: str) -> str:
@@ -41,7 +47,7 @@ def normalize_endpoint(url: str) -> str:
         text = text[:-3]
     parsed = URL(text)
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
     return text
 
 
@@ -72,6 +78,17 @@ def _segment(text: str) -> str:
     return text if _url_safe(text) else quote(text, safe="")
 
 
+def image_tags(body: bytes) -> frozenset[str] | None:
+    """The ``tags`` of an image's JSON (``GET /v2/images/{id}``), or None if it has none."""
+    try:
+        tags = json.loads(body)["tags"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return None
+    return frozenset(tags)
+
+
 def _lists_images(body: bytes) -> bool:
     try:
         return isinstance(json.loads(body).get("images"), list)
@@ -84,13 +101,46 @@ def _excerpt(body: str) -> str:
     return text if len(text) <= _ERROR_EXCERPT else text[:_ERROR_EXCERPT] + "…"
 
 
+class _Body(Protocol):
+    """What :func:`read_at_most` needs of a response (aiohttp's ClientResponse)."""
+
+    @property
+    def content(self) -> aiohttp.StreamReader: ...
+
+    def close(self) -> None: ...
+
+
+async def read_at_most(response: _Body, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of the body, and whether it had more.
+
+    A body cut short is not drained: the connection is closed instead, so a server that sends
+    gigabytes costs us ``limit`` bytes (plus aiohttp's small read buffer), not gigabytes.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    stream = response.content
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    more = not stream.at_eof()
+    if more:
+        response.close()
+    return b"".join(chunks), more
+
+
 class _Http:
     """One session, one timeout, and the single place where a request becomes an Answer."""
 
-    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, timeout: float, endpoint: str) -> None:
         self._session = session
         self._deadlines = Deadlines(timeout)
         self._timed_out = Answer(status=None, error=f"timeout after {timeout:g} s")
+        # What the server may send back that is ours: the token (per call) and the endpoint's
+        # userinfo (aiohttp sends it as Basic credentials).
+        self._secrets = url_secrets(endpoint)
 
     async def _call(
         self,
@@ -118,10 +168,11 @@ class _Http:
             response = await self._request(method, url, body)
             if response.status < 300 and not want_body:
                 response.release()
-                return _answer(response, None)
-            return await _read_answer(response, token)
+                return _answer(response, None, token=token, others=self._secrets)
+            return await _read_answer(response, token, self._secrets)
         except aiohttp.ClientConnectorError as exc:
-            return Answer(status=None, error=f"connect: {exc.os_error.strerror or exc}")
+            error = f"connect: {exc.os_error.strerror or exc}"
+            return Answer(status=None, error=_scrub(error, (token, *self._secrets)))
         except aiohttp.ServerDisconnectedError:
             return Answer(status=None, error="connection dropped by the server")
         except TimeoutError:  # asyncio.TimeoutError is this class since 3.11 (here: connecting)
@@ -130,7 +181,7 @@ class _Http:
             if self._deadlines.expired(task):  # aiohttp turned our cancel into its own error
                 return self._timed_out
             error = f"connection error: {exc.__class__.__name__}: {exc}"
-            return Answer(status=None, error=error)
+            return Answer(status=None, error=_scrub(error, (token, *self._secrets)))
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise  # the run is stopping: not ours to swallow
@@ -147,34 +198,66 @@ class _Http:
         return method(url, allow_redirects=False, json=body)
 
 
-async def _read_answer(response: aiohttp.ClientResponse, token: str) -> Answer:
-    """An answer whose body is wanted: a 2xx's whole, an error's excerpt."""
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` (from the server, or an error quoting a URL) without our secrets in it."""
+    return redact_urls(scrub(text, secrets))
+
+
+async def _read_answer(
+    response: aiohttp.ClientResponse, token: str, others: tuple[str, ...]
+) -> Answer:
+    """An answer whose body is wanted: a 2xx's whole (up to ANSWER_READ_LIMIT), an error's
+    excerpt (from its first ERROR_READ_LIMIT bytes)."""
     async with response:
-        content = await response.read()
         if response.status < 300:
-            return _answer(response, None, content)
-        # Some servers echo the request: never keep our token, and keep the error body
-        # only as the excerpt, with the token taken out.
-        text = content.decode("utf-8", errors="replace").replace(token, "<redacted>")
-        return _answer(response, _excerpt(text) or None)
+            content, more = await read_at_most(response, ANSWER_READ_LIMIT)
+            if more:
+                too_big = f"the answer is larger than {ANSWER_READ_LIMIT // 2**20} MiB: not read"
+                return _answer(response, too_big, token=token, others=others)
+            return _answer(response, None, content, token, others)
+        content, _more = await read_at_most(response, ERROR_READ_LIMIT)
+        # Some servers echo the request: never keep our secrets, and keep the error body
+        # only as the excerpt, with them taken out.
+        text = _scrub(content.decode("utf-8", errors="replace"), (token, *others))
+        return _answer(response, _excerpt(text) or None, token=token, others=others)
 
 
-def _answer(response: aiohttp.ClientResponse, error: str | None, body: bytes = b"") -> Answer:
+_REQUEST_ID_LIMIT = 200  # characters of a request id kept (one is ~40)
+
+
+def _clean_request_id(request_id: str, token: str, others: tuple[str, ...]) -> str:
+    """The request id fit for the journal. This runs for every answer: an id of the usual
+    shape passes a few checks instead of the full scrub."""
+    if (
+        token
+        and not others
+        and token not in request_id
+        and "://" not in request_id
+        and len(request_id) <= _REQUEST_ID_LIMIT
+    ):
+        return request_id
+    return _scrub(request_id[:_REQUEST_ID_LIMIT], (token, *others))
+
+
+def _answer(
+    response: aiohttp.ClientResponse,
+    error: str | None,
+    body: bytes = b"",
+    token: str = "",
+    others: tuple[str, ...] = (),
+) -> Answer:
     headers = response.headers
-    return Answer(
-        response.status,
-        headers.get("Retry-After"),
-        headers.get("x-openstack-request-id") or headers.get("x-request-id") or None,
-        error,
-        body,
-    )
+    request_id = headers.get("x-openstack-request-id") or headers.get("x-request-id") or None
+    if request_id is not None:  # a gateway may echo the token in it: it goes to the journal
+        request_id = _clean_request_id(request_id, token, others)
+    return Answer(response.status, headers.get("Retry-After"), request_id, error, body)
 
 
 class GlanceTransport(_Http):
     """Sends Glance v2 image-tag requests for one endpoint."""
 
     def __init__(self, session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
-        super().__init__(session, timeout)
+        super().__init__(session, timeout, endpoint)
         self._root = URL(normalize_endpoint(endpoint))
         self._images_path = self._root.raw_path.rstrip("/") + "/v2/images"
 
@@ -213,7 +296,28 @@ class GlanceTransport(_Http):
 
     def remove_tags(self, image_id: str, tags: Sequence[Tag], token: str) -> Awaitable[Answer]:
         [(tag, _value)] = tags
-        return self._call(self._session.delete, self._tag_url(image_id, tag), token)
+        return self._remove(image_id, tag, token)
+
+    async def _remove(self, image_id: str, tag: str, token: str) -> Answer:
+        """``DELETE …/tags/{tag}``; a 404 says whether the tag or the image is missing."""
+        answer = await self._call(self._session.delete, self._tag_url(image_id, tag), token)
+        if answer.status != 404:
+            return answer
+        missing = glance_404(answer.error or "", image_id, tag)
+        if missing is Missing.UNSURE:
+            missing = await self._read_back(image_id, tag, token)
+        return answer._replace(tag_absent=missing is Missing.TAG)
+
+    async def _read_back(self, image_id: str, tag: str, token: str) -> Missing:
+        """A 404 in words that are not Glance's: the image itself tells (one GET, rare)."""
+        probe, body = await self.get_image(image_id, token)
+        if probe.status == 404:
+            return Missing.IMAGE
+        if probe.status is not None and 200 <= probe.status < 300:
+            tags = image_tags(body)
+            if tags is not None and tag not in tags:
+                return Missing.TAG
+        return Missing.UNSURE  # left as the failed 404 it was: never "done" on a guess
 
     async def get_image(self, image_id: str, token: str) -> tuple[Answer, bytes]:
         """``GET /v2/images/{id}``: the answer, and the body when it was a 2xx (else b"")."""
@@ -271,7 +375,7 @@ class ImsTransport(_Http):
     def __init__(
         self, session: aiohttp.ClientSession, endpoint: str, project_id: str, timeout: float
     ) -> None:
-        super().__init__(session, timeout)
+        super().__init__(session, timeout, endpoint)
         root = normalize_endpoint(endpoint)
         suffix = f"/v2/{project_id}"
         if root.endswith(suffix):  # an endpoint given with the project in it

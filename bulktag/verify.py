@@ -60,15 +60,17 @@ from bulktag.auth import (
     load_auth_spec,
     options_from_namespace,
 )
+from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.auth.tls import ssl_for
 from bulktag.journal import FileStats, not_a_journal, read_records
+from bulktag.logs import SCRUBBER
 from bulktag.model import Outcome
 from bulktag.pacing import Pacer
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
 from bulktag.summary import ExitCode
 
 # Shared with the run's transport, beside which ImageReader may move.
-from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
+from bulktag.transport import GlanceTransport, image_tags, make_session, normalize_endpoint
 
 DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -92,16 +94,6 @@ class ImageRead:
     tags: frozenset[str] | None = None
 
 
-def _tags_of(body: bytes) -> frozenset[str] | None:
-    try:
-        tags = json.loads(body)["tags"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        return None
-    return frozenset(tags)
-
-
 class ImageReader:
     """Reads an image's tags through the run's transport (the one HTTP edge)."""
 
@@ -112,9 +104,10 @@ class ImageReader:
         answer, body = await self._transport.get_image(image_id, token)
         if answer.status is None or not 200 <= answer.status < 300:
             return ImageRead(answer)
-        tags = _tags_of(body)
+        tags = image_tags(body)
         if tags is None:
-            return ImageRead(Answer(answer.status, None, answer.request_id, "no tags list"))
+            error = answer.error or "no tags list"  # answer.error: too large to read
+            return ImageRead(Answer(answer.status, None, answer.request_id, error))
         return ImageRead(answer, tags)
 
 
@@ -419,9 +412,15 @@ def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
         except ValueError as exc:
             raise VerifyError(f"--endpoint: {exc}") from None
     try:
-        return load_auth_spec(options, env)
+        spec = load_auth_spec(options, env)
     except CredentialsError as exc:
         raise VerifyError(str(exc)) from None
+    problem = control_character_problem(spec)  # aiohttp would raise on it in a header
+    if problem is not None:
+        raise VerifyError(problem)
+    for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
+        SCRUBBER.add(secret)  # for every line verify prints
+    return spec
 
 
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
@@ -544,7 +543,7 @@ def command_verify(
             lines = _ProblemLines(output, stderr)
             tally = anyio.run(_verify, plan, lines, stderr)
     except VerifyError as exc:
-        stderr.write(f"bulktag verify: error: {exc}\n")
+        stderr.write(f"bulktag verify: error: {SCRUBBER.clean(str(exc))}\n")
         return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

@@ -10,17 +10,22 @@ import os
 import resource
 import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from clitools import (
+    TOKEN,
     Done,
     FakeServer,
     fake_glance,
     free_port,
+    isolated_env,
     journal_lines,
     make_pairs,
     no_traceback,
@@ -127,8 +132,8 @@ def test_kill_9_mid_run_then_rerun_completes_each_pair_once(
 
 @pytest.mark.parametrize(
     ("signum", "log_format"),
-    [(signal.SIGINT, "console"), (signal.SIGTERM, "json")],
-    ids=["SIGINT", "SIGTERM"],
+    [(signal.SIGINT, "console"), (signal.SIGTERM, "json"), (signal.SIGHUP, "json")],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_signal_mid_run_exits_130_then_rerun_completes(
     fake: FakeServer, tmp_path: Path, signum: int, log_format: str
@@ -181,13 +186,35 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     assert [] == read_journal(tmp_path / "journal.jsonl"), "no PUT had finished"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_with_nothing_in_flight_does_not_wait_out_the_grace_period(
+    tmp_path: Path, signum: int
+) -> None:
+    """Every row asleep in a back-off (503 with Retry-After: 300), a 10-minute grace period:
+    nothing is in flight, so the stop ends the run at once (here: within the test's timeout),
+    with the summary and exit 130."""
+    pairs = make_pairs(20, 1, seed=14)
+    write_csv(tmp_path / "in.csv", pairs)
+    with fake_glance(tmp_path / "busy", "--fail-503", "1", "--retry-after", "300") as busy:
+        args = [*run_args(busy, "1000"), "--grace-period", "600"]
+        with start_bulktag(args, tmp_path) as running:
+            running.wait_for(started)
+            running.wait_for(lambda err: '"pace_' in err or "503" in err, timeout=30)
+            running.signal(signum)
+            done = running.finish(timeout=45)
+    no_traceback(done)
+    assert 130 == done.code, str(done)
+    assert "signal" == done.event("run_finished")["stopped_by"]
+
+
 @pytest.mark.parametrize(
     "signum",
     [
         signal.SIGINT,
         signal.SIGTERM,
+        signal.SIGHUP,
     ],
-    ids=["SIGINT", "SIGTERM"],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_signal_during_preflight_exits_130_without_traceback(tmp_path: Path, signum: int) -> None:
     """An endpoint that accepts the connection and never answers: the signal arrives while
@@ -206,6 +233,35 @@ def test_signal_during_preflight_exits_130_without_traceback(tmp_path: Path, sig
     no_traceback(done)
     assert 130 == done.code, str(done)
     assert b"" == (tmp_path / "journal.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
+def test_a_signal_stops_verify_with_130_without_traceback(tmp_path: Path, signum: int) -> None:
+    """verify waiting on a server that never answers: a stop signal exits 130, like run."""
+    pairs = make_pairs(2, 1, seed=15)
+    _old_journal(tmp_path / "old.jsonl", pairs)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(30)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        argv = [sys.executable, "-m", "bulktag", "verify", "old.jsonl", "--endpoint", url]
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, env=isolated_env(tmp_path), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            connection, _ = silent.accept()  # verify is now in its first GET
+            with connection:
+                time.sleep(0.2)
+                process.send_signal(signum)
+                _out, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert b"Traceback" not in err, err
+    assert 130 == process.returncode, err
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
@@ -318,3 +374,190 @@ def test_rerun_over_a_finished_journal_sends_nothing(fake: FakeServer, tmp_path:
     assert journal == (tmp_path / "journal.jsonl").read_bytes()
     finished = done.event("run_finished")
     assert (len(pairs), 0, 0) == (finished["skipped_done"], finished["ok"], finished["requests"])
+
+
+# ── closed standard streams: every command × stdin, stdout, stderr closed ─────────────────────
+#
+# `bulktag run … 2>&-` from a cron line, `bulktag report … >&-`: a closed stream is a stream
+# nobody reads. The command does its work and exits with its own code; a closed stdin reads
+# as empty. (With stderr closed a traceback could not even be seen: the exit code and the
+# journal tell.) And a reader that goes away (`| head`) is the same: no BrokenPipeError.
+
+STREAMS = {"stdin": 0, "stdout": 1, "stderr": 2}
+
+
+def _closing(fd: int) -> Callable[[], None]:
+    return lambda: os.close(fd)
+
+
+@dataclass(frozen=True)
+class Command:
+    args: tuple[str, ...]
+    code: int
+    command: str | None = "run"
+    records: int | None = None  # journal records the command must leave
+
+
+def _commands(fake: FakeServer) -> dict[str, Command]:
+    endpoint = ("--endpoint", fake.url)
+    return {
+        "run": Command(
+            ("in.csv", *endpoint, "--results", "j.jsonl", "--rate", "500"), 0, records=3
+        ),
+        "run-stdin": Command(("-", *endpoint, "--results", "j.jsonl"), 0, records=0),
+        "run-dry": Command(("in.csv", "--dry-run", *endpoint, "--results", "j.jsonl"), 0),
+        "run-usage-error": Command(("in.csv", *endpoint, "--rate", "x"), 2),
+        "run-config-error": Command(("in.csv", "--endpoint", "ftp://x"), 2),
+        "report": Command(("old.jsonl",), 0, command="report"),
+        "report-json": Command(("old.jsonl", "--format", "json"), 0, command="report"),
+        "verify": Command(("old.jsonl", *endpoint, "--rate", "500"), 0, command="verify"),
+        "version": Command(("--version",), 0, command=None),
+        "help": Command(("--help",), 0, command=None),
+        "no-command": Command((), 2, command=None),
+        "demo": Command((), 0, command="demo"),  # its own fake, two runs and a resume
+    }
+
+
+_COMMAND_NAMES = [
+    "run",
+    "run-stdin",
+    "run-dry",
+    "run-usage-error",
+    "run-config-error",
+    "report",
+    "report-json",
+    "verify",
+    "version",
+    "help",
+    "no-command",
+    "demo",
+]
+
+
+def _old_journal(path: Path, pairs: Pairs) -> None:
+    lines = [
+        f'{{"line":{n},"image_id":"{i}","tag":"{t}","outcome":"ok","status":204}}\n'
+        for n, (i, t) in enumerate(pairs, 2)
+    ]
+    path.write_text("".join(lines))
+
+
+_PAIRS = make_pairs(3, 1, seed=77)
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
+    """A fake of its own whose images already have the tags of _PAIRS (for verify)."""
+    with fake_glance(tmp_path_factory.mktemp("streams")) as server:
+        for image, tag in _PAIRS:
+            put = urllib.request.Request(
+                f"{server.url}/v2/images/{image}/tags/{tag}",
+                method="PUT",
+                headers={"X-Auth-Token": TOKEN},
+            )
+            urllib.request.urlopen(put, timeout=10).close()
+        yield server
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+@pytest.mark.parametrize("name", _COMMAND_NAMES)
+def test_a_closed_standard_stream_is_silent(
+    tagged: FakeServer, tmp_path: Path, name: str, stream: str
+) -> None:
+    write_csv(tmp_path / "in.csv", _PAIRS)
+    _old_journal(tmp_path / "old.jsonl", _PAIRS)
+    command = _commands(tagged)[name]
+    done = run_bulktag(
+        command.args, tmp_path, command=command.command, preexec_fn=_closing(STREAMS[stream])
+    )
+    no_traceback(done)
+    assert "Exception ignored" not in done.stderr, str(done)
+    assert command.code == done.code, str(done)
+    if command.records is not None:
+        journal = tmp_path / "j.jsonl"
+        assert command.records == len(read_journal(journal) if journal.exists() else []), str(done)
+
+
+#: command → (its argv, the stream it writes its output to)
+_EPIPE_COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "report": (("report", "old.jsonl", "--top", "300"), "stdout"),
+    "report-json": (("report", "old.jsonl", "--format", "json"), "stdout"),
+    "run-dry": (("run", "in.csv", "--dry-run", "--endpoint", "{fake}", "--log-format", "console"),
+                "stderr"),
+    "version": (("--version",), "stdout"),
+    "help": (("run", "--help"), "stdout"),
+    "usage-error": (("frobnicate",), "stderr"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(_EPIPE_COMMANDS))
+def test_a_reader_that_goes_away_is_no_error(
+    fake: FakeServer, tmp_path: Path, command: str
+) -> None:
+    """`bulktag report … | head -1`: the rest of the output is dropped, the exit code stands."""
+    pairs = make_pairs(300, 1, seed=78)
+    write_csv(tmp_path / "in.csv", pairs)
+    _old_journal(tmp_path / "old.jsonl", pairs)
+    argv, stream = _EPIPE_COMMANDS[command]
+    args = [a.replace("{fake}", fake.url) for a in argv]
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read: every write is EPIPE
+    with contextlib.closing(os.fdopen(writer, "wb")) as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "bulktag", *args],
+            cwd=tmp_path,
+            env=isolated_env(tmp_path),
+            stdout=sink if stream == "stdout" else subprocess.PIPE,
+            stderr=sink if stream == "stderr" else subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    text = (done.stderr or done.stdout or b"").decode()
+    assert "Traceback" not in text
+    assert "Exception ignored" not in text
+    assert (2 if command == "usage-error" else 0) == done.returncode, text
+
+
+# ── rows_left: what the next run still has to do, however this one stopped ───────────────────
+
+
+def _stopped_by(kind: str, tmp_path: Path) -> tuple[Done, int]:
+    """A 4,500-row run stopped by ``kind`` (more rows than one read-ahead: some are never
+    read); returns it and the number of input pairs."""
+    pairs = make_pairs(1500, 3, seed=90)
+    write_csv(tmp_path / "in.csv", pairs)
+    flags = {
+        "max_duration": ("--latency", "0.02"),
+        "signal": ("--latency", "0.02"),
+        "breaker": ("--unknown-every", "1", "--latency", "0.01"),
+        "outage": ("--outage", "0.5:inf"),
+    }[kind]
+    extra = {
+        "max_duration": ("--max-duration", "2s"),
+        "signal": (),
+        "breaker": ("--max-consecutive-failures", "30"),
+        "outage": ("--max-outage", "2s"),
+    }[kind]
+    with fake_glance(tmp_path / "server", *flags) as server:
+        args = [*run_args(server, "100"), "--concurrency", "4", *extra]
+        with start_bulktag(args, tmp_path) as running:
+            if kind == "signal":
+                running.wait_for(records_written(tmp_path / "journal.jsonl", 20))
+                running.signal(signal.SIGTERM)
+            done = running.finish()
+    return done, len(pairs)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [("max_duration", 4), ("signal", 130), ("breaker", 3), ("outage", 75)],
+)
+def test_rows_left_counts_every_row_the_next_run_will_do(
+    tmp_path: Path, kind: str, code: int
+) -> None:
+    done, total = _stopped_by(kind, tmp_path)
+    no_traceback(done)
+    assert code == done.code, str(done)
+    settled = len(read_journal(tmp_path / "journal.jsonl"))
+    assert 0 < total - settled, "the run should stop with rows left"
+    assert total - settled == done.event("run_finished")["rows_left"], str(done)

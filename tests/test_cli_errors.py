@@ -148,6 +148,51 @@ CASES: dict[str, Case] = {
     ),
 }
 
+# A credential with a control character (a CR from an env file with Windows line ends, a tab
+# pasted in) cannot go into a header: one line naming the credential, never its value.
+_KEYSTONE = {
+    "OS_AUTH_URL": "http://127.0.0.1:9/v3",
+    "OS_USERNAME": "tagger",
+    "OS_PASSWORD": "s3cret-pw",
+    "OS_PROJECT_NAME": "images",
+    "OS_USER_DOMAIN_NAME": "Default",
+    "OS_PROJECT_DOMAIN_NAME": "Default",
+}
+_APP_CREDENTIAL = {
+    "OS_AUTH_URL": "http://127.0.0.1:9/v3",
+    "OS_APPLICATION_CREDENTIAL_ID": "0123abcd",
+    "OS_APPLICATION_CREDENTIAL_SECRET": "app-s3cret",
+}
+CASES.update(
+    {
+        "token-env-crlf": case(
+            "in.csv", *FAKE, needles=("token", "control character", "CRLF"), token=TOKEN + "\r"
+        ),
+        "token-flag-crlf": case(
+            "in.csv", *FAKE, "--token", TOKEN + "\r", needles=("token", "\\r"), token=None
+        ),
+        "token-tab": case("in.csv", *FAKE, needles=("token", "\\t"), token="tok\ten-123"),
+        "password-crlf": case(
+            "in.csv",
+            needles=("password", "control character"),
+            env={**_KEYSTONE, "OS_PASSWORD": "s3cret-pw\r"},
+            token=None,
+        ),
+        "username-newline": case(
+            "in.csv",
+            needles=("username", "\\n"),
+            env={**_KEYSTONE, "OS_USERNAME": "tagger\n"},
+            token=None,
+        ),
+        "app-credential-secret-crlf": case(
+            "in.csv",
+            needles=("application credential secret", "control character"),
+            env={**_APP_CREDENTIAL, "OS_APPLICATION_CREDENTIAL_SECRET": "app-s3cret\r"},
+            token=None,
+        ),
+    }
+)
+
 XFAIL: dict[str, pytest.MarkDecorator] = {}  # known bugs, as strict xfails (none now)
 
 
@@ -269,3 +314,18 @@ def test_the_program_exits_with_mains_code_and_skips_the_last_collections(
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("token-env-crlf", TOKEN),
+        ("token-flag-crlf", TOKEN),
+        ("password-crlf", "s3cret-pw"),
+        ("app-credential-secret-crlf", "app-s3cret"),
+    ],
+)
+def test_a_credential_refused_for_a_control_character_is_not_quoted(
+    results: Results, name: str, secret: str
+) -> None:
+    assert secret not in results.done[name].stderr, str(results.done[name])

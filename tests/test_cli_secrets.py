@@ -4,6 +4,7 @@ and whether the server took it, refused it, or echoed it back in an error messag
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -77,3 +78,151 @@ def test_the_token_is_not_in_help(tmp_path: Path) -> None:
     assert 0 == done.code, str(done)
     assert SECRET not in done.stdout + done.stderr
     assert "OS_AUTH_TOKEN" in done.stdout  # the help does say where the token comes from
+
+
+# ── every place a secret can come back from the server × every place it could leak ──────────
+#
+# Sources: the token echoed in the request id header, in an error body, in a redirect's
+# Location (and the body that points there), and the endpoint's userinfo (user:password in
+# the URL, which the server also receives as Basic credentials and may echo). Sinks: the log
+# (JSON and console), the journal, `bulktag report` (text and JSON), and stderr's error lines.
+
+PASSWORD = "pw-Sw0rdf1sh-4e2c"
+USERINFO_ENDPOINT = "http://admin:{password}@127.0.0.1:{port}"
+
+
+def _echoing_server(
+    status: int, body: str = "", request_id: str = "", location: str = ""
+) -> AbstractContextManager[Any]:
+    """A server that takes any token, passes the preflight, and answers every tag call
+    ``status`` with headers/body made from what it received: ``{token}`` is the X-Auth-Token,
+    ``{basic}`` the decoded Basic credentials (the endpoint's userinfo)."""
+    import base64
+    import contextlib
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            token = self.headers.get("X-Auth-Token", "")
+            basic = self.headers.get("Authorization", "").removeprefix("Basic ")
+            basic = base64.b64decode(basic).decode() if basic else ""
+
+            def fill(text: str) -> str:
+                return text.replace("{token}", token).replace("{basic}", basic)
+
+            code, data = status, fill(body).encode()
+            if self.command == "GET" and self.path.startswith("/v2/images?"):
+                code, data = 200, b'{"images": []}'
+            self.send_response(code)
+            if request_id:
+                self.send_header("x-openstack-request-id", fill(request_id))
+            if location:
+                self.send_header("Location", fill(location))
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_DELETE = do_POST = answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    @contextlib.contextmanager
+    def running() -> Any:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+    return running()
+
+
+SOURCES = {
+    # (status of the tag calls, body, request id header, Location header)
+    "request-id-header": (204, "", "req-{token}", ""),
+    "request-id-on-error": (403, "denied", "req-{token}-{basic}", ""),
+    "error-body": (500, "you sent X-Auth-Token: {token} as {basic}", "", ""),
+    "location": (302, "Moved to http://{basic}@elsewhere/?t={token}", "", "/?token={token}"),
+    "url-userinfo": (403, "hello {basic}", "req-1", ""),
+}
+
+
+def _leaks(text: str) -> list[str]:
+    return [secret for secret in (SECRET, PASSWORD, f"admin:{PASSWORD}") if secret in text]
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_no_secret_the_server_sends_back_reaches_log_journal_or_report(
+    tmp_path: Path, source: str, log_format: str
+) -> None:
+    status, body, request_id, location = SOURCES[source]
+    write_csv(tmp_path / "in.csv", [(image, "t") for image in image_ids(3, seed=31)])
+    with _echoing_server(status, body, request_id, location) as port:
+        endpoint = USERINFO_ENDPOINT.format(password=PASSWORD, port=port)
+        args = ["in.csv", "--endpoint", endpoint, "--results", "j.jsonl", "--rate", "1000"]
+        args += ["--log-format", log_format, "--log-level", "debug", "--max-attempts", "2"]
+        done = run_bulktag(args, tmp_path, env=isolated_env(tmp_path, SECRET))
+    no_traceback(done)
+    assert done.code in (0, 1), str(done)
+    journal = (tmp_path / "j.jsonl").read_text()
+    assert 3 == len(journal.splitlines()), str(done)
+    assert [] == _leaks(done.stdout + done.stderr), str(done)
+    assert [] == _leaks(journal), journal
+    for form in ("text", "json"):
+        shown = run_bulktag(["j.jsonl", "--format", form], tmp_path, command="report")
+        assert [] == _leaks(shown.stdout + shown.stderr), str(shown)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        pytest.param("http://admin:{password}@127.0.0.1:{port}", id="unreachable"),
+        pytest.param("ftp://admin:{password}@127.0.0.1:{port}", id="not-http"),
+        pytest.param("admin:{password}@127.0.0.1:{port}", id="no-scheme"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "verify"])
+def test_an_endpoint_password_is_not_in_error_lines(
+    tmp_path: Path, endpoint: str, command: str
+) -> None:
+    from clitools import free_port
+
+    url = endpoint.format(password=PASSWORD, port=free_port())
+    write_csv(tmp_path / "in.csv", [(image, "t") for image in image_ids(1, seed=32)])
+    record = {"line": 2, "image_id": image_ids(1, 32)[0], "tag": "t", "outcome": "ok"}
+    (tmp_path / "j.jsonl").write_text(json.dumps({**record, "status": 204}) + "\n")
+    first = ["in.csv", "--results", "j.jsonl"] if command == "run" else ["j.jsonl"]
+    done = run_bulktag(
+        [*first, "--endpoint", url], tmp_path, command=command, env=isolated_env(tmp_path, SECRET)
+    )
+    no_traceback(done)
+    assert done.code in (2, 75), str(done)
+    assert [] == _leaks(done.stdout + done.stderr), str(done)
+    assert "<redacted>@127.0.0.1" in done.stderr, str(done)
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("http://admin:pw@host:9292/v2", "http://<redacted>@host:9292/v2"),
+        ("https://token-only@host", "https://<redacted>@host"),
+        ("admin:pw@host", "<redacted>@host"),
+        ("http://a%40b:p%3Aw@h/x?y=z", "http://<redacted>@h/x?y=z"),
+        ("http://host/x?mail=a@b", "http://host/x?mail=a@b"),  # an @ past the host is no userinfo
+        ("http://host:9292", "http://host:9292"),
+    ],
+)
+def test_urls_are_printed_without_userinfo(given: str, shown: str) -> None:
+    from bulktag.auth.redact import redact_url, redact_urls
+
+    assert shown == redact_url(given)
+    if "://" in given:
+        assert f"at {shown}: refused" == redact_urls(f"at {given}: refused")

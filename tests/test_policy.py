@@ -15,12 +15,14 @@ from bulktag.policy import (
     Answer,
     Decision,
     Kind,
+    Missing,
     Retry,
     RetryPolicy,
     Settle,
     Verdict,
     classify,
     decide,
+    glance_404,
     parse_retry_after,
 )
 
@@ -269,3 +271,78 @@ def test_every_2xx_is_decided_as_the_one_accepted_object(status: int) -> None:
     decision = decide(RetryPolicy(), Answer(status), 1, 0.0, random.Random(1))
     assert decision is ACCEPTED
     assert Outcome.OK is ACCEPTED.outcome
+
+
+# -- a 404 to removing a tag: the tag absent (done) or the image unknown (failed) -------------
+#
+# Glance's own bodies, as webob renders them (plain text, HTML for Accept: */*, JSON): since
+# Kilo an unknown image is "Image {id} not found.", before it the database layer's "No image
+# found with ID {id}"; a tag not on the image is a bare HTTPNotFound(), webob's "The resource
+# could not be found." The fake says "Tag {tag} not found.".
+
+IMAGE_ID = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
+
+
+def _webob(explanation: str) -> dict[str, str]:
+    return {
+        "plain": f"404 Not Found\n\n{explanation}\n\n   ",
+        "html": (
+            "<html>\n <head>\n  <title>404 Not Found</title>\n </head>\n <body>\n"
+            f"  <h1>404 Not Found</h1>\n  {explanation}<br /><br />\n\n\n\n </body>\n</html>"
+        ),
+        "json": (
+            f'{{"message": "{explanation}<br /><br />\\n\\n\\n", "code": "404 Not Found", '
+            '"title": "Not Found"}'
+        ),
+    }
+
+
+REAL_404 = [
+    *[(f"image-kilo-{form}", body, Missing.IMAGE) for form, body in
+      _webob("Image {id} not found.").items()],
+    *[(f"image-old-{form}", body, Missing.IMAGE) for form, body in
+      _webob("No image found with ID {id}").items()],
+    *[(f"tag-bare-{form}", body, Missing.TAG) for form, body in
+      _webob("The resource could not be found.").items()],
+    ("tag-fake", "404 Not Found\n\nTag {tag} not found.\n", Missing.TAG),
+    ("image-fake", "404 Not Found\n\nNo image found with ID {id}\n", Missing.IMAGE),
+    ("gateway-json", '{"error_code": "APIGW.0101", "error_msg": "The API does not exist"}',
+     Missing.UNSURE),
+    ("bare-not-found", "Not Found", Missing.UNSURE),
+    ("empty", "", Missing.UNSURE),
+    ("translated", "找不到映像 {id}。", Missing.UNSURE),
+]  # fmt: skip
+
+TAGS = ["gold", "image-backup", "image", "Image", "not-found-image", "found", "ID"]
+
+
+@pytest.mark.parametrize("tag", TAGS)
+@pytest.mark.parametrize(("body", "expected"), [pytest.param(b, e, id=n) for n, b, e in REAL_404])
+def test_a_glance_404_is_read_for_what_is_missing_whatever_the_tag_is_called(
+    body: str, expected: Missing, tag: str
+) -> None:
+    text = body.replace("{id}", IMAGE_ID).replace("{tag}", tag)
+    assert expected == glance_404(text, IMAGE_ID, tag)
+
+
+@pytest.mark.parametrize("image_id", ["image-0001", "IMAGE-NOT-FOUND", IMAGE_ID.upper()])
+def test_an_image_id_with_the_word_image_in_it_changes_nothing(image_id: str) -> None:
+    tag_absent = "404 Not Found\n\nThe resource could not be found.\n\n   "
+    image_gone = f"404 Not Found\n\nImage {image_id.lower()} not found.\n\n   "
+    assert Missing.TAG == glance_404(tag_absent, image_id, "image-backup")
+    assert Missing.IMAGE == glance_404(image_gone, image_id, "image-backup")
+
+
+@pytest.mark.parametrize(
+    ("tag_absent", "absent_is_ok", "expected"),
+    [
+        (True, True, Kind.OK),  # removing a tag that is not there: done
+        (False, True, Kind.PERMANENT),  # the image is unknown (or unsure): failed
+        (True, False, Kind.PERMANENT),  # adding: a 404 is always the image
+    ],
+)
+def test_a_404_is_ok_only_when_removing_and_the_tag_is_absent(
+    tag_absent: bool, absent_is_ok: bool, expected: Kind
+) -> None:
+    answer = Answer(404, error="Image not found", tag_absent=tag_absent)
+    assert expected == classify(answer, 1, 3, absent_is_ok).kind

@@ -7,6 +7,7 @@ A tiny aiohttp.web server on loopback records each request and answers what the 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -263,3 +264,45 @@ async def test_a_redirect_is_an_answer_and_the_token_never_follows_it() -> None:
     assert 302 == answer.status
     assert 1 == len(seen)
     assert [] == elsewhere
+
+
+# -- removing a tag: a 404 says whether the tag or the image is missing ------------------------
+
+_TAG_ABSENT = "404 Not Found\n\nThe resource could not be found.\n\n   "  # Glance's bare 404
+_IMAGE_GONE = f"404 Not Found\n\nImage {IMAGE} not found.\n\n   "  # Glance since Kilo
+_GATEWAY = '{"error_code": "APIGW.0101", "error_msg": "The API does not exist"}'
+
+
+def _image_json(tags: list[str]) -> str:
+    return json.dumps({"id": IMAGE, "name": "image-backup", "tags": tags})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("delete_body", "get_status", "get_body", "tag_absent", "gets"),
+    [
+        pytest.param(_TAG_ABSENT, 500, "", True, 0, id="glance-tag-absent-no-get"),
+        pytest.param(_IMAGE_GONE, 500, "", False, 0, id="glance-image-gone-no-get"),
+        pytest.param(_GATEWAY, 200, _image_json(["other"]), True, 1, id="unsure-image-lacks-tag"),
+        pytest.param(_GATEWAY, 404, "", False, 1, id="unsure-image-gone"),
+        pytest.param(_GATEWAY, 200, _image_json(["image-backup"]), False, 1,
+                     id="unsure-image-has-the-tag"),
+        pytest.param(_GATEWAY, 503, "", False, 1, id="unsure-read-fails"),
+        pytest.param("Not Found", 200, "{}", False, 1, id="unsure-image-json-without-tags"),
+    ],
+)  # fmt: skip
+async def test_a_404_to_a_removal_is_told_apart_by_words_or_by_reading_the_image(
+    delete_body: str, get_status: int, get_body: str, tag_absent: bool, gets: int
+) -> None:
+    async def glance(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.Response(status=get_status, text=get_body)
+        return web.Response(status=404, text=delete_body)
+
+    seen: list[web.Request] = []
+    async with server(glance, seen) as url, make_session(2, 5.0) as session:
+        answer = await GlanceTransport(session, url, 5.0).delete_tag(IMAGE, "image-backup", "t")
+    assert 404 == answer.status
+    assert tag_absent == answer.tag_absent
+    assert gets == sum(1 for r in seen if r.method == "GET")
+    assert 1 == sum(1 for r in seen if r.method == "DELETE")

@@ -25,6 +25,7 @@ from yarl import URL
 from bulktag.auth.base import AuthRefused, CredentialsError
 from bulktag.auth.clouds import AuthSpec
 from bulktag.auth.redact import one_line, scrub
+from bulktag.transport import ANSWER_READ_LIMIT, ERROR_READ_LIMIT, read_at_most
 
 #: How long one login may take before we call the identity service unreachable.
 DEFAULT_TIMEOUT = 30.0
@@ -169,7 +170,8 @@ async def authenticate(
         async with session.post(
             url, json=auth_body(spec), timeout=aiohttp.ClientTimeout(total=login_timeout)
         ) as resp:
-            text = await resp.text()
+            limit = ANSWER_READ_LIMIT if resp.status < 300 else ERROR_READ_LIMIT  # bounded
+            text = (await read_at_most(resp, limit))[0].decode("utf-8", errors="replace")
             return _read_answer(resp.status, resp.reason, resp.headers, text, spec)
     except (aiohttp.ClientError, TimeoutError) as exc:
         timed_out = isinstance(exc, TimeoutError)  # aiohttp's own timeouts subclass it too

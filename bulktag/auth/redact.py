@@ -6,9 +6,12 @@ message that quotes a remote server's words is scrubbed here, so there is one pl
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
+from urllib.parse import unquote
 
 REDACTED = "<redacted>"
 
@@ -42,3 +45,69 @@ def one_line(text: str, limit: int = 300) -> str:
     """Collapse whitespace so a remote message cannot break the one-line error format."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# scheme://userinfo@ inside free text (a log value, an aiohttp message quoting a URL): the
+# userinfo ends at the first "@" before any "/", "?", "#" or space.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
+
+
+def redact_url(url: str) -> str:
+    """``http://admin:PW@host/x`` → ``http://<redacted>@host/x``: any userinfo hidden, with or
+    without a scheme (a mistyped endpoint is quoted in its error message too)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority = rest[:end]
+    if "@" not in authority:
+        return url
+    host = authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{REDACTED}@{host}{rest[end:]}"
+
+
+def redact_urls(text: str) -> str:
+    """Every ``scheme://userinfo@`` in ``text`` with the userinfo replaced by ``<redacted>``."""
+    return _URL_USERINFO.sub(rf"\g<1>{REDACTED}@", text) if "://" in text else text
+
+
+def url_secrets(url: str | None) -> tuple[str, ...]:
+    """The secrets a URL's userinfo carries, to scrub from what a server sends back: the user
+    and password as given and decoded, and the Basic credentials an HTTP client makes of them."""
+    if not url or "@" not in url:
+        return ()
+    authority = url.partition("://")[2] or url
+    authority = authority.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" not in authority:
+        return ()
+    userinfo = authority.rsplit("@", 1)[0]
+    password = userinfo.partition(":")[2]
+    decoded = unquote(userinfo)
+    basic = base64.b64encode(decoded.encode("utf-8", "surrogatepass")).decode("ascii")
+    found = (userinfo, decoded, password, unquote(password), basic)
+    return tuple(dict.fromkeys(s for s in found if len(s) >= _MIN_SCRUB_LENGTH))
+
+
+def control_character(value: str) -> str | None:
+    """The first control character of ``value`` (a CR from a CRLF env file, say), shown as
+    ``\\r``; None if there is none. Such a character cannot go into an HTTP header."""
+    for char in value:
+        if char < " " or char == "\x7f":
+            return repr(char)[1:-1]
+    return None
+
+
+def control_character_problem(spec: Any) -> str | None:
+    """Why the credentials dataclass ``spec`` cannot be used as given, or None: a field holding
+    a control character (a CR left by an env file with Windows line ends, typically). The value
+    itself is never quoted: it may be a secret."""
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        char = control_character(value) if isinstance(value, str) else None
+        if char is not None:
+            what = f.name.replace("_", " ")
+            return (
+                f"the {what} contains a control character ({char}); was it read from a file "
+                "with Windows (CRLF) line ends? Remove the character and run again"
+            )
+    return None
