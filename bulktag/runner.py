@@ -96,6 +96,10 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
     except RunRefused as exc:
         environment.stderr.write(f"bulktag: error: {exc}\n")
         return exc.code
+    except InputRefused as exc:  # the input as a whole: nothing was sent
+        name = "stdin" if args.input == "-" else args.input
+        environment.stderr.write(f"bulktag: error: input {name}: {exc}\n")
+        return ExitCode.USAGE
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the run's own handlers took over
         environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
         return ExitCode.INTERRUPTED
@@ -122,14 +126,22 @@ def _run_with_journal(
     journal = _open_journal(path, plan.settings.fsync_interval)
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:
-        return anyio.run(
-            _run, replace(plan, journal=journal), environment, backend_options=loop_options()
-        )
-    except ConfigError:
+        return _in_the_loop(replace(plan, journal=journal), environment)
+    except (ConfigError, InputRefused):
         journal.close()
         if created and path.stat().st_size == 0:
             path.unlink()
         raise
+
+
+def _in_the_loop(plan: _Plan, environment: Environment) -> RunReport:
+    try:
+        return anyio.run(_run, plan, environment, backend_options=loop_options())
+    except* InputRefused as refused:  # a pipe's first row, read in the run: nothing was sent
+        first: BaseException = refused
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 def loop_options() -> dict[str, bool]:
@@ -228,15 +240,15 @@ def _open_input(
     rules: TagRules,
     constant: ConstantTag | None,
 ) -> Iterator[Parsed]:
-    """The input's rows, read up to its first row: a problem of the whole input (encoding,
-    header, columns) is refused here, before anything is sent. A pipe, a FIFO or ``<(...)``
-    is read exactly once, as its producer writes (see source.read_input)."""
+    """The input's rows. A file is read up to its first row here, so that a problem of the
+    whole input (encoding, header, columns) is refused before anything else happens
+    (InputRefused); a pipe, a FIFO or ``<(...)`` is read exactly once, as its producer
+    writes, in the run (see source.read_input), whose first row is checked the same way,
+    before anything is sent — here it would wait for a producer that may take hours."""
     binary = environment.stdin if name == "-" else _opened(Path(name), stack)
     rows = read_input(binary, rules, constant)
-    try:
+    if not rows.may_wait:
         rows.check_head()
-    except InputRefused as exc:
-        raise ConfigError(f"input {'stdin' if name == '-' else name}: {exc}") from None
     return rows
 
 

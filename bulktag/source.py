@@ -425,6 +425,8 @@ def _plain_pair(columns: _Columns) -> re.Pattern[str] | None:
     such line of a block.
     """
     rules = columns.rules
+    if columns.constant is not None:  # --tag: rows are one column, the lane's are two
+        return None
     plain_layout = columns.image_id == 0 and columns.tag == 1 and columns.value is None
     if rules.values or rules.charset != "strict" or not plain_layout or not columns.two_wide:
         return None

@@ -6,19 +6,31 @@ exit 2 and one line saying what to do, before anything is sent or written."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from clitools import (
+    TIMEOUT,
     Done,
     FakeServer,
+    Running,
+    bulktag_argv,
     fake_glance,
     image_ids,
+    isolated_env,
     make_pairs,
     no_traceback,
+    plain_http,
     read_journal,
     run_bulktag,
     write_csv,
@@ -197,3 +209,197 @@ def test_invalid_rows_are_not_recorded_again_on_rerun(fake: FakeServer, tmp_path
     finished = second.event("run_finished")
     assert (1, 4) == (finished["skipped_done"], finished["skipped_still_bad"])
     assert 1 == second.code  # the invalid rows are still not tagged: not a clean night
+
+
+# -- inputs that can be read only once: a FIFO, <(...), /dev/stdin, a pipe ---------------------
+
+
+def run_fed(args: list[str], cwd: Path, data: bytes, argv: list[str] | None = None) -> Done:
+    """``bulktag run <args>`` (or ``argv``) with ``data`` written into its stdin pipe."""
+    argv = argv or bulktag_argv(args)
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=isolated_env(cwd),
+        input=data,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    return Done(argv, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def through_fifo(fake: FakeServer, tmp_path: Path, data: bytes) -> Done:
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with fifo.open("wb") as pipe:  # waits for bulktag to open it
+            pipe.write(data)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    done = run_fed([str(fifo), *common(fake)], tmp_path, b"")
+    thread.join(timeout=TIMEOUT)
+    return done
+
+
+def through_process_substitution(fake: FakeServer, tmp_path: Path, data: bytes) -> Done:
+    (tmp_path / "rows.csv").write_bytes(data)
+    script = 'exec "$0" -m bulktag run <(cat rows.csv) "$@"'
+    argv = ["bash", "-c", script, sys.executable, *common(fake)]
+    return run_fed([], tmp_path, b"", argv)
+
+
+def through_dev_stdin(fake: FakeServer, tmp_path: Path, data: bytes) -> Done:
+    return run_fed(["/dev/stdin", *common(fake)], tmp_path, data)
+
+
+def through_stdin(fake: FakeServer, tmp_path: Path, data: bytes) -> Done:
+    return run_fed(["-", *common(fake)], tmp_path, data)
+
+
+def common(fake: FakeServer) -> list[str]:
+    return ["--endpoint", fake.url, "--results", "journal.jsonl", "--log-format", "json"]
+
+
+@pytest.mark.parametrize(
+    "feed",
+    [through_fifo, through_process_substitution, through_dev_stdin, through_stdin],
+    ids=["fifo", "process-substitution", "dev-stdin", "stdin"],
+)
+def test_an_input_that_can_be_read_once_is_read_once_and_every_row_goes(
+    fake: FakeServer, tmp_path: Path, feed: Callable[[FakeServer, Path, bytes], Done]
+) -> None:
+    """A FIFO or <(...) as INPUT used to send nothing and exit 0: the progress line count read
+    it to its end before the run."""
+    pairs = make_pairs(20, 2, seed=7)
+    data = write_csv(tmp_path / "source.csv", pairs).read_bytes()
+
+    done = feed(fake, tmp_path, data)
+
+    no_traceback(done)
+    assert 0 == done.code, str(done)
+    records = checked_journal(tmp_path)
+    assert sorted(pairs) == sorted((r["image_id"], r["tag"]) for r in records)
+    assert {"ok"} == {r["outcome"] for r in records}
+
+
+# -- a producer that keeps its pipe open ------------------------------------------------------
+
+PATIENCE = 20.0  # seconds to wait for what must happen at once; only a hang reaches it
+
+
+@contextlib.contextmanager
+def fed_by_a_pipe(args: list[str], cwd: Path) -> Iterator[tuple[Running, IO[bytes]]]:
+    """``bulktag run - <args>`` with our end of its stdin pipe, kept open until the block
+    ends (a producer such as ``tail -f``)."""
+    argv = bulktag_argv(["-", *args])
+    out, err = cwd / "bulktag.out", cwd / "bulktag.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=isolated_env(cwd), stdin=subprocess.PIPE, stdout=stdout,
+            stderr=stderr,
+        )  # fmt: skip
+    running = Running(process, argv, out, err)
+    assert process.stdin is not None
+    try:
+        yield running, process.stdin
+    finally:
+        running.kill()
+        process.stdin.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "max-duration"])
+def test_rows_on_a_pipe_left_open_are_sent_and_a_stop_does_not_wait_for_the_producer(
+    fake: FakeServer, tmp_path: Path, stop: str
+) -> None:
+    """One row, then seven in one write, into a pipe the producer keeps open: each goes at
+    once (they used to wait for the next row or EOF), and the stop ends the run while the
+    pipe is still open (it used to wait for the producer: forever with tail -f)."""
+    pairs = make_pairs(8, 1, seed=8)
+    rows = [f"{image_id},{tag}\n".encode() for image_id, tag in pairs]
+    args = [*common(fake)[:-2], "--log-format", "json"]
+    if stop == "max-duration":
+        args += ["--max-duration", "4s"]
+    before = fake.puts()
+    with fed_by_a_pipe(args, tmp_path) as (running, pipe):
+        running.wait_for(lambda err: "run_started" in err)
+        pipe.write(rows[0])
+        pipe.flush()
+        wait_until(lambda: fake.puts() - before == 1, "the first row was sent")
+        pipe.write(b"".join(rows[1:]))
+        pipe.flush()
+        wait_until(lambda: fake.puts() - before == 8, "the seven rows were sent")
+        if stop == "sigterm":
+            running.signal(signal.SIGTERM)
+        done = running.finish(timeout=PATIENCE)  # the pipe is still open
+
+    no_traceback(done)
+    assert (130 if stop == "sigterm" else 4) == done.code, str(done)
+    records = checked_journal(tmp_path)
+    assert sorted(pairs) == sorted((r["image_id"], r["tag"]) for r in records)
+    assert {"ok"} == {r["outcome"] for r in records}
+
+
+def test_a_second_sigterm_stops_at_once_with_130(tmp_path: Path) -> None:
+    """README: 130 for SIGTERM, and a second signal stops at once — even with a request in
+    flight inside the grace period and the producer's pipe still open (it used to wait for
+    the producer, and a signal then killed it with 143)."""
+    release = threading.Event()
+
+    def answer(method: str, path: str) -> int:
+        if method == "PUT":
+            release.wait(PATIENCE)  # in flight until the test ends
+        return 204 if method == "PUT" else 200
+
+    (image_id,) = image_ids(1, seed=9)
+    args = ["--endpoint", "", "--results", "journal.jsonl", "--grace-period", "60"]
+    args += ["--timeout", "60", "--log-format", "json"]
+    try:
+        with plain_http(answer, lists_images=True) as server:
+            args[1] = server.url
+            with fed_by_a_pipe(args, tmp_path) as (running, pipe):
+                running.wait_for(lambda err: "run_started" in err)
+                pipe.write(f"{image_id},gold\n".encode())
+                pipe.flush()
+                wait_until(lambda: any(m == "PUT" for m, _ in server.seen), "a PUT in flight")
+                running.signal(signal.SIGTERM)
+                running.wait_for(lambda err: '"stopping"' in err)
+                running.signal(signal.SIGTERM)
+                done = running.finish(timeout=PATIENCE)
+    finally:
+        release.set()
+
+    no_traceback(done)
+    assert 130 == done.code, str(done)
+    assert "stopping_now" in done.stderr
+
+
+def test_a_stray_quote_costs_its_own_line_only(fake: FakeServer, tmp_path: Path) -> None:
+    """``id,"oops`` at row 4 of 1,501 used to swallow the 1,497 rows after it (one ~70 KB
+    journal record): now it is one invalid row naming its line, and every other row goes."""
+    pairs = make_pairs(500, 3, seed=10)
+    (stray,) = image_ids(1, seed=11)
+    lines = [f"{image_id},{tag}\n" for image_id, tag in pairs]
+    lines.insert(3, f'{stray},"oops\n')
+    (tmp_path / "stray.csv").write_text("".join(lines))
+
+    done = tag(fake, tmp_path, "stray.csv")
+
+    no_traceback(done)
+    assert 1 == done.code, str(done)
+    records = checked_journal(tmp_path)
+    invalid = [r for r in records if r["outcome"] == "invalid"]
+    assert [4] == [r["line"] for r in invalid]
+    assert "quoted field is not closed" in invalid[0]["error"]
+    assert sorted(pairs) == sorted(
+        (r["image_id"], r["tag"]) for r in records if r["outcome"] == "ok"
+    )
