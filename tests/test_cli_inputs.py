@@ -51,13 +51,16 @@ def tag(fake: FakeServer, tmp_path: Path, source: str | Path, stdin: bytes | Non
     return run_bulktag([*args, "--log-format", "json"], tmp_path, stdin=stdin)
 
 
-def refused(done: Done, *expected: str) -> None:
-    """Exit 2 with one line on stderr saying what is wrong (containing each of ``expected``)."""
+def refused(done: Done, *expected: str, started: bool = False) -> None:
+    """Exit 2 with one line on stderr saying what is wrong (containing each of ``expected``).
+    ``started``: a pipe's first row is read in the run, after its ``run_started`` event."""
     no_traceback(done)
     assert 2 == done.code, str(done)
-    assert 1 == len(done.lines), str(done)
+    errors = [line for line in done.lines if not line.startswith("{")]
+    assert 1 == len(errors), str(done)
+    assert ["run_started"] * started == [event["event"] for event in done.events], str(done)
     for text in expected:
-        assert text in done.lines[0], str(done)
+        assert text in errors[0], str(done)
 
 
 def checked_journal(tmp_path: Path) -> list[dict[str, Any]]:
@@ -403,3 +406,96 @@ def test_a_stray_quote_costs_its_own_line_only(fake: FakeServer, tmp_path: Path)
     assert sorted(pairs) == sorted(
         (r["image_id"], r["tag"]) for r in records if r["outcome"] == "ok"
     )
+
+
+# -- the input as a whole: refused up front, with what to do ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        pytest.param(
+            "\ufeffimage_id,tag\r\n" + "".join(f"{i},gold\r\n" for i in image_ids(3, seed=12)),
+            ["UTF-16", "iconv"],
+            id="utf16",
+        ),
+        pytest.param(
+            "image id,tag\n" + "".join(f"{i},gold\n" for i in image_ids(3, seed=12)),
+            ["'image id'", "image_id"],
+            id="image-space-id-header",
+        ),
+        pytest.param(
+            "".join(f"{i}\n" for i in image_ids(3, seed=12)), ["one column", "--tag"], id="ids"
+        ),
+        pytest.param(
+            '"ID","Name"\n' + "".join(f'"{i}","web-{i[:4]}"\n' for i in image_ids(3, seed=12)),
+            ["names no tag column", "--tag"],
+            id="openstack-image-list-csv",
+        ),
+    ],
+)
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_a_whole_input_problem_is_refused_with_exit_2_before_anything(
+    fake: FakeServer, tmp_path: Path, content: str, says: list[str], via: str
+) -> None:
+    """UTF-16, a header bulktag does not know, one column, ``openstack image list -f csv``:
+    one line that says what to do, exit 2, nothing sent, no journal — the image name never
+    becomes a tag."""
+    data = content.encode("utf-16") if "UTF-16" in says else content.encode()
+    (tmp_path / "in.csv").write_bytes(data)
+    puts = fake.puts()
+
+    done = tag(fake, tmp_path, "in.csv") if via == "file" else tag(fake, tmp_path, "", data)
+
+    refused(done, "in.csv:" if via == "file" else "stdin:", *says, started=via == "stdin")
+    assert not (tmp_path / "journal.jsonl").exists()
+    assert puts == fake.puts()
+    for image_id in image_ids(3, seed=12):
+        assert [] == fake.image(image_id)["tags"]
+
+
+def test_tag_gives_a_list_of_ids_on_stdin_one_tag(fake: FakeServer, tmp_path: Path) -> None:
+    """``openstack image list -f value -c ID | bulktag run --tag nightly-2026-12-04``"""
+    ids = image_ids(12, seed=13)
+    listing = "".join(f"{i}\n" for i in ids).encode()
+
+    done = run_fed(["--tag", "nightly-2026-12-04", *common(fake)], tmp_path, listing)
+
+    no_traceback(done)
+    assert 0 == done.code, str(done)
+    records = checked_journal(tmp_path)
+    assert sorted((i, "nightly-2026-12-04") for i in ids) == sorted(
+        (r["image_id"], r["tag"]) for r in records
+    )
+    for image_id in ids:
+        assert ["nightly-2026-12-04"] == fake.image(image_id)["tags"]
+
+
+def test_tag_with_ims_gives_each_id_a_key_and_value(tmp_path: Path) -> None:
+    project = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    ids = image_ids(4, seed=14)
+    listing = '"ID"\n' + "".join(f'"{i}"\n' for i in ids)  # openstack image list -f csv -c ID
+    (tmp_path / "ids.csv").write_text(listing)
+    with fake_glance(tmp_path / "ims", "--api", "ims", "--project-id", project) as server:
+        args = ["ids.csv", "--api", "ims", "--project-id", project, "--tag", "backup=nightly"]
+        done = run_bulktag([*args, *common(server)], tmp_path)
+        stored = {i: server.ims_tags(project, i) for i in ids}
+
+    no_traceback(done)
+    assert 0 == done.code, str(done)
+    assert {i: {"backup": "nightly"} for i in ids} == stored
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        pytest.param(["--tag", "night ly"], "--tag 'night ly': tag contains U+0020", id="space"),
+        pytest.param(["--tag", "k=v"], "tag contains '='", id="key-value-without-ims"),
+    ],
+)
+def test_a_bad_tag_flag_is_refused_with_exit_2(
+    fake: FakeServer, tmp_path: Path, flags: list[str], says: str
+) -> None:
+    (tmp_path / "ids.csv").write_text("".join(f"{i}\n" for i in image_ids(2, seed=15)))
+    done = run_bulktag(["ids.csv", *flags, *common(fake)], tmp_path)
+    refused(done, says)
