@@ -16,7 +16,8 @@
                                JournalSink: tally, failure breaker; one writer task
 
 Stopping. ``request_stop()`` (first SIGINT/SIGTERM, a time limit, ``max_outage`` with nothing
-accepted) stops reading input at once and lets in-flight rows finish for up to
+accepted) stops reading input at once (a pipe's reader thread is left to its read, never
+waited for: the producer may keep the pipe open forever) and lets in-flight rows finish for up to
 ``grace_period`` seconds; rows waiting for a retry or for a pacer turn are left for the next
 run. ``abort()`` (credentials refused, breaker, journal unwritable) and
 ``cancel_now()`` (second signal) cancel the workers at once. In every case the sink drains

@@ -1,11 +1,15 @@
 """Reading the input: CSV text → a stream of valid :class:`Row` or :class:`InvalidRow`.
 
 Pure apart from reading the file object it is given. A bad row is a value, never an exception:
-the run goes on and the row gets an ``invalid`` journal record saying why.
+the run goes on and the row gets an ``invalid`` journal record saying why. One line is one row,
+so one bad line never costs another. Only a problem of the whole input (another encoding,
+binary data, a header bulktag does not know, one column where two are needed) is an exception,
+:class:`InputRefused`, raised before any row is handed out.
 
 Format: columns ``image_id,tag``; an optional header naming those columns (then extra columns
-are allowed, in any order); UTF-8 with or without BOM; CRLF or LF; quoted fields; blank lines
-and lines starting with ``#`` skipped.
+are allowed, in any order; ``ID`` is the openstack CLI's ``image_id``); UTF-8 with or without
+BOM; LF, CRLF or CR; quoted fields, each ending on its line; blank lines and lines starting
+with ``#`` skipped. With ``--tag`` (:class:`ConstantTag`) rows are image ids alone.
 
 With IMS rules (``--api ims``, :func:`ims_rules`) a row may also carry a value:
 ``image_id,key,value`` (three columns without a header, or a header naming ``image_id``,

@@ -4,9 +4,12 @@ read in blocks, or a pipe whose producer cuts its writes anywhere)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +17,15 @@ from hypothesis import strategies as st
 
 from bulktag import source
 from bulktag.model import InvalidRow, Row
-from bulktag.source import Parsed, RowReader, open_text, read_rows, read_stream
+from bulktag.source import (
+    GLANCE_RULES,
+    Parsed,
+    RowReader,
+    open_text,
+    read_input,
+    read_rows,
+    read_stream,
+)
 
 U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
@@ -191,3 +202,31 @@ def test_rows_of_each_read_are_handed_out_at_once() -> None:
         first = next(chunks)
     assert [Row(1, U1, "gold")] == first
     assert 1 == len(reads)
+
+
+def test_only_a_regular_file_or_bytes_in_memory_is_read_as_a_file(tmp_path: Path) -> None:
+    """Anything else — a pipe, a FIFO, a character device (a terminal, /dev/null) — may wait on
+    a producer and can be read only once: it is read as a stream, through its own descriptor."""
+    (tmp_path / "in.csv").write_text(f"{U1},gold\n")
+    os.mkfifo(tmp_path / "fifo")
+    read, write = os.pipe()
+    fifo = os.open(tmp_path / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with (
+            (tmp_path / "in.csv").open("rb") as regular,
+            open(os.devnull, "rb") as device,
+            os.fdopen(read, "rb") as pipe,
+            os.fdopen(fifo, "rb") as named_pipe,
+        ):
+            assert [False, False] == [
+                read_input(source, GLANCE_RULES).may_wait
+                for source in (regular, io.BytesIO(b"x,y\n"))
+            ]
+            streams = [read_input(source) for source in (device, pipe, named_pipe)]
+            assert [True, True, True] == [reader.may_wait for reader in streams]
+            os.close(write)
+            assert [] == list(streams[0])  # /dev/null: at its end at once
+            assert [] == list(streams[1])  # the closed pipe
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(write)
