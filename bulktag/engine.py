@@ -68,9 +68,11 @@ from bulktag.summary import FailureBreaker, Tally
 # hands over the rows of each read at once: a row that has arrived never waits for the next
 # one. The producer then takes what has come, up to _READ_BATCH rows, and never waits for more.
 _READ_BATCH = 2048
-# After --max-items, the rows left in a pipe are counted while they keep coming; a producer
-# silent this long (or never closing: tail -f) ends the count, which is then a lower bound.
+# After --max-items, the rows left in a pipe are counted while they keep coming: a producer
+# silent for _COUNT_WAIT (tail -f), one that never ends (yes), or a stop ends the count, which
+# is then a lower bound. A stop must not wait for a producer.
 _COUNT_WAIT = 1.0
+_COUNT_LIMIT = 10.0
 
 _Source = RowReader | ThreadFeed[Parsed]
 
@@ -339,18 +341,18 @@ class Engine:
                 finally:
                     scheduler.close()
             if self._stopped_by == "max_items":
-                self._left += await self._count_rest(rows)
+                await self._count_rest(rows)
         finally:
             if isinstance(rows, ThreadFeed):
                 rows.close()  # its thread ends at its next read; nobody waits for it
 
-    async def _count_rest(self, rows: _Source) -> int:
-        if isinstance(rows, RowReader):
-            return await anyio.to_thread.run_sync(self._count_left, rows)
-        left = 0
-        while batch := await rows.next_batch(_READ_BATCH, wait=_COUNT_WAIT):
-            left += self._count_left(iter(batch))
-        return left
+    async def _count_rest(self, rows: _Source) -> None:
+        if isinstance(rows, RowReader):  # a file: to its end
+            self._left += await anyio.to_thread.run_sync(self._count_left, rows)
+            return
+        with anyio.move_on_after(_COUNT_LIMIT):
+            while not self.stopping and (batch := await rows.next_batch(_READ_BATCH, _COUNT_WAIT)):
+                self._left += self._count_left(iter(batch))
 
     async def _feed(self, rows: _Source, scheduler: ImageScheduler) -> None:
         if self.settings.max_items is not None:

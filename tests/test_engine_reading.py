@@ -233,3 +233,23 @@ async def test_an_error_reading_the_pipe_reaches_the_run(tmp_path: Path) -> None
     with anyio.fail_after(PATIENCE), pytest.raises(BaseExceptionGroup) as caught:
         await engine.run(read_stream(Failing()))  # type: ignore[arg-type]
     assert caught.group_contains(OSError, match="Input/output error")
+
+
+async def test_max_items_on_a_producer_that_never_ends_still_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``yes <row> | bulktag run --max-items 2``: the rows left are counted for a while, not
+    for ever."""
+    monkeypatch.setattr(engine_module, "_COUNT_LIMIT", 0.5)
+
+    def endless() -> Iterator[Row]:
+        line = 0
+        while True:
+            line += 1
+            yield Row(line, image(line), "gold")
+
+    engine = engine_over(tmp_path, ResumeIndex.empty(), max_items=2)
+    with anyio.fail_after(PATIENCE):
+        report = await engine.run(endless())
+    assert 2 == report.tally.outcomes[Outcome.OK]
+    assert report.left > 0
