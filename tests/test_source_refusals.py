@@ -187,3 +187,10 @@ def test_with_tag_and_ims_rules_a_key_and_value() -> None:
 def test_a_bad_tag_is_refused_with_the_reason(text: str, rules: TagRules, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         constant_tag(text, rules)
+
+
+def test_latin1_text_before_the_first_row_is_not_taken_for_binary() -> None:
+    """A short comment in Latin-1 (two bytes that are not UTF-8 in 16 characters) is not a
+    reason to refuse the input: only the rows can say whether it is usable."""
+    data = "# Résumé du lot\n".encode("latin-1") + f"{U1},gold\n".encode()
+    assert [Row(2, U1, "gold")] == rows(data)
