@@ -393,6 +393,7 @@ def _check_encoding(line: str, first: bool) -> None:
     or binary data would only make one garbled invalid row a line. Lines, not the first
     bytes read: the verdict must not depend on how a pipe's producer cut its writes. A stray
     bad byte later in a text file stays that row's problem."""
+    line = line.rstrip("\r\n")  # a CRLF may come whole or as CR then LF: judge the text
     if first:
         for prefixes, problem in _MAGIC:
             if line.startswith(prefixes):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bulktag import source
@@ -166,6 +166,7 @@ def _is_pair(text: str) -> bool:
     st.lists(st.integers(0, 3000), max_size=10),
     st.integers(1, 300),
 )
+@example(data=b"11\x00\r\n", cuts=[], block=1)  # a CRLF read whole, or as CR then LF
 def test_a_pipe_cut_anywhere_reads_what_the_file_reads(
     data: bytes, cuts: list[int], block: int
 ) -> None:
