@@ -123,6 +123,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         "done; with --api ims a row without a value removes the key whatever its value)",
     )
     batch.add_argument(
+        "--tag",
+        metavar="TAG",
+        help="the input is a list of image ids, one a line (e.g. openstack image list -f value "
+        "-c ID); give each this tag (with --api ims: KEY or KEY=VALUE)",
+    )
+    batch.add_argument(
         "--retry-failed",
         action="store_true",
         default=None,

@@ -16,7 +16,8 @@
                                JournalSink: tally, failure breaker; one writer task
 
 Stopping. ``request_stop()`` (first SIGINT/SIGTERM, a time limit, ``max_outage`` with nothing
-accepted) stops reading input at once and lets in-flight rows finish for up to
+accepted) stops reading input at once (a pipe's reader thread is left to its read, never
+waited for: the producer may keep the pipe open forever) and lets in-flight rows finish for up to
 ``grace_period`` seconds; rows waiting for a retry or for a pacer turn are left for the next
 run. ``abort()`` (credentials refused, breaker, journal unwritable) and
 ``cancel_now()`` (second signal) cancel the workers at once. In every case the sink drains
@@ -55,21 +56,25 @@ from bulktag.policy import ACCEPTED as _ACCEPTED
 from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
 from bulktag.sink import JournalSink
-from bulktag.source import Parsed, RowReader, fill
-from bulktag.streams import get
+from bulktag.source import Parsed, RowReader
+from bulktag.streams import ThreadFeed, get
 from bulktag.summary import FailureBreaker, Tally
 
-# Rows parsed per trip to the reader thread. Each trip is a thread hand-off (a lock, a
-# wake-up, a GIL switch); at 512 rows a trip they were ~12% of the engine's CPU, at 2048 the
-# engine costs ~18 instead of ~21 us a row (instant sender, 100k rows; more rows a trip gained
-# nothing). A trip also ends with the first row read after _READ_LINGER has passed since its
-# first row: rows from a slow producer on stdin wait for the next row at most, not for 2048.
-# Only input that can wait on a producer goes to the thread (RowReader.may_wait): a file is
-# read in the event loop, 2048 rows (~1 ms) at a time. The thread cost more than the reading
-# itself — its GIL switches hold up the loop when answers are ready — against nginx, 107 ->
-# 97 us of CPU a pair and +10% throughput (5 interleaved runs of 50k pairs, concurrency 64).
+# Rows the producer takes at once. A file is read in the event loop, 2048 rows (~1 ms) at a
+# time: a thread cost more than the reading itself — its GIL switches hold up the loop when
+# answers are ready — against nginx, 107 -> 97 us of CPU a pair and +10% throughput (5
+# interleaved runs of 50k pairs, concurrency 64). Only input that can wait on a producer
+# (RowReader.may_wait: a pipe, a FIFO, a terminal) is read in a thread (ThreadFeed), which
+# hands over the rows of each read at once: a row that has arrived never waits for the next
+# one. The producer then takes what has come, up to _READ_BATCH rows, and never waits for more.
 _READ_BATCH = 2048
-_READ_LINGER = 0.05
+# After --max-items, the rows left in a pipe are counted while they keep coming: a producer
+# silent for _COUNT_WAIT (tail -f), one that never ends (yes), or a stop ends the count, which
+# is then a lower bound. A stop must not wait for a producer.
+_COUNT_WAIT = 1.0
+_COUNT_LIMIT = 10.0
+
+_Source = RowReader | ThreadFeed[Parsed]
 
 
 _T = TypeVar("_T")
@@ -172,20 +177,22 @@ class RunReport:
         return self.stopped_by == "outage"
 
 
-def _take(rows: Iterator[Parsed], count: int, linger: float = _READ_LINGER) -> list[Parsed]:
-    """Up to ``count`` rows, or fewer once ``linger`` seconds passed since the first one."""
-    if isinstance(rows, RowReader):  # reads whole blocks of a file at once
-        return rows.take(count, linger)
-    return fill([], ([item] for item in rows), count, linger)  # any other iterator of rows
-
-
-async def _next_batch(rows: Iterator[Parsed]) -> list[Parsed]:
-    """The next batch of rows (an empty list at the end): from a file in the event loop,
-    from anything else in the reader thread."""
+def _source(rows: Iterator[Parsed]) -> _Source:
+    """Where the rows are read: a file's in the event loop; anything that can wait on a
+    producer — a pipe's, or any iterator but a file's RowReader — in a thread of its own."""
     if isinstance(rows, RowReader) and not rows.may_wait:
-        await anyio.lowlevel.checkpoint()  # a resume skips every row: others get their turn
-        return rows.take(_READ_BATCH)
-    return await anyio.to_thread.run_sync(_take, rows, _READ_BATCH, abandon_on_cancel=True)
+        return rows
+    if isinstance(rows, RowReader):
+        return ThreadFeed(rows.chunks())
+    return ThreadFeed([item] for item in rows)
+
+
+async def _next_batch(rows: _Source) -> list[Parsed]:
+    """The next batch of rows (an empty list at the end)."""
+    if isinstance(rows, ThreadFeed):
+        return await rows.next_batch(_READ_BATCH)
+    await anyio.lowlevel.checkpoint()  # a resume skips every row: others get their turn
+    return rows.take(_READ_BATCH)
 
 
 class Engine:
@@ -300,7 +307,7 @@ class Engine:
             with ready_recv, self._work_scope:
                 async with anyio.create_task_group() as work:
                     self._work_group = work
-                    work.start_soon(self._produce, rows, scheduler)
+                    work.start_soon(self._produce, _source(rows), scheduler)
                     for _ in range(concurrency):
                         work.start_soon(self._work, ready_recv.clone(), scheduler)
             self._finished = True
@@ -367,16 +374,28 @@ class Engine:
 
     # ── producer ────────────────────────────────────────────────────────────────────────
 
-    async def _produce(self, rows: Iterator[Parsed], scheduler: ImageScheduler) -> None:
-        with self._producer_scope:
-            try:
-                await self._feed(rows, scheduler)
-            finally:
-                scheduler.close()
-        if self._stopped_by == "max_items":
-            self._left += await anyio.to_thread.run_sync(self._count_left, rows)
+    async def _produce(self, rows: _Source, scheduler: ImageScheduler) -> None:
+        try:
+            with self._producer_scope:
+                try:
+                    await self._feed(rows, scheduler)
+                finally:
+                    scheduler.close()
+            if self._stopped_by == "max_items":
+                await self._count_rest(rows)
+        finally:
+            if isinstance(rows, ThreadFeed):
+                rows.close()  # its thread ends at its next read; nobody waits for it
 
-    async def _feed(self, rows: Iterator[Parsed], scheduler: ImageScheduler) -> None:
+    async def _count_rest(self, rows: _Source) -> None:
+        if isinstance(rows, RowReader):  # a file: to its end
+            self._left += await anyio.to_thread.run_sync(self._count_left, rows)
+            return
+        with anyio.move_on_after(_COUNT_LIMIT):
+            while not self.stopping and (batch := await rows.next_batch(_READ_BATCH, _COUNT_WAIT)):
+                self._left += self._count_left(iter(batch))
+
+    async def _feed(self, rows: _Source, scheduler: ImageScheduler) -> None:
         if self.settings.max_items is not None:
             await self._feed_counted(rows, scheduler, self.settings.max_items)
             return
@@ -390,9 +409,7 @@ class Engine:
                 else:
                     await self._record(self._invalid_result(item))
 
-    async def _feed_counted(
-        self, rows: Iterator[Parsed], scheduler: ImageScheduler, budget: int
-    ) -> None:
+    async def _feed_counted(self, rows: _Source, scheduler: ImageScheduler, budget: int) -> None:
         """_feed with --max-items: row by row, to stop at the row that would be one too many
         (the rows after it are then counted, not marked as met)."""
         while batch := await _next_batch(rows):

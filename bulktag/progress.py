@@ -3,6 +3,12 @@
 A terminal gets a single line redrawn twice a second. Anywhere else (cron, systemd, a pipe)
 a redrawn line would fill the log with carriage returns, so instead one structured
 ``progress`` event is logged every ``interval`` seconds.
+
+Progress is counted in settled rows — recorded (ok, failed, gave up, invalid) or skipped
+(done before, still bad, duplicate, another shard) — not in rows read: the reader runs ahead
+of the workers by up to thousands of rows, which made 300 of 301 lines read with 20 done
+read as 100%. The read-ahead is shown apart; the ETA divides the rows left by the pace of
+rows this run settled by sending (skips take no time, so they do not speed it up).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import structlog
 
 from bulktag.engine import Engine
 from bulktag.model import Outcome
+from bulktag.summary import Tally
 
 _TTY_REFRESH = 0.5
 
@@ -31,15 +38,27 @@ def count_lines(path: Path, chunk: int = 1 << 20) -> int:
     return lines + (last != b"\n")
 
 
-def _position(read: int, total: int | None, elapsed: float) -> str:
+def settled(tally: Tally) -> int:
+    """Rows this run is done with: recorded, or skipped without a request."""
+    skipped = tally.skipped_done + tally.skipped_still_bad + tally.skipped_duplicate
+    return tally.recorded + skipped + tally.skipped_other_shard
+
+
+def position(tally: Tally, total: int | None, elapsed: float) -> str:
+    """How far the run is: settled rows (of the input's lines, when it is a file), percent
+    and ETA from them, and the rows read but not yet settled apart."""
+    done = settled(tally)
+    ahead = max(0, tally.read - done)
+    shown_ahead = f" · {ahead:,} read ahead" if ahead else ""
     if not total:
-        return f"{read:,} read"
-    share = min(1.0, read / total)
+        return f"{done:,} settled{shown_ahead}"
+    share = min(1.0, done / total)  # lines: headers, comments and blanks are in the total
     eta = ""
-    if 0.01 <= share < 1.0 and elapsed > 5:
-        left = elapsed * (1 - share) / share
+    sent_pace = tally.recorded / elapsed if elapsed > 0 else 0.0
+    if 0.01 <= share < 1.0 and elapsed > 5 and sent_pace > 0:
+        left = (total - done) / sent_pace
         eta = f", ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
-    return f"{read:,}/{total:,} lines ({share:.0%}{eta})"
+    return f"{done:,}/{total:,} lines settled ({share:.0%}{eta}){shown_ahead}"
 
 
 def status_text(engine: Engine, elapsed: float, total: int | None = None) -> str:
@@ -48,7 +67,7 @@ def status_text(engine: Engine, elapsed: float, total: int | None = None) -> str
     problems = tally.problems
     rate = tally.attempts / elapsed if elapsed > 0 else 0.0
     parts = [
-        _position(tally.read, total, elapsed),
+        position(tally, total, elapsed),
         f"{done:,} ok",
         f"{problems:,} not ok" if problems else "",
         f"{tally.skipped_done:,} already done" if tally.skipped_done else "",
@@ -80,6 +99,7 @@ async def show_progress(
         tally = engine.tally
         log.info(
             "progress",
+            settled=settled(tally),
             read=tally.read,
             input_lines=total,
             ok=tally.outcomes[Outcome.OK],

@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import anyio
 import structlog
@@ -45,7 +45,16 @@ from bulktag.model import InvalidRow
 from bulktag.pacing import describe
 from bulktag.policy import RetryPolicy, preflight_problem
 from bulktag.progress import count_lines, show_progress
-from bulktag.source import GLANCE_RULES, Parsed, TagRules, ims_rules, open_text, read_rows
+from bulktag.source import (
+    GLANCE_RULES,
+    ConstantTag,
+    InputRefused,
+    Parsed,
+    TagRules,
+    constant_tag,
+    ims_rules,
+    read_input,
+)
 from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_lines
 from bulktag.transport import GlanceTransport, ImsTransport, make_session, normalize_endpoint
 
@@ -74,7 +83,8 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
     tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
     try:
         with ExitStack() as stack:
-            rows = _open_input(args.input, environment, stack, tag_rules(settings))
+            rules = tag_rules(settings)
+            rows = _open_input(args.input, environment, stack, rules, _tag(args, rules))
             journal = Path(settings.results)
             _refuse_input_as_journal(args.input, journal)
             if args.dry_run:
@@ -82,12 +92,16 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             lock = _lock(journal, settings.lock_wait, stack)
             index = _load_journal(journal, bool(args.fresh), lock)
             stack.enter_context(frozen_for_the_run())
-            total = None if args.input == "-" else count_lines(Path(args.input))
+            total = _lines_of_a_file(args.input)
             plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
             report = _run_with_journal(plan, journal, environment, stack, lock.created)
     except RunRefused as exc:
         environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
         return exc.code
+    except InputRefused as exc:  # the input as a whole: nothing was sent
+        name = "stdin" if args.input == "-" else args.input
+        environment.stderr.write(f"bulktag: error: input {name}: {exc}\n")
+        return ExitCode.USAGE
     except KeyboardInterrupt:  # a stop signal before the run's own handlers took over
         environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
         return ExitCode.INTERRUPTED
@@ -113,14 +127,22 @@ def _run_with_journal(
     journal = _open_journal(path, plan.settings.fsync_interval)
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:
-        return anyio.run(
-            _run, replace(plan, journal=journal), environment, backend_options=loop_options()
-        )
-    except ConfigError:
+        return _in_the_loop(replace(plan, journal=journal), environment)
+    except (ConfigError, InputRefused):
         journal.close()
         if created and path.stat().st_size == 0:
             path.unlink()
         raise
+
+
+def _in_the_loop(plan: _Plan, environment: Environment) -> RunReport:
+    try:
+        return anyio.run(_run, plan, environment, backend_options=loop_options())
+    except* InputRefused as refused:  # a pipe's first row, read in the run: nothing was sent
+        first: BaseException = refused
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 def loop_options() -> dict[str, bool]:
@@ -204,19 +226,50 @@ def _checked_endpoint(url: str, where: str) -> str:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _open_input(
-    name: str, environment: Environment, stack: ExitStack, rules: TagRules
-) -> Iterator[Parsed]:
-    if name == "-":
-        return read_rows(open_text(environment.stdin), rules)
-    path = Path(name)
-    if path.is_dir():
-        raise ConfigError(f"input {name} is a directory, not a CSV file")
+def _tag(args: argparse.Namespace, rules: TagRules) -> ConstantTag | None:
+    """``--tag``: one tag for every image id of a list of ids."""
+    text = getattr(args, "tag", None)
+    if text is None:
+        return None
     try:
-        binary = stack.enter_context(path.open("rb"))
+        return constant_tag(text, rules)
+    except ValueError as exc:
+        raise ConfigError(f"--tag {text!r}: {exc}") from None
+
+
+def _open_input(
+    name: str,
+    environment: Environment,
+    stack: ExitStack,
+    rules: TagRules,
+    constant: ConstantTag | None,
+) -> Iterator[Parsed]:
+    """The input's rows. A file is read up to its first row here, so that a problem of the
+    whole input (encoding, header, columns) is refused before anything else happens
+    (InputRefused); a pipe, a FIFO or ``<(...)`` is read exactly once, as its producer
+    writes, in the run (see source.read_input), whose first row is checked the same way,
+    before anything is sent — here it would wait for a producer that may take hours."""
+    binary = environment.stdin if name == "-" else _opened(Path(name), stack)
+    rows = read_input(binary, rules, constant)
+    if not rows.may_wait:
+        rows.check_head()
+    return rows
+
+
+def _opened(path: Path, stack: ExitStack) -> BinaryIO:
+    if path.is_dir():
+        raise ConfigError(f"input {path} is a directory, not a CSV file")
+    try:
+        return stack.enter_context(path.open("rb"))
     except OSError as exc:
-        raise ConfigError(f"cannot read input {name}: {exc.strerror or exc}") from None
-    return read_rows(open_text(binary), rules)
+        raise ConfigError(f"cannot read input {path}: {exc.strerror or exc}") from None
+
+
+def _lines_of_a_file(name: str) -> int | None:
+    """Lines in the input, for progress and ETA: only a regular file's. Counting reads it
+    to its end, which would leave a pipe, a FIFO or ``<(...)`` with nothing for the run."""
+    path = Path(name)
+    return count_lines(path) if name != "-" and path.is_file() else None
 
 
 def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:

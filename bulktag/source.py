@@ -1,11 +1,15 @@
 """Reading the input: CSV text → a stream of valid :class:`Row` or :class:`InvalidRow`.
 
 Pure apart from reading the file object it is given. A bad row is a value, never an exception:
-the run goes on and the row gets an ``invalid`` journal record saying why.
+the run goes on and the row gets an ``invalid`` journal record saying why. One line is one row,
+so one bad line never costs another. Only a problem of the whole input (another encoding,
+binary data, a header bulktag does not know, one column where two are needed) is an exception,
+:class:`InputRefused`, raised before any row is handed out.
 
 Format: columns ``image_id,tag``; an optional header naming those columns (then extra columns
-are allowed, in any order); UTF-8 with or without BOM; CRLF or LF; quoted fields; blank lines
-and lines starting with ``#`` skipped.
+are allowed, in any order; ``ID`` is the openstack CLI's ``image_id``); UTF-8 with or without
+BOM; LF, CRLF or CR; quoted fields, each ending on its line; blank lines and lines starting
+with ``#`` skipped. With ``--tag`` (:class:`ConstantTag`) rows are image ids alone.
 
 With IMS rules (``--api ims``, :func:`ims_rules`) a row may also carry a value:
 ``image_id,key,value`` (three columns without a header, or a header naming ``image_id``,
@@ -15,11 +19,12 @@ checked against IMS's limits instead of Glance's.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-import math
+import os
 import re
-import time
+import stat
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -196,9 +201,38 @@ def validate(
     return InvalidRow(line, clean(image_id), clean(tag), error, clean(value))
 
 
+class InputRefused(Exception):
+    """The input as a whole cannot be read as meant — another encoding, binary data, a header
+    bulktag does not know, one column where two are needed: refused before anything is sent,
+    with one line that says what is wrong and how to fix it. A problem of one row is an
+    InvalidRow instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConstantTag:
+    """``--tag``: the one tag (IMS: key and value) for every image id of a list of ids."""
+
+    tag: str
+    value: str | None = None
+
+
+def constant_tag(text: str, rules: TagRules = GLANCE_RULES) -> ConstantTag:
+    """``--tag``'s value checked by the rows' rules: a tag, or with IMS rules ``key`` or
+    ``key=value``; ValueError saying why not."""
+    key, value = text, None
+    if rules.values and "=" in text:
+        key, value = text.split("=", 1)
+        value = value.strip()
+    key = key.strip()
+    error = tag_error(key, rules) or (None if value is None else value_error(value, rules))
+    if error is not None:
+        raise ValueError(error)
+    return ConstantTag(key, value)
+
+
 class _Columns:
     """Where image_id, tag and value sit in a row: fixed for headerless input (two columns,
-    or three with IMS rules), named by a header."""
+    or three with IMS rules; with ``--tag`` one), named by a header."""
 
     def __init__(
         self,
@@ -209,6 +243,7 @@ class _Columns:
         *,
         headerless: bool = True,
         two_wide: bool = True,
+        constant: ConstantTag | None = None,
     ) -> None:
         self.rules = rules
         self.image_id = image_id
@@ -216,24 +251,12 @@ class _Columns:
         self.value = value
         self.headerless = headerless
         self.two_wide = two_wide  # rows have exactly image_id and tag, nothing else
-
-    @classmethod
-    def from_header(cls, fields: list[str], rules: TagRules) -> _Columns | None:
-        names = [f.strip().lower() for f in fields]
-        if "image_id" not in names:
-            return None
-        if "tag" in names:
-            tag = names.index("tag")
-        elif rules.values and "key" in names:
-            tag = names.index("key")
-        else:
-            return None
-        value = names.index("value") if rules.values and "value" in names else None
-        image_id = names.index("image_id")
-        return cls(rules, image_id, tag, value, headerless=False, two_wide=len(names) == 2)
+        self.constant = constant  # --tag: rows are image ids only
 
     def pick(self, line: int, fields: list[str]) -> Parsed:
         width = len(fields)
+        if self.constant is not None:
+            return self._pick_id(line, fields)
         if self.headerless:
             return self._pick_headerless(line, fields)
         named = max(self.image_id, self.tag, -1 if self.value is None else self.value)
@@ -241,6 +264,13 @@ class _Columns:
             return InvalidRow(line, None, None, f"row has {width} columns, the header names more")
         value = None if self.value is None else fields[self.value]
         return validate(line, fields[self.image_id], fields[self.tag], value, self.rules)
+
+    def _pick_id(self, line: int, fields: list[str]) -> Parsed:
+        assert self.constant is not None
+        if len(fields) != 1:
+            error = f"expected 1 column (an image id; the tag is --tag's), got {len(fields)}"
+            return InvalidRow(line, clean(fields[0]), None, error)
+        return validate(line, fields[0], self.constant.tag, self.constant.value, self.rules)
 
     def _pick_headerless(self, line: int, fields: list[str]) -> Parsed:
         width = len(fields)
@@ -254,6 +284,132 @@ class _Columns:
         else:
             expected = "expected 2 columns (image_id,tag)"
         return InvalidRow(line, first, None, f"{expected}, got {width}")
+
+
+# ── the first row: a header or data, and the whole-input problems it shows ─────────────────────
+
+# The image id column: ours, and the openstack CLI's (``openstack image list -f csv``: "ID").
+_ID_COLUMNS = ("image_id", "id")
+# Names (lower case, letters and digits only) that say "this row names columns": with no UUID
+# in it, such a first row is a header, known or not — never data, never a row whose second
+# field becomes the tag.
+_HEADER_WORDS = frozenset(
+    {"imageid", "id", "uuid", "imageuuid", "image", "images", "tag", "tags", "key", "value",
+     "name", "imagename"}
+)  # fmt: skip
+_NEAR_ID = frozenset({"imageid", "uuid", "imageuuid", "image", "images"})
+_NOT_NAME_CHARS = re.compile(r"[^a-z0-9]")
+
+
+def _word(field: str) -> str:
+    return _NOT_NAME_CHARS.sub("", field.lower())
+
+
+def _shown(fields: list[str]) -> str:
+    return ",".join(_echo(field.strip()) for field in fields[:8])
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    if any(_UUID.search(field) for field in fields):
+        return False
+    return any(_word(field) in _HEADER_WORDS for field in fields)
+
+
+def _first_columns(
+    line: int, fields: list[str], rules: TagRules, constant: ConstantTag | None
+) -> tuple[_Columns, bool]:
+    """The layout the input's first row sets, and whether that row is a header; InputRefused
+    when the row shows that no row of the input can be read as meant."""
+    if _looks_like_header(fields):
+        return _header_columns(fields, rules, constant), True
+    width = len(fields)
+    if constant is not None and width != 1:
+        raise InputRefused(
+            f"with --tag the input is one image id a line, but line {line} has {width} columns "
+            f"({_shown(fields)}): list only the ids (openstack image list -f value -c ID)"
+        )
+    if constant is None and width == 1:
+        raise InputRefused(
+            f"line {line} has one column ({_shown(fields)}) and no tag: for a list of image ids "
+            "give the tag with --tag TAG, or add a tag column (image_id,tag)"
+        )
+    return _Columns(rules, constant=constant), False
+
+
+def _header_columns(fields: list[str], rules: TagRules, constant: ConstantTag | None) -> _Columns:
+    names = [field.strip().lower() for field in fields]
+    image_id = next((names.index(name) for name in _ID_COLUMNS if name in names), None)
+    if image_id is None:
+        near = next((field.strip() for field in fields if _word(field) in _NEAR_ID), None)
+        fix = f"rename {_echo(near)} to image_id" if near else "name the column image_id"
+        raise InputRefused(f"the header ({_shown(fields)}) names no image id column: {fix}")
+    if constant is not None:
+        if len(names) > 1:
+            raise InputRefused(
+                f"with --tag the input is a list of image ids, but its header ({_shown(fields)}) "
+                "names more columns: list only the ids (openstack image list -f value -c ID)"
+            )
+        return _Columns(rules, image_id, headerless=False, two_wide=False, constant=constant)
+    return _named_columns(names, fields, image_id, rules)
+
+
+def _named_columns(names: list[str], fields: list[str], image_id: int, rules: TagRules) -> _Columns:
+    if "tag" in names:
+        tag = names.index("tag")
+    elif rules.values and "key" in names:
+        tag = names.index("key")
+    elif len(names) == 1:
+        raise InputRefused(
+            f"the input is a list of image ids (its header names one column, {_shown(fields)}): "
+            "give the tag with --tag TAG"
+        )
+    else:
+        column = "tag (or key)" if rules.values else "tag"
+        raise InputRefused(
+            f"the header ({_shown(fields)}) names no {column} column, and no other column (such "
+            f"as an image name) is ever taken for the tag: name the column {column}, or give "
+            "only the ids (openstack image list -f value -c ID) and the tag with --tag TAG"
+        )
+    value = names.index("value") if rules.values and "value" in names else None
+    return _Columns(rules, image_id, tag, value, headerless=False, two_wide=len(names) == 2)
+
+
+# Whole-input encodings and formats told by their first bytes (undecodable bytes arrive as
+# lone surrogates U+DC80..U+DCFF, see open_text).
+_MAGIC = (
+    (("\udcff\udcfe", "\udcfe\udcff"),
+     "is UTF-16 or UTF-32 (it starts with its byte-order mark), not UTF-8: convert it first, "
+     "e.g. iconv -f UTF-16 -t UTF-8 in.csv > in-utf8.csv"),
+    (("\x1f\udc8b",),
+     "is gzip-compressed: decompress it first, e.g. zcat in.csv.gz | bulktag run -"),
+)  # fmt: skip
+# Characters that text never has: C0 controls but tab and line ends, and undecodable bytes.
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\udc80-\udcff]")
+
+
+def _check_encoding(line: str, first: bool) -> None:
+    """InputRefused when a line before the first row (``first``: the input's first line) shows
+    that the input is not UTF-8 text: UTF-16 (with or without a byte-order mark), compressed
+    or binary data would only make one garbled invalid row a line. Lines, not the first
+    bytes read: the verdict must not depend on how a pipe's producer cut its writes. A stray
+    bad byte later in a text file stays that row's problem."""
+    line = line.rstrip("\r\n")  # a CRLF may come whole or as CR then LF: judge the text
+    if first:
+        for prefixes, problem in _MAGIC:
+            if line.startswith(prefixes):
+                raise InputRefused(f"the input {problem}")
+    if line.count("\x00") * 4 >= len(line) > 0:
+        raise InputRefused(
+            "the input looks like UTF-16 without a byte-order mark (NUL bytes between the "
+            "characters), not UTF-8: convert it first, e.g. iconv -f UTF-16LE -t UTF-8"
+        )
+    bad = len(_NOT_TEXT.findall(line))
+    if bad >= 2 and bad * 10 >= len(line) * 3:  # random bytes: ~half; Latin-1 text: a few %
+        raise InputRefused(
+            f"the input is not text: its line {'1' if first else 'before the first row'} is "
+            "largely control characters or bytes that are not UTF-8; give a UTF-8 CSV "
+            "(image_id,tag)"
+        )
 
 
 def _is_skipped(fields: list[str]) -> bool:
@@ -274,6 +430,8 @@ def _plain_pair(columns: _Columns) -> re.Pattern[str] | None:
     such line of a block.
     """
     rules = columns.rules
+    if columns.constant is not None:  # --tag: rows are one column, the lane's are two
+        return None
     plain_layout = columns.image_id == 0 and columns.tag == 1 and columns.value is None
     if rules.values or rules.charset != "strict" or not plain_layout or not columns.two_wide:
         return None
@@ -339,62 +497,145 @@ def _all_uuids(ids: tuple[str, ...], count: int) -> bool:
 _new_tuple = tuple.__new__  # Row(...) from a 4-tuple with no Python call per row
 
 
-# Characters of input read at once when the input is a file (not a pipe): ~1,400 plain lines.
+# Characters read at once from a file (~1,400 plain lines), and bytes from a pipe.
 _BLOCK_CHARS = 1 << 16
+_PIPE_BYTES = 1 << 16
+# A line longer than this is an invalid row; its text beyond a short prefix is dropped as it
+# comes, so no line — not even a stray quote's — can hold more than this in memory.
+_LINE_LIMIT = _FIELD_LIMIT
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-class _Lines:
-    """The input's physical lines, counted, with lines that can be handed back so the CSV
-    reader sees them (rows the fast lane did not take)."""
+@dataclass(frozen=True, slots=True)
+class _Overlong:
+    """A line over _LINE_LIMIT: its first characters, for the error."""
 
-    def __init__(self, text: io.TextIOBase) -> None:
-        self._text = iter(text)
-        self.count = 0
-        self.pending: deque[str] = deque()
+    prefix: str
 
-    def __iter__(self) -> _Lines:
+
+class _LineSplitter:
+    """Text as it comes → blocks of whole lines, the moment their line end has come.
+
+    A line ends at LF, CRLF or a lone CR (universal newlines, as ``csv`` has it), also when a
+    CRLF is split between two pieces. What follows the last line end waits for the next piece
+    (or the end of the input: :meth:`finish`).
+    """
+
+    def __init__(self) -> None:
+        self._partial: list[str] = []
+        self._size = 0
+        self._overlong: str | None = None  # the prefix of an overlong line being skipped
+        self._after_cr = False  # the last piece ended with CR: a LF next is part of it
+
+    def feed(self, text: str) -> list[str | _Overlong]:
+        if self._after_cr:
+            self._after_cr = False
+            if text.startswith("\n"):
+                text = text[1:]
+        end = max(text.rfind("\n"), text.rfind("\r")) + 1
+        if end == 0:
+            self._grow(text)
+            return []
+        whole = text[:end]
+        done: list[str | _Overlong] = []
+        if self._overlong is not None:
+            first_end = _LINE_END.search(whole)
+            assert first_end is not None
+            done.append(_Overlong(self._overlong))
+            self._overlong, whole = None, whole[first_end.end() :]
+        elif self._partial:
+            whole = "".join(self._partial) + whole
+            self._partial.clear()
+            self._size = 0
+        if whole:
+            done.append(whole)
+        self._after_cr = text.endswith("\r")
+        self._grow(text[end:])
+        return done
+
+    def finish(self) -> list[str | _Overlong]:
+        """The last line, when the input does not end with a line end."""
+        if self._overlong is not None:
+            return [_Overlong(self._overlong)]
+        return ["".join(self._partial)] if self._partial else []
+
+    def _grow(self, text: str) -> None:
+        if not text or self._overlong is not None:
+            return
+        self._partial.append(text)
+        self._size += len(text)
+        if self._size > _LINE_LIMIT:
+            self._overlong = "".join(self._partial)[:_ECHO]
+            self._partial.clear()
+            self._size = 0
+
+
+class _PastLineEnd(Exception):
+    """The CSV reader asked for another line: a quoted field is still open at the line end."""
+
+
+class _OneLine:
+    """The CSV reader's input: one line a row, never more. A quoted field left open at the end
+    of its line (a stray ``"``) makes the reader ask for the next line; that ends the row as
+    invalid, instead of letting it swallow the lines after it up to the next quote."""
+
+    __slots__ = ("line",)
+
+    def __init__(self) -> None:
+        self.line: str | None = None
+
+    def __iter__(self) -> _OneLine:
         return self
 
     def __next__(self) -> str:
-        line = self.pending.popleft() if self.pending else next(self._text)
-        self.count += 1
+        line = self.line
+        if line is None:
+            raise _PastLineEnd
+        self.line = None
         return line
 
-    def give_back(self, line: str) -> None:
-        self.pending.appendleft(line)
-        self.count -= 1
+
+def _lines_of(block: str) -> list[str]:
+    return io.StringIO(block, newline="").readlines()  # LF, CRLF and CR, as _LineSplitter
 
 
 class RowReader:
     """Every data row of an input as a Row or an InvalidRow, in input order: one by one
-    (iteration) or a batch at a time (:meth:`take`, what the engine calls).
+    (iteration), a batch at a time (:meth:`take`), or as read (:meth:`chunks`).
 
-    ``line`` is the physical line where the row ends (as ``csv`` counts), so it stays stable
-    across runs over the same file: resume relies on that for invalid rows.
+    A row is one physical line, and ``line`` its number: stable across runs over the same
+    file (resume relies on that for invalid rows), and one bad line — a stray quote, binary
+    noise, a line of megabytes — is one invalid row: it never costs another line.
 
-    A file (a seekable input) in the fast lane is read a block of lines at a time: one regex
-    scan finds the pairs of the whole block, and when every line of it is plain — the usual
-    case — its rows are made without a Python step per line beyond the Row itself (0.35
-    against 1.1 us a row). A block with anything else in it is read line by line. A pipe is
-    always read line by line, so rows from a slow producer are not held back.
+    The input comes as pieces of text (:func:`read_rows`, :func:`read_stream`), cut into
+    blocks of whole lines. A block of plain lines — the usual case — goes through the fast
+    lane (one regex scan for the whole block, 0.35 against 1.1 us a row); a block with
+    anything else in it is read line by line. The lines up to the first row (header or data)
+    are checked for problems of the whole input (:class:`InputRefused`).
     """
 
-    def __init__(self, text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> None:
-        self._text = text
+    def __init__(
+        self,
+        pieces: Iterator[str],
+        rules: TagRules = GLANCE_RULES,
+        constant: ConstantTag | None = None,
+        *,
+        may_wait: bool = False,
+    ) -> None:
+        self._pieces = pieces
         self._rules = rules
-        self._lines = _Lines(text)
-        self._csv = csv.reader(self._lines)
-        self._blocks = text.seekable()
-        self._chunks = self._read()
-        self._spare: deque[Parsed] = deque()  # read, not yet handed out
+        self._constant = constant
+        #: Whether reading can wait on a producer (a pipe, a terminal): then it belongs in a
+        #: thread. A file's next block is on disk, so it is read where it is needed.
+        self.may_wait = may_wait
+        self.lines = 0  # physical lines read so far
+        self._columns: _Columns | None = None
         self._plain: re.Pattern[str] | None = None  # one plain line
         self._plain_block: _PlainBlock | None = None  # every plain line of a block
-
-    @property
-    def may_wait(self) -> bool:
-        """Whether reading can wait on a producer (a pipe, a terminal): then it belongs in a
-        thread. A file's next block is on disk, so it is read where it is needed."""
-        return not self._blocks
+        self._one_line = _OneLine()
+        self._csv = csv.reader(self._one_line)
+        self._chunks = self._read()
+        self._spare: deque[Parsed] = deque()  # read, not yet handed out
 
     def __iter__(self) -> RowReader:
         return self
@@ -405,84 +646,154 @@ class RowReader:
             spare.extend(next(self._chunks))
         return spare.popleft()
 
-    def take(self, limit: int, linger: float = math.inf) -> list[Parsed]:
-        """Up to ``limit`` rows, or fewer once ``linger`` seconds passed since the first one;
-        an empty list at the end of the input."""
-        batch = fill(list(self._spare), self._chunks, limit, linger)
+    def check_head(self) -> None:
+        """Read up to the first row (header or data), so that a problem of the whole input
+        raises InputRefused now, before anything is sent; what was read is kept."""
+        while self._columns is None:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return
+            self._spare.extend(chunk)
+
+    def take(self, limit: int) -> list[Parsed]:
+        """Up to ``limit`` rows; an empty list at the end of the input."""
+        batch = list(self._spare)
         self._spare.clear()
+        for chunk in self._chunks:
+            batch += chunk
+            if len(batch) >= limit:
+                break
         if len(batch) > limit:
             self._spare.extend(batch[limit:])
             del batch[limit:]
         return batch
 
+    def chunks(self) -> Iterator[list[Parsed]]:
+        """The rows of each piece of input as it is read (possibly none): nothing read is
+        held back for what is still to come."""
+        if self._spare:
+            yield list(self._spare)
+            self._spare.clear()
+        yield from self._chunks
+
     def _read(self) -> Iterator[list[Parsed]]:
-        lines = self._lines
-        columns: _Columns | None = None
-        for line in lines:
-            plain = self._plain
-            if plain is not None and (pair := plain.fullmatch(line)) is not None:
-                yield [Row(lines.count, pair[1], pair[2])]
-                if self._blocks and not lines.pending and self._plain_block is not None:
-                    yield from self._read_blocks(self._plain_block)
-                continue
-            lines.give_back(line)  # the CSV reader takes it from here (and any lines it spans)
-            try:
-                fields = next(self._csv)
-            except StopIteration:  # unreachable: the reader always has the returned line
-                return
-            except csv.Error as exc:  # e.g. a field over the size limit: this row only
-                yield [InvalidRow(lines.count, None, None, f"unreadable CSV row: {exc}")]
-                continue
-            if _is_skipped(fields):
-                continue
-            if columns is None:  # the first row: a header, or already data
-                header = _Columns.from_header(fields, self._rules)
-                columns = header or _Columns(self._rules)
-                self._plain = _plain_pair(columns)
-                self._plain_block = (
-                    None if self._plain is None else _PlainBlock(self._rules.max_key_length)
-                )
-                if header is not None:
-                    continue
-            yield [columns.pick(lines.count, fields)]
+        splitter = _LineSplitter()
+        for piece in self._pieces:
+            for block in splitter.feed(piece):
+                yield self._parse(block)
+        for block in splitter.finish():
+            yield self._parse(block)
 
-    def _read_blocks(self, plain: _PlainBlock) -> Iterator[list[Parsed]]:
-        """Blocks of plain lines; returns at the end of the input or at the first block with
-        another line in it, whose lines are then pending for the line-by-line reading."""
-        lines, text = self._lines, self._text
-        while block := text.read(_BLOCK_CHARS):
-            if not block.endswith("\n"):
-                block += text.readline()  # whole lines only
-            rows = plain.rows(block, lines.count + 1)
-            if rows is None:  # not every line is plain: read it line by line
-                lines.pending.extend(io.StringIO(block, newline="").readlines())
-                return
-            lines.count += len(rows)
-            yield rows
+    def _parse(self, block: str | _Overlong) -> list[Parsed]:
+        if isinstance(block, _Overlong):
+            self.lines += 1
+            if self._columns is None:  # a broken first row says nothing of the layout
+                _check_encoding(block.prefix, self.lines == 1)
+                self._set_columns(_Columns(self._rules, constant=self._constant))
+            error = f"line is longer than {_LINE_LIMIT:,} characters: {_echo(block.prefix)}"
+            return [InvalidRow(self.lines, None, None, error)]
+        fast = self._plain_block
+        if fast is not None and (rows := fast.rows(block, self.lines + 1)) is not None:
+            self.lines += len(rows)
+            return rows
+        parsed = []
+        for line in _lines_of(block):
+            self.lines += 1
+            item = self._parse_line(self.lines, line)
+            if item is not None:
+                parsed.append(item)
+        return parsed
 
+    def _parse_line(self, number: int, line: str) -> Parsed | None:
+        """One line → its row; None for a blank line, a comment or the header."""
+        plain = self._plain
+        if plain is not None and (pair := plain.fullmatch(line)) is not None:
+            return Row(number, pair[1], pair[2])
+        if self._columns is None:
+            _check_encoding(line, number == 1)
+        self._one_line.line = line
+        try:
+            fields = next(self._csv)
+        except (_PastLineEnd, csv.Error) as exc:
+            if self._columns is None:  # a broken first row says nothing of the layout
+                self._set_columns(_Columns(self._rules, constant=self._constant))
+            return _unreadable(number, line, exc)
+        if _is_skipped(fields):
+            return None
+        if self._columns is None:  # the first row: a header, or already data
+            columns, header = _first_columns(number, fields, self._rules, self._constant)
+            self._set_columns(columns)
+            if header:
+                return None
+        assert self._columns is not None
+        return self._columns.pick(number, fields)
 
-def fill(
-    batch: list[Parsed], chunks: Iterator[list[Parsed]], limit: int, linger: float
-) -> list[Parsed]:
-    """Extend ``batch`` from ``chunks`` until it holds ``limit`` rows (or more: the last chunk
-    is not cut), or until a chunk comes ``linger`` seconds after the first one; return it.
-
-    The rule for every hand-over of rows to the engine: big batches from a fast input, and
-    a slow producer's rows held back by at most the linger, never until a batch is full.
-    """
-    deadline = 0.0
-    for chunk in chunks:
-        batch += chunk
-        if len(batch) >= limit:
-            break
-        now = time.monotonic()
-        if deadline == 0.0:
-            deadline = now + linger
-        elif now >= deadline:
-            break
-    return batch
+    def _set_columns(self, columns: _Columns) -> None:
+        self._columns = columns
+        self._plain = _plain_pair(columns)
+        if self._plain is not None:
+            self._plain_block = _PlainBlock(self._rules.max_key_length)
 
 
-def read_rows(text: io.TextIOBase, rules: TagRules = GLANCE_RULES) -> RowReader:
-    """Every data row of ``text`` (see :class:`RowReader`)."""
-    return RowReader(text, rules)
+def _unreadable(number: int, line: str, exc: Exception) -> InvalidRow:
+    if isinstance(exc, _PastLineEnd):
+        error = "a quoted field is not closed on its line (a stray '\"'?): "
+        return InvalidRow(number, None, None, error + _echo(line.rstrip("\r\n")))
+    return InvalidRow(number, None, None, f"unreadable CSV row: {exc}")
+
+
+def _text_pieces(text: io.TextIOBase) -> Iterator[str]:
+    """A file's text a block at a time; a text stream that may wait on a producer a line at
+    a time (a line's first 64K characters at most), so no row waits for a block to fill."""
+    read = text.read if text.seekable() else text.readline
+    while piece := read(_BLOCK_CHARS):
+        yield piece
+
+
+def _raw_pieces(raw: BinaryIO) -> Iterator[str]:
+    """What a pipe's producer has written, decoded, as each read returns it: ``read`` of an
+    unbuffered file returns what has arrived, up to _PIPE_BYTES, without waiting for more.
+    Closes ``raw`` at the end (the reader owns it: nobody else may close it under a read)."""
+    decode = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape").decode
+    with raw:
+        while data := raw.read(_PIPE_BYTES):
+            if text := decode(data):
+                yield text
+        if text := decode(b"", final=True):
+            yield text
+
+
+def read_rows(
+    text: io.TextIOBase, rules: TagRules = GLANCE_RULES, constant: ConstantTag | None = None
+) -> RowReader:
+    """Every data row of ``text`` (see :class:`RowReader`); ``constant``: ``--tag``."""
+    return RowReader(_text_pieces(text), rules, constant, may_wait=not text.seekable())
+
+
+def read_stream(
+    raw: BinaryIO, rules: TagRules = GLANCE_RULES, constant: ConstantTag | None = None
+) -> RowReader:
+    """Every data row of an unbuffered binary stream (a pipe, a FIFO, a terminal), the rows of
+    each read as soon as it returns; the reader owns ``raw`` and closes it at the end."""
+    return RowReader(_raw_pieces(raw), rules, constant, may_wait=True)
+
+
+def is_regular_file(binary: BinaryIO) -> bool:
+    """Whether an opened input is a regular file, which can be read twice (or in memory)."""
+    try:
+        fd = binary.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return True  # bytes in memory: read where needed, as a file
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def read_input(
+    binary: BinaryIO, rules: TagRules = GLANCE_RULES, constant: ConstantTag | None = None
+) -> RowReader:
+    """The rows of an opened input. A regular file is read a block at a time, where it is
+    needed. Anything else — a pipe, a FIFO, ``<(...)``, a terminal, a character device — is
+    read exactly once, as its producer writes, through a descriptor of its own that only the
+    reader closes: the caller may close ``binary`` whenever it likes."""
+    if is_regular_file(binary):
+        return read_rows(open_text(binary), rules, constant)
+    return read_stream(io.FileIO(os.dup(binary.fileno()), "rb"), rules, constant)

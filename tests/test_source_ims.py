@@ -11,7 +11,15 @@ import io
 import pytest
 
 from bulktag.model import InvalidRow, Row
-from bulktag.source import GLANCE_RULES, Parsed, TagRules, ims_rules, open_text, read_rows
+from bulktag.source import (
+    GLANCE_RULES,
+    InputRefused,
+    Parsed,
+    TagRules,
+    ims_rules,
+    open_text,
+    read_rows,
+)
 
 U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
@@ -117,4 +125,5 @@ def test_glance_rules_ignore_a_value_column_as_before() -> None:
     assert [InvalidRow(1, U1, None, "expected 2 columns (image_id,tag), got 3")] == rows(
         f"{U1},env,prod\n", GLANCE_RULES
     )
-    assert isinstance(rows(f"image_id,key\n{U2},env\n", GLANCE_RULES)[0], InvalidRow)
+    with pytest.raises(InputRefused, match="names no tag column"):
+        rows(f"image_id,key\n{U2},env\n", GLANCE_RULES)
