@@ -134,6 +134,9 @@ class EngineSettings:
     api: Api = Api.GLANCE  # which call the sender makes: keys the journal's records
     batch_size: int = 1  # rows of one image per request (IMS: at most 10); 1 = no batching
     batch_linger: float = 0.0  # seconds a batch may wait for siblings still being read
+    # Batching: rows read ahead and held, so that an image's rows far apart in the input
+    # still share a request (scheduler.py). Unused when batch_size is 1.
+    read_ahead: int = 100_000
     # Stop (resumable) when the cloud has accepted nothing for this long; None: never.
     max_outage: float | None = 300.0
 
@@ -274,9 +277,13 @@ class Engine:
     async def run(self, rows: Iterator[Parsed]) -> RunReport:
         started = self._clock()
         concurrency = self.settings.concurrency
-        ready_send, ready_recv = anyio.create_memory_object_stream[Row](concurrency)
+        read_ahead = self.settings.read_ahead if self.settings.batch_size > 1 else 0
+        ready_send, ready_recv = anyio.create_memory_object_stream[Row](read_ahead or concurrency)
         scheduler = ImageScheduler(
-            ready_send, self.settings.max_parked, serialize=self.settings.serialize_images
+            ready_send,
+            self.settings.max_parked,
+            serialize=self.settings.serialize_images,
+            read_ahead=read_ahead,
         )
         self._scheduler = scheduler
         async with anyio.create_task_group() as outer:
@@ -393,6 +400,7 @@ class Engine:
                     first = await get(ready)
                 except anyio.EndOfStream:
                     return
+                scheduler.taken()
                 if not await self._serve_image(first, scheduler) or self.stopping:
                     return
 
@@ -408,6 +416,7 @@ class Engine:
         sink = self._sink
         may_defer = retrying is None  # a deferred retry's task already holds no worker
         while row is not None and not self.stopping:
+            fresh = retrying is None  # a batch not sent yet: it may still grow (_send)
             if retrying is not None:
                 batch, attempts, retrying = retrying.rows, retrying.attempts, None
             elif settings.batch_size > 1:
@@ -415,7 +424,7 @@ class Engine:
                 attempts = _Attempts(self._clock())
             else:
                 batch, attempts = [row], _Attempts(self._clock())
-            settled = await self._settle(batch, attempts, may_defer=may_defer)
+            settled = await self._settle(batch, attempts, may_defer=may_defer, grow=fresh)
             if settled is None:
                 return True  # its retry waits in a task of its own, which carries on from here
             for result in settled:
@@ -428,13 +437,14 @@ class Engine:
         return True
 
     async def _settle(
-        self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False
+        self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False, grow: bool = False
     ) -> list[Result] | None:
         """Send ``rows`` (one image's, in one request) until they have an outcome.
 
         Returns their results, or fewer (none) if the run stopped first, or None if the next
         attempt was handed to a task of its own (``may_defer``), so the caller's worker can
-        take other rows while this one waits out its back-off.
+        take other rows while this one waits out its back-off. ``grow``: a fresh batch, which
+        takes the rows of its image that arrived while it waited for its turn.
         """
         while True:
             # Sync fast paths first (a valid token here, a free slot in _send): most requests
@@ -442,7 +452,7 @@ class Engine:
             token = self._tokens.valid_now() or await self._current_token()
             if token is None:
                 return []
-            sent = await self._send(rows, token)
+            sent = await self._send(rows, token, grow and attempts.made == 0)
             if sent is None:
                 return []  # the run stopped before this row's turn came: left for the resume
             answer, sent_at = sent
@@ -541,9 +551,12 @@ class Engine:
                 break
         return settled
 
-    async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float] | None:
+    async def _send(
+        self, rows: list[Row], token: str, grow: bool = False
+    ) -> tuple[Answer, float] | None:
         """Send one request when a slot and the pacer allow; None if the run stopped first
-        (a stop does not wait for turns the pacer gives out at one a second)."""
+        (a stop does not wait for turns the pacer gives out at one a second). ``grow``: first
+        add the rows of the image that arrived meanwhile (``rows`` grows in place)."""
         if self.in_flight >= self.settings.concurrency:
             if not await self._unless_stopped(self._wait_for_room):
                 return None
@@ -556,6 +569,8 @@ class Engine:
                 if sent_at is None:
                     return None
             self.tally.attempts += 1
+            if grow and self._scheduler is not None and self.settings.batch_size > 1:
+                self._scheduler.top_up(rows, self.settings.batch_size)
             if len(rows) == 1:
                 tags = [(rows[0].tag, rows[0].value)]
             else:

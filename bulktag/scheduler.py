@@ -11,12 +11,20 @@ Parked rows are bounded (``max_parked``): when the limit is hit, the producer wa
 the backpressure that keeps memory flat even when one image has a thousand tags.
 
 Batching (IMS takes up to ten tags of one image in one call): a worker that holds a row also
-takes the rows parked behind it, up to ``limit`` (:meth:`gather`). They are already in memory
-and already waiting for this image, so a batch costs no extra buffering and never reorders an
-image's rows. Two rows setting the same key never share a batch (IMS refuses a body with a key
-twice; and the later row must win), so a batch stops at a repeated key. If the input is still
-inside this image's rows (the producer's last row was of this image) the worker may *linger*
-a few milliseconds for siblings that are on their way — typically across a read-ahead boundary.
+takes the rows parked behind it, up to ``limit`` (:meth:`gather`), and again just before the
+request goes (:meth:`top_up`): rows that arrived while it waited for its turn join it. Two rows
+setting the same key never share a batch (IMS refuses a body with a key twice; and the later
+row must win), so a batch stops at a repeated key; an image's rows are never reordered. If the
+input is still inside this image's rows (the producer's last row was of this image) the worker
+may *linger* a few milliseconds for siblings that are on their way.
+
+The read-ahead window (``read_ahead`` > 0, batching only): an image's rows are grouped only if
+they are in memory together, and an input sorted by key puts an image's rows far apart. So
+when batching, the ready stream is as deep as the window and the rows waiting in it count
+against the same bound as the parked ones: the producer reads ahead until ``read_ahead`` rows
+wait (first rows of idle images, in input order, plus rows parked behind them), and the rows
+that arrive for an image before its request goes ride along with it. Without batching the
+ready stream stays as short as the pool, so a Glance run holds no more rows than before.
 """
 
 from __future__ import annotations
@@ -31,13 +39,24 @@ from bulktag.streams import put
 
 
 class ImageScheduler:
-    def __init__(self, ready: ObjectSendStream[Row], max_parked: int, serialize: bool = True):
+    def __init__(
+        self,
+        ready: ObjectSendStream[Row],
+        max_parked: int,
+        serialize: bool = True,
+        *,
+        read_ahead: int = 0,
+    ):
+        """``read_ahead`` > 0: the ready stream holds up to that many rows, and the bound on
+        waiting rows (then ``read_ahead``, not ``max_parked``) counts them too."""
         self._ready = ready
-        self._max_parked = max_parked
+        self._max_held = read_ahead or max_parked
+        self._count_ready = read_ahead > 0
         self._serialize = serialize
         # image → rows parked behind its in-flight row (None: one in flight, none parked yet)
         self._busy: dict[str, deque[Row] | None] = {}
         self._parked = 0
+        self._queued = 0  # rows in the ready stream, counted only with read_ahead
         self._room: anyio.Event | None = None  # set while the producer waits for room
         self._last_image: str | None = None  # image of the row the producer handed in last
         self._arrived: anyio.Event | None = None  # set while a worker lingers for siblings
@@ -46,6 +65,11 @@ class ImageScheduler:
     @property
     def parked(self) -> int:
         return self._parked
+
+    @property
+    def held(self) -> int:
+        """Rows handed in and waiting (parked, or with read_ahead also queued for a worker)."""
+        return self._parked + self._queued
 
     async def submit(self, row: Row) -> None:
         """Producer side: dispatch ``row`` now, or park it behind its image's in-flight row."""
@@ -59,7 +83,7 @@ class ImageScheduler:
         the caller then awaits :meth:`submit`, which waits for room. A plain call, because
         the producer hands over every row of the input.
         """
-        if not self._serialize or self._parked >= self._max_parked:
+        if not self._serialize or self._parked + self._queued >= self._max_held:
             return False
         image_id = row.image_id
         self._last_image = image_id  # a lingering worker expects rows of it
@@ -75,6 +99,8 @@ class ImageScheduler:
             except anyio.WouldBlock:
                 return False
             self._busy[image_id] = None
+            if self._count_ready:
+                self._queued += 1
         if self._arrived is not None:
             self._wake_lingering()
         return True
@@ -85,15 +111,23 @@ class ImageScheduler:
             await put(self._ready, row)
             return
         self._last_image = row.image_id  # before waiting: a lingering worker expects it
-        while self._parked >= self._max_parked:
+        while self._parked + self._queued >= self._max_held:
             self._room = anyio.Event()
             await self._room.wait()
         if row.image_id in self._busy:
             self.submit_nowait(row)  # parking has room now: that cannot fail
             return
         self._busy[row.image_id] = None
+        if self._count_ready:
+            self._queued += 1
         self._wake_lingering()
         await put(self._ready, row)
+
+    def taken(self) -> None:
+        """Worker side: it received a row from the ready stream (it no longer waits there)."""
+        if self._count_ready:
+            self._queued -= 1
+            self._make_room()
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -114,6 +148,12 @@ class ImageScheduler:
                     return batch
         self._fill(batch, limit)
         return batch
+
+    def top_up(self, batch: list[Row], limit: int) -> None:
+        """Worker side, just before ``batch`` is sent: add the rows of its image that were
+        parked since it was gathered, up to ``limit`` (the list grows in place)."""
+        if len(batch) < limit and self._serialize:
+            self._fill(batch, limit)
 
     def _fill(self, batch: list[Row], limit: int) -> bool:
         """Move parked rows of the batch's image into it; True when it can grow no more."""
