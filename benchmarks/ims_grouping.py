@@ -48,7 +48,9 @@ def write_input(path: Path, images: int, tags: int, order: str, seed: int = 7) -
     return len(pairs)
 
 
-async def measure_one(source: Path, read_ahead: int | None, latency: float, concurrency: int) -> dict[str, int]:
+async def measure_one(
+    source: Path, read_ahead: int | None, latency: float, concurrency: int
+) -> dict[str, int]:
     from bulktag.admission import Api
     from bulktag.auth.base import StaticToken
     from bulktag.engine import Engine, EngineSettings
@@ -107,8 +109,9 @@ def run_order(folder: Path, args: argparse.Namespace, order: str) -> dict[str, o
     figures = json.loads(out.splitlines()[-1])
     ideal = args.images * math.ceil(args.tags / 10)
     assert figures["ok"] == rows, figures
+    requests = figures["requests"]
     return {"order": order, "rows": rows, "ideal": ideal, **figures,
-            "per_row": figures["requests"] / rows, "x_ideal": figures["requests"] / ideal}  # fmt: skip
+            "per_row": requests / rows, "x_ideal": requests / ideal}  # fmt: skip
 
 
 def main() -> None:

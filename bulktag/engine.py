@@ -136,7 +136,7 @@ class EngineSettings:
     batch_linger: float = 0.0  # seconds a batch may wait for siblings still being read
     # Batching: rows read ahead and held, so that an image's rows far apart in the input
     # still share a request (scheduler.py). Unused when batch_size is 1.
-    read_ahead: int = 100_000
+    read_ahead: int = 200_000
     # Stop (resumable) when the cloud has accepted nothing for this long; None: never.
     max_outage: float | None = 300.0
 
