@@ -7,6 +7,7 @@ import time
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulktag.model import Row
 from bulktag.scheduler import ImageScheduler
@@ -153,5 +154,100 @@ async def test_submit_waits_for_room_in_the_ready_stream_then_dispatches() -> No
         assert 1 == receive.receive_nowait().line
     assert 2 == receive.receive_nowait().line
     assert scheduler.release(B) is None
+    send.close()
+    receive.close()
+
+
+# ── the read-ahead window (batching) ─────────────────────────────────────────────────────
+
+
+def windowed(read_ahead: int) -> tuple[ImageScheduler, MemoryObjectReceiveStream[Row]]:
+    send, receive = anyio.create_memory_object_stream[Row](read_ahead)
+    return ImageScheduler(send, max_parked=2, read_ahead=read_ahead), receive
+
+
+async def test_the_window_counts_rows_queued_for_a_worker_with_the_parked_ones() -> None:
+    scheduler, receive = windowed(read_ahead=3)
+    assert scheduler.submit_nowait(row(1, A))  # queued for a worker
+    assert scheduler.submit_nowait(row(2, B))  # queued
+    assert scheduler.submit_nowait(row(3, A))  # parked: past max_parked's 2 would not matter
+    assert 3 == scheduler.held
+    assert not scheduler.submit_nowait(row(4, C))  # the window is full, queued rows included
+    assert 1 == receive.receive_nowait().line
+    scheduler.taken()  # a worker has it: it no longer waits in the window
+    assert scheduler.submit_nowait(row(4, C))
+    receive.close()
+
+
+async def test_a_full_window_holds_the_producer_until_a_worker_takes_a_row() -> None:
+    scheduler, receive = windowed(read_ahead=2)
+    async with anyio.create_task_group() as group:
+
+        async def produce() -> None:
+            for n, image_id in enumerate([A, B, C], 1):
+                await scheduler.submit(row(n, image_id))
+
+        group.start_soon(produce)
+        await anyio.sleep(0.01)
+        assert 2 == scheduler.held  # C waits
+        receive.receive_nowait()
+        scheduler.taken()
+        await anyio.sleep(0.01)
+    assert 2 == scheduler.held  # C got in
+    receive.close()
+
+
+async def test_a_batch_takes_just_before_sending_the_rows_that_arrived_after_it_was_gathered() -> (
+    None
+):
+    scheduler, receive = windowed(read_ahead=100)
+    await scheduler.submit(row(1, A, key="env", value="a"))
+    first = receive.receive_nowait()
+    scheduler.taken()
+    batch = await scheduler.gather(first, 10)
+    assert [1] == [r.line for r in batch]
+    for item in [row(2, B), row(3, A), row(4, A, key="env", value="b"), row(5, A)]:
+        await scheduler.submit(item)
+    scheduler.top_up(batch, 10)
+    assert [1, 3] == [r.line for r in batch]  # env=b waits for the next request, and 5 after it
+    assert 4 == (scheduler.release(A) or row(0)).line
+    receive.close()
+
+
+async def test_top_up_stops_at_the_limit() -> None:
+    scheduler, receive = windowed(read_ahead=100)
+    for n in range(1, 8):
+        await scheduler.submit(row(n, A))
+    batch = [receive.receive_nowait()]
+    scheduler.taken()
+    scheduler.top_up(batch, 3)
+    assert [1, 2, 3] == [r.line for r in batch]
+    assert 4 == scheduler.held  # rows 4-7 still parked
+    receive.close()
+
+
+async def test_held_rows_share_their_keys_values_and_image_id() -> None:
+    scheduler, receive = windowed(read_ahead=100)
+    for image_id in [A, B, B, B]:  # strings built apart, as the CSV reader builds them
+        key, value = "".join(["en", "v"]), "".join(["pr", "od"])
+        await scheduler.submit(Row(1, "".join(image_id), key, value))
+        await scheduler.submit(Row(2, "".join(image_id), f"k{len(key)}", f"v{len(value)}"))
+    held = [receive.receive_nowait(), receive.receive_nowait()]
+    held += scheduler.release(A), scheduler.release(B), scheduler.release(B)  # type: ignore[list-item]
+    assert 1 == len({id(r.tag) for r in held if r.tag == "env"})
+    assert 1 == len({id(r.value) for r in held if r.value == "prod"})
+    assert 1 == len({id(r.tag) for r in held if r.tag == "k3"})
+    assert 1 == len({id(r.image_id) for r in held[3:]})  # B's parked rows share one id
+    receive.close()
+
+
+async def test_without_read_ahead_the_ready_stream_bounds_the_producer_as_before() -> None:
+    """Glance (no batching): rows queued for a worker are not held in a window."""
+    send, receive = anyio.create_memory_object_stream[Row](1)
+    scheduler = ImageScheduler(send, max_parked=10)
+    assert scheduler.submit_nowait(row(1, A))
+    assert not scheduler.submit_nowait(row(2, B))  # the pool-deep stream is full
+    assert 0 == scheduler.held  # queued rows are not counted
+    assert 1 == receive.receive_nowait().line
     send.close()
     receive.close()
