@@ -420,3 +420,26 @@ async def test_a_long_shuffled_input_never_holds_more_rows_than_the_window(
     scheduler = run.engine._scheduler
     assert scheduler is not None
     assert 0 == scheduler.held  # every row settled: the window emptied
+
+
+async def test_a_shuffled_run_cut_short_resumes_to_the_same_state_with_one_ok_per_row(
+    tmp_path: Path,
+) -> None:
+    """Value-aware resume is unchanged by grouping: the rows the first run settled (in
+    requests that mixed rows from all over the input) are skipped, the rest sent, and a key
+    set twice still ends with the later value."""
+    rows = in_order(inventory(60, lambda n: 4), "shuffled")
+    rows += [(image(0), "k0", "later")]  # the same key again, last: it must win
+    server = fake()
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        first = await harness.run(kv_csv(rows), ims_settings(max_items=100))
+        second = await harness.run(kv_csv(rows), ims_settings())
+    assert 100 == len(first.records)
+    assert first.report.left > 0
+    records = first.records + second.records
+    assert len(rows) == len(records)  # every row once, across the two runs
+    assert {"ok": len(rows)} == outcomes(records)
+    expected = {n: {f"k{t}": f"v{n}-{t}" for t in range(4)} for n in range(60)}
+    expected[0]["k0"] = "later"
+    assert expected == {n: server.kv_of(image(n)) for n in range(60)}
