@@ -24,10 +24,12 @@ what workers already settled and the journal is flushed: nothing settled is lost
 unsettled is recorded, so a resumed run simply sends it again (the PUT is idempotent).
 
 Batches. With ``batch_size`` > 1 (IMS) a worker sends a row together with the rows of the same
-image parked behind it, as one request; one answer settles them all, and every row still gets
-its own journal record (the batch's status, request id and attempts). One request is one
-slot of the rate and one pacing observation, whatever it carries. A batch the server refuses
-with a 400 is sent again row by row, so one row it cannot take does not fail its siblings.
+image parked behind it — taken again just before the request goes, from a read-ahead of
+``read_ahead`` rows (scheduler.py), so that rows far apart in the input still meet — as one
+request; one answer settles them all, and every row still gets its own journal record (the
+batch's status, request id and attempts). One request is one slot of the rate and one pacing
+observation, whatever it carries. A batch the server refuses with a 400 is sent again row by
+row, so one row it cannot take does not fail its siblings.
 """
 
 from __future__ import annotations
