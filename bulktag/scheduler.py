@@ -128,6 +128,7 @@ class ImageScheduler:
         self._busy[row.image_id] = None
         if self._count_ready:
             self._queued += 1
+            row = self._compact(row, None)
         self._wake_lingering()
         await put(self._ready, row)
 
@@ -189,15 +190,19 @@ class ImageScheduler:
         if waiting is None:
             return False
         keys = {row.tag for row in batch}
-        while len(batch) < limit and waiting:
-            if waiting[0].tag in keys:  # that key again: it goes in a later request
-                return True
-            row = waiting.pop(0)
-            batch.append(row)
+        room = limit - len(batch)
+        taken = 0
+        for row in waiting:
+            if taken == room or row.tag in keys:  # that key again: a later request
+                break
             keys.add(row.tag)
-            self._parked -= 1
+            taken += 1
+        if taken:
+            batch += waiting[:taken]
+            del waiting[:taken]  # one shift of the list per batch, not one per row
+            self._parked -= taken
             self._make_room()
-        return len(batch) >= limit
+        return len(batch) >= limit or (bool(waiting) and taken < room)
 
     def _expecting(self, image_id: str) -> bool:
         return not self._closed and self._last_image == image_id
