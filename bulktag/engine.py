@@ -396,13 +396,15 @@ class Engine:
     # ── workers ─────────────────────────────────────────────────────────────────────────
 
     async def _work(self, ready: ObjectReceiveStream[Row], scheduler: ImageScheduler) -> None:
+        batching = self.settings.batch_size > 1  # only then do waiting rows count (read-ahead)
         with ready:
             while True:
                 try:
                     first = await get(ready)
                 except anyio.EndOfStream:
                     return
-                scheduler.taken()
+                if batching:
+                    scheduler.taken()
                 if not await self._serve_image(first, scheduler) or self.stopping:
                     return
 
@@ -418,15 +420,15 @@ class Engine:
         sink = self._sink
         may_defer = retrying is None  # a deferred retry's task already holds no worker
         while row is not None and not self.stopping:
-            fresh = retrying is None  # a batch not sent yet: it may still grow (_send)
+            grow = False  # a batch not sent yet may take more rows of its image (_send)
             if retrying is not None:
                 batch, attempts, retrying = retrying.rows, retrying.attempts, None
             elif settings.batch_size > 1:
                 batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
-                attempts = _Attempts(self._clock())
+                attempts, grow = _Attempts(self._clock()), True
             else:
                 batch, attempts = [row], _Attempts(self._clock())
-            settled = await self._settle(batch, attempts, may_defer=may_defer, grow=fresh)
+            settled = await self._settle(batch, attempts, may_defer=may_defer, grow=grow)
             if settled is None:
                 return True  # its retry waits in a task of its own, which carries on from here
             for result in settled:
@@ -571,7 +573,7 @@ class Engine:
                 if sent_at is None:
                     return None
             self.tally.attempts += 1
-            if grow and self._scheduler is not None and self.settings.batch_size > 1:
+            if grow and self._scheduler is not None:
                 self._scheduler.top_up(rows, self.settings.batch_size)
             if len(rows) == 1:
                 tags = [(rows[0].tag, rows[0].value)]

@@ -136,7 +136,7 @@ class ImageScheduler:
         """``row`` as the window holds it: its key and value are the strings of rows held
         before it, and its image id that of ``sibling`` (a held row of its image). A window
         of a million rows repeats a few keys and values; sharing them takes a held row from
-        ~460 to ~180 bytes (benchmarks/RESULTS.md). The table of shared strings is bounded:
+        ~460 to 175-270 bytes (benchmarks/RESULTS.md). The table of shared strings is bounded:
         past it, distinct values are held as they are."""
         tag, value = self._shared(row.tag), row.value
         if value is not None:
