@@ -92,6 +92,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ims_charset", str, "strict", choices=IMS_CHARSETS),
     Option("ims_tags_per_call", int, 10, minimum=1, maximum=10),
     Option("batch_linger", float, 0.05, minimum=0, maximum=10),
+    Option("ims_read_ahead", int, 200_000, minimum=1),  # rows held to group an image's tags
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -128,6 +129,7 @@ class Settings:
     ims_charset: str
     ims_tags_per_call: int
     batch_linger: float
+    ims_read_ahead: int
 
 
 _TRUE = {"1", "true", "yes", "on"}

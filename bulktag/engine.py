@@ -25,10 +25,12 @@ what workers already settled and the journal is flushed: nothing settled is lost
 unsettled is recorded, so a resumed run simply sends it again (the PUT is idempotent).
 
 Batches. With ``batch_size`` > 1 (IMS) a worker sends a row together with the rows of the same
-image parked behind it, as one request; one answer settles them all, and every row still gets
-its own journal record (the batch's status, request id and attempts). One request is one
-slot of the rate and one pacing observation, whatever it carries. A batch the server refuses
-with a 400 is sent again row by row, so one row it cannot take does not fail its siblings.
+image parked behind it — taken again just before the request goes, from a read-ahead of
+``read_ahead`` rows (scheduler.py), so that rows far apart in the input still meet — as one
+request; one answer settles them all, and every row still gets its own journal record (the
+batch's status, request id and attempts). One request is one slot of the rate and one pacing
+observation, whatever it carries. A batch the server refuses with a 400 is sent again row by
+row, so one row it cannot take does not fail its siblings.
 """
 
 from __future__ import annotations
@@ -145,6 +147,9 @@ class EngineSettings:
     api: Api = Api.GLANCE  # which call the sender makes: keys the journal's records
     batch_size: int = 1  # rows of one image per request (IMS: at most 10); 1 = no batching
     batch_linger: float = 0.0  # seconds a batch may wait for siblings still being read
+    # Batching: rows read ahead and held, so that an image's rows far apart in the input
+    # still share a request (scheduler.py). Unused when batch_size is 1.
+    read_ahead: int = 200_000
     # Stop (resumable) when the cloud has accepted nothing for this long; None: never.
     max_outage: float | None = 300.0
 
@@ -294,9 +299,13 @@ class Engine:
     async def run(self, rows: Iterator[Parsed]) -> RunReport:
         started = self._clock()
         concurrency = self.settings.concurrency
-        ready_send, ready_recv = anyio.create_memory_object_stream[Row](concurrency)
+        read_ahead = self.settings.read_ahead if self.settings.batch_size > 1 else 0
+        ready_send, ready_recv = anyio.create_memory_object_stream[Row](read_ahead or concurrency)
         scheduler = ImageScheduler(
-            ready_send, self.settings.max_parked, serialize=self.settings.serialize_images
+            ready_send,
+            self.settings.max_parked,
+            serialize=self.settings.serialize_images,
+            read_ahead=read_ahead,
         )
         self._scheduler = scheduler
         async with anyio.create_task_group() as outer:
@@ -457,12 +466,15 @@ class Engine:
     # ── workers ─────────────────────────────────────────────────────────────────────────
 
     async def _work(self, ready: ObjectReceiveStream[Row], scheduler: ImageScheduler) -> None:
+        batching = self.settings.batch_size > 1  # only then do waiting rows count (read-ahead)
         with ready:
             while True:
                 try:
                     first = await get(ready)
                 except anyio.EndOfStream:
                     return
+                if batching:
+                    scheduler.taken()
                 if not await self._serve_image(first, scheduler) or self.stopping:
                     return
 
@@ -481,14 +493,15 @@ class Engine:
             if self._refused and row.image_id in self._refused:
                 row = await self._settle_refused(row, scheduler)
                 continue
+            grow = False  # a batch not sent yet may take more rows of its image (_send)
             if retrying is not None:
                 batch, attempts, retrying = retrying.rows, retrying.attempts, None
             elif settings.batch_size > 1:
                 batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
-                attempts = _Attempts(self._clock())
+                attempts, grow = _Attempts(self._clock()), True
             else:
                 batch, attempts = [row], _Attempts(self._clock())
-            settled = await self._settle(batch, attempts, may_defer=may_defer)
+            settled = await self._settle(batch, attempts, may_defer=may_defer, grow=grow)
             if settled is None:
                 return True  # its retry waits in a task of its own, which carries on from here
             for result in settled:
@@ -529,13 +542,14 @@ class Engine:
         return scheduler.release(row.image_id)
 
     async def _settle(
-        self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False
+        self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False, grow: bool = False
     ) -> list[Result] | None:
         """Send ``rows`` (one image's, in one request) until they have an outcome.
 
         Returns their results, or fewer (none) if the run stopped first, or None if the next
         attempt was handed to a task of its own (``may_defer``), so the caller's worker can
-        take other rows while this one waits out its back-off.
+        take other rows while this one waits out its back-off. ``grow``: a fresh batch, which
+        takes the rows of its image that arrived while it waited for its turn.
         """
         while True:
             # Sync fast paths first (a valid token here, a free slot in _send): most requests
@@ -543,7 +557,7 @@ class Engine:
             token = self._tokens.valid_now() or await self._current_token()
             if token is None:
                 return []
-            sent = await self._send(rows, token)
+            sent = await self._send(rows, token, grow and attempts.made == 0)
             if sent is None:
                 return []  # the run stopped before this row's turn came: left for the resume
             answer, sent_at = sent
@@ -642,9 +656,12 @@ class Engine:
                 break
         return settled
 
-    async def _send(self, rows: list[Row], token: str) -> tuple[Answer, float] | None:
+    async def _send(
+        self, rows: list[Row], token: str, grow: bool = False
+    ) -> tuple[Answer, float] | None:
         """Send one request when a slot and the pacer allow; None if the run stopped first
-        (a stop does not wait for turns the pacer gives out at one a second)."""
+        (a stop does not wait for turns the pacer gives out at one a second). ``grow``: first
+        add the rows of the image that arrived meanwhile (``rows`` grows in place)."""
         if self.in_flight >= self.settings.concurrency:
             if not await self._unless_stopped(self._wait_for_room):
                 return None
@@ -657,6 +674,8 @@ class Engine:
                 if sent_at is None:
                     return None
             self.tally.attempts += 1
+            if grow and self._scheduler is not None:
+                self._scheduler.top_up(rows, self.settings.batch_size)
             if len(rows) == 1:
                 tags = [(rows[0].tag, rows[0].value)]
             else:

@@ -373,6 +373,7 @@ class _Plan:
             api=self.api,
             batch_size=settings.ims_tags_per_call if ims else 1,
             batch_linger=settings.batch_linger if ims else 0.0,
+            read_ahead=settings.ims_read_ahead,
         )
 
 

@@ -11,17 +11,25 @@ Parked rows are bounded (``max_parked``): when the limit is hit, the producer wa
 the backpressure that keeps memory flat even when one image has a thousand tags.
 
 Batching (IMS takes up to ten tags of one image in one call): a worker that holds a row also
-takes the rows parked behind it, up to ``limit`` (:meth:`gather`). They are already in memory
-and already waiting for this image, so a batch costs no extra buffering and never reorders an
-image's rows. Two rows setting the same key never share a batch (IMS refuses a body with a key
-twice; and the later row must win), so a batch stops at a repeated key. If the input is still
-inside this image's rows (the producer's last row was of this image) the worker may *linger*
-a few milliseconds for siblings that are on their way — typically across a read-ahead boundary.
+takes the rows parked behind it, up to ``limit`` (:meth:`gather`), and again just before the
+request goes (:meth:`top_up`): rows that arrived while it waited for its turn join it. Two rows
+setting the same key never share a batch (IMS refuses a body with a key twice; and the later
+row must win), so a batch stops at a repeated key; an image's rows are never reordered. If the
+input is still inside this image's rows (the producer's last row was of this image) the worker
+may *linger* a few milliseconds for siblings that are on their way.
+
+The read-ahead window (``read_ahead`` > 0, batching only): an image's rows are grouped only if
+they are in memory together, and an input sorted by key puts an image's rows far apart. So
+when batching, the ready stream is as deep as the window and the rows waiting in it count
+against the same bound as the parked ones: the producer reads ahead until ``read_ahead`` rows
+wait (first rows of idle images, in input order, plus rows parked behind them), and the rows
+that arrive for an image before its request goes ride along with it. Without batching the
+ready stream stays as short as the pool, so a Glance run holds no more rows than before.
+A held row shares its key, value and image id with the rows held before it (:meth:`_compact`),
+and an image's parked rows sit in a list (a deque costs ~600 bytes even when it holds one).
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
@@ -29,15 +37,30 @@ from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 from bulktag.model import Row
 from bulktag.streams import put
 
+# Distinct keys and values the window shares (_compact): a few hundred KiB at most.
+_MAX_SHARED = 4096
+
 
 class ImageScheduler:
-    def __init__(self, ready: ObjectSendStream[Row], max_parked: int, serialize: bool = True):
+    def __init__(
+        self,
+        ready: ObjectSendStream[Row],
+        max_parked: int,
+        serialize: bool = True,
+        *,
+        read_ahead: int = 0,
+    ):
+        """``read_ahead`` > 0: the ready stream holds up to that many rows, and the bound on
+        waiting rows (then ``read_ahead``, not ``max_parked``) counts them too."""
         self._ready = ready
-        self._max_parked = max_parked
+        self._max_held = read_ahead or max_parked
+        self._count_ready = read_ahead > 0
         self._serialize = serialize
         # image → rows parked behind its in-flight row (None: one in flight, none parked yet)
-        self._busy: dict[str, deque[Row] | None] = {}
+        self._busy: dict[str, list[Row] | None] = {}
         self._parked = 0
+        self._queued = 0  # rows in the ready stream, counted only with read_ahead
+        self._names: dict[str, str] = {}  # keys and values held rows share (_compact)
         self._room: anyio.Event | None = None  # set while the producer waits for room
         self._last_image: str | None = None  # image of the row the producer handed in last
         self._arrived: anyio.Event | None = None  # set while a worker lingers for siblings
@@ -46,6 +69,11 @@ class ImageScheduler:
     @property
     def parked(self) -> int:
         return self._parked
+
+    @property
+    def held(self) -> int:
+        """Rows handed in and waiting (parked, or with read_ahead also queued for a worker)."""
+        return self._parked + self._queued
 
     async def submit(self, row: Row) -> None:
         """Producer side: dispatch ``row`` now, or park it behind its image's in-flight row."""
@@ -59,22 +87,28 @@ class ImageScheduler:
         the caller then awaits :meth:`submit`, which waits for room. A plain call, because
         the producer hands over every row of the input.
         """
-        if not self._serialize or self._parked >= self._max_parked:
+        if not self._serialize or self._parked + self._queued >= self._max_held:
             return False
         image_id = row.image_id
         self._last_image = image_id  # a lingering worker expects rows of it
         if image_id in self._busy:
             waiting = self._busy[image_id]
             if waiting is None:
-                waiting = self._busy[image_id] = deque()
+                waiting = self._busy[image_id] = []
+            if self._count_ready:
+                row = self._compact(row, waiting[-1] if waiting else None)
             waiting.append(row)
             self._parked += 1
         else:
+            if self._count_ready:
+                row = self._compact(row, None)
             try:
                 self._ready.send_nowait(row)
             except anyio.WouldBlock:
                 return False
             self._busy[image_id] = None
+            if self._count_ready:
+                self._queued += 1
         if self._arrived is not None:
             self._wake_lingering()
         return True
@@ -85,15 +119,44 @@ class ImageScheduler:
             await put(self._ready, row)
             return
         self._last_image = row.image_id  # before waiting: a lingering worker expects it
-        while self._parked >= self._max_parked:
+        while self._parked + self._queued >= self._max_held:
             self._room = anyio.Event()
             await self._room.wait()
         if row.image_id in self._busy:
             self.submit_nowait(row)  # parking has room now: that cannot fail
             return
         self._busy[row.image_id] = None
+        if self._count_ready:
+            self._queued += 1
+            row = self._compact(row, None)
         self._wake_lingering()
         await put(self._ready, row)
+
+    def _compact(self, row: Row, sibling: Row | None) -> Row:
+        """``row`` as the window holds it: its key and value are the strings of rows held
+        before it, and its image id that of ``sibling`` (a held row of its image). A window
+        of a million rows repeats a few keys and values; sharing them takes a held row from
+        ~460 to 175-270 bytes (benchmarks/RESULTS.md). The table of shared strings is bounded:
+        past it, distinct values are held as they are."""
+        tag, value = self._shared(row.tag), row.value
+        if value is not None:
+            value = self._shared(value)
+        image_id = row.image_id if sibling is None else sibling.image_id
+        return Row(row.line, image_id, tag, value)
+
+    def _shared(self, text: str) -> str:
+        shared = self._names.get(text)
+        if shared is not None:
+            return shared
+        if len(self._names) < _MAX_SHARED:
+            self._names[text] = text
+        return text
+
+    def taken(self) -> None:
+        """Worker side: it received a row from the ready stream (it no longer waits there)."""
+        if self._count_ready:
+            self._queued -= 1
+            self._make_room()
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -115,21 +178,31 @@ class ImageScheduler:
         self._fill(batch, limit)
         return batch
 
+    def top_up(self, batch: list[Row], limit: int) -> None:
+        """Worker side, just before ``batch`` is sent: add the rows of its image that were
+        parked since it was gathered, up to ``limit`` (the list grows in place)."""
+        if len(batch) < limit and self._serialize:
+            self._fill(batch, limit)
+
     def _fill(self, batch: list[Row], limit: int) -> bool:
         """Move parked rows of the batch's image into it; True when it can grow no more."""
         waiting = self._busy[batch[0].image_id]
         if waiting is None:
             return False
         keys = {row.tag for row in batch}
-        while len(batch) < limit and waiting:
-            if waiting[0].tag in keys:  # that key again: it goes in a later request
-                return True
-            row = waiting.popleft()
-            batch.append(row)
+        room = limit - len(batch)
+        taken = 0
+        for row in waiting:
+            if taken == room or row.tag in keys:  # that key again: a later request
+                break
             keys.add(row.tag)
-            self._parked -= 1
+            taken += 1
+        if taken:
+            batch += waiting[:taken]
+            del waiting[:taken]  # one shift of the list per batch, not one per row
+            self._parked -= taken
             self._make_room()
-        return len(batch) >= limit
+        return len(batch) >= limit or (bool(waiting) and taken < room)
 
     def _expecting(self, image_id: str) -> bool:
         return not self._closed and self._last_image == image_id
@@ -152,12 +225,12 @@ class ImageScheduler:
         if not self._serialize:
             return None
         waiting = self._busy[image_id]
-        if not waiting:  # None, or a deque emptied earlier
+        if not waiting:  # None, or a list emptied earlier
             del self._busy[image_id]
             return None
         self._parked -= 1
         self._make_room()
-        return waiting.popleft()
+        return waiting.pop(0)
 
     def close(self) -> None:
         """No more rows will come: workers end once the ready rows and their chains are done."""

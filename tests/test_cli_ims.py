@@ -193,3 +193,33 @@ def read_journal_safely(journal: Path) -> list[bytes]:
     if not journal.exists():
         return []
     return [line for line in journal.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]
+
+
+def test_an_inventory_sorted_by_key_costs_one_request_per_image(tmp_path: Path) -> None:
+    """Built per tag (every image's k0, then every image's k1...): still one call an image;
+    with --ims-read-ahead too small to hold an image's rows together, more."""
+    rows = sorted(kv_rows(images=40, keys=4), key=lambda row: (row[1], row[0]))
+    write_kv(tmp_path / "in.csv", rows)
+    requests = {}
+    for read_ahead in ("200000", "1"):
+        (tmp_path / "journal.jsonl").unlink(missing_ok=True)
+        with fake_glance(tmp_path, "--api", "ims", "--project-id", PROJECT) as server:
+            args = ims_args(server.url, tmp_path, "--project-id", PROJECT)
+            done = run_bulktag([*args, "--ims-read-ahead", read_ahead], tmp_path)
+            stored = {i: server.ims_tags(PROJECT, i) for i in image_ids(40)}
+        assert 0 == done.code, done
+        assert {i: {f"k{n}": f"v{n}" for n in range(4)} for i in image_ids(40)} == stored
+        requests[read_ahead] = done.event("run_finished")["requests"]
+    assert 40 == requests["200000"]
+    assert requests["1"] > 40
+
+
+def test_a_read_ahead_below_one_row_is_exit_2_in_one_line(tmp_path: Path) -> None:
+    write_kv(tmp_path / "in.csv", kv_rows(images=1, keys=1))
+    done = run_bulktag(
+        [*ims_args("http://127.0.0.1:9", tmp_path), "--ims-read-ahead", "0"], tmp_path
+    )
+    no_traceback(done)
+    assert 2 == done.code, done
+    assert 1 == len(done.lines), done
+    assert "ims-read-ahead" in done.lines[0] or "ims_read_ahead" in done.lines[0]

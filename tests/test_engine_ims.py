@@ -4,7 +4,9 @@ resume when batches are cut off mid-flight."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +301,151 @@ async def test_without_per_image_serialization_ims_loses_tags_too(tmp_path: Path
         )
     assert server.overlaps > 0
     assert sum(len(server.kv_of(image(n))) for n in range(5)) < len(rows)
+
+
+# ── grouping an image's rows across the read-ahead window, whatever the input order ────────
+
+
+def inventory(images: int, tags_of: Callable[[int], int]) -> list[tuple[str, str, str]]:
+    """Image n gets tags_of(n) keys, grouped by image."""
+    return [(image(n), f"k{t}", f"v{n}-{t}") for n in range(images) for t in range(tags_of(n))]
+
+
+def in_order(rows: list[tuple[str, str, str]], order: str) -> list[tuple[str, str, str]]:
+    if order == "by-key":  # an inventory built per tag: every image's k0, then k1, ...
+        return sorted(rows, key=lambda r: (int(r[1][1:]), r[0]))
+    if order == "shuffled":
+        shuffled = list(rows)
+        random.Random(18).shuffle(shuffled)
+        return shuffled
+    return rows
+
+
+def ideal_requests(rows: list[tuple[str, str, str]], per_call: int = 10) -> int:
+    return sum(-(-count // per_call) for count in Counter(r[0] for r in rows).values())
+
+
+def journal_modulo_order(records: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
+    fields = ("image_id", "tag", "value", "outcome", "status", "attempts", "api", "op")
+    return Counter(tuple(r.get(f) for f in fields) for r in records)
+
+
+INVENTORIES: dict[str, tuple[int, Callable[[int], int]]] = {
+    "60x4": (60, lambda n: 4),  # the issue's case
+    "mixed-1-to-13": (90, lambda n: 1 + n % 13),  # one tag, exactly ten, more than ten
+}
+
+
+@pytest.mark.parametrize("shape", INVENTORIES)
+@pytest.mark.parametrize("op", [Op.ADD, Op.REMOVE])
+async def test_every_input_order_gives_the_same_state_journal_and_one_request_per_image(
+    tmp_path: Path, shape: str, op: Op
+) -> None:
+    """An inventory that fits the read-ahead window costs images × ⌈tags/10⌉ requests in
+    any order, and ends in the same stored tags and the same journal records."""
+    images, tags_of = INVENTORIES[shape]
+    rows = inventory(images, tags_of)
+    seen: dict[str, tuple[Any, ...]] = {}
+    for order in ("by-image", "by-key", "shuffled"):
+        server = fake(max_tags=100)
+        if op is Op.REMOVE:
+            for image_id, key, value in rows:
+                server.kv.setdefault(image_id, {"keep": "1"})[key] = value
+        async with serve(server) as url:
+            run = await Harness(url, tmp_path / f"{order}.jsonl").run(
+                kv_csv(in_order(rows, order)), ims_settings(op=op)
+            )
+        state = {n: server.kv_of(image(n)) for n in range(images)}
+        seen[order] = (state, journal_modulo_order(run.records))
+        assert ideal_requests(rows) == len(server.calls), order
+        assert all(size <= 10 for size in server.batch_sizes)
+        assert 1 == server.max_in_flight_per_image
+        assert {"ok": len(rows)} == outcomes(run.records)
+    assert seen["by-image"] == seen["by-key"] == seen["shuffled"]
+    expected = {n: {"keep": "1"} for n in range(images)}
+    if op is Op.ADD:
+        expected = {n: {f"k{t}": f"v{n}-{t}" for t in range(tags_of(n))} for n in range(images)}
+    assert expected == seen["shuffled"][0]
+
+
+LATER_VALUE_WINS = {
+    # name: rows of image 0 (key, value), spread among image 1's rows; the values it ends with
+    "far-apart": ([("env", "a"), ("team", "x"), ("env", "b")], {"env": "b", "team": "x"}),
+    "three-values": ([("env", "a"), ("env", "b"), ("env", "c")], {"env": "c"}),
+    "back-to-first": (
+        [("env", "a"), ("tier", "1"), ("env", "b"), ("tier", "2"), ("env", "a")],
+        {"env": "a", "tier": "2"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LATER_VALUE_WINS)
+async def test_a_key_set_twice_in_one_window_ends_with_the_later_rows_value(
+    tmp_path: Path, case: str
+) -> None:
+    ours, expected = LATER_VALUE_WINS[case]
+    rows: list[tuple[str, str, str | None]] = []
+    for n, (key, value) in enumerate(ours):
+        rows += [(image(0), key, value), (image(1), f"k{n}", "x"), (image(2 + n), "k", "y")]
+    server = fake()
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    assert expected == server.kv_of(image(0))
+    assert {"ok": len(rows)} == outcomes(run.records)
+    for call in server.calls:
+        assert len(set(call.keys)) == len(call.keys)  # never a key twice in one call
+
+
+async def test_a_long_shuffled_input_never_holds_more_rows_than_the_window(
+    tmp_path: Path,
+) -> None:
+    window = 64
+    rows = in_order(inventory(600, lambda n: 5), "shuffled")
+    held: list[int] = []
+    server = fake()
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        original = harness.engine
+
+        def watching(*args: Any) -> Engine:
+            engine = original(*args)
+            send = engine._send_one
+
+            async def send_and_look(image_id: str, tags: Any, token: str) -> Any:
+                assert engine._scheduler is not None
+                held.append(engine._scheduler.held)
+                return await send(image_id, tags, token)
+
+            engine._send_one = send_and_look
+            return engine
+
+        harness.engine = watching  # type: ignore[method-assign]
+        run = await harness.run(kv_csv(rows), ims_settings(read_ahead=window))
+    assert {"ok": len(rows)} == outcomes(run.records)
+    assert window == max(held)  # the window filled, and never went past its size
+    scheduler = run.engine._scheduler
+    assert scheduler is not None
+    assert 0 == scheduler.held  # every row settled: the window emptied
+
+
+async def test_a_shuffled_run_cut_short_resumes_to_the_same_state_with_one_ok_per_row(
+    tmp_path: Path,
+) -> None:
+    """Value-aware resume is unchanged by grouping: the rows the first run settled (in
+    requests that mixed rows from all over the input) are skipped, the rest sent, and a key
+    set twice still ends with the later value."""
+    rows = in_order(inventory(60, lambda n: 4), "shuffled")
+    rows += [(image(0), "k0", "later")]  # the same key again, last: it must win
+    server = fake()
+    async with serve(server) as url:
+        harness = Harness(url, tmp_path / "j.jsonl")
+        first = await harness.run(kv_csv(rows), ims_settings(max_items=100))
+        second = await harness.run(kv_csv(rows), ims_settings())
+    assert 100 == len(first.records)
+    assert first.report.left > 0
+    records = first.records + second.records
+    assert len(rows) == len(records)  # every row once, across the two runs
+    assert {"ok": len(rows)} == outcomes(records)
+    expected = {n: {f"k{t}": f"v{n}-{t}" for t in range(4)} for n in range(60)}
+    expected[0]["k0"] = "later"
+    assert expected == {n: server.kv_of(image(n)) for n in range(60)}

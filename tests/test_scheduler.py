@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import random
 import time
+from collections import deque
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulktag.model import Row
 from bulktag.scheduler import ImageScheduler
@@ -155,3 +160,157 @@ async def test_submit_waits_for_room_in_the_ready_stream_then_dispatches() -> No
     assert scheduler.release(B) is None
     send.close()
     receive.close()
+
+
+# ── the read-ahead window (batching) ─────────────────────────────────────────────────────
+
+
+def windowed(read_ahead: int) -> tuple[ImageScheduler, MemoryObjectReceiveStream[Row]]:
+    send, receive = anyio.create_memory_object_stream[Row](read_ahead)
+    return ImageScheduler(send, max_parked=2, read_ahead=read_ahead), receive
+
+
+async def test_the_window_counts_rows_queued_for_a_worker_with_the_parked_ones() -> None:
+    scheduler, receive = windowed(read_ahead=3)
+    assert scheduler.submit_nowait(row(1, A))  # queued for a worker
+    assert scheduler.submit_nowait(row(2, B))  # queued
+    assert scheduler.submit_nowait(row(3, A))  # parked: past max_parked's 2 would not matter
+    assert 3 == scheduler.held
+    assert not scheduler.submit_nowait(row(4, C))  # the window is full, queued rows included
+    assert 1 == receive.receive_nowait().line
+    scheduler.taken()  # a worker has it: it no longer waits in the window
+    assert scheduler.submit_nowait(row(4, C))
+    receive.close()
+
+
+async def test_a_full_window_holds_the_producer_until_a_worker_takes_a_row() -> None:
+    scheduler, receive = windowed(read_ahead=2)
+    async with anyio.create_task_group() as group:
+
+        async def produce() -> None:
+            for n, image_id in enumerate([A, B, C], 1):
+                await scheduler.submit(row(n, image_id))
+
+        group.start_soon(produce)
+        await anyio.sleep(0.01)
+        assert 2 == scheduler.held  # C waits
+        receive.receive_nowait()
+        scheduler.taken()
+        await anyio.sleep(0.01)
+    assert 2 == scheduler.held  # C got in
+    receive.close()
+
+
+async def test_a_batch_takes_just_before_sending_the_rows_that_arrived_after_it_was_gathered() -> (
+    None
+):
+    scheduler, receive = windowed(read_ahead=100)
+    await scheduler.submit(row(1, A, key="env", value="a"))
+    first = receive.receive_nowait()
+    scheduler.taken()
+    batch = await scheduler.gather(first, 10)
+    assert [1] == [r.line for r in batch]
+    for item in [row(2, B), row(3, A), row(4, A, key="env", value="b"), row(5, A)]:
+        await scheduler.submit(item)
+    scheduler.top_up(batch, 10)
+    assert [1, 3] == [r.line for r in batch]  # env=b waits for the next request, and 5 after it
+    assert 4 == (scheduler.release(A) or row(0)).line
+    receive.close()
+
+
+async def test_top_up_stops_at_the_limit() -> None:
+    scheduler, receive = windowed(read_ahead=100)
+    for n in range(1, 8):
+        await scheduler.submit(row(n, A))
+    batch = [receive.receive_nowait()]
+    scheduler.taken()
+    scheduler.top_up(batch, 3)
+    assert [1, 2, 3] == [r.line for r in batch]
+    assert 4 == scheduler.held  # rows 4-7 still parked
+    receive.close()
+
+
+async def test_held_rows_share_their_keys_values_and_image_id() -> None:
+    scheduler, receive = windowed(read_ahead=100)
+    for image_id in [A, B, B, B]:  # strings built apart, as the CSV reader builds them
+        key, value = "".join(["en", "v"]), "".join(["pr", "od"])
+        await scheduler.submit(Row(1, "".join(image_id), key, value))
+        await scheduler.submit(Row(2, "".join(image_id), f"k{len(key)}", f"v{len(value)}"))
+    held = [receive.receive_nowait(), receive.receive_nowait()]
+    held += [r for r in (scheduler.release(A), scheduler.release(B), scheduler.release(B)) if r]
+    assert 5 == len(held)
+    assert 1 == len({id(r.tag) for r in held if r.tag == "env"})
+    assert 1 == len({id(r.value) for r in held if r.value == "prod"})
+    assert 1 == len({id(r.tag) for r in held if r.tag == "k3"})
+    assert 1 == len({id(r.image_id) for r in held[3:]})  # B's parked rows share one id
+    receive.close()
+
+
+async def test_without_read_ahead_the_ready_stream_bounds_the_producer_as_before() -> None:
+    """Glance (no batching): rows queued for a worker are not held in a window."""
+    send, receive = anyio.create_memory_object_stream[Row](1)
+    scheduler = ImageScheduler(send, max_parked=10)
+    assert scheduler.submit_nowait(row(1, A))
+    assert not scheduler.submit_nowait(row(2, B))  # the pool-deep stream is full
+    assert 0 == scheduler.held  # queued rows are not counted
+    assert 1 == receive.receive_nowait().line
+    send.close()
+    receive.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from([A, B, C]), st.sampled_from("wxyz")), max_size=60),
+    read_ahead=st.integers(1, 12),
+    limit=st.integers(1, 4),
+    seed=st.integers(0, 2**32),
+)
+async def test_any_interleaving_sends_every_row_once_in_key_order_within_the_window(
+    rows: list[tuple[str, str]], read_ahead: int, limit: int, seed: int
+) -> None:
+    """Producer and workers interleaved at random: every row goes in exactly one batch of one
+    image, at most ``limit`` rows and never a key twice; one image's rows of one key go in
+    input order (the later value last); never more than ``read_ahead`` rows held."""
+    rng = random.Random(seed)
+    send, receive = anyio.create_memory_object_stream[Row](read_ahead)
+    scheduler = ImageScheduler(send, max_parked=2, read_ahead=read_ahead)
+    pending = deque(Row(n, image_id, key, f"v{n}") for n, (image_id, key) in enumerate(rows))
+    working: dict[str, list[Row]] = {}  # image → the batch a worker holds for it
+    sent: list[list[Row]] = []
+    steps = 0
+    while pending or working or scheduler.held:
+        steps += 1
+        assert steps < 20_000, "stuck: rows left that no move can take"
+        move = rng.random()
+        if pending and move < 0.4 and scheduler.submit_nowait(pending[0]):
+            pending.popleft()
+        elif move < 0.7 and (first := _receive(receive)) is not None:
+            scheduler.taken()
+            assert first.image_id not in working  # never two requests for one image
+            working[first.image_id] = await scheduler.gather(first, limit)
+        elif working:
+            image_id = rng.choice(sorted(working))
+            batch = working.pop(image_id)
+            scheduler.top_up(batch, limit)  # its turn came: it goes now
+            sent.append(batch)
+            if (following := scheduler.release(image_id)) is not None:
+                working[image_id] = await scheduler.gather(following, limit)
+        assert scheduler.held <= read_ahead
+    assert sorted(r.line for batch in sent for r in batch) == list(range(len(rows)))
+    for batch in sent:
+        assert 1 <= len(batch) <= limit
+        assert 1 == len({r.image_id for r in batch})
+        assert len(batch) == len({r.tag for r in batch})
+    order = [r for batch in sent for r in batch]
+    for image_id, key in set(rows):
+        lines = [r.line for r in order if (r.image_id, r.tag) == (image_id, key)]
+        assert sorted(lines) == lines
+    send.close()
+    receive.close()
+
+
+def _receive(stream: MemoryObjectReceiveStream[Row]) -> Row | None:
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return None
