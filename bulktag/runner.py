@@ -136,7 +136,7 @@ def _tls(spec: AuthSpec) -> ssl.SSLContext | bool:
     from bulktag.auth import ssl_for
 
     try:
-        return ssl_for(spec.tls_verify)
+        return ssl_for(spec.tls_verify, spec.client_cert)
     except CredentialsError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -323,7 +323,7 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
     assert plan.journal is not None
     async with make_session(settings.concurrency, settings.timeout, plan.tls) as session:
         try:
-            credentials = await resolve_credentials(session, plan.spec)
+            credentials = await resolve_credentials(plan.spec)
         except CredentialsError as exc:
             raise ConfigError(str(exc)) from None
         except AuthRefused as exc:

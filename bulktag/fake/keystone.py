@@ -1,4 +1,4 @@
-"""A fake Keystone v3 identity service: ``POST /v3/auth/tokens`` and nothing else.
+"""A fake Keystone v3 identity service: ``POST /v3/auth/tokens`` and version discovery.
 
 Enough of Keystone (and of Huawei IAM, which speaks the same protocol) to test a client's
 credentials handling end to end:
@@ -9,7 +9,11 @@ credentials handling end to end:
 * project scope by id or by name + domain; a scoped token comes with a catalog holding an
   ``image`` service whose endpoints (region, interface, url) are configurable;
 * tokens with a configurable, possibly very short, lifetime, measured on an injectable clock;
-* Keystone's 401 body for anything wrong, and scripted failures (any status) for the next logins.
+* Keystone's 401 body for anything wrong, and scripted failures (any status) for the next logins;
+* version discovery (``GET /`` and ``GET /v3``), as keystoneauth asks for it, with links on the
+  host the client asked (so a client never leaves it because of the fake);
+* ``redirect_to``: answer every login with ``307`` to another server, as a hostile or
+  misconfigured proxy would.
 
 It counts logins and refusals, and :meth:`FakeKeystone.is_valid` lets a fake Glance
 (``FakeGlanceConfig(token_validator=keystone.is_valid)``) reject expired or revoked tokens.
@@ -86,6 +90,7 @@ class FakeKeystoneConfig:
     )
     token_lifetime: float = 3600.0  # seconds; Keystone's default is one hour
     clock: Callable[[], float] = time.time  # wall-clock seconds: issue and expiry times
+    redirect_to: str | None = None  # base URL to send every login to with a 307
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +135,26 @@ class FakeKeystone:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v3/auth/tokens", self._post_tokens)
+        app.router.add_get("/", self._versions)
+        app.router.add_get("/v3", self._version)
+        app.router.add_get("/v3/", self._version)
         return app
+
+    # -- discovery: what Keystone answers at its root and at /v3 ------------------------------
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        body = {"versions": {"values": [_v3(str(request.url.origin()))]}}
+        return web.json_response(body, status=300)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": _v3(str(request.url.origin()))})
 
     # -- the handler --------------------------------------------------------------------------
 
     async def _post_tokens(self, request: web.Request) -> web.Response:
+        if self.config.redirect_to:
+            location = self.config.redirect_to.rstrip("/") + request.path
+            return web.Response(status=307, headers={"Location": location})
         if self.scripted:
             status = self.scripted.popleft()
             return _error(status, f"scripted failure {status}")
@@ -253,6 +273,18 @@ class FakeKeystone:
             {"type": "identity", "name": "keystone", "endpoints": identity},
             {"type": "image", "name": "glance", "endpoints": image},
         ]
+
+
+def _v3(origin: str) -> Json:
+    return {
+        "id": "v3.14",
+        "status": "stable",
+        "updated": "2020-04-07T00:00:00Z",
+        "links": [{"rel": "self", "href": f"{origin}/v3/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+        ],
+    }
 
 
 def _in_domain(given: Any, domain_id: str, domain_name: str) -> bool:
