@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -294,12 +295,15 @@ def spec_from_region(region: CloudRegion, where: str) -> AuthSpec:
 
 
 def secrets_of(auth: Mapping[str, Any]) -> tuple[str, ...]:
-    """The values of an auth block that are secrets, for scrubbing quoted server text."""
-    return tuple(
+    """The values of an auth block that are secrets (and a password inside the auth URL), for
+    scrubbing quoted server text."""
+    found = [
         str(value)
         for key, value in auth.items()
         if value and any(part in key.lower() for part in _SECRET_KEY_PARTS)
-    )
+    ]
+    in_url = urlsplit(str(auth.get("auth_url") or "")).password
+    return tuple(found + ([in_url] if in_url else []))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ credentials handling end to end:
 * Keystone's 401 body for anything wrong, and scripted failures (any status) for the next logins;
 * version discovery (``GET /`` and ``GET /v3``), as keystoneauth asks for it, with links on the
   host the client asked (so a client never leaves it because of the fake);
-* ``redirect_to``: answer every login with ``307`` to another server, as a hostile or
-  misconfigured proxy would.
+* ``redirect_to``: answer every login with a redirect (``307`` unless ``redirect_status`` says
+  otherwise) to another server, as a hostile or misconfigured proxy would.
 
 It counts logins and refusals, and :meth:`FakeKeystone.is_valid` lets a fake Glance
 (``FakeGlanceConfig(token_validator=keystone.is_valid)``) reject expired or revoked tokens.
@@ -90,7 +90,8 @@ class FakeKeystoneConfig:
     )
     token_lifetime: float = 3600.0  # seconds; Keystone's default is one hour
     clock: Callable[[], float] = time.time  # wall-clock seconds: issue and expiry times
-    redirect_to: str | None = None  # base URL to send every login to with a 307
+    redirect_to: str | None = None  # base URL to send every login to
+    redirect_status: int = 307  # ... with this status (307 and 308 keep the method and body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class FakeKeystone:
     async def _post_tokens(self, request: web.Request) -> web.Response:
         if self.config.redirect_to:
             location = self.config.redirect_to.rstrip("/") + request.path
-            return web.Response(status=307, headers={"Location": location})
+            return web.Response(status=self.config.redirect_status, headers={"Location": location})
         if self.scripted:
             status = self.scripted.popleft()
             return _error(status, f"scripted failure {status}")
