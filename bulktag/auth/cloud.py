@@ -1,7 +1,9 @@
 """Which cloud, region, interface, auth plugin and TLS settings: whatever the openstack CLI uses.
 
 bulktag does not read clouds.yaml itself. It hands the command line's ``--os-*`` flags to
-openstacksdk's resolver, ``openstack.config.OpenStackConfig().get_one(cloud=…, **flags)``, which
+openstacksdk's resolver, ``openstack.config.OpenStackConfig().get_one_cloud_osc(cloud=…,
+**flags)`` — ``get_one`` as the openstack CLI calls it, where a flag beats the cloud's ``auth:``
+section (plain ``get_one`` lets clouds.yaml win over ``--os-password``) — which
 reads clouds.yaml/clouds.yml/secure.yaml wherever the openstack CLI looks for them
 (``OS_CLIENT_CONFIG_FILE``, ``OS_CLIENT_SECURE_FILE``, the current directory, the XDG config
 directory, ``/etc/openstack``), applies vendor ``profile:``\\s, per-region ``values:``, the
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Flag fields handed to ``get_one`` under another name.
+#: Flag fields handed to openstacksdk under another name.
 _SDK_NAMES = {"endpoint": "image_endpoint_override"}
 #: Flag fields that are not openstacksdk settings at all.
 _NOT_SDK = frozenset({"os_cloud", "insecure"})
@@ -63,6 +65,7 @@ class AuthSpec:
 
     method: str  # "static" (token + endpoint given), else the keystoneauth plugin's name
     origin: str
+    cloud: str | None = None  # the clouds.yaml entry (or "envvars") openstacksdk chose
     token: str | None = field(default=None, repr=False)
     endpoint: str | None = None  # image endpoint override: wins over the catalog
     verify: bool | str = True  # False (insecure), a CA bundle path, or True (system CAs)
@@ -159,7 +162,7 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
 
 
 def sdk_arguments(options: CredentialOptions, env: Mapping[str, str]) -> dict[str, Any]:
-    """The flags as ``get_one`` keyword arguments, as the openstack CLI passes its own.
+    """The flags as openstacksdk keyword arguments, as the openstack CLI passes its own.
 
     ``OS_REGION_NAME`` and ``OS_CACERT`` are the CLI's flag defaults: they count as flags.
     """
@@ -188,7 +191,7 @@ def _resolve(options: CredentialOptions, env: Mapping[str, str]) -> AuthSpec:
         with warnings.catch_warnings(), skipped:
             warnings.simplefilter("ignore")  # deprecation notes would break the one-line rule
             config = _openstack_config()
-            region = config.get_one(cloud=options.os_cloud, **arguments)
+            region = config.get_one_cloud_osc(cloud=options.os_cloud, **arguments)
     except Exception as exc:
         if not _is_config_error(exc):
             raise
@@ -283,6 +286,7 @@ def spec_from_region(region: CloudRegion, where: str) -> AuthSpec:
     return AuthSpec(
         method=str(region.config.get("auth_type") or "password"),
         origin=where,
+        cloud=region.name or None,
         endpoint=region.get_endpoint("image"),
         verify=True if verify is None else verify,
         client_cert=cert,

@@ -112,6 +112,16 @@ def host_of(url: str) -> str:
     return f"{scheme}://{shown}:{port}" if port else f"{scheme}://{shown}"
 
 
+def without_userinfo(url: str | None) -> str | None:
+    """``url`` without any ``user:password@`` part, for logs and messages."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 class HomeOnlyAdapter(requests.adapters.HTTPAdapter):
     """A requests transport that sends only to ``home`` and reads answers in bounded excerpts."""
 

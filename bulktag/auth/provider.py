@@ -36,7 +36,13 @@ import structlog
 
 from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenProvider
 from bulktag.auth.cloud import AuthSpec
-from bulktag.auth.keystone import DEFAULT_TIMEOUT, IssuedToken, image_endpoint, log_in
+from bulktag.auth.keystone import (
+    DEFAULT_TIMEOUT,
+    IssuedToken,
+    image_endpoint,
+    log_in,
+    without_userinfo,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -210,4 +216,22 @@ async def resolve_credentials(
     endpoint = await anyio.to_thread.run_sync(
         image_endpoint, spec, login_timeout, abandon_on_cancel=True
     )
+    _log_resolved(spec, endpoint)
     return Credentials(provider, endpoint, issued.project_id, spec.verify)
+
+
+def _log_resolved(spec: AuthSpec, endpoint: str) -> None:
+    """What openstacksdk and keystoneauth chose, in one event: the operator's first question
+    ("which cloud, region, endpoint?") and what the differential tests compare."""
+    log.info(
+        "auth.resolved",
+        cloud=spec.cloud,
+        region=spec.region_name,
+        interface=spec.interface,
+        auth_type=spec.method,
+        auth_url=without_userinfo(spec.auth_url),
+        image_endpoint=without_userinfo(endpoint),
+        tls_verify=spec.verify,
+        client_cert=spec.client_cert is not None,
+        settings_from=spec.origin,
+    )

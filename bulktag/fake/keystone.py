@@ -3,7 +3,8 @@
 Enough of Keystone (and of Huawei IAM, which speaks the same protocol) to test a client's
 credentials handling end to end:
 
-* the ``password`` method (user by id, or by name + domain id/name), the
+* the ``password`` method (user by id, or by name + domain id/name), ``totp`` (a user and one
+  fixed passcode), the
   ``application_credential`` method (id + secret, or name + user + secret; a scope block beside
   it is refused, as Keystone does) and the ``token`` method (re-scoping a token it issued);
 * project scope by id or by name + domain; a scoped token comes with a catalog holding an
@@ -90,6 +91,7 @@ class FakeKeystoneConfig:
     )
     token_lifetime: float = 3600.0  # seconds; Keystone's default is one hour
     clock: Callable[[], float] = time.time  # wall-clock seconds: issue and expiry times
+    totp_passcode: str = "123456"  # the one passcode the ``totp`` method accepts, for any user
     redirect_to: str | None = None  # base URL to send every login to
     redirect_status: int = 307  # ... with this status (307 and 308 keep the method and body)
 
@@ -185,12 +187,21 @@ class FakeKeystone:
             return self._token_response(method, original.user_id, scope, original.expires_at)
         if method == "password":
             return self._token_response(method, self._password_user(identity), scope)
+        if method == "totp":
+            return self._token_response(method, self._totp_user(identity), scope)
         raise _Refused
 
     def _password_user(self, identity: Mapping[str, Any]) -> str:
         given = identity["password"]["user"]
         user = self._find_user(given)
         if given.get("password") != user.password:
+            raise _Refused
+        return user.id
+
+    def _totp_user(self, identity: Mapping[str, Any]) -> str:
+        given = identity["totp"]["user"]
+        user = self._find_user(given)
+        if given.get("passcode") != self.config.totp_passcode:
             raise _Refused
         return user.id
 
