@@ -16,9 +16,10 @@ given directly (``--token``/``--os-token`` + ``--endpoint``/``--os-image-url``, 
 ``OS_AUTH_TOKEN`` + ``OS_IMAGE_URL`` when no cloud is named). Nothing to resolve, nothing to
 log in to.
 
-Two settings the openstack CLI takes from the environment as its flags' defaults even for a
+Three settings the openstack CLI takes from the environment as its flags' defaults even for a
 cloud named by ``OS_CLOUD`` are passed the same way here: ``OS_REGION_NAME`` (so a region not
-in the cloud's ``regions:`` is refused, as the CLI refuses it) and ``OS_CACERT``.
+in the cloud's ``regions:`` is refused, as the CLI refuses it), ``OS_CACERT`` and
+``OS_IMAGE_URL``.
 
 Every failure is a one-line :class:`~bulktag.auth.base.CredentialsError` that says where the
 settings came from (:func:`origin`), never a secret.
@@ -49,6 +50,12 @@ log = structlog.get_logger(__name__)
 
 #: Flag fields handed to openstacksdk under another name.
 _SDK_NAMES = {"endpoint": "image_endpoint_override"}
+#: The openstack CLI's flags that default to a variable even for a cloud named by OS_CLOUD.
+_CLI_ENV_DEFAULTS = {
+    "region_name": "OS_REGION_NAME",
+    "cacert": "OS_CACERT",
+    "image_endpoint_override": "OS_IMAGE_URL",
+}
 #: Flag fields that are not openstacksdk settings at all.
 _NOT_SDK = frozenset({"os_cloud", "insecure"})
 #: Substrings of the keys whose values are secrets in an openstacksdk auth block.
@@ -115,7 +122,8 @@ def static_token_spec(options: CredentialOptions, env: Mapping[str, str]) -> Aut
     token, token_from = options.token, "--token/--os-token"
     if not token and not named_cloud:
         token, token_from = _env_token(env)
-    if not token or not options.endpoint or options.auth_type:
+    endpoint = options.endpoint or env.get("OS_IMAGE_URL")
+    if not token or not endpoint or options.auth_type:
         return None
     cert = options.cert or env.get("OS_CERT")
     key = options.key or env.get("OS_KEY")
@@ -123,8 +131,8 @@ def static_token_spec(options: CredentialOptions, env: Mapping[str, str]) -> Aut
         method="static",
         origin=f"token from {token_from}, image endpoint given",
         token=token,
-        endpoint=options.endpoint,
-        verify=False if options.insecure else (options.cacert or True),
+        endpoint=endpoint,
+        verify=False if options.insecure else (options.cacert or env.get("OS_CACERT") or True),
         client_cert=(cert, key) if cert and key else cert,
         project_id=options.project_id or env.get("OS_PROJECT_ID") or None,
         secrets=(token,),
@@ -164,7 +172,8 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
 def sdk_arguments(options: CredentialOptions, env: Mapping[str, str]) -> dict[str, Any]:
     """The flags as openstacksdk keyword arguments, as the openstack CLI passes its own.
 
-    ``OS_REGION_NAME`` and ``OS_CACERT`` are the CLI's flag defaults: they count as flags.
+    ``OS_REGION_NAME``, ``OS_CACERT`` and ``OS_IMAGE_URL`` are the CLI's flag defaults: they
+    count as flags.
     """
     arguments: dict[str, Any] = {
         _SDK_NAMES.get(f.name, f.name): getattr(options, f.name)
@@ -173,7 +182,7 @@ def sdk_arguments(options: CredentialOptions, env: Mapping[str, str]) -> dict[st
     }
     if options.insecure:
         arguments["insecure"] = True
-    for name, variable in (("region_name", "OS_REGION_NAME"), ("cacert", "OS_CACERT")):
+    for name, variable in _CLI_ENV_DEFAULTS.items():
         if name not in arguments and env.get(variable):
             arguments[name] = env[variable]
     return arguments
@@ -196,7 +205,8 @@ def _resolve(options: CredentialOptions, env: Mapping[str, str]) -> AuthSpec:
         if not _is_config_error(exc):
             raise
         where = origin(options, env, config)
-        text = f"{_describe_library_error(exc, config)}{skipped.note()} (settings from {where})"
+        said = _describe_library_error(exc, config, options, env)
+        text = f"{said}{skipped.note()} (settings from {where})"
         raise CredentialsError(one_line(scrub(text, secrets))) from None
     for note in skipped.notes:
         log.warning("clouds_file_skipped", reason=note)
@@ -242,18 +252,55 @@ def _is_config_error(exc: Exception) -> bool:
     return isinstance(exc, sdk_exceptions.SDKException | ksa_exceptions.ClientException)
 
 
-def _describe_library_error(exc: Exception, config: Any) -> str:
+def _describe_library_error(
+    exc: Exception, config: Any, options: CredentialOptions, env: Mapping[str, str]
+) -> str:
     """The library's words, completed with what an operator needs to fix the setting."""
     missing = getattr(exc, "options", None)
     if missing and type(exc).__name__ == "MissingRequiredOptions":
+        named = options.os_cloud or env.get("OS_CLOUD")
+        if not named and "auth_url" in {o.dest.replace("-", "_") for o in missing}:
+            return _nothing_to_log_in_with(options, env, _any_cloud(config))
         names = ", ".join(_as_flag(o.dest) for o in missing)
-        nothing = "no credentials found: " if not _any_cloud(config) else ""
-        return f"{nothing}the auth plugin is missing {names}"
+        return f"the auth plugin is missing {names}"
     text = str(exc) or type(exc).__name__
     if "was not found" in text and config is not None:
         known = ", ".join(sorted(str(n) for n in config.get_cloud_names())) or "none"
         text += f" Known clouds: {known}."
     return text
+
+
+_LOG_IN_WITH = (
+    "a cloud (--os-cloud or OS_CLOUD, from clouds.yaml) or an auth URL "
+    "(--os-auth-url or OS_AUTH_URL) with credentials"
+)
+
+
+def _nothing_to_log_in_with(
+    options: CredentialOptions, env: Mapping[str, str], some_cloud: bool
+) -> str:
+    """No cloud named and no auth URL: say what the light path (token + endpoint) or a login
+    still needs."""
+    token = options.token or _env_token(env)[0]
+    endpoint = options.endpoint or env.get("OS_IMAGE_URL")
+    if token and not endpoint:
+        return (
+            "a token needs an image endpoint (--endpoint/--os-image-url or OS_IMAGE_URL), "
+            f"or {_LOG_IN_WITH} to find it in the catalog"
+        )
+    if endpoint and not token:
+        return (
+            "an image endpoint needs a token (--token/--os-token or OS_AUTH_TOKEN), "
+            f"or {_LOG_IN_WITH} to get one"
+        )
+    if some_cloud:
+        return f"no auth URL; give {_LOG_IN_WITH}, or --token and --endpoint"
+    return (
+        "no credentials found; looked at flags (--os-cloud, --os-auth-url, --token, ...), "
+        "environment (OS_CLOUD, OS_AUTH_URL, OS_AUTH_TOKEN, ...) and clouds.yaml (./, "
+        "$XDG_CONFIG_HOME/openstack, ~/.config/openstack, /etc/openstack, "
+        f"OS_CLIENT_CONFIG_FILE): none found; give {_LOG_IN_WITH}, or --token and --endpoint"
+    )
 
 
 def _as_flag(dest: str) -> str:
@@ -320,7 +367,7 @@ def origin(options: CredentialOptions, env: Mapping[str, str], config: Any | Non
     flags = [f"--{f.name.replace('_', '-')}" for f in fields(options) if _given(options, f.name)]
     if flags:
         parts.append("flags " + ", ".join(flags))
-    applied = [v for v in ("OS_REGION_NAME", "OS_CACERT") if env.get(v)]
+    applied = [v for v in _CLI_ENV_DEFAULTS.values() if env.get(v)]
     if applied and (options.os_cloud or env.get("OS_CLOUD")):
         parts.append("environment " + ", ".join(applied))
     return "; ".join(parts)
