@@ -20,19 +20,24 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenProvider
+from bulktag.auth.base import (
+    AuthRefused,
+    CredentialsError,
+    IssuedToken,
+    StaticToken,
+    TokenProvider,
+)
 from bulktag.auth.options import CredentialOptions, add_credential_arguments, options_from_namespace
 
 if TYPE_CHECKING:
     from bulktag.auth.cloud import AuthSpec, load_auth_spec
-    from bulktag.auth.keystone import IssuedToken, log_in
+    from bulktag.auth.keystone import log_in
     from bulktag.auth.provider import Credentials, KeystoneTokenProvider, resolve_credentials
     from bulktag.auth.tls import ssl_for
 
 _LAZY = {
     "AuthSpec": "bulktag.auth.cloud",
     "load_auth_spec": "bulktag.auth.cloud",
-    "IssuedToken": "bulktag.auth.keystone",
     "log_in": "bulktag.auth.keystone",
     "Credentials": "bulktag.auth.provider",
     "KeystoneTokenProvider": "bulktag.auth.provider",

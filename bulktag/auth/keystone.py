@@ -29,22 +29,19 @@ import logging
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests.adapters
 
-from bulktag.auth.base import AuthRefused, CredentialsError
+from bulktag.auth.base import DEFAULT_TIMEOUT, AuthRefused, CredentialsError, IssuedToken
 from bulktag.auth.catalog import image_endpoints
 from bulktag.auth.redact import one_line, scrub
 
 if TYPE_CHECKING:
     from bulktag.auth.cloud import AuthSpec
 
-#: How long one login may take before we call the identity service unreachable.
-DEFAULT_TIMEOUT = 30.0
 #: A token answer holds the service catalog: tens of KB on big clouds.
 MAX_TOKEN_BODY = 1 << 20
 #: An error answer is quoted in one line: its first few KB say all there is to say.
@@ -58,30 +55,6 @@ _LIBRARY_LOGGERS = ("openstack", "keystoneauth", "stevedore", "os_service_types"
 
 class CredentialsElsewhere(CredentialsError):
     """The login was about to send credentials to a host other than the configured one."""
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
-    """A token Keystone issued, with what came with it. The repr never shows the token."""
-
-    value: str = field(repr=False)
-    expires_at: datetime | None = None
-    issued_at: datetime | None = None
-    catalog: tuple[Mapping[str, Any], ...] = ()
-    project_id: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"IssuedToken(<redacted>, expires_at={self.expires_at!s}, "
-            f"project_id={self.project_id!r}, services={len(self.catalog)})"
-        )
-
-    @property
-    def lifetime(self) -> float | None:
-        """Seconds between issue and expiry, both by the server's clock (immune to our skew)."""
-        if self.expires_at is None or self.issued_at is None:
-            return None
-        return (self.expires_at - self.issued_at).total_seconds()
 
 
 def quiet_library_logs() -> None:

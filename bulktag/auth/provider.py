@@ -29,20 +29,23 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 import structlog
 
-from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenProvider
-from bulktag.auth.cloud import AuthSpec
-from bulktag.auth.keystone import (
+from bulktag.auth.base import (
     DEFAULT_TIMEOUT,
+    AuthRefused,
+    CredentialsError,
     IssuedToken,
-    image_endpoint,
-    log_in,
-    without_userinfo,
+    StaticToken,
+    TokenProvider,
 )
+
+if TYPE_CHECKING:  # keystone.py pulls in requests: only the Keystone path may pay for it
+    from bulktag.auth.cloud import AuthSpec
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +91,8 @@ class KeystoneTokenProvider:
         clock: Clock = time.monotonic,
         login_timeout: float = DEFAULT_TIMEOUT,
     ) -> KeystoneTokenProvider:
+        from bulktag.auth.keystone import log_in
+
         async def login() -> IssuedToken:
             # abandon_on_cancel: a stopping run does not wait out a slow identity service.
             return await anyio.to_thread.run_sync(
@@ -209,6 +214,8 @@ async def resolve_credentials(
         assert spec.token is not None
         assert spec.endpoint is not None
         return Credentials(StaticToken(spec.token), spec.endpoint, spec.project_id, spec.verify)
+    from bulktag.auth.keystone import image_endpoint
+
     provider = KeystoneTokenProvider.for_spec(
         spec, margin=margin, clock=clock, login_timeout=login_timeout
     )
@@ -223,6 +230,8 @@ async def resolve_credentials(
 def _log_resolved(spec: AuthSpec, endpoint: str) -> None:
     """What openstacksdk and keystoneauth chose, in one event: the operator's first question
     ("which cloud, region, endpoint?") and what the differential tests compare."""
+    from bulktag.auth.keystone import without_userinfo
+
     log.info(
         "auth.resolved",
         cloud=spec.cloud,
