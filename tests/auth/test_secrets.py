@@ -235,7 +235,10 @@ async def test_no_log_event_or_provider_repr_holds_a_secret() -> None:
             fake.change_password("u-1", "new-" + PASSWORD)
             with pytest.raises(Exception) as refused:  # noqa: PT011
                 await creds.provider.refresh(second)
-    assert 3 == len(logs)  # two logins and the refusal: the layer logs, and must log clean
+    # two logins, what was resolved, and the refusal: the layer logs, and must log clean
+    assert ["auth.login", "auth.resolved", "auth.login", "auth.login_refused"] == [
+        e["event"] for e in logs
+    ]
     for text in [repr(creds), repr(creds.provider), everything_about(refused.value), str(logs)]:
         assert_clean(text)
         assert first not in text
