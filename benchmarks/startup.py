@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -73,11 +72,6 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path, pythonpath: str | Non
     return elapsed
 
 
-def median_of(repeat: int, once: Callable[[], float]) -> tuple[float, float, float]:
-    samples = [once() for _ in range(repeat)]
-    return statistics.median(samples), min(samples), max(samples)
-
-
 def import_time(env: dict[str, str]) -> float:
     """Seconds ``import openstack.config, keystoneauth1.session`` adds, by -X importtime."""
     code = "import openstack.config, keystoneauth1.session"
@@ -121,17 +115,28 @@ def main() -> None:
              "--os-project-id=p-1"]  # fmt: skip
     cases = {"help": [*bulktag, "run", "--help"], "token": token, "keystone": login}
 
-    print(f"median of {args.repeat} (min–max), seconds, whole process:")
     trees = [("this tree", None)] + ([("base", args.base)] if args.base else [])
-    for label, path in trees:
-        for name, argv in cases.items():
-            if path and name == "keystone":
-                continue  # the old Keystone client is not the comparison this note is about
-            med, low, high = median_of(args.repeat, lambda a=argv: timed(a, env, work, path))
-            print(f"  {label:9} {name:8} {med:.3f} ({low:.3f}–{high:.3f})")
-    med, low, high = median_of(args.repeat, lambda: import_time(env))
-    print(f"  import openstack.config + keystoneauth1.session: {med:.3f} ({low:.3f}–{high:.3f})")
+    runs = [
+        (label, path, name, argv)
+        for label, path in trees
+        for name, argv in cases.items()
+        if not (path and name == "keystone")  # the old Keystone client is not the question
+    ]
+    # Interleaved, one of each per round: a busy machine slows every case alike.
+    samples: dict[tuple[str, str], list[float]] = {(r[0], r[2]): [] for r in runs}
+    imports: list[float] = []
+    for _ in range(args.repeat):
+        for label, path, name, argv in runs:
+            samples[label, name].append(timed(argv, env, work, path))
+        imports.append(import_time(env))
+    print(f"median of {args.repeat} interleaved rounds (min–max), seconds, whole process:")
+    for (label, name), values in samples.items():
+        print(f"  {label:9} {name:8} {_summary(values)}")
+    print(f"  import openstack.config + keystoneauth1.session: {_summary(imports)}")
 
+
+def _summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ credentials handling end to end:
 * tokens with a configurable, possibly very short, lifetime, measured on an injectable clock;
 * Keystone's 401 body for anything wrong, and scripted failures (any status) for the next logins;
 * version discovery (``GET /`` and ``GET /v3``), as keystoneauth asks for it, with links on the
-  host the client asked (so a client never leaves it because of the fake);
+  host the client asked, or on ``discovery_to`` (a misconfigured ``public_endpoint``);
 * ``redirect_to``: answer every login with a redirect (``307`` unless ``redirect_status`` says
   otherwise) to another server, as a hostile or misconfigured proxy would.
 
@@ -92,6 +92,7 @@ class FakeKeystoneConfig:
     token_lifetime: float = 3600.0  # seconds; Keystone's default is one hour
     clock: Callable[[], float] = time.time  # wall-clock seconds: issue and expiry times
     totp_passcode: str = "123456"  # the one passcode the ``totp`` method accepts, for any user
+    discovery_to: str | None = None  # base URL the version documents link to (else our own)
     redirect_to: str | None = None  # base URL to send every login to
     redirect_status: int = 307  # ... with this status (307 and 308 keep the method and body)
 
@@ -146,11 +147,14 @@ class FakeKeystone:
     # -- discovery: what Keystone answers at its root and at /v3 ------------------------------
 
     async def _versions(self, request: web.Request) -> web.Response:
-        body = {"versions": {"values": [_v3(str(request.url.origin()))]}}
+        body = {"versions": {"values": [_v3(self._linked_base(request))]}}
         return web.json_response(body, status=300)
 
     async def _version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": _v3(str(request.url.origin()))})
+        return web.json_response({"version": _v3(self._linked_base(request))})
+
+    def _linked_base(self, request: web.Request) -> str:
+        return self.config.discovery_to or str(request.url.origin())
 
     # -- the handler --------------------------------------------------------------------------
 

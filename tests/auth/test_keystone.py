@@ -6,6 +6,7 @@ keystoneauth does the login here, against the fake Keystone on loopback, exactly
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -96,6 +97,19 @@ async def test_a_redirect_to_another_host_is_refused_before_the_password_leaves(
     assert host_of(base) in message
     assert host_of(elsewhere) in message
     assert "alice-password" not in message
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["", "/v3"], ids=["auth-url-root", "auth-url-v3"])
+async def test_discovery_links_to_another_host_never_carry_the_password_there(path: str) -> None:
+    # A Keystone whose public_endpoint names another host. keystoneauth 5 posts to the auth URL
+    # anyway; were it to follow the link, the guard must stop it: either way, nothing leaves.
+    fake = alice()
+    async with recorder() as (seen, elsewhere), serve_keystone(fake) as base:
+        fake.config.discovery_to = elsewhere
+        with contextlib.suppress(CredentialsElsewhere):
+            await login(base + path)
+    assert ([], []) == (seen.bodies, seen.tokens)
 
 
 @pytest.mark.asyncio
