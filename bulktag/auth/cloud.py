@@ -239,9 +239,27 @@ class _SkippedFiles(logging.Handler):
 
 
 def _openstack_config() -> Any:
+    """openstacksdk's resolver, with the one hook the openstack CLI (osc-lib) adds to it."""
     from openstack.config import OpenStackConfig
 
-    return OpenStackConfig()
+    class CliConfig(OpenStackConfig):
+        def auth_config_hook(self, config: dict[str, Any]) -> dict[str, Any]:
+            return token_alone_means_token_auth(config)
+
+    return CliConfig()
+
+
+def token_alone_means_token_auth(config: dict[str, Any]) -> dict[str, Any]:
+    """``OS_AUTH_TOKEN`` + ``OS_AUTH_URL`` with no ``OS_AUTH_TYPE``: openstacksdk keeps its
+    default ``password`` plugin, which then fails on the token it cannot take; osc-lib picks
+    the token plugin. So does bulktag."""
+    auth = config.get("auth") or {}
+    logs_in_otherwise = any(
+        auth.get(k) for k in ("username", "user_id", "password", "application_credential_id")
+    )
+    if config.get("auth_type") == "password" and auth.get("token") and not logs_in_otherwise:
+        config["auth_type"] = "token"
+    return config
 
 
 def _is_config_error(exc: Exception) -> bool:
@@ -364,13 +382,25 @@ def secrets_of(auth: Mapping[str, Any]) -> tuple[str, ...]:
 def origin(options: CredentialOptions, env: Mapping[str, str], config: Any | None) -> str:
     """``cloud 'prod' (OS_CLOUD) in ./clouds.yaml + secure.yaml; flags --os-region-name``."""
     parts = [_cloud_part(options, env, config)]
-    flags = [f"--{f.name.replace('_', '-')}" for f in fields(options) if _given(options, f.name)]
+    flags = [_flag_name(f.name) for f in fields(options) if _given(options, f.name)]
     if flags:
         parts.append("flags " + ", ".join(flags))
     applied = [v for v in _CLI_ENV_DEFAULTS.values() if env.get(v)]
     if applied and (options.os_cloud or env.get("OS_CLOUD")):
         parts.append("environment " + ", ".join(applied))
     return "; ".join(parts)
+
+
+#: Fields the CLI also takes under its own name (``--token`` or ``--os-token``, ...).
+_CLI_SPELLINGS = {"token": "--token", "endpoint": "--endpoint", "cacert": "--cacert"}
+
+
+def _flag_name(field_name: str) -> str:
+    if field_name == "insecure":
+        return "--insecure"
+    os_flag = f"--os-{field_name.replace('_', '-')}"
+    cli = _CLI_SPELLINGS.get(field_name)
+    return f"{cli}/{os_flag}" if cli else os_flag
 
 
 def _given(options: CredentialOptions, name: str) -> bool:

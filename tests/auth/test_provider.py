@@ -194,10 +194,25 @@ async def test_refused_reauthentication_raises_auth_refused_once_for_everyone() 
     )
     assert 1 == len(set(outcomes))
     assert outcomes[0].startswith(expected)
-    assert "flags --auth-url, --username" in outcomes[0]  # says where the settings came from
+    assert "flags --os-auth-url, --os-username" in outcomes[0]  # where the settings came from
     assert outcomes[0] == later
     # One refused login, not 51: hammering with a wrong password can lock the account.
     assert (1, 2) == (fake.refusals, provider.logins)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_token_from_the_environment_says_it_came_from_there() -> None:
+    # The stale OS_AUTH_TOKEN: the message must say where the token came from.
+    clock = Clock()
+    fake = keystone(clock)
+    async with serve_keystone(fake) as base:
+        env = {"OS_AUTH_URL": f"{base}/v3", "OS_AUTH_TOKEN": "stale-1234", "OS_PROJECT_ID": "p-1"}
+        with pytest.raises(AuthRefused) as info:
+            await resolve_credentials(load_auth_spec(CredentialOptions(), env), clock=clock)
+    message = str(info.value)
+    assert message.startswith(f"credentials refused by {base} (401, token auth): ")
+    assert "settings from environment OS_AUTH_TOKEN, OS_AUTH_URL, OS_PROJECT_ID" in message
+    assert "stale-1234" not in message
 
 
 async def _refused_message(call: Any) -> str:
