@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,15 +62,22 @@ def serve_in_thread(app: web.Application) -> str:
     return ready[0]
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path, pythonpath: str | None) -> float:
+def timed(
+    argv: list[str], env: dict[str, str], cwd: Path, pythonpath: str | None
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one whole process. On a shared machine the CPU time is
+    the steadier figure: waiting for a core shows in the wall time only."""
     if pythonpath:
         env = {**env, "PYTHONPATH": pythonpath}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False, timeout=120)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{argv} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def import_time(env: dict[str, str]) -> float:
@@ -123,7 +131,7 @@ def main() -> None:
         if not (path and name == "keystone")  # the old Keystone client is not the question
     ]
     # Interleaved, one of each per round: a busy machine slows every case alike.
-    samples: dict[tuple[str, str], list[float]] = {(r[0], r[2]): [] for r in runs}
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {(r[0], r[2]): [] for r in runs}
     imports: list[float] = []
     for _ in range(args.repeat):
         for label, path, name, argv in runs:
@@ -131,12 +139,14 @@ def main() -> None:
         imports.append(import_time(env))
     print(f"median of {args.repeat} interleaved rounds (min–max), seconds, whole process:")
     for (label, name), values in samples.items():
-        print(f"  {label:9} {name:8} {_summary(values)}")
+        wall, cpu = _summary([v[0] for v in values]), _summary([v[1] for v in values])
+        print(f"  {label:9} {name:8} wall {wall}  cpu {cpu}")
     print(f"  import openstack.config + keystoneauth1.session: {_summary(imports)}")
 
 
 def _summary(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
 
 if __name__ == "__main__":
     main()
