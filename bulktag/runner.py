@@ -159,7 +159,7 @@ def _tls(spec: AuthSpec) -> ssl.SSLContext | bool:
     from bulktag.auth import ssl_for
 
     try:
-        return ssl_for(spec.tls_verify)
+        return ssl_for(spec.tls_verify, spec.client_cert)
     except CredentialsError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -194,14 +194,15 @@ def _op_and_shard(settings: Settings) -> tuple[Op, Shard]:
 def _auth_spec(args: argparse.Namespace, settings: Settings, environment: Environment) -> AuthSpec:
     """Credentials as the openstack CLI finds them; bulktag's own settings fill in the
     endpoint and TLS options (flag > BULKTAG_* > OS_* > bulktag.toml)."""
-    if settings.endpoint:
-        _checked_endpoint(settings.endpoint, "--endpoint")
+    flags = options_from_namespace(args)  # --os-image-url/--os-cacert are flags too
     options = replace(
-        options_from_namespace(args),
-        endpoint=settings.endpoint,
-        cacert=settings.cacert,
+        flags,
+        endpoint=flags.endpoint or settings.endpoint,
+        cacert=flags.cacert or settings.cacert,
         insecure=settings.insecure or None,
     )
+    if options.endpoint:
+        _checked_endpoint(options.endpoint, "--endpoint")
     try:
         spec = load_auth_spec(options, environment.env)
     except CredentialsError as exc:
@@ -384,7 +385,7 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
     assert plan.journal is not None
     async with make_session(settings.concurrency, settings.timeout, plan.tls) as session:
         try:
-            credentials = await resolve_credentials(session, plan.spec)
+            credentials = await resolve_credentials(plan.spec)
         except CredentialsError as exc:
             raise ConfigError(str(exc)) from None
         except AuthRefused as exc:

@@ -461,10 +461,10 @@ async def _verify(
 ) -> VerifyTally:
     from bulktag.auth import resolve_credentials
 
-    tls = ssl_for(plan.spec.tls_verify)
+    tls = ssl_for(plan.spec.tls_verify, plan.spec.client_cert)
     async with make_session(plan.settings.concurrency, plan.timeout, tls) as session:
         try:
-            credentials = await resolve_credentials(session, plan.spec)
+            credentials = await resolve_credentials(plan.spec)
         except (CredentialsError, AuthRefused) as exc:
             raise VerifyError(str(exc)) from None
         try:

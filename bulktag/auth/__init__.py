@@ -5,13 +5,14 @@ token and, when the cloud answered 401 to it, replaces it once for all workers (
 
 The CLI drives the credentials layer in three steps::
 
-    options = options_from_namespace(ns)            # after add_credential_arguments(parser)
-    spec = load_auth_spec(options, os.environ)      # flags > OS_* > clouds.yaml; no network
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_for(spec.tls_verify)))
-    creds = await resolve_credentials(session, spec)  # logs in, picks the image endpoint
+    options = options_from_namespace(ns)         # after add_credential_arguments(parser)
+    spec = load_auth_spec(options, os.environ)   # openstacksdk resolves the cloud; no network
+    creds = await resolve_credentials(spec)      # keystoneauth logs in, finds the image endpoint
+    ssl = ssl_for(spec.tls_verify, spec.client_cert)  # for the aiohttp image transport
 
 Only the pure pieces are imported eagerly, so building the argument parser does not pull in
-aiohttp or PyYAML; the others load on first access.
+aiohttp, openstacksdk or keystoneauth1; the others load on first access, and openstacksdk only
+when there is a cloud to resolve (not for ``--token`` + ``--endpoint``).
 """
 
 from __future__ import annotations
@@ -19,22 +20,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenProvider
+from bulktag.auth.base import (
+    AuthRefused,
+    CredentialsError,
+    IssuedToken,
+    StaticToken,
+    TokenProvider,
+)
 from bulktag.auth.options import CredentialOptions, add_credential_arguments, options_from_namespace
 
 if TYPE_CHECKING:
-    from bulktag.auth.catalog import select_image_endpoint
-    from bulktag.auth.clouds import AuthSpec, load_auth_spec
-    from bulktag.auth.keystone import IssuedToken, authenticate
+    from bulktag.auth.cloud import AuthSpec, load_auth_spec
+    from bulktag.auth.keystone import log_in
     from bulktag.auth.provider import Credentials, KeystoneTokenProvider, resolve_credentials
     from bulktag.auth.tls import ssl_for
 
 _LAZY = {
-    "select_image_endpoint": "bulktag.auth.catalog",
-    "AuthSpec": "bulktag.auth.clouds",
-    "load_auth_spec": "bulktag.auth.clouds",
-    "IssuedToken": "bulktag.auth.keystone",
-    "authenticate": "bulktag.auth.keystone",
+    "AuthSpec": "bulktag.auth.cloud",
+    "load_auth_spec": "bulktag.auth.cloud",
+    "log_in": "bulktag.auth.keystone",
     "Credentials": "bulktag.auth.provider",
     "KeystoneTokenProvider": "bulktag.auth.provider",
     "resolve_credentials": "bulktag.auth.provider",
@@ -52,11 +56,10 @@ __all__ = [
     "StaticToken",
     "TokenProvider",
     "add_credential_arguments",
-    "authenticate",
     "load_auth_spec",
+    "log_in",
     "options_from_namespace",
     "resolve_credentials",
-    "select_image_endpoint",
     "ssl_for",
 ]
 

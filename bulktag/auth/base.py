@@ -2,7 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+#: How long one login may take before we call the identity service unreachable.
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token Keystone issued, with what came with it. The repr never shows the token."""
+
+    value: str = field(repr=False)
+    expires_at: datetime | None = None
+    issued_at: datetime | None = None
+    catalog: tuple[Mapping[str, Any], ...] = ()
+    project_id: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"IssuedToken(<redacted>, expires_at={self.expires_at!s}, "
+            f"project_id={self.project_id!r}, services={len(self.catalog)})"
+        )
+
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds between issue and expiry, both by the server's clock (immune to our skew)."""
+        if self.expires_at is None or self.issued_at is None:
+            return None
+        return (self.expires_at - self.issued_at).total_seconds()
 
 
 class AuthRefused(Exception):

@@ -1,203 +1,255 @@
-"""Log in to Keystone v3 (or Huawei IAM, which speaks the same protocol): ``POST /v3/auth/tokens``.
+"""Log in with keystoneauth1, the openstack CLI's own library, and keep credentials home.
 
-The only module of the credentials layer that imports aiohttp. It maps every outcome of the
-call onto the layer's own errors, in one place:
+openstacksdk's resolved cloud (``AuthSpec.region``) carries a keystoneauth plugin (password,
+application credential, token, v3totp, OIDC, SAML, …) and a session. This module drives them,
+synchronously: :mod:`bulktag.auth.provider` calls it in a worker thread. It maps every outcome
+onto the credentials layer's own errors, in one place::
 
     Exception
     ├── AuthRefused        401: the identity service refused these credentials
-    └── CredentialsError   the service does not answer, or answers something unusable
+    └── CredentialsError   the service does not answer, answers something unusable, or sends
+        └── CredentialsElsewhere   the credentials towards another host (redirect, discovery)
 
-Request bodies are built by pure functions (``auth_body``) so they can be tested without a
-server. Keystone's error text is quoted in messages, scrubbed of our secrets first.
+Two rules hold whatever keystoneauth would do on its own:
+
+* Credentials go to the configured identity host only. keystoneauth follows a 307 by re-sending
+  the request — password included — to wherever ``Location`` points, and follows version
+  discovery links to any host. :class:`HomeOnlyAdapter` refuses, before a byte leaves, every
+  request of the login session to a scheme/host/port other than the ``auth_url``'s.
+* At most a bounded excerpt of any answer is read: ``MAX_TOKEN_BODY`` of a success (a token
+  with its catalog), ``MAX_ERROR_BODY`` of anything else.
+
+Renewal timing is bulktag's (single flight, margins): keystoneauth's own early renewal is turned
+off on the plugin, so it never logs in behind the provider's back.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import logging
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import aiohttp
-from yarl import URL
+import requests.adapters
 
-from bulktag.auth.base import AuthRefused, CredentialsError
-from bulktag.auth.clouds import AuthSpec
+from bulktag.auth.base import DEFAULT_TIMEOUT, AuthRefused, CredentialsError, IssuedToken
+from bulktag.auth.catalog import image_endpoints
 from bulktag.auth.redact import one_line, scrub
-from bulktag.transport import ANSWER_READ_LIMIT, ERROR_READ_LIMIT, read_at_most
 
-#: How long one login may take before we call the identity service unreachable.
-DEFAULT_TIMEOUT = 30.0
+if TYPE_CHECKING:
+    from bulktag.auth.cloud import AuthSpec
 
-Json = dict[str, Any]
+#: A token answer holds the service catalog: tens of KB on big clouds.
+MAX_TOKEN_BODY = 1 << 20
+#: An error answer is quoted in one line: its first few KB say all there is to say.
+MAX_ERROR_BODY = 8 << 10
+
+#: keystoneauth sessions already guarded and tuned by :func:`login_session`.
+_PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+_LIBRARY_LOGGERS = ("openstack", "keystoneauth", "stevedore", "os_service_types")
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
-    """A token Keystone issued, with what came with it. The repr never shows the token."""
+class CredentialsElsewhere(CredentialsError):
+    """The login was about to send credentials to a host other than the configured one."""
 
-    value: str = field(repr=False)
-    expires_at: datetime | None = None
-    issued_at: datetime | None = None
-    catalog: tuple[Mapping[str, Any], ...] = ()
-    project_id: str | None = None
 
-    def __repr__(self) -> str:
-        return (
-            f"IssuedToken(<redacted>, expires_at={self.expires_at!s}, "
-            f"project_id={self.project_id!r}, services={len(self.catalog)})"
-        )
-
-    @property
-    def lifetime(self) -> float | None:
-        """Seconds between issue and expiry, both by the server's clock (immune to our skew)."""
-        if self.expires_at is None or self.issued_at is None:
-            return None
-        return (self.expires_at - self.issued_at).total_seconds()
+def quiet_library_logs() -> None:
+    """openstacksdk and keystoneauth log through stdlib logging, which bulktag leaves
+    unconfigured: Python would print their warnings as stray stderr lines. Their failures reach
+    the operator as our one-line errors instead."""
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
 
 
 # ---------------------------------------------------------------------------------------------
-# Request (pure)
+# Credentials stay home; answers are read in bounded excerpts
 
 
-def tokens_url(auth_url: str) -> str:
-    """``{auth_url}/v3/auth/tokens``; ``/v3`` is added only when the URL does not end in it."""
-    base = auth_url.rstrip("/")
-    if not base.endswith("/v3"):
-        base += "/v3"
-    return f"{base}/auth/tokens"
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
-def _domain(domain_id: str | None, domain_name: str | None) -> Json:
-    return {"id": domain_id} if domain_id else {"name": domain_name}
+def host_of(url: str) -> str:
+    """``scheme://host:port`` of ``url``, for messages (no path, no user:password)."""
+    scheme, host, port = origin_of(url)
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}" if port else f"{scheme}://{shown}"
 
 
-def _user(spec: AuthSpec) -> Json:
-    if spec.user_id:
-        return {"id": spec.user_id}
-    return {"name": spec.username, "domain": _domain(spec.user_domain_id, spec.user_domain_name)}
+def without_userinfo(url: str | None) -> str | None:
+    """``url`` without any ``user:password@`` part, for logs and messages."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
-def _project_scope(spec: AuthSpec) -> Json | None:
-    if spec.project_id:
-        return {"project": {"id": spec.project_id}}
-    if spec.project_name:
-        domain = _domain(spec.project_domain_id, spec.project_domain_name)
-        return {"project": {"name": spec.project_name, "domain": domain}}
-    return None
+class HomeOnlyAdapter(requests.adapters.HTTPAdapter):
+    """A requests transport that sends only to ``home`` and reads answers in bounded excerpts."""
+
+    def __init__(self, home: str) -> None:
+        super().__init__()
+        self.home = home
+
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        url = str(request.url)
+        if origin_of(url) != origin_of(self.home):
+            raise CredentialsElsewhere(
+                f"the identity service at {host_of(self.home)} sent the login on to "
+                f"{host_of(url)}; credentials go only to the configured host: set the auth URL "
+                f"to {host_of(url)} if that host is the identity service"
+            )
+        kwargs["stream"] = True
+        response = super().send(request, **kwargs)
+        _read_bounded(response, self.home)
+        return response
 
 
-def _identity(spec: AuthSpec) -> Json:
-    if spec.method == "password":
-        user = {**_user(spec), "password": spec.password}
-        return {"methods": ["password"], "password": {"user": user}}
-    if spec.method == "application_credential":
-        cred: Json = {"secret": spec.application_credential_secret}
-        if spec.application_credential_id:
-            cred["id"] = spec.application_credential_id
-        else:
-            cred.update(name=spec.application_credential_name, user=_user(spec))
-        return {"methods": ["application_credential"], "application_credential": cred}
-    return {"methods": ["token"], "token": {"id": spec.token}}
-
-
-def auth_body(spec: AuthSpec) -> Json:
-    """The JSON body of ``POST /v3/auth/tokens`` for ``spec``."""
-    auth: Json = {"identity": _identity(spec)}
-    # An application credential carries its own scope; Keystone refuses one given besides it.
-    scope = None if spec.method == "application_credential" else _project_scope(spec)
-    if scope is not None:
-        auth["scope"] = scope
-    return {"auth": auth}
-
-
-# ---------------------------------------------------------------------------------------------
-# Response (pure)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Keystone's ``2015-03-11T15:53:44.000000Z`` as an aware UTC datetime (None if absent)."""
-    if not isinstance(value, str):
-        return None
+def _read_bounded(response: Any, home: str) -> None:
+    success = 200 <= response.status_code < 300
+    limit = MAX_TOKEN_BODY if success else MAX_ERROR_BODY
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        data = response.raw.read(limit + 1, decode_content=True)
+    finally:
+        response.close()  # drop whatever is left unread
+    if len(data) > limit and success:
+        raise CredentialsError(
+            f"the identity service at {host_of(home)} sent an answer over {limit} bytes"
+        )
+    response._content = data[:limit]  # requests' own field: .text/.json() now read this
 
 
-def issued_token(value: str, body: Mapping[str, Any]) -> IssuedToken:
-    """Build an :class:`IssuedToken` from the token header and the response body."""
-    token = body.get("token") or {}
-    project = token.get("project") or {}
+def keep_credentials_home(session: Any, auth_url: str) -> None:
+    """Mount :class:`HomeOnlyAdapter` on a keystoneauth session's requests session."""
+    adapter = HomeOnlyAdapter(auth_url)
+    for prefix in ("http://", "https://"):
+        session.session.mount(prefix, adapter)
+
+
+# ---------------------------------------------------------------------------------------------
+# The calls (synchronous: run them in a worker thread)
+
+
+def login_session(spec: AuthSpec, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """The cloud's keystoneauth session, ready for :func:`log_in`: guarded, with a timeout."""
+    assert spec.region is not None, "a static token has no login"
+    try:
+        session = spec.region.get_session()
+    except Exception as exc:  # openstacksdk raises its own and keystoneauth's errors here
+        raise CredentialsError(_message(exc, spec)) from None
+    if session not in _PREPARED:
+        if spec.auth_url:
+            keep_credentials_home(session, spec.auth_url)
+        session.timeout = session.timeout or timeout
+        # bulktag's provider decides when to renew; keystoneauth must not do it on its own.
+        if hasattr(session.auth, "MIN_TOKEN_LIFE_SECONDS"):
+            setattr(session.auth, "MIN_TOKEN_LIFE_SECONDS", 0)  # noqa: B010 - typed as Any here
+        _PREPARED.add(session)
+    return session
+
+
+def log_in(spec: AuthSpec, timeout: float = DEFAULT_TIMEOUT) -> IssuedToken:
+    """A new token; AuthRefused on 401, CredentialsError on anything unusable."""
+    session = login_session(spec, timeout)
+    auth = session.auth
+    with _mapped_errors(spec):
+        if not hasattr(auth, "get_access"):  # e.g. admin_token: a token, no identity service
+            return IssuedToken(value=session.get_token())
+        auth.invalidate()
+        access = auth.get_access(session)
+    return issued_token(access)
+
+
+def image_endpoint(spec: AuthSpec, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """openstacksdk's image endpoint for this cloud: the override, else the catalog's."""
+    assert spec.region is not None
+    login_session(spec, timeout)
+    with _mapped_errors(spec):
+        endpoint = spec.region.get_session_endpoint("image")
+    if not endpoint:
+        raise CredentialsError(_no_endpoint(spec))
+    return str(endpoint)
+
+
+def issued_token(access: Any) -> IssuedToken:
+    """keystoneauth's AccessInfo as an :class:`IssuedToken`."""
+    catalog = getattr(getattr(access, "service_catalog", None), "catalog", None) or ()
     return IssuedToken(
-        value=value,
-        expires_at=parse_time(token.get("expires_at")),
+        value=access.auth_token,
+        expires_at=_aware(access.expires),
         # Without issued_at, "now" is the best guess (lifetime then includes any clock skew).
-        issued_at=parse_time(token.get("issued_at")) or datetime.now(UTC),
-        catalog=tuple(token.get("catalog") or ()),
-        project_id=project.get("id"),
+        issued_at=_aware(getattr(access, "issued", None)) or datetime.now(UTC),
+        catalog=tuple(catalog),
+        project_id=access.project_id,
     )
 
 
-def error_message(text: str, reason: str | None, secrets: tuple[str, ...]) -> str:
-    """Keystone's ``error.message`` (else the HTTP reason), one line, secrets scrubbed."""
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@contextmanager
+def _mapped_errors(spec: AuthSpec) -> Iterator[None]:
+    """keystoneauth's and openstacksdk's exceptions become the layer's, with a safe message."""
     try:
-        message = json.loads(text)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = reason or "no message"
-    return one_line(scrub(str(message), secrets))
+        yield
+    except (CredentialsError, AuthRefused):
+        raise
+    except Exception as exc:
+        if getattr(exc, "http_status", None) == 401:
+            raise AuthRefused(_refused(exc, spec)) from None
+        raise CredentialsError(_message(exc, spec)) from None
 
 
-def safe_url(url: str) -> str:
-    """The URL without any ``user:password@`` part, for messages."""
-    return str(URL(url).with_user(None))
+def _where(spec: AuthSpec) -> str:
+    return host_of(spec.auth_url) if spec.auth_url else "the identity service"
 
 
-# ---------------------------------------------------------------------------------------------
-# The call
+def _refused(exc: BaseException, spec: AuthSpec) -> str:
+    said = scrub(str(getattr(exc, "message", "") or exc), spec.secrets)
+    return one_line(
+        f"credentials refused by {_where(spec)} (401, {spec.method} auth): {said} "
+        f"(settings from {spec.origin})"
+    )
 
 
-async def authenticate(
-    session: aiohttp.ClientSession, spec: AuthSpec, *, login_timeout: float = DEFAULT_TIMEOUT
-) -> IssuedToken:
-    """Log in with ``spec``; raise AuthRefused on 401, CredentialsError on anything unusable."""
-    if not spec.auth_url:
-        raise CredentialsError(f"{spec.method} auth needs an auth URL to log in")
-    url = tokens_url(spec.auth_url)
-    try:
-        async with session.post(
-            url, json=auth_body(spec), timeout=aiohttp.ClientTimeout(total=login_timeout)
-        ) as resp:
-            limit = ANSWER_READ_LIMIT if resp.status < 300 else ERROR_READ_LIMIT  # bounded
-            text = (await read_at_most(resp, limit))[0].decode("utf-8", errors="replace")
-            return _read_answer(resp.status, resp.reason, resp.headers, text, spec)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        timed_out = isinstance(exc, TimeoutError)  # aiohttp's own timeouts subclass it too
-        reason = f"timed out after {login_timeout:g} s" if timed_out else str(exc)
-        raise CredentialsError(
-            f"identity service at {safe_url(url)} does not answer: {one_line(reason)}"
-        ) from exc
+def _message(exc: BaseException, spec: AuthSpec) -> str:
+    said = scrub(str(exc) or type(exc).__name__, spec.secrets)
+    if spec.auth_url:
+        said = said.replace(spec.auth_url, host_of(spec.auth_url))
+    # keystoneauth's ConnectFailure, ConnectTimeout, UnknownConnectionError: nothing answered.
+    silent = type(exc).__name__ in {"ConnectFailure", "ConnectTimeout", "UnknownConnectionError"}
+    what = "does not answer" if silent else f"failed ({type(exc).__name__})"
+    return one_line(
+        f"identity service at {_where(spec)} {what}: {said} (settings from {spec.origin})"
+    )
 
 
-def _read_answer(
-    status: int, reason: str | None, headers: Mapping[str, str], text: str, spec: AuthSpec
-) -> IssuedToken:
-    where = safe_url(spec.auth_url or "")
-    if status == 401:
-        message = error_message(text, reason, spec.secrets)
-        raise AuthRefused(f"credentials refused by {where} (401): {message}")
-    if not 200 <= status < 300:
-        message = error_message(text, reason, spec.secrets)
-        raise CredentialsError(f"identity service at {where} answered {status}: {message}")
-    value = headers.get("X-Subject-Token")
-    if not value:
-        raise CredentialsError(f"identity service at {where} sent no X-Subject-Token header")
-    try:
-        body = json.loads(text)
-    except ValueError:
-        raise CredentialsError(
-            f"identity service at {where} sent a body that is not JSON"
-        ) from None
-    return issued_token(value, body if isinstance(body, dict) else {})
+def _no_endpoint(spec: AuthSpec) -> str:
+    catalog = _catalog(spec)
+    listing = ", ".join(ep.describe() for ep in image_endpoints(catalog)) or "no image service"
+    wanted = f"interface {spec.interface!r}" + (
+        f" in region {spec.region_name!r}" if spec.region_name else ""
+    )
+    return one_line(
+        f"no image endpoint for {wanted} in the catalog of {_where(spec)}; it has: {listing} "
+        f"(settings from {spec.origin})"
+    )
+
+
+def _catalog(spec: AuthSpec) -> Sequence[Mapping[str, Any]]:
+    access = getattr(login_session(spec).auth, "auth_ref", None)
+    return tuple(getattr(getattr(access, "service_catalog", None), "catalog", None) or ())

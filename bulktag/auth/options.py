@@ -2,7 +2,7 @@
 
 Pure: defines the ``--os-*`` flags and reads them back from an ``argparse.Namespace``. The
 flags mirror the openstack CLI's, so an operator's habits carry over. Merging them with the
-environment and clouds.yaml happens in :mod:`bulktag.auth.clouds`.
+environment and clouds.yaml is openstacksdk's job, driven from :mod:`bulktag.auth.cloud`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ class CredentialOptions:
     application_credential_name: str | None = None
     application_credential_secret: str | None = None
     token: str | None = None
+    auth_type: str | None = None
     endpoint: str | None = None  # image endpoint override (the CLI's --endpoint)
     cacert: str | None = None
+    cert: str | None = None  # client certificate (TLS client auth)
+    key: str | None = None  # its private key, if not in the certificate file
     insecure: bool | None = None
 
     def __repr__(self) -> str:
@@ -89,6 +92,17 @@ _FLAGS: tuple[tuple[str, str, str], ...] = (
         "application credential secret (env: OS_APPLICATION_CREDENTIAL_SECRET)",
     ),
     ("--os-cacert", "cacert", "CA bundle to verify TLS with (env: OS_CACERT)"),
+    ("--os-cert", "cert", "client certificate for TLS (env: OS_CERT)"),
+    ("--os-key", "key", "client certificate's private key (env: OS_KEY)"),
+    (
+        "--os-auth-type",
+        "auth_type",
+        "keystoneauth plugin: password, v3applicationcredential, token, v3totp, "
+        "v3oidcpassword, ... (env: OS_AUTH_TYPE; default: what the settings imply)",
+    ),
+    ("--os-token", "token", "token to log in with (env: OS_AUTH_TOKEN; prefer the variable)"),
+    ("--os-endpoint-type", "interface", "the same as --os-interface (env: OS_ENDPOINT_TYPE)"),
+    ("--os-image-url", "endpoint", "image endpoint override (env: OS_IMAGE_URL)"),
 )
 
 #: Options the CLI defines itself; read here when present on the namespace.
@@ -110,7 +124,8 @@ def options_from_namespace(ns: argparse.Namespace) -> CredentialOptions:
     """Read back what :func:`add_credential_arguments` (and the CLI's own flags) parsed."""
     values: dict[str, Any] = {name: getattr(ns, name, None) for name in _CLI_OWNED}
     for flag, field_name, _help in _FLAGS:
-        # --cacert (the CLI's) wins over its --os-cacert spelling when both are given.
+        # The CLI's own spelling (--token, --endpoint, --cacert) wins over its --os-* twin, and
+        # the first --os-* spelling of a field (--os-interface) over a later alias.
         if values.get(field_name) is None:
             values[field_name] = getattr(ns, _dest(flag), None)
     return CredentialOptions(**values)

@@ -18,6 +18,8 @@ Invariants:
   first login raises CredentialsError for that, a setup error.
 
 :func:`resolve_credentials` is the entry point the CLI calls after :func:`load_auth_spec`.
+keystoneauth is synchronous: every login and the endpoint lookup run in a worker thread, so the
+event loop (and every worker's request in flight) goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -30,15 +32,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.to_thread
 import structlog
 
-from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenProvider
-from bulktag.auth.catalog import select_image_endpoint
-from bulktag.auth.clouds import AuthSpec
-from bulktag.auth.keystone import DEFAULT_TIMEOUT, IssuedToken, authenticate
+from bulktag.auth.base import (
+    DEFAULT_TIMEOUT,
+    AuthRefused,
+    CredentialsError,
+    IssuedToken,
+    StaticToken,
+    TokenProvider,
+)
 
-if TYPE_CHECKING:  # only for annotations: keystone.py is this layer's one HTTP module
-    import aiohttp
+if TYPE_CHECKING:  # keystone.py pulls in requests: only the Keystone path may pay for it
+    from bulktag.auth.cloud import AuthSpec
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +56,8 @@ Login = Callable[[], Awaitable[IssuedToken]]
 DEFAULT_MARGIN = 120.0
 #: After a failed early renewal, try again this soon (the current token is still good).
 RETRY_EARLY_REFRESH = 30.0
+#: keystoneauth plugins that re-scope a given token: the new token keeps the old one's expiry.
+_RESCOPED = frozenset({"token", "v3token"})
 
 
 class KeystoneTokenProvider:
@@ -76,19 +85,23 @@ class KeystoneTokenProvider:
     @classmethod
     def for_spec(
         cls,
-        session: aiohttp.ClientSession,
         spec: AuthSpec,
         *,
         margin: float = DEFAULT_MARGIN,
         clock: Clock = time.monotonic,
         login_timeout: float = DEFAULT_TIMEOUT,
     ) -> KeystoneTokenProvider:
+        from bulktag.auth.keystone import log_in
+
         async def login() -> IssuedToken:
-            return await authenticate(session, spec, login_timeout=login_timeout)
+            # abandon_on_cancel: a stopping run does not wait out a slow identity service.
+            return await anyio.to_thread.run_sync(
+                log_in, spec, login_timeout, abandon_on_cancel=True
+            )
 
         # A token re-scoped from a given token keeps that token's expiry: renewing it early
         # cannot extend it, and would only log in again and again as the end nears.
-        return cls(login, margin=margin, clock=clock, renew_early=spec.method != "token")
+        return cls(login, margin=margin, clock=clock, renew_early=spec.method not in _RESCOPED)
 
     def __repr__(self) -> str:
         return f"KeystoneTokenProvider(logins={self.logins}, token=<redacted>)"
@@ -190,25 +203,44 @@ class Credentials:
 
 
 async def resolve_credentials(
-    session: aiohttp.ClientSession,
     spec: AuthSpec,
     *,
     margin: float = DEFAULT_MARGIN,
     clock: Clock = time.monotonic,
     login_timeout: float = DEFAULT_TIMEOUT,
 ) -> Credentials:
-    """Log in (unless given a token and an endpoint) and find the image endpoint.
+    """Log in (unless given a token and an endpoint) and find the image endpoint."""
+    if spec.is_static_token:
+        assert spec.token is not None
+        assert spec.endpoint is not None
+        return Credentials(StaticToken(spec.token), spec.endpoint, spec.project_id, spec.verify)
+    from bulktag.auth.keystone import image_endpoint
 
-    ``session`` should be the run's session, built with ``spec.tls_verify``: the provider keeps
-    using it for renewals, so it must outlive the run.
-    """
-    if spec.method == "token" and spec.token and spec.endpoint:  # spec.is_static_token
-        return Credentials(StaticToken(spec.token), spec.endpoint, spec.project_id, spec.tls_verify)
     provider = KeystoneTokenProvider.for_spec(
-        session, spec, margin=margin, clock=clock, login_timeout=login_timeout
+        spec, margin=margin, clock=clock, login_timeout=login_timeout
     )
     issued = await provider.current()
-    endpoint = spec.endpoint or select_image_endpoint(
-        issued.catalog, spec.interface, spec.region_name
+    endpoint = await anyio.to_thread.run_sync(
+        image_endpoint, spec, login_timeout, abandon_on_cancel=True
     )
-    return Credentials(provider, endpoint, issued.project_id, spec.tls_verify)
+    _log_resolved(spec, endpoint)
+    return Credentials(provider, endpoint, issued.project_id, spec.verify)
+
+
+def _log_resolved(spec: AuthSpec, endpoint: str) -> None:
+    """What openstacksdk and keystoneauth chose, in one event: the operator's first question
+    ("which cloud, region, endpoint?") and what the differential tests compare."""
+    from bulktag.auth.keystone import without_userinfo
+
+    log.info(
+        "auth.resolved",
+        cloud=spec.cloud,
+        region=spec.region_name,
+        interface=spec.interface,
+        auth_type=spec.method,
+        auth_url=without_userinfo(spec.auth_url),
+        image_endpoint=without_userinfo(endpoint),
+        tls_verify=spec.verify,
+        client_cert=spec.client_cert is not None,
+        settings_from=spec.origin,
+    )

@@ -1,15 +1,20 @@
-"""A fake Keystone v3 identity service: ``POST /v3/auth/tokens`` and nothing else.
+"""A fake Keystone v3 identity service: ``POST /v3/auth/tokens`` and version discovery.
 
 Enough of Keystone (and of Huawei IAM, which speaks the same protocol) to test a client's
 credentials handling end to end:
 
-* the ``password`` method (user by id, or by name + domain id/name), the
+* the ``password`` method (user by id, or by name + domain id/name), ``totp`` (a user and one
+  fixed passcode), the
   ``application_credential`` method (id + secret, or name + user + secret; a scope block beside
   it is refused, as Keystone does) and the ``token`` method (re-scoping a token it issued);
 * project scope by id or by name + domain; a scoped token comes with a catalog holding an
   ``image`` service whose endpoints (region, interface, url) are configurable;
 * tokens with a configurable, possibly very short, lifetime, measured on an injectable clock;
-* Keystone's 401 body for anything wrong, and scripted failures (any status) for the next logins.
+* Keystone's 401 body for anything wrong, and scripted failures (any status) for the next logins;
+* version discovery (``GET /`` and ``GET /v3``), as keystoneauth asks for it, with links on the
+  host the client asked, or on ``discovery_to`` (a misconfigured ``public_endpoint``);
+* ``redirect_to``: answer every login with a redirect (``307`` unless ``redirect_status`` says
+  otherwise) to another server, as a hostile or misconfigured proxy would.
 
 It counts logins and refusals, and :meth:`FakeKeystone.is_valid` lets a fake Glance
 (``FakeGlanceConfig(token_validator=keystone.is_valid)``) reject expired or revoked tokens.
@@ -86,6 +91,10 @@ class FakeKeystoneConfig:
     )
     token_lifetime: float = 3600.0  # seconds; Keystone's default is one hour
     clock: Callable[[], float] = time.time  # wall-clock seconds: issue and expiry times
+    totp_passcode: str = "123456"  # the one passcode the ``totp`` method accepts, for any user
+    discovery_to: str | None = None  # base URL the version documents link to (else our own)
+    redirect_to: str | None = None  # base URL to send every login to
+    redirect_status: int = 307  # ... with this status (307 and 308 keep the method and body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +139,29 @@ class FakeKeystone:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v3/auth/tokens", self._post_tokens)
+        app.router.add_get("/", self._versions)
+        app.router.add_get("/v3", self._version)
+        app.router.add_get("/v3/", self._version)
         return app
+
+    # -- discovery: what Keystone answers at its root and at /v3 ------------------------------
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        body = {"versions": {"values": [_v3(self._linked_base(request))]}}
+        return web.json_response(body, status=300)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": _v3(self._linked_base(request))})
+
+    def _linked_base(self, request: web.Request) -> str:
+        return self.config.discovery_to or str(request.url.origin())
 
     # -- the handler --------------------------------------------------------------------------
 
     async def _post_tokens(self, request: web.Request) -> web.Response:
+        if self.config.redirect_to:
+            location = self.config.redirect_to.rstrip("/") + request.path
+            return web.Response(status=self.config.redirect_status, headers={"Location": location})
         if self.scripted:
             status = self.scripted.popleft()
             return _error(status, f"scripted failure {status}")
@@ -164,12 +191,21 @@ class FakeKeystone:
             return self._token_response(method, original.user_id, scope, original.expires_at)
         if method == "password":
             return self._token_response(method, self._password_user(identity), scope)
+        if method == "totp":
+            return self._token_response(method, self._totp_user(identity), scope)
         raise _Refused
 
     def _password_user(self, identity: Mapping[str, Any]) -> str:
         given = identity["password"]["user"]
         user = self._find_user(given)
         if given.get("password") != user.password:
+            raise _Refused
+        return user.id
+
+    def _totp_user(self, identity: Mapping[str, Any]) -> str:
+        given = identity["totp"]["user"]
+        user = self._find_user(given)
+        if given.get("passcode") != self.config.totp_passcode:
             raise _Refused
         return user.id
 
@@ -253,6 +289,18 @@ class FakeKeystone:
             {"type": "identity", "name": "keystone", "endpoints": identity},
             {"type": "image", "name": "glance", "endpoints": image},
         ]
+
+
+def _v3(origin: str) -> Json:
+    return {
+        "id": "v3.14",
+        "status": "stable",
+        "updated": "2020-04-07T00:00:00Z",
+        "links": [{"rel": "self", "href": f"{origin}/v3/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+        ],
+    }
 
 
 def _in_domain(given: Any, domain_id: str, domain_name: str) -> bool:

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from bulktag.auth.base import AuthRefused, StaticToken, TokenProvider
-from bulktag.auth.clouds import AuthSpec
+from bulktag.auth.cloud import AuthSpec
 from bulktag.auth.provider import resolve_credentials
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.fake.keystone import (
@@ -22,6 +22,7 @@ from bulktag.fake.keystone import (
     FakeUser,
     serve_keystone,
 )
+from tests.auth.conftest import password_spec
 
 START = 1_800_000_000.0
 LIFETIME = 60.0
@@ -54,14 +55,8 @@ def glance_checking(fake: FakeKeystone) -> FakeGlance:
 
 
 def spec(auth_url: str) -> AuthSpec:
-    return AuthSpec(
-        method="password",
-        auth_url=auth_url,
-        username="alice",
-        user_domain_id="default",
-        password="alice-password",
-        project_name="tea-party",
-        project_domain_id="default",
+    return password_spec(
+        auth_url, project_id=None, project_name="tea-party", project_domain_id="default"
     )
 
 
@@ -98,7 +93,7 @@ async def test_a_run_five_token_lifetimes_long_ends_all_ok_with_one_login_per_ha
     async with serve(glance_checking(fake)) as glance_url:
         fake.config.image_endpoints = [FakeEndpoint(glance_url)]
         async with serve_keystone(fake) as auth_url, aiohttp.ClientSession() as session:
-            creds = await resolve_credentials(session, spec(auth_url), clock=clock)
+            creds = await resolve_credentials(spec(auth_url), clock=clock)
             statuses = []
             for round_no in range(20):  # a round every quarter lifetime: 300 s of 60 s tokens
                 statuses += await round_of_tags(session, creds.provider, creds.endpoint, round_no)
@@ -115,7 +110,7 @@ async def test_tokens_revoked_mid_run_cost_one_login_and_no_failed_row() -> None
     async with serve(glance_checking(fake)) as glance_url:
         fake.config.image_endpoints = [FakeEndpoint(glance_url)]
         async with serve_keystone(fake) as auth_url, aiohttp.ClientSession() as session:
-            creds = await resolve_credentials(session, spec(auth_url), clock=clock)
+            creds = await resolve_credentials(spec(auth_url), clock=clock)
             before = await round_of_tags(session, creds.provider, creds.endpoint, 0)
             fake.revoke_all()  # e.g. Huawei IAM after a permission change
             after = await round_of_tags(session, creds.provider, creds.endpoint, 1)
@@ -130,7 +125,7 @@ async def test_the_fake_glance_rejects_an_expired_token_so_the_runs_above_prove_
     async with serve(glance_checking(fake)) as glance_url:
         fake.config.image_endpoints = [FakeEndpoint(glance_url)]
         async with serve_keystone(fake) as auth_url, aiohttp.ClientSession() as session:
-            creds = await resolve_credentials(session, spec(auth_url), clock=clock)
+            creds = await resolve_credentials(spec(auth_url), clock=clock)
             frozen = StaticToken(await creds.provider.token())
             url = f"{creds.endpoint}/v2/images/img-1/tags/nightly"
             assert 204 == await tag(session, frozen, url)

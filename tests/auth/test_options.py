@@ -30,6 +30,7 @@ def test_every_flag_lands_in_its_field() -> None:
         "--os-application-credential-id", "acid", "--os-application-credential-name", "acn",
         "--os-application-credential-secret", "acs", "--os-cacert", "/ca.pem",
         "--token", "t", "--endpoint", "https://img", "--insecure",
+        "--os-auth-type", "v3totp", "--os-cert", "/c.pem", "--os-key", "/k.pem",
     ]  # fmt: skip
     expected = CredentialOptions(
         os_cloud="c", auth_url="https://id", username="u", user_id="uid", password="pw",
@@ -38,12 +39,30 @@ def test_every_flag_lands_in_its_field() -> None:
         interface="internal", application_credential_id="acid",
         application_credential_name="acn", application_credential_secret="acs",
         token="t", endpoint="https://img", cacert="/ca.pem", insecure=True,
+        auth_type="v3totp", cert="/c.pem", key="/k.pem",
     )  # fmt: skip
     assert expected == options_from_namespace(_parser().parse_args(argv))
 
 
 def test_nothing_given_is_all_none_except_insecure_false() -> None:
     assert CredentialOptions(insecure=False) == options_from_namespace(_parser().parse_args([]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "field", "expected"),
+    [
+        (["--os-token", "t1"], "token", "t1"),
+        (["--token", "cli", "--os-token", "os"], "token", "cli"),
+        (["--os-endpoint-type", "internal"], "interface", "internal"),
+        (["--os-interface", "admin", "--os-endpoint-type", "internal"], "interface", "admin"),
+        (["--os-image-url", "https://img"], "endpoint", "https://img"),
+        (["--endpoint", "https://cli", "--os-image-url", "https://os"], "endpoint", "https://cli"),
+    ],
+)
+def test_the_openstack_cli_spellings_land_in_the_same_field(
+    argv: list[str], field: str, expected: str
+) -> None:
+    assert expected == getattr(options_from_namespace(_parser().parse_args(argv)), field)
 
 
 def test_cli_cacert_wins_over_os_cacert() -> None:

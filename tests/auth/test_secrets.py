@@ -13,15 +13,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import anyio.to_thread
 import pytest
 import yaml
 from aiohttp import web
 from structlog.testing import capture_logs
 
 from bulktag.auth.base import CredentialsError, StaticToken
-from bulktag.auth.clouds import AuthSpec, load_auth_spec
-from bulktag.auth.keystone import IssuedToken, authenticate
+from bulktag.auth.cloud import AuthSpec, load_auth_spec
+from bulktag.auth.keystone import IssuedToken, log_in
 from bulktag.auth.options import CredentialOptions
 from bulktag.auth.provider import Credentials, resolve_credentials
 from bulktag.auth.tls import ssl_for
@@ -56,10 +56,17 @@ def everything_about(exc: BaseException) -> str:
     return f"{exc}\n{exc!r}\n{''.join(traceback.format_exception(exc))}"
 
 
-def config_error(options: CredentialOptions, env: dict[str, str], paths: list[Path]) -> str:
+def config_error(options: CredentialOptions, env: dict[str, str], clouds: Path | None) -> str:
+    if clouds is not None:
+        env = {**env, "OS_CLIENT_CONFIG_FILE": str(clouds)}
     with pytest.raises(CredentialsError) as info:
-        load_auth_spec(options, env, paths)
+        load_auth_spec(options, env)
     return everything_about(info.value)
+
+
+async def authenticate(spec: AuthSpec) -> IssuedToken:
+    """keystoneauth is synchronous: log in from a worker thread, as the provider does."""
+    return await anyio.to_thread.run_sync(log_in, spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +77,10 @@ def config_error(options: CredentialOptions, env: dict[str, str], paths: list[Pa
     "make",
     [
         pytest.param(lambda: CredentialOptions(**ALL_SECRETS), id="CredentialOptions"),
-        pytest.param(lambda: AuthSpec(method="password", **ALL_SECRETS), id="AuthSpec"),
+        pytest.param(
+            lambda: AuthSpec(method="password", origin="flags", token=TOKEN, secrets=SECRETS),
+            id="AuthSpec",
+        ),
         pytest.param(lambda: IssuedToken(TOKEN, project_id="p"), id="IssuedToken"),
         pytest.param(lambda: StaticToken(TOKEN), id="StaticToken"),
         pytest.param(
@@ -97,7 +107,7 @@ def test_reprs_and_strs_hide_every_secret(make: Callable[[], object]) -> None:
     ],
 )
 def test_missing_field_errors_hold_no_secret(env: dict[str, str]) -> None:
-    text = config_error(CredentialOptions(), env, [])
+    text = config_error(CredentialOptions(), env, None)
     if "OS_AUTH_TYPE" in env:  # the auth_type is quoted back; it is not a secret field
         text = text.replace(f"x{PASSWORD}", "x")
     assert_clean(text)
@@ -108,7 +118,7 @@ def test_unknown_cloud_error_holds_no_secret_from_secure_yaml(tmp_path: Path) ->
     path.write_text(yaml.safe_dump({"clouds": {"prod": {"auth": {"auth_url": "x"}}}}), "utf-8")
     secure = {"clouds": {"prod": {"auth": {"password": PASSWORD}}}}
     (tmp_path / "secure.yaml").write_text(yaml.safe_dump(secure), "utf-8")
-    assert_clean(config_error(CredentialOptions(os_cloud="dev", token=TOKEN), {}, [path]))
+    assert_clean(config_error(CredentialOptions(os_cloud="dev", token=TOKEN), {}, path))
 
 
 def test_malformed_secure_yaml_error_quotes_no_secret(tmp_path: Path) -> None:
@@ -116,7 +126,16 @@ def test_malformed_secure_yaml_error_quotes_no_secret(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"clouds": {"prod": {"auth": {"auth_url": "x"}}}}), "utf-8")
     broken = f"clouds:\n  prod:\n    auth:\n      password: {PASSWORD}\n   bad: [{APP_SECRET}\n"
     (tmp_path / "secure.yaml").write_text(broken, "utf-8")
-    assert_clean(config_error(CredentialOptions(os_cloud="prod"), {}, [path]))
+    env = {
+        "OS_CLIENT_CONFIG_FILE": str(path),
+        "OS_CLIENT_SECURE_FILE": str(tmp_path / "secure.yaml"),
+    }
+    with capture_logs() as logs:  # openstacksdk skips the file, as for the openstack CLI
+        load_auth_spec(CredentialOptions(os_cloud="prod"), env)
+    [skipped] = [e for e in logs if e["event"] == "clouds_file_skipped"]
+    assert "malformed YAML in " in skipped["reason"]
+    assert "line 5" in skipped["reason"]
+    assert_clean(str(logs))
 
 
 def test_cacert_error_holds_no_secret(tmp_path: Path) -> None:
@@ -139,15 +158,13 @@ def keystone() -> FakeKeystone:
     )
 
 
+def spec(auth_url: str, **flags: Any) -> AuthSpec:
+    return load_auth_spec(CredentialOptions(auth_url=auth_url, **flags), {})
+
+
 def password_spec(auth_url: str, password: str = PASSWORD) -> AuthSpec:
-    return AuthSpec(
-        method="password",
-        auth_url=auth_url,
-        username="alice",
-        user_domain_id="default",
-        password=password,
-        project_id="p-1",
-    )
+    flags = {"username": "alice", "user_domain_id": "default", "project_id": "p-1"}
+    return spec(auth_url, password=password, **flags)
 
 
 @asynccontextmanager
@@ -174,18 +191,18 @@ async def echoing_keystone(status: int) -> AsyncIterator[str]:
 async def test_an_echoed_request_body_is_scrubbed_from_the_error(status: int) -> None:
     specs: list[Callable[[str], AuthSpec]] = [
         password_spec,
-        lambda url: AuthSpec(
-            method="application_credential",
-            auth_url=url,
+        lambda url: spec(
+            url,
+            auth_type="v3applicationcredential",
             application_credential_id="ac-1",
             application_credential_secret=APP_SECRET,
         ),
-        lambda url: AuthSpec(method="token", auth_url=url, token=TOKEN, project_id="p"),
+        lambda url: spec(url, auth_type="v3token", token=TOKEN, project_id="p"),
     ]
-    async with echoing_keystone(status) as base, aiohttp.ClientSession() as session:
+    async with echoing_keystone(status) as base:
         for make in specs:
             with pytest.raises(Exception) as info:  # noqa: PT011 - AuthRefused or CredentialsError
-                await authenticate(session, make(base))
+                await authenticate(make(base + "/v3"))
             assert "<redacted>" in str(info.value)
             assert_clean(everything_about(info.value))
 
@@ -193,13 +210,12 @@ async def test_an_echoed_request_body_is_scrubbed_from_the_error(status: int) ->
 @pytest.mark.asyncio
 async def test_a_refused_login_and_an_unreachable_service_hold_no_secret() -> None:
     fake = keystone()
-    async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
+    async with serve_keystone(fake) as base:
         with pytest.raises(Exception) as refused:  # noqa: PT011
-            await authenticate(session, password_spec(base, password=PASSWORD + "-wrong"))
+            await authenticate(password_spec(base, password=PASSWORD + "-wrong"))
     # The identity service is gone now: the same URL no longer answers.
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(CredentialsError) as unreachable:
-            await authenticate(session, password_spec(f"http://alice:{PASSWORD}@{base[7:]}"))
+    with pytest.raises(CredentialsError) as unreachable:
+        await authenticate(password_spec(f"http://alice:{PASSWORD}@{base[7:]}"))
     assert_clean(everything_about(refused.value))
     assert_clean(everything_about(unreachable.value))
 
@@ -212,14 +228,17 @@ async def test_a_refused_login_and_an_unreachable_service_hold_no_secret() -> No
 async def test_no_log_event_or_provider_repr_holds_a_secret() -> None:
     fake = keystone()
     with capture_logs() as logs:
-        async with serve_keystone(fake) as base, aiohttp.ClientSession() as session:
-            creds = await resolve_credentials(session, password_spec(base))
+        async with serve_keystone(fake) as base:
+            creds = await resolve_credentials(password_spec(base))
             first = await creds.provider.token()
             second = await creds.provider.refresh(first)
             fake.change_password("u-1", "new-" + PASSWORD)
             with pytest.raises(Exception) as refused:  # noqa: PT011
                 await creds.provider.refresh(second)
-    assert 3 == len(logs)  # two logins and the refusal: the layer logs, and must log clean
+    # two logins, what was resolved, and the refusal: the layer logs, and must log clean
+    assert ["auth.login", "auth.resolved", "auth.login", "auth.login_refused"] == [
+        e["event"] for e in logs
+    ]
     for text in [repr(creds), repr(creds.provider), everything_about(refused.value), str(logs)]:
         assert_clean(text)
         assert first not in text
