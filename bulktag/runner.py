@@ -23,6 +23,7 @@ from bulktag.auth import (
     AuthRefused,
     AuthSpec,
     CredentialsError,
+    IdentityUnavailable,
     TokenProvider,
     load_auth_spec,
     options_from_namespace,
@@ -115,7 +116,7 @@ def _run_with_journal(
         return anyio.run(
             _run, replace(plan, journal=journal), environment, backend_options=loop_options()
         )
-    except ConfigError:
+    except (ConfigError, RunRefused):
         journal.close()
         if created and path.stat().st_size == 0:
             path.unlink()
@@ -324,6 +325,8 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
     async with make_session(settings.concurrency, settings.timeout, plan.tls) as session:
         try:
             credentials = await resolve_credentials(session, plan.spec)
+        except IdentityUnavailable as exc:  # down or busy: not the command's fault
+            raise RunRefused(f"{exc}; try again later", ExitCode.TEMPFAIL) from None
         except CredentialsError as exc:
             raise ConfigError(str(exc)) from None
         except AuthRefused as exc:
@@ -425,7 +428,8 @@ async def _preflight(
 ) -> None:
     """One cheap read (Glance: ``GET /v2/images?limit=1``; IMS: the project's tags) so a wrong
     URL, token or project fails in a second, not a row at a time: exit 2 with one line, before
-    anything is sent (75 if the endpoint cannot be reached at all: try again later)."""
+    anything is sent. An endpoint that cannot be reached or answers 5xx exits 75 instead (try
+    again later: a restart, a blip); 429 is left to the run's pacing."""
     try:
         answer = await transport.preflight(await tokens.token())
         if answer.status == 401:
@@ -438,7 +442,13 @@ async def _preflight(
         raise RunRefused(f"{problem}; try again later", ExitCode.TEMPFAIL)
     if problem is not None:
         raise ConfigError(problem)
-    if answer.status is not None and answer.status >= 300:  # 403, 429, 5xx: warn and go on
+    if answer.status is not None and answer.status >= 500:
+        raise RunRefused(
+            f"the image service at {endpoint} answered {answer.status} to {call}: "
+            f"{answer.error or 'no message'}; try again later",
+            ExitCode.TEMPFAIL,
+        )
+    if answer.status is not None and answer.status >= 300:  # 403, 429: warn and go on
         log.warning(
             "preflight_unexpected_answer",
             status=answer.status,

@@ -4,10 +4,11 @@ Exit codes (also in the README):
 
     0    every row ok (or already done by an earlier run)
     1    the run finished, but some rows failed, gave up or were invalid
-    2    usage or configuration error (nothing was sent)
+    2    usage or configuration error: a retry will not help (nothing was sent)
     3    the run was aborted (credentials refused, breaker tripped, journal unwritable)
     4    stopped by --max-duration or --max-items with rows left: run again to go on
     5    another run holds the journal's lock
+    75   try again later: the cloud or its identity service is unreachable or failing
     130  interrupted (SIGINT/SIGTERM); run the same command again to resume
 """
 

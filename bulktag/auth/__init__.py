@@ -19,7 +19,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken, TokenProvider
+from bulktag.auth.base import (
+    AuthRefused,
+    CredentialsError,
+    IdentityUnavailable,
+    StaticToken,
+    TokenProvider,
+)
 from bulktag.auth.options import CredentialOptions, add_credential_arguments, options_from_namespace
 
 if TYPE_CHECKING:
@@ -47,6 +53,7 @@ __all__ = [
     "CredentialOptions",
     "Credentials",
     "CredentialsError",
+    "IdentityUnavailable",
     "IssuedToken",
     "KeystoneTokenProvider",
     "StaticToken",

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from bulktag.auth.base import AuthRefused, CredentialsError
+from bulktag.auth.base import AuthRefused, CredentialsError, IdentityUnavailable
 from bulktag.auth.clouds import AuthSpec
 from bulktag.auth.redact import one_line, scrub
 
@@ -174,7 +174,7 @@ async def authenticate(
     except (aiohttp.ClientError, TimeoutError) as exc:
         timed_out = isinstance(exc, TimeoutError)  # aiohttp's own timeouts subclass it too
         reason = f"timed out after {login_timeout:g} s" if timed_out else str(exc)
-        raise CredentialsError(
+        raise IdentityUnavailable(
             f"identity service at {safe_url(url)} does not answer: {one_line(reason)}"
         ) from exc
 
@@ -186,6 +186,9 @@ def _read_answer(
     if status == 401:
         message = error_message(text, reason, spec.secrets)
         raise AuthRefused(f"credentials refused by {where} (401): {message}")
+    if status >= 500 or status == 429:  # down or busy: not the credentials' fault
+        message = error_message(text, reason, spec.secrets)
+        raise IdentityUnavailable(f"identity service at {where} answered {status}: {message}")
     if not 200 <= status < 300:
         message = error_message(text, reason, spec.secrets)
         raise CredentialsError(f"identity service at {where} answered {status}: {message}")
