@@ -14,6 +14,9 @@ entry point, the ``speed`` extra); building it needs a registry this machine can
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from enum import Enum
@@ -257,3 +260,115 @@ def test_the_image_is_slim_and_installs_the_speed_extra() -> None:
     assert "speed" in extras
     image = _container()["image"]
     assert image.split("/")[-1] in CONTAINERFILE.read_text()  # the build line names it
+
+
+# ── the systemd unit ───────────────────────────────────────────────────────────────────────
+
+SYSTEMD = ROOT / "config" / "systemd"
+SERVICE = SYSTEMD / "bulktag-nightly.service"
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """``Section.Key`` → every value given (systemd allows a key more than once)."""
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    found: dict[str, list[str]] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        found.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
+    return found
+
+
+def systemd_outcome(settings: Mapping[str, list[str]], code: int) -> Wanted:
+    """What systemd does when the service's process exits ``code`` (systemd.service(5))."""
+    success = {0} | {
+        int(c) for v in settings.get("Service.SuccessExitStatus", []) for c in v.split()
+    }
+    if code in success:
+        return Wanted.DONE
+    restart = settings.get("Service.Restart", ["no"])[-1]
+    prevented = {
+        int(c) for v in settings.get("Service.RestartPreventExitStatus", []) for c in v.split()
+    }
+    if restart in ("on-failure", "always") and code not in prevented:
+        return Wanted.RETRIED
+    return Wanted.JOB_FAILED
+
+
+# What the operator wants of the unit: 1 and 4 end the night without a failed unit (the journal
+# and the metrics say the rest), 75 runs again later, the others mark the unit failed.
+WANTED_SYSTEMD: dict[ExitCode, Wanted] = {
+    ExitCode.OK: Wanted.DONE,
+    ExitCode.SOME_FAILED: Wanted.DONE,
+    ExitCode.USAGE: Wanted.JOB_FAILED,
+    ExitCode.ABORTED: Wanted.JOB_FAILED,
+    ExitCode.INCOMPLETE: Wanted.DONE,
+    ExitCode.LOCKED: Wanted.JOB_FAILED,  # the timer runs once a night: another run is going
+    ExitCode.TEMPFAIL: Wanted.RETRIED,
+    ExitCode.INTERRUPTED: Wanted.JOB_FAILED,  # someone stopped it; not restarted behind them
+}
+
+
+@pytest.mark.parametrize("code", list(ExitCode), ids=lambda c: f"{int(c)}-{c.name}")
+def test_the_unit_does_what_the_operator_wants_with_each_exit_code(code: ExitCode) -> None:
+    assert set(ExitCode) == set(WANTED_SYSTEMD)
+    assert WANTED_SYSTEMD[code] == systemd_outcome(unit_settings(SERVICE), int(code))
+
+
+def test_the_unit_is_sandboxed() -> None:
+    settings = unit_settings(SERVICE)
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+        "RestrictSUIDSGID": "yes",
+        "MemoryDenyWriteExecute": "yes",
+    }.items():
+        assert [value] == settings.get(f"Service.{key}"), key
+    assert settings["Service.User"] != ["root"]
+
+
+def _systemd_copy(tmp_path: Path) -> list[Path]:
+    """The units with ExecStart pointing at this checkout's bulktag: ``verify`` checks that the
+    program exists and is executable."""
+    program = Path(sys.executable).with_name("bulktag")
+    if not program.exists():
+        pytest.skip(f"no bulktag script beside {sys.executable}")
+    copies = []
+    for unit in sorted(SYSTEMD.glob("bulktag-*")):
+        text = unit.read_text(encoding="utf-8").replace("/opt/bulktag/bin/bulktag", str(program))
+        copies.append(tmp_path / unit.name)
+        copies[-1].write_text(text, encoding="utf-8")
+    return copies
+
+
+def _systemd_analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here")
+    return subprocess.run(
+        ["systemd-analyze", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
+    done = _systemd_analyze("verify", *map(str, _systemd_copy(tmp_path)))
+    assert 0 == done.returncode, done.stderr
+    assert "" == done.stderr.strip(), done.stderr  # warnings too: an ignored key, a typo
+
+
+def test_systemd_analyze_security_scores_the_service_ok(tmp_path: Path) -> None:
+    service = next(p for p in _systemd_copy(tmp_path) if p.suffix == ".service")
+    done = _systemd_analyze("security", "--offline=yes", "--no-pager", str(service))
+    if "--offline" in done.stderr:  # systemd older than 250
+        pytest.skip("this systemd-analyze cannot score a unit file offline")
+    score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert score is not None, done.stdout + done.stderr
+    assert float(score.group(1)) <= 2.0, done.stdout  # 9.2 "UNSAFE" before the sandbox
