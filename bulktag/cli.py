@@ -164,7 +164,14 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--dry-run",
         action="store_true",
-        help="validate the input and say what would be sent; send nothing, write nothing",
+        help="validate the input and count what would be sent, offline: no credentials "
+        "needed, nothing sent, nothing written",
+    )
+    batch.add_argument(
+        "--dry-run-online",
+        action="store_true",
+        help="--dry-run, and first log in and read the image service once, as a run "
+        "would (credentials, endpoint, project); still sends and writes nothing",
     )
     _add_ims_arguments(run)
     from bulktag.auth import add_credential_arguments

@@ -49,6 +49,9 @@ from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_
 from bulktag.transport import GlanceTransport, ImsTransport, make_session, normalize_endpoint
 
 if TYPE_CHECKING:
+    import aiohttp
+
+    from bulktag.auth import Credentials
     from bulktag.cli import Environment
     from bulktag.metrics import MetricsWriter
 
@@ -69,14 +72,20 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
     configure(settings.log_format, settings.log_level, environment.stderr)
     op, shard = _op_and_shard(settings)
     api = Api(settings.api)
-    spec = _auth_spec(args, settings, environment)
-    tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
+    if args.dry_run and not args.dry_run_online:  # offline: no credentials needed or read
+        if settings.endpoint:
+            _checked_endpoint(settings.endpoint, "--endpoint")
+    else:
+        spec = _auth_spec(args, settings, environment)
+        tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
     try:
         with ExitStack() as stack:
             rows = _open_input(args.input, environment, stack, tag_rules(settings))
             journal = Path(settings.results)
             _refuse_input_as_journal(args.input, journal)
-            if args.dry_run:
+            if args.dry_run_online:
+                anyio.run(_check_cloud, spec, tls, settings, backend_options=loop_options())
+            if args.dry_run or args.dry_run_online:
                 return _dry_run(rows, journal, settings, (op, shard), environment)
             _lock(journal, settings.lock_wait, stack)
             index = _load_journal(journal, bool(args.fresh))
@@ -317,31 +326,48 @@ class _Plan:
         )
 
 
-async def _run(plan: _Plan, environment: Environment) -> RunReport:
+async def _credentials(session: aiohttp.ClientSession, spec: AuthSpec) -> Credentials:
+    """Log in and find the image endpoint; a failure is exit 2, or 75 when it may pass."""
     from bulktag.auth import resolve_credentials
 
+    try:
+        return await resolve_credentials(session, spec)
+    except IdentityUnavailable as exc:  # down or busy: not the command's fault
+        raise RunRefused(f"{exc}; try again later", ExitCode.TEMPFAIL) from None
+    except (CredentialsError, AuthRefused) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def _checked_transport(
+    session: aiohttp.ClientSession, credentials: Credentials, settings: Settings
+) -> GlanceTransport | ImsTransport:
+    """The transport for the run's API, its preflight read passed."""
+    endpoint = _checked_endpoint(credentials.endpoint, "the catalog's image endpoint")
+    if settings.api == Api.IMS.value:
+        project = _ims_project(settings, credentials.project_id)
+        ims = ImsTransport(session, endpoint, project, settings.timeout)
+        await _preflight(ims, credentials.provider, credentials.endpoint, project)
+        return ims
+    glance = GlanceTransport(session, endpoint, settings.timeout)
+    await _preflight(glance, credentials.provider, credentials.endpoint)
+    return glance
+
+
+async def _check_cloud(spec: AuthSpec, tls: ssl.SSLContext | bool, settings: Settings) -> None:
+    """``--dry-run-online``: log in and read the image service once, as a run would first."""
+    async with make_session(1, settings.timeout, tls) as session:
+        credentials = await _credentials(session, spec)
+        await _checked_transport(session, credentials, settings)
+    log.info("dry_run_cloud_ok", endpoint=credentials.endpoint, api=settings.api)
+
+
+async def _run(plan: _Plan, environment: Environment) -> RunReport:
     settings = plan.settings
     assert plan.journal is not None
     async with make_session(settings.concurrency, settings.timeout, plan.tls) as session:
-        try:
-            credentials = await resolve_credentials(session, plan.spec)
-        except IdentityUnavailable as exc:  # down or busy: not the command's fault
-            raise RunRefused(f"{exc}; try again later", ExitCode.TEMPFAIL) from None
-        except CredentialsError as exc:
-            raise ConfigError(str(exc)) from None
-        except AuthRefused as exc:
-            raise ConfigError(str(exc)) from None
-        endpoint = _checked_endpoint(credentials.endpoint, "the catalog's image endpoint")
-        send: SendBatch
-        if plan.api is Api.IMS:
-            project = _ims_project(settings, credentials.project_id)
-            ims = ImsTransport(session, endpoint, project, settings.timeout)
-            await _preflight(ims, credentials.provider, credentials.endpoint, project)
-            send = ims.add_tags if plan.op is Op.ADD else ims.remove_tags
-        else:
-            glance = GlanceTransport(session, endpoint, settings.timeout)
-            await _preflight(glance, credentials.provider, credentials.endpoint)
-            send = glance.add_tags if plan.op is Op.ADD else glance.remove_tags
+        credentials = await _credentials(session, plan.spec)
+        transport = await _checked_transport(session, credentials, settings)
+        send: SendBatch = transport.add_tags if plan.op is Op.ADD else transport.remove_tags
         engine = Engine(
             plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
         )
@@ -428,8 +454,10 @@ async def _preflight(
 ) -> None:
     """One cheap read (Glance: ``GET /v2/images?limit=1``; IMS: the project's tags) so a wrong
     URL, token or project fails in a second, not a row at a time: exit 2 with one line, before
-    anything is sent. An endpoint that cannot be reached or answers 5xx exits 75 instead (try
-    again later: a restart, a blip); 429 is left to the run's pacing."""
+    anything is sent. An endpoint that cannot be reached exits 75 instead (try again later);
+    429 and 5xx are left to the run, whose pacing stops it with 75 after --max-outage if the
+    cloud keeps refusing (one rule for "the cloud accepts nothing", and --max-outage 0 keeps
+    its meaning)."""
     try:
         answer = await transport.preflight(await tokens.token())
         if answer.status == 401:
@@ -442,13 +470,7 @@ async def _preflight(
         raise RunRefused(f"{problem}; try again later", ExitCode.TEMPFAIL)
     if problem is not None:
         raise ConfigError(problem)
-    if answer.status is not None and answer.status >= 500:
-        raise RunRefused(
-            f"the image service at {endpoint} answered {answer.status} to {call}: "
-            f"{answer.error or 'no message'}; try again later",
-            ExitCode.TEMPFAIL,
-        )
-    if answer.status is not None and answer.status >= 300:  # 403, 429: warn and go on
+    if answer.status is not None and answer.status >= 300:  # 403, 429, 5xx: warn and go on
         log.warning(
             "preflight_unexpected_answer",
             status=answer.status,
