@@ -150,6 +150,13 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         "collector), atomically, during and after the run",
     )
     batch.add_argument(
+        "--accept-earlier-failures",
+        action="store_true",
+        default=None,
+        help="rows that failed or were invalid in an earlier run (reported then, skipped now) "
+        "do not make this run exit 1, nor hold back the metrics' last-success time",
+    )
+    batch.add_argument(
         "--max-outage",
         metavar="DURATION",
         help="stop once the cloud has accepted nothing for this long, finish in-flight "

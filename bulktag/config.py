@@ -83,6 +83,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_outage", float, 300.0, minimum=0, parse=parse_duration),
     Option("lock_wait", float, 0.0, minimum=0, parse=parse_duration),
     Option("metrics_file", str, None),
+    # Rows failed or invalid in an earlier run (skipped now) count as done for the exit code.
+    Option("accept_earlier_failures", bool, False),
     Option("api", str, "glance", choices=("glance", "ims")),
     Option("project_id", str, None),  # IMS: default, the project the token is scoped to
     # IMS limits (API reference "Image Tag Format", ims_03_0902; see bulktag/source.py for
@@ -121,6 +123,7 @@ class Settings:
     max_outage: float
     lock_wait: float
     metrics_file: str | None
+    accept_earlier_failures: bool
     api: str
     project_id: str | None
     ims_max_key_length: int

@@ -100,16 +100,17 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
         environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
         return ExitCode.INTERRUPTED
     _report(report, settings, journal, environment)
-    return report_exit_code(report)
+    return report_exit_code(report, settings)
 
 
-def report_exit_code(report: RunReport) -> ExitCode:
+def report_exit_code(report: RunReport, settings: Settings) -> ExitCode:
     return exit_code(
         report.tally,
         report.aborted is not None,
         report.interrupted,
         report.incomplete,
         outage=report.outage,
+        accept_earlier_failures=settings.accept_earlier_failures,
     )
 
 
@@ -388,7 +389,7 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     """Run the engine with its companions: signal handling, progress, the time window."""
     settings = plan.settings
     tty = environment.stderr.isatty() and not wants_json(settings.log_format, environment.stderr)
-    metrics = _metrics_writer(settings.metrics_file)
+    metrics = _metrics_writer(settings)
     async with anyio.create_task_group() as companions:
         if metrics is not None:
             from bulktag.metrics import periodically
@@ -408,20 +409,24 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
         report = await engine.run(plan.rows)
         companions.cancel_scope.cancel()
     if metrics is not None:  # after the periodic writer stopped, so the two never race
-        _final_metrics(metrics, engine, report)
+        _final_metrics(metrics, engine, report, report_exit_code(report, settings))
     return report
 
 
-def _metrics_writer(path: str | None) -> MetricsWriter | None:
-    if path is None:
+def _metrics_writer(settings: Settings) -> MetricsWriter | None:
+    if settings.metrics_file is None:
         return None
     from bulktag.metrics import MetricsWriter  # prometheus-client only when asked for
 
-    return MetricsWriter(Path(path))
+    # Shards on one node write one file each; the label keeps their samples apart.
+    shard = Shard.parse(settings.shard)
+    labels = {"shard": f"{shard.index}/{shard.count}"} if shard.count > 1 else {}
+    return MetricsWriter(Path(settings.metrics_file), labels=labels)
 
 
-def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) -> None:
-    code = report_exit_code(report)
+def _final_metrics(
+    metrics: MetricsWriter, engine: Engine, report: RunReport, code: ExitCode
+) -> None:
     try:
         metrics.write(
             report.tally,
@@ -430,6 +435,7 @@ def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) ->
             elapsed=report.elapsed,
             finished=True,
             succeeded=code == ExitCode.OK,
+            exit_code=int(code),
         )
     except OSError as exc:
         log.warning("metrics_write_failed", path=str(metrics.path), error=exc.strerror or str(exc))
@@ -559,7 +565,8 @@ def _dry_run(
         )
     else:
         _print_dry_run(fields, invalid, environment)
-    return ExitCode.SOME_FAILED if invalid_count or tally.skipped_still_bad else ExitCode.OK
+    earlier = 0 if settings.accept_earlier_failures else tally.skipped_still_bad
+    return ExitCode.SOME_FAILED if invalid_count or earlier else ExitCode.OK
 
 
 def _print_dry_run(

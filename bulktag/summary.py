@@ -116,7 +116,12 @@ def exit_code(
     interrupted: bool,
     incomplete: bool = False,
     outage: bool = False,
+    *,
+    accept_earlier_failures: bool = False,
 ) -> ExitCode:
+    """The run's exit code. ``accept_earlier_failures``: rows that failed (or were invalid) in
+    an earlier run and were skipped now count as done — they were reported that night — so a
+    rerun over an inventory with a few gone images can exit 0 (and advance last-success)."""
     if aborted:
         return ExitCode.ABORTED
     if interrupted:
@@ -125,7 +130,8 @@ def exit_code(
         return ExitCode.TEMPFAIL
     if incomplete:
         return ExitCode.INCOMPLETE
-    return ExitCode.SOME_FAILED if tally.problems else ExitCode.OK
+    problems = tally.problems - (tally.skipped_still_bad if accept_earlier_failures else 0)
+    return ExitCode.SOME_FAILED if problems else ExitCode.OK
 
 
 def summary_fields(tally: Tally, elapsed: float) -> dict[str, object]:
