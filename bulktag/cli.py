@@ -23,21 +23,27 @@ from typing import Any, BinaryIO, NoReturn, TextIO
 import anyio
 
 from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
+from bulktag.logs import error_line, wants_json
 from bulktag.summary import ExitCode
 
 DEFAULT_CONFIG = "bulktag.toml"
 
 
+class UsageError(Exception):
+    """The command line was refused; the message is the whole one-line error."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (not usage + error) and exit code 2, and a
-    flag is taken only by its full name: ``--rat 5`` must not quietly mean ``--rate 5``."""
+    """argparse, but a usage error is one line (not usage + error) that :func:`main` prints
+    (as JSON in JSON mode) before exiting 2, and a flag is taken only by its full name:
+    ``--rat 5`` must not quietly mean ``--rate 5``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
@@ -307,7 +313,12 @@ def load_settings(args: argparse.Namespace, environment: Environment) -> Setting
 def main(argv: Sequence[str] | None = None, environment: Environment | None = None) -> int:
     environment = environment or _real_environment()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except UsageError as exc:
+        as_json = _json_errors(argv, environment)
+        error_line(environment.stderr, str(exc), as_json=as_json, event="usage_error", exit_code=2)
+        return ExitCode.USAGE
     handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
         "run": _command_run,
         "demo": _command_demo,
@@ -321,8 +332,27 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     try:
         return handlers[args.command](args, environment)
     except ConfigError as exc:
-        environment.stderr.write(f"bulktag: error: {exc}\n")
+        as_json = _json_errors(argv, environment)
+        error_line(
+            environment.stderr, f"bulktag: error: {exc}", as_json=as_json, event="config_error"
+        )
         return ExitCode.USAGE
+
+
+def _json_errors(argv: Sequence[str], environment: Environment) -> bool:
+    """Whether an error before the settings are known is a JSON line: only ``run`` has JSON
+    logs; its last ``--log-format``, else ``BULKTAG_LOG_FORMAT``, else auto (JSON unless
+    stderr is a terminal). A config file's ``log_format`` is not read yet (it may be the
+    error)."""
+    if next((arg for arg in argv if arg in _COMMANDS), None) != "run":
+        return False
+    chosen = environment.env.get("BULKTAG_LOG_FORMAT", "auto")
+    for flag, value in zip(argv, [*argv[1:], ""], strict=True):
+        if flag == "--log-format":
+            chosen = value
+        elif flag.startswith("--log-format="):
+            chosen = flag.partition("=")[2]
+    return chosen == "json" or (chosen != "console" and not environment.stderr.isatty())
 
 
 def entry_point() -> NoReturn:
@@ -344,7 +374,14 @@ def _command_run(args: argparse.Namespace, environment: Environment) -> int:
 
     install_interrupt_handlers()  # until the run's own handlers take over
     settings = load_settings(args, environment)
-    return run_command(args, settings, environment)
+    try:
+        return run_command(args, settings, environment)
+    except ConfigError as exc:  # the settings are known now: their log format decides
+        as_json = wants_json(settings.log_format, environment.stderr)
+        error_line(
+            environment.stderr, f"bulktag: error: {exc}", as_json=as_json, event="config_error"
+        )
+        return ExitCode.USAGE
 
 
 def _command_report(args: argparse.Namespace, environment: Environment) -> int:

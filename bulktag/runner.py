@@ -39,7 +39,7 @@ from bulktag.journal import (
     read_blocks,
 )
 from bulktag.lock import JournalLock, LockHeld
-from bulktag.logs import SCRUBBER, configure, wants_json
+from bulktag.logs import SCRUBBER, configure, error_line, wants_json
 from bulktag.model import InvalidRow
 from bulktag.pacing import describe
 from bulktag.policy import RetryPolicy, preflight_problem
@@ -94,13 +94,22 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
             report = _run_with_journal(plan, journal, environment, stack)
     except RunRefused as exc:
-        environment.stderr.write(f"bulktag: error: {exc}\n")
+        event = "journal_locked" if exc.code is ExitCode.LOCKED else "cloud_unavailable"
+        _refusal(environment, settings, f"bulktag: error: {exc}", exc.code, event)
         return exc.code
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the run's own handlers took over
-        environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
+        message = "bulktag: interrupted before the run started; nothing sent"
+        _refusal(environment, settings, message, ExitCode.INTERRUPTED, "interrupted")
         return ExitCode.INTERRUPTED
     _report(report, settings, journal, environment)
     return report_exit_code(report, settings)
+
+
+def _refusal(
+    environment: Environment, settings: Settings, message: str, code: ExitCode, event: str
+) -> None:
+    as_json = wants_json(settings.log_format, environment.stderr)
+    error_line(environment.stderr, message, as_json=as_json, event=event, exit_code=int(code))
 
 
 def report_exit_code(report: RunReport, settings: Settings) -> ExitCode:

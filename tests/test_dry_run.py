@@ -12,11 +12,11 @@ import pytest
 from clitools import (
     TOKEN,
     fake_glance,
-    free_port,
     image_ids,
     isolated_env,
     no_traceback,
     plain_http,
+    refused_url,
     run_bulktag,
     write_csv,
 )
@@ -107,8 +107,8 @@ ONLINE_FAILURES = {
 def test_an_online_dry_run_fails_as_the_run_would(tmp_path: Path, name: str) -> None:
     token, endpoint, code, needle = ONLINE_FAILURES[name]
     inventory = _glance_input(tmp_path)
-    with fake_glance(tmp_path) as fake:
-        url = fake.url if endpoint == "fake" else f"http://127.0.0.1:{free_port()}"
+    with fake_glance(tmp_path) as fake, refused_url() as closed:
+        url = fake.url if endpoint == "fake" else closed
         done = run_bulktag(
             [str(inventory), "--endpoint", url, "--dry-run-online", "--log-format", "json"],
             tmp_path,

@@ -20,10 +20,10 @@ from clitools import (
     TOKEN,
     Done,
     PlainServer,
-    free_port,
     isolated_env,
     no_traceback,
     plain_http,
+    refused_url,
     run_bulktag,
     write_csv,
 )
@@ -105,8 +105,8 @@ class Results:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
     base = tmp_path_factory.mktemp("exit-codes")
-    closed = f"http://127.0.0.1:{free_port()}"
     with ExitStack() as stack:
+        closed = stack.enter_context(refused_url())
         servers: dict[object, PlainServer] = {
             status: stack.enter_context(plain_http(status, f"scripted {status}\n"))
             for status in {*IMAGE_STATUSES, *IDENTITY_STATUSES}
