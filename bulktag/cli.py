@@ -23,8 +23,8 @@ from typing import Any, BinaryIO, NoReturn, TextIO
 import anyio
 
 from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
-from bulktag.logs import error_line, wants_json
-from bulktag.summary import ExitCode
+from bulktag.logs import error_line
+from bulktag.summary import ExitCode, new_run_id, summary_document, write_summary
 
 DEFAULT_CONFIG = "bulktag.toml"
 
@@ -118,6 +118,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="auto: JSON unless stderr is a terminal",
     )
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.add_argument(
+        "--summary",
+        choices=("text", "json"),
+        help="json: also print one JSON document on stdout at the end — exit code, run id, "
+        "counts — even when the run could not start [default text: stderr only]",
+    )
     batch = run.add_argument_group("batch operation")
     batch.add_argument(
         "--op",
@@ -316,9 +322,7 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     try:
         args = build_parser(argv).parse_args(argv)
     except UsageError as exc:
-        as_json = _json_errors(argv, environment)
-        error_line(environment.stderr, str(exc), as_json=as_json, event="usage_error", exit_code=2)
-        return ExitCode.USAGE
+        return _early_failure(argv, environment, str(exc), "usage_error")
     handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
         "run": _command_run,
         "demo": _command_demo,
@@ -332,27 +336,34 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     try:
         return handlers[args.command](args, environment)
     except ConfigError as exc:
-        as_json = _json_errors(argv, environment)
-        error_line(
-            environment.stderr, f"bulktag: error: {exc}", as_json=as_json, event="config_error"
-        )
-        return ExitCode.USAGE
+        return _early_failure(argv, environment, f"bulktag: error: {exc}", "config_error")
 
 
-def _json_errors(argv: Sequence[str], environment: Environment) -> bool:
-    """Whether an error before the settings are known is a JSON line: only ``run`` has JSON
-    logs; its last ``--log-format``, else ``BULKTAG_LOG_FORMAT``, else auto (JSON unless
-    stderr is a terminal). A config file's ``log_format`` is not read yet (it may be the
+def _early_failure(argv: Sequence[str], environment: Environment, message: str, event: str) -> int:
+    """A command line or configuration refused before the settings are known: one line (JSON
+    in JSON mode), and for ``run --summary json`` the summary document, then exit 2."""
+    is_run = next((arg for arg in argv if arg in _COMMANDS), None) == "run"
+    log_format = _early_choice(argv, environment, "log_format") if is_run else "console"
+    as_json = log_format == "json" or (log_format != "console" and not environment.stderr.isatty())
+    error_line(environment.stderr, message, as_json=as_json, event=event, exit_code=2)
+    if is_run and _early_choice(argv, environment, "summary") == "json":
+        document = summary_document(new_run_id(), ExitCode.USAGE, error=message)
+        write_summary(environment.stdout, document)
+    return ExitCode.USAGE
+
+
+def _early_choice(argv: Sequence[str], environment: Environment, name: str) -> str:
+    """A setting read before the settings are: its last flag in ``argv``, else its
+    ``BULKTAG_*`` variable, else its default. A config file is not read (it may be the
     error)."""
-    if next((arg for arg in argv if arg in _COMMANDS), None) != "run":
-        return False
-    chosen = environment.env.get("BULKTAG_LOG_FORMAT", "auto")
-    for flag, value in zip(argv, [*argv[1:], ""], strict=True):
-        if flag == "--log-format":
+    flag = "--" + name.replace("_", "-")
+    chosen = environment.env.get(f"BULKTAG_{name.upper()}", str(BY_NAME[name].default))
+    for arg, value in zip(argv, [*argv[1:], ""], strict=True):
+        if arg == flag:
             chosen = value
-        elif flag.startswith("--log-format="):
-            chosen = flag.partition("=")[2]
-    return chosen == "json" or (chosen != "console" and not environment.stderr.isatty())
+        elif arg.startswith(flag + "="):
+            chosen = arg.partition("=")[2]
+    return chosen
 
 
 def entry_point() -> NoReturn:
@@ -370,17 +381,16 @@ def entry_point() -> NoReturn:
 
 
 def _command_run(args: argparse.Namespace, environment: Environment) -> int:
-    from bulktag.runner import run_command
+    from bulktag.runner import Refusal, refuse, run_command
 
     install_interrupt_handlers()  # until the run's own handlers take over
     settings = load_settings(args, environment)
+    run_id = new_run_id()
     try:
-        return run_command(args, settings, environment)
-    except ConfigError as exc:  # the settings are known now: their log format decides
-        as_json = wants_json(settings.log_format, environment.stderr)
-        error_line(
-            environment.stderr, f"bulktag: error: {exc}", as_json=as_json, event="config_error"
-        )
+        return run_command(args, settings, environment, run_id)
+    except ConfigError as exc:  # the settings are known now: they say how to report it
+        refusal = Refusal(run_id, f"bulktag: error: {exc}", ExitCode.USAGE, "config_error")
+        refuse(environment, settings, refusal)
         return ExitCode.USAGE
 
 

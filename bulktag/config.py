@@ -74,6 +74,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("insecure", bool, False),
     Option("log_format", str, "auto", choices=("auto", "console", "json")),
     Option("log_level", str, "info", choices=("debug", "info", "warning", "error")),
+    # json: one JSON document on stdout at the end (exit code, counts), for wrapper scripts.
+    Option("summary", str, "text", choices=("text", "json")),
     Option("op", str, "add", choices=("add", "remove")),
     Option("retry_failed", bool, False),
     Option("shard", str, "0/1"),
@@ -115,6 +117,7 @@ class Settings:
     insecure: bool
     log_format: str
     log_level: str
+    summary: str
     op: str
     retry_failed: bool
     shard: str

@@ -25,6 +25,8 @@ our own formatting.
     bulktag_exit_code                            gauge   the finished run's exit code (absent
                                                          while it runs)
     bulktag_run_finished                         gauge   0 while running, 1 once finished
+    bulktag_run_info{run_id,schema_version}      gauge   1: which run wrote the file (the
+                                                         run_id of its log events and summary)
 
 With ``--shard K/N`` (N > 1) every sample also carries ``shard="K/N"``: four shards on one
 node write four files, and node_exporter refuses the same sample from two files.
@@ -88,6 +90,7 @@ class Snapshot:
     finished: bool
     exit_code: int | None = None  # once finished
     labels: tuple[tuple[str, str], ...] = ()  # on every sample (the shard)
+    info: tuple[tuple[str, str], ...] = ()  # bulktag_run_info's labels
 
 
 def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
@@ -159,6 +162,12 @@ def families(s: Snapshot) -> list[Metric]:
             value=float(s.finished),
         )
     )
+    if s.info:
+        info = GaugeMetricFamily(
+            "bulktag_run_info", "The run that wrote this file.", labels=[k for k, _ in s.info]
+        )
+        info.add_metric([v for _, v in s.info], 1)
+        found.append(info)
     return _with_labels(found, dict(s.labels))
 
 
@@ -225,10 +234,12 @@ class MetricsWriter:
         *,
         wall: Callable[[], float] = time.time,
         labels: Mapping[str, str] | None = None,
+        info: Mapping[str, str] | None = None,
     ) -> None:
         self.path = path
         self._wall = wall
         self._labels = tuple(sorted((labels or {}).items()))
+        self._info = tuple(sorted((info or {}).items()))
         self._started_at: float | None = None  # fixed at the first write
         self._last_success = previous_success(path)
 
@@ -268,6 +279,7 @@ class MetricsWriter:
             finished=finished,
             exit_code=exit_code,
             labels=self._labels,
+            info=self._info,
         )
 
     def write(

@@ -45,7 +45,17 @@ from bulktag.pacing import describe
 from bulktag.policy import RetryPolicy, preflight_problem
 from bulktag.progress import count_lines, show_progress
 from bulktag.source import GLANCE_RULES, Parsed, TagRules, ims_rules, open_text, read_rows
-from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_lines
+from bulktag.summary import (
+    SCHEMA_VERSION,
+    ExitCode,
+    Tally,
+    exit_code,
+    new_run_id,
+    summary_document,
+    summary_fields,
+    summary_lines,
+    write_summary,
+)
 from bulktag.transport import GlanceTransport, ImsTransport, make_session, normalize_endpoint
 
 if TYPE_CHECKING:
@@ -68,8 +78,19 @@ class RunRefused(Exception):
         self.code = code
 
 
-def run_command(args: argparse.Namespace, settings: Settings, environment: Environment) -> int:
+def run_command(
+    args: argparse.Namespace, settings: Settings, environment: Environment, run_id: str = ""
+) -> int:
+    """The run, its exit code; every log event of it carries ``run_id``."""
+    run_id = run_id or new_run_id()
     configure(settings.log_format, settings.log_level, environment.stderr)
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        return _run_command(args, settings, environment, run_id)
+
+
+def _run_command(
+    args: argparse.Namespace, settings: Settings, environment: Environment, run_id: str
+) -> int:
     op, shard = _op_and_shard(settings)
     api = Api(settings.api)
     if args.dry_run and not args.dry_run_online:  # offline: no credentials needed or read
@@ -92,24 +113,51 @@ def run_command(args: argparse.Namespace, settings: Settings, environment: Envir
             stack.enter_context(frozen_for_the_run())
             total = None if args.input == "-" else count_lines(Path(args.input))
             plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
-            report = _run_with_journal(plan, journal, environment, stack)
+            report = _run_with_journal(replace(plan, run_id=run_id), journal, environment, stack)
     except RunRefused as exc:
         event = "journal_locked" if exc.code is ExitCode.LOCKED else "cloud_unavailable"
-        _refusal(environment, settings, f"bulktag: error: {exc}", exc.code, event)
+        refuse(environment, settings, Refusal(run_id, f"bulktag: error: {exc}", exc.code, event))
         return exc.code
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the run's own handlers took over
         message = "bulktag: interrupted before the run started; nothing sent"
-        _refusal(environment, settings, message, ExitCode.INTERRUPTED, "interrupted")
+        interrupted = Refusal(run_id, message, ExitCode.INTERRUPTED, "interrupted")
+        refuse(environment, settings, interrupted)
         return ExitCode.INTERRUPTED
-    _report(report, settings, journal, environment)
-    return report_exit_code(report, settings)
+    code = report_exit_code(report, settings)
+    _report(report, settings, journal, environment, code)
+    return code
 
 
-def _refusal(
-    environment: Environment, settings: Settings, message: str, code: ExitCode, event: str
-) -> None:
+def _run_id() -> str:
+    """This run's id: run_command binds it for the whole run (every log event carries it)."""
+    return str(structlog.contextvars.get_contextvars()["run_id"])
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a run could not start: the one line, its exit code and log event."""
+
+    run_id: str
+    message: str
+    code: ExitCode
+    event: str
+
+
+def refuse(environment: Environment, settings: Settings, refusal: Refusal) -> None:
+    """A run that could not start: its one line on stderr (JSON in JSON mode) and, with
+    ``--summary json``, its document on stdout."""
     as_json = wants_json(settings.log_format, environment.stderr)
-    error_line(environment.stderr, message, as_json=as_json, event=event, exit_code=int(code))
+    code, message = refusal.code, refusal.message
+    error_line(
+        environment.stderr,
+        message,
+        as_json=as_json,
+        event=refusal.event,
+        exit_code=int(code),
+        run_id=refusal.run_id,
+    )
+    if settings.summary == "json":
+        write_summary(environment.stdout, summary_document(refusal.run_id, code, error=message))
 
 
 def report_exit_code(report: RunReport, settings: Settings) -> ExitCode:
@@ -313,6 +361,7 @@ class _Plan:
     rows: Iterator[Parsed]
     total_lines: int | None  # lines in the input file (None for stdin): progress and ETA
     api: Api = Api.GLANCE
+    run_id: str = ""
 
     def engine_settings(self) -> EngineSettings:
         settings = self.settings
@@ -398,7 +447,7 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     """Run the engine with its companions: signal handling, progress, the time window."""
     settings = plan.settings
     tty = environment.stderr.isatty() and not wants_json(settings.log_format, environment.stderr)
-    metrics = _metrics_writer(settings)
+    metrics = _metrics_writer(settings, plan.run_id)
     async with anyio.create_task_group() as companions:
         if metrics is not None:
             from bulktag.metrics import periodically
@@ -422,7 +471,7 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     return report
 
 
-def _metrics_writer(settings: Settings) -> MetricsWriter | None:
+def _metrics_writer(settings: Settings, run_id: str) -> MetricsWriter | None:
     if settings.metrics_file is None:
         return None
     from bulktag.metrics import MetricsWriter  # prometheus-client only when asked for
@@ -430,7 +479,8 @@ def _metrics_writer(settings: Settings) -> MetricsWriter | None:
     # Shards on one node write one file each; the label keeps their samples apart.
     shard = Shard.parse(settings.shard)
     labels = {"shard": f"{shard.index}/{shard.count}"} if shard.count > 1 else {}
-    return MetricsWriter(Path(settings.metrics_file), labels=labels)
+    info = {"run_id": run_id, "schema_version": str(SCHEMA_VERSION)}
+    return MetricsWriter(Path(settings.metrics_file), labels=labels, info=info)
 
 
 def _final_metrics(
@@ -575,7 +625,11 @@ def _dry_run(
     else:
         _print_dry_run(fields, invalid, environment)
     earlier = 0 if settings.accept_earlier_failures else tally.skipped_still_bad
-    return ExitCode.SOME_FAILED if invalid_count or earlier else ExitCode.OK
+    code = ExitCode.SOME_FAILED if invalid_count or earlier else ExitCode.OK
+    if settings.summary == "json":
+        document = summary_document(_run_id(), code, {"dry_run": True, **fields})
+        write_summary(environment.stdout, document)
+    return code
 
 
 def _print_dry_run(
@@ -609,7 +663,13 @@ def _print_dry_run(
         out.write(f"  … and {fields['invalid'] - len(invalid):,} more invalid rows\n")
 
 
-def _report(report: RunReport, settings: Settings, journal: Path, environment: Environment) -> None:
+def _report(
+    report: RunReport,
+    settings: Settings,
+    journal: Path,
+    environment: Environment,
+    code: ExitCode,
+) -> None:
     if report.aborted:
         log.error("run_aborted", reason=report.aborted)
     if report.outage:
@@ -618,18 +678,19 @@ def _report(report: RunReport, settings: Settings, journal: Path, environment: E
             reason=f"the cloud accepted nothing for {settings.max_outage:g} s (--max-outage); "
             "run the same command later to go on",
         )
-    fields = summary_fields(report.tally, report.elapsed)
+    fields = {
+        "journal": str(journal),
+        "stopped_by": report.stopped_by,
+        "aborted": report.aborted is not None,
+        "rows_left": report.left,
+        "pace": describe(report.pacing),
+        **report.pacing,
+        **summary_fields(report.tally, report.elapsed),
+    }
+    if settings.summary == "json":
+        write_summary(environment.stdout, summary_document(_run_id(), code, fields))
     if wants_json(settings.log_format, environment.stderr):
-        log.info(
-            "run_finished",
-            journal=str(journal),
-            stopped_by=report.stopped_by,
-            aborted=report.aborted is not None,
-            rows_left=report.left,
-            pace=describe(report.pacing),
-            **report.pacing,
-            **fields,
-        )
+        log.info("run_finished", schema_version=SCHEMA_VERSION, exit_code=int(code), **fields)
         return
     state = {
         None: "finished",

@@ -14,9 +14,13 @@ Exit codes (also in the README):
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, TextIO
 
 from bulktag.model import Outcome, Result
 
@@ -30,6 +34,44 @@ class ExitCode(IntEnum):
     LOCKED = 5
     TEMPFAIL = 75  # sysexits' EX_TEMPFAIL: the cloud is not taking requests; run again later
     INTERRUPTED = 130
+
+
+# The version of what a run says about itself for programs to read: the ``run_finished`` log
+# event, the ``--summary json`` document and ``bulktag_run_info`` in the metrics (and the
+# ``report --format json`` object). Fields may be added within a version; one renamed or
+# removed, or a meaning changed, is a new version.
+SCHEMA_VERSION = 1
+
+
+def new_run_id() -> str:
+    """An id for one run, in every log event, the summary document and the metrics."""
+    return uuid.uuid4().hex
+
+
+def summary_document(
+    run_id: str, code: ExitCode, fields: Mapping[str, Any] | None = None, error: str | None = None
+) -> dict[str, Any]:
+    """``--summary json``: what a wrapper script needs, without parsing logs. ``fields`` are
+    the run's (those of ``run_finished``) or the dry run's counts; ``error`` the one line of
+    a run that could not start."""
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "exit_code": int(code),
+        "exit_status": code.name.lower(),
+    }
+    if error is not None:
+        document["error"] = error
+    return document | dict(fields or {})
+
+
+def write_summary(stream: TextIO, document: Mapping[str, Any]) -> None:
+    """One line of JSON on ``stream`` (stdout): ``… | jq .exit_code`` works."""
+    try:
+        stream.write(json.dumps(document, ensure_ascii=False) + "\n")
+        stream.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # nobody reads stdout any more; the exit code still tells
 
 
 @dataclass(slots=True)
