@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import gc
 import os
 import signal
@@ -30,7 +31,16 @@ DEFAULT_CONFIG = "bulktag.toml"
 
 
 class UsageError(Exception):
-    """The command line was refused; the message is the whole one-line error."""
+    """The command line was refused: argparse's message, and the parser that refused it."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+        self.message = message
+
+    def line(self, hint: str = "") -> str:
+        """The one-line error, with a hint (``did you mean …?``) before the pointer to help."""
+        return f"{self.prog}: error: {self.message}{hint} (see {self.prog} --help)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +53,33 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise UsageError(self.prog, message)
+
+
+def known_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag of ``parser`` and of the subcommands it has defined flags for."""
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags += known_flags(sub)
+    return flags
+
+
+def did_you_mean(message: str, flags: Sequence[str]) -> str:
+    """`` (did you mean --rate?)`` for each unknown flag in argparse's message that is close
+    to a known one (``--rat``, ``--dryrun``, ``--project``); empty when none is."""
+    unknown = message.partition("unrecognized arguments: ")[2].split()
+    hints = []
+    for word in unknown:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.partition("=")[0], flags, n=1, cutoff=0.75)
+            hints += [f"{word.partition('=')[0]} → {close[0]}"] if close else []
+    if not hints:
+        return ""
+    if len(hints) == 1:
+        return f" (did you mean {hints[0].split(' → ')[1]}?)"
+    return f" (did you mean: {', '.join(hints)}?)"
 
 
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
@@ -319,10 +355,12 @@ def load_settings(args: argparse.Namespace, environment: Environment) -> Setting
 def main(argv: Sequence[str] | None = None, environment: Environment | None = None) -> int:
     environment = environment or _real_environment()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
-        args = build_parser(argv).parse_args(argv)
+        args = parser.parse_args(argv)
     except UsageError as exc:
-        return _early_failure(argv, environment, str(exc), "usage_error")
+        hint = did_you_mean(exc.message, known_flags(parser))
+        return _early_failure(argv, environment, exc.line(hint), "usage_error")
     handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
         "run": _command_run,
         "demo": _command_demo,
