@@ -4,6 +4,7 @@ configures logging, installs signal handlers and picks the exit code.
     bulktag run [INPUT] --endpoint URL --token TOKEN [--results PATH] [...]
     bulktag demo
     bulktag serve-fake [--port 9292] [...]
+    bulktag completion bash|zsh
     bulktag --version
 """
 
@@ -294,6 +295,10 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     add_serve_arguments(parser)
 
 
+def _add_completion(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+
+
 # Each command's flags are defined only when that command runs (or asks for --help): the
 # others would import the fake server's aiohttp.web, the report and verify modules for nothing.
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -302,6 +307,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "report": ("summarise one or more journals (shards merge)", _add_report),
     "verify": ("read tagged images back; report tags that are lost", _add_verify),
     "serve-fake": ("run the built-in Glance-like server, to rehearse a run", _add_serve),
+    "completion": ("print a shell completion script: bash or zsh", _add_completion),
 }
 
 
@@ -367,6 +373,7 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
         "report": _command_report,
         "verify": _command_verify,
         "serve-fake": _command_serve_fake,
+        "completion": _command_completion,
     }
     if args.command is None:
         build_parser().print_help(environment.stderr)
@@ -448,6 +455,13 @@ def _command_demo(args: argparse.Namespace, environment: Environment) -> int:
     from bulktag.demo import run_demo
 
     return run_demo(environment.stderr)
+
+
+def _command_completion(args: argparse.Namespace, environment: Environment) -> int:
+    from bulktag.completion import SHELLS, commands
+
+    environment.stdout.write(SHELLS[args.shell](commands(build_parser)))
+    return ExitCode.OK
 
 
 def _command_serve_fake(args: argparse.Namespace, environment: Environment) -> int:

@@ -74,7 +74,7 @@ def _bulktag_segments(line: str) -> Iterator[tuple[str, ...]]:
     except ValueError:
         return
     segment: list[str] = []
-    for token in [*tokens, ";"]:
+    for token in _split_substitutions(tokens):
         if token in {"&&", "||", "|", ";"}:
             words = [t for t in segment if not re.fullmatch(r"\w+=.*", t)]  # VAR=value first
             if words and Path(words[0]).name == "bulktag":  # the program, not an argument
@@ -82,6 +82,30 @@ def _bulktag_segments(line: str) -> Iterator[tuple[str, ...]]:
             segment = []
         else:
             segment.append(token)
+
+
+def _split_substitutions(tokens: list[str]) -> Iterator[str]:
+    """Tokens with ``$(…)``/``<(…)`` opened and closed as commands of their own, and
+    redirections (``> file``) dropped: ``source <(bulktag completion bash)`` holds
+    ``bulktag completion bash``."""
+    redirect = False
+    for raw in tokens:
+        if redirect:
+            redirect = False
+            continue
+        if re.fullmatch(r"\d?[<>]{1,2}", raw):
+            redirect = True
+            continue
+        opens = raw.startswith(("$(", "<("))
+        if opens:
+            yield ";"
+        token = raw[2:] if opens else raw
+        closes = token.endswith(")") and "(" not in token
+        if token.rstrip(")"):
+            yield token.rstrip(")") if closes else token
+        if closes:
+            yield ";"
+    yield ";"
 
 
 def readme_commands() -> list[DocCommand]:
