@@ -93,7 +93,9 @@ def _run_command(
 ) -> int:
     op, shard = _op_and_shard(settings)
     api = Api(settings.api)
-    if args.dry_run and not args.dry_run_online:  # offline: no credentials needed or read
+    # An offline dry run reads no credentials: spec and tls exist only when a later step
+    # (the online check, the run) uses them.
+    if args.dry_run and not args.dry_run_online:
         if settings.endpoint:
             _checked_endpoint(settings.endpoint, "--endpoint")
     else:
@@ -112,8 +114,10 @@ def _run_command(
             index = _load_journal(journal, bool(args.fresh))
             stack.enter_context(frozen_for_the_run())
             total = None if args.input == "-" else count_lines(Path(args.input))
-            plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
-            report = _run_with_journal(replace(plan, run_id=run_id), journal, environment, stack)
+            plan = _Plan(
+                args, settings, spec, tls, op, shard, None, index, rows, total, api, run_id
+            )
+            report = _run_with_journal(plan, journal, environment, stack)
     except RunRefused as exc:
         event = "journal_locked" if exc.code is ExitCode.LOCKED else "cloud_unavailable"
         refuse(environment, settings, Refusal(run_id, f"bulktag: error: {exc}", exc.code, event))
