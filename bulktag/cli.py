@@ -68,19 +68,18 @@ def known_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def did_you_mean(message: str, flags: Sequence[str]) -> str:
-    """`` (did you mean --rate?)`` for each unknown flag in argparse's message that is close
+    """`` (did you mean --rate?)`` for the unknown flags in argparse's message that are close
     to a known one (``--rat``, ``--dryrun``, ``--project``); empty when none is."""
     unknown = message.partition("unrecognized arguments: ")[2].split()
-    hints = []
-    for word in unknown:
-        if word.startswith("--"):
-            close = difflib.get_close_matches(word.partition("=")[0], flags, n=1, cutoff=0.75)
-            hints += [f"{word.partition('=')[0]} → {close[0]}"] if close else []
-    if not hints:
-        return ""
-    if len(hints) == 1:
-        return f" (did you mean {hints[0].split(' → ')[1]}?)"
-    return f" (did you mean: {', '.join(hints)}?)"
+    pairs = []  # (typed, meant)
+    for typed in (word.partition("=")[0] for word in unknown if word.startswith("--")):
+        close = difflib.get_close_matches(typed, flags, n=1, cutoff=0.75)
+        pairs += [(typed, close[0])] if close else []
+    if len(pairs) == 1:
+        return f" (did you mean {pairs[0][1]}?)"
+    if pairs:
+        return f" (did you mean: {', '.join(f'{typed} → {meant}' for typed, meant in pairs)}?)"
+    return ""
 
 
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
