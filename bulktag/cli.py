@@ -4,6 +4,7 @@ configures logging, installs signal handlers and picks the exit code.
     bulktag run [INPUT] --endpoint URL --token TOKEN [--results PATH] [...]
     bulktag demo
     bulktag serve-fake [--port 9292] [...]
+    bulktag completion bash|zsh
     bulktag --version
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import gc
 import os
 import signal
@@ -23,7 +25,8 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 import anyio
 
 from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
-from bulktag.summary import ExitCode
+from bulktag.logs import error_line
+from bulktag.summary import ExitCode, new_run_id, summary_document, write_summary
 
 DEFAULT_CONFIG = "bulktag.toml"
 #: What stops a run the same way (summary, final fsync, exit 130): Ctrl-C, a service manager,
@@ -31,16 +34,55 @@ DEFAULT_CONFIG = "bulktag.toml"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class UsageError(Exception):
+    """The command line was refused: argparse's message, and the parser that refused it."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+        self.message = message
+
+    def line(self, hint: str = "") -> str:
+        """The one-line error, with a hint (``did you mean …?``) before the pointer to help."""
+        return f"{self.prog}: error: {self.message}{hint} (see {self.prog} --help)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (not usage + error) and exit code 2, and a
-    flag is taken only by its full name: ``--rat 5`` must not quietly mean ``--rate 5``."""
+    """argparse, but a usage error is one line (not usage + error) that :func:`main` prints
+    (as JSON in JSON mode) before exiting 2, and a flag is taken only by its full name:
+    ``--rat 5`` must not quietly mean ``--rate 5``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise UsageError(self.prog, message)
+
+
+def known_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag of ``parser`` and of the subcommands it has defined flags for."""
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags += known_flags(sub)
+    return flags
+
+
+def did_you_mean(message: str, flags: Sequence[str]) -> str:
+    """`` (did you mean --rate?)`` for the unknown flags in argparse's message that are close
+    to a known one (``--rat``, ``--dryrun``, ``--project``); empty when none is."""
+    unknown = message.partition("unrecognized arguments: ")[2].split()
+    pairs = []  # (typed, meant)
+    for typed in (word.partition("=")[0] for word in unknown if word.startswith("--")):
+        close = difflib.get_close_matches(typed, flags, n=1, cutoff=0.75)
+        pairs += [(typed, close[0])] if close else []
+    if len(pairs) == 1:
+        return f" (did you mean {pairs[0][1]}?)"
+    if pairs:
+        return f" (did you mean: {', '.join(f'{typed} → {meant}' for typed, meant in pairs)}?)"
+    return ""
 
 
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
@@ -115,6 +157,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="auto: JSON unless stderr is a terminal",
     )
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.add_argument(
+        "--summary",
+        choices=("text", "json"),
+        help="json: also print one JSON document on stdout at the end — exit code, run id, "
+        "counts — even when the run could not start [default text: stderr only]",
+    )
     batch = run.add_argument_group("batch operation")
     batch.add_argument(
         "--op",
@@ -159,6 +207,13 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         "collector), atomically, during and after the run",
     )
     batch.add_argument(
+        "--accept-earlier-failures",
+        action="store_true",
+        default=None,
+        help="rows that failed or were invalid in an earlier run (reported then, skipped now) "
+        "do not make this run exit 1, nor hold back the metrics' last-success time",
+    )
+    batch.add_argument(
         "--max-outage",
         metavar="DURATION",
         help="stop once the cloud has accepted nothing for this long, finish in-flight "
@@ -173,7 +228,14 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--dry-run",
         action="store_true",
-        help="validate the input and say what would be sent; send nothing, write nothing",
+        help="validate the input and count what would be sent, offline: no credentials "
+        "needed, nothing sent, nothing written",
+    )
+    batch.add_argument(
+        "--dry-run-online",
+        action="store_true",
+        help="--dry-run, and first log in and read the image service once, as a run "
+        "would (credentials, endpoint, project); still sends and writes nothing",
     )
     _add_ims_arguments(run)
     from bulktag.auth import add_credential_arguments
@@ -242,6 +304,10 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     add_serve_arguments(parser)
 
 
+def _add_completion(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+
+
 # Each command's flags are defined only when that command runs (or asks for --help): the
 # others would import the fake server's aiohttp.web, the report and verify modules for nothing.
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -250,6 +316,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "report": ("summarise one or more journals (shards merge)", _add_report),
     "verify": ("read tagged images back; report tags that are lost", _add_verify),
     "serve-fake": ("run the built-in Glance-like server, to rehearse a run", _add_serve),
+    "completion": ("print a shell completion script: bash or zsh", _add_completion),
 }
 
 
@@ -345,13 +412,19 @@ def load_settings(args: argparse.Namespace, environment: Environment) -> Setting
 def main(argv: Sequence[str] | None = None, environment: Environment | None = None) -> int:
     environment = environment or _real_environment()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        hint = did_you_mean(exc.message, known_flags(parser))
+        return _early_failure(argv, environment, exc.line(hint), "usage_error")
     handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
         "run": _command_run,
         "demo": _command_demo,
         "report": _command_report,
         "verify": _command_verify,
         "serve-fake": _command_serve_fake,
+        "completion": _command_completion,
     }
     if args.command is None:
         build_parser().print_help(environment.stderr)
@@ -361,8 +434,35 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
     except ConfigError as exc:
         from bulktag.logs import SCRUBBER  # a message may quote a URL or a server's words
 
-        environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
-        return ExitCode.USAGE
+        message = f"bulktag: error: {SCRUBBER.clean(str(exc))}"
+        return _early_failure(argv, environment, message, "config_error")
+
+
+def _early_failure(argv: Sequence[str], environment: Environment, message: str, event: str) -> int:
+    """A command line or configuration refused before the settings are known: one line (JSON
+    in JSON mode), and for ``run --summary json`` the summary document, then exit 2."""
+    is_run = next((arg for arg in argv if arg in _COMMANDS), None) == "run"
+    log_format = _early_choice(argv, environment, "log_format") if is_run else "console"
+    as_json = log_format == "json" or (log_format != "console" and not environment.stderr.isatty())
+    error_line(environment.stderr, message, as_json=as_json, event=event, exit_code=2)
+    if is_run and _early_choice(argv, environment, "summary") == "json":
+        document = summary_document(new_run_id(), ExitCode.USAGE, error=message)
+        write_summary(environment.stdout, document)
+    return ExitCode.USAGE
+
+
+def _early_choice(argv: Sequence[str], environment: Environment, name: str) -> str:
+    """A setting read before the settings are: its last flag in ``argv``, else its
+    ``BULKTAG_*`` variable, else its default. A config file is not read (it may be the
+    error)."""
+    flag = "--" + name.replace("_", "-")
+    chosen = environment.env.get(f"BULKTAG_{name.upper()}", str(BY_NAME[name].default))
+    for arg, value in zip(argv, [*argv[1:], ""], strict=True):
+        if arg == flag:
+            chosen = value
+        elif arg.startswith(flag + "="):
+            chosen = arg.partition("=")[2]
+    return chosen
 
 
 def entry_point() -> NoReturn:
@@ -401,11 +501,17 @@ def _closed_std_streams_to_devnull() -> None:
 
 
 def _command_run(args: argparse.Namespace, environment: Environment) -> int:
-    from bulktag.runner import run_command
+    from bulktag.runner import Refusal, refuse, run_command
 
     install_interrupt_handlers()  # until the run's own handlers take over
     settings = load_settings(args, environment)
-    return run_command(args, settings, environment)
+    run_id = new_run_id()
+    try:
+        return run_command(args, settings, environment, run_id)
+    except ConfigError as exc:  # the settings are known now: they say how to report it
+        refusal = Refusal(run_id, f"bulktag: error: {exc}", ExitCode.USAGE, "config_error")
+        refuse(environment, settings, refusal)
+        return ExitCode.USAGE
 
 
 def _command_report(args: argparse.Namespace, environment: Environment) -> int:
@@ -425,6 +531,13 @@ def _command_demo(args: argparse.Namespace, environment: Environment) -> int:
     from bulktag.demo import run_demo
 
     return run_demo(environment.stderr)
+
+
+def _command_completion(args: argparse.Namespace, environment: Environment) -> int:
+    from bulktag.completion import SHELLS, commands
+
+    environment.stdout.write(SHELLS[args.shell](commands(build_parser)))
+    return ExitCode.OK
 
 
 def _command_serve_fake(args: argparse.Namespace, environment: Environment) -> int:

@@ -74,6 +74,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("insecure", bool, False),
     Option("log_format", str, "auto", choices=("auto", "console", "json")),
     Option("log_level", str, "info", choices=("debug", "info", "warning", "error")),
+    # json: one JSON document on stdout at the end (exit code, counts), for wrapper scripts.
+    Option("summary", str, "text", choices=("text", "json")),
     Option("op", str, "add", choices=("add", "remove")),
     Option("retry_failed", bool, False),
     Option("shard", str, "0/1"),
@@ -83,6 +85,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_outage", float, 300.0, minimum=0, parse=parse_duration),
     Option("lock_wait", float, 0.0, minimum=0, parse=parse_duration),
     Option("metrics_file", str, None),
+    # Rows failed or invalid in an earlier run (skipped now) count as done for the exit code.
+    Option("accept_earlier_failures", bool, False),
     Option("api", str, "glance", choices=("glance", "ims")),
     Option("project_id", str, None),  # IMS: default, the project the token is scoped to
     # IMS limits (API reference "Image Tag Format", ims_03_0902; see bulktag/source.py for
@@ -114,6 +118,7 @@ class Settings:
     insecure: bool
     log_format: str
     log_level: str
+    summary: str
     op: str
     retry_failed: bool
     shard: str
@@ -122,6 +127,7 @@ class Settings:
     max_outage: float
     lock_wait: float
     metrics_file: str | None
+    accept_earlier_failures: bool
     api: str
     project_id: str | None
     ims_max_key_length: int

@@ -7,9 +7,11 @@ an error message, say) is printed as ``<redacted>``.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -90,3 +92,32 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         logger_factory=lambda *_: StatusAwareWriter(stream, stream.isatty() and not as_json),
         cache_logger_on_first_use=False,
     )
+
+
+def error_line(
+    stream: TextIO, message: str, *, as_json: bool, exit_code: int = 2, **fields: Any
+) -> None:
+    """One line that ends the program before (or instead of) a run: a usage or configuration
+    error, a held lock, a cloud to try again later.
+
+    On a terminal it is the human line itself (``bulktag: error: …``). In JSON mode it is a
+    JSON object like every other log line, the human line its ``message`` field, so that a
+    log shipper or ``jq`` reading a cron job's stderr never meets a line it cannot parse.
+    ``fields`` (``exit_code``, ``event``) go into the object.
+    """
+    text = scrub(message, SCRUBBER.secrets) if SCRUBBER.secrets else message
+    if as_json:
+        record = {
+            "event": "error",
+            "level": "error",
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "exit_code": exit_code,
+            **fields,
+            "message": text,
+        }
+        text = json.dumps(record)
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # nobody reads stderr any more; the exit code still tells

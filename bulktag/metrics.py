@@ -22,13 +22,22 @@ our own formatting.
     bulktag_run_duration_seconds                 gauge
     bulktag_run_start_timestamp_seconds          gauge
     bulktag_last_success_timestamp_seconds       gauge   end of the last run that exited 0
+    bulktag_exit_code                            gauge   the finished run's exit code (absent
+                                                         while it runs)
     bulktag_run_finished                         gauge   0 while running, 1 once finished
+    bulktag_run_info{run_id,schema_version}      gauge   1: which run wrote the file (the
+                                                         run_id of its log events and summary)
+
+With ``--shard K/N`` (N > 1) every sample also carries ``shard="K/N"``: four shards on one
+node write four files, and node_exporter refuses the same sample from two files.
 
 Counters describe the current run and start again from 0 with the next one (Prometheus reads
 that as a counter reset). The last-success timestamp outlives runs: it is read back from the
 file being replaced, so a failing night keeps the last good night's time and
 ``time() - bulktag_last_success_timestamp_seconds > 86400`` alerts. Before any run succeeded
-the metric is absent (alert on ``absent(...)``).
+the metric is absent (alert on ``absent(...)``). A run "succeeded" when it exited 0; with
+``--accept-earlier-failures``, rows that failed on an earlier night (a gone image's 404,
+reported then) do not stop that.
 
 ``bulktag_retries_total`` is exact once the run finished; while it runs it also counts the
 first attempt of rows not settled yet (at most ``--concurrency`` plus rows waiting to retry).
@@ -40,7 +49,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -79,6 +88,9 @@ class Snapshot:
     started_at: float
     last_success: float | None
     finished: bool
+    exit_code: int | None = None  # once finished
+    labels: tuple[tuple[str, str], ...] = ()  # on every sample (the shard)
+    info: tuple[tuple[str, str], ...] = ()  # bulktag_run_info's labels
 
 
 def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
@@ -137,6 +149,12 @@ def families(s: Snapshot) -> list[Metric]:
         found.append(
             GaugeMetricFamily(LAST_SUCCESS, "When a run last exited 0.", value=s.last_success)
         )
+    if s.exit_code is not None:
+        found.append(
+            GaugeMetricFamily(
+                "bulktag_exit_code", "The finished run's exit code.", value=s.exit_code
+            )
+        )
     found.append(
         GaugeMetricFamily(
             "bulktag_run_finished",
@@ -144,6 +162,20 @@ def families(s: Snapshot) -> list[Metric]:
             value=float(s.finished),
         )
     )
+    if s.info:
+        info = GaugeMetricFamily(
+            "bulktag_run_info", "The run that wrote this file.", labels=[k for k, _ in s.info]
+        )
+        info.add_metric([v for _, v in s.info], 1)
+        found.append(info)
+    return _with_labels(found, dict(s.labels))
+
+
+def _with_labels(found: list[Metric], labels: dict[str, str]) -> list[Metric]:
+    """Every sample of ``found`` with ``labels`` added (its own labels kept)."""
+    if labels:
+        for family in found:
+            family.samples = [s._replace(labels=labels | s.labels) for s in family.samples]
     return found
 
 
@@ -196,9 +228,18 @@ def replace_atomically(path: Path, data: bytes) -> None:
 class MetricsWriter:
     """Rewrites one metrics file from a run's :class:`~bulktag.summary.Tally`."""
 
-    def __init__(self, path: Path, *, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        wall: Callable[[], float] = time.time,
+        labels: Mapping[str, str] | None = None,
+        info: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self._wall = wall
+        self._labels = tuple(sorted((labels or {}).items()))
+        self._info = tuple(sorted((info or {}).items()))
         self._started_at: float | None = None  # fixed at the first write
         self._last_success = previous_success(path)
 
@@ -211,6 +252,7 @@ class MetricsWriter:
         finished: bool,
         succeeded: bool,
         accepted: int = 0,
+        exit_code: int | None = None,
     ) -> Snapshot:
         """Copy the numbers out of ``tally`` (call it in the event loop that updates it)."""
         now = self._wall()
@@ -235,6 +277,9 @@ class MetricsWriter:
             started_at=self._started_at,
             last_success=self._last_success,
             finished=finished,
+            exit_code=exit_code,
+            labels=self._labels,
+            info=self._info,
         )
 
     def write(
@@ -246,6 +291,7 @@ class MetricsWriter:
         finished: bool,
         succeeded: bool,
         accepted: int = 0,
+        exit_code: int | None = None,
     ) -> None:
         """Rewrite the file now (raises OSError: missing directory, disk full...)."""
         snapshot = self.snapshot(
@@ -255,6 +301,7 @@ class MetricsWriter:
             finished=finished,
             succeeded=succeeded,
             accepted=accepted,
+            exit_code=exit_code,
         )
         replace_atomically(self.path, render(snapshot))
 

@@ -41,6 +41,7 @@ Human output is a plain-text table. ``--format json`` prints one object whose ke
                     ``records`` counts failure records (history, including pairs that later
                     went ok); ``pairs_not_ok`` counts pairs whose last record is in this group
     all_ok          true when every pair's last outcome is ok (the exit code is then 0)
+    schema_version  1 (bulktag.summary.SCHEMA_VERSION, shared with run_finished and metrics)
 
 Exit codes: 0 every pair's last outcome is ok; 1 otherwise; 2 a journal is missing,
 unreadable or not a journal at all — a CSV, a binary or an empty file (one line on stderr,
@@ -62,7 +63,7 @@ from typing import Any, TextIO
 
 from bulktag.journal import FileStats, Record, not_a_journal, read_records
 from bulktag.model import Outcome
-from bulktag.summary import ExitCode
+from bulktag.summary import SCHEMA_VERSION, ExitCode
 
 DEFAULT_TOP = 10
 MAX_REASONS = 500  # distinct failure reasons kept; beyond that, one pooled group
@@ -266,6 +267,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "most_retried": [_item_json(item) for item in report.most_retried.ranked()],
         "failures": _failures_json(report),
         "all_ok": report.all_ok,
+        "schema_version": SCHEMA_VERSION,
     }
 
 

@@ -23,6 +23,7 @@ from bulktag.auth import (
     AuthRefused,
     AuthSpec,
     CredentialsError,
+    IdentityUnavailable,
     TokenProvider,
     load_auth_spec,
     options_from_namespace,
@@ -40,7 +41,7 @@ from bulktag.journal import (
     prepare,
     read_blocks,
 )
-from bulktag.logs import SCRUBBER, configure, wants_json
+from bulktag.logs import SCRUBBER, configure, error_line, wants_json
 from bulktag.model import InvalidRow
 from bulktag.pacing import describe
 from bulktag.policy import RetryPolicy, preflight_problem
@@ -55,10 +56,23 @@ from bulktag.source import (
     ims_rules,
     read_input,
 )
-from bulktag.summary import ExitCode, Tally, exit_code, summary_fields, summary_lines
+from bulktag.summary import (
+    SCHEMA_VERSION,
+    ExitCode,
+    Tally,
+    exit_code,
+    new_run_id,
+    summary_document,
+    summary_fields,
+    summary_lines,
+    write_summary,
+)
 from bulktag.transport import GlanceTransport, ImsTransport, make_session, normalize_endpoint
 
 if TYPE_CHECKING:
+    import aiohttp
+
+    from bulktag.auth import Credentials
     from bulktag.cli import Environment
     from bulktag.metrics import MetricsWriter
 
@@ -75,47 +89,107 @@ class RunRefused(Exception):
         self.code = code
 
 
-def run_command(args: argparse.Namespace, settings: Settings, environment: Environment) -> int:
+def run_command(
+    args: argparse.Namespace, settings: Settings, environment: Environment, run_id: str = ""
+) -> int:
+    """The run, its exit code; every log event of it carries ``run_id``."""
+    run_id = run_id or new_run_id()
     configure(settings.log_format, settings.log_level, environment.stderr)
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        return _run_command(args, settings, environment, run_id)
+
+
+def _run_command(
+    args: argparse.Namespace, settings: Settings, environment: Environment, run_id: str
+) -> int:
     op, shard = _op_and_shard(settings)
     api = Api(settings.api)
-    spec = _auth_spec(args, settings, environment)
-    tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
+    # An offline dry run reads no credentials: spec and tls exist only when a later step
+    # (the online check, the run) uses them.
+    if args.dry_run and not args.dry_run_online:
+        if settings.endpoint:
+            _checked_endpoint(settings.endpoint, "--endpoint")
+    else:
+        spec = _auth_spec(args, settings, environment)
+        tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
     try:
         with ExitStack() as stack:
             rules = tag_rules(settings)
             rows = _open_input(args.input, environment, stack, rules, _tag(args, rules))
             journal = Path(settings.results)
             _refuse_input_as_journal(args.input, journal)
-            if args.dry_run:
+            if args.dry_run_online:
+                anyio.run(_check_cloud, spec, tls, settings, backend_options=loop_options())
+            if args.dry_run or args.dry_run_online:
                 return _dry_run(rows, journal, settings, (op, shard), environment)
             lock = _lock(journal, settings.lock_wait, stack)
             index = _load_journal(journal, bool(args.fresh), lock)
             stack.enter_context(frozen_for_the_run())
             total = _lines_of_a_file(args.input)
-            plan = _Plan(args, settings, spec, tls, op, shard, None, index, rows, total, api)
+            plan = _Plan(
+                args, settings, spec, tls, op, shard, None, index, rows, total, api, run_id
+            )
             report = _run_with_journal(plan, journal, environment, stack, lock.created)
     except RunRefused as exc:
-        environment.stderr.write(f"bulktag: error: {SCRUBBER.clean(str(exc))}\n")
+        event = "journal_locked" if exc.code is ExitCode.LOCKED else "cloud_unavailable"
+        message = f"bulktag: error: {SCRUBBER.clean(str(exc))}"
+        refuse(environment, settings, Refusal(run_id, message, exc.code, event))
         return exc.code
     except InputRefused as exc:  # the input as a whole: nothing was sent
         name = "stdin" if args.input == "-" else args.input
-        environment.stderr.write(f"bulktag: error: input {name}: {exc}\n")
+        message = f"bulktag: error: input {name}: {exc}"
+        refuse(environment, settings, Refusal(run_id, message, ExitCode.USAGE, "input_refused"))
         return ExitCode.USAGE
     except KeyboardInterrupt:  # a stop signal before the run's own handlers took over
-        environment.stderr.write("bulktag: interrupted before the run started; nothing sent\n")
+        message = "bulktag: interrupted before the run started; nothing sent"
+        interrupted = Refusal(run_id, message, ExitCode.INTERRUPTED, "interrupted")
+        refuse(environment, settings, interrupted)
         return ExitCode.INTERRUPTED
-    _report(report, settings, journal, environment)
-    return report_exit_code(report)
+    code = report_exit_code(report, settings)
+    _report(report, settings, journal, environment, code)
+    return code
 
 
-def report_exit_code(report: RunReport) -> ExitCode:
+def _run_id() -> str:
+    """This run's id: run_command binds it for the whole run (every log event carries it)."""
+    return str(structlog.contextvars.get_contextvars()["run_id"])
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a run could not start: the one line, its exit code and log event."""
+
+    run_id: str
+    message: str
+    code: ExitCode
+    event: str
+
+
+def refuse(environment: Environment, settings: Settings, refusal: Refusal) -> None:
+    """A run that could not start: its one line on stderr (JSON in JSON mode) and, with
+    ``--summary json``, its document on stdout."""
+    as_json = wants_json(settings.log_format, environment.stderr)
+    code, message = refusal.code, refusal.message
+    error_line(
+        environment.stderr,
+        message,
+        as_json=as_json,
+        event=refusal.event,
+        exit_code=int(code),
+        run_id=refusal.run_id,
+    )
+    if settings.summary == "json":
+        write_summary(environment.stdout, summary_document(refusal.run_id, code, error=message))
+
+
+def report_exit_code(report: RunReport, settings: Settings) -> ExitCode:
     return exit_code(
         report.tally,
         report.aborted is not None,
         report.interrupted,
         report.incomplete,
         outage=report.outage,
+        accept_earlier_failures=settings.accept_earlier_failures,
     )
 
 
@@ -128,7 +202,7 @@ def _run_with_journal(
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:
         return _in_the_loop(replace(plan, journal=journal), environment)
-    except (ConfigError, InputRefused):
+    except (ConfigError, RunRefused, InputRefused):
         journal.close()
         if created and path.stat().st_size == 0:
             path.unlink()
@@ -354,6 +428,7 @@ class _Plan:
     rows: Iterator[Parsed]
     total_lines: int | None  # lines in the input file (None for stdin): progress and ETA
     api: Api = Api.GLANCE
+    run_id: str = ""
 
     def engine_settings(self) -> EngineSettings:
         settings = self.settings
@@ -378,29 +453,48 @@ class _Plan:
         )
 
 
-async def _run(plan: _Plan, environment: Environment) -> RunReport:
+async def _credentials(session: aiohttp.ClientSession, spec: AuthSpec) -> Credentials:
+    """Log in and find the image endpoint; a failure is exit 2, or 75 when it may pass."""
     from bulktag.auth import resolve_credentials
 
+    try:
+        return await resolve_credentials(spec)
+    except IdentityUnavailable as exc:  # down or busy: not the command's fault
+        raise RunRefused(f"{exc}; try again later", ExitCode.TEMPFAIL) from None
+    except (CredentialsError, AuthRefused) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def _checked_transport(
+    session: aiohttp.ClientSession, credentials: Credentials, settings: Settings
+) -> GlanceTransport | ImsTransport:
+    """The transport for the run's API, its preflight read passed."""
+    endpoint = _checked_endpoint(credentials.endpoint, "the catalog's image endpoint")
+    if settings.api == Api.IMS.value:
+        project = _ims_project(settings, credentials.project_id)
+        ims = ImsTransport(session, endpoint, project, settings.timeout)
+        await _preflight(ims, credentials.provider, credentials.endpoint, project)
+        return ims
+    glance = GlanceTransport(session, endpoint, settings.timeout)
+    await _preflight(glance, credentials.provider, credentials.endpoint)
+    return glance
+
+
+async def _check_cloud(spec: AuthSpec, tls: ssl.SSLContext | bool, settings: Settings) -> None:
+    """``--dry-run-online``: log in and read the image service once, as a run would first."""
+    async with make_session(1, settings.timeout, tls) as session:
+        credentials = await _credentials(session, spec)
+        await _checked_transport(session, credentials, settings)
+    log.info("dry_run_cloud_ok", endpoint=credentials.endpoint, api=settings.api)
+
+
+async def _run(plan: _Plan, environment: Environment) -> RunReport:
     settings = plan.settings
     assert plan.journal is not None
     async with make_session(settings.concurrency, settings.timeout, plan.tls) as session:
-        try:
-            credentials = await resolve_credentials(plan.spec)
-        except CredentialsError as exc:
-            raise ConfigError(str(exc)) from None
-        except AuthRefused as exc:
-            raise ConfigError(str(exc)) from None
-        endpoint = _checked_endpoint(credentials.endpoint, "the catalog's image endpoint")
-        send: SendBatch
-        if plan.api is Api.IMS:
-            project = _ims_project(settings, credentials.project_id)
-            ims = ImsTransport(session, endpoint, project, settings.timeout)
-            await _preflight(ims, credentials.provider, credentials.endpoint, project)
-            send = ims.add_tags if plan.op is Op.ADD else ims.remove_tags
-        else:
-            glance = GlanceTransport(session, endpoint, settings.timeout)
-            await _preflight(glance, credentials.provider, credentials.endpoint)
-            send = glance.add_tags if plan.op is Op.ADD else glance.remove_tags
+        credentials = await _credentials(session, plan.spec)
+        transport = await _checked_transport(session, credentials, settings)
+        send: SendBatch = transport.add_tags if plan.op is Op.ADD else transport.remove_tags
         engine = Engine(
             plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
         )
@@ -421,7 +515,7 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
     """Run the engine with its companions: signal handling, progress, the time window."""
     settings = plan.settings
     tty = environment.stderr.isatty() and not wants_json(settings.log_format, environment.stderr)
-    metrics = _metrics_writer(settings.metrics_file)
+    metrics = _metrics_writer(settings, plan.run_id)
     async with anyio.create_task_group() as companions:
         if metrics is not None:
             from bulktag.metrics import periodically
@@ -441,20 +535,25 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
         report = await engine.run(plan.rows)
         companions.cancel_scope.cancel()
     if metrics is not None:  # after the periodic writer stopped, so the two never race
-        _final_metrics(metrics, engine, report)
+        _final_metrics(metrics, engine, report, report_exit_code(report, settings))
     return report
 
 
-def _metrics_writer(path: str | None) -> MetricsWriter | None:
-    if path is None:
+def _metrics_writer(settings: Settings, run_id: str) -> MetricsWriter | None:
+    if settings.metrics_file is None:
         return None
     from bulktag.metrics import MetricsWriter  # prometheus-client only when asked for
 
-    return MetricsWriter(Path(path))
+    # Shards on one node write one file each; the label keeps their samples apart.
+    shard = Shard.parse(settings.shard)
+    labels = {"shard": f"{shard.index}/{shard.count}"} if shard.count > 1 else {}
+    info = {"run_id": run_id, "schema_version": str(SCHEMA_VERSION)}
+    return MetricsWriter(Path(settings.metrics_file), labels=labels, info=info)
 
 
-def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) -> None:
-    code = report_exit_code(report)
+def _final_metrics(
+    metrics: MetricsWriter, engine: Engine, report: RunReport, code: ExitCode
+) -> None:
     try:
         metrics.write(
             report.tally,
@@ -463,6 +562,7 @@ def _final_metrics(metrics: MetricsWriter, engine: Engine, report: RunReport) ->
             elapsed=report.elapsed,
             finished=True,
             succeeded=code == ExitCode.OK,
+            exit_code=int(code),
         )
     except OSError as exc:
         log.warning("metrics_write_failed", path=str(metrics.path), error=exc.strerror or str(exc))
@@ -487,7 +587,10 @@ async def _preflight(
 ) -> None:
     """One cheap read (Glance: ``GET /v2/images?limit=1``; IMS: the project's tags) so a wrong
     URL, token or project fails in a second, not a row at a time: exit 2 with one line, before
-    anything is sent (75 if the endpoint cannot be reached at all: try again later)."""
+    anything is sent. An endpoint that cannot be reached exits 75 instead (try again later);
+    429 and 5xx are left to the run, whose pacing stops it with 75 after --max-outage if the
+    cloud keeps refusing (one rule for "the cloud accepts nothing", and --max-outage 0 keeps
+    its meaning)."""
     try:
         answer = await transport.preflight(await tokens.token())
         if answer.status == 401:
@@ -591,7 +694,12 @@ def _dry_run(
         )
     else:
         _print_dry_run(fields, invalid, environment)
-    return ExitCode.SOME_FAILED if invalid_count or tally.skipped_still_bad else ExitCode.OK
+    earlier = 0 if settings.accept_earlier_failures else tally.skipped_still_bad
+    code = ExitCode.SOME_FAILED if invalid_count or earlier else ExitCode.OK
+    if settings.summary == "json":
+        document = summary_document(_run_id(), code, {"dry_run": True, **fields})
+        write_summary(environment.stdout, document)
+    return code
 
 
 def _print_dry_run(
@@ -625,7 +733,13 @@ def _print_dry_run(
         out.write(f"  … and {fields['invalid'] - len(invalid):,} more invalid rows\n")
 
 
-def _report(report: RunReport, settings: Settings, journal: Path, environment: Environment) -> None:
+def _report(
+    report: RunReport,
+    settings: Settings,
+    journal: Path,
+    environment: Environment,
+    code: ExitCode,
+) -> None:
     if report.aborted:
         log.error("run_aborted", reason=report.aborted)
     if report.outage:
@@ -634,18 +748,19 @@ def _report(report: RunReport, settings: Settings, journal: Path, environment: E
             reason=f"the cloud accepted nothing for {settings.max_outage:g} s (--max-outage); "
             "run the same command later to go on",
         )
-    fields = summary_fields(report.tally, report.elapsed)
+    fields = {
+        "journal": str(journal),
+        "stopped_by": report.stopped_by,
+        "aborted": report.aborted is not None,
+        "rows_left": report.left,
+        "pace": describe(report.pacing),
+        **report.pacing,
+        **summary_fields(report.tally, report.elapsed),
+    }
+    if settings.summary == "json":
+        write_summary(environment.stdout, summary_document(_run_id(), code, fields))
     if wants_json(settings.log_format, environment.stderr):
-        log.info(
-            "run_finished",
-            journal=str(journal),
-            stopped_by=report.stopped_by,
-            aborted=report.aborted is not None,
-            rows_left=report.left,
-            pace=describe(report.pacing),
-            **report.pacing,
-            **fields,
-        )
+        log.info("run_finished", schema_version=SCHEMA_VERSION, exit_code=int(code), **fields)
         return
     state = {
         None: "finished",

@@ -4,18 +4,23 @@ Exit codes (also in the README):
 
     0    every row ok (or already done by an earlier run)
     1    the run finished, but some rows failed, gave up or were invalid
-    2    usage or configuration error (nothing was sent)
+    2    usage or configuration error: a retry will not help (nothing was sent)
     3    the run was aborted (credentials refused, breaker tripped, journal unwritable)
     4    stopped by --max-duration or --max-items with rows left: run again to go on
     5    another run holds the journal's lock
+    75   try again later: the cloud or its identity service is unreachable or failing
     130  interrupted (SIGINT/SIGTERM/SIGHUP); run the same command again to resume
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, TextIO
 
 from bulktag.journal.format import error_class
 from bulktag.model import Outcome, Result
@@ -30,6 +35,44 @@ class ExitCode(IntEnum):
     LOCKED = 5
     TEMPFAIL = 75  # sysexits' EX_TEMPFAIL: the cloud is not taking requests; run again later
     INTERRUPTED = 130
+
+
+# The version of what a run says about itself for programs to read: the ``run_finished`` log
+# event, the ``--summary json`` document and ``bulktag_run_info`` in the metrics (and the
+# ``report --format json`` object). Fields may be added within a version; one renamed or
+# removed, or a meaning changed, is a new version.
+SCHEMA_VERSION = 1
+
+
+def new_run_id() -> str:
+    """An id for one run, in every log event, the summary document and the metrics."""
+    return uuid.uuid4().hex
+
+
+def summary_document(
+    run_id: str, code: ExitCode, fields: Mapping[str, Any] | None = None, error: str | None = None
+) -> dict[str, Any]:
+    """``--summary json``: what a wrapper script needs, without parsing logs. ``fields`` are
+    the run's (those of ``run_finished``) or the dry run's counts; ``error`` the one line of
+    a run that could not start."""
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "exit_code": int(code),
+        "exit_status": code.name.lower(),
+    }
+    if error is not None:
+        document["error"] = error
+    return document | dict(fields or {})
+
+
+def write_summary(stream: TextIO, document: Mapping[str, Any]) -> None:
+    """One line of JSON on ``stream`` (stdout): ``… | jq .exit_code`` works."""
+    try:
+        stream.write(json.dumps(document, ensure_ascii=False) + "\n")
+        stream.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # nobody reads stdout any more; the exit code still tells
 
 
 @dataclass(slots=True)
@@ -112,7 +155,12 @@ def exit_code(
     interrupted: bool,
     incomplete: bool = False,
     outage: bool = False,
+    *,
+    accept_earlier_failures: bool = False,
 ) -> ExitCode:
+    """The run's exit code. ``accept_earlier_failures``: rows that failed (or were invalid) in
+    an earlier run and were skipped now count as done — they were reported that night — so a
+    rerun over an inventory with a few gone images can exit 0 (and advance last-success)."""
     if aborted:
         return ExitCode.ABORTED
     if interrupted:
@@ -121,7 +169,8 @@ def exit_code(
         return ExitCode.TEMPFAIL
     if incomplete:
         return ExitCode.INCOMPLETE
-    return ExitCode.SOME_FAILED if tally.problems else ExitCode.OK
+    problems = tally.problems - (tally.skipped_still_bad if accept_earlier_failures else 0)
+    return ExitCode.SOME_FAILED if problems else ExitCode.OK
 
 
 def summary_fields(tally: Tally, elapsed: float) -> dict[str, object]:

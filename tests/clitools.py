@@ -54,6 +54,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def refused_url() -> Iterator[str]:
+    """A loopback URL whose port is bound but not listening, for as long as the block runs:
+    connections are refused, and no other process on this busy machine can take the port in
+    between (as it can with :func:`free_port`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 @dataclass
 class FakeServer:
     """A fake Glance subprocess and how to talk to it."""

@@ -239,7 +239,8 @@ def test_a_malformed_clouds_yaml_says_where(tmp_path: Path) -> None:
     assert "hunter22" not in done.stderr  # the file may hold secrets: never quoted
 
 
-def test_an_identity_service_that_does_not_answer_is_exit_2(tmp_path: Path) -> None:
+def test_an_identity_service_that_does_not_answer_is_exit_75(tmp_path: Path) -> None:
+    """Not the command's fault (issue 14): try again later, not "fix your flags"."""
     inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
     args = [
         str(inventory),
@@ -253,7 +254,7 @@ def test_an_identity_service_that_does_not_answer_is_exit_2(tmp_path: Path) -> N
         "p",
     ]
     done = run_bulktag(args, tmp_path, env=isolated_env(tmp_path, token=None))
-    line = _one_line_error(done)
+    line = _one_line_error(done, code=75)
     assert "does not answer" in line
     assert "pw-secret-1" not in done.stderr
 

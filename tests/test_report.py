@@ -232,6 +232,7 @@ def test_json_output_has_the_documented_keys(tmp_path: Path) -> None:
     assert [
         "journals", "records", "pairs", "unreadable", "torn", "outcomes", "record_outcomes",
         "statuses", "error_classes", "timeline", "slowest", "most_retried", "failures", "all_ok",
+        "schema_version",
     ] == list(data)  # fmt: skip
     assert ["first", "last", "peak_minute", "peak_records", "per_minute"] == list(data["timeline"])
     assert [

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bulktag.auth.base import (
     AuthRefused,
     CredentialsError,
+    IdentityUnavailable,
     IssuedToken,
     StaticToken,
     TokenProvider,
@@ -51,6 +52,7 @@ __all__ = [
     "CredentialOptions",
     "Credentials",
     "CredentialsError",
+    "IdentityUnavailable",
     "IssuedToken",
     "KeystoneTokenProvider",
     "StaticToken",

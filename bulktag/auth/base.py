@@ -50,6 +50,10 @@ class CredentialsError(Exception):
     """
 
 
+class IdentityUnavailable(CredentialsError):
+    """The identity service could not be reached, or answered 5xx or 429: try again later."""
+
+
 class TokenProvider(Protocol):
     def valid_now(self) -> str | None:
         """The token, if it needs no renewal now; else None (then await :meth:`token`).

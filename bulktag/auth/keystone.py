@@ -35,7 +35,13 @@ from urllib.parse import urlsplit
 
 import requests.adapters
 
-from bulktag.auth.base import DEFAULT_TIMEOUT, AuthRefused, CredentialsError, IssuedToken
+from bulktag.auth.base import (
+    DEFAULT_TIMEOUT,
+    AuthRefused,
+    CredentialsError,
+    IdentityUnavailable,
+    IssuedToken,
+)
 from bulktag.auth.catalog import image_endpoints
 from bulktag.auth.redact import one_line, scrub
 
@@ -209,9 +215,22 @@ def _mapped_errors(spec: AuthSpec) -> Iterator[None]:
     except (CredentialsError, AuthRefused):
         raise
     except Exception as exc:
-        if getattr(exc, "http_status", None) == 401:
+        status = getattr(exc, "http_status", None)
+        if status == 401:
             raise AuthRefused(_refused(exc, spec)) from None
+        if _unavailable(exc, status):  # down or busy: try again later, not the settings' fault
+            raise IdentityUnavailable(_message(exc, spec)) from None
         raise CredentialsError(_message(exc, spec)) from None
+
+
+# keystoneauth's ConnectFailure, ConnectTimeout, UnknownConnectionError: nothing answered.
+_SILENT = frozenset({"ConnectFailure", "ConnectTimeout", "UnknownConnectionError"})
+
+
+def _unavailable(exc: BaseException, status: object) -> bool:
+    if isinstance(status, int) and (status >= 500 or status == 429):
+        return True
+    return type(exc).__name__ in _SILENT
 
 
 def _where(spec: AuthSpec) -> str:
@@ -230,8 +249,7 @@ def _message(exc: BaseException, spec: AuthSpec) -> str:
     said = scrub(str(exc) or type(exc).__name__, spec.secrets)
     if spec.auth_url:
         said = said.replace(spec.auth_url, host_of(spec.auth_url))
-    # keystoneauth's ConnectFailure, ConnectTimeout, UnknownConnectionError: nothing answered.
-    silent = type(exc).__name__ in {"ConnectFailure", "ConnectTimeout", "UnknownConnectionError"}
+    silent = type(exc).__name__ in _SILENT
     what = "does not answer" if silent else f"failed ({type(exc).__name__})"
     return one_line(
         f"identity service at {_where(spec)} {what}: {said} (settings from {spec.origin})"

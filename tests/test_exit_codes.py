@@ -1,0 +1,138 @@
+"""Exit 2 is for what a retry cannot fix; exit 75 (EX_TEMPFAIL) for what a retry may.
+
+A scheduler acts on the code alone (the Kubernetes example fails the whole Job on 2 and retries
+75; the systemd unit restarts on 75 only), so a network blip or an API restart must never look
+like a bad flag, and a bad flag must never be retried all night. Every start-up condition here
+runs the real CLI in a subprocess against a local server answering one fixed status (or a
+closed port): one line on stderr, no traceback, nothing sent, no journal left behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from clitools import (
+    TOKEN,
+    Done,
+    PlainServer,
+    isolated_env,
+    no_traceback,
+    plain_http,
+    refused_url,
+    run_bulktag,
+    write_csv,
+)
+
+VALID = [("8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87", "team-web")]
+TEMPFAIL, USAGE = 75, 2
+# Statuses a local server answers with; each one a server of its own.
+IMAGE_STATUSES = (503, 404)
+IDENTITY_STATUSES = (500, 503, 429, 401, 404)
+
+
+@dataclass(frozen=True)
+class Case:
+    """``image``/``identity``: the status the image/identity service answers, ``None`` for a
+    closed port, or absent. With an identity service, bulktag logs in with a password."""
+
+    code: int
+    needles: tuple[str, ...]
+    image: int | str | None = "absent"
+    identity: int | str | None = "absent"
+    args: tuple[str, ...] = ()
+
+
+CASES: dict[str, Case] = {
+    # ── try again later ──────────────────────────────────────────────────────────────────
+    "image-unreachable": Case(TEMPFAIL, ("cannot reach", "try again later"), image=None),
+    "identity-unreachable": Case(
+        TEMPFAIL, ("identity service", "does not answer", "try again later"), identity=None
+    ),
+    "identity-500": Case(TEMPFAIL, ("identity service", "500", "try again later"), identity=500),
+    "identity-503": Case(TEMPFAIL, ("identity service", "503", "try again later"), identity=503),
+    "identity-429": Case(TEMPFAIL, ("identity service", "429", "try again later"), identity=429),
+    # ── fix the command or the credentials ───────────────────────────────────────────────
+    "image-not-an-image-service": Case(USAGE, ("does not look like", "404"), image=404),
+    "identity-refuses-credentials": Case(USAGE, ("credentials refused", "401"), identity=401),
+    "identity-not-an-identity-service": Case(USAGE, ("identity service", "404"), identity=404),
+    "bad-flag": Case(USAGE, ("--rat",), image=503, args=("--rat", "5")),
+    "bad-value": Case(USAGE, ("--rate",), image=503, args=("--rate", "-1")),
+}
+
+
+def _password_env(auth_url: str) -> dict[str, str]:
+    return {
+        "OS_AUTH_URL": auth_url,
+        "OS_USERNAME": "operator",
+        "OS_PASSWORD": "s3cret-password",
+        "OS_PROJECT_NAME": "images",
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+    }
+
+
+def _url(servers: dict[object, PlainServer], status: int | str | None, closed: str) -> str:
+    return closed if status is None else servers[status].url
+
+
+def _run(directory: Path, case: Case, servers: dict[object, PlainServer], closed: str) -> Done:
+    directory.mkdir()
+    write_csv(directory / "in.csv", VALID)
+    args = ["--log-format", "json", "in.csv", *case.args]
+    if case.image != "absent":
+        args += ["--endpoint", _url(servers, case.image, closed)]
+    if case.identity != "absent":
+        env = isolated_env(
+            directory, token=None, **_password_env(_url(servers, case.identity, closed) + "/v3")
+        )
+    else:
+        env = isolated_env(directory, token=TOKEN)
+    return run_bulktag(args, directory, env=env)
+
+
+@dataclass
+class Results:
+    done: dict[str, Done]
+    servers: dict[object, PlainServer]
+    base: Path
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
+    base = tmp_path_factory.mktemp("exit-codes")
+    with ExitStack() as stack:
+        closed = stack.enter_context(refused_url())
+        servers: dict[object, PlainServer] = {
+            status: stack.enter_context(plain_http(status, f"scripted {status}\n"))
+            for status in {*IMAGE_STATUSES, *IDENTITY_STATUSES}
+        }
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            futures = {
+                name: pool.submit(_run, base / name, case, servers, closed)
+                for name, case in CASES.items()
+            }
+            done = {name: future.result() for name, future in futures.items()}
+        yield Results(done, servers, base)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_start_up_failure_is_one_line_with_the_right_code(results: Results, name: str) -> None:
+    case, done = CASES[name], results.done[name]
+    no_traceback(done)
+    assert case.code == done.code, str(done)
+    assert 1 == len(done.lines), f"expected one line on stderr\n{done}"
+    for needle in case.needles:
+        assert needle in done.lines[0], f"{needle!r} not in the error\n{done}"
+    assert "s3cret-password" not in done.stderr
+
+
+def test_nothing_was_sent_and_no_journal_was_left(results: Results) -> None:
+    for server in results.servers.values():
+        assert [] == [seen for seen in server.seen if seen[0] == "PUT"]
+    for name in CASES:
+        assert [] == list((results.base / name).glob("*.jsonl")), name
