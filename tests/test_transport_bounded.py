@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import anyio.to_thread
 import pytest
 from aiohttp import web
 
 from bulktag.auth.base import AuthRefused, CredentialsError
-from bulktag.auth.clouds import AuthSpec
-from bulktag.auth.keystone import authenticate
+from bulktag.auth.keystone import log_in
 from bulktag.policy import Answer
 from bulktag.transport import (
     ANSWER_READ_LIMIT,
@@ -27,6 +27,7 @@ from bulktag.transport import (
     ImsTransport,
     make_session,
 )
+from tests.auth.conftest import password_spec
 
 IMAGE = "8a3f1c2e-0000-4000-8000-000000000001"
 HUGE = 128 * 2**20  # what the server offers
@@ -101,11 +102,10 @@ async def ims_add(session: aiohttp.ClientSession, url: str) -> object:
 
 
 async def keystone_login(session: aiohttp.ClientSession, url: str) -> object:
-    spec = AuthSpec(
-        "password", auth_url=url, username="u", password="pw-123456", user_domain_name="d"
-    )
+    """The login, as keystoneauth1 does it in a worker thread (``session`` is not used)."""
+    spec = password_spec(url + "/v3")
     try:
-        return await authenticate(session, spec)
+        return await anyio.to_thread.run_sync(log_in, spec)
     except (AuthRefused, CredentialsError) as exc:
         return exc
 

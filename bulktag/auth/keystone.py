@@ -119,7 +119,17 @@ class HomeOnlyAdapter(requests.adapters.HTTPAdapter):
         kwargs["stream"] = True
         response = super().send(request, **kwargs)
         _read_bounded(response, self.home)
+        if response.status_code == 401 and _unauthenticated_read(request):
+            # keystoneauth retries a version discovery refused with 401 authenticated, which
+            # needs the token it is fetching: it waits on its own plugin lock forever
+            # (keystoneauth1 5.x). As a 404, discovery falls back to the auth URL as given,
+            # and the login's own request meets the 401 and reports it.
+            response.status_code = 404
         return response
+
+
+def _unauthenticated_read(request: Any) -> bool:
+    return request.method == "GET" and "X-Auth-Token" not in request.headers
 
 
 def _read_bounded(response: Any, home: str) -> None:

@@ -233,3 +233,44 @@ async def test_a_huge_error_page_from_keystone_becomes_a_one_line_error() -> Non
     assert "\n" not in message
     assert len(message) <= 300
     assert not isinstance(info.value, AuthRefused)
+
+
+# ---------------------------------------------------------------------------------------------
+# A 401 to version discovery (keystoneauth would deadlock on its own plugin lock)
+
+
+@pytest.mark.parametrize("body", [b"", b'{"error": {"code": 401}}', b"x" * 100_000])
+async def test_an_identity_service_that_refuses_discovery_too_is_a_refusal_not_a_hang(
+    tmp_path: Any, body: bytes
+) -> None:
+    """Every path answers 401, version discovery included (a gateway asking for auth on /).
+    keystoneauth retries that discovery authenticated, which waits for the very token it is
+    fetching; bulktag must end with one line and exit 2, in a subprocess that would hang."""
+    from tests.clitools import isolated_env, make_pairs, run_bulktag, write_csv
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=401, body=body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
+    args = [
+        str(inventory),
+        f"--os-auth-url=http://127.0.0.1:{port}/v3",
+        "--os-username=alice",
+        "--os-user-domain-id=default",
+        "--os-project-id=p-1",
+    ]
+    env = isolated_env(tmp_path, token=None) | {"OS_PASSWORD": "alice-password"}
+    try:
+        done = await anyio.to_thread.run_sync(lambda: run_bulktag(args, tmp_path, env=env))
+    finally:
+        await runner.cleanup()
+    assert 2 == done.code, done
+    assert "credentials refused" in done.stderr
+    assert "alice-password" not in done.stderr
