@@ -253,6 +253,13 @@ class Done:
         """stderr's non-empty lines."""
         return [line for line in self.stderr.splitlines() if line.strip()]
 
+    @property
+    def error_lines(self) -> list[str]:
+        """The human error lines on stderr: as written in console mode, or from the
+        ``message`` of an error event in JSON mode."""
+        found = [e["message"] for e in self.events if e.get("level") == "error" and "message" in e]
+        return found + [line for line in self.lines if line.startswith("bulktag: error")]
+
     def __str__(self) -> str:
         return (
             f"$ {' '.join(self.argv[2:])}\nexit {self.code}\n--- stdout ---\n"

@@ -158,7 +158,8 @@ _KEYSTONE = {
     "OS_USER_DOMAIN_NAME": "Default",
     "OS_PROJECT_DOMAIN_NAME": "Default",
 }
-_APP_CREDENTIAL = {
+_APP_CREDENTIAL = {  # as Horizon's openrc for an application credential sets them
+    "OS_AUTH_TYPE": "v3applicationcredential",
     "OS_AUTH_URL": "http://127.0.0.1:9/v3",
     "OS_APPLICATION_CREDENTIAL_ID": "0123abcd",
     "OS_APPLICATION_CREDENTIAL_SECRET": "app-s3cret",

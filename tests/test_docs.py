@@ -76,7 +76,9 @@ def _bulktag_segments(line: str) -> Iterator[tuple[str, ...]]:
     segment: list[str] = []
     for token in _split_substitutions(tokens):
         if token in {"&&", "||", "|", ";"}:
-            words = [t for t in segment if not re.fullmatch(r"\w+=.*", t)]  # VAR=value first
+            words = list(segment)
+            while words and re.fullmatch(r"\w+=.*", words[0]):  # VAR=value before the program
+                words.pop(0)
             if words and Path(words[0]).name == "bulktag":  # the program, not an argument
                 yield tuple(words[1:])
             segment = []
@@ -222,7 +224,9 @@ def _mentioned_flags(path: Path) -> Iterator[str]:
         words = line.lstrip("#; ").split()
         if words and words[0] in FOREIGN_PROGRAMS:
             continue
-        yield from re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line)
+        # "--os-*" names a family of flags, not one: skip what ends in a dash
+        flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line)
+        yield from (flag for flag in flags if not flag.endswith("-"))
 
 
 def test_every_flag_the_docs_mention_exists() -> None:
@@ -278,10 +282,12 @@ def _where(doc: DocCommand) -> str:
 
 
 def _clouds_yaml(path: Path, names: set[str], url: str) -> None:
-    """A clouds.yaml in which every named cloud is a token for the fake (no identity service)."""
+    """A clouds.yaml in which every named cloud is a token for the fake (no identity service:
+    keystoneauth's ``admin_token`` plugin, the image endpoint given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    auth = {"token": TOKEN, "endpoint": url}
     clouds = {
-        name: {"auth_type": "token", "auth": {"token": TOKEN}, "image_endpoint_override": url}
+        name: {"auth_type": "admin_token", "auth": auth, "image_endpoint_override": url}
         for name in names
     }
     path.write_text(yaml.safe_dump({"clouds": clouds}), encoding="utf-8")
@@ -326,16 +332,25 @@ def _run_command(doc: DocCommand, workdir: Path, fakes: Fakes) -> RunDone:
         env |= {"OS_AUTH_TOKEN": TOKEN, "OS_IMAGE_URL": fake.url}
     if ims and not args.project_id:
         env["OS_PROJECT_ID"] = PROJECT  # a bare token names no project
-    _write_input(workdir / args.input, ims)
-    done = run_bulktag(argv[1:], workdir, env=isolated_env(workdir, token=None, **env))
+    constant = getattr(args, "tag", None) is not None  # --tag: the input is a list of ids
+    stdin = None
+    if args.input == "-":  # piped in, as the docs show (`openstack image list … | bulktag …`)
+        _write_input(workdir / "stdin.csv", ims, constant)
+        stdin = (workdir / "stdin.csv").read_bytes()
+    else:
+        _write_input(workdir / args.input, ims, constant)
+    env = isolated_env(workdir, token=None, **env)
+    done = run_bulktag(argv[1:], workdir, env=env, stdin=stdin)
     journal = workdir / (args.results or BY_NAME["results"].default)
     return RunDone(done, journal, ims, bool(args.dry_run))
 
 
-def _write_input(path: Path, ims: bool) -> None:
+def _write_input(path: Path, ims: bool, ids_only: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     images = image_ids(16, seed=7)  # every shard of four gets some
-    if ims:
+    if ids_only:  # `openstack image list -f value -c ID`
+        path.write_text("".join(i + "\n" for i in images))
+    elif ims:
         lines = ["image_id,key,value", *(f"{i},env,prod" for i in images)]
         path.write_text("".join(line + "\n" for line in lines))
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
 from typing import Any
 from urllib.parse import unquote
@@ -101,13 +101,24 @@ def control_character_problem(spec: Any) -> str | None:
     """Why the credentials dataclass ``spec`` cannot be used as given, or None: a field holding
     a control character (a CR left by an env file with Windows line ends, typically). The value
     itself is never quoted: it may be a secret."""
-    for f in fields(spec):
-        value = getattr(spec, f.name)
+    for name, value in _named_values(spec):
         char = control_character(value) if isinstance(value, str) else None
         if char is not None:
-            what = f.name.replace("_", " ")
+            what = name.replace("_", " ")
             return (
                 f"the {what} contains a control character ({char}); was it read from a file "
                 "with Windows (CRLF) line ends? Remove the character and run again"
             )
     return None
+
+
+def _named_values(spec: Any) -> Iterator[tuple[str, object]]:
+    """The dataclass's fields, and the options of its auth plugin when it has a resolved cloud
+    (openstacksdk's ``region.config["auth"]``: username, password, secrets…)."""
+    for f in fields(spec):
+        yield f.name, getattr(spec, f.name)
+    region = getattr(spec, "region", None)
+    config = getattr(region, "config", None)
+    auth = config.get("auth") if isinstance(config, Mapping) else None
+    if isinstance(auth, Mapping):
+        yield from auth.items()

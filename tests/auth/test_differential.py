@@ -382,7 +382,7 @@ def test_bulktag_resolves_and_logs_in_exactly_as_openstacksdk(
         assert variant.refused is not None, f"openstacksdk refused: {expected}"
         assert variant.refused in expected["message"]
         assert 2 == done.code, done.stderr
-        [line] = [line for line in done.lines if line.startswith("bulktag: error")]
+        [line] = done.error_lines
         assert variant.refused in line
         assert "Traceback" not in done.stderr
         return
