@@ -1,0 +1,105 @@
+"""The pacer against the simulator's server models over several seeds and answer latencies,
+in virtual time (about 15 s of CPU): the figures quoted by the pacing commits of 2026-12-04.
+
+    python benchmarks/pacing_sim_table.py
+
+Each capacity-limited row: goodput ÷ capacity (min-max over 3 seeds × answers on time / 20 ms
+late on average) and the worst refused share. Each random-refusal row: requests per second ÷
+the asked rate. Last, the second of two runs sharing one limit, per seed. The test table
+(tests/test_pacing_sim.py) asserts the targets on one seed; this shows the spread.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bulktag.fake.limiters import (
+    Chain,
+    ConcurrencyLimit,
+    FixedWindow,
+    PerRowRefusals,
+    RandomRefusals,
+    Refusal,
+    ServerModel,
+    SlidingWindow,
+    TokenBucket,
+)
+from tests.pacing_sim import Client, Simulation
+
+SEEDS = range(3)
+SPREADS = (0.0, 0.02)
+
+
+def run(model: ServerModel, ceiling: float, rows: int, seed: int, spread: float) -> Client:
+    sim = Simulation(model, spread=spread, seed=seed)
+    client = sim.add_client(rows=rows, ceiling=ceiling)
+    sim.run(400)
+    return client
+
+
+def limited(model: Callable[[], ServerModel], ceiling: float, rows: int, cap: float) -> str:
+    seen = []
+    for seed in SEEDS:
+        for spread in SPREADS:
+            client = run(model(), ceiling, rows, seed, spread)
+            end = client.most_settled_at or client.end
+            seen.append((client.goodput(2, end) / cap, client.refused_share))
+    goodput = [g for g, _ in seen]
+    refused = max(r for _, r in seen)
+    return f"{min(goodput):.0%}-{max(goodput):.0%} of capacity, refused ≤ {refused:.1%}"
+
+
+def random_share(share: float, ceiling: float) -> str:
+    seen = []
+    for seed in SEEDS:
+        for spread in SPREADS:
+            model = RandomRefusals(share, seed=7 + seed)
+            client = run(model, ceiling, int(20 * ceiling), seed, spread)
+            end = client.most_settled_at or client.end
+            seen.append(client.sent_rate(2.0, end) / ceiling)
+    return f"{min(seen):.0%}-{max(seen):.0%} of the asked rate"
+
+
+def main() -> None:
+    rows = {
+        "token bucket 200/s": (lambda: TokenBucket(200, 20), 1000, 6000, 200),
+        "fixed 1-s window 200": (lambda: FixedWindow(200, 1.0), 1000, 6000, 200),
+        "sliding 1-s window 200, 429": (
+            lambda: SlidingWindow(200, 1.0, Refusal(429)),
+            600,
+            6000,
+            200,
+        ),
+        "bucket 500/s + 10% random": (
+            lambda: Chain(TokenBucket(500, 50), RandomRefusals(0.1, seed=5)),
+            2000,
+            12000,
+            450,
+        ),
+    }
+    for name, (model, ceiling, count, cap) in rows.items():
+        print(f"{name:30s} {limited(model, ceiling, count, cap)}", flush=True)
+    conc = [run(ConcurrencyLimit(8, 0.04), 1000, 6000, seed, 0.0) for seed in SEEDS]
+    shares = [c.goodput(2, c.most_settled_at or c.end) / (8 / 0.045) for c in conc]
+    print(f"{'concurrency 8 x 40 ms (on time)':30s} {min(shares):.0%}-{max(shares):.0%}")
+    for share, ceiling in ((0.1, 300), (0.3, 300), (0.5, 300), (0.2, 1000)):
+        print(f"{f'{share:.0%} random at {ceiling}/s':30s} {random_share(share, ceiling)}")
+    per_row = [run(PerRowRefusals(0.2, times=3), 300, 6000, seed, 0.0) for seed in range(4)]
+    sent = [c.sent_rate(2.0, c.most_settled_at or c.end) / 300 for c in per_row]
+    print(f"{'20% of rows refused 3 times':30s} {min(sent):.0%}-{max(sent):.0%} of the asked rate")
+    fair = []
+    for seed in range(6):
+        sim = Simulation(TokenBucket(200, 20), seed=seed)
+        first = sim.add_client(rows=5000, ceiling=600)
+        second = sim.add_client(rows=5000, ceiling=600, start=3.0)
+        sim.run(120)
+        fair.append(min(first.goodput(8, 25), second.goodput(8, 25)) / 200)
+    print(f"{'two runs, smaller share':30s} " + " ".join(f"{f:.0%}" for f in fair))
+
+
+if __name__ == "__main__":
+    main()
