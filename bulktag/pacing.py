@@ -165,9 +165,8 @@ class PaceController:
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = self._new_window(now)
-        self.refused_total = 0
-        # (time, accepted_total, refused_total), ~0.1 s apart over the last two horizons
-        self._history: deque[tuple[float, int, int]] = deque([(now, 0, 0)])
+        # (time, accepted_total), ~0.1 s apart over the last two horizons
+        self._history: deque[tuple[float, int]] = deque([(now, 0)])
         self._started = now
         self._steps: list[tuple[float, float]] = []  # (rate, share) before each cut of an episode
         self._trigger = 0.0  # the refused share that began the episode
@@ -194,7 +193,7 @@ class PaceController:
         """The first request leaves now: rates are measured from here, not from when the
         controller was made (a run reads its journal and checks the endpoint first)."""
         self._started = self.last_accepted = self.changed_at = now
-        self._history = deque([(now, self.accepted_total, self.refused_total)])
+        self._history = deque([(now, self.accepted_total)])
         self._window = self._new_window(now)
 
     # ── answers in ────────────────────────────────────────────────────────────────────────
@@ -219,7 +218,6 @@ class PaceController:
             self.last_accepted = now
             self._streak = self._fresh_streak = 0
         if signal is not Signal.ACCEPTED:
-            self.refused_total += signal is Signal.REFUSED
             if sent_at >= self._resumed_at:
                 # Refusals of requests sent before the pace resumed were sent at the pace
                 # that spent the window: no evidence against the resumed one.
@@ -335,7 +333,7 @@ class PaceController:
     def _remember(self, now: float) -> None:
         history = self._history
         if now - history[-1][0] >= 0.1:
-            history.append((now, self.accepted_total, self.refused_total))
+            history.append((now, self.accepted_total))
         while len(history) > 2 and history[1][0] <= now - 2 * self._horizon():
             history.popleft()
 
@@ -355,7 +353,7 @@ class PaceController:
         present, or when the last answer was accepted. Early in the run, over the run so far,
         unless ``full``."""
         horizon = self._horizon()
-        since, accepted, _ = self._horizon_start(now)
+        since, accepted = self._horizon_start(now)
         shortest = horizon if full else min(horizon, now - self._started)
         span = max(now - since, shortest, 1e-3)
         return (self.accepted_total - accepted) / span
@@ -365,7 +363,7 @@ class PaceController:
         rate (those requests were admitted by its limiter, then failed on their own)."""
         return self.accepted_rate(now, full=full) / (1.0 - min(self.independent, 0.9))
 
-    def _horizon_start(self, now: float) -> tuple[float, int, int]:
+    def _horizon_start(self, now: float) -> tuple[float, int]:
         """The newest remembered point at least a horizon before ``now`` (else the oldest)."""
         start = self._history[0]
         for point in self._history:
