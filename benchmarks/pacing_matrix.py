@@ -59,6 +59,7 @@ class PacingSizes:
     slack_s: float  # how far past its plan a bulktag may run before it is stopped
     every_model: bool  # False: one model of each kind of judgement (smoke)
     plots: Path
+    models: tuple[str, ...] = ()  # only the models whose name contains one of these
 
 
 FULL = PacingSizes(8, 5, 10, 60, 20, 10, True, HERE / "plots")
@@ -118,6 +119,8 @@ def models(s: PacingSizes) -> list[Model]:
     found = [
         m if m.budget_s else replace(m, budget_s=1.25 * m.planned_s + s.slack_s) for m in found
     ]
+    if s.models:
+        found = [m for m in found if any(text in m.name for text in s.models)]
     return found if s.every_model else [m for m in found if m.in_smoke]
 
 

@@ -5,6 +5,7 @@
     python benchmarks/run.py --smoke         # tiny sizes, 1 repetition, < 60 s: for CI
     python benchmarks/run.py --only rate     # one scenario (repeatable, or comma-separated)
     python benchmarks/run.py --only pacing   # the pacing matrix of issue 13 (~4.5-9 min)
+    python benchmarks/run.py --only pacing --model bucket   # its models whose name has "bucket"
 
 Exit status: 0 when every run of every scenario completed, 1 when a client or a scenario
 crashed (timings are never judged here: a missed target is reported, not failed), 2 for usage
@@ -25,6 +26,7 @@ import sys
 import time
 import traceback
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +47,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         metavar="NAME",
         help=f"run only these scenarios: {', '.join(scenarios.SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="pacing matrix: run only the models whose name contains TEXT (repeatable)",
     )
     parser.add_argument("--output", type=Path, help="where to write the results table")
     parser.add_argument("--python", help="interpreter for bulktag and the minimal client")
@@ -78,7 +87,7 @@ def output_path(args: argparse.Namespace) -> Path:
         return HERE / "work" / "RESULTS-smoke.md"
     if args.quick:
         return HERE / "work" / "RESULTS-quick.md"
-    if args.only != list(scenarios.SCENARIOS):
+    if args.only != list(scenarios.SCENARIOS) or args.model:
         return HERE / "work" / "RESULTS-partial.md"
     return HERE / "RESULTS.md"
 
@@ -153,6 +162,8 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.default_int_handler)
     sizes = scenarios.SMOKE if args.smoke else scenarios.QUICK if args.quick else scenarios.FULL
+    if args.model:
+        sizes = replace(sizes, pacing=replace(sizes.pacing, models=tuple(args.model)))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     workdir = HERE / "work" / f"run-{stamp}"
     workdir.mkdir(parents=True)
