@@ -10,8 +10,11 @@ bulktag's journal, never from bulktag's own claims:
 
 * **goodput**: accepted PUTs per second, first to last PUT; against a fixed window, per whole
   window touched (a client that finishes early in a window was not slower for it);
-* **requests/s**: PUTs per second from the first PUT until every row had been sent once — the
-  pace the pacer chose; after it come only the per-row retries' tail;
+* **requests/s**: PUTs per second from the first PUT until 95% of the rows had been sent once —
+  the pace the pacer chose. Not until every row: the last first attempts wait behind their
+  image's retries (one request per image at a time, API-FACTS), so where they end is the
+  retries' back-off, not the pace (measured: 225 and 294/s from two runs at 300/s allowed
+  throughout; 95% of the rows are out at the same pace in both);
 * **refused**: the share of PUTs not answered 2xx;
 * **recovery**: from a change of capacity to the end of the first one-second window (sliding in
   0.1-s steps) whose accepted PUTs reached the target share of the new capacity;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import re
 import subprocess
 import time
@@ -398,7 +402,7 @@ class Figures:
 
     requests: int
     accepted: int
-    sending_rate: float  # PUTs/s until every row had been sent once
+    sending_rate: float  # PUTs/s until 95% of the rows had been sent once
     goodput: float
     pairs: int
     stored: int  # input pairs found on the servers
@@ -435,17 +439,21 @@ def goodput(accepted: list[float], puts: list[Put], window_s: float | None) -> f
     return len(accepted) / max(1e-9, puts[-1].t - puts[0].t)
 
 
-def sending_rate(puts: list[Put]) -> float:
-    """PUTs per second from the first PUT to the last first attempt of a pair."""
+def sending_rate(puts: list[Put], share: float = 0.95) -> float:
+    """PUTs per second from the first PUT to the first attempt that brought the pairs sent at
+    least once to ``share`` of all pairs."""
+    firsts = []
     seen: set[Pair] = set()
-    last_first = 0
     for n, put in enumerate(puts):
         if (put.image_id, put.tag) not in seen:
             seen.add((put.image_id, put.tag))
-            last_first = n
-    if last_first == 0:
+            firsts.append(n)
+    if not firsts:
         return 0.0
-    return last_first / max(1e-9, puts[last_first].t - puts[0].t)
+    last = firsts[max(0, math.ceil(share * len(firsts)) - 1)]
+    if last == 0:
+        return 0.0
+    return last / max(1e-9, puts[last].t - puts[0].t)
 
 
 def journal_counts(journals: set[Path], pairs: set[Pair]) -> tuple[int, int]:
@@ -754,7 +762,7 @@ SETUP = (
     "A fresh `benchmarks/glance_server.py` per model (bulktag's fake Glance with `serve-fake`'s "
     "`--limiter`/`--outage`/`--fail-503` flags; times count from its start) and the real "
     "`bulktag run --rate ASKED --concurrency {concurrency}` (default burst, JSON log). From the "
-    "server's records: *requests/s* until every row had been sent once; *goodput* accepted PUTs "
+    "server's records: *requests/s* until 95% of the rows had been sent once; *goodput* accepted PUTs "
     "per second, first to last PUT (per whole window for fixed windows); *refused* share of "
     "PUTs; *recovery* from a change to the end of the first 1-s window at the target share of "
     "the new capacity. *stored*: input pairs on the server; *journal ok*: pairs with exactly one "

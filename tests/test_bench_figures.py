@@ -47,6 +47,13 @@ def test_sending_rate_ends_at_the_last_first_attempt_not_at_the_retries_tail() -
     assert 1.0 == sending_rate(sent)
 
 
+def test_sending_rate_ends_when_95_percent_of_the_rows_were_sent_not_at_a_straggler() -> None:
+    """A row whose first attempt waited behind its image's retries says nothing of the pace:
+    100 rows at 10/s, then one more 20 s later."""
+    sent = [*puts(*(n / 10 for n in range(100))), Put(30.0, 204, "late", "t")]
+    assert 10.0 == pytest.approx(sending_rate(sent), rel=0.02)
+
+
 def test_recovery_is_the_end_of_the_first_full_second_at_the_asked_rate() -> None:
     accepted = [5.0 + n / 10 for n in range(30)]  # 10/s from 5 s on
     assert 6.0 == pytest.approx(recovery_s(accepted, 0.0, 10, until=8.0))
