@@ -762,11 +762,12 @@ SETUP = (
     "A fresh `benchmarks/glance_server.py` per model (bulktag's fake Glance with `serve-fake`'s "
     "`--limiter`/`--outage`/`--fail-503` flags; times count from its start) and the real "
     "`bulktag run --rate ASKED --concurrency {concurrency}` (default burst, JSON log). From the "
-    "server's records: *requests/s* until 95% of the rows had been sent once; *goodput* accepted PUTs "
-    "per second, first to last PUT (per whole window for fixed windows); *refused* share of "
-    "PUTs; *recovery* from a change to the end of the first 1-s window at the target share of "
-    "the new capacity. *stored*: input pairs on the server; *journal ok*: pairs with exactly one "
-    "`ok` record. Every target also needs every pair stored with one `ok` record."
+    "server's records: *requests/s* until 95% of the rows had been sent once; *goodput* "
+    "accepted PUTs per second, first to last PUT (per whole window for fixed windows); "
+    "*refused* share of PUTs; *recovery* from a change to the end of the first 1-s window at "
+    "the target share of the new capacity. *stored*: input pairs on the server; *journal ok*: "
+    "pairs with exactly one `ok` record. Every target also needs every pair stored with one "
+    "`ok` record."
 )
 
 

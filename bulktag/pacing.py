@@ -20,7 +20,9 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     below the last good pace → double back towards it
                  │     at it for a second → probe above: +2 %, +8 %, +32 % … (plus a step
                  │     shared by runs on one limit); a probe that brings refusals goes back
-                 │     to the good pace; with p > 0, a probe is confirmed only if more got in
+                 │     to the good pace, and for a few seconds the next probes go at most
+                 │     half the way back to it (a binary search, as in BIC-TCP);
+                 │     with p > 0, a probe is confirmed only if more got in
                  │     every 10 s with p > 0: dip to half the pace for a window; f fell → a
                  │     limit was hiding in p: p := f there, pace under what got in
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
@@ -86,6 +88,7 @@ class PacingPolicy:
     not_fallen: float = 0.8  # a share that stayed above this × before did not fall
     probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
+    overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
     dip: float = 0.5  # …to this share of the pace
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
@@ -121,6 +124,7 @@ class _Window:
     # traffic as the run goes on, and would make a steady share look like a rising one.
     fresh_accepted: int = 0
     fresh_refused: int = 0
+    observed_accepted: int = 0  # accepted answers passed to observe(), sent whenever
 
     def add(self, signal: Signal, retry_after: float | None, fresh: bool) -> None:
         self.accepted += signal is Signal.ACCEPTED
@@ -176,6 +180,8 @@ class PaceController:
         self._verifying = (1.0, 0.0, 1, 0.0)
         self._resume = ceiling  # the pace to resume at when something is accepted again
         self._probes = 0
+        self._overshot: float | None = None  # the last pace that brought refusals, if above…
+        self._overshot_at = now  # …and when: after a while it says little about the cloud
         self._checked_at = now  # the last dip under a pace with rate-independent refusals
         self._first_tries = False  # the last window's share was read from rows' first tries
         self._dip_answers = 0  # answers the window of a dip needs
@@ -211,6 +217,7 @@ class PaceController:
         answer to a row's first attempt."""
         if signal is Signal.ACCEPTED:
             self.accepted_total += 1
+            self._window.observed_accepted += 1
         if self.accepted_total != self._accepted_seen:
             # Accepted since the last answer seen here (some counted by the engine's fast
             # path while calm, which reads no clock): the cloud took something until now.
@@ -283,7 +290,7 @@ class PaceController:
             self._hold_back(now, window)
         elif answers := accepted + window.refused:
             share = window.refused / answers
-            fresh = window.fresh_accepted + window.fresh_refused
+            fresh = window.fresh_accepted + window.fresh_refused + self._counted_only(window)
             # An experiment decides on rows' first tries only if there are as many of them
             # as it needs answers: a dozen say less than all the answers, retries and all.
             self._first_tries = fresh >= self._answers_needed()
@@ -301,6 +308,15 @@ class PaceController:
             else:
                 self._clean(now, share, answers)
         self._window = self._new_window(now)
+
+    def _counted_only(self, window: _Window) -> int:
+        """Accepted answers the engine's fast path counted while calm, never passed to
+        :meth:`observe`: first tries, nearly all (nothing was refused, so few rows retry).
+        Without them, the window in which calm ends would read its first refusals against
+        none of the answers accepted before them. An experiment's windows see every answer."""
+        if self._testing:
+            return 0
+        return self.accepted_total - window.accepted_before - window.observed_accepted
 
     def _nothing_gets_in(self, now: float) -> bool:
         """Refusals (or failures) in a row, with nothing accepted, that are no longer luck:
@@ -321,7 +337,7 @@ class PaceController:
         at any rate makes streaks of five every 32 requests, before any experiment)."""
         window = self._window
         streak = min(self._fresh_streak, window.fresh_refused)
-        before = window.fresh_accepted + window.fresh_refused - streak
+        before = window.fresh_accepted + self._counted_only(window) + window.fresh_refused - streak
         share = max(self.independent, self._last_share)
         if before >= self.policy.window_answers:
             share = max(share, (window.fresh_refused - streak) / before)
@@ -380,10 +396,11 @@ class PaceController:
             # A probe above a pace a clean horizon confirmed went too far: back to that pace,
             # not under what got in while overshooting (which, at a concurrency limit, is
             # less than the pace: refusals there come in clumps).
-            self._probes = 0
-            self._set_rate(now, self.good)
+            self._back_from_probe(now)
             return
         self._probes = 0
+        if self.mode is not Mode.TESTING:
+            self._overshoot(now)
         self._admitted_while_refused = self.admitted_rate(now)  # what got in: the capacity
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if self.mode is not Mode.TESTING:
@@ -520,10 +537,9 @@ class PaceController:
         answers = self._tally_answers
         share = self._tally_refused / answers if answers else 0.0
         if share > self.independent + max(0.01, _noise(self.independent, answers, 2.0)):
-            self._probes = 0
             if self.rate <= self.good:  # refusals at the held pace itself: go under them
                 self.good = min(self.good, self.admitted_rate(now) * policy.below)
-            self._set_rate(now, self.good)
+            self._back_from_probe(now)
             return
         if share > 0.0 == self.independent and self.rate <= self.good:
             # A few refusals at the held pace, too few to be sure of: no probe, and the pace
@@ -538,8 +554,35 @@ class PaceController:
         # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
         shared = 0.25 * policy.probe_step * self.ceiling
         step = (policy.probe_step * self.rate + shared) * 4.0**self._probes
+        step, grows = self._bounded_step(now, step)
         self._set_rate(now, self.rate + step)
-        self._probes += 1
+        self._probes += grows
+
+    def _bounded_step(self, now: float, step: float) -> tuple[float, bool]:
+        """A probe's step, and whether the next one may grow. No further than half the way to
+        a recent pace that brought refusals: the capacity lies between the two, and halving
+        the gap finds it in a few probes (BIC's binary search), where the growing step would
+        overshoot again and fall back to where it started. Once the gap is closed, or the
+        overshoot is a few seconds old, the step grows freely: capacity may have grown."""
+        if now - self._overshot_at > self.policy.overshot_for:
+            self._overshot = None
+        gap = (self._overshot or 0.0) - self.rate
+        if gap < 0.02 * self.rate:
+            self._overshot = None
+            return step, True
+        if step > gap / 2:
+            return gap / 2, False
+        return step, True
+
+    def _overshoot(self, now: float) -> None:
+        self._overshot, self._overshot_at = self.rate, now
+
+    def _back_from_probe(self, now: float) -> None:
+        """A probe brought refusals: back to the last good pace, and remember where it was."""
+        if self.rate > self.good:
+            self._overshoot(now)
+        self._probes = 0
+        self._set_rate(now, self.good)
 
     def _tested_clean(self, now: float, share: float, answers: int) -> None:
         """Clean after a cut: confirmed if the refusals above the rate-independent share at

@@ -174,6 +174,8 @@ class Simulation:
         client.allowed[int(sent_at / BIN)] = client.pacer.rate
         verdict = self.model.arrive(sent_at, f"{client.name}-{row}")
         done = sent_at + self.latency + verdict.latency
+        if verdict.accepted:  # the server is done with it then, however late the answer is
+            self.at(done, lambda: self.model.leave(done))
         if self.spread:
             done += self.rng.expovariate(1.0 / self.spread)
         self.at(done, lambda: self._answer(client, (row, counted + 1, made + 1), verdict, sent_at))
@@ -185,7 +187,6 @@ class Simulation:
         decision = decide(self.retry, answer, counted, self.now, self.rng)
         pacer = client.pacer
         if verdict.accepted:
-            self.model.leave(self.now)
             client.accepted += 1
             _bump(client.accepted_bins, self.now)
             if pacer.calm:  # the engine's fast path: an accepted answer only counts

@@ -191,6 +191,37 @@ def test_a_clean_pace_is_probed_upwards_after_a_horizon_and_taken_back_on_refusa
     assert 100.0 == control.rate
 
 
+def test_probes_after_an_overshoot_go_at_most_half_the_way_back_to_it() -> None:
+    """A binary search between the good pace and the one that brought refusals, not a step
+    that grows past the overshoot again."""
+    control = PaceController(1000.0, POLICY, T)
+    control.rate = control.good = 100.0
+    now = T
+    while control.rate < 130.0:  # clean probes: 2 %, then 4× larger each time
+        now = answers(control, now, 1.2, control.rate, refused=0.0)
+    overshot, good = control.rate, control.good
+    now = answers(control, now, 1.2, overshot, refused=0.1)  # too far
+    assert good == control.rate
+    for _ in range(3):
+        before = control.rate
+        now = answers(control, now, 1.2, control.rate, refused=0.0)
+        assert before < control.rate <= (before + overshot) / 2 + 1e-9
+
+
+def test_accepted_answers_counted_only_by_the_fast_path_are_part_of_the_share() -> None:
+    """While calm the engine counts accepted answers without calling observe(); the window in
+    which calm ends reads its first refusals against them too, not against the few accepted
+    answers observed after it (6 refused of 146 is noise; 6 of 46 would be overload)."""
+    control = PaceController(1000.0, POLICY, T)
+    control.accepted_total += 100  # the fast path, at the ceiling
+    now = T + 0.1
+    for n in range(46):
+        signal = Signal.REFUSED if n % 8 == 0 else Signal.ACCEPTED
+        control.observe(now + n * 0.001, now + n * 0.001, signal)
+    control.observe(now + 0.2, now + 0.2, Signal.ACCEPTED)
+    assert (0, 1000.0) == (control.cuts, control.rate)
+
+
 def test_the_rate_never_leaves_its_bounds() -> None:
     control = PaceController(50.0, POLICY, T)
     now = T

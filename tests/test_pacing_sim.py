@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import pytest
 
@@ -45,7 +46,6 @@ class Limited:
     rows: int
     min_goodput: float = 0.90  # of capacity, once found (after the first seconds)
     max_refused: float = 0.05  # of all requests, over the whole run
-    holds_requests: bool = False  # its capacity depends on how long an answer takes
 
 
 LIMITED = {
@@ -53,9 +53,7 @@ LIMITED = {
     "fixed-1s-window": Limited(lambda: FixedWindow(200, 1.0), 200, 1000, 6000),
     "sliding-1s-window-429": Limited(lambda: SlidingWindow(200, 1.0, APIGW), 200, 600, 6000),
     # 8 in service for 40 ms, plus the simulation's 5 ms of network: 8 / 0.045 s
-    "concurrency-limit": Limited(
-        lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045, 1000, 6000, holds_requests=True
-    ),
+    "concurrency-limit": Limited(lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045, 1000, 6000),
     "queueing-server": Limited(lambda: QueueingServer(200, 0.5), 200, 1000, 6000),
     # Gap: ~72 %. At 5 answers a second every measure is noisy; each probe overshoots and the
     # cut that follows lands under the capacity.
@@ -88,8 +86,6 @@ def _run(
 def test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(
     case: Limited, spread: float
 ) -> None:
-    if spread and case.holds_requests:
-        pytest.skip("a late answer holds a place in service longer: another capacity")
     client = _run(case.model(), rows=case.rows, ceiling=case.ceiling, spread=spread)
     assert case.rows == client.outcomes.get(Outcome.OK)
     end = client.most_settled_at
@@ -179,20 +175,36 @@ def test_a_cloud_that_refuses_everything_stops_the_run_after_the_outage_limit() 
     assert not client.outcomes.get(Outcome.GAVE_UP)
 
 
-# Gap, one seed of six: the second run gets 32 %. A run that starts into a limit another
-# already fills reads its small share as what it can have, and the additive part of the
-# probes evens the two out only slowly.
-@pytest.mark.parametrize(
-    "seed", [0, 1, 2, pytest.param(3, marks=KNOWN_GAP), 4, 5], ids=lambda seed: f"seed-{seed}"
-)
-def test_two_runs_sharing_one_limit_each_find_a_fair_share(seed: int) -> None:
-    sim = Simulation(TokenBucket(200, 20), seed=seed)
+def _shares_of_two_runs(seed: int) -> tuple[float, float]:
+    """Goodput of two runs on one 200/s bucket, the second starting 3 s after the first, each
+    ÷ capacity, from 8 s to 25 s. Seeds 8-15 answer late (see LATE)."""
+    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed >= 8 else 0.0)
     first = sim.add_client(rows=5000, ceiling=600)
     second = sim.add_client(rows=5000, ceiling=600, start=3.0)
     sim.run(120)
-    both = first.goodput(8.0, 25.0) + second.goodput(8.0, 25.0)
-    assert both >= 0.9 * 200
-    assert min(first.goodput(8.0, 25.0), second.goodput(8.0, 25.0)) >= 0.35 * 200
+    return first.goodput(8.0, 25.0) / 200, second.goodput(8.0, 25.0) / 200
+
+
+@cache
+def two_runs() -> list[tuple[float, float]]:
+    return [_shares_of_two_runs(seed) for seed in range(16)]
+
+
+def test_two_runs_sharing_one_limit_use_it_together_and_neither_starves() -> None:
+    """Over sixteen seeds: together at the capacity, the smaller share near half in most
+    (median ≥ 40 %: 35 % before the binary search of the probes), and never starved."""
+    assert all(a + b >= 0.9 for a, b in two_runs())
+    smaller = sorted(min(pair) for pair in two_runs())
+    assert smaller[len(smaller) // 2] >= 0.40
+    assert smaller[0] >= 0.10
+
+
+# Gap: at one or two seeds of sixteen the smaller share is 13-33 %. A run that starts into a
+# limit another already fills can read its small share as what it can have, and the two even
+# out only as fast as the probes' additive part allows.
+@KNOWN_GAP
+def test_two_runs_sharing_one_limit_each_find_a_fair_share() -> None:
+    assert min(min(pair) for pair in two_runs()) >= 0.35
 
 
 def test_the_ceiling_is_never_passed_whatever_the_server_says() -> None:
