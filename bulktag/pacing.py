@@ -635,8 +635,10 @@ class PaceController:
         as 1,000/s), the next spent window, read over a full horizon, corrects it. Spent again
         soon after resuming, the resumed pace was too fast: a quarter of it then, or more — a
         horizon spent mostly held back reads far under the capacity."""
-        if not self.accepted_total:
-            return self.rate  # nothing ever got in: no pace to keep
+        if self.accepted_total < self.policy.window_answers:
+            # Nothing got in yet, or too little to measure a rate by (the first answers of a
+            # run arrive out of order, with its connections still opening): no pace to keep.
+            return self.rate
         full = self.cuts > 0
         pace = self.admitted_rate(self.last_accepted, full=full) * self.policy.below
         if now - self._resumed_at < 2 * self._horizon():

@@ -222,6 +222,19 @@ def test_accepted_answers_counted_only_by_the_fast_path_are_part_of_the_share() 
     assert (0, 1000.0) == (control.cuts, control.rate)
 
 
+def test_a_hold_back_before_a_rate_could_be_measured_resumes_where_it_was() -> None:
+    """Two accepted, then five refused, in a run's first 50 ms (its first answers arrive out of
+    order, connections still opening): too little to read a pace from. It resumes at the
+    rate it had, and the windows that follow measure; not at 2 ÷ 0.05 s × 0.95 = 38/s."""
+    control = PaceController(1000.0, POLICY, T)
+    control.begin(T)
+    for n, signal in enumerate([Signal.ACCEPTED] * 2 + [Signal.REFUSED] * 5):
+        control.observe(T + 0.04 + n * 0.001, T + 0.001 * n, signal)
+    assert Mode.HELD_BACK == control.mode
+    control.observe(T + 0.06, T + 0.055, Signal.ACCEPTED)
+    assert (Mode.CRUISE, 1000.0) == (control.mode, control.rate)
+
+
 def test_the_rate_never_leaves_its_bounds() -> None:
     control = PaceController(50.0, POLICY, T)
     now = T
