@@ -18,18 +18,20 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │                                 accepted/s over ≥ 1 s
                  ├─ f within the rate-independent share p (+ noise): clean
                  │     below the last good pace → double back towards it
-                 │     at it for a second → probe above: +2 %, +8 %, +32 % … (plus a step
-                 │     shared by runs on one limit); a probe that brings refusals goes back
+                 │     at it for a second and 32 answers → probe above: +2 %, +8 %, +32 %…
+                 │     (plus a step shared by runs on one limit); one that brings refusals goes back
                  │     to the good pace, and for a few seconds the next probes go at most
                  │     half the way back to it (a binary search, as in BIC-TCP);
                  │     with p > 0, a probe is confirmed only if more got in
                  │     every 10 s with p > 0: dip to half the pace for a window; f fell → a
                  │     limit was hiding in p: p := f there, pace under what got in
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
+                 │     (by half at most, when a handful of answers is all there is to read)
                  │     the experiment, on answers to requests sent since the cut: is f nearer
                  │     "as before" (not about the rate) or 1 − (1 − f) × old ÷ new rate (a
                  │     limit: what gets in stays flat)?
-                 │     a limit → pace under what got in meanwhile
+                 │     a limit → pace under what got in meanwhile (sooner, when nothing at
+                 │     all was refused in a sample that makes the old excess unlikely)
                  │     not about the rate → p := f, rate restored; the next window checks
                  │     that the accepted share held there (else a limit after all)
                  └─ nothing accepted, and no longer by luck (a window spent, an outage)
@@ -86,7 +88,8 @@ class PacingPolicy:
     below: float = 0.95  # pace this far under the accepted rate
     cut_at_least: float = 0.85  # a cut lowers the rate at least this far: the experiment shows
     not_fallen: float = 0.8  # a share that stayed above this × before did not fall
-    probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)
+    probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)…
+    probe_answers: int = 32  # …and long enough for this many answers at it
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
     overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
@@ -179,7 +182,8 @@ class PaceController:
         # answers it was read from; the rate-independent share before the experiment.
         self._verifying = (1.0, 0.0, 1, 0.0)
         self._resume = ceiling  # the pace to resume at when something is accepted again
-        self._probes = 0
+        self._probes = 0  # clean probes in a row: each step is 4× the last
+        self._probing = False  # the rate was last moved by a probe
         self._overshot: float | None = None  # the last pace that brought refusals, if above…
         self._overshot_at = now  # …and when: after a while it says little about the cloud
         self._checked_at = now  # the last dip under a pace with rate-independent refusals
@@ -248,7 +252,21 @@ class PaceController:
             return False  # a few refusals and nothing else yet: wait for more
         if elapsed >= policy.window_max and self.mode in (Mode.CRUISE, Mode.RECHECKING):
             return True
-        return elapsed >= policy.window and accepted + window.refused >= self._answers_needed()
+        if elapsed < policy.window:
+            return False
+        answers = accepted + window.refused
+        return answers >= self._answers_needed() or self._clean_sooner(window, answers)
+
+    def _clean_sooner(self, window: _Window, answers: int) -> bool:
+        """After a cut, a window with no refusal at all is sure sooner than the experiment's
+        full sample: nothing refused in n answers where at least half the excess share that
+        began the episode was expected happens less than once in a hundred. At a few
+        requests a second the full sample takes ten seconds and more, spent under the pace
+        the cut was meant to find."""
+        if self.mode is not Mode.TESTING or window.refused or answers < self.policy.window_answers:
+            return False
+        expected = (self._trigger - self.independent) / 2
+        return expected > 0 and answers >= math.log(0.01) / math.log1p(-min(expected, 0.99))
 
     def _answers_needed(self) -> int:
         if self.mode is Mode.RECHECKING:
@@ -392,7 +410,7 @@ class PaceController:
         if self.mode is Mode.TESTING and self._independent_of_rate(share, answers):
             return
         policy = self.policy
-        if self.mode is Mode.CRUISE and self._probes and self.rate > self.good:
+        if self.mode is Mode.CRUISE and self._probing and self.rate > self.good:
             # A probe above a pace a clean horizon confirmed went too far: back to that pace,
             # not under what got in while overshooting (which, at a concurrency limit, is
             # less than the pace: refusals there come in clumps).
@@ -403,6 +421,11 @@ class PaceController:
             self._overshoot(now)
         self._admitted_while_refused = self.admitted_rate(now)  # what got in: the capacity
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
+        if self.accepted_total - self._horizon_start(now)[1] < policy.window_answers:
+            # Too few got in over the horizon to measure what gets in (a few requests a
+            # second, much of it held back): halve, as TCP does, rather than trust a count of
+            # two or three, and let the experiment's windows measure from there.
+            target = max(target, 0.5 * self.rate)
         if self.mode is not Mode.TESTING:
             self._steps = []
             self._trigger = share
@@ -479,8 +502,15 @@ class PaceController:
                 self.independent = 0.0
         if self.rate < self.good:
             self._set_rate(now, min(self.good, 2.0 * self.rate))
-        elif self.rate < self.ceiling and now - self.changed_at >= self.policy.probe_every:
+        elif self.rate < self.ceiling and now - self.changed_at >= self._probe_every():
             self._probe(now)
+
+    def _probe_every(self) -> float:
+        """Seconds at a pace before the next probe: a horizon, or long enough for
+        ``probe_answers`` answers, whichever is longer. A probe that overshoots costs a
+        refusal or two whatever the pace: at ten requests a second, one probe a second
+        would spend one request in ten on probing."""
+        return max(self.policy.probe_every, self.policy.probe_answers / self.rate)
 
     def _dip(self, now: float, share: float) -> None:
         """Now and then a pace with rate-independent refusals dips by half for a window: the
@@ -557,6 +587,7 @@ class PaceController:
         step, grows = self._bounded_step(now, step)
         self._set_rate(now, self.rate + step)
         self._probes += grows
+        self._probing = True
 
     def _bounded_step(self, now: float, step: float) -> tuple[float, bool]:
         """A probe's step, and whether the next one may grow. No further than half the way to
@@ -635,15 +666,15 @@ class PaceController:
         as 1,000/s), the next spent window, read over a full horizon, corrects it. Spent again
         soon after resuming, the resumed pace was too fast: a quarter of it then, or more — a
         horizon spent mostly held back reads far under the capacity."""
+        soon = now - self._resumed_at < 2 * self._horizon()  # spent again soon after resuming
         if self.accepted_total < self.policy.window_answers:
             # Nothing got in yet, or too little to measure a rate by (the first answers of a
-            # run arrive out of order, with its connections still opening): no pace to keep.
-            return self.rate
+            # run arrive out of order, with its connections still opening): the pace it had,
+            # or a quarter of it if that was spent again at once.
+            return 0.25 * self._resume if soon else self.rate
         full = self.cuts > 0
         pace = self.admitted_rate(self.last_accepted, full=full) * self.policy.below
-        if now - self._resumed_at < 2 * self._horizon():
-            pace = max(pace, 0.25 * self._resume)
-        return pace
+        return max(pace, 0.25 * self._resume) if soon else pace
 
     def _resume_pace(self, now: float) -> None:
         if 0.1 <= now - self._held_since < self.policy.silent_after:
@@ -661,6 +692,7 @@ class PaceController:
         floor = min(self.policy.min_rate, self.ceiling)
         self.rate = min(self.ceiling, max(floor, rate))
         self.changed_at = now
+        self._probing = False  # a probe sets it again after this
         self._tally_refused, self._tally_answers = 0.0, 0
 
     # ── what the operator is told ─────────────────────────────────────────────────────────

@@ -235,6 +235,34 @@ def test_a_hold_back_before_a_rate_could_be_measured_resumes_where_it_was() -> N
     assert (Mode.CRUISE, 1000.0) == (control.mode, control.rate)
 
 
+def test_a_cut_read_from_two_or_three_accepted_answers_halves_the_rate_at_most() -> None:
+    """At 25/s against a cloud that takes 5/s, two got in over the last second: 0.95 × 2/s
+    would be a guess. Halve, and let the experiment's windows measure from there."""
+    control = PaceController(100.0, POLICY, T)
+    control.begin(T)
+    control.rate = control.good = 25.0
+    now = T + 2.0
+    for n, refused in enumerate([1, 1, 0, 1, 1, 0, 1, 1]):
+        signal = Signal.REFUSED if refused else Signal.ACCEPTED
+        control.observe(now + 0.04 * n, now + 0.04 * n, signal)
+    assert Mode.TESTING == control.mode
+    assert 12.5 == pytest.approx(control.rate)
+
+
+def test_after_a_cut_a_window_with_no_refusal_confirms_it_before_the_full_sample() -> None:
+    """80 % refused began the episode; ten answers in a row accepted after the cut would
+    happen less than once in a hundred if even half that excess remained."""
+    control = PaceController(1000.0, POLICY, T)
+    now = answers(control, T, 0.3, 1000.0, refused=0.8)
+    assert Mode.TESTING == control.mode
+    cut = control.rate
+    for n in range(10):
+        control.observe(now + 0.03 * n, now + 0.03 * n, Signal.ACCEPTED)
+    assert Mode.CRUISE == control.mode
+    assert control.rate_related
+    assert control.rate <= cut
+
+
 def test_the_rate_never_leaves_its_bounds() -> None:
     control = PaceController(50.0, POLICY, T)
     now = T
