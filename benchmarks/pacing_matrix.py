@@ -106,6 +106,7 @@ def models(s: PacingSizes) -> list[Model]:
         steady("sliding 1-s window 200/s, 429 APIGW.0308", "limit",
                ("--limiter", "sliding:200:1", "--limiter-status", "429"), 600),
         per_minute(s),
+        slow_cloud(s),
         steady("concurrency 8 in service × 40 ms", "limit",
                ("--limiter", "concurrency:8:0.04"), 1000, in_smoke=False),
         steady("queueing server 200/s, max wait 0.5 s", "queue",
@@ -138,6 +139,16 @@ def per_minute(s: PacingSizes) -> Model:
         f"fixed window {limit:,} per {s.window_s:g} s", "minute",
         ("--limiter", f"fixed:{limit}:{s.window_s:g}"), 1000, pairs, CAPACITY / 4,
         2 * s.window_s, window_s=s.window_s,
+    )  # fmt: skip
+
+
+def slow_cloud(s: PacingSizes) -> Model:
+    """A gateway that takes ten requests a second (IMS's may): every measure fills slowly."""
+    seconds = 3 * s.steady_s
+    return Model(
+        "slow cloud: bucket 10/s, 429 APIGW.0308", "limit",
+        ("--limiter", "bucket:10:2", "--limiter-status", "429"), 100, int(10 * seconds), 10.0,
+        seconds, in_smoke=False,
     )  # fmt: skip
 
 
