@@ -22,8 +22,6 @@ from bulktag.admission import Admission, Api, Op, Shard
 from bulktag.auth import (
     AuthRefused,
     AuthSpec,
-    CredentialsError,
-    IdentityUnavailable,
     TokenProvider,
     load_auth_spec,
     options_from_namespace,
@@ -31,11 +29,10 @@ from bulktag.auth import (
 from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
+from bulktag.errors import BulktagError, CloudUnavailable, ExitCode
 from bulktag.journal import (
-    JournalError,
     JournalLock,
     JournalWriter,
-    LockHeld,
     ResumeIndex,
     load_index,
     prepare,
@@ -58,7 +55,6 @@ from bulktag.source import (
 )
 from bulktag.summary import (
     SCHEMA_VERSION,
-    ExitCode,
     Tally,
     exit_code,
     new_run_id,
@@ -81,18 +77,11 @@ _SHOWN_INVALID = 20  # invalid rows a dry run lists by line
 _DRY_RUN_BATCH = 2048  # rows a dry run screens at once, like the engine
 
 
-class RunRefused(Exception):
-    """The run cannot start for a reason that has its own exit code (not a config error)."""
-
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def run_command(
     args: argparse.Namespace, settings: Settings, environment: Environment, run_id: str = ""
 ) -> int:
-    """The run, its exit code; every log event of it carries ``run_id``."""
+    """The run, its exit code; every log event of it carries ``run_id``. A run that cannot
+    start raises a BulktagError, which the CLI reports."""
     run_id = run_id or new_run_id()
     configure(settings.log_format, settings.log_level, environment.stderr)
     with structlog.contextvars.bound_contextvars(run_id=run_id):
@@ -130,16 +119,9 @@ def _run_command(
                 args, settings, spec, tls, op, shard, None, index, rows, total, api, run_id
             )
             report = _run_with_journal(plan, journal, environment, stack, lock.created)
-    except RunRefused as exc:
-        event = "journal_locked" if exc.code is ExitCode.LOCKED else "cloud_unavailable"
-        message = f"bulktag: error: {SCRUBBER.clean(str(exc))}"
-        refuse(environment, settings, Refusal(run_id, message, exc.code, event))
-        return exc.code
     except InputRefused as exc:  # the input as a whole: nothing was sent
-        name = "stdin" if args.input == "-" else args.input
-        message = f"bulktag: error: input {name}: {exc}"
-        refuse(environment, settings, Refusal(run_id, message, ExitCode.USAGE, "input_refused"))
-        return ExitCode.USAGE
+        exc.input_name = "stdin" if args.input == "-" else args.input
+        raise
     except KeyboardInterrupt:  # a stop signal before the run's own handlers took over
         message = "bulktag: interrupted before the run started; nothing sent"
         interrupted = Refusal(run_id, message, ExitCode.INTERRUPTED, "interrupted")
@@ -202,7 +184,7 @@ def _run_with_journal(
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:
         return _in_the_loop(replace(plan, journal=journal), environment)
-    except (ConfigError, RunRefused, InputRefused):
+    except BulktagError:
         journal.close()
         if created and path.stat().st_size == 0:
             path.unlink()
@@ -232,10 +214,7 @@ def loop_options() -> dict[str, bool]:
 def _tls(spec: AuthSpec) -> ssl.SSLContext | bool:
     from bulktag.auth import ssl_for
 
-    try:
-        return ssl_for(spec.tls_verify, spec.client_cert)
-    except CredentialsError as exc:
-        raise ConfigError(str(exc)) from None
+    return ssl_for(spec.tls_verify, spec.client_cert)
 
 
 def _refuse_input_as_journal(input_name: str, journal: Path) -> None:
@@ -277,10 +256,7 @@ def _auth_spec(args: argparse.Namespace, settings: Settings, environment: Enviro
     )
     if options.endpoint:
         _checked_endpoint(options.endpoint, "--endpoint")
-    try:
-        spec = load_auth_spec(options, environment.env)
-    except CredentialsError as exc:
-        raise ConfigError(str(exc)) from None
+    spec = load_auth_spec(options, environment.env)
     problem = control_character_problem(spec)  # aiohttp would raise on it in a header
     if problem is not None:
         raise ConfigError(problem)
@@ -351,10 +327,6 @@ def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:
     lock = JournalLock(journal)
     try:
         lock.acquire(wait)
-    except LockHeld as exc:
-        raise RunRefused(
-            f"another run is using the journal {journal}: {exc}", ExitCode.LOCKED
-        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot lock journal {journal}: {exc.strerror or exc}") from None
     stack.callback(lock.release)
@@ -362,12 +334,7 @@ def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:
 
 
 def _load_journal(path: Path, fresh: bool, lock: JournalLock) -> ResumeIndex:
-    try:
-        index, torn, moved = prepare(path, fresh, lock)
-    except JournalError as exc:
-        raise ConfigError(str(exc)) from None
-    except LockHeld as exc:  # --fresh moved the journal aside and another run took the path
-        raise RunRefused(f"another run took the journal {path}: {exc}", ExitCode.LOCKED) from None
+    index, torn, moved = prepare(path, fresh, lock)
     if moved is not None:
         log.info("journal_moved_aside", journal=str(path), moved_to=str(moved))
     if torn:
@@ -457,12 +424,7 @@ async def _credentials(session: aiohttp.ClientSession, spec: AuthSpec) -> Creden
     """Log in and find the image endpoint; a failure is exit 2, or 75 when it may pass."""
     from bulktag.auth import resolve_credentials
 
-    try:
-        return await resolve_credentials(spec)
-    except IdentityUnavailable as exc:  # down or busy: not the command's fault
-        raise RunRefused(f"{exc}; try again later", ExitCode.TEMPFAIL) from None
-    except (CredentialsError, AuthRefused) as exc:
-        raise ConfigError(str(exc)) from None
+    return await resolve_credentials(spec)
 
 
 async def _checked_transport(
@@ -600,7 +562,7 @@ async def _preflight(
     call = "GET /v2/images" if project is None else f"GET /v2/{project}/images/tags"
     problem = preflight_problem(answer, endpoint, call)
     if problem is not None and answer.status is None:  # unreachable: not the command's fault
-        raise RunRefused(f"{problem}; try again later", ExitCode.TEMPFAIL)
+        raise CloudUnavailable(problem)
     if problem is not None:
         raise ConfigError(problem)
     if answer.status is not None and answer.status >= 300:  # 403, 429, 5xx: warn and go on

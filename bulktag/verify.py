@@ -54,7 +54,6 @@ from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 from bulktag.auth import (
     AuthRefused,
     AuthSpec,
-    CredentialsError,
     TokenProvider,
     add_credential_arguments,
     load_auth_spec,
@@ -62,12 +61,12 @@ from bulktag.auth import (
 )
 from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.auth.tls import ssl_for
+from bulktag.errors import BulktagError, ExitCode
 from bulktag.journal import FileStats, not_a_journal, read_records
-from bulktag.logs import SCRUBBER
+from bulktag.logs import SCRUBBER, refusal_line
 from bulktag.model import Outcome
 from bulktag.pacing import Pacer
 from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
-from bulktag.summary import ExitCode
 
 # Shared with the run's transport, beside which ImageReader may move.
 from bulktag.transport import GlanceTransport, image_tags, make_session, normalize_endpoint
@@ -79,7 +78,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 _SHOWN_PROBLEMS = 20  # problems listed on stderr without --output
 
 
-class VerifyError(Exception):
+class VerifyError(BulktagError):
     """Verification cannot start (exit 2): the one-line reason."""
 
 
@@ -411,10 +410,7 @@ def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
             normalize_endpoint(options.endpoint)
         except ValueError as exc:
             raise VerifyError(f"--endpoint: {exc}") from None
-    try:
-        spec = load_auth_spec(options, env)
-    except CredentialsError as exc:
-        raise VerifyError(str(exc)) from None
+    spec = load_auth_spec(options, env)
     problem = control_character_problem(spec)  # aiohttp would raise on it in a header
     if problem is not None:
         raise VerifyError(problem)
@@ -463,10 +459,7 @@ async def _verify(
 
     tls = ssl_for(plan.spec.tls_verify, plan.spec.client_cert)
     async with make_session(plan.settings.concurrency, plan.timeout, tls) as session:
-        try:
-            credentials = await resolve_credentials(plan.spec)
-        except (CredentialsError, AuthRefused) as exc:
-            raise VerifyError(str(exc)) from None
+        credentials = await resolve_credentials(plan.spec)
         try:
             endpoint = normalize_endpoint(credentials.endpoint)
         except ValueError as exc:
@@ -542,9 +535,9 @@ def command_verify(
         with _open_output(args.output) as output:
             lines = _ProblemLines(output, stderr)
             tally = anyio.run(_verify, plan, lines, stderr)
-    except VerifyError as exc:
-        stderr.write(f"bulktag verify: error: {SCRUBBER.clean(str(exc))}\n")
-        return ExitCode.USAGE
+    except BulktagError as exc:  # plain text, as verify writes all it says
+        stderr.write(refusal_line(exc, "bulktag verify") + "\n")
+        return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     _write_summary(tally, plan.journal, lines, time.monotonic() - started, stderr)
