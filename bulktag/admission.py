@@ -16,22 +16,8 @@ from typing import cast
 from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
 from bulktag.journal import fingerprint_bytes as fingerprint
 from bulktag.keyset import KeyMap, KeySet, low64
-from bulktag.model import InvalidRow, Row
+from bulktag.model import Api, InvalidRow, Op, Row
 from bulktag.summary import Tally
-
-
-class Op(Enum):
-    """What a run does to each pair. Each op keeps its own resume keys in the journal."""
-
-    ADD = "add"
-    REMOVE = "remove"
-
-
-class Api(Enum):
-    """Which call a run makes: Glance's native tag call, or IMS's key/value tag API."""
-
-    GLANCE = "glance"
-    IMS = "ims"
 
 
 @dataclass(frozen=True, slots=True)

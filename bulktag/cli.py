@@ -17,22 +17,19 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 import anyio
 
 from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
+from bulktag.environment import STOP_SIGNALS, Environment
 from bulktag.errors import BulktagError, ExitCode
 from bulktag.logs import error_line, refusal_line
 from bulktag.summary import new_run_id, summary_document, write_summary
 
 DEFAULT_CONFIG = "bulktag.toml"
-#: What stops a run the same way (summary, final fsync, exit 130): Ctrl-C, a service manager,
-#: a closed terminal or ssh session. SIGHUP's default action would kill the process mid-write.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class UsageError(BulktagError):
@@ -302,7 +299,7 @@ def _add_verify(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_serve(parser: argparse.ArgumentParser) -> None:
-    from bulktag.fake.glance import add_serve_arguments
+    from bulktag.fake.serve import add_serve_arguments
 
     add_serve_arguments(parser)
 
@@ -338,17 +335,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         if name == wanted:
             add_arguments(sub)
     return parser
-
-
-@dataclass(frozen=True, slots=True)
-class Environment:
-    """What the outside world gives the CLI; tests pass their own."""
-
-    env: Mapping[str, str]
-    stdin: BinaryIO
-    stdout: TextIO
-    stderr: TextIO
-    cwd: Path
 
 
 class _ReaderMayBeGone:
@@ -544,7 +530,7 @@ def _command_completion(args: argparse.Namespace, environment: Environment) -> i
 
 
 def _command_serve_fake(args: argparse.Namespace, environment: Environment) -> int:
-    from bulktag.fake.glance import config_from_args, serve_forever
+    from bulktag.fake.serve import config_from_args, serve_forever
 
     try:
         config = config_from_args(args)

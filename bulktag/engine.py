@@ -48,14 +48,14 @@ import anyio.to_thread
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 
-from bulktag.admission import ALL, Admission, Api, Op, Shard
+from bulktag.admission import ALL, Admission, Shard
 from bulktag.admission import Decision as Admit
 from bulktag.auth import AuthRefused, TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex
-from bulktag.model import InvalidRow, Outcome, Result, Row, Tag
+from bulktag.model import Answer, Api, InvalidRow, Op, Outcome, Result, Row, Tag
 from bulktag.pacing import Pacer, PacingPolicy, Signal
 from bulktag.policy import ACCEPTED as _ACCEPTED
-from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
+from bulktag.policy import Abort, Decision, Retry, RetryPolicy, Settle, decide
 from bulktag.scheduler import ImageScheduler
 from bulktag.sink import JournalSink
 from bulktag.source import Parsed, RowReader

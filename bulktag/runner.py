@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import anyio
 import structlog
 
-from bulktag.admission import Admission, Api, Op, Shard
+from bulktag.admission import Admission, Shard
 from bulktag.auth import (
     AuthRefused,
     AuthSpec,
@@ -29,6 +29,7 @@ from bulktag.auth import (
 from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
+from bulktag.environment import STOP_SIGNALS, Environment
 from bulktag.errors import BulktagError, CloudUnavailable, ExitCode
 from bulktag.journal import (
     JournalLock,
@@ -39,9 +40,9 @@ from bulktag.journal import (
     read_blocks,
 )
 from bulktag.logs import SCRUBBER, configure, error_line, wants_json
-from bulktag.model import InvalidRow
+from bulktag.model import Api, InvalidRow, Op
 from bulktag.pacing import describe
-from bulktag.policy import RetryPolicy, preflight_problem
+from bulktag.policy import RetryPolicy
 from bulktag.progress import count_lines, show_progress
 from bulktag.source import (
     GLANCE_RULES,
@@ -63,13 +64,18 @@ from bulktag.summary import (
     summary_lines,
     write_summary,
 )
-from bulktag.transport import GlanceTransport, ImsTransport, make_session, normalize_endpoint
+from bulktag.transport import (
+    GlanceTransport,
+    ImsTransport,
+    make_session,
+    normalize_endpoint,
+    preflight_problem,
+)
 
 if TYPE_CHECKING:
     import aiohttp
 
     from bulktag.auth import Credentials
-    from bulktag.cli import Environment
     from bulktag.metrics import MetricsWriter
 
 log = structlog.get_logger()
@@ -575,8 +581,6 @@ async def _preflight(
 
 
 async def _watch_signals(engine: Engine, grace_period: float) -> None:
-    from bulktag.cli import STOP_SIGNALS
-
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for received in signals:
             name = signal.Signals(received).name

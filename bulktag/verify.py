@@ -66,10 +66,15 @@ from bulktag.journal import FileStats, not_a_journal, read_records
 from bulktag.logs import SCRUBBER, refusal_line
 from bulktag.model import Outcome
 from bulktag.pacing import Pacer
-from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
-
-# Shared with the run's transport, beside which ImageReader may move.
-from bulktag.transport import GlanceTransport, image_tags, make_session, normalize_endpoint
+from bulktag.policy import Abort, RetryPolicy, Settle, decide
+from bulktag.transport import (
+    GlanceTransport,
+    ImageRead,
+    ImageReader,
+    make_session,
+    normalize_endpoint,
+    preflight_problem,
+)
 
 DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -82,32 +87,7 @@ class VerifyError(BulktagError):
     """Verification cannot start (exit 2): the one-line reason."""
 
 
-# ── reading images: the HTTP edge ───────────────────────────────────────────────────────────
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRead:
-    """What one GET of an image got: the answer, and the image's tags when it had them."""
-
-    answer: Answer
-    tags: frozenset[str] | None = None
-
-
-class ImageReader:
-    """Reads an image's tags through the run's transport (the one HTTP edge)."""
-
-    def __init__(self, transport: GlanceTransport) -> None:
-        self._transport = transport
-
-    async def get_image(self, image_id: str, token: str) -> ImageRead:
-        answer, body = await self._transport.get_image(image_id, token)
-        if answer.status is None or not 200 <= answer.status < 300:
-            return ImageRead(answer)
-        tags = image_tags(body)
-        if tags is None:
-            error = answer.error or "no tags list"  # answer.error: too large to read
-            return ImageRead(Answer(answer.status, None, answer.request_id, error))
-        return ImageRead(answer, tags)
+# ── reading images ──────────────────────────────────────────────────────────────────────────
 
 
 class Reader(Protocol):

@@ -23,10 +23,11 @@ import pytest
 
 from bulktag.auth import StaticToken
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
-from bulktag.policy import Answer, RetryPolicy
+from bulktag.model import Answer
+from bulktag.policy import RetryPolicy
+from bulktag.transport import ImageRead
 from bulktag.verify import (
     Expectation,
-    ImageRead,
     Problem,
     Verifier,
     VerifySettings,
