@@ -24,7 +24,7 @@ import anyio
 from bulktag.auth.base import StaticToken
 from bulktag.engine import Engine, EngineSettings
 from bulktag.journal import JournalWriter, ResumeIndex
-from bulktag.policy import Answer
+from bulktag.model import Answer
 from bulktag.source import open_text, read_rows
 
 ANSWER = Answer(status=204, request_id="req-0123456789abcdef0123456789abcdef")

@@ -23,13 +23,8 @@ import sys
 from aiohttp import web
 from servers import run_on_loop, serve_app
 
-from bulktag.fake.glance import (
-    FakeGlance,
-    Handler,
-    RequestRecord,
-    add_serve_arguments,
-    config_from_args,
-)
+from bulktag.fake.glance import FakeGlance, Handler, RequestRecord
+from bulktag.fake.serve import add_serve_arguments, config_from_args
 
 
 class BenchGlance(FakeGlance):

@@ -51,12 +51,10 @@ def write_input(path: Path, images: int, tags: int, order: str, seed: int = 7) -
 async def measure_one(
     source: Path, read_ahead: int | None, latency: float, concurrency: int
 ) -> dict[str, int]:
-    from bulktag.admission import Api
     from bulktag.auth.base import StaticToken
     from bulktag.engine import Engine, EngineSettings
     from bulktag.journal import JournalWriter, ResumeIndex
-    from bulktag.model import Outcome
-    from bulktag.policy import Answer
+    from bulktag.model import Answer, Api, Outcome
     from bulktag.source import ims_rules, open_text, read_rows
 
     calls = 0

@@ -13,25 +13,10 @@ from itertools import compress
 from operator import not_
 from typing import cast
 
-from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
-from bulktag.journal import fingerprint_bytes as fingerprint
+from bulktag.journal import ResumeIndex, add_key, ims_slot, invalid_key, row_key
 from bulktag.keyset import KeyMap, KeySet, low64
-from bulktag.model import InvalidRow, Row
+from bulktag.model import Api, InvalidRow, Op, Row
 from bulktag.summary import Tally
-
-
-class Op(Enum):
-    """What a run does to each pair. Each op keeps its own resume keys in the journal."""
-
-    ADD = "add"
-    REMOVE = "remove"
-
-
-class Api(Enum):
-    """Which call a run makes: Glance's native tag call, or IMS's key/value tag API."""
-
-    GLANCE = "glance"
-    IMS = "ims"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +51,6 @@ class Shard:
 
 
 ALL = Shard(0, 1)
-
-
-def _plain_key(row: Row) -> int:
-    """row_key() of a Glance add, without its branches: every row of a resume is keyed."""
-    return fingerprint(f"{row.image_id}\n{row.tag}".encode("utf-8", "surrogatepass"))
 
 
 class Decision(Enum):
@@ -119,8 +99,6 @@ class Admission:
         if self._sharded and not self._shard.owns(item.image_id):
             tally.skipped_other_shard += 1
             return Decision.SKIP
-        if self._plain and type(item) is Row:
-            return self._decide_plain(item)
         key = self.key(item)
         slot = self._slot(item) if self._ims else None
         # An IMS key this run already set to another value: what the journal says is done
@@ -154,7 +132,8 @@ class Admission:
             return [item for item in batch if self.decide(item) is not Decision.SKIP]
         tally = self._tally
         tally.read += len(batch)
-        keys = list(map(_plain_key, cast("Sequence[Row]", batch)))  # all Rows: checked above
+        rows = cast("Sequence[Row]", batch)  # all Rows: checked above
+        keys = [add_key(row.image_id, row.tag) for row in rows]
         if self._done.issuperset(keys):  # a resumed batch, all done: one C-level pass
             tally.skipped_done += len(batch)
             return []
@@ -164,7 +143,7 @@ class Admission:
         return [row for row, key in not_done if self._send_not_done(key)]
 
     def _send_not_done(self, key: int) -> bool:
-        """_decide_plain past the done check: whether a row that is not done is sent."""
+        """decide() past the done check, for a Glance add: whether a row not done is sent."""
         if key in self._failed and not self._retry_failed:
             self._tally.skipped_still_bad += 1
             return False
@@ -172,14 +151,6 @@ class Admission:
             self._tally.skipped_duplicate += 1
             return False
         return True
-
-    def _decide_plain(self, row: Row) -> Decision:
-        """decide() for a Glance add: the done check, then the checks screen() makes past it."""
-        key = _plain_key(row)
-        if key in self._done:
-            self._tally.skipped_done += 1
-            return Decision.SKIP
-        return Decision.SEND if self._send_not_done(key) else Decision.SKIP
 
     def _slot(self, item: Row | InvalidRow) -> int | None:
         if isinstance(item, InvalidRow):

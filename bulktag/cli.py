@@ -17,25 +17,25 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 import anyio
 
 from bulktag.config import BY_NAME, ConfigError, Settings, parse_toml, resolve
-from bulktag.logs import error_line
-from bulktag.summary import ExitCode, new_run_id, summary_document, write_summary
+from bulktag.environment import STOP_SIGNALS, Environment
+from bulktag.errors import BulktagError, ExitCode
+from bulktag.logs import error_line, refusal_line
+from bulktag.summary import new_run_id, summary_document, write_summary
 
 DEFAULT_CONFIG = "bulktag.toml"
-#: What stops a run the same way (summary, final fsync, exit 130): Ctrl-C, a service manager,
-#: a closed terminal or ssh session. SIGHUP's default action would kill the process mid-write.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class UsageError(Exception):
+class UsageError(BulktagError):
     """The command line was refused: argparse's message, and the parser that refused it."""
+
+    event = "usage_error"
 
     def __init__(self, prog: str, message: str) -> None:
         super().__init__(message)
@@ -299,7 +299,7 @@ def _add_verify(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_serve(parser: argparse.ArgumentParser) -> None:
-    from bulktag.fake.glance import add_serve_arguments
+    from bulktag.fake.serve import add_serve_arguments
 
     add_serve_arguments(parser)
 
@@ -335,17 +335,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         if name == wanted:
             add_arguments(sub)
     return parser
-
-
-@dataclass(frozen=True, slots=True)
-class Environment:
-    """What the outside world gives the CLI; tests pass their own."""
-
-    env: Mapping[str, str]
-    stdin: BinaryIO
-    stdout: TextIO
-    stderr: TextIO
-    cwd: Path
 
 
 class _ReaderMayBeGone:
@@ -417,7 +406,7 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
         args = parser.parse_args(argv)
     except UsageError as exc:
         hint = did_you_mean(exc.message, known_flags(parser))
-        return _early_failure(argv, environment, exc.line(hint), "usage_error")
+        return _early_failure(argv, environment, exc.line(hint), exc)
     handlers: dict[str | None, Callable[[argparse.Namespace, Environment], int]] = {
         "run": _command_run,
         "demo": _command_demo,
@@ -431,24 +420,24 @@ def main(argv: Sequence[str] | None = None, environment: Environment | None = No
         return ExitCode.USAGE
     try:
         return handlers[args.command](args, environment)
-    except ConfigError as exc:
-        from bulktag.logs import SCRUBBER  # a message may quote a URL or a server's words
-
-        message = f"bulktag: error: {SCRUBBER.clean(str(exc))}"
-        return _early_failure(argv, environment, message, "config_error")
+    except BulktagError as exc:
+        return _early_failure(argv, environment, refusal_line(exc), exc)
 
 
-def _early_failure(argv: Sequence[str], environment: Environment, message: str, event: str) -> int:
+def _early_failure(
+    argv: Sequence[str], environment: Environment, message: str, error: BulktagError
+) -> int:
     """A command line or configuration refused before the settings are known: one line (JSON
-    in JSON mode), and for ``run --summary json`` the summary document, then exit 2."""
+    in JSON mode), and for ``run --summary json`` the summary document, then the exit code."""
     is_run = next((arg for arg in argv if arg in _COMMANDS), None) == "run"
     log_format = _early_choice(argv, environment, "log_format") if is_run else "console"
     as_json = log_format == "json" or (log_format != "console" and not environment.stderr.isatty())
-    error_line(environment.stderr, message, as_json=as_json, event=event, exit_code=2)
+    code = error.exit_code
+    error_line(environment.stderr, message, as_json=as_json, event=error.event, exit_code=code)
     if is_run and _early_choice(argv, environment, "summary") == "json":
-        document = summary_document(new_run_id(), ExitCode.USAGE, error=message)
+        document = summary_document(new_run_id(), code, error=message)
         write_summary(environment.stdout, document)
-    return ExitCode.USAGE
+    return code
 
 
 def _early_choice(argv: Sequence[str], environment: Environment, name: str) -> str:
@@ -508,10 +497,10 @@ def _command_run(args: argparse.Namespace, environment: Environment) -> int:
     run_id = new_run_id()
     try:
         return run_command(args, settings, environment, run_id)
-    except ConfigError as exc:  # the settings are known now: they say how to report it
-        refusal = Refusal(run_id, f"bulktag: error: {exc}", ExitCode.USAGE, "config_error")
-        refuse(environment, settings, refusal)
-        return ExitCode.USAGE
+    except BulktagError as exc:  # the settings are known now: they say how to report it
+        code = exc.exit_code
+        refuse(environment, settings, Refusal(run_id, refusal_line(exc), code, exc.event))
+        return code
 
 
 def _command_report(args: argparse.Namespace, environment: Environment) -> int:
@@ -541,7 +530,7 @@ def _command_completion(args: argparse.Namespace, environment: Environment) -> i
 
 
 def _command_serve_fake(args: argparse.Namespace, environment: Environment) -> int:
-    from bulktag.fake.glance import config_from_args, serve_forever
+    from bulktag.fake.serve import config_from_args, serve_forever
 
     try:
         config = config_from_args(args)

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bulktag.errors import BulktagError
 from bulktag.source import IMS_CHARSETS, IMS_MAX_KEY_LENGTH, IMS_MAX_VALUE_LENGTH
 
 
-class ConfigError(Exception):
+class ConfigError(BulktagError):
     """A bad flag, variable or config file value. The CLI prints it and exits 2."""
 
 

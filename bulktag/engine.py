@@ -6,7 +6,8 @@
                                ImageScheduler ─ one request per image in flight; others
                                       │          parked (bounded stream = backpressure)
                                       ▼
-                       N workers: gather (a row, or with IMS up to ten of one image's rows)
+                       N workers: gather (a row, or with IMS up to ten of one image's rows),
+                                  then the attempt loop (bulktag.attempt, shared with verify):
                                   token ─► Pacer (ceiling + the cloud's pace) ─► transport
                                   ─► policy.decide ─► settle | retry: the wait goes to a
                                      task of its own (a back-off holds no worker; requests
@@ -36,10 +37,11 @@ row, so one row it cannot take does not fail its siblings.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import anyio
@@ -48,14 +50,14 @@ import anyio.to_thread
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 
-from bulktag.admission import ALL, Admission, Api, Op, Shard
+from bulktag.admission import ALL, Admission, Shard
 from bulktag.admission import Decision as Admit
-from bulktag.auth import AuthRefused, TokenProvider
+from bulktag.attempt import AttemptLoop, Attempts
+from bulktag.auth import TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex
-from bulktag.model import InvalidRow, Outcome, Result, Row, Tag
-from bulktag.pacing import Pacer, PacingPolicy, Signal
-from bulktag.policy import ACCEPTED as _ACCEPTED
-from bulktag.policy import Abort, Answer, Decision, Retry, RetryPolicy, Settle, decide
+from bulktag.model import Answer, Api, InvalidRow, Op, Outcome, Result, Row, Tag
+from bulktag.pacing import Pacer, PacingPolicy
+from bulktag.policy import RetryPolicy, Settle
 from bulktag.scheduler import ImageScheduler
 from bulktag.sink import JournalSink
 from bulktag.source import Parsed, RowReader
@@ -80,13 +82,6 @@ _Source = RowReader | ThreadFeed[Parsed]
 
 
 _T = TypeVar("_T")
-_SHORT_BACKOFF = 2.0  # seconds: a row's back-off cap while refusals are rate-independent
-
-# Attempts a row may spend while the cloud accepts nothing, as a multiple of --max-attempts, on
-# top of them: enough to ride out an outage, bounded so that a row refused on every try still
-# ends as gave_up once the rest of the run is done.
-_FREE_ATTEMPTS = 4
-
 # Answers that are facts about the image, not the row (API-FACTS.md): not allowed to modify
 # it (403), no such image (404; a tag already absent is settled ok before this), its tag quota
 # (413 without Retry-After). Every other row of that image would get the same answer.
@@ -94,33 +89,10 @@ _IMAGE_REFUSALS = frozenset({403, 404, 413})
 _REFUSED_IMAGES_KEPT = 4096  # images remembered as refused: bounded, oldest forgotten first
 
 
-@dataclass(slots=True)
-class _Attempts:
-    """The attempts made so far for one request's rows."""
-
-    started: float  # when the first attempt began (the record's elapsed_ms)
-    base: int = 0  # attempts of a batch these rows were split from (recorded, not counted)
-    made: int = 0
-    free: int = 0  # made while the cloud accepted nothing: not counted against the rows
-    refreshed: bool = False  # the token was renewed once already for these rows
-
-
 @dataclass(frozen=True, slots=True)
 class _Retrying:
     rows: list[Row]
-    attempts: _Attempts
-
-
-def _signal(decision: Decision, answer: Answer) -> Signal | None:
-    """What an answer says of the cloud's pace (None: nothing; the token was refused)."""
-    if isinstance(decision, Abort):
-        return None
-    if decision.pushback:
-        return Signal.REFUSED
-    status = answer.status
-    if status is None or status >= 500:
-        return Signal.FAILED  # no answer, or a server fault: not about the rate, but not in
-    return Signal.ACCEPTED  # done, or answered for the row (404, 403…): the cloud is up
+    attempts: Attempts
 
 
 class SendBatch(Protocol):
@@ -200,7 +172,9 @@ async def _next_batch(rows: _Source) -> list[Parsed]:
     return rows.take(_READ_BATCH)
 
 
-class Engine:
+class Engine(AttemptLoop[list[Row], list[Result]]):
+    """Runs rows to their outcomes; each request goes through :class:`AttemptLoop`."""
+
     def __init__(
         self,
         settings: EngineSettings,
@@ -214,10 +188,19 @@ class Engine:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
+        pacer = Pacer(
+            settings.rate, settings.pacing, clock=clock, sleep=sleep, burst=settings.burst
+        )
+        # Glance answers 404 to removing an absent tag; IMS's batch delete answers 204, so an
+        # IMS 404 always means the image (or the project) is unknown.
+        absent_is_ok = settings.op is Op.REMOVE and settings.api is Api.GLANCE
+        rng = rng or random.Random()
+        super().__init__(
+            pacer, tokens, settings.retry, wall=wall, rng=rng, absent_is_ok=absent_is_ok
+        )
         self.settings = settings
         self.tally = Tally()
         self._send_one = send
-        self._tokens = tokens
         self._admission = Admission(
             index,
             self.tally,
@@ -226,15 +209,7 @@ class Engine:
             shard=settings.shard,
             api=settings.api,
         )
-        # Glance answers 404 to removing an absent tag; IMS's batch delete answers 204, so an
-        # IMS 404 always means the image (or the project) is unknown.
-        self._absent_is_ok = settings.op is Op.REMOVE and settings.api is Api.GLANCE
         self._clock = clock
-        self._wall = wall
-        self._rng = rng or random.Random()
-        self.pacer = Pacer(
-            settings.rate, settings.pacing, clock=clock, sleep=sleep, burst=settings.burst
-        )
         self._sink = JournalSink(
             journal, self.tally, FailureBreaker(settings.max_consecutive_failures), self.abort
         )
@@ -255,7 +230,7 @@ class Engine:
         self._outage_scope = anyio.CancelScope()
         self.in_flight = 0
         # Requests in flight never pass --concurrency: past it, a sender waits for a slot,
-        # handed over in order by the request that finishes (see _send).
+        # handed over in order by the request that finishes (see send).
         self._room_waiters: deque[anyio.Event] = deque()
         # Rows whose retry waits in a task of its own, so that a back-off holds no worker.
         self._deferred = 0
@@ -266,11 +241,6 @@ class Engine:
         # Images the server refused for good this run → the answer that said so: their other
         # rows are settled failed without a request (and without feeding the breaker).
         self._refused: dict[str, Result] = {}
-        # Retries of refusals that do not depend on the rate: the pace protects the cloud,
-        # so a row's own back-off stays short (a 60 s wait for one row only delays the end).
-        self._short_retry = replace(
-            settings.retry, max_delay=min(settings.retry.max_delay, _SHORT_BACKOFF)
-        )
 
     # ── control ─────────────────────────────────────────────────────────────────────────
 
@@ -405,40 +375,33 @@ class Engine:
                 self._left += self._count_left(iter(batch))
 
     async def _feed(self, rows: _Source, scheduler: ImageScheduler) -> None:
-        if self.settings.max_items is not None:
-            await self._feed_counted(rows, scheduler, self.settings.max_items)
-            return
+        """Hand the input's rows to the scheduler and its invalid rows to the sink, a batch at a
+        time. With --max-items a batch is screened in parts no longer than what is left of the
+        budget (a part can send no more than that), so the feed stops at the row that would be
+        one too many: the rows after it are then counted, not marked as met."""
+        budget = self.settings.max_items
+        left = sys.maxsize if budget is None else budget
         while batch := await _next_batch(rows):
-            items = self._admission.screen(batch)
-            self._admitted += len(items)
-            for item in items:
-                if isinstance(item, Row):
-                    if not scheduler.submit_nowait(item):
-                        await scheduler.submit_waiting(item)
-                else:
-                    await self._record(self._invalid_result(item))
-
-    async def _feed_counted(self, rows: _Source, scheduler: ImageScheduler, budget: int) -> None:
-        """_feed with --max-items: row by row, to stop at the row that would be one too many
-        (the rows after it are then counted, not marked as met)."""
-        while batch := await _next_batch(rows):
-            for n, item in enumerate(batch):
-                if budget <= 0:
+            start = 0
+            while start < len(batch):
+                if left <= 0:
                     self._stopped_by = "max_items"
-                    self._left = self._count_left(iter(batch[n:]))
+                    self._left = self._count_left(iter(batch[start:]))
                     return
-                decision = self._admission.decide(item)
-                self._undecided = batch, n + 1  # the rows after it: counted if the run stops
-                if decision is not Admit.SKIP:
-                    self._admitted += 1
-                if decision is Admit.RECORD_INVALID:
-                    assert isinstance(item, InvalidRow)
-                    await self._record(self._invalid_result(item))
-                elif decision is Admit.SEND:
-                    assert isinstance(item, Row)
-                    if not scheduler.submit_nowait(item):
-                        await scheduler.submit_waiting(item)
-                    budget -= 1
+                end = min(len(batch), start + left)
+                items = self._admission.screen(
+                    batch[start:end] if start or end < len(batch) else batch
+                )
+                self._admitted += len(items)
+                self._undecided = batch, end  # the rows after these: counted if the run stops
+                for item in items:
+                    if isinstance(item, Row):
+                        if not scheduler.submit_nowait(item):
+                            await scheduler.submit_waiting(item)
+                        left -= 1
+                    else:
+                        await self._record(self._invalid_result(item))
+                start = end
             self._undecided = [], 0
 
     def _count_left(self, rows: Iterator[Parsed]) -> int:
@@ -493,15 +456,15 @@ class Engine:
             if self._refused and row.image_id in self._refused:
                 row = await self._settle_refused(row, scheduler)
                 continue
-            grow = False  # a batch not sent yet may take more rows of its image (_send)
+            grow = False  # a batch not sent yet may take more rows of its image (send)
             if retrying is not None:
                 batch, attempts, retrying = retrying.rows, retrying.attempts, None
             elif settings.batch_size > 1:
                 batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
-                attempts, grow = _Attempts(self._clock()), True
+                attempts, grow = Attempts(self._clock()), True
             else:
-                batch, attempts = [row], _Attempts(self._clock())
-            settled = await self._settle(batch, attempts, may_defer=may_defer, grow=grow)
+                batch, attempts = [row], Attempts(self._clock())
+            settled = await self.attempt(batch, attempts, may_defer=may_defer, grow=grow)
             if settled is None:
                 return True  # its retry waits in a task of its own, which carries on from here
             for result in settled:
@@ -541,89 +504,22 @@ class Engine:
         )
         return scheduler.release(row.image_id)
 
-    async def _settle(
-        self, rows: list[Row], attempts: _Attempts, *, may_defer: bool = False, grow: bool = False
+    def settled(
+        self, rows: list[Row], decision: Settle, answer: Answer, attempts: Attempts
     ) -> list[Result] | None:
-        """Send ``rows`` (one image's, in one request) until they have an outcome.
+        """Every row's result, with the answer that settled them; None for a batch the server
+        refused as a whole (400): its rows go one by one, to find which one it refuses."""
+        if len(rows) > 1 and decision.outcome is Outcome.FAILED and answer.status == 400:
+            return None
+        outcome, made = decision.outcome, attempts.base + attempts.made
+        if len(rows) == 1:  # the common case without a comprehension's call (engine_overhead)
+            return [self._result(rows[0], outcome, answer, made, attempts.started)]
+        return [self._result(row, outcome, answer, made, attempts.started) for row in rows]
 
-        Returns their results, or fewer (none) if the run stopped first, or None if the next
-        attempt was handed to a task of its own (``may_defer``), so the caller's worker can
-        take other rows while this one waits out its back-off. ``grow``: a fresh batch, which
-        takes the rows of its image that arrived while it waited for its turn.
-        """
-        while True:
-            # Sync fast paths first (a valid token here, a free slot in _send): most requests
-            # await nothing before the request itself, and each coroutine costs on every row.
-            token = self._tokens.valid_now() or await self._current_token()
-            if token is None:
-                return []
-            sent = await self._send(rows, token, grow and attempts.made == 0)
-            if sent is None:
-                return []  # the run stopped before this row's turn came: left for the resume
-            answer, sent_at = sent
-            attempts.made += 1
-            status = answer.status
-            if status is not None and 200 <= status < 300 and self.pacer.calm:
-                # The hot path, inline (two calls less a request): accepted while calm only
-                # counts for the pacer (see _pace).
-                decision: Decision = _ACCEPTED
-                self.pacer.control.accepted_total += 1
-            else:
-                decision = self._decide(answer, attempts)
-                self._pace(decision, answer, sent_at, attempts)
-            if isinstance(decision, Settle):
-                if len(rows) > 1 and decision.outcome is Outcome.FAILED and answer.status == 400:
-                    return await self._one_by_one(rows, attempts)
-                outcome, made = decision.outcome, attempts.base + attempts.made
-                if len(rows) == 1:
-                    return [self._result(rows[0], outcome, answer, made, attempts.started)]
-                return [self._result(row, outcome, answer, made, attempts.started) for row in rows]
-            if isinstance(decision, Abort):
-                if attempts.refreshed or not await self._refresh(token):
-                    return []
-                attempts.refreshed = True
-                continue
-            if may_defer and self._defer(rows, attempts, decision.delay):
-                return None
-            if not await self._wait_or_stop(decision.delay):
-                return []
+    def unsettled(self) -> list[Result]:
+        return []  # stopped or aborted first: the rows are left for the resume
 
-    def _decide(self, answer: Answer, attempts: _Attempts) -> Decision:
-        status = answer.status
-        if status is not None and 200 <= status < 300:  # decide()'s first rule, inline
-            return _ACCEPTED
-        policy = self.settings.retry
-        if self.pacer.control.refusals_not_about_rate:
-            policy = self._short_retry
-        return decide(
-            policy,
-            answer,
-            attempts.made - attempts.free,
-            self._wall(),
-            self._rng,
-            absent_is_ok=self._absent_is_ok,
-        )
-
-    def _pace(
-        self, decision: Decision, answer: Answer, sent_at: float, attempts: _Attempts
-    ) -> None:
-        """Tell the pacer what the answer says of the cloud's pace. While the cloud accepts
-        nothing at all, the attempt is not counted against the row (up to a bound), so an
-        outage does not burn rows as ``gave_up``: the outage limit ends such a run instead."""
-        pacer = self.pacer
-        if decision is _ACCEPTED and pacer.calm:
-            pacer.control.accepted_total += 1  # an accepted answer changes nothing when calm
-            return
-        signal = _signal(decision, answer)
-        if signal is None:
-            return
-        asked = decision.server_asked if isinstance(decision, Retry) else None
-        pacer.answered(sent_at=sent_at, signal=signal, retry_after=asked, fresh=attempts.made == 1)
-        free = signal is not Signal.ACCEPTED and pacer.control.refusing_all
-        if free and attempts.free < _FREE_ATTEMPTS * self.settings.retry.max_attempts:
-            attempts.free += 1
-
-    def _defer(self, rows: list[Row], attempts: _Attempts, delay: float) -> bool:
+    def defer(self, rows: list[Row], attempts: Attempts, delay: float) -> bool:
         """Hand a row's retry to a task of its own, if the bound on such tasks allows."""
         if self._work_group is None or self._scheduler is None:
             return False
@@ -639,24 +535,24 @@ class Engine:
         self, retrying: _Retrying, delay: float, scheduler: ImageScheduler
     ) -> None:
         try:
-            if await self._wait_or_stop(delay):
+            if await self.wait_or_stop(delay):
                 await self._serve_image(retrying.rows[0], scheduler, retrying)
         finally:
             self._deferred -= 1
 
-    async def _one_by_one(self, rows: list[Row], attempts: _Attempts) -> list[Result]:
+    async def one_by_one(self, rows: list[Row], attempts: Attempts) -> list[Result]:
         """A batch was refused as a whole (400): find out which rows the server refuses."""
         settled: list[Result] = []
         for row in rows:
-            each = _Attempts(attempts.started, base=attempts.base + attempts.made)
-            results = await self._settle([row], each)
+            each = Attempts(attempts.started, base=attempts.base + attempts.made)
+            results = await self.attempt([row], each)
             assert results is not None  # never deferred: the rows after it wait their turn
             settled += results
             if not results or self.stopping:
                 break
         return settled
 
-    async def _send(
+    async def send(
         self, rows: list[Row], token: str, grow: bool = False
     ) -> tuple[Answer, float] | None:
         """Send one request when a slot and the pacer allow; None if the run stopped first
@@ -676,7 +572,7 @@ class Engine:
             self.tally.attempts += 1
             if grow and self._scheduler is not None:
                 self._scheduler.top_up(rows, self.settings.batch_size)
-            if len(rows) == 1:
+            if len(rows) == 1:  # as in settled: measurably cheaper for the common case
                 tags = [(rows[0].tag, rows[0].value)]
             else:
                 tags = [(row.tag, row.value) for row in rows]
@@ -721,24 +617,7 @@ class Engine:
         else:
             self.in_flight -= 1
 
-    async def _current_token(self) -> str | None:
-        """The token to send, renewed if due; None (and the run aborted) if renewal was refused."""
-        try:
-            return await self._tokens.token()
-        except AuthRefused as exc:
-            self.abort(str(exc))
-            return None
-
-    async def _refresh(self, rejected: str) -> bool:
-        """The token was refused: get a new one once for everybody, or abort the run."""
-        try:
-            await self._tokens.refresh(rejected)
-        except AuthRefused as exc:
-            self.abort(str(exc))
-            return False
-        return True
-
-    async def _wait_or_stop(self, delay: float) -> bool:
+    async def wait_or_stop(self, delay: float) -> bool:
         """Sleep ``delay`` before a retry; False if the run was asked to stop meanwhile."""
         with anyio.move_on_after(delay):
             await self._stop_requested.wait()

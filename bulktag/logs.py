@@ -12,11 +12,14 @@ import logging
 import sys
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
 from bulktag.auth.redact import redact_urls, scrub
+
+if TYPE_CHECKING:
+    from bulktag.errors import BulktagError
 
 
 class SecretScrubber:
@@ -92,6 +95,13 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         logger_factory=lambda *_: StatusAwareWriter(stream, stream.isatty() and not as_json),
         cache_logger_on_first_use=False,
     )
+
+
+def refusal_line(error: BulktagError, prog: str = "bulktag") -> str:
+    """What the operator reads of a command that could not do its work; with the error's
+    ``exit_code`` and ``event`` it is all a command's entry point needs to end (cli, verify).
+    Scrubbed: a message may quote a URL or a server's words."""
+    return f"{prog}: error: {SCRUBBER.clean(str(error))}{error.hint}"
 
 
 def error_line(

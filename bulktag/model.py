@@ -1,4 +1,5 @@
-"""The values that flow through a run: an input row, and the outcome recorded for it.
+"""The values that flow through a run: what a run does (Op, Api), an input row, what one
+attempt got back (Answer), and the outcome recorded for it.
 
 Pure data, no I/O. Every other module speaks in these terms.
 
@@ -9,7 +10,7 @@ per field) cost 2.4 µs for a Result against 0.8 µs for the tuple (measured wit
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import NamedTuple
 
 
@@ -28,6 +29,33 @@ SETTLED = frozenset({Outcome.OK, Outcome.FAILED, Outcome.INVALID})
 
 #: One tag of a request: the tag (IMS: the key) and its value (None: a bare tag or key).
 Tag = tuple[str, str | None]
+
+
+class Op(Enum):
+    """What a run does to each pair. Each op keeps its own resume keys in the journal."""
+
+    ADD = "add"
+    REMOVE = "remove"
+
+
+class Api(Enum):
+    """Which call a run makes: Glance's native tag call, or IMS's key/value tag API."""
+
+    GLANCE = "glance"
+    IMS = "ims"
+
+
+class Answer(NamedTuple):
+    """What one attempt got back: an HTTP status, or a transport error (status None)."""
+
+    status: int | None
+    retry_after: str | None = None  # the raw Retry-After header
+    request_id: str | None = None
+    error: str | None = None  # transport error ("connect: …", "timeout") or the server's message
+    body: bytes = b""  # read only for errors and the calls that need it (see transport.py)
+    # A 404 to removing a tag that says the tag is not on the image (not that the image is
+    # unknown): set by the transport, which reads the words (glance_404) or the image.
+    tag_absent: bool = False
 
 
 class Row(NamedTuple):

@@ -17,22 +17,8 @@ import random
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
 
-from bulktag.model import Outcome
-
-
-class Answer(NamedTuple):
-    """What one attempt got back: an HTTP status, or a transport error (status None)."""
-
-    status: int | None
-    retry_after: str | None = None  # the raw Retry-After header
-    request_id: str | None = None
-    error: str | None = None  # transport error ("connect: …", "timeout") or the server's message
-    body: bytes = b""  # read only for errors and the calls that need it (see transport.py)
-    # A 404 to removing a tag that says the tag is not on the image (not that the image is
-    # unknown): set by the transport, which reads the words (glance_404) or the image.
-    tag_absent: bool = False
+from bulktag.model import Answer, Outcome
 
 
 class Kind(Enum):
@@ -200,27 +186,3 @@ def decide(
         delay = asked + rng.uniform(0.0, 0.1)
         return Retry(delay, pushback=verdict.pushback, server_asked=asked)
     return Retry(policy.backoff(attempt, rng), pushback=verdict.pushback)
-
-
-def preflight_problem(answer: Answer, endpoint: str, call: str = "GET /v2/images") -> str | None:
-    """Why the answer to the preflight ``call`` means the run must not start, or None.
-
-    Shared by ``run`` and ``verify``. 429 and 5xx are not problems: the cloud is busy, the
-    run's back-off will cope. 401 is left to the caller, which may renew the token first.
-    """
-    status = answer.status
-    service = "an OpenStack image service" if call == "GET /v2/images" else "Huawei Cloud IMS"
-    if status is None:
-        return f"cannot reach the image service at {endpoint}: {answer.error}"
-    if 200 <= status < 300 and answer.error:  # 2xx, but not the list the call returns
-        return (
-            f"{endpoint} does not look like {service}: {call} answered {status} but {answer.error}"
-        )
-    if 300 <= status < 400:
-        return f"{endpoint} redirects (HTTP {status}); give the image service's own URL"
-    if status == 401:
-        return f"credentials refused: the image service at {endpoint} answered 401"
-    if status in (400, 404, 405):
-        hint = "" if call == "GET /v2/images" else " (is the project id right?)"
-        return f"{endpoint} does not look like {service}: {call} answered {status}{hint}"
-    return None

@@ -61,9 +61,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from bulktag.errors import ExitCode
 from bulktag.journal import FileStats, Record, not_a_journal, read_records
 from bulktag.model import Outcome
-from bulktag.summary import SCHEMA_VERSION, ExitCode
+from bulktag.summary import SCHEMA_VERSION
 
 DEFAULT_TOP = 10
 MAX_REASONS = 500  # distinct failure reasons kept; beyond that, one pooled group

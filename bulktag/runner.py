@@ -8,8 +8,8 @@ import gc
 import os
 import signal
 import ssl
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -18,34 +18,35 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import anyio
 import structlog
 
-from bulktag.admission import Admission, Api, Op, Shard
+from bulktag.admission import Admission, Shard
 from bulktag.auth import (
-    AuthRefused,
     AuthSpec,
-    CredentialsError,
-    IdentityUnavailable,
-    TokenProvider,
-    load_auth_spec,
     options_from_namespace,
 )
-from bulktag.auth.redact import control_character_problem, url_secrets
 from bulktag.config import ConfigError, Settings, default_burst
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
+from bulktag.environment import STOP_SIGNALS, Environment
+from bulktag.errors import BulktagError, ExitCode
 from bulktag.journal import (
-    JournalError,
     JournalLock,
     JournalWriter,
-    LockHeld,
     ResumeIndex,
     load_index,
     prepare,
     read_blocks,
 )
-from bulktag.logs import SCRUBBER, configure, error_line, wants_json
-from bulktag.model import InvalidRow
+from bulktag.logs import configure, error_line, wants_json
+from bulktag.model import Api, InvalidRow, Op
 from bulktag.pacing import describe
-from bulktag.policy import RetryPolicy, preflight_problem
+from bulktag.policy import RetryPolicy
 from bulktag.progress import count_lines, show_progress
+from bulktag.service import (
+    ImageService,
+    auth_spec,
+    checked_endpoint,
+    open_image_service,
+    tls_context,
+)
 from bulktag.source import (
     GLANCE_RULES,
     ConstantTag,
@@ -58,7 +59,6 @@ from bulktag.source import (
 )
 from bulktag.summary import (
     SCHEMA_VERSION,
-    ExitCode,
     Tally,
     exit_code,
     new_run_id,
@@ -67,13 +67,8 @@ from bulktag.summary import (
     summary_lines,
     write_summary,
 )
-from bulktag.transport import GlanceTransport, ImsTransport, make_session, normalize_endpoint
 
 if TYPE_CHECKING:
-    import aiohttp
-
-    from bulktag.auth import Credentials
-    from bulktag.cli import Environment
     from bulktag.metrics import MetricsWriter
 
 log = structlog.get_logger()
@@ -81,18 +76,11 @@ _SHOWN_INVALID = 20  # invalid rows a dry run lists by line
 _DRY_RUN_BATCH = 2048  # rows a dry run screens at once, like the engine
 
 
-class RunRefused(Exception):
-    """The run cannot start for a reason that has its own exit code (not a config error)."""
-
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def run_command(
     args: argparse.Namespace, settings: Settings, environment: Environment, run_id: str = ""
 ) -> int:
-    """The run, its exit code; every log event of it carries ``run_id``."""
+    """The run, its exit code; every log event of it carries ``run_id``. A run that cannot
+    start raises a BulktagError, which the CLI reports."""
     run_id = run_id or new_run_id()
     configure(settings.log_format, settings.log_level, environment.stderr)
     with structlog.contextvars.bound_contextvars(run_id=run_id):
@@ -108,10 +96,10 @@ def _run_command(
     # (the online check, the run) uses them.
     if args.dry_run and not args.dry_run_online:
         if settings.endpoint:
-            _checked_endpoint(settings.endpoint, "--endpoint")
+            checked_endpoint(settings.endpoint, "--endpoint")
     else:
         spec = _auth_spec(args, settings, environment)
-        tls = _tls(spec)  # a bad CA bundle is a config error now, not a traceback later
+        tls = tls_context(spec)
     try:
         with ExitStack() as stack:
             rules = tag_rules(settings)
@@ -130,16 +118,9 @@ def _run_command(
                 args, settings, spec, tls, op, shard, None, index, rows, total, api, run_id
             )
             report = _run_with_journal(plan, journal, environment, stack, lock.created)
-    except RunRefused as exc:
-        event = "journal_locked" if exc.code is ExitCode.LOCKED else "cloud_unavailable"
-        message = f"bulktag: error: {SCRUBBER.clean(str(exc))}"
-        refuse(environment, settings, Refusal(run_id, message, exc.code, event))
-        return exc.code
     except InputRefused as exc:  # the input as a whole: nothing was sent
-        name = "stdin" if args.input == "-" else args.input
-        message = f"bulktag: error: input {name}: {exc}"
-        refuse(environment, settings, Refusal(run_id, message, ExitCode.USAGE, "input_refused"))
-        return ExitCode.USAGE
+        exc.input_name = "stdin" if args.input == "-" else args.input
+        raise
     except KeyboardInterrupt:  # a stop signal before the run's own handlers took over
         message = "bulktag: interrupted before the run started; nothing sent"
         interrupted = Refusal(run_id, message, ExitCode.INTERRUPTED, "interrupted")
@@ -202,7 +183,7 @@ def _run_with_journal(
     stack.callback(journal.close)  # idempotent: the engine normally closes it first
     try:
         return _in_the_loop(replace(plan, journal=journal), environment)
-    except (ConfigError, RunRefused, InputRefused):
+    except BulktagError:
         journal.close()
         if created and path.stat().st_size == 0:
             path.unlink()
@@ -227,15 +208,6 @@ def loop_options() -> dict[str, bool]:
     except ImportError:
         return {}
     return {"use_uvloop": True}
-
-
-def _tls(spec: AuthSpec) -> ssl.SSLContext | bool:
-    from bulktag.auth import ssl_for
-
-    try:
-        return ssl_for(spec.tls_verify, spec.client_cert)
-    except CredentialsError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _refuse_input_as_journal(input_name: str, journal: Path) -> None:
@@ -275,30 +247,13 @@ def _auth_spec(args: argparse.Namespace, settings: Settings, environment: Enviro
         cacert=flags.cacert or settings.cacert,
         insecure=settings.insecure or None,
     )
-    if options.endpoint:
-        _checked_endpoint(options.endpoint, "--endpoint")
-    try:
-        spec = load_auth_spec(options, environment.env)
-    except CredentialsError as exc:
-        raise ConfigError(str(exc)) from None
-    problem = control_character_problem(spec)  # aiohttp would raise on it in a header
-    if problem is not None:
-        raise ConfigError(problem)
-    for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
-        SCRUBBER.add(secret)
+    spec = auth_spec(options, environment.env)
     if spec.tls_verify is False:
         log.warning(
             "tls_verification_disabled",
             hint="anyone on the network path can read the token and forge answers",
         )
     return spec
-
-
-def _checked_endpoint(url: str, where: str) -> str:
-    try:
-        return normalize_endpoint(url)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _tag(args: argparse.Namespace, rules: TagRules) -> ConstantTag | None:
@@ -351,10 +306,6 @@ def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:
     lock = JournalLock(journal)
     try:
         lock.acquire(wait)
-    except LockHeld as exc:
-        raise RunRefused(
-            f"another run is using the journal {journal}: {exc}", ExitCode.LOCKED
-        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot lock journal {journal}: {exc.strerror or exc}") from None
     stack.callback(lock.release)
@@ -362,12 +313,7 @@ def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:
 
 
 def _load_journal(path: Path, fresh: bool, lock: JournalLock) -> ResumeIndex:
-    try:
-        index, torn, moved = prepare(path, fresh, lock)
-    except JournalError as exc:
-        raise ConfigError(str(exc)) from None
-    except LockHeld as exc:  # --fresh moved the journal aside and another run took the path
-        raise RunRefused(f"another run took the journal {path}: {exc}", ExitCode.LOCKED) from None
+    index, torn, moved = prepare(path, fresh, lock)
     if moved is not None:
         log.info("journal_moved_aside", journal=str(path), moved_to=str(moved))
     if torn:
@@ -453,47 +399,40 @@ class _Plan:
         )
 
 
-async def _credentials(session: aiohttp.ClientSession, spec: AuthSpec) -> Credentials:
-    """Log in and find the image endpoint; a failure is exit 2, or 75 when it may pass."""
-    from bulktag.auth import resolve_credentials
-
-    try:
-        return await resolve_credentials(spec)
-    except IdentityUnavailable as exc:  # down or busy: not the command's fault
-        raise RunRefused(f"{exc}; try again later", ExitCode.TEMPFAIL) from None
-    except (CredentialsError, AuthRefused) as exc:
-        raise ConfigError(str(exc)) from None
-
-
-async def _checked_transport(
-    session: aiohttp.ClientSession, credentials: Credentials, settings: Settings
-) -> GlanceTransport | ImsTransport:
-    """The transport for the run's API, its preflight read passed."""
-    endpoint = _checked_endpoint(credentials.endpoint, "the catalog's image endpoint")
-    if settings.api == Api.IMS.value:
-        project = _ims_project(settings, credentials.project_id)
-        ims = ImsTransport(session, endpoint, project, settings.timeout)
-        await _preflight(ims, credentials.provider, credentials.endpoint, project)
-        return ims
-    glance = GlanceTransport(session, endpoint, settings.timeout)
-    await _preflight(glance, credentials.provider, credentials.endpoint)
-    return glance
-
-
 async def _check_cloud(spec: AuthSpec, tls: ssl.SSLContext | bool, settings: Settings) -> None:
     """``--dry-run-online``: log in and read the image service once, as a run would first."""
-    async with make_session(1, settings.timeout, tls) as session:
-        credentials = await _credentials(session, spec)
-        await _checked_transport(session, credentials, settings)
-    log.info("dry_run_cloud_ok", endpoint=credentials.endpoint, api=settings.api)
+    async with _open_service(spec, tls, settings, concurrency=1) as service:
+        endpoint = service.credentials.endpoint
+    log.info("dry_run_cloud_ok", endpoint=endpoint, api=settings.api)
+
+
+@asynccontextmanager
+async def _open_service(
+    spec: AuthSpec, tls: ssl.SSLContext | bool, settings: Settings, concurrency: int
+) -> AsyncIterator[ImageService]:
+    """The run's image service (its API and project), the preflight passed; a preflight
+    answered 403, 429 or 5xx is logged and left to the run's retries and pacing."""
+    api, project_id, timeout = Api(settings.api), settings.project_id, settings.timeout
+    opened = open_image_service(
+        spec, tls, concurrency=concurrency, timeout=timeout, api=api, project_id=project_id
+    )
+    async with opened as service:
+        answer = service.preflight
+        if answer.status is not None and answer.status >= 300:
+            log.warning(
+                "preflight_unexpected_answer",
+                status=answer.status,
+                error=answer.error,
+                request_id=answer.request_id,
+            )
+        yield service
 
 
 async def _run(plan: _Plan, environment: Environment) -> RunReport:
     settings = plan.settings
     assert plan.journal is not None
-    async with make_session(settings.concurrency, settings.timeout, plan.tls) as session:
-        credentials = await _credentials(session, plan.spec)
-        transport = await _checked_transport(session, credentials, settings)
+    async with _open_service(plan.spec, plan.tls, settings, settings.concurrency) as service:
+        credentials, transport = service.credentials, service.transport
         send: SendBatch = transport.add_tags if plan.op is Op.ADD else transport.remove_tags
         engine = Engine(
             plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
@@ -568,53 +507,7 @@ def _final_metrics(
         log.warning("metrics_write_failed", path=str(metrics.path), error=exc.strerror or str(exc))
 
 
-def _ims_project(settings: Settings, token_project: str | None) -> str:
-    """The project in IMS's URLs: --project-id, else the one the token is scoped to."""
-    project = settings.project_id or token_project
-    if not project:
-        raise ConfigError(
-            "--api ims needs a project id and the token does not name one (a bare token, or "
-            "a token not scoped to a project): give --project-id or OS_PROJECT_ID"
-        )
-    return project
-
-
-async def _preflight(
-    transport: GlanceTransport | ImsTransport,
-    tokens: TokenProvider,
-    endpoint: str,
-    project: str | None = None,
-) -> None:
-    """One cheap read (Glance: ``GET /v2/images?limit=1``; IMS: the project's tags) so a wrong
-    URL, token or project fails in a second, not a row at a time: exit 2 with one line, before
-    anything is sent. An endpoint that cannot be reached exits 75 instead (try again later);
-    429 and 5xx are left to the run, whose pacing stops it with 75 after --max-outage if the
-    cloud keeps refusing (one rule for "the cloud accepts nothing", and --max-outage 0 keeps
-    its meaning)."""
-    try:
-        answer = await transport.preflight(await tokens.token())
-        if answer.status == 401:
-            answer = await transport.preflight(await tokens.refresh(await tokens.token()))
-    except AuthRefused as exc:
-        raise ConfigError(f"credentials refused: {exc}") from None
-    call = "GET /v2/images" if project is None else f"GET /v2/{project}/images/tags"
-    problem = preflight_problem(answer, endpoint, call)
-    if problem is not None and answer.status is None:  # unreachable: not the command's fault
-        raise RunRefused(f"{problem}; try again later", ExitCode.TEMPFAIL)
-    if problem is not None:
-        raise ConfigError(problem)
-    if answer.status is not None and answer.status >= 300:  # 403, 429, 5xx: warn and go on
-        log.warning(
-            "preflight_unexpected_answer",
-            status=answer.status,
-            error=answer.error,
-            request_id=answer.request_id,
-        )
-
-
 async def _watch_signals(engine: Engine, grace_period: float) -> None:
-    from bulktag.cli import STOP_SIGNALS
-
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for received in signals:
             name = signal.Signals(received).name

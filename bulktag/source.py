@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import BinaryIO
 
+from bulktag.errors import BulktagError
 from bulktag.model import InvalidRow, Row
 
 # Glance image ids are UUIDs (the API answers 404 for anything else); we accept any case.
@@ -201,11 +202,18 @@ def validate(
     return InvalidRow(line, clean(image_id), clean(tag), error, clean(value))
 
 
-class InputRefused(Exception):
+class InputRefused(BulktagError):
     """The input as a whole cannot be read as meant — another encoding, binary data, a header
     bulktag does not know, one column where two are needed: refused before anything is sent,
     with one line that says what is wrong and how to fix it. A problem of one row is an
-    InvalidRow instead."""
+    InvalidRow instead. The run names the input (``input_name``) once it knows the error."""
+
+    event = "input_refused"
+    input_name: str | None = None
+
+    def __str__(self) -> str:
+        told = super().__str__()
+        return told if self.input_name is None else f"input {self.input_name}: {told}"
 
 
 @dataclass(frozen=True, slots=True)

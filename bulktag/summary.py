@@ -1,15 +1,6 @@
 """Counting outcomes, the consecutive-failure breaker, and the exit code. Pure.
 
-Exit codes (also in the README):
-
-    0    every row ok (or already done by an earlier run)
-    1    the run finished, but some rows failed, gave up or were invalid
-    2    usage or configuration error: a retry will not help (nothing was sent)
-    3    the run was aborted (credentials refused, breaker tripped, journal unwritable)
-    4    stopped by --max-duration or --max-items with rows left: run again to go on
-    5    another run holds the journal's lock
-    75   try again later: the cloud or its identity service is unreachable or failing
-    130  interrupted (SIGINT/SIGTERM/SIGHUP); run the same command again to resume
+The exit codes themselves are listed in :mod:`bulktag.errors`.
 """
 
 from __future__ import annotations
@@ -19,23 +10,11 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, TextIO
 
+from bulktag.errors import ExitCode
 from bulktag.journal.format import error_class
 from bulktag.model import Outcome, Result
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    SOME_FAILED = 1
-    USAGE = 2
-    ABORTED = 3
-    INCOMPLETE = 4
-    LOCKED = 5
-    TEMPFAIL = 75  # sysexits' EX_TEMPFAIL: the cloud is not taking requests; run again later
-    INTERRUPTED = 130
-
 
 # The version of what a run says about itself for programs to read: the ``run_finished`` log
 # event, the ``--summary json`` document and ``bulktag_run_info`` in the metrics (and the

@@ -1,6 +1,6 @@
 """The HTTP edge: the only module of the engine that imports aiohttp.
 
-It turns one tag request into an :class:`~bulktag.policy.Answer` value, for Glance v2
+It turns one tag request into an :class:`~bulktag.model.Answer` value, for Glance v2
 (:class:`GlanceTransport`: one tag per request) or Huawei Cloud IMS's key/value tag API
 (:class:`ImsTransport`: up to ten tags of one image per request). Every aiohttp/OS
 exception a request can raise is mapped here, in one place, to an Answer with ``status=None``
@@ -21,6 +21,7 @@ import json
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -29,8 +30,8 @@ from yarl import URL
 
 from bulktag.auth.redact import redact_url, redact_urls, scrub, url_secrets
 from bulktag.deadlines import Deadlines
-from bulktag.model import Tag
-from bulktag.policy import Answer, Missing, glance_404
+from bulktag.model import Answer, Tag
+from bulktag.policy import Missing, glance_404
 
 _ERROR_EXCERPT = 300  # characters of a server's error body kept for the journal
 #: Bytes of an error body read at most: enough for the excerpt (and Keystone's JSON error),
@@ -417,3 +418,55 @@ class ImsTransport(_Http):
         if answer.status is not None and 200 <= answer.status < 300 and not _lists_tags(body):
             return Answer(answer.status, None, answer.request_id, "the answer is not a tag list")
         return answer
+
+
+# ── the checks and reads run and verify share ───────────────────────────────────────────────
+
+
+def preflight_problem(answer: Answer, endpoint: str, call: str = "GET /v2/images") -> str | None:
+    """Why the answer to the preflight ``call`` means the run must not start, or None.
+
+    Shared by ``run`` and ``verify``. 429 and 5xx are not problems: the cloud is busy, the
+    run's back-off will cope. 401 is left to the caller, which may renew the token first.
+    """
+    status = answer.status
+    service = "an OpenStack image service" if call == "GET /v2/images" else "Huawei Cloud IMS"
+    if status is None:
+        return f"cannot reach the image service at {endpoint}: {answer.error}"
+    if 200 <= status < 300 and answer.error:  # 2xx, but not the list the call returns
+        return (
+            f"{endpoint} does not look like {service}: {call} answered {status} but {answer.error}"
+        )
+    if 300 <= status < 400:
+        return f"{endpoint} redirects (HTTP {status}); give the image service's own URL"
+    if status == 401:
+        return f"credentials refused: the image service at {endpoint} answered 401"
+    if status in (400, 404, 405):
+        hint = "" if call == "GET /v2/images" else " (is the project id right?)"
+        return f"{endpoint} does not look like {service}: {call} answered {status}{hint}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRead:
+    """What one GET of an image got: the answer, and the image's tags when it had them."""
+
+    answer: Answer
+    tags: frozenset[str] | None = None
+
+
+class ImageReader:
+    """Reads an image's tags through the run's transport (the one HTTP edge)."""
+
+    def __init__(self, transport: GlanceTransport) -> None:
+        self._transport = transport
+
+    async def get_image(self, image_id: str, token: str) -> ImageRead:
+        answer, body = await self._transport.get_image(image_id, token)
+        if answer.status is None or not 200 <= answer.status < 300:
+            return ImageRead(answer)
+        tags = image_tags(body)
+        if tags is None:
+            error = answer.error or "no tags list"  # answer.error: too large to read
+            return ImageRead(Answer(answer.status, None, answer.request_id, error))
+        return ImageRead(answer, tags)

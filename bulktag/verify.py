@@ -4,7 +4,7 @@ Glance answers 204 to a tag write that a concurrent write then silently undoes (
 race, see API-FACTS.md). The journal cannot know; only reading the image back can. So:
 
     journal ─► {image: tags recorded ok} ─► producer ─► bounded stream ─► N workers:
-        Pacer (ceiling) ─► GET /v2/images/{id} ─► policy.decide ─► sleep and retry | judge
+        attempt loop: Pacer ─► GET /v2/images/{id} ─► decide ─► pace ─► retry | judge
                                                                      │
         missing (added tags absent) · not_removed (removed tags present, ``--op remove``)
         gone (404) · unverified (no usable answer after the retries: 403, 5xx, timeouts)
@@ -12,7 +12,9 @@ race, see API-FACTS.md). The journal cannot know; only reading the image back ca
                                                one line per problem (--output: JSON lines)
 
 Each image is read once (plus retries of 429/502/503/504 and connection errors, with the run's
-back-off policy), at most ``--rate`` requests a second and ``--concurrency`` at a time: a
+back-off policy), at most ``--rate`` requests a second and ``--concurrency`` at a time, slower
+when the cloud pushes back: the GETs go through the run's own attempt loop
+(:mod:`bulktag.attempt`: pacing by the answers, the token renewed once after a 401), so a
 verify is as polite as the run it checks. Memory: the tags per image recorded ok (the one thing
 verify must hold); the GETs themselves stream through a bounded channel.
 
@@ -26,13 +28,14 @@ Exit codes:
 
     0    every image's tags are as the journal says (or the journal records no ok tag)
     1    a tag is missing or not removed, an image is gone, or an image could not be read
-    2    usage error, unreadable journal or not a journal, endpoint unreachable or not an
-         image service, token refused by the first GET: nothing was verified
+    2    usage error, unreadable journal or not a journal, endpoint not an image service,
+         token refused by the first GET (after one renewal): nothing was verified
     3    the token was refused part-way
+    75   the image service or the identity service cannot be reached: try again later
     130  interrupted
 
-Credentials come from the same places as for ``bulktag run`` (flags, ``OS_*``, clouds.yaml), and
-the GETs go through :mod:`bulktag.transport`, the one module that speaks HTTP.
+Credentials, the login and the first GET are the run's own (:mod:`bulktag.service`), and the
+GETs go through :mod:`bulktag.transport`, the one module that speaks HTTP.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import argparse
 import contextlib
 import json
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,26 +55,17 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
-from bulktag.auth import (
-    AuthRefused,
-    AuthSpec,
-    CredentialsError,
-    TokenProvider,
-    add_credential_arguments,
-    load_auth_spec,
-    options_from_namespace,
-)
-from bulktag.auth.redact import control_character_problem, url_secrets
-from bulktag.auth.tls import ssl_for
+from bulktag.attempt import AttemptLoop, Attempts
+from bulktag.auth import AuthSpec, TokenProvider, add_credential_arguments, options_from_namespace
+from bulktag.config import ConfigError
+from bulktag.errors import BulktagError, ExitCode
 from bulktag.journal import FileStats, not_a_journal, read_records
-from bulktag.logs import SCRUBBER
-from bulktag.model import Outcome
+from bulktag.logs import refusal_line
+from bulktag.model import Answer, Outcome
 from bulktag.pacing import Pacer
-from bulktag.policy import Abort, Answer, RetryPolicy, Settle, decide, preflight_problem
-from bulktag.summary import ExitCode
-
-# Shared with the run's transport, beside which ImageReader may move.
-from bulktag.transport import GlanceTransport, image_tags, make_session, normalize_endpoint
+from bulktag.policy import RetryPolicy, Settle
+from bulktag.service import auth_spec, open_image_service, tls_context
+from bulktag.transport import GlanceTransport, ImageRead, ImageReader
 
 DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -79,36 +74,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 _SHOWN_PROBLEMS = 20  # problems listed on stderr without --output
 
 
-class VerifyError(Exception):
-    """Verification cannot start (exit 2): the one-line reason."""
-
-
-# ── reading images: the HTTP edge ───────────────────────────────────────────────────────────
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRead:
-    """What one GET of an image got: the answer, and the image's tags when it had them."""
-
-    answer: Answer
-    tags: frozenset[str] | None = None
-
-
-class ImageReader:
-    """Reads an image's tags through the run's transport (the one HTTP edge)."""
-
-    def __init__(self, transport: GlanceTransport) -> None:
-        self._transport = transport
-
-    async def get_image(self, image_id: str, token: str) -> ImageRead:
-        answer, body = await self._transport.get_image(image_id, token)
-        if answer.status is None or not 200 <= answer.status < 300:
-            return ImageRead(answer)
-        tags = image_tags(body)
-        if tags is None:
-            error = answer.error or "no tags list"  # answer.error: too large to read
-            return ImageRead(Answer(answer.status, None, answer.request_id, error))
-        return ImageRead(answer, tags)
+# ── reading images ──────────────────────────────────────────────────────────────────────────
 
 
 class Reader(Protocol):
@@ -255,8 +221,18 @@ def judge(image_id: str, expect: Expectation, read: ImageRead) -> list[Problem]:
 _Item = tuple[str, Expectation]  # what the producer hands a worker
 
 
-class Verifier:
-    """Reads images back, paced and bounded; ``on_problem`` receives each problem in turn."""
+@dataclass(slots=True)
+class _Reading:
+    """One image being read back: its id, and the last read of it."""
+
+    image_id: str
+    read: ImageRead | None = None
+
+
+class Verifier(AttemptLoop[_Reading, ImageRead | None]):
+    """Reads images back, paced and bounded; ``on_problem`` receives each problem in turn.
+    Each GET goes through the run's attempt loop (:mod:`bulktag.attempt`): the same retries,
+    the same pacing by the cloud's answers, the same token renewal after a 401."""
 
     def __init__(
         self,
@@ -269,15 +245,13 @@ class Verifier:
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
+        pacer = Pacer(settings.rate, burst=settings.burst)
+        super().__init__(pacer, tokens, settings.retry, wall=wall, rng=rng or random.Random())
         self.tally = VerifyTally()
         self._reader = reader
-        self._tokens = tokens
         self._settings = settings
         self._on_problem = on_problem
         self._sleep = sleep
-        self._wall = wall
-        self._rng = rng or random.Random()
-        self._ceiling = Pacer(settings.rate, burst=settings.burst)  # no pushback fed: a ceiling
         self._scope = anyio.CancelScope()
 
     async def run(self, expected: Mapping[str, Mapping[str, bool]]) -> VerifyTally:
@@ -302,12 +276,12 @@ class Verifier:
     async def _work(self, receive: ObjectReceiveStream[_Item]) -> None:
         with receive:
             async for image_id, expect in receive:
-                read = await self._read(image_id)
+                read = await self.attempt(_Reading(image_id), Attempts(time.monotonic()))
                 if read is None:
                     return
-                self._settle(image_id, expect, read)
+                self._judge(image_id, expect, read)
 
-    def _settle(self, image_id: str, expect: Expectation, read: ImageRead) -> None:
+    def _judge(self, image_id: str, expect: Expectation, read: ImageRead) -> None:
         self.tally.images += 1
         self.tally.tags += expect.tags
         problems = judge(image_id, expect, read)
@@ -317,37 +291,35 @@ class Verifier:
             self.tally.note(problem)
             self._on_problem(problem)
 
-    async def _read(self, image_id: str) -> ImageRead | None:
-        """GET the image until the answer settles; None if the token was refused."""
-        attempt, refreshed = 0, False
-        try:
-            while True:
-                attempt += 1
-                token = await self._tokens.token()
-                if self._ceiling.free_now() is None:
-                    await self._ceiling.wait_turn()
-                self.tally.requests += 1
-                read = await self._reader.get_image(image_id, token)
-                decision = decide(
-                    self._settings.retry, read.answer, attempt, self._wall(), self._rng
-                )
-                if isinstance(decision, Settle):
-                    return read
-                if isinstance(decision, Abort):
-                    if refreshed:
-                        raise AuthRefused("the image service refused the token (401) part-way")
-                    await self._tokens.refresh(token)  # once for all workers
-                    refreshed = True
-                    continue
-                await self._sleep(decision.delay)
-        except AuthRefused as exc:
-            self._abort(str(exc))
-            return None
+    # ── the attempt loop's hooks ────────────────────────────────────────────────────────────
 
-    def _abort(self, reason: str) -> None:
+    async def send(self, reading: _Reading, token: str, grow: bool) -> tuple[Answer, float] | None:
+        sent_at = self.pacer.free_now()
+        if sent_at is None:
+            sent_at = await self.pacer.wait_turn()
+        self.tally.requests += 1
+        reading.read = await self._reader.get_image(reading.image_id, token)
+        return reading.read.answer, sent_at
+
+    def settled(
+        self, reading: _Reading, decision: Settle, answer: Answer, attempts: Attempts
+    ) -> ImageRead | None:
+        return reading.read
+
+    def unsettled(self) -> ImageRead | None:
+        return None
+
+    def refused_again(self) -> None:
+        self.abort("the image service refused the token (401) part-way")
+
+    def abort(self, reason: str) -> None:
         if self.tally.aborted is None:
             self.tally.aborted = reason
         self._scope.cancel()
+
+    async def wait_or_stop(self, delay: float) -> bool:
+        await self._sleep(delay)
+        return True
 
 
 # ── the command ─────────────────────────────────────────────────────────────────────────────
@@ -397,83 +369,44 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass(frozen=True, slots=True)
 class _Plan:
     spec: AuthSpec
+    tls: ssl.SSLContext | bool
     expected: dict[str, dict[str, bool]]
     journal: FileStats
     settings: VerifySettings
     timeout: float
 
 
-def _auth_spec(args: argparse.Namespace, env: Mapping[str, str]) -> AuthSpec:
-    """Credentials exactly as ``bulktag run`` finds them: flags, OS_*, clouds.yaml."""
-    options = options_from_namespace(args)
-    if options.endpoint:
-        try:
-            normalize_endpoint(options.endpoint)
-        except ValueError as exc:
-            raise VerifyError(f"--endpoint: {exc}") from None
-    try:
-        spec = load_auth_spec(options, env)
-    except CredentialsError as exc:
-        raise VerifyError(str(exc)) from None
-    problem = control_character_problem(spec)  # aiohttp would raise on it in a header
-    if problem is not None:
-        raise VerifyError(problem)
-    for secret in (*spec.secrets, *url_secrets(spec.endpoint), *url_secrets(spec.auth_url)):
-        SCRUBBER.add(secret)  # for every line verify prints
-    return spec
-
-
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
-    spec = _auth_spec(args, env)
+    spec = auth_spec(options_from_namespace(args), env)  # exactly as ``bulktag run``
+    tls = tls_context(spec)
     try:
         problem = not_a_journal(Path(args.journal))
         if problem is not None:
-            raise VerifyError(f"{args.journal} is not a journal: {problem}")
+            raise ConfigError(f"{args.journal} is not a journal: {problem}")
         expected, stats = expected_tags(Path(args.journal))
     except OSError as exc:
-        raise VerifyError(f"cannot read journal {args.journal}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read journal {args.journal}: {exc.strerror or exc}") from None
     settings = VerifySettings(
         rate=args.rate,
         burst=args.burst,
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
     )
-    return _Plan(spec, expected, stats, settings, args.timeout)
-
-
-async def _preflight(
-    transport: GlanceTransport, tokens: TokenProvider, endpoint: str, stderr: TextIO
-) -> None:
-    """One GET first, so a wrong URL or token fails in a second with one line (exit 2)."""
-    try:
-        answer = await transport.preflight(await tokens.token())
-    except AuthRefused as exc:
-        raise VerifyError(f"credentials refused: {exc}") from None
-    problem = preflight_problem(answer, endpoint)
-    if problem is not None:
-        raise VerifyError(problem)
-    if answer.status is not None and answer.status >= 300:  # the reads will retry: go on
-        stderr.write(f"bulktag verify: warning: GET /v2/images answered {answer.status}\n")
+    return _Plan(spec, tls, expected, stats, settings, args.timeout)
 
 
 async def _verify(
     plan: _Plan, on_problem: Callable[[Problem], None], stderr: TextIO
 ) -> VerifyTally:
-    from bulktag.auth import resolve_credentials
-
-    tls = ssl_for(plan.spec.tls_verify, plan.spec.client_cert)
-    async with make_session(plan.settings.concurrency, plan.timeout, tls) as session:
-        try:
-            credentials = await resolve_credentials(plan.spec)
-        except (CredentialsError, AuthRefused) as exc:
-            raise VerifyError(str(exc)) from None
-        try:
-            endpoint = normalize_endpoint(credentials.endpoint)
-        except ValueError as exc:
-            raise VerifyError(f"the catalog's image endpoint: {exc}") from None
-        transport = GlanceTransport(session, endpoint, plan.timeout)
-        await _preflight(transport, credentials.provider, endpoint, stderr)
-        verifier = Verifier(ImageReader(transport), credentials.provider, plan.settings, on_problem)
+    concurrency, timeout = plan.settings.concurrency, plan.timeout
+    opened = open_image_service(plan.spec, plan.tls, concurrency=concurrency, timeout=timeout)
+    async with opened as service:
+        status = service.preflight.status
+        if status is not None and status >= 300:  # the reads will retry: go on
+            stderr.write(f"bulktag verify: warning: GET /v2/images answered {status}\n")
+        assert isinstance(service.transport, GlanceTransport)  # verify reads Glance's tags
+        reader = ImageReader(service.transport)
+        verifier = Verifier(reader, service.credentials.provider, plan.settings, on_problem)
         return await verifier.run(plan.expected)
 
 
@@ -504,7 +437,7 @@ def _open_output(name: str | None) -> Iterator[IO[str] | None]:
     try:
         output = Path(name).open("w", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise VerifyError(f"cannot write {name}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot write {name}: {exc.strerror or exc}") from None
     with output:
         yield output
 
@@ -542,9 +475,9 @@ def command_verify(
         with _open_output(args.output) as output:
             lines = _ProblemLines(output, stderr)
             tally = anyio.run(_verify, plan, lines, stderr)
-    except VerifyError as exc:
-        stderr.write(f"bulktag verify: error: {SCRUBBER.clean(str(exc))}\n")
-        return ExitCode.USAGE
+    except BulktagError as exc:  # plain text, as verify writes all it says
+        stderr.write(refusal_line(exc, "bulktag verify") + "\n")
+        return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     _write_summary(tally, plan.journal, lines, time.monotonic() - started, stderr)

@@ -439,7 +439,8 @@ def _serve_fake_stats(argv: Sequence[str]) -> None:
 
     from aiohttp import web
 
-    from bulktag.fake.glance import FakeGlance, add_serve_arguments, config_from_args, serve
+    from bulktag.fake.glance import FakeGlance, serve
+    from bulktag.fake.serve import add_serve_arguments, config_from_args
 
     class StatsGlance(FakeGlance):
         """The fake plus ``GET /_test/stats`` (behind the same gateway and auth)."""

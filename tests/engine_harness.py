@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulktag.admission import Api, Op
 from bulktag.auth import StaticToken, TokenProvider
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_blocks
+from bulktag.model import Api, Op
 from bulktag.policy import RetryPolicy
 from bulktag.source import GLANCE_RULES, TagRules, ims_rules, open_text, read_rows
 from bulktag.transport import GlanceTransport, ImsTransport, make_session

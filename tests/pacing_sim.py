@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from bulktag.fake.limiters import ServerModel
-from bulktag.model import Outcome
+from bulktag.model import Answer, Outcome
 from bulktag.pacing import Pacer, PacingPolicy, Signal
-from bulktag.policy import Answer, Retry, RetryPolicy, Settle, decide
+from bulktag.policy import Retry, RetryPolicy, Settle, decide
 
 BIN = 0.5  # seconds per bin of the time series
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.admission import Op, Shard
+from bulktag.admission import Shard
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
+from bulktag.model import Op
 from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, settings
 
 

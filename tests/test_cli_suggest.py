@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.cli import Environment, main
+from bulktag.cli import main
+from bulktag.environment import Environment
 
 # typed → meant (None: nothing close enough to suggest)
 TYPOS: dict[tuple[str, ...], str | None] = {

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.cli import _COMMANDS, Environment, build_parser, known_flags, main
+from bulktag.cli import _COMMANDS, build_parser, known_flags, main
+from bulktag.environment import Environment
 
 
 def _script(shell: str, tmp_path: Path) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bulktag.summary import ExitCode
+from bulktag.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
 CRONJOB = ROOT / "config" / "kubernetes" / "bulktag-cronjob.yaml"

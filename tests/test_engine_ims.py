@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 import pytest
 
-from bulktag.admission import Op
 from bulktag.engine import Engine
 from bulktag.fake.glance import serve
 from bulktag.fake.ims import FakeIms, FakeImsConfig
+from bulktag.model import Op
 from bulktag.pacing import Signal
 from bulktag.policy import RetryPolicy
 from bulktag.source import ims_rules

@@ -20,8 +20,7 @@ from bulktag import engine as engine_module
 from bulktag.auth import StaticToken
 from bulktag.engine import Engine, EngineSettings
 from bulktag.journal import JournalWriter, ResumeIndex, pair_key
-from bulktag.model import Outcome, Row, Tag
-from bulktag.policy import Answer
+from bulktag.model import Answer, Outcome, Row, Tag
 from bulktag.source import open_text, read_rows, read_stream
 
 U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.admission import Op
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
+from bulktag.model import Op
 from tests.engine_harness import TOKEN, Harness, csv_of, image, settings
 
 FULL = image(0)  # at its tag quota, or forbidden, or unknown: every row of it is refused

@@ -136,3 +136,32 @@ def test_nothing_was_sent_and_no_journal_was_left(results: Results) -> None:
         assert [] == [seen for seen in server.seen if seen[0] == "PUT"]
     for name in CASES:
         assert [] == list((results.base / name).glob("*.jsonl")), name
+
+
+@pytest.mark.parametrize(
+    ("cause", "code", "event"),
+    [
+        ("bulktag.cli:UsageError", 2, "usage_error"),
+        ("bulktag.config:ConfigError", 2, "config_error"),
+        ("bulktag.source:InputRefused", 2, "input_refused"),
+        ("bulktag.journal:JournalError", 2, "config_error"),
+        ("bulktag.auth:CredentialsError", 2, "config_error"),
+        ("bulktag.auth:AuthRefused", 2, "config_error"),
+        ("bulktag.auth.keystone:CredentialsElsewhere", 2, "config_error"),
+        ("bulktag.journal:LockHeld", 5, "journal_locked"),
+        ("bulktag.auth:IdentityUnavailable", 75, "cloud_unavailable"),
+        ("bulktag.errors:CloudUnavailable", 75, "cloud_unavailable"),
+    ],
+)
+def test_every_cause_is_a_bulktag_error_carrying_its_exit_code(
+    cause: str, code: int, event: str
+) -> None:
+    """The one table of cause -> exit code: the classes themselves (README's table in words)."""
+    import importlib
+
+    from bulktag.errors import BulktagError
+
+    module, _, name = cause.partition(":")
+    error = getattr(importlib.import_module(module), name)
+    assert issubclass(error, BulktagError)
+    assert (code, event) == (error.exit_code, error.event)

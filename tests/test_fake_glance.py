@@ -15,15 +15,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from bulktag.fake.glance import (
-    REQUEST_ID_HEADER,
-    FakeGlance,
-    FakeGlanceConfig,
-    add_serve_arguments,
-    config_from_args,
-    serve,
-    serve_forever,
-)
+from bulktag.fake.glance import REQUEST_ID_HEADER, FakeGlance, FakeGlanceConfig, serve
+from bulktag.fake.serve import add_serve_arguments, config_from_args, serve_forever
 
 REQ_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bulktag.fake.glance import add_serve_arguments, config_from_args, make_fake, serve
+from bulktag.fake.glance import serve
 from bulktag.fake.ims import FakeIms, FakeImsConfig, ImsCall
+from bulktag.fake.serve import add_serve_arguments, config_from_args, make_fake
 
 PROJECT = "p1"
 IMAGE = "img-1"

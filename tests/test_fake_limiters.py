@@ -21,13 +21,7 @@ import aiohttp
 import pytest
 from clitools import fake_glance, no_traceback, run_bulktag
 
-from bulktag.fake.glance import (
-    FakeGlance,
-    FakeGlanceConfig,
-    add_serve_arguments,
-    config_from_args,
-    serve,
-)
+from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.fake.ims import FakeImsConfig
 from bulktag.fake.limiters import (
     ConcurrencyLimit,
@@ -37,6 +31,7 @@ from bulktag.fake.limiters import (
     TokenBucket,
     parse_limiter,
 )
+from bulktag.fake.serve import add_serve_arguments, config_from_args
 
 Answer = tuple[int, str | None]  # status, Retry-After
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.admission import Admission, Api, Decision, Op
+from bulktag.admission import Admission, Decision
 from bulktag.journal import (
     ResumeIndex,
     ims_key,
@@ -19,7 +19,7 @@ from bulktag.journal import (
     pair_key,
     render,
 )
-from bulktag.model import InvalidRow, Outcome, Result, Row
+from bulktag.model import Api, InvalidRow, Op, Outcome, Result, Row
 from bulktag.summary import Tally
 
 U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.admission import Admission, Api, Decision, Op
+from bulktag.admission import Admission, Decision
 from bulktag.journal import ResumeIndex, load_index, render, row_key
-from bulktag.model import Outcome, Result, Row
+from bulktag.model import Api, Op, Outcome, Result, Row
 from bulktag.summary import Tally
 from tests.clitools import fake_glance, image_ids, no_traceback, read_journal, run_bulktag
 

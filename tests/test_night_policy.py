@@ -15,9 +15,10 @@ import pytest
 from clitools import fake_glance, make_pairs, run_bulktag, write_csv
 from prometheus_client.parser import text_string_to_metric_families
 
+from bulktag.errors import ExitCode
 from bulktag.metrics import LAST_SUCCESS
 from bulktag.model import Outcome
-from bulktag.summary import ExitCode, Tally, exit_code
+from bulktag.summary import Tally, exit_code
 
 
 def _tally(failed_now: int = 0, invalid_now: int = 0, earlier: int = 0) -> Tally:

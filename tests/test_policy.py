@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bulktag.model import Outcome
+from bulktag.model import Answer, Outcome
 from bulktag.policy import (
     ACCEPTED,
     Abort,
-    Answer,
     Decision,
     Kind,
     Missing,

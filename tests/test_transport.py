@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bulktag.policy import Answer
+from bulktag.model import Answer
 from bulktag.transport import GlanceTransport, make_session, normalize_endpoint
 
 IMAGE = "8a3f1c2e-0000-4000-8000-000000000001"

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bulktag.auth.base import AuthRefused, CredentialsError
 from bulktag.auth.keystone import log_in
-from bulktag.policy import Answer
+from bulktag.model import Answer
 from bulktag.transport import (
     ANSWER_READ_LIMIT,
     GlanceTransport,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 from aiohttp import web
 
-from bulktag.policy import Answer
+from bulktag.model import Answer
 from bulktag.transport import IMS_MAX_TAGS, ImsTransport, make_session
 from tests.test_transport import Handler, server
 

@@ -23,10 +23,11 @@ import pytest
 
 from bulktag.auth import StaticToken
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
-from bulktag.policy import Answer, RetryPolicy
+from bulktag.model import Answer
+from bulktag.policy import RetryPolicy
+from bulktag.transport import ImageRead
 from bulktag.verify import (
     Expectation,
-    ImageRead,
     Problem,
     Verifier,
     VerifySettings,
@@ -182,8 +183,9 @@ async def test_a_refused_token_exits_2_before_any_image_is_read(tmp_path: Path) 
     async with serve(server) as url:
         code, err = await verify(journal, endpoint=url)
     assert 2 == code
-    refused = f"bulktag verify: error: credentials refused: the image service at {url} answered 401"
-    assert [refused] == err.splitlines()
+    # As for ``run``: a 401 to the first GET is answered by renewing the token, once.
+    refused = "the image service refused the token (401); a static token cannot be renewed"
+    assert [f"bulktag verify: error: credentials refused: {refused}"] == err.splitlines()
     assert [] == image_gets(server)
     assert TOKEN not in err
 
@@ -206,16 +208,18 @@ async def test_a_token_refused_part_way_stops_with_exit_3(tmp_path: Path) -> Non
 
 
 @pytest.mark.asyncio
-async def test_an_unreachable_endpoint_exits_2_with_one_line(tmp_path: Path) -> None:
+async def test_an_unreachable_endpoint_exits_75_with_one_line(tmp_path: Path) -> None:
+    """As for ``run``: not the command's fault, so a scheduler may try again later."""
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     journal = write_journal(tmp_path / "j.jsonl", [ok(0, "web")])
     code, err = await verify(journal, endpoint=f"http://127.0.0.1:{port}")
-    assert 2 == code
+    assert 75 == code
     assert 1 == len(err.splitlines())
     reason = f"cannot reach the image service at http://127.0.0.1:{port}: connect: "
     assert err.startswith(f"bulktag verify: error: {reason}")
+    assert err.rstrip().endswith("; try again later")
 
 
 @pytest.mark.asyncio

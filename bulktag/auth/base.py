@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from bulktag.errors import BulktagError, ExitCode
+
 #: How long one login may take before we call the identity service unreachable.
 DEFAULT_TIMEOUT = 30.0
 
@@ -35,14 +37,14 @@ class IssuedToken:
         return (self.expires_at - self.issued_at).total_seconds()
 
 
-class AuthRefused(Exception):
+class AuthRefused(BulktagError):
     """The identity service (or the image service) refused our credentials; the run must stop.
 
     The message says what was refused and never contains a secret.
     """
 
 
-class CredentialsError(Exception):
+class CredentialsError(BulktagError):
     """The credentials could not be assembled or used: missing, malformed, or unreachable.
 
     Raised before a run starts (configuration) or when the identity service does not answer.
@@ -52,6 +54,10 @@ class CredentialsError(Exception):
 
 class IdentityUnavailable(CredentialsError):
     """The identity service could not be reached, or answered 5xx or 429: try again later."""
+
+    exit_code = ExitCode.TEMPFAIL
+    event = "cloud_unavailable"
+    hint = "; try again later"
 
 
 class TokenProvider(Protocol):

@@ -48,6 +48,19 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+_LIBRARY_LOGGERS = ("openstack", "keystoneauth", "stevedore", "os_service_types")
+
+
+def quiet_library_logs() -> None:
+    """openstacksdk and keystoneauth log through stdlib logging, which bulktag leaves
+    unconfigured: Python would print their warnings as stray stderr lines. Their failures reach
+    the operator as our one-line errors instead."""
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+
+
 #: Flag fields handed to openstacksdk under another name.
 _SDK_NAMES = {"endpoint": "image_endpoint_override"}
 #: The openstack CLI's flags that default to a variable even for a cloud named by OS_CLOUD.
@@ -189,8 +202,6 @@ def sdk_arguments(options: CredentialOptions, env: Mapping[str, str]) -> dict[st
 
 
 def _resolve(options: CredentialOptions, env: Mapping[str, str]) -> AuthSpec:
-    from bulktag.auth.keystone import quiet_library_logs
-
     quiet_library_logs()
     arguments = sdk_arguments(options, env)
     secrets = tuple(str(v) for k, v in arguments.items() if k in SECRET_FIELDS and v)

@@ -25,7 +25,6 @@ off on the plugin, so it never logs in behind the provider's back.
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,21 +55,9 @@ MAX_ERROR_BODY = 8 << 10
 #: keystoneauth sessions already guarded and tuned by :func:`login_session`.
 _PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
 
-_LIBRARY_LOGGERS = ("openstack", "keystoneauth", "stevedore", "os_service_types")
-
 
 class CredentialsElsewhere(CredentialsError):
     """The login was about to send credentials to a host other than the configured one."""
-
-
-def quiet_library_logs() -> None:
-    """openstacksdk and keystoneauth log through stdlib logging, which bulktag leaves
-    unconfigured: Python would print their warnings as stray stderr lines. Their failures reach
-    the operator as our one-line errors instead."""
-    for name in _LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,10 +31,8 @@ to answer, because any second request on an image while a write is pending is a 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
-import sys
 import time
 import uuid
 from collections import deque
@@ -53,7 +51,6 @@ from bulktag.fake.limiters import (
     ServerModel,
     TokenBucket,
     Verdict,
-    parse_limiter,
 )
 
 REQUEST_ID_HEADER = "x-openstack-request-id"
@@ -129,7 +126,7 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
-class _Action:
+class ScriptedAction:
     """One parsed script entry."""
 
     status: int = 0  # 0: no scripted status, do the work
@@ -138,19 +135,19 @@ class _Action:
     delay: float = 0.0
 
 
-def _parse_action(entry: int | str) -> _Action:
+def _parse_action(entry: int | str) -> ScriptedAction:
     """Turn a script entry (``503``, ``"drop"``, ``"slow:0.2"``, ``"503+ra:2"``) into an action."""
     if isinstance(entry, int):
-        return _Action(status=_valid_status(entry))
+        return ScriptedAction(status=_valid_status(entry))
     if entry == "drop":
-        return _Action(drop=True)
+        return ScriptedAction(drop=True)
     if entry.startswith("slow:"):
-        return _Action(delay=_parse_delay(entry))
+        return ScriptedAction(delay=_parse_delay(entry))
     status, sep, retry_after = entry.partition("+ra:")
     if sep and not retry_after:
         raise ValueError(f"script entry {entry!r} has an empty Retry-After")
     try:
-        return _Action(status=_valid_status(int(status)), retry_after=retry_after or None)
+        return ScriptedAction(status=_valid_status(int(status)), retry_after=retry_after or None)
     except ValueError:
         raise ValueError(f"unknown script entry {entry!r}") from None
 
@@ -253,11 +250,11 @@ def _has_body(request: web.Request) -> bool:
     return "Transfer-Encoding" in request.headers or (request.content_length or 0) > 0
 
 
-def _still_connected(request: web.Request) -> bool:
+def still_connected(request: web.Request) -> bool:
     return request.transport is not None and not request.transport.is_closing()
 
 
-def _drop(request: web.Request) -> web.Response:
+def drop_connection(request: web.Request) -> web.Response:
     """Close the connection so the client sees a disconnect and no response at all."""
     if request.transport is not None:
         request.transport.close()
@@ -320,7 +317,7 @@ class FakeGlance:
         status = 0
         try:
             response = await handler(request)
-            status = response.status if _still_connected(request) else 0
+            status = response.status if still_connected(request) else 0
             return response
         except web.HTTPException as exc:  # aiohttp's own answers, e.g. an unrouted path
             status = exc.status
@@ -438,7 +435,7 @@ class FakeGlance:
             return _text_error(400, "A body is not expected with this request.")
         action = self._next_action(image_id, tag)
         if action.drop:
-            return _drop(request)
+            return drop_connection(request)
         if action.status:
             return self._scripted_answer(action)
         await asyncio.sleep(action.delay)
@@ -448,11 +445,11 @@ class FakeGlance:
             return _text_error(403, "You are not permitted to modify tags on this image.")
         return None
 
-    def _next_action(self, image_id: str, tag: str) -> _Action:
+    def _next_action(self, image_id: str, tag: str) -> ScriptedAction:
         queue = self._script.get((image_id, tag))
-        return queue.popleft() if queue else _Action()
+        return queue.popleft() if queue else ScriptedAction()
 
-    def _scripted_answer(self, action: _Action) -> web.Response:
+    def _scripted_answer(self, action: ScriptedAction) -> web.Response:
         retry_after = action.retry_after
         if retry_after is None and action.status in _THROTTLE_STATUSES:
             retry_after = self.config.retry_after
@@ -539,143 +536,3 @@ async def serve(fake: FakeGlance, host: str = "127.0.0.1", port: int = 0) -> Asy
         yield _url(host, bound_port)
     finally:
         await runner.cleanup()
-
-
-# -- `bulktag serve-fake` -------------------------------------------------------------------------
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``bulktag serve-fake`` flags; turn the parsed namespace into a config with
-    :func:`config_from_args`."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=9292, help="port (0 = any free port)")
-    parser.add_argument("--token", help="require this X-Auth-Token on every request")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    parser.add_argument(
-        "--fail-503",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="probability of answering 503 instead of doing the work",
-    )
-    parser.add_argument(
-        "--fail-429",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="probability of answering 429 instead of doing the work",
-    )
-    parser.add_argument("--retry-after", help="Retry-After value sent with 413/429/503")
-    parser.add_argument(
-        "--capacity",
-        type=float,
-        metavar="RPS",
-        help="requests per second admitted (a token bucket holding one second's worth); "
-        "beyond it refuse with --limiter-status",
-    )
-    parser.add_argument(
-        "--limiter",
-        type=_limiter_spec,
-        metavar="SPEC",
-        help="a gateway limit to rehearse: bucket:RATE[:BURST], fixed:LIMIT[:PERIOD], "
-        "sliding:LIMIT[:PERIOD], concurrency:LIMIT:SECONDS, queue:RATE[:MAX_WAIT] or "
-        "schedule:T=RATE,T=RATE,... (T in seconds after the server starts)",
-    )
-    parser.add_argument(
-        "--limiter-status",
-        type=int,
-        choices=(503, 429),
-        help="what --capacity and --limiter refuse with: 503, or 429 APIGW.0308 as Huawei's "
-        "gateway does [default 503; 429 with --api ims]",
-    )
-    parser.add_argument(
-        "--outage",
-        type=_outage_span,
-        metavar="START:END",
-        help="refuse everything with 503 from START to END seconds after the server starts "
-        "(END may be inf)",
-    )
-    parser.add_argument(
-        "--unknown-every",
-        type=int,
-        default=0,
-        metavar="N",
-        help="every Nth distinct image id is unknown (404)",
-    )
-    parser.add_argument("--seed", type=int, help="seed for the injected failures")
-    parser.add_argument(
-        "--api",
-        choices=("glance", "ims"),
-        default="glance",
-        help="ims: also serve Huawei IMS's key/value tag API (at most 10 tags per image; "
-        "above --capacity answer 429 APIGW.0308)",
-    )
-    parser.add_argument(
-        "--project-id", help="with --api ims: refuse (403) tag calls for any other project"
-    )
-
-
-def _limiter_spec(text: str) -> str:
-    """Check ``--limiter`` now, so a typo is a usage error (exit 2), not a traceback later."""
-    try:
-        parse_limiter(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _outage_span(text: str) -> tuple[float, float]:
-    start, _, end = text.partition(":")
-    try:
-        span = (float(start), float(end))
-    except ValueError:
-        span = (-1.0, -1.0)
-    if not 0 <= span[0] < span[1]:
-        raise argparse.ArgumentTypeError(
-            f"expected START:END in seconds after the server starts, START < END: {text!r}"
-        )
-    return span
-
-
-def config_from_args(args: argparse.Namespace) -> FakeGlanceConfig:
-    """The config described by flags added with :func:`add_serve_arguments`."""
-    from bulktag.fake.ims import FakeImsConfig
-
-    kind = FakeImsConfig if getattr(args, "api", "glance") == "ims" else FakeGlanceConfig
-    # Each kind's gateway has its own refusal (IMS: 429) unless the flag says otherwise.
-    status = getattr(args, "limiter_status", None) or kind.capacity_status
-    spec = getattr(args, "limiter", None)
-    common = {
-        "token": args.token,
-        "latency": args.latency,
-        "fail_503": args.fail_503,
-        "fail_429": args.fail_429,
-        "retry_after": args.retry_after,
-        "capacity": args.capacity,
-        "capacity_status": status,
-        "limiter": parse_limiter(spec, Refusal(status)) if spec else None,
-        "outage": getattr(args, "outage", None),
-        "unknown_every": args.unknown_every,
-        "seed": args.seed,
-    }
-    if kind is FakeImsConfig:
-        return FakeImsConfig(**common, project_id=args.project_id)
-    return FakeGlanceConfig(**common)
-
-
-def make_fake(config: FakeGlanceConfig) -> FakeGlance:
-    """The fake that ``config`` describes: a FakeIms for an IMS config, else a FakeGlance."""
-    from bulktag.fake.ims import FakeIms, FakeImsConfig
-
-    return FakeIms(config) if isinstance(config, FakeImsConfig) else FakeGlance(config)
-
-
-async def serve_forever(config: FakeGlanceConfig, host: str, port: int) -> None:
-    """Serve a fake built from ``config`` until cancelled, announcing its URL on stderr."""
-    fake = make_fake(config)
-    name = "IMS" if type(fake) is not FakeGlance else "Glance"
-    async with serve(fake, host, port) as url:
-        needs_token = config.token is not None or config.token_validator is not None
-        required = "required" if needs_token else "not required"
-        print(f"fake {name} listening on {url} (token: {required})", file=sys.stderr, flush=True)
-        await asyncio.Event().wait()  # until the caller cancels us

@@ -44,7 +44,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, _Action, _drop, _still_connected
+from bulktag.fake.glance import (
+    FakeGlance,
+    FakeGlanceConfig,
+    ScriptedAction,
+    drop_connection,
+    still_connected,
+)
 
 _BAD_REQUEST_CODE = "IMG.0001"
 _FORBIDDEN_IN_KEYS = frozenset("=*<>\\,|/")
@@ -135,7 +141,7 @@ class FakeIms(FakeGlance):
         except _Refused as refused:
             return refused.response
         response = await self._answer(request, image_id, action, tags)
-        status = response.status if _still_connected(request) else 0
+        status = response.status if still_connected(request) else 0
         self.calls.append(ImsCall(image_id, action, tuple(key for key, _ in tags), status))
         return response
 
@@ -144,7 +150,7 @@ class FakeIms(FakeGlance):
     ) -> web.StreamResponse:
         scripted = self._next_scripted(image_id, [key for key, _ in tags])
         if scripted.drop:
-            return _drop(request)
+            return drop_connection(request)
         if scripted.status:
             return self._scripted_answer(scripted)
         await asyncio.sleep(scripted.delay)
@@ -161,12 +167,12 @@ class FakeIms(FakeGlance):
             return refused.response
         return web.Response(status=204)
 
-    def _next_scripted(self, image_id: str, keys: list[str]) -> _Action:
+    def _next_scripted(self, image_id: str, keys: list[str]) -> ScriptedAction:
         for key in keys:
             queue = self._script.get((image_id, key))
             if queue:
                 return queue.popleft()
-        return _Action()
+        return ScriptedAction()
 
     async def _create(self, image_id: str, tags: list[Tag]) -> None:
         values: dict[str, str] = {}

@@ -25,6 +25,7 @@ from bulktag.journal.file import (
 )
 from bulktag.journal.format import (
     Record,
+    add_key,
     error_class,
     fingerprint_bytes,
     format_time,
@@ -48,6 +49,7 @@ __all__ = [
     "LockHeld",
     "Record",
     "ResumeIndex",
+    "add_key",
     "error_class",
     "fingerprint_bytes",
     "format_time",

@@ -49,13 +49,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from bulktag.errors import BulktagError, ExitCode
 from bulktag.journal.format import Record, parse
 from bulktag.journal.index import ResumeIndex, load_index
 
 _BLOCK_BYTES = 1 << 20  # 1 MiB of journal per scan
 
 
-class JournalError(Exception):
+class JournalError(BulktagError):
     """The journal cannot be used (not a regular file, unreadable, unwritable)."""
 
 
@@ -310,8 +311,11 @@ def _move_aside(path: Path) -> Path:
 Identity = tuple[int, int]  # (st_dev, st_ino): the file, whatever path reaches it
 
 
-class LockHeld(Exception):
+class LockHeld(BulktagError):
     """Another live process holds the journal's lock."""
+
+    exit_code = ExitCode.LOCKED
+    event = "journal_locked"
 
 
 def identity(status: os.stat_result) -> Identity:
@@ -333,7 +337,7 @@ class JournalLock:
         deadline = time.monotonic() + wait
         while not self._try_lock():
             if time.monotonic() >= deadline:
-                raise LockHeld(f"{self.journal} is held by {self._holder()}")
+                raise LockHeld(f"another run is using the journal {self._held()}")
             time.sleep(poll)
         self._write_owner()
 
@@ -344,7 +348,7 @@ class JournalLock:
         self._fd = None
         try:
             if not self._try_lock():
-                raise LockHeld(f"{self.journal} is held by {self._holder()}")
+                raise LockHeld(f"another run took the journal {self._held()}")
         finally:
             if old is not None:
                 os.close(old)
@@ -386,6 +390,9 @@ class JournalLock:
         }
         with contextlib.suppress(OSError):  # a read-only directory: the lock still holds
             self.path.write_text(json.dumps(owner) + "\n")
+
+    def _held(self) -> str:
+        return f"{self.journal}: {self.journal} is held by {self._holder()}"
 
     def _holder(self) -> str:
         """Who holds it: the owner file, if it speaks of the very file that is locked (a hard

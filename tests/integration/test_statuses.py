@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bulktag.summary import ExitCode
+from bulktag.errors import ExitCode
 
 from . import openstack
 from .bulktag_cli import (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.summary import ExitCode
+from bulktag.errors import ExitCode
 
 from . import openstack
 from .bulktag_cli import Invocation, describe, grouped, read_journal, require, write_input
