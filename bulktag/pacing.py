@@ -113,7 +113,7 @@ class Mode(Enum):
 class _Window:
     """Counts of one evaluation window. Refusals count only for requests sent since ``start``
     (earlier ones describe the rate before); accepted answers are read off the running total,
-    which the engine's fast path keeps while calm — and, for the experiment's windows, which
+    which the attempt loop's fast path keeps while calm — and, for the experiment's windows, which
     follow a change of rate and see every answer, counted like refusals (``accepted``)."""
 
     start: float
@@ -163,7 +163,7 @@ class PaceController:
         self.cuts = 0
         self.capacity: float | None = None  # accepted/s where a cut was confirmed to help
         self.rate_related = False  # some refusals were confirmed to depend on the rate
-        self.accepted_total = 0  # also counted by the engine's fast path while calm
+        self.accepted_total = 0  # also counted by the attempt loop's fast path while calm
         self.last_accepted = now
         self._streak = 0  # refusals and failures since the last accepted answer
         self._fresh_streak = 0  # those of them that answered a row's first attempt
@@ -328,7 +328,7 @@ class PaceController:
         self._window = self._new_window(now)
 
     def _counted_only(self, window: _Window) -> int:
-        """Accepted answers the engine's fast path counted while calm, never passed to
+        """Accepted answers the attempt loop's fast path counted while calm, never passed to
         :meth:`observe`: first tries, nearly all (nothing was refused, so few rows retry).
         Without them, the window in which calm ends would read its first refusals against
         none of the answers accepted before them. An experiment's windows see every answer."""
