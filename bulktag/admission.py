@@ -15,7 +15,7 @@ from typing import cast
 
 from bulktag.journal import ResumeIndex, ims_slot, invalid_key, row_key
 from bulktag.journal import fingerprint_bytes as fingerprint
-from bulktag.keyset import KeyMap, KeySet, low64
+from bulktag.keyset import KeyMap, KeySet, kept
 from bulktag.model import InvalidRow, Row
 from bulktag.summary import Tally
 
@@ -105,7 +105,7 @@ class Admission:
         self._done, self._failed = index.done, index.failed
         self._seen = KeySet()  # keys met in this run's input, for duplicate rows
         # IMS: slot (image, key) → the key of the value this run's input last asked for it
-        # (low 64 bits, as KeyMap keeps them).
+        # (its low 32 bits, as KeyMap keeps them).
         self._slots = KeyMap()
 
     def key(self, item: Row | InvalidRow) -> int:
@@ -125,7 +125,7 @@ class Admission:
         slot = self._slot(item) if self._ims else None
         # An IMS key this run already set to another value: what the journal says is done
         # describes the image before that, so the row is sent whatever the journal says.
-        moved = slot is not None and self._slots.get(slot) not in (None, low64(key))
+        moved = slot is not None and self._slots.get(slot) not in (None, kept(key))
         earlier = self._index.state(key)
         if earlier == "done" and not moved:
             if isinstance(item, InvalidRow):
@@ -193,7 +193,7 @@ class Admission:
         ``env=a, env=b, env=a`` sends all three, so the image ends with ``a`` as asked.
         """
         if slot is not None:
-            if self._slots.get(slot) == low64(key):
+            if self._slots.get(slot) == kept(key):
                 return True
             self._slots.put(slot, key)
             return False
