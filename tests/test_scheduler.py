@@ -165,8 +165,8 @@ async def test_submit_waits_for_room_in_the_ready_stream_then_dispatches() -> No
 # ── the read-ahead window (batching) ─────────────────────────────────────────────────────
 
 
-def windowed(read_ahead: int) -> tuple[ImageScheduler, MemoryObjectReceiveStream[Row]]:
-    send, receive = anyio.create_memory_object_stream[Row](read_ahead)
+def windowed(read_ahead: int) -> tuple[ImageScheduler, MemoryObjectReceiveStream[str]]:
+    send, receive = anyio.create_memory_object_stream[str](read_ahead)
     return ImageScheduler(send, max_parked=2, read_ahead=read_ahead), receive
 
 
@@ -177,8 +177,7 @@ async def test_the_window_counts_rows_queued_for_a_worker_with_the_parked_ones()
     assert scheduler.submit_nowait(row(3, A))  # parked: past max_parked's 2 would not matter
     assert 3 == scheduler.held
     assert not scheduler.submit_nowait(row(4, C))  # the window is full, queued rows included
-    assert 1 == receive.receive_nowait().line
-    scheduler.taken()  # a worker has it: it no longer waits in the window
+    assert 1 == scheduler.taken(receive.receive_nowait()).line  # no longer waits in the window
     assert scheduler.submit_nowait(row(4, C))
     receive.close()
 
@@ -194,8 +193,7 @@ async def test_a_full_window_holds_the_producer_until_a_worker_takes_a_row() -> 
         group.start_soon(produce)
         await anyio.sleep(0.01)
         assert 2 == scheduler.held  # C waits
-        receive.receive_nowait()
-        scheduler.taken()
+        scheduler.taken(receive.receive_nowait())
         await anyio.sleep(0.01)
     assert 2 == scheduler.held  # C got in
     receive.close()
@@ -206,8 +204,7 @@ async def test_a_batch_takes_just_before_sending_the_rows_that_arrived_after_it_
 ):
     scheduler, receive = windowed(read_ahead=100)
     await scheduler.submit(row(1, A, key="env", value="a"))
-    first = receive.receive_nowait()
-    scheduler.taken()
+    first = scheduler.taken(receive.receive_nowait())
     batch = await scheduler.gather(first, 10)
     assert [1] == [r.line for r in batch]
     for item in [row(2, B), row(3, A), row(4, A, key="env", value="b"), row(5, A)]:
@@ -222,8 +219,7 @@ async def test_top_up_stops_at_the_limit() -> None:
     scheduler, receive = windowed(read_ahead=100)
     for n in range(1, 8):
         await scheduler.submit(row(n, A))
-    batch = [receive.receive_nowait()]
-    scheduler.taken()
+    batch = [scheduler.taken(receive.receive_nowait())]
     scheduler.top_up(batch, 3)
     assert [1, 2, 3] == [r.line for r in batch]
     assert 4 == scheduler.held  # rows 4-7 still parked
@@ -236,7 +232,7 @@ async def test_held_rows_share_their_keys_values_and_image_id() -> None:
         key, value = "".join(["en", "v"]), "".join(["pr", "od"])
         await scheduler.submit(Row(1, "".join(image_id), key, value))
         await scheduler.submit(Row(2, "".join(image_id), f"k{len(key)}", f"v{len(value)}"))
-    held = [receive.receive_nowait(), receive.receive_nowait()]
+    held = [scheduler.taken(receive.receive_nowait()) for _ in range(2)]
     held += [r for r in (scheduler.release(A), scheduler.release(B), scheduler.release(B)) if r]
     assert 5 == len(held)
     assert 1 == len({id(r.tag) for r in held if r.tag == "env"})
@@ -272,7 +268,7 @@ async def test_any_interleaving_sends_every_row_once_in_key_order_within_the_win
     image, at most ``limit`` rows and never a key twice; one image's rows of one key go in
     input order (the later value last); never more than ``read_ahead`` rows held."""
     rng = random.Random(seed)
-    send, receive = anyio.create_memory_object_stream[Row](read_ahead)
+    send, receive = anyio.create_memory_object_stream[str](read_ahead)
     scheduler = ImageScheduler(send, max_parked=2, read_ahead=read_ahead)
     pending = deque(Row(n, image_id, key, f"v{n}") for n, (image_id, key) in enumerate(rows))
     working: dict[str, list[Row]] = {}  # image → the batch a worker holds for it
@@ -284,8 +280,8 @@ async def test_any_interleaving_sends_every_row_once_in_key_order_within_the_win
         move = rng.random()
         if pending and move < 0.4 and scheduler.submit_nowait(pending[0]):
             pending.popleft()
-        elif move < 0.7 and (first := _receive(receive)) is not None:
-            scheduler.taken()
+        elif move < 0.7 and (item := _receive(receive)) is not None:
+            first = scheduler.taken(item)
             assert first.image_id not in working  # never two requests for one image
             working[first.image_id] = await scheduler.gather(first, limit)
         elif working:
@@ -309,7 +305,7 @@ async def test_any_interleaving_sends_every_row_once_in_key_order_within_the_win
     receive.close()
 
 
-def _receive(stream: MemoryObjectReceiveStream[Row]) -> Row | None:
+def _receive(stream: MemoryObjectReceiveStream[str]) -> str | None:
     try:
         return stream.receive_nowait()
     except anyio.WouldBlock:
