@@ -54,6 +54,7 @@ _CODE_MASK = (1 << _CODE_BITS) - 1
 _LINE_SHIFT = 2 * _CODE_BITS
 # Distinct keys and values the window shares: 8191 strings, a few hundred KiB at most.
 _MAX_SHARED = _CODE_MASK
+_PARTS = 16
 
 
 class ImageScheduler:
@@ -77,6 +78,11 @@ class ImageScheduler:
         # With read_ahead, entries (_pack), and an image still queued for a worker holds its
         # first row too: that entry alone, or a list starting with it.
         self._busy: dict[str, Any] = {}
+        # With read_ahead, _busy cut in 16 by the id's hash (_part): a dict of a window's
+        # ~120,000 images is ~7 MiB, and one resizing (churn sets that off, even at a steady
+        # size) holds its old and new tables at once; a part's is 1/16 of that.
+        self._parts = [{} for _ in range(_PARTS)] if read_ahead > 0 else [self._busy]
+        self._part_mask = _PARTS - 1 if read_ahead > 0 else 0
         self._parked = 0
         self._queued = 0  # rows in the ready stream, counted only with read_ahead
         self._codes: dict[str, int] = {}  # keys and values held rows share → their codes
@@ -133,7 +139,7 @@ class ImageScheduler:
         """:meth:`submit_nowait` with read_ahead, once there is room: hold ``row`` compactly."""
         image_id = row.image_id
         self._last_image = image_id  # a lingering worker expects rows of it
-        busy = self._busy
+        busy = self._part(image_id)
         if image_id in busy:
             held = busy[image_id]
             entry = self._pack(row)
@@ -164,17 +170,21 @@ class ImageScheduler:
         while self._parked + self._queued >= self._max_held:
             self._room = anyio.Event()
             await self._room.wait()
-        if row.image_id in self._busy:
+        if row.image_id in self._part(row.image_id):
             self.submit_nowait(row)  # parking has room now: that cannot fail
             return
         self._wake_lingering()
         if self._count_ready:
-            self._busy[row.image_id] = self._pack(row)
+            self._part(row.image_id)[row.image_id] = self._pack(row)
             self._queued += 1
             await put(self._ready, row.image_id)
             return
         self._busy[row.image_id] = None
         await put(self._ready, row)
+
+    def _part(self, image_id: str) -> dict[str, Any]:
+        """The part of ``_busy`` that holds ``image_id`` (all of it without read_ahead)."""
+        return self._parts[hash(image_id) & self._part_mask]
 
     def _pack(self, row: Row) -> _Entry:
         """``row`` as the window holds it (its image is the key it is held under): an int,
@@ -213,11 +223,12 @@ class ImageScheduler:
             return item  # type: ignore[no-any-return]
         self._queued -= 1
         self._make_room()
-        held = self._busy[item]
+        busy = self._part(item)
+        held = busy[item]
         if type(held) is list:
             entry = held.pop(0)  # the rest stay parked
         else:
-            entry, self._busy[item] = held, None
+            entry, busy[item] = held, None
         return self._unpack(item, entry)
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
@@ -249,7 +260,7 @@ class ImageScheduler:
     def _fill(self, batch: list[Row], limit: int) -> bool:
         """Move parked rows of the batch's image into it; True when it can grow no more."""
         image_id = batch[0].image_id
-        waiting = self._busy[image_id]
+        waiting = self._part(image_id)[image_id]
         if waiting is None:
             return False
         keys = {row.tag for row in batch}
@@ -291,9 +302,10 @@ class ImageScheduler:
         """
         if not self._serialize:
             return None
-        waiting = self._busy[image_id]
+        busy = self._parts[hash(image_id) & self._part_mask] if self._count_ready else self._busy
+        waiting = busy[image_id]
         if not waiting:  # None, or a list emptied earlier
-            del self._busy[image_id]
+            del busy[image_id]
             return None
         self._parked -= 1
         self._make_room()
