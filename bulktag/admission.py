@@ -14,7 +14,7 @@ from operator import not_
 from typing import cast
 
 from bulktag.journal import ResumeIndex, add_key, ims_slot, invalid_key, row_key
-from bulktag.keyset import KeyMap, KeySet, low64
+from bulktag.keyset import KeyMap, KeySet, kept
 from bulktag.model import Api, InvalidRow, Op, Row
 from bulktag.summary import Tally
 
@@ -85,7 +85,7 @@ class Admission:
         self._done, self._failed = index.done, index.failed
         self._seen = KeySet()  # keys met in this run's input, for duplicate rows
         # IMS: slot (image, key) → the key of the value this run's input last asked for it
-        # (low 64 bits, as KeyMap keeps them).
+        # (its low 32 bits, as KeyMap keeps them).
         self._slots = KeyMap()
 
     def key(self, item: Row | InvalidRow) -> int:
@@ -103,7 +103,7 @@ class Admission:
         slot = self._slot(item) if self._ims else None
         # An IMS key this run already set to another value: what the journal says is done
         # describes the image before that, so the row is sent whatever the journal says.
-        moved = slot is not None and self._slots.get(slot) not in (None, low64(key))
+        moved = slot is not None and self._slots.get(slot) not in (None, kept(key))
         earlier = self._index.state(key)
         if earlier == "done" and not moved:
             if isinstance(item, InvalidRow):
@@ -164,7 +164,7 @@ class Admission:
         ``env=a, env=b, env=a`` sends all three, so the image ends with ``a`` as asked.
         """
         if slot is not None:
-            if self._slots.get(slot) == low64(key):
+            if self._slots.get(slot) == kept(key):
                 return True
             self._slots.put(slot, key)
             return False

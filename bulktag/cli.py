@@ -269,7 +269,7 @@ def _add_ims_arguments(run: argparse.ArgumentParser) -> None:
         ("ims_max_value_length", int, "longest value accepted"),
         ("ims_tags_per_call", int, "tags of one image per request (at most 10)"),
         ("batch_linger", float, "seconds a request may wait for more tags of its image"),
-        ("ims_read_ahead", int, "rows read ahead to group an image's tags (175-270 B each)"),
+        ("ims_read_ahead", int, "rows read ahead to group an image's tags (80-165 B each)"),
     ]
     for name, kind, text in limits:
         flag, default = "--" + name.replace("_", "-"), BY_NAME[name].default

@@ -270,7 +270,10 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
         started = self._clock()
         concurrency = self.settings.concurrency
         read_ahead = self.settings.read_ahead if self.settings.batch_size > 1 else 0
-        ready_send, ready_recv = anyio.create_memory_object_stream[Row](read_ahead or concurrency)
+        # rows, or with read_ahead image ids (scheduler.taken turns one into its first row)
+        ready_send, ready_recv = anyio.create_memory_object_stream[Row | str](
+            read_ahead or concurrency
+        )
         scheduler = ImageScheduler(
             ready_send,
             self.settings.max_parked,
@@ -428,16 +431,16 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
 
     # ── workers ─────────────────────────────────────────────────────────────────────────
 
-    async def _work(self, ready: ObjectReceiveStream[Row], scheduler: ImageScheduler) -> None:
+    async def _work(self, ready: ObjectReceiveStream[Row | str], scheduler: ImageScheduler) -> None:
         batching = self.settings.batch_size > 1  # only then do waiting rows count (read-ahead)
         with ready:
             while True:
                 try:
-                    first = await get(ready)
+                    item = await get(ready)
                 except anyio.EndOfStream:
                     return
-                if batching:
-                    scheduler.taken()
+                # batching: an image id, its first row still in the window; else the row
+                first: Row = scheduler.taken(item) if batching else item  # type: ignore[assignment]
                 if not await self._serve_image(first, scheduler) or self.stopping:
                     return
 

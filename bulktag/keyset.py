@@ -62,16 +62,24 @@ class KeySet:
 
 
 class KeyMap:
-    """A compact map of 64-bit fingerprints to 64-bit fingerprints: :class:`KeySet`'s table
-    with a second array for the values, 16 bytes a slot (a ``dict`` of 128-bit ints costs
-    ~150 bytes an entry: ~150 MB for an IMS run's million slots).
+    """A compact map of fingerprints to fingerprints: what this run's input last asked for each
+    IMS (image, key), in 8 bytes a slot, one ``array('Q')`` word holding both halves (a
+    ``dict`` of 128-bit ints costs ~150 bytes an entry, and two 64-bit arrays 16 bytes a slot:
+    32 MiB for an IMS run's million slots; 16 MiB now).
 
-    Keys and values keep their low 64 bits only (:func:`low64`); a caller compares values in
-    that form. A collision of keys makes two slots one: at worst a row looks like a repeat and
-    waits for the next run, as with :class:`KeySet`.
+    A word is a key's 32-bit *tag* (bits 32-63 of its fingerprint) over the low 32 bits of its
+    value (:func:`kept`: a caller compares values in that form). The tag also picks the slot
+    (its low bits) and bits 28-31 of the fingerprint pick one of 16 parts, so a key is known by
+    36 bits: two keys sharing them (~7 pairs in a million keys) make one slot. That slot then
+    answers with the later key's value: a row of the other key may be sent although this run
+    already sent it (a second, harmless request and journal record), or — when the values'
+    32 bits match too, about once in 2^32 such pairs — look like a repeat and wait for the next
+    run, as with :class:`KeySet`. A key set to a new value whose low 32 bits equal the old
+    one's (once in 2^32 changes) likewise waits for the next run. A collision delays a row, it
+    never loses one.
 
-    The table is cut in 16 by a key's top bits, each part growing on its own: while a table
-    doubles it holds the old and the new arrays, +50%; a part doubling adds 1/16 of that.
+    The table is cut in 16, each part growing on its own: while a table doubles it holds the
+    old and the new arrays, +50%; a part doubling adds 1/16 of that.
     """
 
     def __init__(self, capacity: int = 1024) -> None:
@@ -81,20 +89,23 @@ class KeyMap:
         return sum(map(len, self._parts))
 
     def get(self, key: int) -> int | None:
-        """The low 64 bits of the value last put for ``key``, or None."""
-        return self._parts[(key & _LOW_64) >> _PART_SHIFT].get(key)
+        """The :func:`kept` form of the value last put for ``key``, or None."""
+        return self._parts[(key >> _PART_SHIFT) & _PART_MASK].get(((key >> 32) & _LOW_32) or 1)
 
     def put(self, key: int, value: int) -> None:
-        self._parts[(key & _LOW_64) >> _PART_SHIFT].put(key, value)
+        part = self._parts[(key >> _PART_SHIFT) & _PART_MASK]
+        part.put(((key >> 32) & _LOW_32) or 1, value & _LOW_32)
 
     @property
     def size_bytes(self) -> int:
-        """The tables' arrays, keys and values."""
+        """The tables' arrays."""
         return sum(part.size_bytes for part in self._parts)
 
 
 _PARTS = 16
-_PART_SHIFT = 60  # a 64-bit fingerprint's top 4 bits pick its part; its low bits, its slot
+_PART_MASK = _PARTS - 1
+_PART_SHIFT = 28  # bits 28-31 of a fingerprint pick its part; bits 32-63 are its tag
+_LOW_32 = (1 << 32) - 1
 
 
 class _KeyMapPart:
@@ -102,52 +113,52 @@ class _KeyMapPart:
         size = 8
         while size * 2 < capacity * 3:
             size <<= 1
-        self._keys = array("Q", [_EMPTY]) * size
-        self._values = array("Q", [0]) * size
+        self._words = array("Q", [_EMPTY]) * size  # tag << 32 | value; 0: a free slot
         self._mask = size - 1
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
-    def get(self, key: int) -> int | None:
-        """The low 64 bits of the value last put for ``key``, or None."""
-        index = self._find((key & _LOW_64) or 1)
-        return self._values[index] if self._keys[index] != _EMPTY else None
+    def get(self, tag: int) -> int | None:
+        word = self._words[self._find(tag)]
+        return word & _LOW_32 if word != _EMPTY else None
 
-    def put(self, key: int, value: int) -> None:
-        fingerprint = (key & _LOW_64) or 1
-        index = self._find(fingerprint)
-        self._values[index] = value & _LOW_64
-        if self._keys[index] == _EMPTY:
-            self._keys[index] = fingerprint
+    def put(self, tag: int, value: int) -> None:
+        index = self._find(tag)
+        words = self._words
+        new = words[index] == _EMPTY
+        words[index] = tag << 32 | value
+        if new:
             self._count += 1
-            if self._count * 3 > len(self._keys) * 2:
+            if self._count * 3 > len(words) * 2:
                 self._grow()
 
     @property
     def size_bytes(self) -> int:
-        return self._keys.itemsize * len(self._keys) * 2
+        return self._words.itemsize * len(self._words)
 
-    def _find(self, fingerprint: int) -> int:
-        """The slot holding ``fingerprint``, or the free slot where it would go."""
-        keys, mask = self._keys, self._mask
-        index = fingerprint & mask
-        while (held := keys[index]) != _EMPTY and held != fingerprint:
+    def _find(self, tag: int) -> int:
+        """The slot holding ``tag`` (a non-zero 32-bit tag), or the free slot where it goes."""
+        words, mask = self._words, self._mask
+        index = tag & mask
+        while (word := words[index]) != _EMPTY and word >> 32 != tag:
             index = (index + 1) & mask
         return index
 
     def _grow(self) -> None:
-        old_keys, old_values = self._keys, self._values
-        size = len(old_keys) * 2
-        self._keys, self._values = array("Q", [_EMPTY]) * size, array("Q", [0]) * size
-        self._mask = size - 1
-        for fingerprint, value in zip(old_keys, old_values, strict=True):
-            if fingerprint != _EMPTY:
-                index = self._find(fingerprint)
-                self._keys[index], self._values[index] = fingerprint, value
+        old = self._words
+        size = len(old) * 2
+        self._words = words = array("Q", [_EMPTY]) * size
+        self._mask = mask = size - 1
+        for word in old:
+            if word != _EMPTY:
+                index = (word >> 32) & mask
+                while words[index] != _EMPTY:
+                    index = (index + 1) & mask
+                words[index] = word
 
 
-def low64(key: int) -> int:
-    """The part of a key that :class:`KeyMap` keeps of a value."""
-    return key & _LOW_64
+def kept(value: int) -> int:
+    """The part of a value that :class:`KeyMap` keeps (and :meth:`KeyMap.get` returns)."""
+    return value & _LOW_32

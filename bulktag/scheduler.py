@@ -25,11 +25,20 @@ against the same bound as the parked ones: the producer reads ahead until ``read
 wait (first rows of idle images, in input order, plus rows parked behind them), and the rows
 that arrive for an image before its request goes ride along with it. Without batching the
 ready stream stays as short as the pool, so a Glance run holds no more rows than before.
-A held row shares its key, value and image id with the rows held before it (:meth:`_compact`),
-and an image's parked rows sit in a list (a deque costs ~600 bytes even when it holds one).
+
+How the window holds its rows (batching only; a million-row window must fit the memory target):
+the ready stream carries an image id, not a row — the very string that keys the image in
+``_busy`` — and the rows wait in ``_busy`` as *entries*: one int packing the line number with
+the codes of the key and value in a table of the strings the window shares (:meth:`_pack`),
+or, once that table is full, a ``(line, key, value)`` tuple. A queued image with one row holds
+its id and one int (~180 bytes with the dict's slot, against ~240 for a Row in the stream);
+every further row of it, 40 bytes. :meth:`taken` turns the image a worker received into its
+first row, and rows leave the window as :class:`Row` again, with the image id of the key.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
@@ -37,30 +46,47 @@ from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 from bulktag.model import Row
 from bulktag.streams import put
 
-# Distinct keys and values the window shares (_compact): a few hundred KiB at most.
-_MAX_SHARED = 4096
+# A held row in the window: line << 26 | key code << 13 | value code (codes index the shared
+# strings, 0 = no value), or (line, key, value) when a string did not fit the table.
+_Entry = int | tuple[int, str, str | None] | Row
+_CODE_BITS = 13
+_CODE_MASK = (1 << _CODE_BITS) - 1
+_LINE_SHIFT = 2 * _CODE_BITS
+# Distinct keys and values the window shares: 8191 strings, a few hundred KiB at most.
+_MAX_SHARED = _CODE_MASK
+_PARTS = 16
 
 
 class ImageScheduler:
     def __init__(
         self,
-        ready: ObjectSendStream[Row],
+        ready: ObjectSendStream[Any],
         max_parked: int,
         serialize: bool = True,
         *,
         read_ahead: int = 0,
     ):
-        """``read_ahead`` > 0: the ready stream holds up to that many rows, and the bound on
-        waiting rows (then ``read_ahead``, not ``max_parked``) counts them too."""
+        """``read_ahead`` > 0: the ready stream holds up to that many images (each standing for
+        its first row: a worker passes what it receives to :meth:`taken`), and the bound on
+        waiting rows (then ``read_ahead``, not ``max_parked``) counts them too. Otherwise the
+        stream carries rows."""
         self._ready = ready
         self._max_held = read_ahead or max_parked
         self._count_ready = read_ahead > 0
         self._serialize = serialize
-        # image → rows parked behind its in-flight row (None: one in flight, none parked yet)
-        self._busy: dict[str, list[Row] | None] = {}
+        # image → rows parked behind its in-flight row (None: one in flight, none parked yet).
+        # With read_ahead, entries (_pack), and an image still queued for a worker holds its
+        # first row too: that entry alone, or a list starting with it.
+        self._busy: dict[str, Any] = {}
+        # With read_ahead, _busy cut in 16 by the id's hash (_part): a dict of a window's
+        # ~120,000 images is ~7 MiB, and one resizing (churn sets that off, even at a steady
+        # size) holds its old and new tables at once; a part's is 1/16 of that.
+        self._parts = [{} for _ in range(_PARTS)] if read_ahead > 0 else [self._busy]
+        self._part_mask = _PARTS - 1 if read_ahead > 0 else 0
         self._parked = 0
         self._queued = 0  # rows in the ready stream, counted only with read_ahead
-        self._names: dict[str, str] = {}  # keys and values held rows share (_compact)
+        self._codes: dict[str, int] = {}  # keys and values held rows share → their codes
+        self._texts: list[str | None] = [None]  # code → string (0: no value)
         self._room: anyio.Event | None = None  # set while the producer waits for room
         self._last_image: str | None = None  # image of the row the producer handed in last
         self._arrived: anyio.Event | None = None  # set while a worker lingers for siblings
@@ -89,26 +115,48 @@ class ImageScheduler:
         """
         if not self._serialize or self._parked + self._queued >= self._max_held:
             return False
+        if self._count_ready:
+            return self._hold(row)
         image_id = row.image_id
         self._last_image = image_id  # a lingering worker expects rows of it
         if image_id in self._busy:
             waiting = self._busy[image_id]
             if waiting is None:
                 waiting = self._busy[image_id] = []
-            if self._count_ready:
-                row = self._compact(row, waiting[-1] if waiting else None)
             waiting.append(row)
             self._parked += 1
         else:
-            if self._count_ready:
-                row = self._compact(row, None)
             try:
                 self._ready.send_nowait(row)
             except anyio.WouldBlock:
                 return False
             self._busy[image_id] = None
-            if self._count_ready:
-                self._queued += 1
+        if self._arrived is not None:
+            self._wake_lingering()
+        return True
+
+    def _hold(self, row: Row) -> bool:
+        """:meth:`submit_nowait` with read_ahead, once there is room: hold ``row`` compactly."""
+        image_id = row.image_id
+        self._last_image = image_id  # a lingering worker expects rows of it
+        busy = self._part(image_id)
+        if image_id in busy:
+            held = busy[image_id]
+            entry = self._pack(row)
+            if held is None:  # in flight, nothing parked yet
+                busy[image_id] = [entry]
+            elif type(held) is list:
+                held.append(entry)
+            else:  # queued, its first row alone
+                busy[image_id] = [held, entry]
+            self._parked += 1
+        else:
+            try:
+                self._ready.send_nowait(image_id)
+            except anyio.WouldBlock:
+                return False
+            busy[image_id] = self._pack(row)
+            self._queued += 1
         if self._arrived is not None:
             self._wake_lingering()
         return True
@@ -122,41 +170,66 @@ class ImageScheduler:
         while self._parked + self._queued >= self._max_held:
             self._room = anyio.Event()
             await self._room.wait()
-        if row.image_id in self._busy:
+        if row.image_id in self._part(row.image_id):
             self.submit_nowait(row)  # parking has room now: that cannot fail
             return
-        self._busy[row.image_id] = None
-        if self._count_ready:
-            self._queued += 1
-            row = self._compact(row, None)
         self._wake_lingering()
+        if self._count_ready:
+            self._part(row.image_id)[row.image_id] = self._pack(row)
+            self._queued += 1
+            await put(self._ready, row.image_id)
+            return
+        self._busy[row.image_id] = None
         await put(self._ready, row)
 
-    def _compact(self, row: Row, sibling: Row | None) -> Row:
-        """``row`` as the window holds it: its key and value are the strings of rows held
-        before it, and its image id that of ``sibling`` (a held row of its image). A window
-        of a million rows repeats a few keys and values; sharing them takes a held row from
-        ~460 to 175-270 bytes (benchmarks/RESULTS.md). The table of shared strings is bounded:
-        past it, distinct values are held as they are."""
-        tag, value = self._shared(row.tag), row.value
-        if value is not None:
-            value = self._shared(value)
-        image_id = row.image_id if sibling is None else sibling.image_id
-        return Row(row.line, image_id, tag, value)
+    def _part(self, image_id: str) -> dict[str, Any]:
+        """The part of ``_busy`` that holds ``image_id`` (all of it without read_ahead)."""
+        return self._parts[hash(image_id) & self._part_mask]
 
-    def _shared(self, text: str) -> str:
-        shared = self._names.get(text)
-        if shared is not None:
-            return shared
-        if len(self._names) < _MAX_SHARED:
-            self._names[text] = text
-        return text
+    def _pack(self, row: Row) -> _Entry:
+        """``row`` as the window holds it (its image is the key it is held under): an int,
+        when its key and value are in the table of shared strings or fit in it (a window of a
+        million rows repeats a few keys and values), else a tuple of them."""
+        tag = self._code(row.tag)
+        value = 0 if row.value is None else self._code(row.value)
+        if tag > 0 and value >= 0:
+            return row.line << _LINE_SHIFT | tag << _CODE_BITS | value
+        return (row.line, row.tag, row.value)
 
-    def taken(self) -> None:
-        """Worker side: it received a row from the ready stream (it no longer waits there)."""
-        if self._count_ready:
-            self._queued -= 1
-            self._make_room()
+    def _code(self, text: str) -> int:
+        """``text``'s code in the shared table (added if there is room), or -1."""
+        code = self._codes.get(text, -1)
+        if code < 0 and len(self._texts) <= _MAX_SHARED:
+            code = self._codes[text] = len(self._texts)
+            self._texts.append(text)
+        return code
+
+    def _unpack(self, image_id: str, entry: _Entry) -> Row:
+        if type(entry) is int:
+            texts = self._texts
+            tag = texts[entry >> _CODE_BITS & _CODE_MASK]
+            assert tag is not None
+            return Row(entry >> _LINE_SHIFT, image_id, tag, texts[entry & _CODE_MASK])
+        if type(entry) is Row:  # held without read_ahead: as it came
+            return entry
+        line, tag, value = entry  # type: ignore[misc]
+        return Row(line, image_id, tag, value)
+
+    def taken(self, item: Any = None) -> Row:
+        """Worker side: it received ``item`` from the ready stream (it no longer waits there);
+        returns the row to work on. With read_ahead ``item`` is an image id, whose first row
+        leaves the window now; else it is that row."""
+        if not self._count_ready:
+            return item  # type: ignore[no-any-return]
+        self._queued -= 1
+        self._make_room()
+        busy = self._part(item)
+        held = busy[item]
+        if type(held) is list:
+            entry = held.pop(0)  # the rest stay parked
+        else:
+            entry, busy[item] = held, None
+        return self._unpack(item, entry)
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -186,19 +259,24 @@ class ImageScheduler:
 
     def _fill(self, batch: list[Row], limit: int) -> bool:
         """Move parked rows of the batch's image into it; True when it can grow no more."""
-        waiting = self._busy[batch[0].image_id]
+        image_id = batch[0].image_id
+        waiting = self._part(image_id)[image_id]
         if waiting is None:
             return False
         keys = {row.tag for row in batch}
         room = limit - len(batch)
         taken = 0
-        for row in waiting:
-            if taken == room or row.tag in keys:  # that key again: a later request
+        unpack = self._unpack
+        for entry in waiting:
+            if taken == room:
+                break
+            row = unpack(image_id, entry)
+            if row.tag in keys:  # that key again: a later request
                 break
             keys.add(row.tag)
+            batch.append(row)
             taken += 1
         if taken:
-            batch += waiting[:taken]
             del waiting[:taken]  # one shift of the list per batch, not one per row
             self._parked -= taken
             self._make_room()
@@ -224,13 +302,15 @@ class ImageScheduler:
         """
         if not self._serialize:
             return None
-        waiting = self._busy[image_id]
+        busy = self._parts[hash(image_id) & self._part_mask] if self._count_ready else self._busy
+        waiting = busy[image_id]
         if not waiting:  # None, or a list emptied earlier
-            del self._busy[image_id]
+            del busy[image_id]
             return None
         self._parked -= 1
         self._make_room()
-        return waiting.pop(0)
+        entry = waiting.pop(0)
+        return entry if type(entry) is Row else self._unpack(image_id, entry)
 
     def close(self) -> None:
         """No more rows will come: workers end once the ready rows and their chains are done."""
