@@ -28,13 +28,19 @@ def puts(*times: float, status: int = 204, image: str = "i", tag: str = "t") -> 
     return [Put(t, status, f"{image}{n}", tag) for n, t in enumerate(times)]
 
 
-def test_goodput_against_a_fixed_window_counts_whole_windows() -> None:
-    """Three a window of 10 s: a client that finishes early in its second window took two
-    windows (its pace was the capacity); one that spills into a third took three."""
+def test_goodput_against_a_fixed_window_counts_the_windows_the_run_took() -> None:
+    """Three a window of 10 s: a client that fills its second window took two windows (its
+    pace was the capacity); one that leaves a place free in it and spills one PUT into a third
+    took two windows and a third of the third — not three whole windows; one that began late
+    in its first window is charged all of it."""
     on_time = puts(0.5, 0.6, 0.7, 10.1, 10.2, 10.3)
     late = puts(0.5, 0.6, 0.7, 10.1, 10.2, 20.3)
-    assert 0.3 == pytest.approx(goodput([p.t for p in on_time], on_time, 10.0))
-    assert 0.2 == pytest.approx(goodput([p.t for p in late], late, 10.0))
+    began_late = puts(9.7, 9.8, 9.9, 10.1, 10.2, 10.3)
+    window = (10.0, 3)
+    assert 0.3 == pytest.approx(goodput([p.t for p in on_time], on_time, window))
+    assert 6 / (70 / 3) == pytest.approx(goodput([p.t for p in late], late, window))
+    assert 0.3 == pytest.approx(goodput([p.t for p in began_late], began_late, window))
+    assert 0.2 == pytest.approx(goodput([p.t for p in late], late, (10.0, 1)))
 
 
 def test_goodput_elsewhere_is_accepted_per_second_first_to_last_put() -> None:
