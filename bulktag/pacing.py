@@ -23,13 +23,13 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     to the good pace, and for a few seconds the next probes go at most
                  │     half the way back to it (a binary search, as in BIC-TCP);
                  │     with p > 0, a probe is confirmed only if more got in
-                 │     every 10 s with p > 0: dip to half the pace for a window; f fell → a
-                 │     limit was hiding in p: p := f there, pace under what got in
+                 │     every 10 s with p > 0: dip under what gets in (to half at most) for a
+                 │     window; f fell → a limit was hiding in p: p := f, pace under what got in
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
                  │     (by half at most, when a handful of answers is all there is to read)
-                 │     the experiment, on answers to requests sent since the cut: is f nearer
-                 │     "as before" (not about the rate) or 1 − (1 − f) × old ÷ new rate (a
-                 │     limit: what gets in stays flat)?
+                 │     the experiment, on answers to requests sent since the cut: did f stay
+                 │     as before, within noise (not about the rate), or fall, towards
+                 │     1 − (1 − f) × old ÷ new rate (a limit: what gets in stays flat)?
                  │     a limit → pace under what got in meanwhile (sooner, when nothing at
                  │     all was refused in a sample that makes the old excess unlikely)
                  │     not about the rate → p := f, rate restored; the next window checks
@@ -93,7 +93,8 @@ class PacingPolicy:
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
     overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
-    dip: float = 0.5  # …to this share of the pace
+    dip: float = 0.5  # …to this share of the pace at most…
+    dip_for: float = 2.0  # …for a window no longer than this
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
     silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
     silent_rate: float = 1.0  # requests per second while the cloud accepts nothing
@@ -118,6 +119,7 @@ class _Window:
 
     start: float
     accepted_before: int  # the running total of accepted answers when the window began
+    sent_before: int  # the running total of requests sent when the window began
     accepted: int = 0  # accepted answers to requests sent since ``start``
     refused: int = 0
     failed: int = 0
@@ -164,6 +166,7 @@ class PaceController:
         self.capacity: float | None = None  # accepted/s where a cut was confirmed to help
         self.rate_related = False  # some refusals were confirmed to depend on the rate
         self.accepted_total = 0  # also counted by the attempt loop's fast path while calm
+        self.sent_total = 0  # requests that passed the gate (counted by the Pacer)
         self.last_accepted = now
         self._streak = 0  # refusals and failures since the last accepted answer
         self._fresh_streak = 0  # those of them that answered a row's first attempt
@@ -197,7 +200,7 @@ class PaceController:
         self._tally_refused, self._tally_answers = 0.0, 0
 
     def _new_window(self, now: float) -> _Window:
-        return _Window(now, self.accepted_total)
+        return _Window(now, self.accepted_total, self.sent_total)
 
     def begin(self, now: float) -> None:
         """The first request leaves now: rates are measured from here, not from when the
@@ -250,7 +253,9 @@ class PaceController:
             return True
         if accepted == 0:
             return False  # a few refusals and nothing else yet: wait for more
-        if elapsed >= policy.window_max and self.mode in (Mode.CRUISE, Mode.RECHECKING):
+        if elapsed >= policy.window_max and self.mode is Mode.CRUISE:
+            return True
+        if elapsed >= policy.dip_for and self.mode is Mode.RECHECKING:
             return True
         if elapsed < policy.window:
             return False
@@ -419,7 +424,7 @@ class PaceController:
         self._probes = 0
         if self.mode is not Mode.TESTING:
             self._overshoot(now)
-        self._admitted_while_refused = self.admitted_rate(now)  # what got in: the capacity
+        self._admitted_while_refused = self._admitted_when_refused(now, share)
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if self.accepted_total - self._horizon_start(now)[1] < policy.window_answers:
             # Too few got in over the horizon to measure what gets in (a few requests a
@@ -434,12 +439,29 @@ class PaceController:
         self.cuts += 1
         self._set_rate(now, target)
 
+    def _admitted_when_refused(self, now: float, share: float) -> float:
+        """The request rate the cloud admitted while it refused ``share``: the capacity, or
+        this run's part of it. Accepted/s over the horizon; but within a horizon of a
+        hold-back, the requests this window sent per second times the share that got in: a
+        horizon that holds the hold-back reads what got in while this run was not sending
+        (a run that resumed at 109/s read 16/s, and cut to that)."""
+        admitted = self.admitted_rate(now)
+        elapsed = now - self._window.start
+        if elapsed <= 0.0 or now - self._resumed_at >= self._horizon():
+            return admitted
+        sent = (self.sent_total - self._window.sent_before) / elapsed
+        got_in = sent * (1.0 - share) / (1.0 - min(self.independent, 0.9))
+        return max(admitted, min(got_in, self.rate))
+
     def _independent_of_rate(self, share: float, answers: int) -> bool:
         """The experiment: the rate fell by at least 15 % since the last step of this
         episode. At a limit, what gets in stays flat, so the refused share falls to
         ``1 − (1 − before) × old rate ÷ new rate``; refusals that are not about the rate keep
-        it where it was. Whichever the share measured now is nearer wins (a small window
-        cannot tell more). Judged against the latest step the share has not risen above
+        it where it was. Not about the rate only if the share stayed within noise of where it
+        was, and nearer it than the limit's prediction: a second run on the same limit that
+        slows down at the same time keeps the share from falling as far as at a limit alone,
+        and read as "not about the rate" that sent this run back to three times the
+        capacity. Judged against the latest step the share has not risen above
         since (a rise says the cloud changed meanwhile; older steps may describe another
         capacity). If it stayed, go back up — and the next window checks that the accepted
         share holds there (:meth:`_verify`)."""
@@ -447,8 +469,9 @@ class PaceController:
             if share > before + max(_noise(before, answers, 2.0), self.policy.margin):
                 continue  # it rose: the cloud changed, and this step says nothing
             at_a_limit = max(0.0, 1.0 - (1.0 - before) * rate / self.rate)
-            if share < (before + at_a_limit) / 2:
-                return False  # it fell as at a limit: cutting stays the answer
+            stayed = before - max(_noise(before, answers, 2.0), self.policy.margin)
+            if share < max((before + at_a_limit) / 2, stayed):
+                return False  # it fell, if less than at a limit alone: cutting stays the answer
             self._restore(rate, share, answers)
             return True
         return False
@@ -513,24 +536,29 @@ class PaceController:
         return max(self.policy.probe_every, self.policy.probe_answers / self.rate)
 
     def _dip(self, now: float, share: float) -> None:
-        """Now and then a pace with rate-independent refusals dips by half for a window: the
+        """Now and then a pace with rate-independent refusals dips for a window: the
         experiment that found them had a few dozen answers, and a limit mistaken for
-        flakiness (or a limit behind a flaky backend) would refuse its excess for the rest of
-        the run, its share followed as if it were the backend's. The window holds enough
-        answers to see the share halve at 2.5 standard deviations; a dip that would need
-        more than a second is not made (a share that small costs few requests, even if
-        wrong). Only while rows' first tries are the evidence: at a run's end, all retries,
-        the share says nothing of the rate."""
+        flakiness (or a limit behind a flaky backend, or a second run on the same limit)
+        would refuse its excess for the rest of the run, its share followed as if it were
+        the backend's. The dip goes just under what gets in, (1 − share) × 0.9 of the pace,
+        or to half of it if that is higher: at a limit the share then falls to nothing,
+        where refusals that are not about the rate keep it. Shallow, so a share of 10 %
+        can be checked for two seconds at the cost of a few percent of them. The window
+        holds enough answers to see the share halve at 2.5 standard deviations; a dip that
+        would need more than ``dip_for`` is not made (a share that small costs few requests,
+        even if wrong). Only while rows' first tries are the evidence: at a run's end, all
+        retries, the share says nothing of the rate."""
         self._checked_at = now
         before = max(share, self.independent)
         needed = math.ceil(25.0 * (1.0 - before) / before)
-        if needed > self.rate * self.policy.dip * self.policy.window_max:
+        depth = max(self.policy.dip, 0.9 * (1.0 - before))
+        if needed > self.rate * depth * self.policy.dip_for:
             return
         self._dip_answers = max(needed, self.policy.test_answers)
         self._steps = [(self.rate, before)]
         self._dip_accepted = self.accepted_rate(now)
         self.mode = Mode.RECHECKING
-        self.rate = max(self.rate * self.policy.dip, min(self.policy.min_rate, self.ceiling))
+        self.rate = max(self.rate * depth, min(self.policy.min_rate, self.ceiling))
 
     def _recheck(self, now: float, share: float, answers: int) -> None:
         """The dip's window. A share that stayed is not about the rate: back to the pace. One
@@ -540,6 +568,8 @@ class PaceController:
         self.mode = Mode.CRUISE
         if share >= before - max(self.policy.margin, _noise(before, answers, 2.5)):
             self.rate = rate  # not about the rate: as before (changed_at kept: no probe debt)
+            # The dip's window, at another rate, says nothing of the pace's own refusals.
+            self._tally_refused, self._tally_answers = 0.0, 0
             return
         self.independent = share if share >= 0.005 else 0.0
         self.rate_related = True
@@ -804,6 +834,7 @@ class Pacer:
         if now < self.control.paused_until:
             return None
         self._next_slot = (slot if slot > now else now) + self._interval
+        self.control.sent_total += 1
         if not self._begun:
             self._begin(now)
         return now
@@ -839,6 +870,7 @@ class Pacer:
         """A caller sends at ``now``: move both limits on by one request."""
         self._next_slot = max(self._next_slot, now) + self._interval
         self._last_grant = now
+        self.control.sent_total += 1
         if not self._begun:
             self._begin(now)
 

@@ -6,6 +6,7 @@ Each row is deterministic (seeded models, no wall clock) and takes milliseconds 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -27,6 +28,7 @@ from bulktag.fake.limiters import (
     TokenBucket,
 )
 from bulktag.model import Outcome
+from bulktag.policy import RetryPolicy
 from tests.pacing_sim import Client, Simulation
 
 APIGW = Refusal(429)  # Huawei's gateway: 429 APIGW.0308, no Retry-After
@@ -76,9 +78,15 @@ LATE = 0.02
 
 
 def _run(
-    model: ServerModel, *, rows: int, ceiling: float, until: float = 600.0, spread: float = 0.0
+    model: ServerModel,
+    *,
+    rows: int,
+    ceiling: float,
+    until: float = 600.0,
+    spread: float = 0.0,
+    seed: int = 0,
 ) -> Client:
-    sim = Simulation(model, spread=spread)
+    sim = Simulation(model, spread=spread, seed=seed)
     client = sim.add_client(rows=rows, ceiling=ceiling)
     sim.run(until)
     return client
@@ -96,6 +104,20 @@ def test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(
     start = min(5.0, end / 4)
     assert client.goodput(start, end) >= case.min_goodput * case.capacity
     assert client.refused_share <= case.max_refused
+
+
+def _unlucky_rows(rows: int, share: float, attempts: int = RetryPolicy().max_attempts) -> int:
+    """The most rows that may give up by luck alone: each is refused on every attempt with
+    probability ``share ** attempts`` (6,000 rows at 30 % give up 0.4 on average), so no
+    more than the count a Poisson tail passes once in a thousand runs. More than that, and
+    the pacer made rows spend attempts it should not have (a hold-back counted against them)."""
+    mean = rows * share**attempts
+    k, term, tail = 0, math.exp(-mean), 1.0 - math.exp(-mean)
+    while tail > 1e-3:
+        k += 1
+        term *= mean / k
+        tail -= term
+    return k
 
 
 @pytest.mark.parametrize(
@@ -117,7 +139,9 @@ def test_refusals_at_any_rate_cost_retries_not_throughput(
 ) -> None:
     model = RandomRefusals(share, seed=7, refusal=Refusal(503, retry_after))
     client = _run(model, rows=int(20 * ceiling), ceiling=ceiling, spread=spread)
-    assert client.rows == client.outcomes.get(Outcome.OK)
+    gave_up = client.outcomes.get(Outcome.GAVE_UP, 0)
+    assert client.rows == client.outcomes.get(Outcome.OK, 0) + gave_up
+    assert gave_up <= _unlucky_rows(client.rows, share)
     end = client.most_settled_at
     assert end is not None
     assert client.sent_rate(2.0, end) >= 0.9 * ceiling
@@ -131,14 +155,37 @@ def test_half_refused_at_any_rate_still_sends_near_the_asked_rate() -> None:
     assert client.sent_rate(2.0, end) >= 0.85 * 300
 
 
-@KNOWN_GAP  # 86 % of the asked rate at this seed (91-97 % at seeds 1-3): a window with few first
-# tries is judged on all its answers, whose share (retries included) is higher
-def test_rows_refused_a_few_times_each_never_slow_the_run() -> None:
-    client = _run(PerRowRefusals(0.2, times=3), rows=6000, ceiling=300)
+def _per_row_refusals(seed: int) -> Client:
+    client = _run(PerRowRefusals(0.2, times=3), rows=6000, ceiling=300, seed=seed)
     assert 6000 == client.outcomes.get(Outcome.OK)
-    end = client.most_settled_at
-    assert end is not None
-    assert client.sent_rate(2.0, end) >= 0.9 * 300
+    return client
+
+
+@cache
+def per_row_rates() -> list[float]:
+    """Requests/s ÷ the asked rate until 95 % of the rows settled, over eight seeds."""
+    rates = []
+    for seed in range(8):
+        client = _per_row_refusals(seed)
+        assert client.most_settled_at is not None
+        rates.append(client.sent_rate(2.0, client.most_settled_at) / 300)
+    return sorted(rates)
+
+
+def test_rows_refused_a_few_times_each_never_slow_the_run() -> None:
+    """A fifth of the rows refused three times each, at any rate: the run keeps near the
+    asked rate at most seeds (86 % at seed 0 before a dip's window stopped counting as the
+    pace's own refusals), and never far under it."""
+    rates = per_row_rates()
+    assert rates[len(rates) // 2] >= 0.9
+    assert rates[0] >= 0.85
+
+
+# Gap: one seed of eight at 89 %. Near the end of the input the answers are mostly retries
+# of refused rows, and a window with few first tries is judged on all its answers.
+@KNOWN_GAP
+def test_rows_refused_a_few_times_each_never_slow_the_run_at_any_seed() -> None:
+    assert per_row_rates()[0] >= 0.9
 
 
 def test_a_limit_with_random_refusals_behind_it_is_still_found() -> None:
