@@ -847,16 +847,23 @@ class Pacer:
                 now = self._clock()
                 start = self.earliest(now)
                 if start <= now:
-                    # At the ceiling, take the slot this caller was due since it arrived, not a
-                    # later one: a wake-up late by a millisecond (a busy event loop, or the
-                    # caller ahead woken late) must not lower the achieved rate. Never earlier
-                    # than its arrival, so no caller catches up on time nobody waited in. Below
-                    # it, no catching up at all: when the rate jumps back up after an outage,
-                    # the callers queued at the old rate must not all leave at once.
-                    self.grant(now if self.throttled else self.earliest(arrived))
+                    self.grant(self._due(arrived, now))
                     return now
                 # Nap at most 0.1 s: the allowed rate may rise (the cloud came back) meanwhile.
                 await self._sleep(min(start - now, 0.1))
+
+    def _due(self, arrived: float, now: float) -> float:
+        """The slot a caller that arrived at ``arrived`` and goes at ``now`` takes: the one it
+        was due since it arrived, not a later one. A wake-up late by a millisecond (a busy
+        event loop, or the caller ahead woken late) must not lower the achieved rate: at
+        300/s, below the ceiling, each waiter a millisecond late cost a fifth of it. Never
+        earlier than its arrival, so no caller catches up on time nobody waited in. Below the
+        ceiling, no more than one interval back: when the rate jumps up after an outage, the
+        callers queued at the old rate must not all leave at once."""
+        due = self.earliest(arrived)
+        if self.throttled:
+            due = max(due, now - 1.0 / self.control.rate)
+        return due
 
     def earliest(self, now: float) -> float:
         """When the next caller may send, judged at ``now`` (both limits, and any pause)."""

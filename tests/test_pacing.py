@@ -461,6 +461,38 @@ async def test_a_late_wake_up_does_not_lower_the_rate() -> None:
     assert pytest.approx(1.0, abs=0.01) == sent[-1] - sent[0]  # 100 intervals of 10 ms
 
 
+@pytest.mark.asyncio
+async def test_a_late_wake_up_does_not_lower_the_allowed_rate_below_the_ceiling() -> None:
+    """The same below the ceiling: at an allowed 100/s, every wake-up 4 ms late used to
+    space requests 14 ms apart (71/s)."""
+    fake = FakeTime()
+    gate = Pacer(1000.0, clock=fake, sleep=fake.sleep, burst=1)
+    gate.control.rate = 100.0
+    real_sleep = fake.sleep
+
+    async def late_sleep(seconds: float) -> None:
+        await real_sleep(seconds + 0.004)
+
+    gate._sleep = late_sleep
+    sent = [await gate.wait_turn() for _ in range(101)]  # throttled: never the fast path
+    assert pytest.approx(1.0, abs=0.01) == sent[-1] - sent[0]
+
+
+@pytest.mark.asyncio
+async def test_callers_queued_at_a_low_rate_do_not_leave_in_a_clump_when_it_rises() -> None:
+    """Catching up a late wake-up goes back one interval at most: after a second at 1/s, a
+    rise to 100/s lets the queued callers go 10 ms apart, not all at once."""
+    fake = FakeTime()
+    gate = pacer(1000.0, fake)
+    gate.control.rate = 1.0
+    assert T == await gate.wait_turn()
+    fake.now = T + 0.9
+    gate.control.rate = 100.0
+    sent = [await gate.wait_turn() for _ in range(5)]
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert all(gap >= 0.01 - 1e-9 for gap in gaps)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     rate=st.sampled_from([5.0, 100.0, 1000.0]),
