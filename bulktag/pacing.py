@@ -27,9 +27,9 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     window; f fell → a limit was hiding in p: p := f, pace under what got in
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
                  │     (by half at most, when a handful of answers is all there is to read)
-                 │     the experiment, on answers to requests sent since the cut: did f stay
-                 │     as before, within noise (not about the rate), or fall, towards
-                 │     1 − (1 − f) × old ÷ new rate (a limit: what gets in stays flat)?
+                 │     the experiment, on answers to requests sent since the cut: is f nearer
+                 │     "as before" (not about the rate) or 1 − (1 − f) × old ÷ new rate (a
+                 │     limit: what gets in stays flat)?
                  │     a limit → pace under what got in meanwhile (sooner, when nothing at
                  │     all was refused in a sample that makes the old excess unlikely)
                  │     not about the rate → p := f, rate restored; the next window checks
@@ -119,7 +119,6 @@ class _Window:
 
     start: float
     accepted_before: int  # the running total of accepted answers when the window began
-    sent_before: int  # the running total of requests sent when the window began
     accepted: int = 0  # accepted answers to requests sent since ``start``
     refused: int = 0
     failed: int = 0
@@ -166,7 +165,6 @@ class PaceController:
         self.capacity: float | None = None  # accepted/s where a cut was confirmed to help
         self.rate_related = False  # some refusals were confirmed to depend on the rate
         self.accepted_total = 0  # also counted by the attempt loop's fast path while calm
-        self.sent_total = 0  # requests that passed the gate (counted by the Pacer)
         self.last_accepted = now
         self._streak = 0  # refusals and failures since the last accepted answer
         self._fresh_streak = 0  # those of them that answered a row's first attempt
@@ -200,7 +198,7 @@ class PaceController:
         self._tally_refused, self._tally_answers = 0.0, 0
 
     def _new_window(self, now: float) -> _Window:
-        return _Window(now, self.accepted_total, self.sent_total)
+        return _Window(now, self.accepted_total)
 
     def begin(self, now: float) -> None:
         """The first request leaves now: rates are measured from here, not from when the
@@ -424,7 +422,7 @@ class PaceController:
         self._probes = 0
         if self.mode is not Mode.TESTING:
             self._overshoot(now)
-        self._admitted_while_refused = self._admitted_when_refused(now, share)
+        self._admitted_while_refused = self.admitted_rate(now)  # what got in: the capacity
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if self.accepted_total - self._horizon_start(now)[1] < policy.window_answers:
             # Too few got in over the horizon to measure what gets in (a few requests a
@@ -439,29 +437,12 @@ class PaceController:
         self.cuts += 1
         self._set_rate(now, target)
 
-    def _admitted_when_refused(self, now: float, share: float) -> float:
-        """The request rate the cloud admitted while it refused ``share``: the capacity, or
-        this run's part of it. Accepted/s over the horizon; but within a horizon of a
-        hold-back, the requests this window sent per second times the share that got in: a
-        horizon that holds the hold-back reads what got in while this run was not sending
-        (a run that resumed at 109/s read 16/s, and cut to that)."""
-        admitted = self.admitted_rate(now)
-        elapsed = now - self._window.start
-        if elapsed <= 0.0 or now - self._resumed_at >= self._horizon():
-            return admitted
-        sent = (self.sent_total - self._window.sent_before) / elapsed
-        got_in = sent * (1.0 - share) / (1.0 - min(self.independent, 0.9))
-        return max(admitted, min(got_in, self.rate))
-
     def _independent_of_rate(self, share: float, answers: int) -> bool:
         """The experiment: the rate fell by at least 15 % since the last step of this
         episode. At a limit, what gets in stays flat, so the refused share falls to
         ``1 − (1 − before) × old rate ÷ new rate``; refusals that are not about the rate keep
-        it where it was. Not about the rate only if the share stayed within noise of where it
-        was, and nearer it than the limit's prediction: a second run on the same limit that
-        slows down at the same time keeps the share from falling as far as at a limit alone,
-        and read as "not about the rate" that sent this run back to three times the
-        capacity. Judged against the latest step the share has not risen above
+        it where it was. Whichever the share measured now is nearer wins (a small window
+        cannot tell more). Judged against the latest step the share has not risen above
         since (a rise says the cloud changed meanwhile; older steps may describe another
         capacity). If it stayed, go back up — and the next window checks that the accepted
         share holds there (:meth:`_verify`)."""
@@ -469,9 +450,8 @@ class PaceController:
             if share > before + max(_noise(before, answers, 2.0), self.policy.margin):
                 continue  # it rose: the cloud changed, and this step says nothing
             at_a_limit = max(0.0, 1.0 - (1.0 - before) * rate / self.rate)
-            stayed = before - max(_noise(before, answers, 2.0), self.policy.margin)
-            if share < max((before + at_a_limit) / 2, stayed):
-                return False  # it fell, if less than at a limit alone: cutting stays the answer
+            if share < (before + at_a_limit) / 2:
+                return False  # it fell as at a limit: cutting stays the answer
             self._restore(rate, share, answers)
             return True
         return False
@@ -834,7 +814,6 @@ class Pacer:
         if now < self.control.paused_until:
             return None
         self._next_slot = (slot if slot > now else now) + self._interval
-        self.control.sent_total += 1
         if not self._begun:
             self._begin(now)
         return now
@@ -877,7 +856,6 @@ class Pacer:
         """A caller sends at ``now``: move both limits on by one request."""
         self._next_slot = max(self._next_slot, now) + self._interval
         self._last_grant = now
-        self.control.sent_total += 1
         if not self._begun:
             self._begin(now)
 

@@ -225,36 +225,58 @@ def test_a_cloud_that_refuses_everything_stops_the_run_after_the_outage_limit() 
     assert not client.outcomes.get(Outcome.GAVE_UP)
 
 
-def _shares_of_two_runs(seed: int) -> tuple[float, float]:
-    """Goodput of two runs on one 200/s bucket, the second starting 3 s after the first, each
-    ÷ capacity, from 8 s to 25 s. Seeds 8-15 answer late (see LATE)."""
+@dataclass(frozen=True)
+class TwoRuns:
+    shares: tuple[float, float]  # each run's goodput ÷ capacity while both run
+    refused: float  # refused share of both runs' requests meanwhile
+
+
+def _two_runs(seed: int, offset: float) -> TwoRuns:
+    """Two runs on one 200/s bucket, the second starting ``offset`` s after the first, over
+    17 s from 5 s after the second began. Seeds 8-15 answer late (see LATE)."""
     sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed >= 8 else 0.0)
     first = sim.add_client(rows=5000, ceiling=600)
-    second = sim.add_client(rows=5000, ceiling=600, start=3.0)
-    sim.run(120)
-    return first.goodput(8.0, 25.0) / 200, second.goodput(8.0, 25.0) / 200
+    second = sim.add_client(rows=5000, ceiling=600, start=offset)
+    sim.run(offset + 22.0)
+    start, end = offset + 5.0, offset + 22.0
+    accepted = [client.goodput(start, end) for client in (first, second)]
+    sent = sum(client.sent_rate(start, end) for client in (first, second))
+    return TwoRuns((accepted[0] / 200, accepted[1] / 200), 1.0 - sum(accepted) / sent)
 
 
 @cache
-def two_runs() -> list[tuple[float, float]]:
-    return [_shares_of_two_runs(seed) for seed in range(16)]
+def two_runs() -> list[TwoRuns]:
+    """Sixteen seeds × the second run starting with the first, half a second or three
+    seconds later: 48 runs. One offset alone is one point of a chaotic system — at 3 s, a
+    2 % smaller probe step moved the median smaller share from 42 % to 14 %."""
+    return [_two_runs(seed, offset) for offset in (0.0, 0.5, 3.0) for seed in range(16)]
 
 
-def test_two_runs_sharing_one_limit_use_it_together_and_neither_starves() -> None:
-    """Over sixteen seeds: together at the capacity, the smaller share near half in most
-    (median ≥ 40 %: 35 % before the binary search of the probes), and never starved."""
-    assert all(a + b >= 0.9 for a, b in two_runs())
-    smaller = sorted(min(pair) for pair in two_runs())
-    assert smaller[len(smaller) // 2] >= 0.40
-    assert smaller[0] >= 0.10
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
-# Gap: at one or two seeds of sixteen the smaller share is 13-33 %. A run that starts into a
-# limit another already fills can read its small share as what it can have, and the two even
-# out only as fast as the probes' additive part allows.
+def test_two_runs_sharing_one_limit_use_it_together_and_rarely_starve() -> None:
+    runs = two_runs()
+    assert all(sum(run.shares) >= 0.9 for run in runs)
+    smaller = [min(run.shares) for run in runs]
+    assert _median(smaller) >= 0.30
+    assert sum(share < 0.10 for share in smaller) <= 4
+    assert _median([run.refused for run in runs]) <= 0.05
+
+
+# Gaps, over the 48 runs: the smaller share is under 35 % in 27 of them, under 10 % in three;
+# and in one run of ten or more the two flood the limit, 40-78 % of their requests refused.
+# Each run's experiment reads the other's moves: when the other slows down at the same time, a
+# limit looks like refusals that are not about the rate.
 @KNOWN_GAP
 def test_two_runs_sharing_one_limit_each_find_a_fair_share() -> None:
-    assert min(min(pair) for pair in two_runs()) >= 0.35
+    assert all(min(run.shares) >= 0.35 for run in two_runs())
+
+
+@KNOWN_GAP
+def test_two_runs_sharing_one_limit_never_flood_it() -> None:
+    assert all(run.refused <= 0.10 for run in two_runs())
 
 
 def test_the_ceiling_is_never_passed_whatever_the_server_says() -> None:
