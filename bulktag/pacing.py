@@ -187,6 +187,7 @@ class PaceController:
         self._probing = False  # the rate was last moved by a probe
         self._overshot: float | None = None  # the last pace that brought refusals, if above…
         self._overshot_at = now  # …and when: after a while it says little about the cloud
+        self._bisections = 0  # probes since then that went half the way to it, all clean
         self._checked_at = now  # the last dip under a pace with rate-independent refusals
         self._first_tries = False  # the last window's share was read from rows' first tries
         self._dip_answers = 0  # answers the window of a dip needs
@@ -593,7 +594,8 @@ class PaceController:
         # The step grows with the rate, plus a part that does not: two runs sharing one limit
         # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
         shared = 0.25 * policy.probe_step * self.ceiling
-        step = (policy.probe_step * self.rate + shared) * 4.0**self._probes
+        # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
+        step = min((policy.probe_step * self.rate + shared) * 4.0**self._probes, self.rate)
         step, grows = self._bounded_step(now, step)
         self._set_rate(now, self.rate + step)
         self._probes += grows
@@ -611,12 +613,20 @@ class PaceController:
         if gap < 0.02 * self.rate:
             self._overshot = None
             return step, True
-        if step > gap / 2:
-            return gap / 2, False
-        return step, True
+        if step <= gap / 2:
+            return step, True
+        if self._bisections >= 2:
+            # Two halvings in a row got in clean: the capacity moved up past the overshoot
+            # (a limit that rose right after it), so grow from here, as after a clean probe.
+            self._overshot = None
+            self._probes = max(self._probes, 1)
+            return step, True
+        self._bisections += 1
+        return gap / 2, False
 
     def _overshoot(self, now: float) -> None:
         self._overshot, self._overshot_at = self.rate, now
+        self._bisections = 0
 
     def _back_from_probe(self, now: float) -> None:
         """A probe brought refusals: back to the last good pace, and remember where it was."""

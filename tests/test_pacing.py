@@ -202,10 +202,27 @@ def test_probes_after_an_overshoot_go_at_most_half_the_way_back_to_it() -> None:
     overshot, good = control.rate, control.good
     now = answers(control, now, 1.2, overshot, refused=0.1)  # too far
     assert good == control.rate
-    for _ in range(3):
+    for _ in range(2):
         before = control.rate
         now = answers(control, now, 1.2, control.rate, refused=0.0)
         assert before < control.rate <= (before + overshot) / 2 + 1e-9
+
+
+def test_two_clean_halvings_say_the_capacity_rose_past_the_overshoot() -> None:
+    """A limit that rose right after the overshoot (200 → 60 → 200/s): the search stops
+    halving towards the old overshoot and grows again, within its five seconds."""
+    control = PaceController(1000.0, POLICY, T)
+    control.rate = control.good = 100.0
+    now = T
+    while control.rate < 130.0:
+        now = answers(control, now, 1.05, control.rate, refused=0.0)
+    overshot = control.rate
+    now = answers(control, now, 1.05, overshot, refused=0.1)
+    start = now
+    while control.rate <= overshot and now - start < 10.0:
+        now = answers(control, now, 1.05, control.rate, refused=0.0)
+    assert control.rate > overshot
+    assert now - start < 4.5  # halving until the overshoot is old took 5.1 s
 
 
 def test_accepted_answers_counted_only_by_the_fast_path_are_part_of_the_share() -> None:
