@@ -33,7 +33,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bulktag.fake.keystone import FakeKeystone
 
 #: Every subprocess gets at most this long; a hung bulktag fails the test instead of the suite.
 TIMEOUT = 60
@@ -205,6 +208,33 @@ def plain_http(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def operator_keystone(image_url: str | None, password: str = "secret-pw-42") -> FakeKeystone:
+    """A fake Keystone (in-process: serve it with ``serve_keystone``) where ``operator`` may log
+    in to project ``images`` with ``password``; its catalog's image service is ``image_url``
+    (None: the fake's default)."""
+    from bulktag.fake import keystone
+
+    config = keystone.FakeKeystoneConfig(
+        users=[keystone.FakeUser("u1", "operator", password)],
+        projects=[keystone.FakeProject("p1", "images")],
+    )
+    if image_url is not None:
+        config.image_endpoints = [keystone.FakeEndpoint(image_url)]
+    return keystone.FakeKeystone(config)
+
+
+def operator_credentials(auth_url: str, password: str = "secret-pw-42") -> dict[str, str]:
+    """The ``--os-*`` settings (flag names without ``--os-``) that log in as operator."""
+    return {
+        "auth-url": auth_url,
+        "username": "operator",
+        "password": password,
+        "project-name": "images",
+        "user-domain-name": "Default",
+        "project-domain-name": "Default",
+    }
 
 
 # ── running bulktag ───────────────────────────────────────────────────────────────────────────
