@@ -428,6 +428,34 @@ def write_csv(path: Path, pairs: Iterable[tuple[str, str]], header: bool = True)
     return path
 
 
+def numbered_image(n: int) -> str:
+    """Image ``n``'s id in a hand-written journal: a UUID easy to read back (n + 1)."""
+    return str(uuid.UUID(int=n + 1))
+
+
+def journal_record(n: int = 0, tag: str = "web", **fields: Any) -> dict[str, Any]:
+    """A hand-written journal record for image ``n``: ok by default, fields overridden as given."""
+    record: dict[str, Any] = {
+        "line": n + 2,
+        "image_id": numbered_image(n),
+        "tag": tag,
+        "outcome": "ok",
+        "status": 204,
+        "attempts": 1,
+        "error": None,
+        "request_id": f"req-{n}",
+        "at": "2026-11-28T02:00:01.123Z",
+        "elapsed_ms": 40,
+    }
+    return record | fields
+
+
+def write_journal(path: Path, records: Iterable[Mapping[str, Any]], extra: bytes = b"") -> Path:
+    """Write ``records`` as journal lines, then ``extra`` (a torn or foreign last line)."""
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + extra)
+    return path
+
+
 def journal_lines(path: Path) -> list[bytes]:
     """The journal's raw lines, newline included (a torn last line has none)."""
     return path.read_bytes().splitlines(keepends=True) if path.exists() else []
