@@ -282,27 +282,11 @@ class MetricsWriter:
             info=self._info,
         )
 
-    def write(
-        self,
-        tally: Tally,
-        *,
-        allowed_rate: float,
-        elapsed: float,
-        finished: bool,
-        succeeded: bool,
-        accepted: int = 0,
-        exit_code: int | None = None,
-    ) -> None:
-        """Rewrite the file now (raises OSError: missing directory, disk full...)."""
-        snapshot = self.snapshot(
-            tally,
-            allowed_rate=allowed_rate,
-            elapsed=elapsed,
-            finished=finished,
-            succeeded=succeeded,
-            accepted=accepted,
-            exit_code=exit_code,
-        )
+    def write(self, snapshot: Snapshot) -> None:
+        """Rewrite the file now with ``snapshot`` (raises OSError: missing directory, disk full...).
+
+        Take the snapshot in the event loop that updates the tally; the write itself may then run
+        in a thread."""
         replace_atomically(self.path, render(snapshot))
 
 
@@ -350,7 +334,7 @@ async def periodically(
             succeeded=False,
         )
         try:  # the fsync may take a while on a busy disk: not in the event loop
-            await anyio.to_thread.run_sync(replace_atomically, writer.path, render(snapshot))
+            await anyio.to_thread.run_sync(writer.write, snapshot)
             warned = False
         except OSError as exc:
             if not warned:

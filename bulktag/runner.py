@@ -494,7 +494,7 @@ def _final_metrics(
     metrics: MetricsWriter, engine: Engine, report: RunReport, code: ExitCode
 ) -> None:
     try:
-        metrics.write(
+        snapshot = metrics.snapshot(
             report.tally,
             allowed_rate=engine.pacer.rate,
             accepted=engine.pacer.accepted_total,
@@ -503,6 +503,7 @@ def _final_metrics(
             succeeded=code == ExitCode.OK,
             exit_code=int(code),
         )
+        metrics.write(snapshot)
     except OSError as exc:
         log.warning("metrics_write_failed", path=str(metrics.path), error=exc.strerror or str(exc))
 

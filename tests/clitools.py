@@ -33,7 +33,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bulktag.fake.keystone import FakeKeystone
 
 #: Every subprocess gets at most this long; a hung bulktag fails the test instead of the suite.
 TIMEOUT = 60
@@ -205,6 +208,33 @@ def plain_http(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def operator_keystone(image_url: str | None, password: str = "secret-pw-42") -> FakeKeystone:
+    """A fake Keystone (in-process: serve it with ``serve_keystone``) where ``operator`` may log
+    in to project ``images`` with ``password``; its catalog's image service is ``image_url``
+    (None: the fake's default)."""
+    from bulktag.fake import keystone
+
+    config = keystone.FakeKeystoneConfig(
+        users=[keystone.FakeUser("u1", "operator", password)],
+        projects=[keystone.FakeProject("p1", "images")],
+    )
+    if image_url is not None:
+        config.image_endpoints = [keystone.FakeEndpoint(image_url)]
+    return keystone.FakeKeystone(config)
+
+
+def operator_credentials(auth_url: str, password: str = "secret-pw-42") -> dict[str, str]:
+    """The ``--os-*`` settings (flag names without ``--os-``) that log in as operator."""
+    return {
+        "auth-url": auth_url,
+        "username": "operator",
+        "password": password,
+        "project-name": "images",
+        "user-domain-name": "Default",
+        "project-domain-name": "Default",
+    }
 
 
 # ── running bulktag ───────────────────────────────────────────────────────────────────────────
@@ -395,6 +425,34 @@ def make_pairs(images: int, tags_per_image: int, seed: int = 0) -> list[tuple[st
 def write_csv(path: Path, pairs: Iterable[tuple[str, str]], header: bool = True) -> Path:
     lines = (["image_id,tag"] if header else []) + [f"{i},{t}" for i, t in pairs]
     path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def numbered_image(n: int) -> str:
+    """Image ``n``'s id in a hand-written journal: a UUID easy to read back (n + 1)."""
+    return str(uuid.UUID(int=n + 1))
+
+
+def journal_record(n: int = 0, tag: str = "web", **fields: Any) -> dict[str, Any]:
+    """A hand-written journal record for image ``n``: ok by default, fields overridden as given."""
+    record: dict[str, Any] = {
+        "line": n + 2,
+        "image_id": numbered_image(n),
+        "tag": tag,
+        "outcome": "ok",
+        "status": 204,
+        "attempts": 1,
+        "error": None,
+        "request_id": f"req-{n}",
+        "at": "2026-11-28T02:00:01.123Z",
+        "elapsed_ms": 40,
+    }
+    return record | fields
+
+
+def write_journal(path: Path, records: Iterable[Mapping[str, Any]], extra: bytes = b"") -> Path:
+    """Write ``records`` as journal lines, then ``extra`` (a torn or foreign last line)."""
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + extra)
     return path
 
 

@@ -11,20 +11,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bulktag.fake.keystone import (
-    FakeEndpoint,
-    FakeKeystone,
-    FakeKeystoneConfig,
-    FakeProject,
-    FakeUser,
-    serve_keystone,
-)
+from bulktag.fake.keystone import serve_keystone
 from bulktag.journal import JournalLock
 from tests.clitools import (
     fake_glance,
     free_port,
     isolated_env,
     make_pairs,
+    operator_credentials,
+    operator_keystone,
     run_bulktag,
     start_bulktag,
     write_csv,
@@ -165,22 +160,9 @@ def test_a_run_logs_in_to_keystone_and_finds_glance_in_the_catalog(
         # Token validation against Keystone is tested in-process (tests/auth); here the
         # subprocess fake Glance takes any token, and the test is about the wiring.
         with fake_glance(tmp_path, token=None) as glance:
-            keystone = FakeKeystone(
-                FakeKeystoneConfig(
-                    users=[FakeUser("u1", "operator", "secret-pw-42")],
-                    projects=[FakeProject("p1", "images")],
-                    image_endpoints=[FakeEndpoint(glance.url)],
-                )
-            )
+            keystone = operator_keystone(glance.url, password="secret-pw-42")
             async with serve_keystone(keystone) as auth_url:
-                creds = {
-                    "auth-url": auth_url,
-                    "username": "operator",
-                    "password": "secret-pw-42",
-                    "project-name": "images",
-                    "user-domain-name": "Default",
-                    "project-domain-name": "Default",
-                }
+                creds = operator_credentials(auth_url, password="secret-pw-42")
                 args = [str(inventory), "--results", str(journal)]
                 env = isolated_env(tmp_path, token=None)
                 if how == "flags":
@@ -264,12 +246,7 @@ def test_a_wrong_password_is_credentials_refused_exit_2(tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
 
     async def scenario() -> object:
-        keystone = FakeKeystone(
-            FakeKeystoneConfig(
-                users=[FakeUser("u1", "operator", "right-password")],
-                projects=[FakeProject("p1", "images")],
-            )
-        )
+        keystone = operator_keystone(None, password="right-password")
         async with serve_keystone(keystone) as auth_url:
             args = [
                 str(inventory),

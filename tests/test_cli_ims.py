@@ -13,19 +13,14 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from bulktag.fake.keystone import (
-    FakeEndpoint,
-    FakeKeystone,
-    FakeKeystoneConfig,
-    FakeProject,
-    FakeUser,
-    serve_keystone,
-)
+from bulktag.fake.keystone import serve_keystone
 from tests.clitools import (
     fake_glance,
     image_ids,
     isolated_env,
     no_traceback,
+    operator_credentials,
+    operator_keystone,
     read_journal,
     run_bulktag,
     start_bulktag,
@@ -109,24 +104,12 @@ def test_the_project_comes_from_the_tokens_scope_after_a_keystone_login(tmp_path
 
     async def scenario() -> tuple[int, str]:
         with fake_glance(tmp_path, "--api", "ims", "--project-id", "p1", token=None) as ims:
-            keystone = FakeKeystone(
-                FakeKeystoneConfig(
-                    users=[FakeUser("u1", "operator", "secret-pw-42")],
-                    projects=[FakeProject("p1", "images")],
-                    image_endpoints=[FakeEndpoint(ims.url)],
-                )
-            )
+            keystone = operator_keystone(ims.url, password="secret-pw-42")
             async with serve_keystone(keystone) as auth_url:
                 args = ims_args("", tmp_path)
                 args[args.index("--endpoint") : args.index("--endpoint") + 2] = []
-                args += [
-                    f"--os-auth-url={auth_url}",
-                    "--os-username=operator",
-                    "--os-password=secret-pw-42",
-                    "--os-project-name=images",
-                    "--os-user-domain-name=Default",
-                    "--os-project-domain-name=Default",
-                ]
+                creds = operator_credentials(auth_url, password="secret-pw-42")
+                args += [f"--os-{k}={v}" for k, v in creds.items()]
                 env = isolated_env(tmp_path, token=None)
                 done = await anyio.to_thread.run_sync(lambda: run_bulktag(args, tmp_path, env=env))
                 return done.code, done.stderr

@@ -196,7 +196,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
         raise AssertionError(f"bulktag {shlex.join(argv)}: refused by the parser") from None
 
 
-@pytest.mark.parametrize("doc", ALL, ids=lambda c: f"{c.where} {' '.join(c.argv)[:40]}")
+def _doc_id(doc: DocCommand) -> str:
+    return f"{doc.where} {' '.join(doc.argv)[:40]}"
+
+
+def each_documented(*commands: str) -> pytest.MarkDecorator:
+    """Parametrize ``doc`` over the runnable documented commands of these subcommands."""
+    return pytest.mark.parametrize(
+        "doc", [c for c in RUNNABLE if c.command in commands], ids=_doc_id
+    )
+
+
+@pytest.mark.parametrize("doc", ALL, ids=_doc_id)
 def test_every_documented_command_parses(
     doc: DocCommand, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -405,11 +416,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[DocComma
         yield found
 
 
-@pytest.mark.parametrize(
-    "doc",
-    [c for c in RUNNABLE if c.command == "run"],
-    ids=lambda c: f"{c.where} {' '.join(c.argv)[:40]}",
-)
+@each_documented("run")
 def test_every_documented_run_works_against_the_fake(
     outcomes: dict[DocCommand, object], doc: DocCommand
 ) -> None:
@@ -422,11 +429,7 @@ def test_every_documented_run_works_against_the_fake(
         assert records, f"{result.journal}: no records\n{result.done}"
 
 
-@pytest.mark.parametrize(
-    "doc",
-    [c for c in RUNNABLE if c.command in {"report", "verify"}],
-    ids=lambda c: f"{c.where} {' '.join(c.argv)[:40]}",
-)
+@each_documented("report", "verify")
 def test_every_documented_report_and_verify_works(
     outcomes: dict[DocCommand, object], doc: DocCommand
 ) -> None:
@@ -435,10 +438,6 @@ def test_every_documented_report_and_verify_works(
     assert 0 == done.code, str(done)
 
 
-@pytest.mark.parametrize(
-    "doc",
-    [c for c in RUNNABLE if c.command == "serve-fake"],
-    ids=lambda c: f"{c.where} {' '.join(c.argv)[:40]}",
-)
+@each_documented("serve-fake")
 def test_every_documented_fake_starts(outcomes: dict[DocCommand, object], doc: DocCommand) -> None:
     assert "listening on http://" in str(outcomes[doc])

@@ -9,7 +9,7 @@ import io
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -18,7 +18,7 @@ import pytest
 
 from bulktag import engine as engine_module
 from bulktag.auth import StaticToken
-from bulktag.engine import Engine, EngineSettings
+from bulktag.engine import Engine, EngineSettings, RunReport
 from bulktag.journal import JournalWriter, ResumeIndex, pair_key
 from bulktag.model import Answer, Outcome, Row, Tag
 from bulktag.source import open_text, read_rows, read_stream
@@ -60,6 +60,23 @@ def engine_over(
     send = (cloud or Cloud()).send
     options = EngineSettings(rate=1e6, burst=64, **settings)  # type: ignore[arg-type]
     return Engine(options, send, StaticToken("t"), journal, index)
+
+
+async def run_on_open_pipe(
+    engine: Engine, data: bytes = b"", beside: Callable[[int], Awaitable[None]] | None = None
+) -> RunReport:
+    """Run ``engine`` over a pipe holding ``data`` whose write end stays open until the run has
+    ended, ``beside(write_fd)`` going on meanwhile (its producer, a stop)."""
+    read, write = os.pipe()
+    os.write(write, data)
+    try:
+        with anyio.fail_after(PATIENCE):
+            async with anyio.create_task_group() as tasks:
+                if beside is not None:
+                    tasks.start_soon(beside, write)
+                return await engine.run(read_stream(io.FileIO(read, "rb")))
+    finally:
+        os.close(write)  # only now: the run ended with the producer still there
 
 
 # -- where the reading happens -------------------------------------------------------------
@@ -137,44 +154,30 @@ async def test_rows_in_a_pipe_that_stays_open_are_sent_and_a_stop_does_not_wait(
 ) -> None:
     """One row, then ``burst`` rows in one write, into a pipe its producer keeps open: every
     row is sent while the pipe is still open, and a stop ends the run with the pipe open."""
-    read, write = os.pipe()
     cloud = Cloud()
     engine = engine_over(tmp_path, ResumeIndex.empty(), cloud)
 
-    async def producer() -> None:
+    async def producer(write: int) -> None:
         os.write(write, lines(1, 1))
         await cloud.until_sent(1)
         await anyio.to_thread.run_sync(os.write, write, lines(2, burst))  # may fill the pipe
         await cloud.until_sent(1 + burst)
         engine.request_stop("signal")
 
-    try:
-        with anyio.fail_after(PATIENCE):
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(producer)
-                report = await engine.run(read_stream(io.FileIO(read, "rb")))
-    finally:
-        os.close(write)  # only now: the run ended with the producer still there
+    report = await run_on_open_pipe(engine, beside=producer)
     assert 1 + burst == report.tally.outcomes[Outcome.OK]
     assert [image(n) for n in range(1, 2 + burst)] == sorted(cloud.sent)
 
 
 async def test_a_time_limit_on_a_silent_pipe_ends_the_run(tmp_path: Path) -> None:
     """A producer that writes nothing and never closes (``tail -f`` of an empty file)."""
-    read, write = os.pipe()
     engine = engine_over(tmp_path, ResumeIndex.empty())
 
-    async def time_limit() -> None:
+    async def time_limit(_: int) -> None:
         await anyio.sleep(0.2)
         engine.request_stop("max_duration")
 
-    try:
-        with anyio.fail_after(PATIENCE):
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(time_limit)
-                report = await engine.run(read_stream(io.FileIO(read, "rb")))
-    finally:
-        os.close(write)
+    report = await run_on_open_pipe(engine, beside=time_limit)
     assert "max_duration" == report.stopped_by
     assert 0 == report.tally.read
 
@@ -183,14 +186,8 @@ async def test_max_items_on_a_pipe_that_stays_open_counts_what_came_and_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine_module, "_COUNT_WAIT", 0.2)
-    read, write = os.pipe()
-    os.write(write, lines(1, 5))
     engine = engine_over(tmp_path, ResumeIndex.empty(), max_items=2)
-    try:
-        with anyio.fail_after(PATIENCE):
-            report = await engine.run(read_stream(io.FileIO(read, "rb")))
-    finally:
-        os.close(write)
+    report = await run_on_open_pipe(engine, lines(1, 5))
     assert (2, 3) == (report.tally.outcomes[Outcome.OK], report.left)
     assert report.incomplete
 

@@ -11,6 +11,8 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
@@ -32,17 +34,30 @@ async def put(
         return response.status
 
 
+async def put_in_turn(fake: FakeGlance, image_id: str, *tags: str) -> list[int]:
+    """Serve ``fake`` and PUT ``tags`` on ``image_id`` one after the other: their statuses."""
+    async with serve(fake) as base, aiohttp.ClientSession() as session:
+        return [await put(session, tag_url(base, image_id, tag)) for tag in tags]
+
+
+@asynccontextmanager
+async def gold_put(fake: FakeGlance, **request: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Serve ``fake`` and PUT the tag gold on img-1 (``request``: more of aiohttp's arguments)."""
+    async with (
+        serve(fake) as base,
+        aiohttp.ClientSession() as session,
+        session.put(tag_url(base, "img-1", "gold"), **request) as response,
+    ):
+        yield response
+
+
 # -- the happy paths ---------------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
 async def test_put_tag_answers_204_without_body_and_stores_the_tag() -> None:
     fake = FakeGlance()
-    async with (
-        serve(fake) as base,
-        aiohttp.ClientSession() as session,
-        session.put(tag_url(base, "img-1", "gold")) as response,
-    ):
+    async with gold_put(fake) as response:
         assert 204 == response.status
         assert b"" == await response.read()
         assert REQ_ID.match(response.headers[REQUEST_ID_HEADER])
@@ -132,15 +147,21 @@ async def test_unrouted_path_is_404() -> None:
 # -- per-image and per-tag refusals ------------------------------------------------------------
 
 
+async def put_delete_get(session: aiohttp.ClientSession, base: str, image_id: str) -> list[int]:
+    """The statuses of a PUT and a DELETE of the tag gold on ``image_id``, then a GET of it."""
+    statuses = [await put(session, tag_url(base, image_id, "gold"))]
+    async with session.delete(tag_url(base, image_id, "gold")) as response:
+        statuses.append(response.status)
+    async with session.get(f"{base}/v2/images/{image_id}") as response:
+        statuses.append(response.status)
+    return statuses
+
+
 @pytest.mark.asyncio
 async def test_unknown_image_is_404_on_every_endpoint() -> None:
     fake = FakeGlance(FakeGlanceConfig(known_images={"img-1"}))
     async with serve(fake) as base, aiohttp.ClientSession() as session:
-        assert 404 == await put(session, tag_url(base, "ghost", "gold"))
-        async with session.delete(tag_url(base, "ghost", "gold")) as response:
-            assert 404 == response.status
-        async with session.get(f"{base}/v2/images/ghost") as response:
-            assert 404 == response.status
+        assert [404, 404, 404] == await put_delete_get(session, base, "ghost")
         assert 204 == await put(session, tag_url(base, "img-1", "gold"))
     assert "ghost" not in fake.tags
 
@@ -159,20 +180,14 @@ async def test_unknown_every_makes_every_nth_new_image_unknown_for_good() -> Non
 async def test_forbidden_image_is_403_on_writes_but_readable() -> None:
     fake = FakeGlance(FakeGlanceConfig(forbidden_images=frozenset({"shared"})))
     async with serve(fake) as base, aiohttp.ClientSession() as session:
-        assert 403 == await put(session, tag_url(base, "shared", "gold"))
-        async with session.delete(tag_url(base, "shared", "gold")) as response:
-            assert 403 == response.status
-        async with session.get(f"{base}/v2/images/shared") as response:
-            assert 200 == response.status
+        assert [403, 403, 200] == await put_delete_get(session, base, "shared")
     assert [] == fake.tags_of("shared")
 
 
 @pytest.mark.asyncio
 async def test_tag_longer_than_the_limit_is_400() -> None:
     fake = FakeGlance(FakeGlanceConfig(max_tag_length=5))
-    async with serve(fake) as base, aiohttp.ClientSession() as session:
-        assert 400 == await put(session, tag_url(base, "img-1", "sixsix"))
-        assert 204 == await put(session, tag_url(base, "img-1", "fivec"))
+    assert [400, 204] == await put_in_turn(fake, "img-1", "sixsix", "fivec")
     assert ["fivec"] == fake.tags_of("img-1")
 
 
@@ -192,11 +207,7 @@ async def test_tag_quota_is_413_without_retry_after_but_existing_tags_still_204(
 @pytest.mark.asyncio
 async def test_put_with_a_content_length_body_is_400() -> None:
     fake = FakeGlance()
-    async with (
-        serve(fake) as base,
-        aiohttp.ClientSession() as session,
-        session.put(tag_url(base, "img-1", "gold"), data=b"{}") as response,
-    ):
+    async with gold_put(fake, data=b"{}") as response:
         assert 400 == response.status
         assert "A body is not expected with this request." in await response.text()
     assert [] == fake.tags_of("img-1")
@@ -208,11 +219,7 @@ async def test_put_with_transfer_encoding_is_400_even_if_empty() -> None:
         yield b""
 
     fake = FakeGlance()
-    async with (
-        serve(fake) as base,
-        aiohttp.ClientSession() as session,
-        session.put(tag_url(base, "img-1", "gold"), data=empty_chunks()) as response,
-    ):
+    async with gold_put(fake, data=empty_chunks()) as response:
         assert "chunked" == response.request_info.headers["Transfer-Encoding"]
         assert 400 == response.status
     assert [] == fake.tags_of("img-1")
@@ -270,18 +277,11 @@ async def test_capacity_admits_a_burst_of_its_rate_then_answers_503() -> None:
 async def test_fail_503_and_fail_429_replace_the_work_with_retry_after() -> None:
     only_503 = FakeGlance(FakeGlanceConfig(fail_503=1.0, retry_after="2"))
     only_429 = FakeGlance(FakeGlanceConfig(fail_429=1.0))
-    async with aiohttp.ClientSession() as session:
-        async with (
-            serve(only_503) as base,
-            session.put(tag_url(base, "img-1", "gold")) as response,
-        ):
-            assert (503, "2") == (response.status, response.headers.get("Retry-After"))
-        async with (
-            serve(only_429) as base,
-            session.put(tag_url(base, "img-1", "gold")) as response,
-        ):
-            assert (429, None) == (response.status, response.headers.get("Retry-After"))
-            assert "APIGW.0308" == (await response.json())["error_code"]
+    async with gold_put(only_503) as response:
+        assert (503, "2") == (response.status, response.headers.get("Retry-After"))
+    async with gold_put(only_429) as response:
+        assert (429, None) == (response.status, response.headers.get("Retry-After"))
+        assert "APIGW.0308" == (await response.json())["error_code"]
     assert [] == only_503.tags_of("img-1")
     assert [] == only_429.tags_of("img-1")
 
@@ -378,6 +378,12 @@ def test_bad_script_entries_are_refused_at_construction(entry: int | str) -> Non
 # -- the lost-update race and the concurrency counters ----------------------------------------
 
 
+def concurrency(fake: FakeGlance) -> tuple[int, int, int]:
+    """What the fake saw: (overlapping PUTs on one image, most in flight on one image, most in
+    flight at all)."""
+    return fake.overlaps, fake.max_in_flight_per_image, fake.max_in_flight
+
+
 @pytest.mark.asyncio
 async def test_overlapping_puts_on_one_image_lose_a_tag_like_real_glance() -> None:
     fake = FakeGlance(FakeGlanceConfig(latency=0.05))
@@ -388,20 +394,15 @@ async def test_overlapping_puts_on_one_image_lose_a_tag_like_real_glance() -> No
     assert [204, 204] == list(statuses)  # both were told "done"...
     survivor = fake.requests[-1].tag  # ...but the write that finished last overwrote the other
     assert [survivor] == fake.tags_of("img-1")
-    assert 1 == fake.overlaps
-    assert 2 == fake.max_in_flight_per_image
-    assert 2 == fake.max_in_flight
+    assert (1, 2, 2) == concurrency(fake)
 
 
 @pytest.mark.asyncio
 async def test_sequential_puts_on_one_image_keep_every_tag() -> None:
     fake = FakeGlance(FakeGlanceConfig(latency=0.05))
-    async with serve(fake) as base, aiohttp.ClientSession() as session:
-        assert 204 == await put(session, tag_url(base, "img-1", "a"))
-        assert 204 == await put(session, tag_url(base, "img-1", "b"))
+    assert [204, 204] == await put_in_turn(fake, "img-1", "a", "b")
     assert ["a", "b"] == fake.tags_of("img-1")
-    assert 0 == fake.overlaps
-    assert 1 == fake.max_in_flight_per_image
+    assert (0, 1, 1) == concurrency(fake)
 
 
 @pytest.mark.asyncio
@@ -409,9 +410,7 @@ async def test_concurrency_on_different_images_is_not_an_overlap() -> None:
     fake = FakeGlance(FakeGlanceConfig(latency=0.05))
     async with serve(fake) as base, aiohttp.ClientSession() as session:
         await asyncio.gather(*(put(session, tag_url(base, f"img-{n}", "a")) for n in range(3)))
-    assert 3 == fake.max_in_flight
-    assert 1 == fake.max_in_flight_per_image
-    assert 0 == fake.overlaps
+    assert (0, 1, 3) == concurrency(fake)
     assert [["a"]] * 3 == [fake.tags_of(f"img-{n}") for n in range(3)]
 
 

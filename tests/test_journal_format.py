@@ -112,7 +112,9 @@ ANSWERS = [
 
 
 def metric_labels(tally: Tally, path: Path) -> set[str]:
-    MetricsWriter(path).write(tally, allowed_rate=1, elapsed=1, finished=True, succeeded=False)
+    metrics = MetricsWriter(path)
+    snapshot = metrics.snapshot(tally, allowed_rate=1, elapsed=1, finished=True, succeeded=False)
+    metrics.write(snapshot)
     return {
         sample.labels["status"]
         for family in text_string_to_metric_families(path.read_text())

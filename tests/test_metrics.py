@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -43,9 +44,14 @@ def writer(path: Path, at: float = NOW) -> MetricsWriter:
     return MetricsWriter(path, wall=lambda: at)
 
 
+def write(metrics: MetricsWriter, tally: Tally, **numbers: Any) -> None:
+    """One whole write, as the runner makes it: snapshot the tally, then replace the file."""
+    metrics.write(metrics.snapshot(tally, **numbers))
+
+
 def test_the_file_holds_every_metric_with_the_tally_s_values(tmp_path: Path) -> None:
     path = tmp_path / "bulktag.prom"
-    writer(path).write(tally(), allowed_rate=7.5, elapsed=4.0, finished=True, succeeded=False)
+    write(writer(path), tally(), allowed_rate=7.5, elapsed=4.0, finished=True, succeeded=False)
     samples = parse(path)
     assert 6 == value(samples, "bulktag_rows_total", outcome="ok")
     assert 1 == value(samples, "bulktag_rows_total", outcome="failed")
@@ -67,13 +73,13 @@ def test_the_file_holds_every_metric_with_the_tally_s_values(tmp_path: Path) -> 
 
 def test_no_created_samples_clutter_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bulktag.prom"
-    writer(path).write(tally(), allowed_rate=1.0, elapsed=1.0, finished=False, succeeded=False)
+    write(writer(path), tally(), allowed_rate=1.0, elapsed=1.0, finished=False, succeeded=False)
     assert [] == [name for name, _ in parse(path) if name.endswith("_created")]
 
 
 def test_a_running_run_says_it_is_not_finished_and_has_no_success_yet(tmp_path: Path) -> None:
     path = tmp_path / "bulktag.prom"
-    writer(path).write(Tally(), allowed_rate=10.0, elapsed=0.0, finished=False, succeeded=False)
+    write(writer(path), Tally(), allowed_rate=10.0, elapsed=0.0, finished=False, succeeded=False)
     samples = parse(path)
     assert 0 == value(samples, "bulktag_run_finished")
     assert 0.0 == value(samples, "bulktag_request_rate_requests_per_second")
@@ -82,15 +88,15 @@ def test_a_running_run_says_it_is_not_finished_and_has_no_success_yet(tmp_path: 
 
 def test_a_run_that_exited_0_sets_the_last_success_time(tmp_path: Path) -> None:
     path = tmp_path / "bulktag.prom"
-    writer(path).write(tally(), allowed_rate=1.0, elapsed=1.0, finished=True, succeeded=True)
+    write(writer(path), tally(), allowed_rate=1.0, elapsed=1.0, finished=True, succeeded=True)
     assert NOW == value(parse(path), "bulktag_last_success_timestamp_seconds")
 
 
 def test_a_failed_run_keeps_the_previous_run_s_last_success_time(tmp_path: Path) -> None:
     path = tmp_path / "bulktag.prom"
-    writer(path, at=NOW).write(tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=True)
+    write(writer(path, at=NOW), tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=True)
     next_night = writer(path, at=NOW + 86400)
-    next_night.write(tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=False)
+    write(next_night, tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=False)
     samples = parse(path)
     assert NOW == value(samples, "bulktag_last_success_timestamp_seconds")
     assert NOW + 86400 - 1 == value(samples, "bulktag_run_start_timestamp_seconds")
@@ -99,7 +105,7 @@ def test_a_failed_run_keeps_the_previous_run_s_last_success_time(tmp_path: Path)
 def test_a_garbled_old_file_is_replaced_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "bulktag.prom"
     path.write_bytes(b"\xff\xfe this is not the text format {{{\n")
-    writer(path).write(tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=False)
+    write(writer(path), tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=False)
     assert 6 == value(parse(path), "bulktag_rows_total", outcome="ok")
 
 
@@ -107,8 +113,8 @@ def test_the_start_time_stays_fixed_across_writes(tmp_path: Path) -> None:
     path = tmp_path / "bulktag.prom"
     clock = iter([NOW, NOW + 30.5])
     metrics = MetricsWriter(path, wall=lambda: next(clock))
-    metrics.write(tally(), allowed_rate=1, elapsed=0.5, finished=False, succeeded=False)
-    metrics.write(tally(), allowed_rate=1, elapsed=31.0, finished=False, succeeded=False)
+    write(metrics, tally(), allowed_rate=1, elapsed=0.5, finished=False, succeeded=False)
+    write(metrics, tally(), allowed_rate=1, elapsed=31.0, finished=False, succeeded=False)
     assert NOW - 0.5 == value(parse(path), "bulktag_run_start_timestamp_seconds")
 
 
@@ -116,7 +122,7 @@ def test_replacing_leaves_one_readable_file_and_no_temporary_files(tmp_path: Pat
     path = tmp_path / "bulktag.prom"
     metrics = writer(path)
     for _ in range(3):
-        metrics.write(tally(), allowed_rate=1, elapsed=1, finished=False, succeeded=False)
+        write(metrics, tally(), allowed_rate=1, elapsed=1, finished=False, succeeded=False)
     assert ["bulktag.prom"] == os.listdir(tmp_path)
     assert 0o644 == path.stat().st_mode & 0o777  # node_exporter runs as another user
 
@@ -125,9 +131,9 @@ def test_replacing_swaps_the_inode_instead_of_rewriting_the_file_in_place(tmp_pa
     """A reader holding the old file open still reads the whole old content."""
     path = tmp_path / "bulktag.prom"
     metrics = writer(path)
-    metrics.write(Tally(), allowed_rate=1, elapsed=1, finished=False, succeeded=False)
+    write(metrics, Tally(), allowed_rate=1, elapsed=1, finished=False, succeeded=False)
     with path.open("rb") as old:
-        metrics.write(tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=False)
+        write(metrics, tally(), allowed_rate=1, elapsed=1, finished=True, succeeded=False)
         assert b"bulktag_run_finished 0.0" in old.read()
     assert b"bulktag_run_finished 1.0" in path.read_bytes()
 
@@ -135,7 +141,7 @@ def test_replacing_swaps_the_inode_instead_of_rewriting_the_file_in_place(tmp_pa
 def test_a_write_into_a_missing_directory_raises_and_leaves_nothing(tmp_path: Path) -> None:
     metrics = writer(tmp_path / "gone" / "bulktag.prom")
     with pytest.raises(FileNotFoundError):
-        metrics.write(tally(), allowed_rate=1, elapsed=1, finished=False, succeeded=False)
+        write(metrics, tally(), allowed_rate=1, elapsed=1, finished=False, succeeded=False)
     assert [] == os.listdir(tmp_path)
 
 

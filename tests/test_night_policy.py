@@ -113,9 +113,13 @@ def test_the_exit_code_metric_appears_only_once_the_run_finished(tmp_path: Path)
 
     path = tmp_path / "bulktag.prom"
     writer = MetricsWriter(path, labels={"shard": "2/4"})
-    writer.write(Tally(), allowed_rate=1.0, elapsed=1.0, finished=False, succeeded=False)
+    running = writer.snapshot(
+        Tally(), allowed_rate=1.0, elapsed=1.0, finished=False, succeeded=False
+    )
+    writer.write(running)
     assert "bulktag_exit_code" not in _names(path)
-    writer.write(
+    finished = writer.snapshot(
         Tally(), allowed_rate=1.0, elapsed=2.0, finished=True, succeeded=False, exit_code=4
     )
+    writer.write(finished)
     assert 4 == _samples(path)[("bulktag_exit_code", (("shard", "2/4"),))]

@@ -6,46 +6,21 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clitools import journal_record as record
+from clitools import numbered_image as image
+from clitools import write_journal as write
 
 from bulktag import report as report_module
 from bulktag.report import add_report_arguments, command_report
 
 
-def image(n: int) -> str:
-    return str(uuid.UUID(int=n + 1))
-
-
-def record(n: int = 0, tag: str = "web", **fields: Any) -> dict[str, Any]:
-    """A journal record for image ``n``: ok by default, fields overridden as given."""
-    base: dict[str, Any] = {
-        "line": n + 2,
-        "image_id": image(n),
-        "tag": tag,
-        "outcome": "ok",
-        "status": 204,
-        "attempts": 1,
-        "error": None,
-        "request_id": f"req-{n}",
-        "at": "2026-11-28T02:00:01.123Z",
-        "elapsed_ms": 40,
-    }
-    return base | fields
-
-
 def failed_404(n: int, **fields: Any) -> dict[str, Any]:
     message = f"404 Not Found No image found with ID {image(n)}"
     return record(n, outcome="failed", status=404, error=message, **fields)
-
-
-def write(path: Path, records: list[dict[str, Any]], extra: bytes = b"") -> Path:
-    lines = b"".join(json.dumps(r).encode() + b"\n" for r in records)
-    path.write_bytes(lines + extra)
-    return path
 
 
 def run(*argv: str | Path) -> tuple[int, str, str]:

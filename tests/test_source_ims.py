@@ -59,6 +59,11 @@ def test_ims_rows_carry_a_value_when_the_input_has_one(data: str, expected: list
     assert expected == rows(data)
 
 
+def one_row(key: str, value: str, error: str | None) -> Row | InvalidRow:
+    """What line 1, ``U1,key,value``, reads as: the row, or refused with ``error``."""
+    return Row(1, U1, key, value) if error is None else InvalidRow(1, U1, key, error, value)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "error"),
     [
@@ -77,11 +82,7 @@ def test_ims_rows_carry_a_value_when_the_input_has_one(data: str, expected: list
 def test_keys_and_values_are_checked_by_the_ims_limits(
     key: str, value: str, error: str | None
 ) -> None:
-    [item] = rows(f"{U1},{key},{value}\n")
-    if error is None:
-        assert Row(1, U1, key, value) == item
-    else:
-        assert InvalidRow(1, U1, key, error, value) == item
+    assert [one_row(key, value, error)] == rows(f"{U1},{key},{value}\n")
 
 
 @pytest.mark.parametrize(
@@ -97,11 +98,8 @@ def test_keys_and_values_are_checked_by_the_ims_limits(
 def test_the_relaxed_charset_allows_what_some_regions_take(
     key: str, value: str, error: str | None
 ) -> None:
-    [item] = rows(f'{U1},"{key}","{value}"\n', ims_rules(charset="relaxed"))
-    if error is None:
-        assert Row(1, U1, key, value) == item
-    else:
-        assert InvalidRow(1, U1, key, error, value) == item
+    relaxed = ims_rules(charset="relaxed")
+    assert [one_row(key, value, error)] == rows(f'{U1},"{key}","{value}"\n', relaxed)
 
 
 def test_the_limits_are_settings() -> None:

@@ -138,11 +138,17 @@ async def test_a_huge_body_is_read_only_up_to_a_bound(call: Call, status: int) -
     assert len(str(result)) < 2000  # whatever came back is an excerpt, not the body
 
 
+async def huge_answer(status: int, call: Callable[..., Awaitable[object]]) -> Answer:
+    """What ``call(session, url)`` makes of a ``status`` answer whose body never ends."""
+    async with streaming_server(status, {}) as (url, _streamed), make_session(2, 30) as session:
+        answer = await call(session, url)
+    assert isinstance(answer, Answer)
+    return answer
+
+
 @pytest.mark.asyncio
 async def test_a_2xx_too_large_to_read_says_so() -> None:
-    async with streaming_server(200, {}) as (url, _streamed), make_session(2, 30) as session:
-        answer = await glance_get(session, url)
-    assert isinstance(answer, Answer)
+    answer = await huge_answer(200, glance_get)
     assert 200 == answer.status
     assert b"" == answer.body
     assert f"larger than {ANSWER_READ_LIMIT // 2**20} MiB" in (answer.error or "")
@@ -150,9 +156,7 @@ async def test_a_2xx_too_large_to_read_says_so() -> None:
 
 @pytest.mark.asyncio
 async def test_an_error_excerpt_still_comes_from_the_first_bytes() -> None:
-    async with streaming_server(500, {}) as (url, _streamed), make_session(2, 30) as session:
-        answer = await glance_put(session, url)
-    assert isinstance(answer, Answer)
+    answer = await huge_answer(500, glance_put)
     assert 500 == answer.status
     assert (answer.error or "").startswith("xxxx")
 

@@ -10,7 +10,6 @@ import argparse
 import io
 import json
 import socket
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from functools import partial
@@ -20,6 +19,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from clitools import journal_record, write_journal
+from clitools import numbered_image as image
 
 from bulktag.auth import StaticToken
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
@@ -39,30 +40,10 @@ from bulktag.verify import (
 TOKEN = "verify-secret-token"
 
 
-def image(n: int) -> str:
-    return str(uuid.UUID(int=n + 1))
-
-
 def ok(n: int, tag: str, **fields: Any) -> dict[str, Any]:
-    """A journal record saying ``tag`` was put on image ``n``."""
-    record: dict[str, Any] = {
-        "line": n + 2,
-        "image_id": image(n),
-        "tag": tag,
-        "outcome": "ok",
-        "status": 204,
-        "attempts": 1,
-        "error": None,
-        "request_id": None,
-        "at": "2026-11-28T02:00:00.000Z",
-        "elapsed_ms": 5,
-    }
-    return record | fields
-
-
-def write_journal(path: Path, records: list[dict[str, Any]], extra: bytes = b"") -> Path:
-    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + extra)
-    return path
+    """A journal record saying ``tag`` was put on image ``n`` (no request id: any a problem
+    carries is the GET's)."""
+    return journal_record(n, tag, **({"request_id": None} | fields))
 
 
 def fake(**config: Any) -> FakeGlance:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import anyio
 import anyio.to_thread
@@ -56,6 +56,15 @@ Login = Callable[[], Awaitable[IssuedToken]]
 DEFAULT_MARGIN = 120.0
 #: After a failed early renewal, try again this soon (the current token is still good).
 RETRY_EARLY_REFRESH = 30.0
+
+
+class Renewal(TypedDict, total=False):
+    """When :class:`KeystoneTokenProvider` renews: the keywords its constructors pass through."""
+
+    margin: float  # renew when less than this many seconds remain [DEFAULT_MARGIN]
+    clock: Clock  # monotonic seconds [time.monotonic]
+
+
 #: keystoneauth plugins that re-scope a given token: the new token keeps the old one's expiry.
 _RESCOPED = frozenset({"token", "v3token"})
 
@@ -84,12 +93,7 @@ class KeystoneTokenProvider:
 
     @classmethod
     def for_spec(
-        cls,
-        spec: AuthSpec,
-        *,
-        margin: float = DEFAULT_MARGIN,
-        clock: Clock = time.monotonic,
-        login_timeout: float = DEFAULT_TIMEOUT,
+        cls, spec: AuthSpec, *, login_timeout: float = DEFAULT_TIMEOUT, **renewal: Unpack[Renewal]
     ) -> KeystoneTokenProvider:
         from bulktag.auth.keystone import log_in
 
@@ -101,7 +105,7 @@ class KeystoneTokenProvider:
 
         # A token re-scoped from a given token keeps that token's expiry: renewing it early
         # cannot extend it, and would only log in again and again as the end nears.
-        return cls(login, margin=margin, clock=clock, renew_early=spec.method not in _RESCOPED)
+        return cls(login, renew_early=spec.method not in _RESCOPED, **renewal)
 
     def __repr__(self) -> str:
         return f"KeystoneTokenProvider(logins={self.logins}, token=<redacted>)"
@@ -203,11 +207,7 @@ class Credentials:
 
 
 async def resolve_credentials(
-    spec: AuthSpec,
-    *,
-    margin: float = DEFAULT_MARGIN,
-    clock: Clock = time.monotonic,
-    login_timeout: float = DEFAULT_TIMEOUT,
+    spec: AuthSpec, *, login_timeout: float = DEFAULT_TIMEOUT, **renewal: Unpack[Renewal]
 ) -> Credentials:
     """Log in (unless given a token and an endpoint) and find the image endpoint."""
     if spec.is_static_token:
@@ -216,9 +216,7 @@ async def resolve_credentials(
         return Credentials(StaticToken(spec.token), spec.endpoint, spec.project_id, spec.verify)
     from bulktag.auth.keystone import image_endpoint
 
-    provider = KeystoneTokenProvider.for_spec(
-        spec, margin=margin, clock=clock, login_timeout=login_timeout
-    )
+    provider = KeystoneTokenProvider.for_spec(spec, login_timeout=login_timeout, **renewal)
     issued = await provider.current()
     endpoint = await anyio.to_thread.run_sync(
         image_endpoint, spec, login_timeout, abandon_on_cancel=True

@@ -25,11 +25,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -57,6 +57,9 @@ class FakeProject:
     name: str
     domain_id: str = "default"
     domain_name: str = "Default"
+
+
+_Owned = TypeVar("_Owned", FakeUser, FakeProject)  # named within a domain, as Keystone has them
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,25 +221,12 @@ class FakeKeystone:
     # -- lookups: any miss is a 401, like Keystone (it does not say which part was wrong) --
 
     def _find_user(self, given: Mapping[str, Any]) -> FakeUser:
-        for user in self.config.users:
-            if given.get("id") == user.id or (
-                given.get("name") == user.name
-                and _in_domain(given.get("domain"), user.domain_id, user.domain_name)
-            ):
-                return user
-        raise _Refused
+        return _find(given, self.config.users)
 
     def _project(self, scope: Mapping[str, Any] | None) -> str | None:
         if not scope:
             return None
-        given = scope.get("project") or {}
-        for project in self.config.projects:
-            if given.get("id") == project.id or (
-                given.get("name") == project.name
-                and _in_domain(given.get("domain"), project.domain_id, project.domain_name)
-            ):
-                return project.id
-        raise _Refused
+        return _find(scope.get("project") or {}, self.config.projects).id
 
     def _app_credential(self, given: Mapping[str, Any]) -> tuple[str, str]:
         for cred in self.config.app_credentials:
@@ -301,6 +291,17 @@ def _v3(origin: str) -> Json:
             {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
         ],
     }
+
+
+def _find(given: Mapping[str, Any], candidates: Iterable[_Owned]) -> _Owned:
+    """The user or project ``given`` names: by id, or by name within a domain (id or name)."""
+    for candidate in candidates:
+        if given.get("id") == candidate.id or (
+            given.get("name") == candidate.name
+            and _in_domain(given.get("domain"), candidate.domain_id, candidate.domain_name)
+        ):
+            return candidate
+    raise _Refused
 
 
 def _in_domain(given: Any, domain_id: str, domain_name: str) -> bool:

@@ -8,12 +8,18 @@ in subprocesses, each with its own HOME, XDG_CONFIG_HOME, working directory and 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
 import pytest
 
 from bulktag.auth.cloud import AuthSpec, load_auth_spec
 from bulktag.auth.options import CredentialOptions
+from bulktag.fake.keystone import FakeKeystone, FakeKeystoneConfig, FakeProject, FakeUser
+
+T = TypeVar("T")
+START = 1_800_000_000.0  # an epoch second: the fake prints it as a real expires_at
 
 
 @pytest.fixture(autouse=True)
@@ -34,3 +40,40 @@ def password_spec(auth_url: str, env: dict[str, str] | None = None, **flags: Any
         **flags,
     }
     return load_auth_spec(CredentialOptions(auth_url=auth_url, **given), env or {})
+
+
+def alice_keystone(**config: Any) -> FakeKeystone:
+    """A fake Keystone where alice (u-1) may log in to tea-party (p-1): whom password_spec is."""
+    return FakeKeystone(
+        FakeKeystoneConfig(
+            users=[FakeUser("u-1", "alice", "alice-password")],
+            projects=[FakeProject("p-1", "tea-party")],
+            **config,
+        )
+    )
+
+
+class Clock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def gather(n: int, call: Callable[[int], Awaitable[T]]) -> list[T]:
+    """Run ``call(0)`` ... ``call(n - 1)`` concurrently; their results in that order."""
+    results: dict[int, T] = {}
+
+    async def one(i: int) -> None:
+        results[i] = await call(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return [results[i] for i in range(n)]

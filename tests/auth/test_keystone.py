@@ -25,23 +25,8 @@ from bulktag.auth.keystone import (
     host_of,
     log_in,
 )
-from bulktag.fake.keystone import (
-    FakeKeystone,
-    FakeKeystoneConfig,
-    FakeProject,
-    FakeUser,
-    serve_keystone,
-)
-from tests.auth.conftest import password_spec
-
-
-def alice() -> FakeKeystone:
-    return FakeKeystone(
-        FakeKeystoneConfig(
-            users=[FakeUser("u-1", "alice", "alice-password")],
-            projects=[FakeProject("p-1", "tea-party")],
-        )
-    )
+from bulktag.fake.keystone import serve_keystone
+from tests.auth.conftest import alice_keystone, password_spec
 
 
 async def login(auth_url: str, **flags: Any) -> IssuedToken:
@@ -85,7 +70,7 @@ async def recorder(host: str = "127.0.0.1") -> AsyncIterator[tuple[Recorder, str
 async def test_a_redirect_to_another_host_is_refused_before_the_password_leaves(
     status: int, versioned: bool
 ) -> None:
-    fake = alice()
+    fake = alice_keystone()
     async with recorder() as (seen, elsewhere), serve_keystone(fake) as base:
         fake.config.redirect_to = elsewhere
         fake.config.redirect_status = status
@@ -104,7 +89,7 @@ async def test_a_redirect_to_another_host_is_refused_before_the_password_leaves(
 async def test_discovery_links_to_another_host_never_carry_the_password_there(path: str) -> None:
     # A Keystone whose public_endpoint names another host. keystoneauth 5 posts to the auth URL
     # anyway; were it to follow the link, the guard must stop it: either way, nothing leaves.
-    fake = alice()
+    fake = alice_keystone()
     async with recorder() as (seen, elsewhere), serve_keystone(fake) as base:
         fake.config.discovery_to = elsewhere
         with contextlib.suppress(CredentialsElsewhere):
@@ -116,7 +101,7 @@ async def test_discovery_links_to_another_host_never_carry_the_password_there(pa
 async def test_the_same_port_under_another_host_name_is_another_host() -> None:
     # localhost and 127.0.0.1 reach the same socket, but a name is what a certificate and a
     # proxy go by: the credentials were configured for one of them only.
-    fake = alice()
+    fake = alice_keystone()
     async with serve_keystone(fake) as base:
         fake.config.redirect_to = base.replace("127.0.0.1", "localhost")
         with pytest.raises(CredentialsElsewhere):
@@ -126,7 +111,7 @@ async def test_the_same_port_under_another_host_name_is_another_host() -> None:
 
 @pytest.mark.asyncio
 async def test_without_a_redirect_the_login_goes_through() -> None:
-    fake = alice()
+    fake = alice_keystone()
     async with serve_keystone(fake) as base:
         issued = await login(f"{base}/v3")
     assert fake.is_valid(issued.value)
@@ -139,7 +124,7 @@ async def test_a_run_stops_with_one_line_naming_both_hosts(tmp_path: Any) -> Non
     from tests.clitools import isolated_env, make_pairs, run_bulktag, write_csv
 
     inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
-    fake = alice()
+    fake = alice_keystone()
     async with recorder() as (seen, elsewhere), serve_keystone(fake) as base:
         fake.config.redirect_to = elsewhere
         args = [

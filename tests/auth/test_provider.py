@@ -6,9 +6,10 @@ and the provider (which decides when to renew with it), so expiry is exact and i
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, NamedTuple
 
-import anyio
 import pytest
 from structlog.testing import capture_logs
 
@@ -16,41 +17,8 @@ from bulktag.auth.base import AuthRefused, CredentialsError, StaticToken
 from bulktag.auth.cloud import AuthSpec, load_auth_spec
 from bulktag.auth.options import CredentialOptions
 from bulktag.auth.provider import KeystoneTokenProvider, resolve_credentials
-from bulktag.fake.keystone import (
-    FakeEndpoint,
-    FakeKeystone,
-    FakeKeystoneConfig,
-    FakeProject,
-    FakeUser,
-    serve_keystone,
-)
-from tests.auth.conftest import password_spec
-
-START = 1_800_000_000.0  # an epoch second: the fake prints it as a real expires_at
-
-
-class Clock:
-    """A clock that moves only when the test says so."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def keystone(clock: Clock, lifetime: float = 600.0, **overrides: Any) -> FakeKeystone:
-    config = FakeKeystoneConfig(
-        users=[FakeUser("u-1", "alice", "alice-password")],
-        projects=[FakeProject("p-1", "tea-party")],
-        token_lifetime=lifetime,
-        clock=clock,
-        **overrides,
-    )
-    return FakeKeystone(config)
+from bulktag.fake.keystone import FakeEndpoint, FakeKeystone, serve_keystone
+from tests.auth.conftest import Clock, alice_keystone, gather, password_spec
 
 
 def spec(auth_url: str, **overrides: Any) -> AuthSpec:
@@ -63,21 +31,27 @@ def token_spec(auth_url: str, token: str) -> AuthSpec:
     return load_auth_spec(options, {})
 
 
-def provider_for(base: str, clock: Clock, margin: float = 120.0) -> KeystoneTokenProvider:
-    return KeystoneTokenProvider.for_spec(spec(base), margin=margin, clock=clock)
+class Served(NamedTuple):
+    """A fake Keystone on the test's clock, and a provider logging in to it as alice."""
+
+    clock: Clock
+    fake: FakeKeystone
+    base: str
+    provider: KeystoneTokenProvider
 
 
-async def gather(n: int, call: Any) -> list[str]:
-    """Run ``call()`` ``n`` times concurrently; their results in start order."""
-    results: list[str] = [""] * n
+@asynccontextmanager
+async def served(
+    lifetime: float = 600.0, margin: float = 120.0, **overrides: Any
+) -> AsyncIterator[Served]:
+    """Serve the fake Keystone (tokens living ``lifetime`` s) until the block ends.
 
-    async def one(i: int) -> None:
-        results[i] = await call()
-
-    async with anyio.create_task_group() as tg:
-        for i in range(n):
-            tg.start_soon(one, i)
-    return results
+    The provider is built, not used: it logs in at its first ``token()``."""
+    clock = Clock()
+    fake = alice_keystone(token_lifetime=lifetime, clock=clock, **overrides)
+    async with serve_keystone(fake) as base:
+        provider = KeystoneTokenProvider.for_spec(spec(base), margin=margin, clock=clock)
+        yield Served(clock, fake, base, provider)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,10 +60,7 @@ async def gather(n: int, call: Any) -> list[str]:
 
 @pytest.mark.asyncio
 async def test_the_token_is_reused_until_less_than_the_margin_remains() -> None:
-    clock = Clock()
-    fake = keystone(clock, lifetime=600)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock, margin=120)
+    async with served(lifetime=600) as (clock, fake, _, provider):
         first = await provider.token()
         clock.advance(479)  # 121 s left: still good
         assert first == await provider.token()
@@ -102,10 +73,7 @@ async def test_the_token_is_reused_until_less_than_the_margin_remains() -> None:
 
 @pytest.mark.asyncio
 async def test_valid_now_gives_the_token_until_it_is_due_for_renewal_then_none() -> None:
-    clock = Clock()
-    fake = keystone(clock, lifetime=600)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock, margin=120)
+    async with served(lifetime=600) as (clock, _, _, provider):
         assert provider.valid_now() is None  # nobody has logged in yet
         first = await provider.token()
         assert first == provider.valid_now()
@@ -118,10 +86,7 @@ async def test_valid_now_gives_the_token_until_it_is_due_for_renewal_then_none()
 
 @pytest.mark.asyncio
 async def test_a_token_shorter_than_the_margin_is_renewed_at_half_its_life() -> None:
-    clock = Clock()
-    fake = keystone(clock, lifetime=10)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock, margin=120)
+    async with served(lifetime=10) as (clock, _, _, provider):
         first = await provider.token()
         for _ in range(20):  # many requests in the first half-life: no new login
             assert first == await provider.token()
@@ -134,13 +99,10 @@ async def test_a_token_shorter_than_the_margin_is_renewed_at_half_its_life() -> 
 
 @pytest.mark.asyncio
 async def test_fifty_callers_of_a_due_token_cause_one_login() -> None:
-    clock = Clock()
-    fake = keystone(clock, lifetime=600)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock)
+    async with served(lifetime=600) as (clock, fake, _, provider):
         first = await provider.token()
         clock.advance(500)
-        tokens = await gather(50, provider.token)
+        tokens = await gather(50, lambda _: provider.token())
     assert 1 == len(set(tokens))
     assert first not in tokens
     assert (2, 2) == (provider.logins, fake.logins)
@@ -152,13 +114,10 @@ async def test_fifty_callers_of_a_due_token_cause_one_login() -> None:
 
 @pytest.mark.asyncio
 async def test_fifty_workers_refreshing_the_same_rejected_token_cause_one_login() -> None:
-    clock = Clock()
-    fake = keystone(clock)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock)
+    async with served() as (_, fake, _, provider):
         rejected = await provider.token()
         fake.revoke_all()
-        tokens = await gather(50, lambda: provider.refresh(rejected))
+        tokens = await gather(50, lambda _: provider.refresh(rejected))
     assert 1 == len(set(tokens))
     assert rejected not in tokens
     assert fake.is_valid(tokens[0])
@@ -167,10 +126,7 @@ async def test_fifty_workers_refreshing_the_same_rejected_token_cause_one_login(
 
 @pytest.mark.asyncio
 async def test_refreshing_an_already_replaced_token_returns_the_new_one_without_login() -> None:
-    clock = Clock()
-    fake = keystone(clock)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock)
+    async with served() as (_, _, _, provider):
         old = await provider.token()
         new = await provider.refresh(old)
         assert new == await provider.refresh(old)  # a late worker with the old 401
@@ -179,13 +135,10 @@ async def test_refreshing_an_already_replaced_token_returns_the_new_one_without_
 
 @pytest.mark.asyncio
 async def test_refused_reauthentication_raises_auth_refused_once_for_everyone() -> None:
-    clock = Clock()
-    fake = keystone(clock)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock)
+    async with served() as (clock, fake, base, provider):
         rejected = await provider.token()
         fake.change_password("u-1", "changed-by-the-admin")
-        outcomes = await gather(50, lambda: _refused_message(provider.refresh(rejected)))
+        outcomes = await gather(50, lambda _: _refused_message(provider.refresh(rejected)))
         clock.advance(10_000)
         later = await _refused_message(provider.token())
     expected = (
@@ -203,9 +156,7 @@ async def test_refused_reauthentication_raises_auth_refused_once_for_everyone() 
 @pytest.mark.asyncio
 async def test_a_refused_token_from_the_environment_says_it_came_from_there() -> None:
     # The issue's stale OS_AUTH_TOKEN: the message must say where the token came from.
-    clock = Clock()
-    fake = keystone(clock)
-    async with serve_keystone(fake) as base:
+    async with served() as (clock, _, base, _):
         env = {"OS_AUTH_URL": f"{base}/v3", "OS_AUTH_TOKEN": "stale-1234", "OS_PROJECT_ID": "p-1"}
         with pytest.raises(AuthRefused) as info:
             await resolve_credentials(load_auth_spec(CredentialOptions(), env), clock=clock)
@@ -229,10 +180,7 @@ async def _refused_message(call: Any) -> str:
 
 @pytest.mark.asyncio
 async def test_a_failed_early_renewal_keeps_the_current_token_and_retries_later() -> None:
-    clock = Clock()
-    fake = keystone(clock, lifetime=600)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock)
+    async with served(lifetime=600) as (clock, fake, _, provider):
         first = await provider.token()
         clock.advance(500)
         fake.scripted.append(503)
@@ -248,10 +196,7 @@ async def test_a_failed_early_renewal_keeps_the_current_token_and_retries_later(
 
 @pytest.mark.asyncio
 async def test_a_failed_renewal_of_an_expired_token_stops_the_run_with_auth_refused() -> None:
-    clock = Clock()
-    fake = keystone(clock, lifetime=600)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock)
+    async with served(lifetime=600) as (clock, fake, base, provider):
         await provider.token()
         clock.advance(601)
         fake.scripted.append(503)
@@ -264,10 +209,7 @@ async def test_a_failed_renewal_of_an_expired_token_stops_the_run_with_auth_refu
 
 @pytest.mark.asyncio
 async def test_an_identity_service_gone_mid_run_makes_refresh_raise_auth_refused() -> None:
-    clock = Clock()
-    fake = keystone(clock)
-    async with serve_keystone(fake) as base:
-        provider = provider_for(base, clock)
+    async with served() as (_, _, base, provider):
         rejected = await provider.token()
     with pytest.raises(AuthRefused) as info:  # the server is gone now
         await provider.refresh(rejected)
@@ -277,10 +219,8 @@ async def test_an_identity_service_gone_mid_run_makes_refresh_raise_auth_refused
 
 @pytest.mark.asyncio
 async def test_the_first_login_failing_is_a_credentials_error_not_a_refusal() -> None:
-    clock = Clock()
-    fake = keystone(clock)
-    fake.scripted.append(500)
-    async with serve_keystone(fake) as base:
+    async with served() as (_, fake, base, _):
+        fake.scripted.append(500)  # before anyone logs in
         with pytest.raises(CredentialsError) as info:
             await resolve_credentials(spec(base))
     assert not isinstance(info.value, AuthRefused)
@@ -305,14 +245,12 @@ async def test_a_token_with_an_endpoint_is_used_as_is_without_login() -> None:
 
 @pytest.mark.asyncio
 async def test_password_login_finds_the_image_endpoint_in_the_catalog() -> None:
-    clock = Clock()
     endpoints = [
         FakeEndpoint("https://img.r1", "R1"),
         FakeEndpoint("https://img.r2:9292/v2", "R2"),
         FakeEndpoint("http://img.r2.internal", "R2", "internal"),
     ]
-    fake = keystone(clock, image_endpoints=endpoints)
-    async with serve_keystone(fake) as base:
+    async with served(image_endpoints=endpoints) as (clock, fake, base, _):
         creds = await resolve_credentials(spec(base, region_name="R2"), clock=clock)
         assert fake.is_valid(await creds.provider.token())
     # As the catalog says it; the image transport strips the /v2 (normalize_endpoint).
@@ -326,19 +264,15 @@ async def test_password_login_finds_the_image_endpoint_in_the_catalog() -> None:
 
 @pytest.mark.asyncio
 async def test_an_endpoint_override_wins_over_the_catalog() -> None:
-    clock = Clock()
-    fake = keystone(clock)
-    async with serve_keystone(fake) as base:
+    async with served() as (_, _, base, _):
         creds = await resolve_credentials(spec(base, endpoint="https://mine"))
     assert "https://mine" == creds.endpoint
 
 
 @pytest.mark.asyncio
 async def test_no_image_endpoint_for_the_region_lists_what_the_catalog_has() -> None:
-    clock = Clock()
     endpoints = [FakeEndpoint("https://a", "R1"), FakeEndpoint("https://b", "R2", "internal")]
-    fake = keystone(clock, image_endpoints=endpoints)
-    async with serve_keystone(fake) as base:
+    async with served(image_endpoints=endpoints) as (_, _, base, _):
         with pytest.raises(CredentialsError) as info:
             await resolve_credentials(spec(base, region_name="R3"))
     message = str(info.value)
@@ -348,10 +282,8 @@ async def test_no_image_endpoint_for_the_region_lists_what_the_catalog_has() -> 
 
 @pytest.mark.asyncio
 async def test_a_token_without_endpoint_is_rescoped_to_find_the_catalog() -> None:
-    clock = Clock()
-    fake = keystone(clock)
-    async with serve_keystone(fake) as base:
-        first = await provider_for(base, clock).token()
+    async with served() as (clock, fake, base, provider):
+        first = await provider.token()
         creds = await resolve_credentials(token_spec(base, first), clock=clock)
         assert fake.is_valid(await creds.provider.token())
     assert "http://127.0.0.1:9292" == creds.endpoint
@@ -359,10 +291,8 @@ async def test_a_token_without_endpoint_is_rescoped_to_find_the_catalog() -> Non
 
 @pytest.mark.asyncio
 async def test_a_rescoped_token_is_not_renewed_early_since_its_expiry_cannot_move() -> None:
-    clock = Clock()
-    fake = keystone(clock, lifetime=600)
-    async with serve_keystone(fake) as base:
-        given = await provider_for(base, clock).token()
+    async with served(lifetime=600) as (clock, fake, base, provider):
+        given = await provider.token()
         clock.advance(300)
         creds = await resolve_credentials(token_spec(base, given), clock=clock)
         scoped = await creds.provider.token()
