@@ -437,20 +437,28 @@ async def _run(plan: _Plan, environment: Environment) -> RunReport:
         engine = Engine(
             plan.engine_settings(), send, credentials.provider, plan.journal, plan.index
         )
-        log.info(
-            "run_started",
-            endpoint=credentials.endpoint,
-            journal=str(plan.journal.path),
-            op=plan.op.value,
-            api=plan.api.value,
-            rate=settings.rate,
-            concurrency=settings.concurrency,
-            event_loop="uvloop" if loop_options() else "asyncio",
-        )
-        return await _drive(engine, plan, environment)
+        # The run's own signal handlers take over here, with nothing awaited since the
+        # preflight: until now a stop signal raises KeyboardInterrupt at once (the preflight
+        # may hang on a silent endpoint); from now on it must not, since one raised inside
+        # the run's task group came out as a traceback, or left the process hanging. Signals
+        # that arrive before the watcher runs wait in the receiver.
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            log.info(
+                "run_started",
+                endpoint=credentials.endpoint,
+                journal=str(plan.journal.path),
+                op=plan.op.value,
+                api=plan.api.value,
+                rate=settings.rate,
+                concurrency=settings.concurrency,
+                event_loop="uvloop" if loop_options() else "asyncio",
+            )
+            return await _drive(engine, plan, environment, signals)
 
 
-async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunReport:
+async def _drive(
+    engine: Engine, plan: _Plan, environment: Environment, signals: AsyncIterator[signal.Signals]
+) -> RunReport:
     """Run the engine with its companions: signal handling, progress, the time window."""
     settings = plan.settings
     tty = environment.stderr.isatty() and not wants_json(settings.log_format, environment.stderr)
@@ -460,7 +468,7 @@ async def _drive(engine: Engine, plan: _Plan, environment: Environment) -> RunRe
             from bulktag.metrics import periodically
 
             companions.start_soon(periodically, engine, metrics, settings.progress_interval)
-        companions.start_soon(_watch_signals, engine, settings.grace_period)
+        companions.start_soon(_watch_signals, engine, settings.grace_period, signals)
         companions.start_soon(
             show_progress,
             engine,
@@ -508,21 +516,22 @@ def _final_metrics(
         log.warning("metrics_write_failed", path=str(metrics.path), error=exc.strerror or str(exc))
 
 
-async def _watch_signals(engine: Engine, grace_period: float) -> None:
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async for received in signals:
-            name = signal.Signals(received).name
-            if engine.stopping:
-                log.warning("stopping_now", signal=name)
-                engine.cancel_now()
-                return
-            log.warning(
-                "stopping",
-                signal=name,
-                grace_period_s=grace_period,
-                hint="finishing requests in flight; signal again to stop at once",
-            )
-            engine.request_stop()
+async def _watch_signals(
+    engine: Engine, grace_period: float, signals: AsyncIterator[signal.Signals]
+) -> None:
+    async for received in signals:
+        name = signal.Signals(received).name
+        if engine.stopping:
+            log.warning("stopping_now", signal=name)
+            engine.cancel_now()
+            return
+        log.warning(
+            "stopping",
+            signal=name,
+            grace_period_s=grace_period,
+            hint="finishing requests in flight; signal again to stop at once",
+        )
+        engine.request_stop()
 
 
 async def _time_window(engine: Engine, max_duration: float) -> None:

@@ -44,9 +44,11 @@ import argparse
 import contextlib
 import json
 import random
+import signal
 import ssl
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, TextIO
@@ -58,6 +60,7 @@ from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 from bulktag.attempt import AttemptLoop, Attempts
 from bulktag.auth import AuthSpec, TokenProvider, add_credential_arguments, options_from_namespace
 from bulktag.config import ConfigError
+from bulktag.environment import STOP_SIGNALS
 from bulktag.errors import BulktagError, ExitCode
 from bulktag.journal import FileStats, not_a_journal, read_records
 from bulktag.logs import refusal_line
@@ -407,7 +410,40 @@ async def _verify(
         assert isinstance(service.transport, GlanceTransport)  # verify reads Glance's tags
         reader = ImageReader(service.transport)
         verifier = Verifier(reader, service.credentials.provider, plan.settings, on_problem)
-        return await verifier.run(plan.expected)
+        # Past the preflight, a stop signal cancels the reads here rather than raising
+        # KeyboardInterrupt wherever a task happens to be (inside the task group that came
+        # out as a traceback in `run`): the caller turns the interruption into exit 130.
+        stopped: list[str] = []
+        with _stop_signals() as signals:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_signal, signals, group.cancel_scope, stopped)
+                tally = await verifier.run(plan.expected)
+                group.cancel_scope.cancel()
+        if stopped:
+            raise KeyboardInterrupt
+        return tally
+
+
+def _stop_signals() -> contextlib.AbstractContextManager[AsyncIterator[signal.Signals]]:
+    """The stop signals, where a process can take them: only its main thread may (a verify
+    called from another thread, as the tests do, takes none)."""
+    if threading.current_thread() is threading.main_thread():
+        return anyio.open_signal_receiver(*STOP_SIGNALS)
+    return contextlib.nullcontext(_no_signals())
+
+
+async def _no_signals() -> AsyncIterator[signal.Signals]:
+    await anyio.sleep_forever()
+    yield signal.SIGTERM  # never reached: the shape of a signal receiver
+
+
+async def _cancel_on_signal(
+    signals: AsyncIterator[signal.Signals], scope: anyio.CancelScope, stopped: list[str]
+) -> None:
+    async for received in signals:
+        stopped.append(signal.Signals(received).name)
+        scope.cancel()
+        return
 
 
 class _ProblemLines:

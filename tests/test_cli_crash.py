@@ -264,6 +264,32 @@ def test_a_signal_stops_verify_with_130_without_traceback(tmp_path: Path, signum
     assert 130 == process.returncode, err
 
 
+def test_a_signal_while_verify_reads_stops_it_with_130_without_traceback(tmp_path: Path) -> None:
+    """Past the preflight, in the middle of its reads (each answered 0.2 s late): the stop
+    cancels the reads rather than raising KeyboardInterrupt inside the task group."""
+    pairs = make_pairs(200, 1, seed=16)
+    _old_journal(tmp_path / "old.jsonl", pairs)
+    with fake_glance(tmp_path / "slow", "--latency", "0.2") as slow:
+        argv = [sys.executable, "-m", "bulktag", "verify", "old.jsonl", "--endpoint", slow.url]
+        argv += ["--token", str(slow.token), "--rate", "50"]
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, env=isolated_env(tmp_path), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert process.stderr is not None
+            first = process.stderr.readline()  # the first problem: the reads are under way
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert b"lacks" in first or b"gone" in first, first
+    assert b"Traceback" not in err, err
+    assert 130 == process.returncode, err
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_ctrl_c_while_loading_a_big_journal_exits_130_without_traceback(tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
