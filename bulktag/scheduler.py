@@ -357,7 +357,7 @@ def _entries(held: Any) -> list[_Entry]:
     """An image's waiting entries as a list: from an int (0: none), or a lone tuple entry."""
     if type(held) is not int:
         return [held]
-    entries = []
+    entries: list[_Entry] = []
     while held:
         entries.append(held & _WORD)
         held >>= _WORD_BITS
@@ -369,7 +369,7 @@ def _first(busy: dict[str, Any], image_id: str) -> _Entry:
     held = busy[image_id]
     if type(held) is int:
         busy[image_id] = held >> _WORD_BITS
-        return held & _WORD  # type: ignore[no-any-return]
+        return held & _WORD
     if type(held) is list:
         return held.pop(0)  # type: ignore[no-any-return]
     busy[image_id] = 0  # a lone tuple
