@@ -41,6 +41,7 @@ window as :class:`Row` again, with the image id of the key.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -88,7 +89,7 @@ class ImageScheduler:
         # image → rows parked behind its in-flight row (None: one in flight, none parked yet).
         # With read_ahead, entries (_pack) packed in an int (0: none parked) or in a list, and
         # an image still queued for a worker holds its first row there too, first.
-        self._busy: dict[str, Any] = {}
+        self._busy: dict[str | int, Any] = {}
         # With read_ahead, _busy cut in 16 by the id's hash (_part): a dict of a window's
         # ~120,000 images is ~7 MiB, and one resizing (churn sets that off, even at a steady
         # size) holds its old and new tables at once; a part's is 1/16 of that.
@@ -148,8 +149,8 @@ class ImageScheduler:
 
     def _hold(self, row: Row) -> bool:
         """:meth:`submit_nowait` with read_ahead, once there is room: hold ``row`` compactly."""
-        image_id = row.image_id
-        self._last_image = image_id  # a lingering worker expects rows of it
+        self._last_image = row.image_id  # a lingering worker expects rows of it
+        image_id = _held_as(row.image_id)
         busy = self._part(image_id)
         if image_id in busy:
             held = busy[image_id]  # entries packed in an int (0: none), or a list of them
@@ -181,21 +182,27 @@ class ImageScheduler:
         while self._parked + self._queued >= self._max_held:
             self._room = anyio.Event()
             await self._room.wait()
-        if row.image_id in self._part(row.image_id):
+        key = self._key(row.image_id)
+        if key in self._part(key):
             self.submit_nowait(row)  # parking has room now: that cannot fail
             return
         self._wake_lingering()
         if self._count_ready:
-            self._part(row.image_id)[row.image_id] = self._pack(row)
+            self._part(key)[key] = self._pack(row)
             self._queued += 1
-            await put(self._ready, row.image_id)
+            await put(self._ready, key)
             return
         self._busy[row.image_id] = None
         await put(self._ready, row)
 
-    def _part(self, image_id: str) -> dict[str, Any]:
-        """The part of ``_busy`` that holds ``image_id`` (all of it without read_ahead)."""
-        return self._parts[hash(image_id) & self._part_mask]
+    def _part(self, key: str | int) -> dict[str | int, Any]:
+        """The part of ``_busy`` that holds the image keyed ``key`` (all of it without
+        read_ahead)."""
+        return self._parts[hash(key) & self._part_mask]
+
+    def _key(self, image_id: str) -> str | int:
+        """What ``_busy`` keys ``image_id`` by: with read_ahead :func:`_held_as`, else itself."""
+        return _held_as(image_id) if self._count_ready else image_id
 
     def _pack(self, row: Row) -> _Entry:
         """``row`` as the window holds it (its image is the key it is held under): an int,
@@ -234,7 +241,8 @@ class ImageScheduler:
             return item  # type: ignore[no-any-return]
         self._queued -= 1
         self._make_room()
-        return self._unpack(item, _first(self._part(item), item))  # the rest stay parked
+        # the rest stay parked
+        return self._unpack(_image_of(item), _first(self._part(item), item))
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -265,12 +273,13 @@ class ImageScheduler:
     def _fill(self, batch: list[Row], limit: int) -> bool:
         """Move parked rows of the batch's image into it; True when it can grow no more."""
         image_id = batch[0].image_id
-        part = self._part(image_id)
-        waiting = part[image_id]
+        key = self._key(image_id)
+        part = self._part(key)
+        waiting = part[key]
         if not waiting:  # None or 0: nothing parked (an empty list goes on below)
             return False
         if type(waiting) is int:
-            return self._fill_packed(batch, limit, part, waiting)
+            return self._fill_packed(batch, limit, part, key, waiting)
         keys = {row.tag for row in batch}
         room = limit - len(batch)
         taken = 0
@@ -290,8 +299,10 @@ class ImageScheduler:
             self._make_room()
         return len(batch) >= limit or (bool(waiting) and taken < room)
 
-    def _fill_packed(self, batch: list[Row], limit: int, part: dict[str, Any], words: int) -> bool:
-        """:meth:`_fill` for entries packed in an int."""
+    def _fill_packed(
+        self, batch: list[Row], limit: int, part: dict[str | int, Any], key: str | int, words: int
+    ) -> bool:
+        """:meth:`_fill` for entries packed in an int (held under ``key`` in ``part``)."""
         image_id = batch[0].image_id
         keys = {row.tag for row in batch}
         room = limit - len(batch)
@@ -305,7 +316,7 @@ class ImageScheduler:
             words >>= _WORD_BITS
             taken += 1
         if taken:
-            part[image_id] = words
+            part[key] = words
             self._parked -= taken
             self._make_room()
         return len(batch) >= limit or (bool(words) and taken < room)
@@ -338,13 +349,14 @@ class ImageScheduler:
             self._parked -= 1
             self._make_room()
             return waiting.pop(0)  # type: ignore[no-any-return]
-        busy = self._parts[hash(image_id) & self._part_mask]
-        if not busy[image_id]:  # 0, or a list emptied earlier
-            del busy[image_id]
+        key = _held_as(image_id)
+        busy = self._parts[hash(key) & self._part_mask]
+        if not busy[key]:  # 0, or a list emptied earlier
+            del busy[key]
             return None
         self._parked -= 1
         self._make_room()
-        return self._unpack(image_id, _first(busy, image_id))
+        return self._unpack(image_id, _first(busy, key))
 
     def close(self) -> None:
         """No more rows will come: workers end once the ready rows and their chains are done."""
@@ -364,13 +376,34 @@ def _entries(held: Any) -> list[_Entry]:
     return entries
 
 
-def _first(busy: dict[str, Any], image_id: str) -> _Entry:
-    """Take the first entry waiting under ``image_id`` (there is one) out of the window."""
-    held = busy[image_id]
+def _first(busy: dict[str | int, Any], key: str | int) -> _Entry:
+    """Take the first entry waiting under ``key`` (there is one) out of the window."""
+    held = busy[key]
     if type(held) is int:
-        busy[image_id] = held >> _WORD_BITS
+        busy[key] = held >> _WORD_BITS
         return held & _WORD
     if type(held) is list:
         return held.pop(0)  # type: ignore[no-any-return]
-    busy[image_id] = 0  # a lone tuple
+    busy[key] = 0  # a lone tuple
     return held  # type: ignore[no-any-return]
+
+
+# An image id as a UUID is spelt by the service (lowercase, with hyphens): what _held_as packs.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _held_as(image_id: str) -> str | int:
+    """The key the window holds ``image_id`` under: a lowercase UUID as its 128-bit int (48
+    bytes, against 88 for the 36-character string), any other id as it is. One image, one key:
+    a str and an int are never equal, and only the lowercase spelling becomes an int."""
+    if len(image_id) == 36 and _UUID.fullmatch(image_id):
+        return int(image_id.replace("-", ""), 16)
+    return image_id
+
+
+def _image_of(key: str | int) -> str:
+    """The image id a window's key stands for (:func:`_held_as` undone)."""
+    if type(key) is str:
+        return key
+    digits = f"{key:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
