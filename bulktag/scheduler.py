@@ -27,16 +27,17 @@ that arrive for an image before its request goes ride along with it. Without bat
 ready stream stays as short as the pool, so a Glance run holds no more rows than before.
 
 How the window holds its rows (batching only; a million-row window must fit the memory target):
-the ready stream carries an image id, not a row — the very string that keys the image in
-``_busy`` — and the rows wait in ``_busy`` as *entries*: one 64-bit word packing the line
-number with the codes of the key and value in a table of the strings the window shares
-(:meth:`_pack`), or, once that table is full, a ``(line, key, value)`` tuple. An image's words
-wait as one int, its first row in the low 64 bits (up to :data:`_PACKED` rows: one object an
-image, not a list and an int a row; 0 when none wait); a longer chain, or one with a tuple,
-is a list of entries. A queued image with one row holds its id and one int (~180 bytes with
-the dict's slot, against ~240 for a Row in the stream); a second row widens the int by 8
-bytes. :meth:`taken` turns the image a worker received into its first row, and rows leave the
-window as :class:`Row` again, with the image id of the key.
+the ready stream carries an image's key, not a row — the very object that keys the image in
+``_busy``: a lowercase UUID's 128-bit int (48 bytes, against 88 for the string), any other id
+as it is (:func:`_held_as`) — and the rows wait in ``_busy`` as *entries*: one 64-bit word
+packing the line number with the codes of the key and value in a table of the strings the
+window shares (:meth:`_pack`), or, once that table is full, a ``(line, key, value)`` tuple. An
+image's words wait as one int, its first row in the low 64 bits (up to :data:`_PACKED` rows:
+one object an image, not a list and an int a row; 0 when none wait); a longer chain, or one
+with a tuple, is a list of entries. A queued image with one row holds its key and one int (~130
+bytes with the dict's slot, against ~240 for a Row in the stream); a second row widens the int
+by 8 bytes. :meth:`taken` turns the image a worker received into its first row, and rows leave
+the window as :class:`Row` again, with the image id of the key (:func:`_image_of`).
 """
 
 from __future__ import annotations
