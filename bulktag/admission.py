@@ -101,9 +101,10 @@ class Admission:
             return Decision.SKIP
         key = self.key(item)
         slot = self._slot(item) if self._ims else None
+        last = None if slot is None else self._slots.get(slot)  # IMS: the value last asked
         # An IMS key this run already set to another value: what the journal says is done
         # describes the image before that, so the row is sent whatever the journal says.
-        moved = slot is not None and self._slots.get(slot) not in (None, kept(key))
+        moved = last not in (None, kept(key))
         earlier = self._index.state(key)
         if earlier == "done" and not moved:
             if isinstance(item, InvalidRow):
@@ -114,7 +115,7 @@ class Admission:
         if earlier == "failed" and not self._retry_failed:
             tally.skipped_still_bad += 1  # failed in an earlier run: not sent, still not ok
             return Decision.SKIP
-        if self._repeated(key, slot):
+        if self._repeated(key, slot, last):
             tally.skipped_duplicate += 1
             return Decision.SKIP
         return Decision.RECORD_INVALID if isinstance(item, InvalidRow) else Decision.SEND
@@ -157,14 +158,15 @@ class Admission:
             return None
         return ims_slot(item.image_id, item.tag)
 
-    def _repeated(self, key: int, slot: int | None) -> bool:
+    def _repeated(self, key: int, slot: int | None, last: int | None) -> bool:
         """Whether this run's input asked for the same work before (and note that it has now).
 
-        For an IMS key, only a repeat of the value it was last set to is a duplicate:
-        ``env=a, env=b, env=a`` sends all three, so the image ends with ``a`` as asked.
+        For an IMS key (``slot``, whose value ``last`` asked is that), only a repeat of the value
+        it was last set to is a duplicate: ``env=a, env=b, env=a`` sends all three, so the image
+        ends with ``a`` as asked.
         """
         if slot is not None:
-            if self._slots.get(slot) == kept(key):
+            if last == kept(key):
                 return True
             self._slots.put(slot, key)
             return False

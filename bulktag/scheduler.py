@@ -27,17 +27,22 @@ that arrive for an image before its request goes ride along with it. Without bat
 ready stream stays as short as the pool, so a Glance run holds no more rows than before.
 
 How the window holds its rows (batching only; a million-row window must fit the memory target):
-the ready stream carries an image id, not a row — the very string that keys the image in
-``_busy`` — and the rows wait in ``_busy`` as *entries*: one int packing the line number with
-the codes of the key and value in a table of the strings the window shares (:meth:`_pack`),
-or, once that table is full, a ``(line, key, value)`` tuple. A queued image with one row holds
-its id and one int (~180 bytes with the dict's slot, against ~240 for a Row in the stream);
-every further row of it, 40 bytes. :meth:`taken` turns the image a worker received into its
-first row, and rows leave the window as :class:`Row` again, with the image id of the key.
+the ready stream carries an image's key, not a row — the very object that keys the image in
+``_busy``: a lowercase UUID's 128-bit int (48 bytes, against 88 for the string), any other id
+as it is (:func:`_held_as`) — and the rows wait in ``_busy`` as *entries*: one 64-bit word
+packing the line number with the codes of the key and value in a table of the strings the
+window shares (:meth:`_pack`), or, once that table is full, a ``(line, key, value)`` tuple. An
+image's words wait as one int, its first row in the low 64 bits (up to :data:`_PACKED` rows:
+one object an image, not a list and an int a row; 0 when none wait); a longer chain, or one
+with a tuple, is a list of entries. A queued image with one row holds its key and one int (~130
+bytes with the dict's slot, against ~240 for a Row in the stream); a second row widens the int
+by 8 bytes. :meth:`taken` turns the image a worker received into its first row, and rows leave
+the window as :class:`Row` again, with the image id of the key (:func:`_image_of`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -47,11 +52,19 @@ from bulktag.model import Row
 from bulktag.streams import put
 
 # A held row in the window: line << 26 | key code << 13 | value code (codes index the shared
-# strings, 0 = no value), or (line, key, value) when a string did not fit the table.
+# strings, 0 = no value; never 0 itself: a key's code is at least 1), or (line, key, value)
+# when a string did not fit the table or the line not in 38 bits.
 _Entry = int | tuple[int, str, str | None] | Row
 _CODE_BITS = 13
 _CODE_MASK = (1 << _CODE_BITS) - 1
 _LINE_SHIFT = 2 * _CODE_BITS
+_WORD_BITS = 64  # an image's waiting entries: one int, _WORD_BITS apiece, the first lowest
+_WORD = (1 << _WORD_BITS) - 1
+_MAX_LINE = 1 << (_WORD_BITS - _LINE_SHIFT)
+# Entries an image's int holds at most; past that a list (an int grows by copying: a long
+# chain of one image's rows would cost its length squared).
+_PACKED = 8
+_PACKED_BITS = (_PACKED - 1) * _WORD_BITS  # an int this long or shorter takes one more
 # Distinct keys and values the window shares: 8191 strings, a few hundred KiB at most.
 _MAX_SHARED = _CODE_MASK
 _PARTS = 16
@@ -75,9 +88,9 @@ class ImageScheduler:
         self._count_ready = read_ahead > 0
         self._serialize = serialize
         # image → rows parked behind its in-flight row (None: one in flight, none parked yet).
-        # With read_ahead, entries (_pack), and an image still queued for a worker holds its
-        # first row too: that entry alone, or a list starting with it.
-        self._busy: dict[str, Any] = {}
+        # With read_ahead, entries (_pack) packed in an int (0: none parked) or in a list, and
+        # an image still queued for a worker holds its first row there too, first.
+        self._busy: dict[str | int, Any] = {}
         # With read_ahead, _busy cut in 16 by the id's hash (_part): a dict of a window's
         # ~120,000 images is ~7 MiB, and one resizing (churn sets that off, even at a steady
         # size) holds its old and new tables at once; a part's is 1/16 of that.
@@ -137,18 +150,18 @@ class ImageScheduler:
 
     def _hold(self, row: Row) -> bool:
         """:meth:`submit_nowait` with read_ahead, once there is room: hold ``row`` compactly."""
-        image_id = row.image_id
-        self._last_image = image_id  # a lingering worker expects rows of it
+        self._last_image = row.image_id  # a lingering worker expects rows of it
+        image_id = _held_as(row.image_id)
         busy = self._part(image_id)
         if image_id in busy:
-            held = busy[image_id]
+            held = busy[image_id]  # entries packed in an int (0: none), or a list of them
             entry = self._pack(row)
-            if held is None:  # in flight, nothing parked yet
-                busy[image_id] = [entry]
-            elif type(held) is list:
+            if type(held) is list:
                 held.append(entry)
-            else:  # queued, its first row alone
-                busy[image_id] = [held, entry]
+            elif type(held) is int and type(entry) is int and held.bit_length() <= _PACKED_BITS:
+                busy[image_id] = held | entry << (-(-held.bit_length() // _WORD_BITS) * _WORD_BITS)
+            else:  # too long for an int, or a tuple in it: a list from now on
+                busy[image_id] = [*_entries(held), entry]
             self._parked += 1
         else:
             try:
@@ -170,21 +183,27 @@ class ImageScheduler:
         while self._parked + self._queued >= self._max_held:
             self._room = anyio.Event()
             await self._room.wait()
-        if row.image_id in self._part(row.image_id):
+        key = self._key(row.image_id)
+        if key in self._part(key):
             self.submit_nowait(row)  # parking has room now: that cannot fail
             return
         self._wake_lingering()
         if self._count_ready:
-            self._part(row.image_id)[row.image_id] = self._pack(row)
+            self._part(key)[key] = self._pack(row)
             self._queued += 1
-            await put(self._ready, row.image_id)
+            await put(self._ready, key)
             return
         self._busy[row.image_id] = None
         await put(self._ready, row)
 
-    def _part(self, image_id: str) -> dict[str, Any]:
-        """The part of ``_busy`` that holds ``image_id`` (all of it without read_ahead)."""
-        return self._parts[hash(image_id) & self._part_mask]
+    def _part(self, key: str | int) -> dict[str | int, Any]:
+        """The part of ``_busy`` that holds the image keyed ``key`` (all of it without
+        read_ahead)."""
+        return self._parts[hash(key) & self._part_mask]
+
+    def _key(self, image_id: str) -> str | int:
+        """What ``_busy`` keys ``image_id`` by: with read_ahead :func:`_held_as`, else itself."""
+        return _held_as(image_id) if self._count_ready else image_id
 
     def _pack(self, row: Row) -> _Entry:
         """``row`` as the window holds it (its image is the key it is held under): an int,
@@ -192,7 +211,7 @@ class ImageScheduler:
         million rows repeats a few keys and values), else a tuple of them."""
         tag = self._code(row.tag)
         value = 0 if row.value is None else self._code(row.value)
-        if tag > 0 and value >= 0:
+        if tag > 0 and value >= 0 and 0 <= row.line < _MAX_LINE:
             return row.line << _LINE_SHIFT | tag << _CODE_BITS | value
         return (row.line, row.tag, row.value)
 
@@ -223,13 +242,8 @@ class ImageScheduler:
             return item  # type: ignore[no-any-return]
         self._queued -= 1
         self._make_room()
-        busy = self._part(item)
-        held = busy[item]
-        if type(held) is list:
-            entry = held.pop(0)  # the rest stay parked
-        else:
-            entry, busy[item] = held, None
-        return self._unpack(item, entry)
+        # the rest stay parked
+        return self._unpack(_image_of(item), _first(self._part(item), item))
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -260,9 +274,13 @@ class ImageScheduler:
     def _fill(self, batch: list[Row], limit: int) -> bool:
         """Move parked rows of the batch's image into it; True when it can grow no more."""
         image_id = batch[0].image_id
-        waiting = self._part(image_id)[image_id]
-        if waiting is None:
+        key = self._key(image_id)
+        part = self._part(key)
+        waiting = part[key]
+        if not waiting:  # None or 0: nothing parked (an empty list goes on below)
             return False
+        if type(waiting) is int:
+            return self._fill_packed(batch, limit, part, key, waiting)
         keys = {row.tag for row in batch}
         room = limit - len(batch)
         taken = 0
@@ -281,6 +299,28 @@ class ImageScheduler:
             self._parked -= taken
             self._make_room()
         return len(batch) >= limit or (bool(waiting) and taken < room)
+
+    def _fill_packed(
+        self, batch: list[Row], limit: int, part: dict[str | int, Any], key: str | int, words: int
+    ) -> bool:
+        """:meth:`_fill` for entries packed in an int (held under ``key`` in ``part``)."""
+        image_id = batch[0].image_id
+        keys = {row.tag for row in batch}
+        room = limit - len(batch)
+        taken = 0
+        while words and taken < room:
+            row = self._unpack(image_id, words & _WORD)
+            if row.tag in keys:  # that key again: a later request
+                break
+            keys.add(row.tag)
+            batch.append(row)
+            words >>= _WORD_BITS
+            taken += 1
+        if taken:
+            part[key] = words
+            self._parked -= taken
+            self._make_room()
+        return len(batch) >= limit or (bool(words) and taken < room)
 
     def _expecting(self, image_id: str) -> bool:
         return not self._closed and self._last_image == image_id
@@ -302,18 +342,69 @@ class ImageScheduler:
         """
         if not self._serialize:
             return None
-        busy = self._parts[hash(image_id) & self._part_mask] if self._count_ready else self._busy
-        waiting = busy[image_id]
-        if not waiting:  # None, or a list emptied earlier
-            del busy[image_id]
+        if not self._count_ready:
+            waiting = self._busy[image_id]
+            if not waiting:  # None, or a list emptied earlier
+                del self._busy[image_id]
+                return None
+            self._parked -= 1
+            self._make_room()
+            return waiting.pop(0)  # type: ignore[no-any-return]
+        key = _held_as(image_id)
+        busy = self._parts[hash(key) & self._part_mask]
+        if not busy[key]:  # 0, or a list emptied earlier
+            del busy[key]
             return None
         self._parked -= 1
         self._make_room()
-        entry = waiting.pop(0)
-        return entry if type(entry) is Row else self._unpack(image_id, entry)
+        return self._unpack(image_id, _first(busy, key))
 
     def close(self) -> None:
         """No more rows will come: workers end once the ready rows and their chains are done."""
         self._closed = True
         self._wake_lingering()
         self._ready.close()
+
+
+def _entries(held: Any) -> list[_Entry]:
+    """An image's waiting entries as a list: from an int (0: none), or a lone tuple entry."""
+    if type(held) is not int:
+        return [held]
+    entries: list[_Entry] = []
+    while held:
+        entries.append(held & _WORD)
+        held >>= _WORD_BITS
+    return entries
+
+
+def _first(busy: dict[str | int, Any], key: str | int) -> _Entry:
+    """Take the first entry waiting under ``key`` (there is one) out of the window."""
+    held = busy[key]
+    if type(held) is int:
+        busy[key] = held >> _WORD_BITS
+        return held & _WORD
+    if type(held) is list:
+        return held.pop(0)  # type: ignore[no-any-return]
+    busy[key] = 0  # a lone tuple
+    return held  # type: ignore[no-any-return]
+
+
+# An image id as a UUID is spelt by the service (lowercase, with hyphens): what _held_as packs.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _held_as(image_id: str) -> str | int:
+    """The key the window holds ``image_id`` under: a lowercase UUID as its 128-bit int (48
+    bytes, against 88 for the 36-character string), any other id as it is. One image, one key:
+    a str and an int are never equal, and only the lowercase spelling becomes an int."""
+    if len(image_id) == 36 and _UUID.fullmatch(image_id):
+        return int(image_id.replace("-", ""), 16)
+    return image_id
+
+
+def _image_of(key: str | int) -> str:
+    """The image id a window's key stands for (:func:`_held_as` undone)."""
+    if type(key) is str:
+        return key
+    digits = f"{key:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
