@@ -33,6 +33,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 TIMEOUT = 60
 #: The token the tests' servers accept by default.
 TOKEN = "clitools-token-0123456789"
+#: Two image ids and a time (it renders as 2026-11-28T02:00:01.123Z) for journal records the
+#: tests write by hand.
+U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
+U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 
 _BANNER = re.compile(r"fake (?:Glance|IMS) listening on (http://\S+) \(token: ")
 _STATS_PATH = "/_test/stats"

@@ -13,6 +13,7 @@ import pytest
 from bulktag.journal import JournalReplaced, JournalWriter, render
 from bulktag.model import Outcome, Result
 from tests.clitools import (
+    U1,
     fake_glance,
     journal_lines,
     make_pairs,
@@ -20,8 +21,6 @@ from tests.clitools import (
     start_bulktag,
     write_csv,
 )
-
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 
 
 def _delete(journal: Path) -> None:
