@@ -18,6 +18,7 @@ is the stats-reporting fake server.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import json
@@ -32,6 +33,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,11 @@ if TYPE_CHECKING:
 TIMEOUT = 60
 #: The token the tests' servers accept by default.
 TOKEN = "clitools-token-0123456789"
+#: Two image ids and a time (it renders as 2026-11-28T02:00:01.123Z) for journal records the
+#: tests write by hand.
+U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
+U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 
 _BANNER = re.compile(r"fake (?:Glance|IMS) listening on (http://\S+) \(token: ")
 _STATS_PATH = "/_test/stats"
@@ -168,27 +175,43 @@ class PlainServer:
     url: str
     seen: list[tuple[str, str]] = field(default_factory=list)  # (method, path) per request
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
 
 @contextlib.contextmanager
 def plain_http(
-    status: int | Callable[[str, str], int], body: str = "", lists_images: bool = False
+    status: int | Callable[[str, str], int],
+    body: str = "",
+    lists_images: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> Iterator[PlainServer]:
-    """A stdlib HTTP server in a thread answering every request ``status`` with ``body``: a web
-    server that is not Glance, or (``{token}`` in ``body`` is replaced by the request's
-    X-Auth-Token) one that echoes credentials back. ``status`` may be a function of
-    (method, path). ``lists_images``: ``GET /v2/images?…`` answers Glance's empty image list,
-    so the server passes bulktag's preflight and misbehaves only on the tag calls."""
+    """A stdlib HTTP server in a thread answering every request ``status`` with ``body`` and
+    ``headers``: a web server that is not Glance, or one that echoes credentials back (in
+    ``body`` and ``headers``, ``{token}`` is replaced by the request's X-Auth-Token, ``{basic}``
+    by its decoded Basic credentials: an endpoint's userinfo). ``status`` may be a function of
+    (method, path). ``lists_images``: ``GET /v2/images?…`` answers 200 with Glance's empty
+    image list, so the server passes bulktag's preflight and misbehaves only on the tag calls."""
     seen: list[tuple[str, str]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def answer(self) -> None:
             seen.append((self.command, self.path))
-            code = status(self.command, self.path) if callable(status) else status
             token = self.headers.get("X-Auth-Token", "")
-            data = body.replace("{token}", token).encode()
+            basic = self.headers.get("Authorization", "").removeprefix("Basic ")
+            basic = base64.b64decode(basic).decode() if basic else ""
+
+            def fill(text: str) -> str:
+                return text.replace("{token}", token).replace("{basic}", basic)
+
+            code = status(self.command, self.path) if callable(status) else status
+            data = fill(body).encode()
             if lists_images and self.command == "GET" and self.path.startswith("/v2/images?"):
-                data = b'{"images": []}'
+                code, data = 200, b'{"images": []}'
             self.send_response(code)
+            for name, value in (headers or {}).items():
+                self.send_header(name, fill(value))
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

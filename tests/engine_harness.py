@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,11 @@ def image(n: int) -> str:
 
 def csv_of(pairs: Iterable[tuple[str, str]]) -> bytes:
     return ("image_id,tag\n" + "".join(f"{i},{t}\n" for i, t in pairs)).encode()
+
+
+def outcomes(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many records of each outcome."""
+    return dict(Counter(r["outcome"] for r in records))
 
 
 def grid(images: int, tags: int) -> list[tuple[str, str]]:

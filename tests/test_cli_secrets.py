@@ -91,59 +91,6 @@ PASSWORD = "pw-Sw0rdf1sh-4e2c"
 USERINFO_ENDPOINT = "http://admin:{password}@127.0.0.1:{port}"
 
 
-def _echoing_server(
-    status: int, body: str = "", request_id: str = "", location: str = ""
-) -> AbstractContextManager[Any]:
-    """A server that takes any token, passes the preflight, and answers every tag call
-    ``status`` with headers/body made from what it received: ``{token}`` is the X-Auth-Token,
-    ``{basic}`` the decoded Basic credentials (the endpoint's userinfo)."""
-    import base64
-    import contextlib
-    import http.server
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def answer(self) -> None:
-            token = self.headers.get("X-Auth-Token", "")
-            basic = self.headers.get("Authorization", "").removeprefix("Basic ")
-            basic = base64.b64decode(basic).decode() if basic else ""
-
-            def fill(text: str) -> str:
-                return text.replace("{token}", token).replace("{basic}", basic)
-
-            code, data = status, fill(body).encode()
-            if self.command == "GET" and self.path.startswith("/v2/images?"):
-                code, data = 200, b'{"images": []}'
-            self.send_response(code)
-            if request_id:
-                self.send_header("x-openstack-request-id", fill(request_id))
-            if location:
-                self.send_header("Location", fill(location))
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_PUT = do_DELETE = do_POST = answer
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    @contextlib.contextmanager
-    def running() -> Any:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield server.server_address[1]
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-
-    return running()
-
-
 SOURCES = {
     # (status of the tag calls, body, request id header, Location header)
     "request-id-header": (204, "", "req-{token}", ""),
@@ -165,8 +112,12 @@ def test_no_secret_the_server_sends_back_reaches_log_journal_or_report(
 ) -> None:
     status, body, request_id, location = SOURCES[source]
     write_csv(tmp_path / "in.csv", [(image, "t") for image in image_ids(3, seed=31)])
-    with _echoing_server(status, body, request_id, location) as port:
-        endpoint = USERINFO_ENDPOINT.format(password=PASSWORD, port=port)
+    # A server that takes any token, passes the preflight, and answers every tag call
+    # ``status`` with headers and body made from what it received.
+    headers = {"x-openstack-request-id": request_id, "Location": location}
+    headers = {name: value for name, value in headers.items() if value}
+    with plain_http(status, body, lists_images=True, headers=headers) as server:
+        endpoint = USERINFO_ENDPOINT.format(password=PASSWORD, port=server.port)
         args = ["in.csv", "--endpoint", endpoint, "--results", "j.jsonl", "--rate", "1000"]
         args += ["--log-format", log_format, "--log-level", "debug", "--max-attempts", "2"]
         done = run_bulktag(args, tmp_path, env=isolated_env(tmp_path, SECRET))

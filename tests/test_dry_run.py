@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from clitools import (
     TOKEN,
+    Done,
     fake_glance,
     image_ids,
     isolated_env,
@@ -58,24 +59,21 @@ def test_a_dry_run_needs_no_credentials_and_no_network(tmp_path: Path, shape: st
     assert not (tmp_path / "bulktag-results.jsonl").exists()
 
 
-def test_a_dry_run_without_an_endpoint_counts_too(tmp_path: Path) -> None:
+def _offline_dry_run(tmp_path: Path, *flags: str) -> Done:
+    """``--dry-run`` over the Glance input with ``flags``, and no credentials at all."""
     inventory = _glance_input(tmp_path)
-    done = run_bulktag(
-        [str(inventory), "--dry-run", "--log-format", "json"],
-        tmp_path,
-        env=isolated_env(tmp_path, token=None),
-    )
+    args = [str(inventory), "--dry-run", *flags]
+    return run_bulktag(args, tmp_path, env=isolated_env(tmp_path, token=None))
+
+
+def test_a_dry_run_without_an_endpoint_counts_too(tmp_path: Path) -> None:
+    done = _offline_dry_run(tmp_path, "--log-format", "json")
     assert 1 == done.code, done
     assert 4 == done.event("dry_run")["would_send"]
 
 
 def test_an_offline_dry_run_still_refuses_a_malformed_endpoint(tmp_path: Path) -> None:
-    inventory = _glance_input(tmp_path)
-    done = run_bulktag(
-        [str(inventory), "--dry-run", "--endpoint", "ftp://x"],
-        tmp_path,
-        env=isolated_env(tmp_path, token=None),
-    )
+    done = _offline_dry_run(tmp_path, "--endpoint", "ftp://x")
     no_traceback(done)
     assert 2 == done.code, done
     assert 1 == len(done.lines), done

@@ -14,7 +14,7 @@ from bulktag.auth import AuthRefused
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.journal import JournalWriter
 from bulktag.policy import RetryPolicy
-from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, settings
+from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, outcomes, settings
 
 
 def fake(**config: object) -> FakeGlance:
@@ -28,7 +28,7 @@ async def test_every_row_ok_and_every_tag_stored_when_tags_of_one_image_come_tog
     pairs = grid(images=30, tags=6)
     async with serve(server) as url:
         run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings(concurrency=16))
-    assert {"ok": len(pairs)} == dict(Counter(r["outcome"] for r in run.records))
+    assert {"ok": len(pairs)} == outcomes(run.records)
     assert 1 == server.max_in_flight_per_image
     assert 0 == server.overlaps
     for image_id in {i for i, _ in pairs}:
@@ -224,7 +224,7 @@ async def test_a_401_mid_run_refreshes_the_token_once_and_the_rows_still_succeed
 
             tg.start_soon(expire_soon)
             run = await harness.run(csv_of(pairs), settings(concurrency=16, rate=800.0))
-    assert {"ok": len(pairs)} == dict(Counter(r["outcome"] for r in run.records))
+    assert {"ok": len(pairs)} == outcomes(run.records)
     assert 1 == tokens.logins
 
 
@@ -253,9 +253,7 @@ async def test_resume_skips_ok_and_failed_but_sends_gave_up_again(tmp_path: Path
         harness = Harness(url, tmp_path / "j.jsonl")
         first = await harness.run(csv_of(pairs))
         second = await harness.run(csv_of(pairs))
-    assert {"ok": 1, "failed": 1, "gave_up": 1} == dict(
-        Counter(r["outcome"] for r in first.records)
-    )
+    assert {"ok": 1, "failed": 1, "gave_up": 1} == outcomes(first.records)
     assert [(image(2), "c", "ok")] == [
         (r["image_id"], r["tag"], r["outcome"]) for r in second.records
     ]

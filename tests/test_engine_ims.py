@@ -20,7 +20,7 @@ from bulktag.model import Op
 from bulktag.pacing import Signal
 from bulktag.policy import RetryPolicy
 from bulktag.source import ims_rules
-from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv
+from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv, outcomes
 
 
 def fake(**config: Any) -> FakeIms:
@@ -35,10 +35,6 @@ def kv_grid(images: int, tags: int, value: str = "v") -> list[tuple[str, str, st
 def sizes(server: FakeIms, image_id: str) -> list[int]:
     """The batch sizes of the calls for one image, in the order they came."""
     return [len(call.keys) for call in server.calls if call.image_id == image_id]
-
-
-def outcomes(records: list[dict[str, Any]]) -> dict[str, int]:
-    return dict(Counter(r["outcome"] for r in records))
 
 
 async def test_an_images_tags_go_in_one_request_and_every_row_gets_its_own_record(

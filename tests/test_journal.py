@@ -31,10 +31,8 @@ from bulktag.journal import file as journal_file
 from bulktag.journal import format as journal_format
 from bulktag.journal import index as journal_index
 from bulktag.model import InvalidRow, Outcome, Result, Row
+from tests.clitools import AT, U1, U2
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
-AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 FIELDS = ["line", "image_id", "tag", "outcome", "status", "attempts", "error", "request_id",
           "at", "elapsed_ms"]  # fmt: skip
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,10 +24,8 @@ from bulktag.model import Outcome, Result
 from bulktag.report import Report, to_json
 from bulktag.summary import FailureBreaker, Tally
 from bulktag.verify import expected_tags
+from tests.clitools import AT, U1, U2
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
-AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 GOOD = render(Result(1, U1, "gold", Outcome.OK, status=204, attempts=1, at=AT, elapsed_ms=5))
 ODD = json.loads(render(Result(2, U2, "silver", Outcome.OK, status=204, attempts=1, at=AT)))
 

@@ -4,7 +4,6 @@ sends (the last value asked for a key wins; the same key and value is done once)
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,7 @@ from bulktag.journal import (
 )
 from bulktag.model import Api, InvalidRow, Op, Outcome, Result, Row
 from bulktag.summary import Tally
-
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
-AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
+from tests.clitools import AT, U1, U2
 
 
 def ims_record(

@@ -14,6 +14,7 @@ import pytest
 from bulktag.journal import JournalLock, LockHeld, prepare, render
 from bulktag.model import Outcome, Result
 from tests.clitools import (
+    U1,
     free_port,
     make_pairs,
     no_traceback,
@@ -21,8 +22,6 @@ from tests.clitools import (
     run_bulktag,
     write_csv,
 )
-
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 
 
 def _same(journal: Path) -> Path:

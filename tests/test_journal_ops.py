@@ -8,7 +8,6 @@ run's add must be sent again (the image no longer has the tag). The rule is one 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,8 @@ from bulktag.admission import Admission, Decision
 from bulktag.journal import ResumeIndex, load_index, render, row_key
 from bulktag.model import Api, Op, Outcome, Result, Row
 from bulktag.summary import Tally
-from tests.clitools import fake_glance, image_ids, no_traceback, read_journal, run_bulktag
+from tests.clitools import AT, U1, fake_glance, image_ids, no_traceback, read_journal, run_bulktag
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 PROJECT = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 TAGS = {"glance": ["gold", 'quo"te'], "ims": ["env"]}  # an escaped tag takes the careful path
 

@@ -13,6 +13,7 @@ import pytest
 from bulktag.journal import JournalReplaced, JournalWriter, render
 from bulktag.model import Outcome, Result
 from tests.clitools import (
+    U1,
     fake_glance,
     journal_lines,
     make_pairs,
@@ -20,8 +21,6 @@ from tests.clitools import (
     start_bulktag,
     write_csv,
 )
-
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 
 
 def _delete(journal: Path) -> None:
@@ -59,15 +58,26 @@ IDS = [m.__name__.strip("_") for m in MUTATIONS]
 LINE = render(Result(1, U1, "gold", Outcome.OK))
 
 
-@pytest.mark.parametrize("mutate", MUTATIONS, ids=IDS)
+@pytest.fixture(params=MUTATIONS, ids=IDS)
+def mutate(request: pytest.FixtureRequest) -> Callable[[Path], None]:
+    """Each way a journal can stop being the file the writer opened."""
+    mutation: Callable[[Path], None] = request.param
+    return mutation
+
+
+def _synced_then_mutated(path: Path, mutate: Callable[[Path], None]) -> JournalWriter:
+    """A writer that wrote and synced a line in place (fine), then had its journal ``mutate``d."""
+    writer = JournalWriter(path, fsync_interval=0)
+    writer.write_batch([LINE])
+    writer.fsync()
+    mutate(path)
+    return writer
+
+
 def test_the_writer_refuses_to_sync_into_a_journal_that_is_no_longer_there(
     tmp_path: Path, mutate: Callable[[Path], None]
 ) -> None:
-    path = tmp_path / "journal.jsonl"
-    writer = JournalWriter(path, fsync_interval=0)
-    writer.write_batch([LINE])
-    writer.fsync()  # in place: fine
-    mutate(path)
+    writer = _synced_then_mutated(tmp_path / "journal.jsonl", mutate)
     writer.write_batch([LINE])
     with pytest.raises(JournalReplaced):
         writer.fsync()
@@ -75,20 +85,14 @@ def test_the_writer_refuses_to_sync_into_a_journal_that_is_no_longer_there(
         writer.close()
 
 
-@pytest.mark.parametrize("mutate", MUTATIONS, ids=IDS)
 def test_close_notices_it_even_when_nothing_was_left_to_sync(
     tmp_path: Path, mutate: Callable[[Path], None]
 ) -> None:
-    path = tmp_path / "journal.jsonl"
-    writer = JournalWriter(path, fsync_interval=0)
-    writer.write_batch([LINE])
-    writer.fsync()
-    mutate(path)
+    writer = _synced_then_mutated(tmp_path / "journal.jsonl", mutate)
     with pytest.raises(JournalReplaced):
         writer.close()
 
 
-@pytest.mark.parametrize("mutate", MUTATIONS, ids=IDS)
 def test_a_write_notices_it_at_the_check_cadence_even_between_rare_fsyncs(
     tmp_path: Path, mutate: Callable[[Path], None]
 ) -> None:
@@ -131,7 +135,6 @@ def test_a_writer_that_wrote_nothing_does_not_mind(tmp_path: Path) -> None:
     untouched.close()  # nothing of this run's was in it
 
 
-@pytest.mark.parametrize("mutate", MUTATIONS, ids=IDS)
 def test_a_run_whose_journal_goes_away_stops_with_exit_3_and_says_why(
     tmp_path: Path, mutate: Callable[[Path], None]
 ) -> None:

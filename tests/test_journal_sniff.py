@@ -5,17 +5,14 @@ exit 0 or appending records to it; a journal cut off mid-line is still a journal
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bulktag.journal import not_a_journal, render
 from bulktag.model import Outcome, Result
-from tests.clitools import free_port, no_traceback, run_bulktag, write_csv
+from tests.clitools import AT, U1, free_port, no_traceback, run_bulktag, write_csv
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 RECORD = render(Result(1, U1, "gold", Outcome.OK, status=204, attempts=1, at=AT))
 
 NOT_JOURNALS = {

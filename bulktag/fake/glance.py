@@ -433,12 +433,8 @@ class FakeGlance:
         """Checks shared by PUT and DELETE; an answer to send instead of the work, or None."""
         if _has_body(request):
             return _text_error(400, "A body is not expected with this request.")
-        action = self._next_action(image_id, tag)
-        if action.drop:
-            return drop_connection(request)
-        if action.status:
-            return self._scripted_answer(action)
-        await asyncio.sleep(action.delay)
+        if (scripted := await self._play(request, self._next_action(image_id, tag))) is not None:
+            return scripted
         if not self._image_exists(image_id):
             return _text_error(404, f"No image found with ID {image_id}")
         if image_id in self.config.forbidden_images:
@@ -448,6 +444,18 @@ class FakeGlance:
     def _next_action(self, image_id: str, tag: str) -> ScriptedAction:
         queue = self._script.get((image_id, tag))
         return queue.popleft() if queue else ScriptedAction()
+
+    async def _play(
+        self, request: web.Request, action: ScriptedAction
+    ) -> web.StreamResponse | None:
+        """A scripted action: the answer it gives instead of the work (a dropped connection or a
+        scripted status), or None once its delay has passed and the work may go on."""
+        if action.drop:
+            return drop_connection(request)
+        if action.status:
+            return self._scripted_answer(action)
+        await asyncio.sleep(action.delay)
+        return None
 
     def _scripted_answer(self, action: ScriptedAction) -> web.Response:
         retry_after = action.retry_after

@@ -48,7 +48,6 @@ from bulktag.fake.glance import (
     FakeGlance,
     FakeGlanceConfig,
     ScriptedAction,
-    drop_connection,
     still_connected,
 )
 
@@ -148,12 +147,9 @@ class FakeIms(FakeGlance):
     async def _answer(
         self, request: web.Request, image_id: str, action: str, tags: list[Tag]
     ) -> web.StreamResponse:
-        scripted = self._next_scripted(image_id, [key for key, _ in tags])
-        if scripted.drop:
-            return drop_connection(request)
-        if scripted.status:
-            return self._scripted_answer(scripted)
-        await asyncio.sleep(scripted.delay)
+        script = self._next_scripted(image_id, [key for key, _ in tags])
+        if (scripted := await self._play(request, script)) is not None:
+            return scripted
         if not self._image_exists(image_id):
             return ims_error(404, f"Image {image_id} does not exist.", "FAKE.0404")
         if image_id in self.config.forbidden_images:

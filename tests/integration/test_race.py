@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 
 from .bulktag_cli import (
-    UNLIMITED_RATE,
     Invocation,
     describe,
     grouped,
@@ -95,14 +94,9 @@ def run_grouped(
     rows = grouped(images, TAGS_PER_IMAGE)
     done = bulktag(
         str(write_input(tmp_path / "input.csv", rows)),
-        "--endpoint",
-        cloud.glance_open.url,
-        "--token",
-        "unused-by-this-glance",
+        *cloud.open_glance_args(),
         "--results",
         str(tmp_path / "journal.jsonl"),
-        "--rate",
-        UNLIMITED_RATE,
         "--concurrency",
         str(CONCURRENCY),
         *extra,

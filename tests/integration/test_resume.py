@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from .bulktag_cli import (
-    UNLIMITED_RATE,
     Invocation,
     describe,
     grouped,
@@ -50,14 +49,9 @@ def test_kill_9_then_resume_completes_every_row_once(
     journal = tmp_path / "journal.jsonl"
     args = (
         str(write_input(tmp_path / "input.csv", rows)),
-        "--endpoint",
-        cloud.glance_open.url,
-        "--token",
-        "unused-by-this-glance",
+        *cloud.open_glance_args(),
         "--results",
         str(journal),
-        "--rate",
-        UNLIMITED_RATE,
         "--concurrency",
         "16",
     )
