@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from bulktag.attempt import FREE_ATTEMPTS
 from bulktag.fake.limiters import ServerModel
 from bulktag.model import Answer, Outcome
 from bulktag.pacing import Pacer, PacingPolicy, Signal
@@ -200,7 +201,11 @@ class Simulation:
             pacer.answered(
                 sent_at=sent_at, signal=Signal.REFUSED, retry_after=asked, fresh=made == 1
             )
-            if pacer.control.refusing_all:  # the cloud takes nothing: not the row's fault
+            control = pacer.control
+            # The cloud takes nothing, or refuses a share of everything whatever the rate: not
+            # the row's fault (up to a bound, as the engine counts them).
+            not_the_rows = control.refusing_all or control.refusals_not_about_rate
+            if not_the_rows and made - counted < FREE_ATTEMPTS * self.retry.max_attempts:
                 counted -= 1
                 if isinstance(decision, Settle) and decision.outcome is Outcome.GAVE_UP:
                     decision = decide(self.retry, answer, counted, self.now, self.rng)

@@ -399,3 +399,20 @@ async def test_retries_never_pass_concurrency(tmp_path: Path) -> None:
     assert ["ok"] * 60 == [r["outcome"] for r in run.records]
     assert server.max_in_flight <= 4
     assert 0 == server.overlaps  # one request per image, retries included
+
+
+async def test_a_flaky_backend_burns_no_row_as_gave_up(tmp_path: Path) -> None:
+    """Half of all requests refused at any rate, three attempts a row: counted, one row in
+    eight would give up (0.5 ** 3). Refusals the pacer found not to be about the rate are not
+    the row's fault: they do not count against it (up to a bound)."""
+    server = fake(fail_503=0.5, seed=3)
+    pairs = grid(images=400, tags=1)
+    quick = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of(pairs), settings(rate=400.0, concurrency=16, retry=quick)
+        )
+    counted = outcomes(run.records)
+    assert len(pairs) == counted["ok"] + counted["gave_up"]
+    # Rows may give up in the first second, before the pacer has found out; 50 of 400 would.
+    assert counted["gave_up"] <= 30, counted

@@ -13,6 +13,7 @@ from functools import cache
 
 import pytest
 
+from bulktag.attempt import FREE_ATTEMPTS
 from bulktag.fake.limiters import (
     Chain,
     ConcurrencyLimit,
@@ -141,7 +142,10 @@ def test_refusals_at_any_rate_cost_retries_not_throughput(
     client = _run(model, rows=int(20 * ceiling), ceiling=ceiling, spread=spread)
     gave_up = client.outcomes.get(Outcome.GAVE_UP, 0)
     assert client.rows == client.outcomes.get(Outcome.OK, 0) + gave_up
-    assert gave_up <= _unlucky_rows(client.rows, share)
+    # Refusals found not to be about the rate do not count against a row (up to a bound): at
+    # 30 %, 8 counted attempts alone would give up 0.4 rows of 6,000 on average.
+    allowed = RetryPolicy().max_attempts * (1 + FREE_ATTEMPTS)
+    assert gave_up <= _unlucky_rows(client.rows, share, allowed)
     end = client.most_settled_at
     assert end is not None
     assert client.sent_rate(2.0, end) >= 0.9 * ceiling
@@ -174,18 +178,10 @@ def per_row_rates() -> list[float]:
 
 def test_rows_refused_a_few_times_each_never_slow_the_run() -> None:
     """A fifth of the rows refused three times each, at any rate: the run keeps near the
-    asked rate at most seeds (86 % at seed 0 before a dip's window stopped counting as the
-    pace's own refusals), and never far under it."""
-    rates = per_row_rates()
-    assert rates[len(rates) // 2] >= 0.9
-    assert rates[0] >= 0.85
-
-
-# Gap: one seed of eight at 89 %. Near the end of the input the answers are mostly retries
-# of refused rows, and a window with few first tries is judged on all its answers.
-@KNOWN_GAP
-def test_rows_refused_a_few_times_each_never_slow_the_run_at_any_seed() -> None:
-    assert per_row_rates()[0] >= 0.9
+    asked rate at every seed of eight (53 % at the worst before a dip's window stopped
+    counting as the pace's own refusals; 89 % before such refusals stopped counting against
+    the row, which then waited out longer back-offs near the end of the input)."""
+    assert all(rate >= 0.9 for rate in per_row_rates())
 
 
 def test_a_limit_with_random_refusals_behind_it_is_still_found() -> None:
