@@ -48,6 +48,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
+from bulktag.keyset import HeldMap
 from bulktag.model import Row
 from bulktag.streams import put
 
@@ -67,7 +68,8 @@ _PACKED = 8
 _PACKED_BITS = (_PACKED - 1) * _WORD_BITS  # an int this long or shorter takes one more
 # Distinct keys and values the window shares: 8191 strings, a few hundred KiB at most.
 _MAX_SHARED = _CODE_MASK
-_PARTS = 16
+_ABSENT = object()
+_Busy = HeldMap | dict[str | int, Any]
 
 
 class ImageScheduler:
@@ -91,11 +93,9 @@ class ImageScheduler:
         # With read_ahead, entries (_pack) packed in an int (0: none parked) or in a list, and
         # an image still queued for a worker holds its first row there too, first.
         self._busy: dict[str | int, Any] = {}
-        # With read_ahead, _busy cut in 16 by the id's hash (_part): a dict of a window's
-        # ~120,000 images is ~7 MiB, and one resizing (churn sets that off, even at a steady
-        # size) holds its old and new tables at once; a part's is 1/16 of that.
-        self._parts = [{} for _ in range(_PARTS)] if read_ahead > 0 else [self._busy]
-        self._part_mask = _PARTS - 1 if read_ahead > 0 else 0
+        # With read_ahead, a HeldMap instead (_part): a UUID image with up to two rows
+        # waiting in one 32-byte slot of an array, not a dict entry, an int key and an int.
+        self._held: _Busy = HeldMap() if read_ahead > 0 else self._busy
         self._parked = 0
         self._queued = 0  # rows in the ready stream, counted only with read_ahead
         self._codes: dict[str, int] = {}  # keys and values held rows share → their codes
@@ -152,9 +152,9 @@ class ImageScheduler:
         """:meth:`submit_nowait` with read_ahead, once there is room: hold ``row`` compactly."""
         self._last_image = row.image_id  # a lingering worker expects rows of it
         image_id = _held_as(row.image_id)
-        busy = self._part(image_id)
-        if image_id in busy:
-            held = busy[image_id]  # entries packed in an int (0: none), or a list of them
+        busy = self._held
+        held = busy.get(image_id, _ABSENT)  # entries packed in an int (0: none), or a list
+        if held is not _ABSENT:
             entry = self._pack(row)
             if type(held) is list:
                 held.append(entry)
@@ -196,10 +196,9 @@ class ImageScheduler:
         self._busy[row.image_id] = None
         await put(self._ready, row)
 
-    def _part(self, key: str | int) -> dict[str | int, Any]:
-        """The part of ``_busy`` that holds the image keyed ``key`` (all of it without
-        read_ahead)."""
-        return self._parts[hash(key) & self._part_mask]
+    def _part(self, key: str | int) -> _Busy:
+        """What holds the image keyed ``key``: with read_ahead the HeldMap, else ``_busy``."""
+        return self._held
 
     def _key(self, image_id: str) -> str | int:
         """What ``_busy`` keys ``image_id`` by: with read_ahead :func:`_held_as`, else itself."""
@@ -243,7 +242,7 @@ class ImageScheduler:
         self._queued -= 1
         self._make_room()
         # the rest stay parked
-        return self._unpack(_image_of(item), _first(self._part(item), item))
+        return self._unpack(_image_of(item), _first(self._held, item))
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -301,7 +300,7 @@ class ImageScheduler:
         return len(batch) >= limit or (bool(waiting) and taken < room)
 
     def _fill_packed(
-        self, batch: list[Row], limit: int, part: dict[str | int, Any], key: str | int, words: int
+        self, batch: list[Row], limit: int, part: _Busy, key: str | int, words: int
     ) -> bool:
         """:meth:`_fill` for entries packed in an int (held under ``key`` in ``part``)."""
         image_id = batch[0].image_id
@@ -351,7 +350,7 @@ class ImageScheduler:
             self._make_room()
             return waiting.pop(0)  # type: ignore[no-any-return]
         key = _held_as(image_id)
-        busy = self._parts[hash(key) & self._part_mask]
+        busy = self._held
         if not busy[key]:  # 0, or a list emptied earlier
             del busy[key]
             return None
@@ -377,7 +376,7 @@ def _entries(held: Any) -> list[_Entry]:
     return entries
 
 
-def _first(busy: dict[str | int, Any], key: str | int) -> _Entry:
+def _first(busy: _Busy, key: str | int) -> _Entry:
     """Take the first entry waiting under ``key`` (there is one) out of the window."""
     held = busy[key]
     if type(held) is int:
