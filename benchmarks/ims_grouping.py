@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -151,11 +151,10 @@ async def serve_fake() -> None:
                       "overlaps": fake.overlaps, "images_by_tag_count": counts}))  # fmt: skip
 
 
-def run_whole(folder: Path, args: argparse.Namespace, order: str) -> list[dict[str, object]]:
+def run_whole(folder: Path, args: argparse.Namespace, order: str) -> Iterator[dict[str, object]]:
     source = folder / f"{order}.csv"
     rows = write_input_apart(source, args, order)
     ideal = args.images * math.ceil(args.tags / 10)
-    results = []
     for _ in range(args.runs):
         fake = subprocess.Popen([sys.executable, __file__, "--serve-fake"], text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
@@ -185,12 +184,11 @@ def run_whole(folder: Path, args: argparse.Namespace, order: str) -> list[dict[s
         assert full == args.images, (counted, summary)  # every image holds all its keys
         assert counted["overlaps"] == 0, counted  # never two requests at once on an image
         requests = counted["calls"]
-        results.append({"order": order, "rows": rows, "ideal": ideal, "requests": requests,
+        yield {"order": order, "rows": rows, "ideal": ideal, "requests": requests,
                         "per_row": requests / rows, "x_ideal": requests / ideal,
                         "peak_rss_kib": peak, "seconds": round(seconds, 1),
                         "exit": summary.get("exit_code"),
-                        "parent_kib": parent_rss_kib()})  # fmt: skip
-    return results
+                        "parent_kib": parent_rss_kib()}  # fmt: skip
 
 
 def run_order(folder: Path, args: argparse.Namespace, order: str) -> dict[str, object]:
