@@ -465,9 +465,33 @@ def entry_point() -> NoReturn:
     """
     _closed_std_streams_to_devnull()
     sys.stdout, sys.stderr = _guarded(sys.stdout), _guarded(sys.stderr)  # argparse writes too
+    _large_blocks_mapped()
     code = main()
     gc.freeze()
     sys.exit(code)
+
+
+def _large_blocks_mapped() -> None:
+    """glibc: every block of 128 KiB or more gets its own mapping, given back when freed.
+
+    By default glibc raises that threshold to the size of each mapped block freed (up to 32
+    MiB), so once an IMS run's tables have grown a few times (the per-(image, key) KeyMap and
+    the window's HeldMap: arrays of 100 KiB to 1 MiB, each replaced by a larger one as it
+    grows) their later arrays come from the heap, where the old ones leave holes that the RSS
+    keeps: 62 -> 58 MiB for 1M shuffled IMS rows (benchmarks/RESULTS.md section 8). Elsewhere
+    (another libc) nothing happens.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):  # no mallopt (not glibc): its default stays
+        pass
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def _closed_std_streams_to_devnull() -> None:

@@ -270,7 +270,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
         started = self._clock()
         concurrency = self.settings.concurrency
         read_ahead = self.settings.read_ahead if self.settings.batch_size > 1 else 0
-        # rows, or with read_ahead image ids (scheduler.taken turns one into its first row)
+        # rows, or with read_ahead one marker an image (scheduler.taken gives its first row)
         ready_send, ready_recv = anyio.create_memory_object_stream[Row | str](
             read_ahead or concurrency
         )
@@ -439,7 +439,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
                     item = await get(ready)
                 except anyio.EndOfStream:
                     return
-                # batching: an image id, its first row still in the window; else the row
+                # batching: the next image of the window (taken gives its first row); else the row
                 first: Row = scheduler.taken(item) if batching else item  # type: ignore[assignment]
                 if not await self._serve_image(first, scheduler) or self.stopping:
                     return

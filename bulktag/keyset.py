@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from array import array
 from math import isqrt
+from typing import Any
 
 _LOW_64 = (1 << 64) - 1
 _EMPTY = 0  # a fingerprint of 0 is stored as 1: slot value 0 means "free"
@@ -195,3 +196,181 @@ def _prime_at_least(number: int) -> int:
 def kept(value: int) -> int:
     """The part of a value that :class:`KeyMap` keeps (and :meth:`KeyMap.get` returns)."""
     return value & _LOW_32
+
+
+class HeldMap:
+    """What the IMS read-ahead window holds for each image: a ``dict`` of image keys to held
+    values, compact in the common case — a key that is a 128-bit int (a UUID image id, as the
+    scheduler keys it) whose value is an int below 2^128 (up to two rows packed, one word
+    each) lives in 32 bytes of an ``array('Q')`` slot (key high and low words, value low and
+    high words) instead of a 48-byte int key, a 32-48-byte int value and a 24-byte ``dict``
+    entry plus its index. Any other key or value (an id that is not a UUID, three or more rows,
+    a list) is kept in a plain ``dict`` beside it; a key is in one place or the other.
+
+    The slots are cut in 16 parts (a part grows on its own: its old and new arrays are 1/16 of
+    the table), each open addressing with linear probing over any number of slots (the home
+    slot is a multiplicative hash scaled to the size), at most 3/4 full, grown by half, and
+    deletion by backward shift, so a window's churn (every image comes and goes) leaves no
+    tombstones behind.
+    """
+
+    def __init__(self) -> None:
+        self._parts = [_HeldPart() for _ in range(_PARTS)]
+        self._other: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return sum(part.count for part in self._parts) + len(self._other)
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key, _ABSENT) is not _ABSENT
+
+    def __getitem__(self, key: object) -> Any:
+        held = self.get(key, _ABSENT)
+        if held is _ABSENT:
+            raise KeyError(key)
+        return held
+
+    def get(self, key: object, default: Any = None) -> Any:
+        if type(key) is int and 0 < key < _KEY_LIMIT:
+            hi, lo = key >> 64, key & _LOW_64
+            mixed = ((hi ^ lo) * _MULTIPLIER) & _LOW_64
+            part = self._parts[mixed & _PART_MASK]
+            words = part.words
+            index = part.find(hi, lo, mixed)
+            if words[index] or words[index + 1]:
+                return words[index + 2] | words[index + 3] << 64
+        return self._other.get(key, default)
+
+    def __setitem__(self, key: object, value: Any) -> None:
+        if type(key) is int and 0 < key < _KEY_LIMIT:
+            hi, lo = key >> 64, key & _LOW_64
+            mixed = ((hi ^ lo) * _MULTIPLIER) & _LOW_64
+            part = self._parts[mixed & _PART_MASK]
+            words = part.words
+            index = part.find(hi, lo, mixed)
+            held = words[index] or words[index + 1]
+            if type(value) is int and 0 <= value < _VALUE_LIMIT:
+                if held:
+                    words[index + 2] = value & _LOW_64
+                    words[index + 3] = value >> 64
+                    return
+                if self._other:
+                    self._other.pop(key, None)
+                part.insert(index, hi, lo, value)
+                return
+            if held:
+                part.remove(index)
+        self._other[key] = value
+
+    def __delitem__(self, key: object) -> None:
+        if type(key) is int and 0 < key < _KEY_LIMIT:
+            hi, lo = key >> 64, key & _LOW_64
+            mixed = ((hi ^ lo) * _MULTIPLIER) & _LOW_64
+            part = self._parts[mixed & _PART_MASK]
+            words = part.words
+            index = part.find(hi, lo, mixed)
+            if words[index] or words[index + 1]:
+                part.remove(index)
+                return
+        del self._other[key]
+
+    def items(self) -> list[tuple[Any, Any]]:
+        """Every key and value (tests; in no particular order)."""
+        pairs = list(self._other.items())
+        for part in self._parts:
+            words = part.words
+            for index in range(0, len(words), _SLOT):
+                if words[index] or words[index + 1]:
+                    key = words[index] << 64 | words[index + 1]
+                    pairs.append((key, words[index + 2] | words[index + 3] << 64))
+        return pairs
+
+    @property
+    def size_bytes(self) -> int:
+        """The parts' arrays (not the dict beside them)."""
+        return sum(part.words.itemsize * len(part.words) for part in self._parts)
+
+
+_ABSENT = object()
+_KEY_LIMIT = 1 << 128
+_VALUE_LIMIT = 1 << 128
+_MULTIPLIER = 0x9E3779B97F4A7C15  # 2^64 / the golden ratio: Fibonacci hashing
+_SLOT = 4  # words a slot: key high, key low, value low, value high; a free slot's key is 0
+_HELD_MAX_FILL = 0.75
+_HELD_GROWTH = 1.5
+
+
+class _HeldPart:
+    """One part of a :class:`HeldMap`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._resize(8)
+
+    def find(self, hi: int, lo: int, mixed: int) -> int:
+        """The index (in words) of the slot holding key ``hi, lo``, or of the free slot where
+        it goes."""
+        words = self.words
+        index = ((mixed * self.size) >> 64) * _SLOT
+        end = self.size * _SLOT
+        while True:
+            first = words[index]
+            second = words[index + 1]
+            if (first == hi and second == lo) or not (first or second):
+                return index
+            index += _SLOT
+            if index == end:
+                index = 0
+
+    def insert(self, index: int, hi: int, lo: int, value: int) -> None:
+        words = self.words
+        words[index] = hi
+        words[index + 1] = lo
+        words[index + 2] = value & _LOW_64
+        words[index + 3] = value >> 64
+        self.count += 1
+        if self.count > self.limit:
+            self._resize(int(self.size * _HELD_GROWTH))
+
+    def remove(self, index: int) -> None:
+        """Free the slot at ``index``, shifting back the slots after it that probed past it."""
+        words, size = self.words, self.size
+        end = size * _SLOT
+        free = index
+        at = index
+        while True:
+            at += _SLOT
+            if at == end:
+                at = 0
+            hi, lo = words[at], words[at + 1]
+            if not (hi or lo):
+                break
+            home = ((((hi ^ lo) * _MULTIPLIER) & _LOW_64) * size >> 64) * _SLOT
+            # the slot at ``at`` stays if its home is cyclically in (free, at]
+            stays = free < home <= at if free <= at else home > free or home <= at
+            if not stays:
+                words[free : free + _SLOT] = words[at : at + _SLOT]
+                free = at
+        words[free : free + _SLOT] = _FREE_SLOT
+        self.count -= 1
+
+    def _resize(self, size: int) -> None:
+        old = getattr(self, "words", None)
+        self.words = words = array("Q", [0]) * (size * _SLOT)
+        self.size = size
+        self.limit = int(size * _HELD_MAX_FILL)
+        if old is None:
+            return
+        end = size * _SLOT
+        for at in range(0, len(old), _SLOT):
+            hi, lo = old[at], old[at + 1]
+            if hi or lo:
+                index = ((((hi ^ lo) * _MULTIPLIER) & _LOW_64) * size >> 64) * _SLOT
+                while words[index] or words[index + 1]:
+                    index += _SLOT
+                    if index == end:
+                        index = 0
+                words[index : index + _SLOT] = old[at : at + _SLOT]
+
+
+_FREE_SLOT = array("Q", [0, 0, 0, 0])

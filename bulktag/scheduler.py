@@ -27,27 +27,34 @@ that arrive for an image before its request goes ride along with it. Without bat
 ready stream stays as short as the pool, so a Glance run holds no more rows than before.
 
 How the window holds its rows (batching only; a million-row window must fit the memory target):
-the ready stream carries an image's key, not a row — the very object that keys the image in
-``_busy``: a lowercase UUID's 128-bit int (48 bytes, against 88 for the string), any other id
-as it is (:func:`_held_as`) — and the rows wait in ``_busy`` as *entries*: one 64-bit word
-packing the line number with the codes of the key and value in a table of the strings the
+an image is keyed by a lowercase UUID's 128-bit int, any other id as it is (:func:`_held_as`).
+The ready stream carries one shared object an image, not a row: the images it stands for wait
+in order in an array, a UUID as two 64-bit words (:meth:`_queue`; a worker's :meth:`taken`
+takes the first), and their rows wait in a :class:`~bulktag.keyset.HeldMap` (a UUID image
+with up to two rows in one 32-byte slot of an array; anything else in a dict) as *entries*:
+one 64-bit word packing the line number with the codes of the key and value in a table of the
+strings the
 window shares (:meth:`_pack`), or, once that table is full, a ``(line, key, value)`` tuple. An
 image's words wait as one int, its first row in the low 64 bits (up to :data:`_PACKED` rows:
 one object an image, not a list and an int a row; 0 when none wait); a longer chain, or one
-with a tuple, is a list of entries. A queued image with one row holds its key and one int (~130
-bytes with the dict's slot, against ~240 for a Row in the stream); a second row widens the int
-by 8 bytes. :meth:`taken` turns the image a worker received into its first row, and rows leave
-the window as :class:`Row` again, with the image id of the key (:func:`_image_of`).
+with a tuple, is a list of entries. A queued UUID image with one or two rows costs ~16 bytes in
+the queue, 8 in the stream and a 32-byte slot of a table 50-75% full: ~70 bytes, against ~130
+for an int key, an int of entries and a dict slot, and ~240 for a Row in the stream.
+:meth:`taken` turns the image a worker received into its first row, and rows leave the window
+as :class:`Row` again, with the image id of the key (:func:`_image_of`).
 """
 
 from __future__ import annotations
 
 import re
+from array import array
+from collections import deque
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
+from bulktag.keyset import HeldMap
 from bulktag.model import Row
 from bulktag.streams import put
 
@@ -67,7 +74,11 @@ _PACKED = 8
 _PACKED_BITS = (_PACKED - 1) * _WORD_BITS  # an int this long or shorter takes one more
 # Distinct keys and values the window shares: 8191 strings, a few hundred KiB at most.
 _MAX_SHARED = _CODE_MASK
-_PARTS = 16
+_ABSENT = object()
+_QUEUED = "queued"  # what the ready stream carries with read_ahead: see ImageScheduler._queue
+_UUID_LIMIT = 1 << 128
+_COMPACT_AFTER = 1 << 14  # words taken from the queue's array before it drops them
+_Busy = HeldMap | dict[str | int, Any]
 
 
 class ImageScheduler:
@@ -91,11 +102,14 @@ class ImageScheduler:
         # With read_ahead, entries (_pack) packed in an int (0: none parked) or in a list, and
         # an image still queued for a worker holds its first row there too, first.
         self._busy: dict[str | int, Any] = {}
-        # With read_ahead, _busy cut in 16 by the id's hash (_part): a dict of a window's
-        # ~120,000 images is ~7 MiB, and one resizing (churn sets that off, even at a steady
-        # size) holds its old and new tables at once; a part's is 1/16 of that.
-        self._parts = [{} for _ in range(_PARTS)] if read_ahead > 0 else [self._busy]
-        self._part_mask = _PARTS - 1 if read_ahead > 0 else 0
+        # With read_ahead, a HeldMap instead (_part): a UUID image with up to two rows
+        # waiting in one 32-byte slot of an array, not a dict entry, an int key and an int.
+        self._held: _Busy = HeldMap() if read_ahead > 0 else self._busy
+        # With read_ahead, the ready stream's items are all _QUEUED: the images they stand for
+        # wait here, in order (_queue), and a worker's taken() takes the first.
+        self._order = array("Q")
+        self._head = 0
+        self._order_others: deque[str | int] = deque()
         self._parked = 0
         self._queued = 0  # rows in the ready stream, counted only with read_ahead
         self._codes: dict[str, int] = {}  # keys and values held rows share → their codes
@@ -152,9 +166,9 @@ class ImageScheduler:
         """:meth:`submit_nowait` with read_ahead, once there is room: hold ``row`` compactly."""
         self._last_image = row.image_id  # a lingering worker expects rows of it
         image_id = _held_as(row.image_id)
-        busy = self._part(image_id)
-        if image_id in busy:
-            held = busy[image_id]  # entries packed in an int (0: none), or a list of them
+        busy = self._held
+        held = busy.get(image_id, _ABSENT)  # entries packed in an int (0: none), or a list
+        if held is not _ABSENT:
             entry = self._pack(row)
             if type(held) is list:
                 held.append(entry)
@@ -165,9 +179,10 @@ class ImageScheduler:
             self._parked += 1
         else:
             try:
-                self._ready.send_nowait(image_id)
+                self._ready.send_nowait(_QUEUED)
             except anyio.WouldBlock:
                 return False
+            self._queue(image_id)
             busy[image_id] = self._pack(row)
             self._queued += 1
         if self._arrived is not None:
@@ -191,15 +206,15 @@ class ImageScheduler:
         if self._count_ready:
             self._part(key)[key] = self._pack(row)
             self._queued += 1
-            await put(self._ready, key)
+            await put(self._ready, _QUEUED)
+            self._queue(key)  # no await since the put: no worker took the item yet
             return
         self._busy[row.image_id] = None
         await put(self._ready, row)
 
-    def _part(self, key: str | int) -> dict[str | int, Any]:
-        """The part of ``_busy`` that holds the image keyed ``key`` (all of it without
-        read_ahead)."""
-        return self._parts[hash(key) & self._part_mask]
+    def _part(self, key: str | int) -> _Busy:
+        """What holds the image keyed ``key``: with read_ahead the HeldMap, else ``_busy``."""
+        return self._held
 
     def _key(self, image_id: str) -> str | int:
         """What ``_busy`` keys ``image_id`` by: with read_ahead :func:`_held_as`, else itself."""
@@ -236,14 +251,40 @@ class ImageScheduler:
 
     def taken(self, item: Any = None) -> Row:
         """Worker side: it received ``item`` from the ready stream (it no longer waits there);
-        returns the row to work on. With read_ahead ``item`` is an image id, whose first row
-        leaves the window now; else it is that row."""
+        returns the row to work on. With read_ahead ``item`` stands for the image queued first
+        (:meth:`_queue`), whose first row leaves the window now; else it is that row."""
         if not self._count_ready:
             return item  # type: ignore[no-any-return]
         self._queued -= 1
         self._make_room()
+        key = self._dequeue()
         # the rest stay parked
-        return self._unpack(_image_of(item), _first(self._part(item), item))
+        return self._unpack(_image_of(key), _first(self._held, key))
+
+    def _queue(self, key: str | int) -> None:
+        """Append the image keyed ``key`` to the queue that the ready stream's items stand for:
+        a UUID's two words in an array (16 bytes, not its 48-byte int), another key in a deque
+        (its place in the array two zero words)."""
+        if type(key) is int and 0 < key < _UUID_LIMIT:
+            self._order.append(key >> 64)
+            self._order.append(key & _WORD)
+        else:
+            self._order.append(0)
+            self._order.append(0)
+            self._order_others.append(key)
+
+    def _dequeue(self) -> str | int:
+        """The key of the image queued first (:meth:`_queue`), out of the queue."""
+        order, head = self._order, self._head
+        hi, lo = order[head], order[head + 1]
+        head += 2
+        if head >= _COMPACT_AFTER and head * 2 >= len(order):
+            del order[:head]  # the taken half: one move per half, not one per image
+            head = 0
+        self._head = head
+        if hi or lo:
+            return hi << 64 | lo
+        return self._order_others.popleft()
 
     async def gather(self, first: Row, limit: int, linger: float = 0.0) -> list[Row]:
         """Worker side: ``first`` and up to ``limit - 1`` rows parked behind it, in input order.
@@ -301,7 +342,7 @@ class ImageScheduler:
         return len(batch) >= limit or (bool(waiting) and taken < room)
 
     def _fill_packed(
-        self, batch: list[Row], limit: int, part: dict[str | int, Any], key: str | int, words: int
+        self, batch: list[Row], limit: int, part: _Busy, key: str | int, words: int
     ) -> bool:
         """:meth:`_fill` for entries packed in an int (held under ``key`` in ``part``)."""
         image_id = batch[0].image_id
@@ -351,7 +392,7 @@ class ImageScheduler:
             self._make_room()
             return waiting.pop(0)  # type: ignore[no-any-return]
         key = _held_as(image_id)
-        busy = self._parts[hash(key) & self._part_mask]
+        busy = self._held
         if not busy[key]:  # 0, or a list emptied earlier
             del busy[key]
             return None
@@ -377,7 +418,7 @@ def _entries(held: Any) -> list[_Entry]:
     return entries
 
 
-def _first(busy: dict[str | int, Any], key: str | int) -> _Entry:
+def _first(busy: _Busy, key: str | int) -> _Entry:
     """Take the first entry waiting under ``key`` (there is one) out of the window."""
     held = busy[key]
     if type(held) is int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulktag.keyset import KeyMap, KeySet, kept
+from bulktag.keyset import HeldMap, KeyMap, KeySet, kept
 
 
 @given(st.lists(st.integers(min_value=0, max_value=(1 << 128) - 1), max_size=300))
@@ -106,3 +106,63 @@ def test_a_million_slots_take_at_most_twelve_and_a_half_megabytes() -> None:
         compact.put(n * 0x9E3779B97F4A7C15, n)
     assert 1_000_000 - 50 <= len(compact) <= 1_000_000  # 36 kept bits: a few pairs may merge
     assert compact.size_bytes <= 12.5 * 1024 * 1024
+
+
+# HeldMap: the IMS window's image → held rows, against a dict. Keys from a small pool (so that
+# operations meet the same keys again), of every kind the window uses: 128-bit ints (UUIDs),
+# ints at the edges (0 and 2^128 are not compact), strings; values compact or not.
+_HELD_KEYS = st.sampled_from(
+    [0, 1, 2, (1 << 64) - 1, 1 << 64, (1 << 128) - 1, 1 << 128, "img", "7"]
+    + [n * 0x9E3779B97F4A7C15 % (1 << 128) for n in range(1, 40)]
+    + [n << 64 for n in range(1, 6)]  # alike in the low word
+)
+_HELD_VALUES = st.one_of(
+    st.integers(0, (1 << 64) - 1),
+    st.sampled_from([0, (1 << 64) + 5, (1 << 128) - 1, 1 << 128, 1 << 200, -1]),
+    st.lists(st.integers(0, 9), max_size=3),
+    st.none(),
+)
+_HELD_OPS = st.lists(
+    st.tuples(st.sampled_from(["set", "del", "get"]), _HELD_KEYS, _HELD_VALUES), max_size=400
+)
+
+
+@given(_HELD_OPS)
+def test_heldmap_behaves_like_a_dict(ops: list[tuple[str, object, object]]) -> None:
+    held, reference = HeldMap(), {}  # type: ignore[var-annotated]
+    for op, key, value in ops:
+        if op == "set":
+            held[key] = value
+            reference[key] = value
+        elif op == "del" and key in reference:
+            del held[key]
+            del reference[key]
+        assert (key in held) == (key in reference)
+        assert held.get(key, "absent") == reference.get(key, "absent")
+    assert len(held) == len(reference)
+    assert sorted(map(repr, held.items())) == sorted(map(repr, reference.items()))
+    for key, value in reference.items():
+        assert held[key] == value
+
+
+def test_heldmap_churn_through_growth_and_backward_shifts() -> None:
+    held, reference = HeldMap(), {}
+    for n in range(1, 30_000):
+        key = n * 0x2545F4914F6CDD1D % (1 << 128)
+        held[key] = reference[key] = n
+        if n % 3:  # a window: most images leave again, in another order than they came
+            gone = (n // 2 or 1) * 0x2545F4914F6CDD1D % (1 << 128)
+            if gone in reference:
+                del held[gone]
+                del reference[gone]
+    assert len(held) == len(reference)
+    assert all(held[key] == value for key, value in reference.items())
+    assert dict(held.items()) == reference
+
+
+def test_heldmap_holds_a_compact_image_in_at_most_fifty_five_bytes() -> None:
+    held = HeldMap()
+    for n in range(1, 120_001):
+        held[n * 0x9E3779B97F4A7C15 % (1 << 128) or 1] = n
+    assert 120_000 == len(held)
+    assert held.size_bytes / 120_000 <= 55  # 32-byte slots, 50-75% full
