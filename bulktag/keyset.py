@@ -232,22 +232,16 @@ class HeldMap:
 
     def get(self, key: object, default: Any = None) -> Any:
         if type(key) is int and 0 < key < _KEY_LIMIT:
-            hi, lo = key >> 64, key & _LOW_64
-            mixed = ((hi ^ lo) * _MULTIPLIER) & _LOW_64
-            part = self._parts[mixed & _PART_MASK]
+            part, index, _hi, _lo = self._slot(key)
             words = part.words
-            index = part.find(hi, lo, mixed)
             if words[index] or words[index + 1]:
                 return words[index + 2] | words[index + 3] << 64
         return self._other.get(key, default)
 
     def __setitem__(self, key: object, value: Any) -> None:
         if type(key) is int and 0 < key < _KEY_LIMIT:
-            hi, lo = key >> 64, key & _LOW_64
-            mixed = ((hi ^ lo) * _MULTIPLIER) & _LOW_64
-            part = self._parts[mixed & _PART_MASK]
+            part, index, hi, lo = self._slot(key)
             words = part.words
-            index = part.find(hi, lo, mixed)
             held = words[index] or words[index + 1]
             if type(value) is int and 0 <= value < _VALUE_LIMIT:
                 if held:
@@ -264,15 +258,20 @@ class HeldMap:
 
     def __delitem__(self, key: object) -> None:
         if type(key) is int and 0 < key < _KEY_LIMIT:
-            hi, lo = key >> 64, key & _LOW_64
-            mixed = ((hi ^ lo) * _MULTIPLIER) & _LOW_64
-            part = self._parts[mixed & _PART_MASK]
+            part, index, _hi, _lo = self._slot(key)
             words = part.words
-            index = part.find(hi, lo, mixed)
             if words[index] or words[index + 1]:
                 part.remove(index)
                 return
         del self._other[key]
+
+    def _slot(self, key: int) -> tuple[Any, int, int, int]:
+        """For a key the arrays may hold: its part, the slot it is in or would go to, and
+        its high and low 64 bits."""
+        hi, lo = key >> 64, key & _LOW_64
+        mixed = ((hi ^ lo) * _MULTIPLIER) & _LOW_64
+        part = self._parts[mixed & _PART_MASK]
+        return part, part.find(hi, lo, mixed), hi, lo
 
     def items(self) -> list[tuple[Any, Any]]:
         """Every key and value (tests; in no particular order)."""
