@@ -414,5 +414,6 @@ async def test_a_flaky_backend_burns_no_row_as_gave_up(tmp_path: Path) -> None:
         )
     counted = outcomes(run.records)
     assert len(pairs) == counted["ok"] + counted["gave_up"]
-    # Rows may give up in the first second, before the pacer has found out; 50 of 400 would.
-    assert counted["gave_up"] <= 30, counted
+    # Rows may give up in the first second, before the pacer has found out: 22-34 of 400 in
+    # runs, on a busy machine too; counted, 50 of 400 would (51 measured).
+    assert counted["gave_up"] <= 40, counted
