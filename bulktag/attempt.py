@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from bulktag.auth import AuthRefused, TokenProvider
 from bulktag.model import Answer
@@ -32,6 +32,15 @@ FREE_ATTEMPTS = 4
 
 W = TypeVar("W")  # what one request is about: the engine's rows, verify's image
 R = TypeVar("R")  # what a settled request becomes
+
+
+class Sent(NamedTuple):
+    """A request that went out: its answer, when the pacer let it go, and how many others
+    were on the wire then (the pacer's in-flight level)."""
+
+    answer: Answer
+    sent_at: float
+    level: int
 
 
 @dataclass(slots=True)
@@ -98,10 +107,10 @@ class AttemptLoop(Generic[W, R]):
             sent = await self.send(work, token, grow and attempts.made == 0)
             if sent is None:
                 return self.unsettled()  # the run stopped before this request's turn came
-            answer, sent_at = sent
+            answer = sent.answer
             attempts.made += 1
             decision = self.decide(answer, attempts)
-            self.pace(decision, answer, sent_at, attempts)
+            self.pace(decision, sent, attempts)
             if isinstance(decision, Settle):
                 settled = self.settled(work, decision, answer, attempts)
                 if settled is None:  # the answer settles no part of it: one part at a time
@@ -138,7 +147,7 @@ class AttemptLoop(Generic[W, R]):
             absent_is_ok=self._absent_is_ok,
         )
 
-    def pace(self, decision: Decision, answer: Answer, sent_at: float, attempts: Attempts) -> None:
+    def pace(self, decision: Decision, sent: Sent, attempts: Attempts) -> None:
         """Tell the pacer what the answer says of the cloud's pace. While the cloud accepts
         nothing at all, the attempt is not counted against the request (up to a bound), so an
         outage does not burn rows as ``gave_up``: the outage limit ends such a run instead.
@@ -149,11 +158,14 @@ class AttemptLoop(Generic[W, R]):
         if decision is ACCEPTED and pacer.calm:
             pacer.control.accepted_total += 1  # an accepted answer changes nothing when calm
             return
-        signal = signal_of(decision, answer)
+        signal = signal_of(decision, sent.answer)
         if signal is None:
             return
         asked = decision.server_asked if isinstance(decision, Retry) else None
-        pacer.answered(sent_at=sent_at, signal=signal, retry_after=asked, fresh=attempts.made == 1)
+        fresh = attempts.made == 1
+        pacer.answered(
+            sent_at=sent.sent_at, signal=signal, retry_after=asked, fresh=fresh, level=sent.level
+        )
         control = pacer.control
         free = signal is not Signal.ACCEPTED and control.refusing_all
         free = free or (signal is Signal.REFUSED and control.refusals_not_about_rate)
@@ -180,9 +192,9 @@ class AttemptLoop(Generic[W, R]):
 
     # ── hooks ───────────────────────────────────────────────────────────────────────────────
 
-    async def send(self, work: W, token: str, grow: bool) -> tuple[Answer, float] | None:
-        """One request, when the pacer (and any other bound) allows: its answer and the
-        pacer's send time; None if the work stopped first."""
+    async def send(self, work: W, token: str, grow: bool) -> Sent | None:
+        """One request, when the pacer (and any other bound) allows; None if the work
+        stopped first. It calls ``pacer.returned()`` once the request is off the wire."""
         raise NotImplementedError
 
     def settled(self, work: W, decision: Settle, answer: Answer, attempts: Attempts) -> R | None:

@@ -52,7 +52,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStrea
 
 from bulktag.admission import ALL, Admission, Shard
 from bulktag.admission import Decision as Admit
-from bulktag.attempt import AttemptLoop, Attempts
+from bulktag.attempt import AttemptLoop, Attempts, Sent
 from bulktag.auth import TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex
 from bulktag.model import Answer, Api, InvalidRow, Op, Outcome, Result, Row, Tag
@@ -306,7 +306,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
             stopped_by=self._stopped_by,
             left=self._left,
             pace_cuts=self.pacer.cuts,
-            pacing=self.pacer.control.findings(elapsed),
+            pacing=self.pacer.findings(elapsed),
         )
 
     async def _watch_stop(self, *, task_status: TaskStatus[None]) -> None:
@@ -555,9 +555,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
                 break
         return settled
 
-    async def send(
-        self, rows: list[Row], token: str, grow: bool = False
-    ) -> tuple[Answer, float] | None:
+    async def send(self, rows: list[Row], token: str, grow: bool = False) -> Sent | None:
         """Send one request when a slot and the pacer allow; None if the run stopped first
         (a stop does not wait for turns the pacer gives out at one a second). ``grow``: first
         add the rows of the image that arrived meanwhile (``rows`` grows in place)."""
@@ -572,6 +570,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
                 sent_at = await self._unless_stopped(self.pacer.wait_turn)
                 if sent_at is None:
                     return None
+            level = self.pacer.level
             self.tally.attempts += 1
             if grow and self._scheduler is not None:
                 self._scheduler.top_up(rows, self.settings.batch_size)
@@ -579,14 +578,17 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
                 tags = [(rows[0].tag, rows[0].value)]
             else:
                 tags = [(row.tag, row.value) for row in rows]
-            answer = await self._send_one(rows[0].image_id, tags, token)
+            try:
+                answer = await self._send_one(rows[0].image_id, tags, token)
+            finally:
+                self.pacer.returned()
         finally:
             if self._room_waiters:
                 self._leave_flight()
             else:
                 self.in_flight -= 1  # _leave_flight's common case, inline: a call less
         self.tally.answered(answer.status, answer.error)
-        return answer, sent_at
+        return Sent(answer, sent_at, level)
 
     async def _unless_stopped(self, wait: Callable[[], Awaitable[_T]]) -> _T | None:
         """``await wait()``, or None once the run is asked to stop."""

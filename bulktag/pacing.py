@@ -67,6 +67,8 @@ from enum import Enum
 
 import anyio
 
+from bulktag.inflight import InFlightCap
+
 
 class Signal(Enum):
     """What one answer says about the cloud's pace."""
@@ -708,6 +710,18 @@ class PaceController:
         self._window = self._new_window(now)
         self._set_rate(now, max(self.rate, self._resume))
 
+    def give_way(self, now: float, rate: float) -> None:
+        """A cap on requests in flight now limits the run (bulktag/inflight.py): pace no
+        slower than ``rate``, what the cap lets through, so that the rate found while the
+        refusals were read as a rate's does not bind under it. Probes go on from there."""
+        if self.mode is Mode.HELD_BACK or rate <= self.rate:
+            return  # nothing gets in: that is for the hold-back to read
+        self.mode = Mode.CRUISE  # a cut's experiment is answered: the cap explains the refusals
+        self._steps = []
+        self.good = self._resume = min(rate, self.ceiling)
+        self._probes = 0
+        self._set_rate(now, rate)
+
     def _set_rate(self, now: float, rate: float) -> None:
         floor = min(self.policy.min_rate, self.ceiling)
         self.rate = min(self.ceiling, max(floor, rate))
@@ -754,6 +768,8 @@ def describe(findings: dict[str, object]) -> str:
     parts = [f"the cloud accepted ~{accepted}/s"]
     if "capacity_per_second" in findings:
         parts.append(f"capacity ~{findings['capacity_per_second']}/s")
+    if "in_flight_cap" in findings:
+        parts.append(f"it serves at most {findings['in_flight_cap']} requests at once")
     share = float(str(findings["rate_independent_share"]))
     if share > 0:
         parts.append(f"~{share:.0%} of requests refused whatever the rate (retried per row)")
@@ -766,6 +782,11 @@ def _noise(share: float, answers: int, deviations: float) -> float:
     """``deviations`` standard deviations of a refused share measured over ``answers``."""
     share = min(max(share, 0.01), 0.99)
     return deviations * math.sqrt(share * (1.0 - share) / max(answers, 1))
+
+
+# When a cap on requests in flight is found, the rate goes this far above what the cap lets
+# through: the cap binds, and the rate is a guard a little above it.
+GIVE_WAY = 1.1
 
 
 class Pacer:
@@ -795,6 +816,12 @@ class Pacer:
         self._queue = anyio.Lock()  # waiters are served in order, one computing at a time
         self.calm = True  # at the ceiling with nothing refused lately (see answered)
         self._begun = False  # the first request has left (see PaceController.begin)
+        # Requests on the wire (granted, not yet returned), the level the last one left at,
+        # and what the cloud takes at once, if it limits that (bulktag/inflight.py).
+        self.on_wire = 0
+        self.level = 0
+        self.in_flight = InFlightCap(now)
+        self._room: anyio.Event | None = None  # set when a request returns under a full cap
 
     @property
     def rate(self) -> float:
@@ -824,15 +851,22 @@ class Pacer:
         if now < self.control.paused_until:
             return None
         self._next_slot = (slot if slot > now else now) + self._interval
+        self.level = self.on_wire
+        self.on_wire += 1
         if not self._begun:
             self._begin(now)
         return now
 
     async def wait_turn(self) -> float:
-        """Wait until this caller may send; return the (monotonic) time it sends at."""
+        """Wait until this caller may send; return the (monotonic) time it sends at. The
+        caller reads :attr:`level` next, before it awaits anything, and calls
+        :meth:`returned` when the answer is in."""
         arrived = self._clock()
         async with self._queue:
             while True:
+                if self.in_flight.full(self.on_wire):
+                    self._room = room = anyio.Event()
+                    await room.wait()
                 now = self._clock()
                 start = self.earliest(now)
                 if start <= now:
@@ -856,6 +890,8 @@ class Pacer:
 
     def earliest(self, now: float) -> float:
         """When the next caller may send, judged at ``now`` (both limits, and any pause)."""
+        if self.in_flight.full(self.on_wire):
+            return math.inf  # until a request returns
         control = self.control
         start = max(now, control.paused_until, self._next_slot - self._burst_credit)
         if control.rate < control.ceiling:
@@ -866,12 +902,22 @@ class Pacer:
         """A caller sends at ``now``: move both limits on by one request."""
         self._next_slot = max(self._next_slot, now) + self._interval
         self._last_grant = now
+        self.level = self.on_wire
+        self.on_wire += 1
         if not self._begun:
             self._begin(now)
 
     def _begin(self, now: float) -> None:
         self._begun = True
         self.control.begin(now)
+
+    def returned(self) -> None:
+        """A granted request is off the wire (answered, failed or cancelled)."""
+        self.on_wire -= 1
+        room = self._room
+        if room is not None:
+            self._room = None
+            room.set()
 
     def answered(
         self,
@@ -880,12 +926,32 @@ class Pacer:
         signal: Signal,
         retry_after: float | None = None,
         fresh: bool = True,
+        level: int | None = None,
     ) -> None:
-        """Feed the server's answer to a request that left at ``sent_at`` (``fresh``: a
-        row's first attempt)."""
+        """Feed the server's answer to a request that left at ``sent_at`` with ``level``
+        others on the wire (``fresh``: a row's first attempt). A refusal the in-flight cap
+        explains is not the rate's: only the cap hears of it."""
         control = self.control
-        control.observe(self._clock(), sent_at, signal, retry_after, fresh=fresh)
-        self.calm = control.calm
+        now = self._clock()
+        if level is not None and signal is not Signal.FAILED:
+            in_flight = self.in_flight
+            capped = in_flight.cap is not None
+            explained = in_flight.observe(now, level, now - sent_at, signal is Signal.REFUSED)
+            if not capped and in_flight.cap is not None and in_flight.sustains:
+                control.give_way(now, in_flight.sustains * GIVE_WAY)
+            if explained:
+                self.calm = False
+                return
+        control.observe(now, sent_at, signal, retry_after, fresh=fresh)
+        self.calm = control.calm and self.in_flight.cap is None
 
     def silent_for(self) -> float:
         return self.control.silent_for(self._clock())
+
+    def findings(self, elapsed: float) -> dict[str, object]:
+        """What pacing found (:meth:`PaceController.findings`), and the cloud's limit on
+        requests in service, if one was found."""
+        found = self.control.findings(elapsed)
+        if self.in_flight.found is not None:
+            found["in_flight_cap"] = self.in_flight.found
+        return found

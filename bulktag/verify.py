@@ -57,7 +57,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
-from bulktag.attempt import AttemptLoop, Attempts
+from bulktag.attempt import AttemptLoop, Attempts, Sent
 from bulktag.auth import AuthSpec, TokenProvider, add_credential_arguments, options_from_namespace
 from bulktag.config import ConfigError
 from bulktag.environment import STOP_SIGNALS
@@ -296,13 +296,17 @@ class Verifier(AttemptLoop[_Reading, ImageRead | None]):
 
     # ── the attempt loop's hooks ────────────────────────────────────────────────────────────
 
-    async def send(self, reading: _Reading, token: str, grow: bool) -> tuple[Answer, float] | None:
+    async def send(self, reading: _Reading, token: str, grow: bool) -> Sent | None:
         sent_at = self.pacer.free_now()
         if sent_at is None:
             sent_at = await self.pacer.wait_turn()
+        level = self.pacer.level
         self.tally.requests += 1
-        reading.read = await self._reader.get_image(reading.image_id, token)
-        return reading.read.answer, sent_at
+        try:
+            reading.read = await self._reader.get_image(reading.image_id, token)
+        finally:
+            self.pacer.returned()
+        return Sent(reading.read.answer, sent_at, level)
 
     def settled(
         self, reading: _Reading, decision: Settle, answer: Answer, attempts: Attempts

@@ -165,9 +165,9 @@ class Simulation:
                     self.at(due, lambda: self._pump(client))
                 return
             pacer.grant(self.now)
-            self._send(client, client.gate.popleft())
+            self._send(client, client.gate.popleft(), pacer.level)
 
-    def _send(self, client: Client, item: tuple[int, int, int]) -> None:
+    def _send(self, client: Client, item: tuple[int, int, int], level: int) -> None:
         row, counted, made = item
         sent_at = self.now
         client.requests += 1
@@ -179,10 +179,14 @@ class Simulation:
             self.at(done, lambda: self.model.leave(done))
         if self.spread:
             done += self.rng.expovariate(1.0 / self.spread)
-        self.at(done, lambda: self._answer(client, (row, counted + 1, made + 1), verdict, sent_at))
+        answered = (row, counted + 1, made + 1)
+        self.at(done, lambda: self._answer(client, answered, verdict, sent_at, level))
 
-    def _answer(self, client: Client, item: tuple[int, int, int], verdict, sent_at: float) -> None:  # type: ignore[no-untyped-def]
+    def _answer(  # type: ignore[no-untyped-def]
+        self, client: Client, item: tuple[int, int, int], verdict, sent_at: float, level: int
+    ) -> None:
         row, counted, made = item
+        client.pacer.returned()
         retry_after = verdict.retry_after
         answer = Answer(verdict.status, None if retry_after is None else str(int(retry_after)))
         decision = decide(self.retry, answer, counted, self.now, self.rng)
@@ -193,13 +197,19 @@ class Simulation:
             if pacer.calm:  # the engine's fast path: an accepted answer only counts
                 pacer.control.accepted_total += 1
             else:
-                pacer.answered(sent_at=sent_at, signal=Signal.ACCEPTED, fresh=made == 1)
+                pacer.answered(
+                    sent_at=sent_at, signal=Signal.ACCEPTED, fresh=made == 1, level=level
+                )
         else:
             client.refused += 1
             _bump(client.refused_bins, self.now)
             asked = decision.server_asked if isinstance(decision, Retry) else None
             pacer.answered(
-                sent_at=sent_at, signal=Signal.REFUSED, retry_after=asked, fresh=made == 1
+                sent_at=sent_at,
+                signal=Signal.REFUSED,
+                retry_after=asked,
+                fresh=made == 1,
+                level=level,
             )
             control = pacer.control
             # The cloud takes nothing, or refuses a share of everything whatever the rate: not

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bulktag"
 # Modules that run without an event loop or the log: callable from anywhere, tested with plain
 # values. Some read or write a stream they are handed (source, summary): loop-free, not pure.
 LOOP_FREE = {"model", "source", "policy", "summary", "config", "journal.format", "journal.index",
-             "auth.catalog", "errors", "environment"}  # fmt: skip
+             "auth.catalog", "errors", "environment", "inflight"}  # fmt: skip
 LOOP_LIBRARIES = {"aiohttp", "anyio", "structlog", "asyncio"}
 # Of those, the ones with no I/O at all: values and arithmetic only.
 PURE = LOOP_FREE - {"source", "summary", "environment"}

@@ -188,7 +188,7 @@ def test_an_inventory_sorted_by_key_costs_one_request_per_image(tmp_path: Path) 
         (tmp_path / "journal.jsonl").unlink(missing_ok=True)
         with fake_glance(tmp_path, "--api", "ims", "--project-id", PROJECT) as server:
             args = ims_args(server.url, tmp_path, "--project-id", PROJECT)
-            done = run_bulktag([*args, "--ims-read-ahead", read_ahead], tmp_path)
+            done = run_bulktag([*args, "--rate", "1000", "--ims-read-ahead", read_ahead], tmp_path)
             stored = {i: server.ims_tags(PROJECT, i) for i in image_ids(40)}
         assert 0 == done.code, done
         assert {i: {f"k{n}": f"v{n}" for n in range(4)} for i in image_ids(40)} == stored

@@ -12,6 +12,7 @@ import pytest
 
 from bulktag.auth import AuthRefused
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
+from bulktag.fake.limiters import ConcurrencyLimit
 from bulktag.journal import JournalWriter
 from bulktag.policy import RetryPolicy
 from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, outcomes, settings
@@ -399,6 +400,21 @@ async def test_retries_never_pass_concurrency(tmp_path: Path) -> None:
     assert ["ok"] * 60 == [r["outcome"] for r in run.records]
     assert server.max_in_flight <= 4
     assert 0 == server.overlaps  # one request per image, retries included
+
+
+async def test_a_limit_on_requests_in_service_is_found_and_kept_to(tmp_path: Path) -> None:
+    """A backend that serves 6 requests at once for 20 ms each and refuses the rest: the run
+    finds that it is the number on the wire, not the rate, that the cloud limits, says so, and
+    once found never has more than 6 on the wire (a probe aside, which adds one)."""
+    server = fake(limiter=ConcurrencyLimit(6, 0.02))
+    pairs = grid(images=600, tags=1)
+    async with serve(server) as url:
+        run = await Harness(url, tmp_path / "j.jsonl").run(
+            csv_of(pairs), settings(rate=2000.0, concurrency=32)
+        )
+    assert {"ok": len(pairs)} == outcomes(run.records)
+    assert 6 == run.report.pacing.get("in_flight_cap"), run.report.pacing
+    assert 6 == run.engine.pacer.in_flight.found
 
 
 async def test_a_flaky_backend_burns_no_row_as_gave_up(tmp_path: Path) -> None:

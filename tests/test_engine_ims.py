@@ -172,11 +172,9 @@ async def test_huaweis_429_slows_the_whole_run_near_the_gateways_capacity(
             engine = original(*args)
             answered = engine.pacer.answered
 
-            def note(
-                *, sent_at: float, signal: Signal, retry_after: float | None, fresh: bool
-            ) -> None:
+            def note(*, signal: Signal, **answer: Any) -> None:
                 observed.append(signal is Signal.REFUSED)
-                answered(sent_at=sent_at, signal=signal, retry_after=retry_after, fresh=fresh)
+                answered(signal=signal, **answer)
 
             engine.pacer.answered = note  # type: ignore[method-assign]
             return engine

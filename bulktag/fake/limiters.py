@@ -125,18 +125,30 @@ class SlidingWindow(_Stateless):
 
 
 class ConcurrencyLimit:
-    """At most ``limit`` requests in service at once, each taking ``service_time`` seconds:
-    a capacity of ``limit / service_time`` per second."""
+    """At most ``limit`` requests in service at once, each taking ``service_time`` seconds
+    (± ``jitter`` of it, uniformly, as a real backend's do): a capacity of
+    ``limit / service_time`` per second."""
 
-    def __init__(self, limit: int, service_time: float, refusal: Refusal = Refusal()) -> None:
+    def __init__(
+        self,
+        limit: int,
+        service_time: float,
+        refusal: Refusal = Refusal(),
+        *,
+        jitter: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         self.limit, self.service_time, self.refusal = limit, service_time, refusal
+        self.jitter = jitter
+        self._rng = random.Random(seed)
         self.in_service = 0
 
     def arrive(self, now: float, key: str) -> Verdict:
         if self.in_service >= self.limit:
             return self.refusal.verdict()
         self.in_service += 1
-        return Verdict(204, self.service_time)
+        spread = self.jitter * (2.0 * self._rng.random() - 1.0) if self.jitter else 0.0
+        return Verdict(204, self.service_time * (1.0 + spread))
 
     def leave(self, now: float) -> None:
         self.in_service = max(0, self.in_service - 1)
