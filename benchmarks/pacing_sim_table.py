@@ -95,6 +95,15 @@ def main() -> None:
     conc = [run(ConcurrencyLimit(8, 0.04), 1000, 6000, seed, 0.0) for seed in SEEDS]
     shares = [c.goodput(2, c.most_settled_at or c.end) / (8 / 0.045) for c in conc]
     print(f"{'concurrency 8 x 40 ms (on time)':30s} {min(shares):.0%}-{max(shares):.0%}")
+    for limit, service in ((8, 0.04), (32, 0.1)):  # service times ± half: no rate fits them
+        conc = [
+            run(ConcurrencyLimit(limit, service, jitter=0.5, seed=seed), 1000, 6000, seed, 0.0)
+            for seed in SEEDS
+        ]
+        capacity = limit / (service + 0.005)
+        shares = [c.goodput(2, c.most_settled_at or c.end) / capacity for c in conc]
+        name = f"concurrency {limit} x {service * 1000:.0f} ms ±50%"
+        print(f"{name:30s} {min(shares):.0%}-{max(shares):.0%}")
     for share, ceiling in ((0.1, 300), (0.3, 300), (0.5, 300), (0.2, 1000)):
         print(f"{f'{share:.0%} random at {ceiling}/s':30s} {random_share(share, ceiling)}")
     per_row = [run(PerRowRefusals(0.2, times=3), 300, 6000, seed, 0.0) for seed in range(8)]

@@ -588,7 +588,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
             else:
                 self.in_flight -= 1  # _leave_flight's common case, inline: a call less
         self.tally.answered(answer.status, answer.error)
-        return Sent(answer, sent_at, level)
+        return answer, sent_at, level
 
     async def _unless_stopped(self, wait: Callable[[], Awaitable[_T]]) -> _T | None:
         """``await wait()``, or None once the run is asked to stop."""

@@ -306,7 +306,7 @@ class Verifier(AttemptLoop[_Reading, ImageRead | None]):
             reading.read = await self._reader.get_image(reading.image_id, token)
         finally:
             self.pacer.returned()
-        return Sent(reading.read.answer, sent_at, level)
+        return reading.read.answer, sent_at, level
 
     def settled(
         self, reading: _Reading, decision: Settle, answer: Answer, attempts: Attempts
