@@ -663,7 +663,9 @@ class PaceController:
         """Nothing was accepted: a window of the cloud's limiter is spent, or it is down."""
         policy = self.policy
         if self.mode is not Mode.HELD_BACK:
-            self.good = max(min(self.rate, self.good, self._spent_pace(now)), policy.min_rate)
+            self.good = max(
+                min(self.rate, self.good, self._spent_pace(now, window)), policy.min_rate
+            )
             self._resume = self.good
             self.mode = Mode.HELD_BACK
             self._held_since = now
@@ -680,7 +682,7 @@ class PaceController:
             asked = sorted(window.asked)[len(window.asked) // 2]
             self.paused_until = max(self.paused_until, now + asked)
 
-    def _spent_pace(self, now: float) -> float:
+    def _spent_pace(self, now: float, window: _Window) -> float:
         """The pace to resume at after nothing got in: what got in over the last horizon up
         to the last acceptance. The first time, early in a run, over the run so far: a
         concurrency limit refuses within milliseconds, and a whole second would read its 8
@@ -691,9 +693,13 @@ class PaceController:
         soon = now - self._resumed_at < 2 * self._horizon()  # spent again soon after resuming
         if self.accepted_total < self.policy.window_answers:
             # Nothing got in yet, or too little to measure a rate by (the first answers of a
-            # run arrive out of order, with its connections still opening): the pace it had,
-            # or a quarter of it if that was spent again at once.
-            return 0.25 * self._resume if soon else self.rate
+            # run arrive out of order, with its connections still opening): the share of the
+            # pace that got in, a quarter at least (a cloud taking 10/s let 2 of the first 7 in
+            # at 100/s: 29/s, where the whole pace again was 5 more refusals), or a quarter of
+            # it if that was spent again at once.
+            answered = window.accepted + window.refused
+            got_in = window.accepted / answered if answered else 1.0
+            return 0.25 * self._resume if soon else self.rate * max(got_in, 0.25)
         full = self.cuts > 0
         pace = self.admitted_rate(self.last_accepted, full=full) * self.policy.below
         return max(pace, 0.25 * self._resume) if soon else pace
