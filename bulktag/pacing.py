@@ -8,7 +8,11 @@ Every attempt passes one gate, :class:`Pacer`. Two limits meet there:
   re-measured, a late wake-up of the event loop does not lower the achieved rate;
 * the **allowed rate**, at or below the ceiling, which a :class:`PaceController` moves as the
   cloud answers. While it is below the ceiling, requests are spaced one interval apart with no
-  burst, so a recovering server is not hit by a clump.
+  burst, so a recovering server is not hit by a clump;
+* the **in-flight cap**, when the cloud limits requests in service rather than per second (a
+  concurrency limit, which no rate fits): :class:`bulktag.inflight.InFlightCap` finds it from
+  how many of our requests were on the wire when each refused one left, and the gate then holds
+  a caller until one returns. Refusals the cap explains never reach the controller.
 
 The controller treats every refusal (429, 503, 413 + Retry-After) as a *hypothesis* — "we are
 going too fast" — and tests it, in the manner of TCP's slow start and BBR's probing but with
