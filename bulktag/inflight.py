@@ -75,7 +75,7 @@ class InFlightCap:
 
     def __init__(self, now: float) -> None:
         self.cap: int | None = None
-        self.found: int | None = None  # the last cap a probe confirmed, for the operator
+        self.found: int | None = None  # the cap last learned or confirmed, for the operator
         self.sustains: float | None = None  # requests/s the cap lets through, when found
         self._span = _Span(now)
         self._clean = 0  # clean spans at the cap
