@@ -29,7 +29,11 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     with p > 0, a probe is confirmed only if more got in
                  │     every 10 s with p > 0: dip under what gets in (to half at most) for a
                  │     window; f fell → a limit was hiding in p: p := f, pace under what got in
+                 ├─ over half refused, beyond doubt, before the window is out (a pace over
+                 │     twice the cloud's): straight under what got in since the first refusal
+                 │     (a limiter's burst before it is not capacity), no experiment needed
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
+                 │     (accepted/s since a hold-back ended, if that is later: not the trickle)
                  │     (by half at most, when a handful of answers is all there is to read)
                  │     the experiment, on answers to requests sent since the cut: is f nearer
                  │     "as before" (not about the rate) or 1 − (1 − f) × old ÷ new rate (a
@@ -135,10 +139,19 @@ class _Window:
     fresh_accepted: int = 0
     fresh_refused: int = 0
     observed_accepted: int = 0  # accepted answers passed to observe(), sent whenever
+    # Answers to rows' first attempts sent after the window's first refused one: what a pace
+    # far above the cloud's gets, with the burst a limiter lets through first left out (see
+    # PaceController._overwhelmed). First attempts only: a row refused on every try would
+    # make a streak of its own.
+    first_refused_sent: float | None = None
+    later_accepted: int = 0
+    later_refused: int = 0
+    later_accepted_sent: float = 0.0  # when the latest of the later accepted ones was sent
 
-    def add(self, signal: Signal, retry_after: float | None, fresh: bool) -> None:
+    def add(self, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float) -> None:
         self.accepted += signal is Signal.ACCEPTED
         if fresh:
+            self._add_later(signal, sent_at)
             self.fresh_accepted += signal is Signal.ACCEPTED
             self.fresh_refused += signal is Signal.REFUSED
         if signal is Signal.REFUSED:
@@ -149,6 +162,30 @@ class _Window:
                 self.asked.append(retry_after)
         elif signal is Signal.FAILED:
             self.failed += 1
+
+    def _add_later(self, signal: Signal, sent_at: float) -> None:
+        if self.first_refused_sent is None:
+            if signal is Signal.REFUSED:
+                self.first_refused_sent = sent_at
+        elif sent_at > self.first_refused_sent:
+            if signal is Signal.ACCEPTED:
+                self.later_accepted += 1
+                self.later_accepted_sent = max(self.later_accepted_sent, sent_at)
+            else:
+                self.later_refused += 1
+
+    def later_share(self) -> tuple[float, int]:
+        """The refused share of answers to requests sent after the first refused one."""
+        answers = self.later_accepted + self.later_refused
+        return (self.later_refused / answers if answers else 0.0), answers
+
+    def later_accepted_rate(self) -> float:
+        """Accepted per second of sending, from the first refused request to the latest
+        accepted one: a refusal comes back sooner than an acceptance (the gateway answers
+        it, not the backend), so the latest requests' answers are refusals more often."""
+        assert self.first_refused_sent is not None
+        span = max(self.later_accepted_sent - self.first_refused_sent, 1e-6)
+        return self.later_accepted / span
 
 
 class PaceController:
@@ -176,6 +213,7 @@ class PaceController:
         self._fresh_streak = 0  # those of them that answered a row's first attempt
         self._accepted_seen = 0  # accepted_total when observe() last looked
         self._resumed_at = float("-inf")  # the last time accepted answers ended a hold-back
+        self._resumed_total = 0  # accepted_total then
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = self._new_window(now)
@@ -246,7 +284,7 @@ class PaceController:
             self._resume_pace(now)
             return
         if sent_at >= self._window.start:  # else it left at the old rate: not evidence
-            self._window.add(signal, retry_after, fresh)
+            self._window.add(signal, retry_after, fresh, sent_at)
         if self._window_complete(now):
             self._evaluate(now)
 
@@ -254,7 +292,7 @@ class PaceController:
         window, policy = self._window, self.policy
         elapsed = now - window.start
         accepted = self._accepted_in(window)
-        if self._nothing_gets_in(now):
+        if self._nothing_gets_in(now) or self._overwhelmed(window):
             return True
         if accepted == 0:
             return False  # a few refusals and nothing else yet: wait for more
@@ -266,6 +304,22 @@ class PaceController:
             return False
         answers = accepted + window.refused
         return answers >= self._answers_needed() or self._clean_sooner(window, answers)
+
+    def _overwhelmed(self, window: _Window) -> bool:
+        """A pace far above the cloud's, beyond doubt before the window's time is up: of the
+        answers to an experiment's sample of requests sent after the first refused one, more
+        than half are refused (and more than the overload line), by three standard
+        deviations: the pace is over twice what gets in. Waiting out the window would only
+        add refusals: at 1,000/s against a 200/s bucket, 160 in 0.2 s. Counted from the first
+        refusal, so a limiter's burst (a bucket's tokens, the first ones a window admits) is
+        not read as capacity. At least a window's worth must have got in, to time them:
+        nothing at all is a spent window or an outage, for the hold-back."""
+        if self.mode is not Mode.CRUISE:
+            return False
+        share, answers = window.later_share()
+        if answers < self.policy.test_answers or window.later_accepted < self.policy.window_answers:
+            return False  # too few to tell, or to time what got in (nothing: a spent window)
+        return share - _noise(share, answers, 3.0) > max(self._threshold(answers), 0.5)
 
     def _clean_sooner(self, window: _Window, answers: int) -> bool:
         """After a cut, a window with no refusal at all is sure sooner than the experiment's
@@ -316,6 +370,8 @@ class PaceController:
         self._remember(now)
         if self._nothing_gets_in(now):
             self._hold_back(now, window)
+        elif self._overwhelmed(window):
+            self._cut_to_what_got_in(now, window)
         elif answers := accepted + window.refused:
             share = window.refused / answers
             fresh = window.fresh_accepted + window.fresh_refused + self._counted_only(window)
@@ -416,6 +472,20 @@ class PaceController:
             start = point
         return start
 
+    def _cut_to_what_got_in(self, now: float, window: _Window) -> None:
+        """An overwhelmed window: the pace was over twice what got in. No experiment is
+        needed to tell a limit from a flaky backend (a backend that refuses more than half
+        at any rate shows it again at the lower pace, and the experiment runs then): go
+        straight under what got in after the first refusal — early in a run, accepted/s
+        since the start would count a limiter's burst as capacity."""
+        self._last_share = window.later_share()[0]
+        got_in = window.later_accepted_rate()
+        self._overshoot(now)
+        self.cuts += 1
+        self.rate_related = True
+        self.capacity = got_in
+        self._confirm(now, got_in / (1.0 - min(self.independent, 0.9)) * self.policy.below)
+
     def _overloaded(self, now: float, share: float, answers: int) -> None:
         if self.mode is Mode.TESTING and self._independent_of_rate(share, answers):
             return
@@ -429,7 +499,7 @@ class PaceController:
         self._probes = 0
         if self.mode is not Mode.TESTING:
             self._overshoot(now)
-        self._admitted_while_refused = self.admitted_rate(now)  # what got in: the capacity
+        self._admitted_while_refused = self._admitted_while_sending(now)  # the capacity
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if self.accepted_total - self._horizon_start(now)[1] < policy.window_answers:
             # Too few got in over the horizon to measure what gets in (a few requests a
@@ -443,6 +513,17 @@ class PaceController:
         self.mode = Mode.TESTING
         self.cuts += 1
         self._set_rate(now, target)
+
+    def _admitted_while_sending(self, now: float) -> float:
+        """The admitted rate over the horizon, or since the pace resumed after a hold-back
+        if that is later (and a window ago): a horizon that is mostly hold-back, at a
+        trickle, reads what we sent, not what the cloud takes — a run that joined another on
+        one limit, held back at first, would cut itself to a tenth of its share."""
+        since = now - self._resumed_at
+        if self.policy.window <= since < self._horizon():
+            got_in = (self.accepted_total - self._resumed_total) / since
+            return got_in / (1.0 - min(self.independent, 0.9))
+        return self.admitted_rate(now)
 
     def _independent_of_rate(self, share: float, answers: int) -> bool:
         """The experiment: the rate fell by at least 15 % since the last step of this
@@ -714,7 +795,7 @@ class PaceController:
             # nor a lucky run of refusals from a flaky backend).
             self.rate_related = True
             self.capacity = self._resume / self.policy.below
-        self._resumed_at = now
+        self._resumed_at, self._resumed_total = now, self.accepted_total
         self.mode = Mode.CRUISE
         self.paused_until = float("-inf")
         self._window = self._new_window(now)

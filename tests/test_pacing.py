@@ -62,12 +62,25 @@ def test_an_isolated_refusal_among_many_accepted_answers_changes_nothing() -> No
     assert control.calm
 
 
-def test_refusals_above_the_noise_cut_the_rate_under_what_got_in() -> None:
+def test_refusals_above_the_noise_cut_the_rate_and_test_the_cut() -> None:
     control = PaceController(1000.0, POLICY, T)
-    answers(control, T, 0.5, 1000.0, refused=0.8)  # a 200/s limit asked 1000/s
+    answers(control, T, 0.5, 1000.0, refused=0.4)  # a 600/s limit asked 1000/s
     assert 1 <= control.cuts
     assert Mode.TESTING == control.mode
     assert control.rate <= 0.85 * 1000.0
+
+
+def test_a_pace_over_twice_what_gets_in_goes_under_it_before_the_window_ends() -> None:
+    """A 200/s bucket with a burst of 20, asked 1,000/s: the burst is not read as capacity,
+    and the cut comes after 32 answers past the first refusal, not after the window's 0.2 s
+    (160 refusals)."""
+    control = PaceController(1000.0, POLICY, T)
+    for n in range(20):
+        control.observe(T + n / 1000, T + n / 1000, Signal.ACCEPTED)
+    now = answers(control, T + 0.02, 0.5, 1000.0, refused=0.8)
+    assert now - T < 0.1
+    assert (1, Mode.CRUISE, True) == (control.cuts, control.mode, control.rate_related)
+    assert 0.95 * 200 * 0.9 <= control.rate <= 200.0
 
 
 def test_a_cut_that_makes_the_refusals_stop_confirms_a_capacity() -> None:
@@ -276,8 +289,8 @@ def test_a_cut_read_from_two_or_three_accepted_answers_halves_the_rate_at_most()
 def test_after_a_cut_a_window_with_no_refusal_confirms_it_before_the_full_sample() -> None:
     """80 % refused began the episode; ten answers in a row accepted after the cut would
     happen less than once in a hundred if even half that excess remained."""
-    control = PaceController(1000.0, POLICY, T)
-    now = answers(control, T, 0.3, 1000.0, refused=0.8)
+    control = PaceController(100.0, POLICY, T)
+    now = answers(control, T, 0.3, 100.0, refused=0.8)  # 20 answers: an ordinary window
     assert Mode.TESTING == control.mode
     cut = control.rate
     for n in range(10):

@@ -284,13 +284,13 @@ def test_two_runs_sharing_one_limit_use_it_together_and_rarely_starve() -> None:
     runs = two_runs()
     assert all(sum(run.shares) >= 0.9 for run in runs)
     smaller = [min(run.shares) for run in runs]
-    assert _median(smaller) >= 0.30
+    assert _median(smaller) >= 0.38
     assert sum(share < 0.10 for share in smaller) <= 4
-    assert _median([run.refused for run in runs]) <= 0.05
+    assert _median([run.refused for run in runs]) <= 0.03
 
 
-# Gaps, over the 48 runs: the smaller share is under 35 % in 27 of them, under 10 % in three;
-# and in one run of ten or more the two flood the limit, 40-78 % of their requests refused.
+# Gaps, over the 48 runs: the smaller share is under 35 % in 18 of them, under 10 % in four;
+# and in 17 the two flood the limit, 19-72 % of their requests refused (over 40 % in nine).
 # Each run's experiment reads the other's moves: when the other slows down at the same time, a
 # limit looks like refusals that are not about the rate.
 @KNOWN_GAP
