@@ -23,6 +23,8 @@ an experiment that congestion control never needs, because for it loss *is* over
                  ├─ f within the rate-independent share p (+ noise): clean
                  │     below the last good pace → double back towards it
                  │     at it for a second and 32 answers → probe above: +2 %, +8 %, +32 %…
+                 │     (half the way back, at least, to the highest pace confirmed in the
+                 │     last minute: capacity that dropped for a while often comes back)
                  │     (plus a step shared by runs on one limit); one that brings refusals goes back
                  │     to the good pace, and for a few seconds the next probes go at most
                  │     half the way back to it (a binary search, as in BIC-TCP);
@@ -102,6 +104,7 @@ class PacingPolicy:
     probe_answers: int = 32  # …and long enough for this many answers at it
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
     overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)
+    peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
     dip: float = 0.5  # …to this share of the pace at most…
     dip_for: float = 2.0  # …for a window no longer than this
@@ -214,6 +217,8 @@ class PaceController:
         self._accepted_seen = 0  # accepted_total when observe() last looked
         self._resumed_at = float("-inf")  # the last time accepted answers ended a hold-back
         self._resumed_total = 0  # accepted_total then
+        # The highest pace a clean horizon confirmed, and when it last was (see _toward_peak).
+        self._peak, self._peak_at = 0.0, now
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = self._new_window(now)
@@ -677,16 +682,32 @@ class PaceController:
             return
         if not self.independent or self._accepted_rose(now):
             self.good = self.rate
+            if self.good >= policy.below * self._peak:
+                self._peak, self._peak_at = max(self._peak, self.good), now
         self._probe_base = (self.accepted_rate(now, full=True), self.rate)
         # The step grows with the rate, plus a part that does not: two runs sharing one limit
         # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
         shared = 0.25 * policy.probe_step * self.ceiling
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
         step = min((policy.probe_step * self.rate + shared) * 4.0**self._probes, self.rate)
+        step = max(step, self._toward_peak(now))
         step, grows = self._bounded_step(now, step)
         self._set_rate(now, self.rate + step)
         self._probes += grows
         self._probing = True
+
+    def _toward_peak(self, now: float) -> float:
+        """A step half the way back to the highest pace a clean horizon confirmed in the last
+        minute, when well under it: capacity that dropped for a while (another tenant's
+        load, a backend restarting) often comes back, and growing from +2 % again takes
+        five probes to get there. A probe that brings refusals is bounded by the bisection
+        for a few seconds, so a drop that lasts costs one such probe every few seconds,
+        until the minute is out."""
+        if now - self._peak_at > self.policy.peak_memory:
+            self._peak = 0.0
+        if self._peak < 1.1 * self.rate:
+            return 0.0
+        return (self._peak - self.rate) / 2
 
     def _bounded_step(self, now: float, step: float) -> tuple[float, bool]:
         """A probe's step, and whether the next one may grow. No further than half the way to

@@ -221,6 +221,29 @@ def test_probes_after_an_overshoot_go_at_most_half_the_way_back_to_it() -> None:
         assert before < control.rate <= (before + overshot) / 2 + 1e-9
 
 
+def _probe_after_a_cut(later: float) -> float:
+    """200/s confirmed by a clean horizon, then cut to 60/s (a capacity that dropped); from
+    ``later`` seconds after that, clean answers at 60/s until the next probe: its pace."""
+    control = PaceController(1000.0, POLICY, T)
+    control.rate = control.good = 200.0
+    now = answers(control, T, 1.2, 200.0, refused=0.0)
+    assert control.rate > 200.0  # the probe that confirmed 200/s
+    control.rate = control.good = 60.0
+    control.changed_at = now
+    answers(control, now + later, 1.2, 60.0, refused=0.0)
+    return control.rate
+
+
+def test_a_clean_pace_under_a_recently_confirmed_one_probes_half_the_way_back() -> None:
+    """Capacity that came back (200 → 60 → 200/s): the first probe goes to 130/s, where a
+    step of 2 % growing 4× a probe takes five probes to get there."""
+    assert 130.0 == pytest.approx(_probe_after_a_cut(0.0))
+
+
+def test_a_pace_confirmed_over_a_minute_ago_draws_no_probe_back_to_it() -> None:
+    assert _probe_after_a_cut(POLICY.peak_memory + 1.0) < 100.0  # the growing step: 84.8
+
+
 def test_two_clean_halvings_say_the_capacity_rose_past_the_overshoot() -> None:
     """A limit that rose right after the overshoot (200 → 60 → 200/s): the search stops
     halving towards the old overshoot and grows again, within its five seconds."""
