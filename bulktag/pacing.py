@@ -142,19 +142,21 @@ class _Window:
     fresh_accepted: int = 0
     fresh_refused: int = 0
     observed_accepted: int = 0  # accepted answers passed to observe(), sent whenever
-    # Answers to rows' first attempts sent after the window's first refused one: what a pace
-    # far above the cloud's gets, with the burst a limiter lets through first left out (see
-    # PaceController._overwhelmed). First attempts only: a row refused on every try would
-    # make a streak of its own.
+    # Answers to requests sent after the window's first refused one: the cloud as it is now,
+    # with the burst a limiter lets through first, or the pace it took before it dropped,
+    # left out (PaceController._overwhelmed, _refusals_began_partway). The share is read from
+    # rows' first attempts (a row refused on every try would make a streak of its own), the
+    # rate that got in from every attempt (retries take the cloud's capacity too).
     first_refused_sent: float | None = None
     later_accepted: int = 0
     later_refused: int = 0
-    later_accepted_sent: float = 0.0  # when the latest of the later accepted ones was sent
+    later_got_in: int = 0  # accepted answers to any attempt sent after it…
+    later_accepted_sent: float = 0.0  # …and when the latest of them was sent
 
     def add(self, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float) -> None:
         self.accepted += signal is Signal.ACCEPTED
+        self._add_later(signal, sent_at, fresh)
         if fresh:
-            self._add_later(signal, sent_at)
             self.fresh_accepted += signal is Signal.ACCEPTED
             self.fresh_refused += signal is Signal.REFUSED
         if signal is Signal.REFUSED:
@@ -166,16 +168,17 @@ class _Window:
         elif signal is Signal.FAILED:
             self.failed += 1
 
-    def _add_later(self, signal: Signal, sent_at: float) -> None:
+    def _add_later(self, signal: Signal, sent_at: float, fresh: bool) -> None:
         if self.first_refused_sent is None:
-            if signal is Signal.REFUSED:
+            if signal is Signal.REFUSED and fresh:
                 self.first_refused_sent = sent_at
         elif sent_at > self.first_refused_sent:
             if signal is Signal.ACCEPTED:
-                self.later_accepted += 1
+                self.later_got_in += 1
                 self.later_accepted_sent = max(self.later_accepted_sent, sent_at)
-            else:
-                self.later_refused += 1
+            if fresh:
+                self.later_accepted += signal is Signal.ACCEPTED
+                self.later_refused += signal is not Signal.ACCEPTED
 
     def later_share(self) -> tuple[float, int]:
         """The refused share of answers to requests sent after the first refused one."""
@@ -188,7 +191,7 @@ class _Window:
         it, not the backend), so the latest requests' answers are refusals more often."""
         assert self.first_refused_sent is not None
         span = max(self.later_accepted_sent - self.first_refused_sent, 1e-6)
-        return self.later_accepted / span
+        return self.later_got_in / span
 
 
 class PaceController:
@@ -322,7 +325,7 @@ class PaceController:
         if self.mode is not Mode.CRUISE:
             return False
         share, answers = window.later_share()
-        if answers < self.policy.test_answers or window.later_accepted < self.policy.window_answers:
+        if answers < self.policy.test_answers or window.later_got_in < self.policy.window_answers:
             return False  # too few to tell, or to time what got in (nothing: a spent window)
         return share - _noise(share, answers, 3.0) > max(self._threshold(answers), 0.5)
 
@@ -393,7 +396,7 @@ class PaceController:
             elif self.mode is Mode.RECHECKING:
                 self._recheck(now, share, answers)
             elif share > self._threshold(answers):
-                self._overloaded(now, share, answers)
+                self._overloaded(now, share, answers, window)
             else:
                 self._clean(now, share, answers)
         self._window = self._new_window(now)
@@ -491,7 +494,7 @@ class PaceController:
         self.capacity = got_in
         self._confirm(now, got_in / (1.0 - min(self.independent, 0.9)) * self.policy.below)
 
-    def _overloaded(self, now: float, share: float, answers: int) -> None:
+    def _overloaded(self, now: float, share: float, answers: int, window: _Window) -> None:
         if self.mode is Mode.TESTING and self._independent_of_rate(share, answers):
             return
         policy = self.policy
@@ -505,6 +508,13 @@ class PaceController:
         if self.mode is not Mode.TESTING:
             self._overshoot(now)
         self._admitted_while_refused = self._admitted_while_sending(now)  # the capacity
+        partway = self._refusals_began_partway(window, share)
+        if partway:
+            share = window.later_share()[0]
+        if partway or (self.mode is Mode.TESTING and window.later_got_in >= policy.window_answers):
+            # What the window saw after its first refusal is the cloud as it is now.
+            got_in = window.later_accepted_rate() / (1.0 - min(self.independent, 0.9))
+            self._admitted_while_refused = min(self._admitted_while_refused, got_in)
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if self.accepted_total - self._horizon_start(now)[1] < policy.window_answers:
             # Too few got in over the horizon to measure what gets in (a few requests a
@@ -518,6 +528,19 @@ class PaceController:
         self.mode = Mode.TESTING
         self.cuts += 1
         self._set_rate(now, target)
+
+    def _refusals_began_partway(self, window: _Window, share: float) -> bool:
+        """The refused share after the window's first refusal stands clearly above the
+        window's (two standard deviations): the refusals began partway through it — a
+        capacity that dropped, a limiter's burst spent. The whole window, and the horizon,
+        then mix the cloud as it was with the cloud as it is: the share would understate the
+        overload, and a cut's experiment read a share that goes on rising as a share
+        independent of the rate."""
+        least = self.policy.window_answers
+        later, answers = window.later_share()
+        if answers < least or window.later_got_in < least:
+            return False
+        return later > share + _noise(share, answers, 2.0)
 
     def _admitted_while_sending(self, now: float) -> float:
         """The admitted rate over the horizon, or since the pace resumed after a hold-back

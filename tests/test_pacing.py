@@ -70,6 +70,26 @@ def test_refusals_above_the_noise_cut_the_rate_and_test_the_cut() -> None:
     assert control.rate <= 0.85 * 1000.0
 
 
+def test_a_capacity_that_drops_is_followed_by_what_gets_in_not_by_15_percent_steps() -> None:
+    """200/s held clean, then the limit drops to 60/s. The horizon still remembers 200/s, so
+    cuts measured over it are 15 % steps, five of them over 1.1 s, each an experiment whose
+    two hypotheses differ by less than a window's noise (real time: one run in four read
+    one as "not about the rate", and refused 13-14 %). A cut's window measures what gets in
+    now: two cuts, 0.4 s."""
+    control = PaceController(1000.0, POLICY, T)
+    control.rate = control.good = 200.0
+    now = T
+    for _ in range(2):
+        now = answers(control, now, 1.2, 200.0, refused=0.0)
+        control.rate = control.good = 200.0  # no probe: the limit is 200/s
+    dropped = now
+    while control.rate > 1.1 * 60.0 and now - dropped < 5.0:
+        rate = control.rate
+        now = answers(control, now, 0.6, rate, refused=max(0.0, 1.0 - 60.0 / rate))
+    assert now - dropped < 0.6
+    assert 0.0 == control.independent
+
+
 def test_a_pace_over_twice_what_gets_in_goes_under_it_before_the_window_ends() -> None:
     """A 200/s bucket with a burst of 20, asked 1,000/s: the burst is not read as capacity,
     and the cut comes after 32 answers past the first refusal, not after the window's 0.2 s
