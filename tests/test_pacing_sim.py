@@ -289,8 +289,8 @@ def test_two_runs_sharing_one_limit_use_it_together_and_rarely_starve() -> None:
     assert _median([run.refused for run in runs]) <= 0.03
 
 
-# Gaps, over the 48 runs: the smaller share is under 35 % in 18 of them, under 10 % in four;
-# and in 17 the two flood the limit, 19-72 % of their requests refused (over 40 % in nine).
+# Gaps, over the 48 runs: the smaller share is under 35 % in 20 of them, under 10 % in four;
+# and in 14 the two flood the limit, 12-72 % of their requests refused (over 40 % in 11).
 # Each run's experiment reads the other's moves: when the other slows down at the same time, a
 # limit looks like refusals that are not about the rate.
 @KNOWN_GAP
