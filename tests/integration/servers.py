@@ -126,6 +126,35 @@ def spawn(
     return Process(name, popen, log, stop_signal)
 
 
+def spawn_gunicorn(
+    name: str,
+    venv: Path,
+    port: int,
+    app: str,
+    *,
+    options: Sequence[str],
+    log: Path,
+    env: Mapping[str, str],
+) -> Process:
+    """Serve the WSGI ``app`` with the venv's gunicorn on 127.0.0.1:``port``, set up as every
+    server of this tier is; ``options`` are the server's own (workers, threads, logs)."""
+    argv = [
+        str(venv / "bin" / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        *options,
+        "--no-control-socket",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "3",
+        "--name",
+        name,
+        app,
+    ]
+    return spawn(name, argv, log, env, stop_signal=signal.SIGINT)
+
+
 def run(
     argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None, timeout: float = 300
 ) -> None:
@@ -355,12 +384,12 @@ class Keystone:
 
     def start(self) -> None:
         env = server_env(self.venv, OS_KEYSTONE_CONFIG_DIR=str(self.root / "etc"))
-        self.process = spawn(
+        self.process = spawn_gunicorn(
             "keystone",
-            [
-                str(self.venv / "bin" / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{self.port}",
+            self.venv,
+            self.port,
+            "keystone_wsgi:application",
+            options=[
                 # One worker: the memory cache is per process, and a second worker would
                 # validate every token again, slowly.
                 "--workers",
@@ -373,20 +402,11 @@ class Keystone:
                 # perfectly valid token (seen in this tier). Production proxies keep them longer.
                 "--keep-alive",
                 "75",
-                "--no-control-socket",
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "3",
                 "--pythonpath",
                 str(HERE),
-                "--name",
-                "keystone",
-                "keystone_wsgi:application",
             ],
-            self.root / "gunicorn.log",
-            env,
-            stop_signal=signal.SIGINT,
+            log=self.root / "gunicorn.log",
+            env=env,
         )
 
     def wait(self) -> None:
@@ -549,22 +569,17 @@ class Glance:
 
     def start(self) -> None:
         env = server_env(self.venv, OS_GLANCE_CONFIG_DIR=str(self.root / "etc"))
-        self.process = spawn(
+        self.process = spawn_gunicorn(
             self.name,
-            [
-                str(self.venv / "bin" / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{self.port}",
+            self.venv,
+            self.port,
+            "glance.wsgi.api:application",
+            options=[
                 # Like production and concurrent enough to show the lost-update race.
                 "--workers",
                 "2",
                 "--threads",
                 "2",
-                "--no-control-socket",
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "3",
                 "--access-logfile",
                 str(self.access_log),
                 "--access-logformat",
@@ -573,13 +588,9 @@ class Glance:
                 # %(r)s is the raw request line: %(U)s would show the path after Glance's
                 # version-negotiation middleware stripped /v2 off it.
                 "%(r)s %(s)s %(M)sms" + (" %({x-auth-token}i)s" if self.auth else ""),
-                "--name",
-                self.name,
-                "glance.wsgi.api:application",
             ],
-            self.root / "gunicorn.log",
-            env,
-            stop_signal=signal.SIGINT,
+            log=self.root / "gunicorn.log",
+            env=env,
         )
 
     def wait(self) -> None:
