@@ -291,11 +291,31 @@ class MariaDB:
         shutil.rmtree(self.root / "data", ignore_errors=True)
 
 
+# --- Keystone and Glance ------------------------------------------------------------------------
+
+
+class GunicornServer:
+    """What Keystone and Glance share: each is served by :func:`spawn_gunicorn` on a loopback
+    port, reached at the same unversioned URL and stopped the same way."""
+
+    port: int
+    process: Process | None
+
+    @property
+    def url(self) -> str:
+        # Unversioned, like the catalog entries of real clouds: clients append /v2/ or /v3/.
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
 # --- Keystone ------------------------------------------------------------------------------------
 
 
 @dataclass
-class Keystone:
+class Keystone(GunicornServer):
     root: Path
     venv: Path
     db_url: str
@@ -304,10 +324,6 @@ class Keystone:
     admin_password: str = "admin-secret"
     region: str = "RegionOne"
     process: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def auth_url(self) -> str:
@@ -413,10 +429,6 @@ class Keystone:
         assert self.process is not None
         wait_until(lambda: http_answers(self.auth_url), "Keystone", [self.process])
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
 
 # --- Glance --------------------------------------------------------------------------------------
 
@@ -459,7 +471,7 @@ class AccessRecord:
 
 
 @dataclass
-class Glance:
+class Glance(GunicornServer):
     name: str
     root: Path
     venv: Path
@@ -468,11 +480,6 @@ class Glance:
     tag_quota: int
     port: int = field(default_factory=free_port)
     process: Process | None = None
-
-    @property
-    def url(self) -> str:
-        # Unversioned, like the catalog entries of real clouds: clients append /v2/...
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def access_log(self) -> Path:
@@ -596,10 +603,6 @@ class Glance:
     def wait(self) -> None:
         assert self.process is not None
         wait_until(lambda: http_answers(self.url + "/versions"), self.name, [self.process])
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 def _user_name() -> str:
