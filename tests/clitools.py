@@ -11,6 +11,7 @@ against the fake Glance running in another subprocess, and read back what it lef
 * :func:`run_bulktag` / :func:`start_bulktag` run the real CLI with an isolated environment
   (no ``OS_*``/``BULKTAG_*`` from the caller, ``HOME`` and the working directory in tmp).
 * :func:`read_journal` / :func:`journal_lines` read the journal back.
+* :func:`one_error_line` checks that a refused command said so in one line with its exit code.
 
 Run as a script (``python tests/clitools.py serve-fake-stats [serve-fake flags]``) this module
 is the stats-reporting fake server.
@@ -509,6 +510,15 @@ def ok_counts(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int
 def no_traceback(done: Done) -> None:
     assert "Traceback" not in done.stderr, str(done)
     assert "Traceback" not in done.stdout, str(done)
+
+
+def one_error_line(done: Done, code: int) -> str:
+    """The one line on stderr a refused command ends with; fails the test on a traceback, on
+    another exit code, or on any other line on stderr (a user reads that line and nothing more)."""
+    no_traceback(done)
+    assert code == done.code, str(done)
+    assert 1 == len(done.lines), f"expected one line on stderr\n{done}"
+    return done.lines[0]
 
 
 # ── the stats-reporting fake (``python tests/clitools.py serve-fake-stats ...``) ─────────────
