@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from clitools import (
     no_traceback,
     one_error_line,
     plain_http,
+    run_all,
     run_bulktag,
     write_csv,
 )
@@ -244,11 +244,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
         }
         for name in CASES:
             _prepare(base / name, name)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            futures = {
-                name: pool.submit(_run_case, base / name, c, urls) for name, c in CASES.items()
-            }
-            done = {name: future.result() for name, future in futures.items()}
+        done = run_all(CASES, lambda name, case: _run_case(base / name, case, urls), workers=8)
         yield Results(done, urls, fake, plain, base)
 
 

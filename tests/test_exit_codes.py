@@ -10,7 +10,6 @@ closed port): one line on stderr, no traceback, nothing sent, no journal left be
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from clitools import (
     one_error_line,
     plain_http,
     refused_url,
+    run_all,
     run_bulktag,
     write_csv,
 )
@@ -111,12 +111,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
             status: stack.enter_context(plain_http(status, f"scripted {status}\n"))
             for status in {*IMAGE_STATUSES, *IDENTITY_STATUSES}
         }
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            futures = {
-                name: pool.submit(_run, base / name, case, servers, closed)
-                for name, case in CASES.items()
-            }
-            done = {name: future.result() for name, future in futures.items()}
+        done = run_all(
+            CASES, lambda name, case: _run(base / name, case, servers, closed), workers=6
+        )
         yield Results(done, servers, base)
 
 
