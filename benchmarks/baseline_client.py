@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 import time
@@ -21,15 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-
-Pair = tuple[str, str]
+from client_contract import Pair, client_parser, read_pairs
 
 
 async def produce(path: Path, queue: asyncio.Queue[Pair | None], workers: int) -> None:
-    with path.open(newline="") as f:
-        for row in csv.reader(f):
-            if len(row) == 2 and row != ["image_id", "tag"]:
-                await queue.put((row[0], row[1]))
+    for pair in read_pairs(path):
+        await queue.put(pair)
     for _ in range(workers):  # one stop sentinel per worker
         await queue.put(None)
 
@@ -72,10 +68,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("input", type=Path, help="CSV of image_id,tag")
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--token", default="bench-token")
+    parser = client_parser(__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args(argv)

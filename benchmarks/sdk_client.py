@@ -13,28 +13,18 @@ Prints one JSON object on stdout: ``{"ok": n, "failed": n, "elapsed_s": s}``.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import openstack.connection
 import requests
 import requests.adapters
+from client_contract import client_parser, read_pairs
 from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
 from openstack.image.v2._proxy import Proxy as ImageV2Proxy
-
-
-def pairs(path: Path) -> Iterator[tuple[str, str]]:
-    with path.open(newline="") as f:
-        for row in csv.reader(f):
-            if len(row) == 2 and row != ["image_id", "tag"]:
-                yield row[0], row[1]
 
 
 def connect(endpoint: str, token: str, pool: int) -> openstack.connection.Connection:
@@ -48,10 +38,7 @@ def connect(endpoint: str, token: str, pool: int) -> openstack.connection.Connec
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("input", type=Path, help="CSV of image_id,tag")
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--token", default="bench-token")
+    parser = client_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args(argv)
     conn = connect(args.endpoint.rstrip("/"), args.token, args.threads)
@@ -70,7 +57,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.threads) as pool:
         # map() submits everything at once; fine for the few thousand rows this baseline gets.
-        done = list(pool.map(add, pairs(args.input)))
+        done = list(pool.map(add, read_pairs(args.input)))
     ok = sum(done)
     summary = {"ok": ok, "failed": len(done) - ok, "elapsed_s": time.perf_counter() - started}
     print(json.dumps(summary))

@@ -11,6 +11,8 @@ against the fake Glance running in another subprocess, and read back what it lef
 * :func:`run_bulktag` / :func:`start_bulktag` run the real CLI with an isolated environment
   (no ``OS_*``/``BULKTAG_*`` from the caller, ``HOME`` and the working directory in tmp).
 * :func:`read_journal` / :func:`journal_lines` read the journal back.
+* :func:`one_error_line` checks that a refused command said so in one line with its exit code;
+  :func:`run_all` runs a table of such cases at once.
 
 Run as a script (``python tests/clitools.py serve-fake-stats [serve-fake flags]``) this module
 is the stats-reporting fake server.
@@ -32,10 +34,11 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from bulktag.fake.keystone import FakeKeystone
@@ -52,6 +55,7 @@ AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 
 _BANNER = re.compile(r"fake (?:Glance|IMS) listening on (http://\S+) \(token: ")
 _STATS_PATH = "/_test/stats"
+_Case = TypeVar("_Case")
 
 
 # ── ports and servers ─────────────────────────────────────────────────────────────────────────
@@ -509,6 +513,25 @@ def ok_counts(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int
 def no_traceback(done: Done) -> None:
     assert "Traceback" not in done.stderr, str(done)
     assert "Traceback" not in done.stdout, str(done)
+
+
+def one_error_line(done: Done, code: int) -> str:
+    """The one line on stderr a refused command ends with; fails the test on a traceback, on
+    another exit code, or on any other line on stderr (a user reads that line and nothing more)."""
+    no_traceback(done)
+    assert code == done.code, str(done)
+    assert 1 == len(done.lines), f"expected one line on stderr\n{done}"
+    return done.lines[0]
+
+
+def run_all(
+    cases: Mapping[str, _Case], run: Callable[[str, _Case], Done], workers: int
+) -> dict[str, Done]:
+    """``run(name, case)`` for every case at once, on ``workers`` threads: each case is a
+    subprocess, so threads overlap them and a module fixture pays for the slowest, not the sum."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(run, name, case) for name, case in cases.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 # ── the stats-reporting fake (``python tests/clitools.py serve-fake-stats ...``) ─────────────

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,9 @@ from clitools import (
     free_port,
     isolated_env,
     no_traceback,
+    one_error_line,
     plain_http,
+    run_all,
     run_bulktag,
     write_csv,
 )
@@ -243,21 +244,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
         }
         for name in CASES:
             _prepare(base / name, name)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            futures = {
-                name: pool.submit(_run_case, base / name, c, urls) for name, c in CASES.items()
-            }
-            done = {name: future.result() for name, future in futures.items()}
+        done = run_all(CASES, lambda name, case: _run_case(base / name, case, urls), workers=8)
         yield Results(done, urls, fake, plain, base)
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=XFAIL.get(name, ())) for name in CASES])
 def test_error_is_one_clear_line_and_its_exit_code(results: Results, name: str) -> None:
     case, done = CASES[name], results.done[name]
-    no_traceback(done)
-    assert case.code == done.code, str(done)
-    assert 1 == len(done.lines), f"expected one line on stderr\n{done}"
-    line = done.lines[0]
+    line = one_error_line(done, case.code)
     assert "error" in line.lower(), str(done)
     for needle in case.needles:
         assert needle.format(**results.urls) in line, f"{needle!r} not in the error\n{done}"

@@ -10,7 +10,6 @@ closed port): one line on stderr, no traceback, nothing sent, no journal left be
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,10 @@ from clitools import (
     Done,
     PlainServer,
     isolated_env,
-    no_traceback,
+    one_error_line,
     plain_http,
     refused_url,
+    run_all,
     run_bulktag,
     write_csv,
 )
@@ -111,23 +111,18 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
             status: stack.enter_context(plain_http(status, f"scripted {status}\n"))
             for status in {*IMAGE_STATUSES, *IDENTITY_STATUSES}
         }
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            futures = {
-                name: pool.submit(_run, base / name, case, servers, closed)
-                for name, case in CASES.items()
-            }
-            done = {name: future.result() for name, future in futures.items()}
+        done = run_all(
+            CASES, lambda name, case: _run(base / name, case, servers, closed), workers=6
+        )
         yield Results(done, servers, base)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_start_up_failure_is_one_line_with_the_right_code(results: Results, name: str) -> None:
     case, done = CASES[name], results.done[name]
-    no_traceback(done)
-    assert case.code == done.code, str(done)
-    assert 1 == len(done.lines), f"expected one line on stderr\n{done}"
+    line = one_error_line(done, case.code)
     for needle in case.needles:
-        assert needle in done.lines[0], f"{needle!r} not in the error\n{done}"
+        assert needle in line, f"{needle!r} not in the error\n{done}"
     assert "s3cret-password" not in done.stderr
 
 

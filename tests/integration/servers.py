@@ -126,6 +126,35 @@ def spawn(
     return Process(name, popen, log, stop_signal)
 
 
+def spawn_gunicorn(
+    name: str,
+    venv: Path,
+    port: int,
+    app: str,
+    *,
+    options: Sequence[str],
+    log: Path,
+    env: Mapping[str, str],
+) -> Process:
+    """Serve the WSGI ``app`` with the venv's gunicorn on 127.0.0.1:``port``, set up as every
+    server of this tier is; ``options`` are the server's own (workers, threads, logs)."""
+    argv = [
+        str(venv / "bin" / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        *options,
+        "--no-control-socket",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "3",
+        "--name",
+        name,
+        app,
+    ]
+    return spawn(name, argv, log, env, stop_signal=signal.SIGINT)
+
+
 def run(
     argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None, timeout: float = 300
 ) -> None:
@@ -262,11 +291,31 @@ class MariaDB:
         shutil.rmtree(self.root / "data", ignore_errors=True)
 
 
+# --- Keystone and Glance ------------------------------------------------------------------------
+
+
+class GunicornServer:
+    """What Keystone and Glance share: each is served by :func:`spawn_gunicorn` on a loopback
+    port, reached at the same unversioned URL and stopped the same way."""
+
+    port: int
+    process: Process | None
+
+    @property
+    def url(self) -> str:
+        # Unversioned, like the catalog entries of real clouds: clients append /v2/ or /v3/.
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
 # --- Keystone ------------------------------------------------------------------------------------
 
 
 @dataclass
-class Keystone:
+class Keystone(GunicornServer):
     root: Path
     venv: Path
     db_url: str
@@ -275,10 +324,6 @@ class Keystone:
     admin_password: str = "admin-secret"
     region: str = "RegionOne"
     process: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def auth_url(self) -> str:
@@ -355,12 +400,12 @@ class Keystone:
 
     def start(self) -> None:
         env = server_env(self.venv, OS_KEYSTONE_CONFIG_DIR=str(self.root / "etc"))
-        self.process = spawn(
+        self.process = spawn_gunicorn(
             "keystone",
-            [
-                str(self.venv / "bin" / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{self.port}",
+            self.venv,
+            self.port,
+            "keystone_wsgi:application",
+            options=[
                 # One worker: the memory cache is per process, and a second worker would
                 # validate every token again, slowly.
                 "--workers",
@@ -373,29 +418,16 @@ class Keystone:
                 # perfectly valid token (seen in this tier). Production proxies keep them longer.
                 "--keep-alive",
                 "75",
-                "--no-control-socket",
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "3",
                 "--pythonpath",
                 str(HERE),
-                "--name",
-                "keystone",
-                "keystone_wsgi:application",
             ],
-            self.root / "gunicorn.log",
-            env,
-            stop_signal=signal.SIGINT,
+            log=self.root / "gunicorn.log",
+            env=env,
         )
 
     def wait(self) -> None:
         assert self.process is not None
         wait_until(lambda: http_answers(self.auth_url), "Keystone", [self.process])
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 # --- Glance --------------------------------------------------------------------------------------
@@ -439,7 +471,7 @@ class AccessRecord:
 
 
 @dataclass
-class Glance:
+class Glance(GunicornServer):
     name: str
     root: Path
     venv: Path
@@ -448,11 +480,6 @@ class Glance:
     tag_quota: int
     port: int = field(default_factory=free_port)
     process: Process | None = None
-
-    @property
-    def url(self) -> str:
-        # Unversioned, like the catalog entries of real clouds: clients append /v2/...
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def access_log(self) -> Path:
@@ -549,22 +576,17 @@ class Glance:
 
     def start(self) -> None:
         env = server_env(self.venv, OS_GLANCE_CONFIG_DIR=str(self.root / "etc"))
-        self.process = spawn(
+        self.process = spawn_gunicorn(
             self.name,
-            [
-                str(self.venv / "bin" / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{self.port}",
+            self.venv,
+            self.port,
+            "glance.wsgi.api:application",
+            options=[
                 # Like production and concurrent enough to show the lost-update race.
                 "--workers",
                 "2",
                 "--threads",
                 "2",
-                "--no-control-socket",
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "3",
                 "--access-logfile",
                 str(self.access_log),
                 "--access-logformat",
@@ -573,22 +595,14 @@ class Glance:
                 # %(r)s is the raw request line: %(U)s would show the path after Glance's
                 # version-negotiation middleware stripped /v2 off it.
                 "%(r)s %(s)s %(M)sms" + (" %({x-auth-token}i)s" if self.auth else ""),
-                "--name",
-                self.name,
-                "glance.wsgi.api:application",
             ],
-            self.root / "gunicorn.log",
-            env,
-            stop_signal=signal.SIGINT,
+            log=self.root / "gunicorn.log",
+            env=env,
         )
 
     def wait(self) -> None:
         assert self.process is not None
         wait_until(lambda: http_answers(self.url + "/versions"), self.name, [self.process])
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 def _user_name() -> str:
