@@ -344,14 +344,15 @@ def run_summary(stderr: Path) -> dict[str, Any]:
         size = log.seek(0, os.SEEK_END)
         log.seek(max(0, size - 65536))
         tail = log.read()
-    events = {e.get("event"): e for e in _json_events(head + b"\n" + tail)}
+    events = {e.get("event"): e for e in json_events(head + b"\n" + tail)}
     summary = dict(events.get("run_finished", {}))
     if "event_loop" in events.get("run_started", {}):
         summary["event_loop"] = events["run_started"]["event_loop"]
     return summary
 
 
-def _json_events(text: bytes) -> list[dict[str, Any]]:
+def json_events(text: bytes) -> list[dict[str, Any]]:
+    """The JSON objects among ``text``'s lines (a log, a journal); other lines are skipped."""
     events = []
     for line in text.decode(errors="replace").splitlines():
         try:

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import workloads
 from endpoints import AiohttpServer
-from harness import HERE, TOKEN, Harness, Tools, bulktag_snapshot, child_env
+from harness import HERE, TOKEN, Harness, Tools, bulktag_snapshot, child_env, json_events
 from pinning import pinned
 from report import Table, verdict
 
@@ -385,23 +385,11 @@ def allowed_rates(log: Path, started: float) -> list[tuple[float, float]]:
     """
     offset = time.time() - time.monotonic()
     found = []
-    for event in json_events(log):
+    for event in json_events(log.read_bytes()):
         if event.get("event") == "progress" and "allowed_rate" in event:
             wall = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
             found.append((wall.timestamp() - offset - started, float(event["allowed_rate"])))
     return found
-
-
-def json_events(log: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
 
 
 # ── figures ───────────────────────────────────────────────────────────────────────────────────
@@ -487,7 +475,7 @@ def journal_counts(journals: set[Path], pairs: set[Pair]) -> tuple[int, int]:
     oks: Counter[Pair] = Counter()
     gave_up = 0
     for journal in journals:
-        for record in json_events(journal) if journal.exists() else []:
+        for record in json_events(journal.read_bytes()) if journal.exists() else []:
             if record.get("outcome") == "ok":
                 oks[(record["image_id"], record["tag"])] += 1
             gave_up += record.get("outcome") == "gave_up"
