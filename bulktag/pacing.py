@@ -467,9 +467,13 @@ class PaceController:
         return (self.accepted_total - accepted) / span
 
     def admitted_rate(self, now: float, *, full: bool = False) -> float:
-        """The request rate the cloud admits: accepted/s, plus the share it refuses at any
-        rate (those requests were admitted by its limiter, then failed on their own)."""
-        return self.accepted_rate(now, full=full) / (1.0 - min(self.independent, 0.9))
+        """The request rate the cloud admits, over the horizon (see :meth:`_admitted`)."""
+        return self._admitted(self.accepted_rate(now, full=full))
+
+    def _admitted(self, accepted: float) -> float:
+        """The request rate the cloud admits where ``accepted`` per second get in: plus the
+        share it refuses at any rate (admitted by its limiter, then failed on their own)."""
+        return accepted / (1.0 - min(self.independent, 0.9))
 
     def _horizon_start(self, now: float) -> tuple[float, int]:
         """The newest remembered point at least a horizon before ``now`` (else the oldest)."""
@@ -492,7 +496,7 @@ class PaceController:
         self.cuts += 1
         self.rate_related = True
         self.capacity = got_in
-        self._confirm(now, got_in / (1.0 - min(self.independent, 0.9)) * self.policy.below)
+        self._confirm(now, self._admitted(got_in) * self.policy.below)
 
     def _overloaded(self, now: float, share: float, answers: int, window: _Window) -> None:
         if self.mode is Mode.TESTING and self._independent_of_rate(share, answers):
@@ -513,7 +517,7 @@ class PaceController:
             share = window.later_share()[0]
         if partway or (self.mode is Mode.TESTING and window.later_got_in >= policy.window_answers):
             # What the window saw after its first refusal is the cloud as it is now.
-            got_in = window.later_accepted_rate() / (1.0 - min(self.independent, 0.9))
+            got_in = self._admitted(window.later_accepted_rate())
             self._admitted_while_refused = min(self._admitted_while_refused, got_in)
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if self.accepted_total - self._horizon_start(now)[1] < policy.window_answers:
@@ -550,7 +554,7 @@ class PaceController:
         since = now - self._resumed_at
         if self.policy.window <= since < self._horizon():
             got_in = (self.accepted_total - self._resumed_total) / since
-            return got_in / (1.0 - min(self.independent, 0.9))
+            return self._admitted(got_in)
         return self.admitted_rate(now)
 
     def _independent_of_rate(self, share: float, answers: int) -> bool:
@@ -670,7 +674,7 @@ class PaceController:
         self.independent = share if share >= 0.005 else 0.0
         self.rate_related = True
         self.cuts += 1
-        admitted = self._dip_accepted / (1.0 - min(self.independent, 0.9))
+        admitted = self._admitted(self._dip_accepted)
         self.capacity = self._dip_accepted
         self._confirm(now, admitted * self.policy.below)
 
