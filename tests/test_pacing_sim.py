@@ -303,6 +303,39 @@ def test_two_runs_sharing_one_limit_never_flood_it() -> None:
     assert all(run.refused <= 0.10 for run in two_runs())
 
 
+def two_runs_started_together() -> list[TwoRuns]:
+    """Two runs of 800 rows each started at the same moment on one 200/s bucket, as the
+    real-time matrix runs them (benchmarks/pacing_matrix.py), judged over the time both
+    run: 12 seeds × answers after 5 or 30 ms × on time or late. 48 runs."""
+    return [
+        _started_together(seed, latency, spread)
+        for latency in (0.005, 0.03)
+        for spread in (0.0, LATE)
+        for seed in range(12)
+    ]
+
+
+def _started_together(seed: int, latency: float, spread: float) -> TwoRuns:
+    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=spread, latency=latency)
+    clients = [sim.add_client(rows=800, ceiling=600) for _ in range(2)]
+    sim.run(60.0)
+    end = min(client.end for client in clients)
+    accepted = [client.goodput(0.0, end) for client in clients]
+    sent = sum(client.sent_rate(0.0, end) for client in clients)
+    return TwoRuns((accepted[0] / 200, accepted[1] / 200), 1.0 - sum(accepted) / sent)
+
+
+# The smaller share is under 35 % in 21 of the 48: in the first tenth of a second one run
+# reads a streak of refusals as its window spent and holds back, and while it does, the other
+# measures what gets in as its own capacity. From there each run's cuts go under what it
+# got in, which keeps the split; only the probes' step that does not grow with the rate
+# closes it, a few requests a second at a time. Over that time 10.5 % of their requests
+# are refused (the median), most of them in the first half second.
+@KNOWN_GAP
+def test_two_runs_started_together_each_find_a_fair_share() -> None:
+    assert all(min(run.shares) >= 0.35 for run in two_runs_started_together())
+
+
 def test_the_ceiling_is_never_passed_whatever_the_server_says() -> None:
     sim = Simulation(RandomRefusals(0.3, seed=1))
     client = sim.add_client(rows=4000, ceiling=250, burst=5)
