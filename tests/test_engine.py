@@ -162,21 +162,6 @@ async def test_pushback_slows_the_whole_run_near_the_servers_capacity(tmp_path: 
     assert statuses[503] / sum(statuses.values()) < 0.5
 
 
-async def test_consecutive_identical_failures_trip_the_breaker(tmp_path: Path) -> None:
-    pairs = grid(images=50, tags=1)
-    server = fake(forbidden_images={i for i, _ in pairs})
-    run = await run_against(
-        server,
-        tmp_path,
-        csv_of(pairs),
-        settings(max_consecutive_failures=5, concurrency=2, rate=100.0),
-    )
-    assert run.report.aborted is not None
-    assert "HTTP 403" in run.report.aborted
-    assert 5 <= len(run.records) < len(pairs)
-    assert all(r["outcome"] == "failed" for r in run.records)
-
-
 async def test_a_refused_static_token_aborts_the_run_and_records_nothing_for_it(
     tmp_path: Path,
 ) -> None:

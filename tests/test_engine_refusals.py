@@ -71,11 +71,15 @@ async def test_one_refused_image_fails_its_rows_and_the_run_goes_on(
     assert all("not sent: the image refused row" in r["error"] for r in not_sent)
 
 
-async def test_the_breaker_still_trips_on_refusals_across_images(tmp_path: Path) -> None:
-    """Every image forbidden: that is the run pointed at the wrong project, stop it."""
+@pytest.mark.parametrize("tags_per_image", [1, 3], ids=["one-row-an-image", "several-rows"])
+async def test_the_breaker_still_trips_on_refusals_across_images(
+    tmp_path: Path, tags_per_image: int
+) -> None:
+    """Every image forbidden: that is the run pointed at the wrong project, stop it (also when
+    each image's other rows are settled without being sent)."""
     images = [image(n) for n in range(60)]
     server = FakeGlance(FakeGlanceConfig(token=TOKEN, forbidden_images=set(images)))
-    pairs = [(i, f"t{n}") for i in images for n in range(3)]
+    pairs = [(i, f"t{n}") for i in images for n in range(tags_per_image)]
     run = await run_against(
         server,
         tmp_path,
@@ -84,6 +88,8 @@ async def test_the_breaker_still_trips_on_refusals_across_images(tmp_path: Path)
     )
     assert run.report.aborted is not None
     assert "HTTP 403" in run.report.aborted
+    assert 20 <= len(run.records) < len(pairs)
+    assert all(r["outcome"] == "failed" for r in run.records)
 
 
 @pytest.mark.parametrize("tag", ["image-backup", "image", "no-image-found", "gold"])
