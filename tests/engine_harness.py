@@ -17,6 +17,7 @@ from typing import Any
 
 from bulktag.auth import StaticToken, TokenProvider
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
+from bulktag.fake.glance import FakeGlance, serve
 from bulktag.journal import JournalWriter, ResumeIndex, load_index, read_blocks
 from bulktag.model import Api, Op
 from bulktag.policy import RetryPolicy
@@ -116,3 +117,16 @@ class Harness:
             engine = self.engine(session, engine_settings, request_timeout)
             report = await engine.run(read_rows(open_text(io.BytesIO(data)), rules))
         return Outcome(report, self.records()[before:], engine)
+
+
+async def run_against(
+    server: FakeGlance,
+    workdir: Path,
+    data: bytes,
+    engine_settings: EngineSettings | None = None,
+    **run_options: Any,
+) -> Outcome:
+    """One :meth:`Harness.run`, journal in ``workdir``, against ``server`` served on a free
+    port for just that run: what most engine tests need, with a fresh fake each."""
+    async with serve(server) as url:
+        return await Harness(url, workdir / "j.jsonl").run(data, engine_settings, **run_options)

@@ -10,7 +10,7 @@ import pytest
 from bulktag.admission import Shard
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.model import Op
-from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, settings
+from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, run_against, settings
 
 
 def fake(**config: object) -> FakeGlance:
@@ -37,10 +37,7 @@ async def test_max_items_sends_that_many_then_the_next_run_goes_on(tmp_path: Pat
 
 
 async def test_max_items_that_covers_the_input_is_complete(tmp_path: Path) -> None:
-    async with serve(fake()) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(grid(images=5, tags=1)), settings(max_items=5)
-        )
+    run = await run_against(fake(), tmp_path, csv_of(grid(images=5, tags=1)), settings(max_items=5))
     assert (5, False) == (len(run.records), run.report.incomplete)
 
 
@@ -76,8 +73,7 @@ async def test_remove_deletes_tags_and_an_absent_tag_counts_as_done(tmp_path: Pa
     server.tags[image(0)] = ["keep", "drop"]
     server.tags[image(1)] = ["keep"]
     pairs = [(image(0), "drop"), (image(1), "drop"), (image(2), "drop")]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings(op=Op.REMOVE))
+    run = await run_against(server, tmp_path, csv_of(pairs), settings(op=Op.REMOVE))
     outcomes = {r["image_id"]: (r["outcome"], r["status"], r.get("op")) for r in run.records}
     assert {
         image(0): ("ok", 204, "remove"),

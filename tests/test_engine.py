@@ -15,7 +15,16 @@ from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.fake.limiters import ConcurrencyLimit
 from bulktag.journal import JournalWriter
 from bulktag.policy import RetryPolicy
-from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, outcomes, settings
+from tests.engine_harness import (
+    TOKEN,
+    Harness,
+    csv_of,
+    grid,
+    image,
+    outcomes,
+    run_against,
+    settings,
+)
 
 
 def fake(**config: object) -> FakeGlance:
@@ -27,8 +36,7 @@ async def test_every_row_ok_and_every_tag_stored_when_tags_of_one_image_come_tog
 ) -> None:
     server = fake(latency=0.005)
     pairs = grid(images=30, tags=6)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings(concurrency=16))
+    run = await run_against(server, tmp_path, csv_of(pairs), settings(concurrency=16))
     assert {"ok": len(pairs)} == outcomes(run.records)
     assert 1 == server.max_in_flight_per_image
     assert 0 == server.overlaps
@@ -53,8 +61,7 @@ async def test_without_per_image_serialization_glance_loses_tags(tmp_path: Path)
 async def test_one_image_with_many_tags_does_not_stall_the_other_images(tmp_path: Path) -> None:
     server = fake(latency=0.01)
     pairs = [(image(0), f"t{n}") for n in range(40)] + [(image(n), "x") for n in range(1, 41)]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings())
+    run = await run_against(server, tmp_path, csv_of(pairs), settings())
     assert len(pairs) == sum(r["outcome"] == "ok" for r in run.records)
     assert 1 == server.max_in_flight_per_image
     first_other = next(n for n, r in enumerate(server.requests) if r.image_id != image(0))
@@ -77,8 +84,7 @@ async def test_retryable_answers_are_retried_until_ok(
     tmp_path: Path, script: list[int | str], attempts: int
 ) -> None:
     server = fake(script={(image(0), "web"): script})
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of([(image(0), "web")]))
+    run = await run_against(server, tmp_path, csv_of([(image(0), "web")]))
     [record] = run.records
     assert ("ok", 204, attempts) == (record["outcome"], record["status"], record["attempts"])
     assert ["web"] == server.tags_of(image(0))
@@ -86,18 +92,14 @@ async def test_retryable_answers_are_retried_until_ok(
 
 async def test_a_slow_answer_times_out_and_is_retried(tmp_path: Path) -> None:
     server = fake(script={(image(0), "web"): ["slow:1.0"]})
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of([(image(0), "web")]), request_timeout=0.3
-        )
+    run = await run_against(server, tmp_path, csv_of([(image(0), "web")]), request_timeout=0.3)
     [record] = run.records
     assert ("ok", 2) == (record["outcome"], record["attempts"])
 
 
 async def test_retryable_answers_until_max_attempts_give_up(tmp_path: Path) -> None:
     server = fake(script={(image(0), "web"): [503] * 10})
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of([(image(0), "web")]))
+    run = await run_against(server, tmp_path, csv_of([(image(0), "web")]))
     [record] = run.records
     assert ("gave_up", 503, 5) == (record["outcome"], record["status"], record["attempts"])
     assert 1 == run.report.tally.problems
@@ -117,8 +119,7 @@ async def test_permanent_answers_fail_the_row_with_the_servers_words(
     tmp_path: Path, config: dict[str, object], status: int
 ) -> None:
     server = fake(**config)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of([(image(0), "web")]))
+    run = await run_against(server, tmp_path, csv_of([(image(0), "web")]))
     [record] = run.records
     assert ("failed", status) == (record["outcome"], record["status"])
     assert record["error"]
@@ -130,10 +131,9 @@ async def test_the_rate_is_a_ceiling_in_every_one_second_window(tmp_path: Path) 
     server = fake()
     rate, burst = 40.0, 2
     pairs = grid(images=70, tags=1)
-    async with serve(server) as url:
-        await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(rate=rate, burst=burst, concurrency=32)
-        )
+    await run_against(
+        server, tmp_path, csv_of(pairs), settings(rate=rate, burst=burst, concurrency=32)
+    )
     arrivals = sorted(r.at for r in server.requests)
     busiest = max(
         sum(1 for t in arrivals[n:] if t < start + 1.0) for n, start in enumerate(arrivals)
@@ -146,10 +146,12 @@ async def test_pushback_slows_the_whole_run_near_the_servers_capacity(tmp_path: 
     pairs = grid(images=120, tags=1)
     # Real back-off, not FAST_RETRY: rows must outlast the seconds it takes to find the pace.
     patient = RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=1.0)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(rate=400.0, burst=10, concurrency=16, retry=patient)
-        )
+    run = await run_against(
+        server,
+        tmp_path,
+        csv_of(pairs),
+        settings(rate=400.0, burst=10, concurrency=16, retry=patient),
+    )
     statuses = Counter(r.status for r in server.requests)
     assert len(pairs) == statuses[204]
     assert run.report.pace_cuts >= 1
@@ -160,25 +162,11 @@ async def test_pushback_slows_the_whole_run_near_the_servers_capacity(tmp_path: 
     assert statuses[503] / sum(statuses.values()) < 0.5
 
 
-async def test_consecutive_identical_failures_trip_the_breaker(tmp_path: Path) -> None:
-    pairs = grid(images=50, tags=1)
-    server = fake(forbidden_images={i for i, _ in pairs})
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(max_consecutive_failures=5, concurrency=2, rate=100.0)
-        )
-    assert run.report.aborted is not None
-    assert "HTTP 403" in run.report.aborted
-    assert 5 <= len(run.records) < len(pairs)
-    assert all(r["outcome"] == "failed" for r in run.records)
-
-
 async def test_a_refused_static_token_aborts_the_run_and_records_nothing_for_it(
     tmp_path: Path,
 ) -> None:
     server = FakeGlance(FakeGlanceConfig(token="another-token"))
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(grid(images=20, tags=1)))
+    run = await run_against(server, tmp_path, csv_of(grid(images=20, tags=1)))
     assert run.report.aborted is not None
     assert "refused" in run.report.aborted
     assert [] == run.records
@@ -277,8 +265,7 @@ async def test_invalid_rows_are_recorded_once_across_runs(tmp_path: Path) -> Non
 async def test_a_pair_repeated_in_the_input_is_sent_and_recorded_once(tmp_path: Path) -> None:
     server = fake()
     pairs = [(image(0), "a"), (image(1), "b"), (image(0), "a")]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs))
+    run = await run_against(server, tmp_path, csv_of(pairs))
     assert 2 == len(run.records)
     assert 1 == run.report.tally.skipped_duplicate
     assert 2 == sum(1 for r in server.requests if r.method == "PUT")
@@ -354,8 +341,7 @@ async def test_the_journal_has_one_record_per_row_with_the_documented_fields(
     tmp_path: Path,
 ) -> None:
     rows = [(image(n), random.Random(n).choice(["a", "b.c", "d"])) for n in range(20)]
-    async with serve(fake()) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(rows))
+    run = await run_against(fake(), tmp_path, csv_of(rows))
     fields = [
         "line",
         "image_id",
@@ -378,10 +364,7 @@ async def test_a_row_waiting_for_its_retry_holds_no_worker(tmp_path: Path) -> No
     pairs = [(image(n), "web") for n in range(20)]
     server = fake(script={(image(0), "web"): ["503+ra:1"]})
     patient = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_retry_after=5.0)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(concurrency=1, retry=patient)
-        )
+    run = await run_against(server, tmp_path, csv_of(pairs), settings(concurrency=1, retry=patient))
     assert ["ok"] * 20 == [r["outcome"] for r in run.records]
     first_settled = run.records[0]
     assert image(0) != first_settled["image_id"]  # another row was done while it waited
@@ -393,10 +376,9 @@ async def test_retries_never_pass_concurrency(tmp_path: Path) -> None:
     pairs = [(image(n), "web") for n in range(60)]
     server = fake(fail_503=0.3, seed=11)
     stubborn = RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.05)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(concurrency=4, retry=stubborn)
-        )
+    run = await run_against(
+        server, tmp_path, csv_of(pairs), settings(concurrency=4, retry=stubborn)
+    )
     assert ["ok"] * 60 == [r["outcome"] for r in run.records]
     assert server.max_in_flight <= 4
     assert 0 == server.overlaps  # one request per image, retries included
@@ -408,10 +390,7 @@ async def test_a_limit_on_requests_in_service_is_found_and_kept_to(tmp_path: Pat
     once found never has more than 6 on the wire (a probe aside, which adds one)."""
     server = fake(limiter=ConcurrencyLimit(6, 0.02))
     pairs = grid(images=600, tags=1)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(rate=2000.0, concurrency=32)
-        )
+    run = await run_against(server, tmp_path, csv_of(pairs), settings(rate=2000.0, concurrency=32))
     assert {"ok": len(pairs)} == outcomes(run.records)
     assert 6 == run.report.pacing.get("in_flight_cap"), run.report.pacing
     assert 6 == run.engine.pacer.in_flight.found
@@ -424,10 +403,9 @@ async def test_a_flaky_backend_burns_no_row_as_gave_up(tmp_path: Path) -> None:
     server = fake(fail_503=0.5, seed=3)
     pairs = grid(images=400, tags=1)
     quick = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(rate=400.0, concurrency=16, retry=quick)
-        )
+    run = await run_against(
+        server, tmp_path, csv_of(pairs), settings(rate=400.0, concurrency=16, retry=quick)
+    )
     counted = outcomes(run.records)
     assert len(pairs) == counted["ok"] + counted["gave_up"]
     # Rows may give up in the first second, before the pacer has found out: 22-34 of 400 in

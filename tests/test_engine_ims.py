@@ -20,7 +20,7 @@ from bulktag.model import Op
 from bulktag.pacing import Signal
 from bulktag.policy import RetryPolicy
 from bulktag.source import ims_rules
-from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv, outcomes
+from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv, outcomes, run_against
 
 
 def fake(**config: Any) -> FakeIms:
@@ -42,8 +42,7 @@ async def test_an_images_tags_go_in_one_request_and_every_row_gets_its_own_recor
 ) -> None:
     server = fake(latency=0.005)
     rows = kv_grid(images=30, tags=6)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    run = await run_against(server, tmp_path, kv_csv(rows), ims_settings())
     assert {"ok": len(rows)} == outcomes(run.records)
     assert [6] * 30 == server.batch_sizes  # one request per image
     assert 30 == run.report.tally.attempts
@@ -60,8 +59,7 @@ async def test_an_images_tags_go_in_one_request_and_every_row_gets_its_own_recor
 async def test_never_more_than_ten_tags_in_one_call(tmp_path: Path) -> None:
     server = fake(max_tags=100)  # a region that lets an image hold more than ten
     rows = kv_grid(images=3, tags=25)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    run = await run_against(server, tmp_path, kv_csv(rows), ims_settings())
     assert {"ok": 75} == outcomes(run.records)
     assert [[10, 10, 5]] * 3 == [sizes(server, image(n)) for n in range(3)]
     assert all(len(server.kv_of(image(n))) == 25 for n in range(3))
@@ -69,10 +67,9 @@ async def test_never_more_than_ten_tags_in_one_call(tmp_path: Path) -> None:
 
 async def test_tags_per_call_is_a_setting(tmp_path: Path) -> None:
     server = fake()
-    async with serve(server) as url:
-        await Harness(url, tmp_path / "j.jsonl").run(
-            kv_csv(kv_grid(images=2, tags=7)), ims_settings(batch_size=3)
-        )
+    await run_against(
+        server, tmp_path, kv_csv(kv_grid(images=2, tags=7)), ims_settings(batch_size=3)
+    )
     assert [[3, 3, 1]] * 2 == [sizes(server, image(n)) for n in range(2)]
 
 
@@ -84,8 +81,7 @@ async def test_an_image_that_would_pass_ten_tags_fails_only_the_rows_that_do_not
     server = fake()
     server.kv[image(0)] = {f"old{n}": "x" for n in range(8)}
     rows = [(image(0), f"new{n}", "v") for n in range(4)]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    run = await run_against(server, tmp_path, kv_csv(rows), ims_settings())
     by_key = {r["tag"]: r for r in run.records}
     assert ["ok", "ok", "failed", "failed"] == [by_key[f"new{n}"]["outcome"] for n in range(4)]
     assert "at most 10 tags" in by_key["new2"]["error"]
@@ -116,8 +112,7 @@ async def test_one_key_set_twice_in_one_input_goes_in_two_requests_in_input_orde
 ) -> None:
     server = fake()
     rows = [(image(0), "env", "a"), (image(0), "team", "x"), (image(0), "env", "b")]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    run = await run_against(server, tmp_path, kv_csv(rows), ims_settings())
     assert {"ok": 3} == outcomes(run.records)
     assert [("env", "team"), ("env",)] == [call.keys for call in server.calls]
     assert {"env": "b", "team": "x"} == server.kv_of(image(0))
@@ -137,8 +132,7 @@ async def test_rows_outside_the_ims_limits_are_invalid_and_never_sent(
 ) -> None:
     server = fake()
     data = kv_csv([(image(0), "env", "prod")]) + (row + "\n").encode()
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(data, ims_settings())
+    run = await run_against(server, tmp_path, data, ims_settings())
     invalid = [r for r in run.records if r["outcome"] == "invalid"]
     assert 1 == len(invalid)
     assert error in invalid[0]["error"]
@@ -148,12 +142,13 @@ async def test_rows_outside_the_ims_limits_are_invalid_and_never_sent(
 
 async def test_the_relaxed_charset_lets_wider_keys_through(tmp_path: Path) -> None:
     server = fake()
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            kv_csv([(image(0), "app.tier", "web:1")]),
-            ims_settings(),
-            rules=ims_rules(charset="relaxed"),
-        )
+    run = await run_against(
+        server,
+        tmp_path,
+        kv_csv([(image(0), "app.tier", "web:1")]),
+        ims_settings(),
+        rules=ims_rules(charset="relaxed"),
+    )
     assert {"ok": 1} == outcomes(run.records)
     assert {"app.tier": "web:1"} == server.kv_of(image(0))
 
@@ -209,8 +204,7 @@ async def test_remove_deletes_keys_and_a_missing_tag_is_done(tmp_path: Path) -> 
         (image(0), "gone", None),  # not there: deleting it succeeds
         (image(1), "env", None),
     ]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings(op=Op.REMOVE))
+    run = await run_against(server, tmp_path, kv_csv(rows), ims_settings(op=Op.REMOVE))
     assert {"ok": 4} == outcomes(run.records)
     assert {"keep": "1"} == server.kv_of(image(0))
     assert {} == server.kv_of(image(1))
@@ -222,19 +216,15 @@ async def test_remove_deletes_keys_and_a_missing_tag_is_done(tmp_path: Path) -> 
 async def test_removing_from_an_unknown_image_fails(tmp_path: Path) -> None:
     """IMS's delete is idempotent for tags, so a 404 names the image: not done."""
     server = fake(known_images=set())
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            kv_csv([(image(0), "env", None)]), ims_settings(op=Op.REMOVE)
-        )
+    run = await run_against(
+        server, tmp_path, kv_csv([(image(0), "env", None)]), ims_settings(op=Op.REMOVE)
+    )
     assert [("failed", 404)] == [(r["outcome"], r["status"]) for r in run.records]
 
 
 async def test_retryable_answers_retry_the_whole_batch(tmp_path: Path) -> None:
     server = fake(script={(image(0), "k0"): [503, "429+ra:0", "drop"]})
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            kv_csv(kv_grid(images=1, tags=3)), ims_settings()
-        )
+    run = await run_against(server, tmp_path, kv_csv(kv_grid(images=1, tags=3)), ims_settings())
     assert {(204, 4)} == {(r["status"], r["attempts"]) for r in run.records}
     assert {"ok": 3} == outcomes(run.records)
 
@@ -289,10 +279,9 @@ async def test_without_per_image_serialization_ims_loses_tags_too(tmp_path: Path
     batches one at a time is what keeps every tag."""
     server = fake(latency=0.01)
     rows = kv_grid(images=5, tags=6)
-    async with serve(server) as url:
-        await Harness(url, tmp_path / "j.jsonl").run(
-            kv_csv(rows), ims_settings(serialize_images=False, batch_size=1)
-        )
+    await run_against(
+        server, tmp_path, kv_csv(rows), ims_settings(serialize_images=False, batch_size=1)
+    )
     assert server.overlaps > 0
     assert sum(len(server.kv_of(image(n))) for n in range(5)) < len(rows)
 
@@ -382,8 +371,7 @@ async def test_a_key_set_twice_in_one_window_ends_with_the_later_rows_value(
     for n, (key, value) in enumerate(ours):
         rows += [(image(0), key, value), (image(1), f"k{n}", "x"), (image(2 + n), "k", "y")]
     server = fake()
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(kv_csv(rows), ims_settings())
+    run = await run_against(server, tmp_path, kv_csv(rows), ims_settings())
     assert expected == server.kv_of(image(0))
     assert {"ok": len(rows)} == outcomes(run.records)
     for call in server.calls:

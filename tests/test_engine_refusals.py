@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
+from bulktag.fake.glance import FakeGlance, FakeGlanceConfig
 from bulktag.model import Op
-from tests.engine_harness import TOKEN, Harness, csv_of, image, settings
+from tests.engine_harness import TOKEN, csv_of, image, run_against, settings
 
 FULL = image(0)  # at its tag quota, or forbidden, or unknown: every row of it is refused
 OTHERS = [image(n) for n in range(1, 31)]
@@ -54,10 +54,12 @@ async def test_one_refused_image_fails_its_rows_and_the_run_goes_on(
         pytest.skip("removing never meets the quota")
     server = _server(refusal)
     pairs = _pairs(order)
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(max_consecutive_failures=100, concurrency=4, op=op)
-        )
+    run = await run_against(
+        server,
+        tmp_path,
+        csv_of(pairs),
+        settings(max_consecutive_failures=100, concurrency=4, op=op),
+    )
     assert run.report.aborted is None, run.report.aborted
     outcomes = Counter((r["image_id"] == FULL, r["outcome"]) for r in run.records)
     assert {(True, "failed"): 150, (False, "ok"): len(OTHERS)} == dict(outcomes)
@@ -69,17 +71,25 @@ async def test_one_refused_image_fails_its_rows_and_the_run_goes_on(
     assert all("not sent: the image refused row" in r["error"] for r in not_sent)
 
 
-async def test_the_breaker_still_trips_on_refusals_across_images(tmp_path: Path) -> None:
-    """Every image forbidden: that is the run pointed at the wrong project, stop it."""
+@pytest.mark.parametrize("tags_per_image", [1, 3], ids=["one-row-an-image", "several-rows"])
+async def test_the_breaker_still_trips_on_refusals_across_images(
+    tmp_path: Path, tags_per_image: int
+) -> None:
+    """Every image forbidden: that is the run pointed at the wrong project, stop it (also when
+    each image's other rows are settled without being sent)."""
     images = [image(n) for n in range(60)]
     server = FakeGlance(FakeGlanceConfig(token=TOKEN, forbidden_images=set(images)))
-    pairs = [(i, f"t{n}") for i in images for n in range(3)]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(
-            csv_of(pairs), settings(max_consecutive_failures=20, concurrency=2, rate=500.0)
-        )
+    pairs = [(i, f"t{n}") for i in images for n in range(tags_per_image)]
+    run = await run_against(
+        server,
+        tmp_path,
+        csv_of(pairs),
+        settings(max_consecutive_failures=20, concurrency=2, rate=500.0),
+    )
     assert run.report.aborted is not None
     assert "HTTP 403" in run.report.aborted
+    assert 20 <= len(run.records) < len(pairs)
+    assert all(r["outcome"] == "failed" for r in run.records)
 
 
 @pytest.mark.parametrize("tag", ["image-backup", "image", "no-image-found", "gold"])
@@ -89,8 +99,7 @@ async def test_removing_an_absent_tag_named_like_an_image_is_done(tmp_path: Path
     known = [image(n) for n in range(1, 4)]
     server = FakeGlance(FakeGlanceConfig(token=TOKEN, known_images=set(known)))
     pairs = [(i, tag) for i in [*known, image(99)]]
-    async with serve(server) as url:
-        run = await Harness(url, tmp_path / "j.jsonl").run(csv_of(pairs), settings(op=Op.REMOVE))
+    run = await run_against(server, tmp_path, csv_of(pairs), settings(op=Op.REMOVE))
     outcomes = {r["image_id"]: (r["outcome"], r["status"]) for r in run.records}
     assert {**dict.fromkeys(known, ("ok", 404)), image(99): ("failed", 404)} == outcomes
     assert [] == [r for r in server.requests if r.method == "GET"], "Glance's words sufficed"
