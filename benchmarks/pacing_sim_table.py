@@ -33,7 +33,12 @@ from bulktag.fake.limiters import (
     TokenBucket,
 )
 from tests.pacing_sim import Client, Simulation
-from tests.test_pacing_sim import LATE, TwoRuns, two_runs, two_runs_started_together
+from tests.test_pacing_sim import (
+    TwoRuns,
+    two_runs,
+    two_runs_after_two_minutes,
+    two_runs_started_together,
+)
 
 SEEDS = range(3)
 SPREADS = (0.0, 0.02)
@@ -130,23 +135,6 @@ def two_rows(name: str, runs: list[TwoRuns]) -> None:
         f"90th percentile {refused[-(len(refused) // 10) - 1]:.1%}, worst {refused[-1]:.1%}, "
         f"over 10 % in {sum(r > 0.1 for r in refused)}"
     )
-
-
-def two_runs_after_two_minutes() -> list[TwoRuns]:
-    """Two long runs on one 200/s bucket, the second 0, 0.5 or 3 s after the first, judged
-    from 100 to 120 s: does a split, or a flood, that formed early last (24 runs)?"""
-    found = []
-    for offset in (0.0, 0.5, 3.0):
-        for seed in range(8):
-            sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed >= 4 else 0.0)
-            first = sim.add_client(rows=40000, ceiling=600)
-            second = sim.add_client(rows=40000, ceiling=600, start=offset)
-            sim.run(offset + 120.0)
-            start, end = offset + 100.0, offset + 120.0
-            accepted = [client.goodput(start, end) for client in (first, second)]
-            sent = sum(client.sent_rate(start, end) for client in (first, second))
-            found.append(TwoRuns((accepted[0] / 200, accepted[1] / 200), 1 - sum(accepted) / sent))
-    return found
 
 
 if __name__ == "__main__":

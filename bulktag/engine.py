@@ -189,7 +189,12 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         pacer = Pacer(
-            settings.rate, settings.pacing, clock=clock, sleep=sleep, burst=settings.burst
+            settings.rate,
+            settings.pacing,
+            clock=clock,
+            sleep=sleep,
+            burst=settings.burst,
+            wall_clock=wall,
         )
         # Glance answers 404 to removing an absent tag; IMS's batch delete answers 204, so an
         # IMS 404 always means the image (or the project) is unknown.

@@ -30,7 +30,8 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     half the way back to it (a binary search, as in BIC-TCP);
                  │     with p > 0, a probe is confirmed only if more got in
                  │     every 10 s with p > 0: dip under what gets in (to half at most) for a
-                 │     window; f fell → a limit was hiding in p: p := f, pace under what got in
+                 │     window, on the wall clock's marks (runs sharing a limit dip together);
+                 │     f fell → a limit was hiding in p: p := f, pace under what got in
                  ├─ over half refused, beyond doubt, before the window is out (a pace over
                  │     twice the cloud's): straight under what got in since the first refusal
                  │     (a limiter's burst before it is not capacity), no experiment needed
@@ -202,8 +203,12 @@ class PaceController:
     share the experiment found not to depend on the rate.
     """
 
-    def __init__(self, ceiling: float, policy: PacingPolicy, now: float) -> None:
+    def __init__(
+        self, ceiling: float, policy: PacingPolicy, now: float, *, wall_offset: float = 0.0
+    ) -> None:
         self.policy = policy
+        # The wall clock minus ``now``'s clock: processes share the one, not the other.
+        self.wall_offset = wall_offset
         self.ceiling = ceiling
         self.rate = ceiling
         self.good = ceiling
@@ -612,8 +617,7 @@ class PaceController:
         if self.mode is Mode.TESTING:
             self._tested_clean(now, share, answers)
             return
-        recheck_due = now - self._checked_at >= self.policy.recheck_every
-        if self.independent and recheck_due and self._first_tries:
+        if self.independent and self._recheck_due(now) and self._first_tries:
             self._dip(now, share)
             return
         if self.independent and self.rate <= self.good and self._first_tries:
@@ -627,6 +631,18 @@ class PaceController:
             self._set_rate(now, min(self.good, 2.0 * self.rate))
         elif self.rate < self.ceiling and now - self.changed_at >= self._probe_every():
             self._probe(now)
+
+    def _recheck_due(self, now: float) -> bool:
+        """A dip is due at each mark of the wall clock every ``recheck_every`` seconds (half a
+        period after the last at least). On the marks, not a period after this run's last dip:
+        where two runs share a limit that either one alone fills, a dip of one is filled by the
+        other and shows nothing, so each takes the limit for refusals that are not about the
+        rate and neither slows down. Dipping together, they see the share fall."""
+        every = self.policy.recheck_every
+        if now - self._checked_at < every / 2:
+            return False
+        mark = math.floor((now + self.wall_offset) / every)
+        return mark > math.floor((self._checked_at + self.wall_offset) / every)
 
     def _probe_every(self) -> float:
         """Seconds at a pace before the next probe: a horizon, or long enough for
@@ -939,13 +955,18 @@ class Pacer:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         *,
         burst: int = 1,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
+        """``wall_clock``: a clock other processes share (``time.time``), if the pacer is to
+        time its checks by it, as runs sharing a limit need (see PaceController._recheck_due);
+        else ``clock`` is taken as shared (the simulator's clients have one)."""
         if burst < 1:
             raise ValueError(f"a burst is at least one request, not {burst}")
         self._clock = clock
         self._sleep = sleep
         now = clock()
-        self.control = PaceController(ceiling, policy or PacingPolicy(), now)
+        offset = wall_clock() - now if wall_clock else 0.0
+        self.control = PaceController(ceiling, policy or PacingPolicy(), now, wall_offset=offset)
         self._interval = 1.0 / ceiling  # between slots at the ceiling
         # How early a caller may go, unthrottled; plus a nanosecond, so that float rounding in
         # the slot sums cannot refuse the last request of a burst.

@@ -248,7 +248,7 @@ class Verifier(AttemptLoop[_Reading, ImageRead | None]):
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        pacer = Pacer(settings.rate, burst=settings.burst)
+        pacer = Pacer(settings.rate, burst=settings.burst, wall_clock=wall)
         super().__init__(pacer, tokens, settings.retry, wall=wall, rng=rng or random.Random())
         self.tally = VerifyTally()
         self._reader = reader

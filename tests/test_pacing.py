@@ -129,6 +129,27 @@ def test_a_share_that_does_not_fall_with_the_rate_is_learned_and_the_rate_goes_b
     assert not control.rate_related
 
 
+def _first_dip(control: PaceController, now: float, until: float) -> float:
+    """Answers at the pace with 30 % refused at any rate until the controller dips under it
+    to check that share (RECHECKING); returns when, on its own clock."""
+    while control.mode is not Mode.RECHECKING:
+        assert now < until, "no dip"
+        now = answers(control, now, 0.25, control.rate, refused=0.3)
+    return now
+
+
+def test_runs_that_started_apart_dip_together_on_the_wall_clocks_marks() -> None:
+    """Two runs sharing a limit that either alone fills: a dip by one is filled by the other,
+    so the dips must coincide. Started 2.5 s apart, one on a clock 500 s behind the wall."""
+    first = PaceController(300.0, POLICY, 1003.7)  # its clock is the wall clock
+    second = PaceController(300.0, POLICY, 501.2, wall_offset=500.0)  # started at 1001.2
+    first_dip = _first_dip(first, 1003.7, 1040.0)
+    second_dip = _first_dip(second, 501.2, 540.0) + 500.0
+    assert 0.3 == pytest.approx(first.independent, abs=0.05)  # the share was learned first
+    assert 1010.0 <= first_dip < 1010.5
+    assert 1010.0 <= second_dip < 1010.5
+
+
 def test_going_back_up_without_more_getting_in_is_a_limit_after_all() -> None:
     """The share looked steady while the rate fell (a limit moved during the test); back at
     the old rate, no more got in than at the tested one: a limit, paced under."""
