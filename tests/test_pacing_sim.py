@@ -254,18 +254,31 @@ class TwoRuns:
     shares: tuple[float, float]  # each run's goodput ÷ capacity while both run
     refused: float  # refused share of both runs' requests meanwhile
 
+    @classmethod
+    def judged(cls, clients: list[Client], start: float, end: float) -> TwoRuns:
+        """Two runs on one 200/s limit, from ``start`` to ``end``."""
+        accepted = [client.goodput(start, end) for client in clients]
+        sent = sum(client.sent_rate(start, end) for client in clients)
+        return cls((accepted[0] / 200, accepted[1] / 200), 1.0 - sum(accepted) / sent)
 
-def _two_runs(seed: int, offset: float) -> TwoRuns:
-    """Two runs on one 200/s bucket, the second starting ``offset`` s after the first, over
-    17 s from 5 s after the second began. Seeds 8-15 answer late (see LATE)."""
-    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed >= 8 else 0.0)
-    first = sim.add_client(rows=5000, ceiling=600)
-    second = sim.add_client(rows=5000, ceiling=600, start=offset)
-    sim.run(offset + 22.0)
-    start, end = offset + 5.0, offset + 22.0
-    accepted = [client.goodput(start, end) for client in (first, second)]
-    sent = sum(client.sent_rate(start, end) for client in (first, second))
-    return TwoRuns((accepted[0] / 200, accepted[1] / 200), 1.0 - sum(accepted) / sent)
+
+def _two_runs(
+    seed: int,
+    offset: float,
+    *,
+    rows: int = 5000,
+    late_from: int = 8,
+    judged: float = 5.0,
+    until: float = 22.0,
+) -> TwoRuns:
+    """Two runs on one 200/s bucket, the second starting ``offset`` s after the first, judged
+    from ``judged`` s after the second began to ``until``. Seeds from ``late_from`` on answer
+    late (see LATE)."""
+    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed >= late_from else 0.0)
+    first = sim.add_client(rows=rows, ceiling=600)
+    second = sim.add_client(rows=rows, ceiling=600, start=offset)
+    sim.run(offset + until)
+    return TwoRuns.judged([first, second], offset + judged, offset + until)
 
 
 @cache
@@ -320,28 +333,18 @@ def _started_together(seed: int, latency: float, spread: float) -> TwoRuns:
     sim = Simulation(TokenBucket(200, 20), seed=seed, spread=spread, latency=latency)
     clients = [sim.add_client(rows=800, ceiling=600) for _ in range(2)]
     sim.run(60.0)
-    end = min(client.end for client in clients)
-    accepted = [client.goodput(0.0, end) for client in clients]
-    sent = sum(client.sent_rate(0.0, end) for client in clients)
-    return TwoRuns((accepted[0] / 200, accepted[1] / 200), 1.0 - sum(accepted) / sent)
+    return TwoRuns.judged(clients, 0.0, min(client.end for client in clients))
 
 
 @cache
 def two_runs_after_two_minutes() -> list[TwoRuns]:
     """Two long runs on one 200/s bucket, the second 0, 0.5 or 3 s after the first, judged
     from 100 to 120 s: does a split, or a flood, that formed early last? 24 runs."""
-    return [_two_runs_late(seed, offset) for offset in (0.0, 0.5, 3.0) for seed in range(8)]
-
-
-def _two_runs_late(seed: int, offset: float) -> TwoRuns:
-    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed >= 4 else 0.0)
-    first = sim.add_client(rows=40000, ceiling=600)
-    second = sim.add_client(rows=40000, ceiling=600, start=offset)
-    sim.run(offset + 120.0)
-    start, end = offset + 100.0, offset + 120.0
-    accepted = [client.goodput(start, end) for client in (first, second)]
-    sent = sum(client.sent_rate(start, end) for client in (first, second))
-    return TwoRuns((accepted[0] / 200, accepted[1] / 200), 1.0 - sum(accepted) / sent)
+    return [
+        _two_runs(seed, offset, rows=40000, late_from=4, judged=100.0, until=120.0)
+        for offset in (0.0, 0.5, 3.0)
+        for seed in range(8)
+    ]
 
 
 def test_two_runs_that_flood_a_limit_stop_within_two_minutes() -> None:
