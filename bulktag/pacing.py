@@ -177,9 +177,9 @@ class _Window:
             if signal is Signal.ACCEPTED:
                 self.later_got_in += 1
                 self.later_accepted_sent = max(self.later_accepted_sent, sent_at)
-            if fresh:
+            if fresh:  # failures say nothing of the rate, as in the window's own share
                 self.later_accepted += signal is Signal.ACCEPTED
-                self.later_refused += signal is not Signal.ACCEPTED
+                self.later_refused += signal is Signal.REFUSED
 
     def later_share(self) -> tuple[float, int]:
         """The refused share of answers to requests sent after the first refused one."""

@@ -103,6 +103,19 @@ def test_a_pace_over_twice_what_gets_in_goes_under_it_before_the_window_ends() -
     assert 0.95 * 200 * 0.9 <= control.rate <= 200.0
 
 
+def test_failures_after_a_refusal_are_not_read_as_a_pace_over_twice_the_clouds() -> None:
+    """502s and timeouts say nothing of the rate: after one refusal, three failures to every
+    accepted answer are not "over half refused", and no early cut follows."""
+    control = PaceController(1000.0, POLICY, T)
+    now = answers(control, T, 0.005, 1000.0, refused=0.0)
+    control.observe(now, now, Signal.REFUSED)
+    for n in range(48):
+        now += 0.001
+        signal = Signal.ACCEPTED if n % 4 == 3 else Signal.FAILED
+        control.observe(now, now, signal)
+    assert (Mode.CRUISE, 1000.0) == (control.mode, control.rate)
+
+
 def test_a_cut_that_makes_the_refusals_stop_confirms_a_capacity() -> None:
     control = PaceController(400.0, POLICY, T)
     now = answers(control, T, 0.3, 400.0, refused=0.5)  # 200 of 400/s got in

@@ -350,7 +350,7 @@ def two_runs_after_two_minutes() -> list[TwoRuns]:
 def test_two_runs_that_flood_a_limit_stop_within_two_minutes() -> None:
     """Each takes the limit, which the other alone fills, for refusals that are not about
     the rate. Their dips, on the same marks of the clock, show it: in 4 of these 24 the two
-    still refused 33-81 % of their requests after 100 s when each dipped on its own timer."""
+    still refused 51-81 % of their requests after 100 s when each dipped on its own timer."""
     assert all(run.refused <= 0.10 for run in two_runs_after_two_minutes())
 
 
