@@ -95,7 +95,8 @@ class PacingPolicy:
     window_answers: int = 8  # …and holds at least this many answers…
     window_max: float = 1.0  # …unless this much time passed first
     test_answers: int = 32  # answers a window after a cut needs: the experiment's sample
-    quick_refusals: int = 5  # this many refusals and nothing accepted end a window at once
+    quick_refusals: int = 5  # this many refusals and nothing accepted end a window at once…
+    guessed_share: float = 0.8  # …or as many as this share makes unlikely, on a first resume
     horizon: float = 1.0  # accepted/s is measured over at least this (a fixed window's period)
     margin: float = 0.05  # refused share above the rate-independent one that means overload
     below: float = 0.95  # pace this far under the accepted rate
@@ -438,10 +439,26 @@ class PaceController:
         share = max(self.independent, self._last_share)
         if before >= self.policy.window_answers:
             share = max(share, (window.fresh_refused - streak) / before)
+        if self._resumed_on_a_guess():
+            share = max(share, self.policy.guessed_share)
         share = min(share, 0.9)
         if share <= 0.0:
             return self.policy.quick_refusals
         return max(self.policy.quick_refusals, math.ceil(math.log(1e-4) / math.log(share)))
+
+    def _resumed_on_a_guess(self) -> bool:
+        """Resumed after the run's first hold-back, with less than a window got in since: the
+        pace resumed is a guess from the run's first tenth of a second, and the share before
+        a streak is unknown. Read as if ``guessed_share`` were refused (what such a start
+        shows), a short streak is luck. Two runs started together on one limit see 80 %
+        refused at first: one that held back again on five in a row, to a quarter of its
+        pace, left the other the whole limit, and every cut after kept that split. A quota
+        spent again is still read at once: it comes after a window's worth got in."""
+        return (
+            self.cuts == 1
+            and self._resumed_at > self._started
+            and self.accepted_total - self._resumed_total < self.policy.window_answers
+        )
 
     def _remember(self, now: float) -> None:
         history = self._history
@@ -849,7 +866,11 @@ class PaceController:
             answered = window.accepted + window.refused
             got_in = window.accepted / answered if answered else 1.0
             return 0.25 * self._resume if soon else self.rate * max(got_in, 0.25)
-        full = self.cuts > 0
+        # Over a full horizon once the run is that old: a limiter that counts per second (a
+        # fixed or a sliding window) is read right over no less. Before, over the run so far:
+        # a horizon mostly from before the first request reads a fraction of what got in (a
+        # run spent twice in its first 0.2 s, sharing a limit, got 110/s in and read 21/s).
+        full = self.cuts > 0 and now - self._started >= self._horizon()
         pace = self.admitted_rate(self.last_accepted, full=full) * self.policy.below
         return max(pace, 0.25 * self._resume) if soon else pace
 

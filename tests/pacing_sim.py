@@ -88,6 +88,7 @@ class Simulation:
         *,
         latency: float = 0.005,
         spread: float = 0.0,
+        uplink: float = 0.0,
         retry: RetryPolicy | None = None,
         seed: int = 0,
     ) -> None:
@@ -97,6 +98,10 @@ class Simulation:
         # answers come back late and out of order (requests still in flight when the pace
         # changes are answered after it changed).
         self.spread = spread
+        # Requests reach the server up to this long after they leave (uniformly): a real
+        # sender's event loop and network never deliver on a grid. Two runs paced on perfect
+        # grids lock phases with a bucket's refills, one landing just after each, every time.
+        self.uplink = uplink
         self.retry = retry or RetryPolicy()
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -168,13 +173,22 @@ class Simulation:
             self._send(client, client.gate.popleft(), pacer.level)
 
     def _send(self, client: Client, item: tuple[int, int, int], level: int) -> None:
-        row, counted, made = item
         sent_at = self.now
         client.requests += 1
         _bump(client.sent_bins, sent_at)
         client.allowed[int(sent_at / BIN)] = client.pacer.rate
-        verdict = self.model.arrive(sent_at, f"{client.name}-{row}")
-        done = sent_at + self.latency + verdict.latency
+        if self.uplink:
+            arrival = sent_at + self.rng.uniform(0.0, self.uplink)
+            self.at(arrival, lambda: self._arrive(client, item, sent_at, level))
+        else:
+            self._arrive(client, item, sent_at, level)
+
+    def _arrive(
+        self, client: Client, item: tuple[int, int, int], sent_at: float, level: int
+    ) -> None:
+        row, counted, made = item
+        verdict = self.model.arrive(self.now, f"{client.name}-{row}")
+        done = self.now + self.latency + verdict.latency
         if verdict.accepted:  # the server is done with it then, however late the answer is
             self.at(done, lambda: self.model.leave(done))
         if self.spread:

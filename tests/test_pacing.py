@@ -206,10 +206,67 @@ def test_refusals_of_requests_sent_before_the_pace_resumed_do_not_hold_it_back_a
     for n in range(4 * POLICY.quick_refusals):  # sent before the resume, answered after it
         control.observe(resumed_at + 0.001 * (n + 1), resumed_at - 0.005, Signal.REFUSED)
     assert (Mode.CRUISE, resumed) == (control.mode, control.rate)
-    for n in range(POLICY.quick_refusals):  # sent after it: evidence again
+    for n in range(45):  # sent after it: evidence again (as many as a first resume needs)
         sent = resumed_at + 0.05 + n * 0.001
         control.observe(sent, sent, Signal.REFUSED)
     assert Mode.HELD_BACK == control.mode
+
+
+def held_back_at_once(control: PaceController) -> float:
+    """A run's first answers: one accepted, then a streak; held back, it resumes at once on
+    an accepted answer. Returns when it resumed."""
+    control.begin(T)
+    for n, signal in enumerate([Signal.ACCEPTED] + [Signal.REFUSED] * POLICY.quick_refusals):
+        control.observe(T + 0.02 + n * 0.001, T + 0.001 * n, signal)
+    assert Mode.HELD_BACK == control.mode
+    control.observe(T + 0.05, T + 0.045, Signal.ACCEPTED)
+    assert Mode.CRUISE == control.mode
+    return T + 0.05
+
+
+@pytest.mark.parametrize(
+    ("got_in", "streak", "held_back"),
+    [
+        pytest.param(0, 10, False, id="ten-refused-at-once-are-luck"),
+        pytest.param(0, 45, True, id="forty-five-are-not"),
+        pytest.param(POLICY.window_answers, POLICY.quick_refusals, True,
+                     id="after-a-window-got-in-five-are-a-quota-spent-again"),
+    ],
+)  # fmt: skip
+def test_right_after_a_first_resume_a_short_streak_is_luck(
+    got_in: int, streak: int, held_back: bool
+) -> None:
+    """The first resume's pace is a guess from the run's first tenth of a second. Two runs
+    started together on one limit see 80 % refused then: five in a row are common, and one
+    that held back again, to a quarter, left the other the whole limit for the rest of the
+    run. A fixed window spent again comes after a window's worth got in: read at once."""
+    control = PaceController(1000.0, POLICY, T)
+    now = held_back_at_once(control)
+    for n in range(got_in):
+        control.observe(now + 0.002 * n, now + 0.002 * n, Signal.ACCEPTED)
+    now += 0.002 * got_in
+    for n in range(streak):
+        control.observe(now + 0.002 * n, now + 0.002 * n, Signal.REFUSED)
+    assert held_back == (Mode.HELD_BACK == control.mode)
+
+
+def test_spent_again_in_a_runs_first_second_it_resumes_at_what_got_in_so_far() -> None:
+    """Spent again 0.13 s after its first request, with 22 got in: over a full second that
+    reads 22/s, and the run resumed at a quarter of its pace (62/s) where it had got 169/s in;
+    sharing a limit with a run that did not hold back, it kept that share. Over the time it
+    has run, it resumes near what got in."""
+    control = PaceController(1000.0, POLICY, T)
+    now = held_back_at_once(control)
+    assert 250.0 == pytest.approx(control.rate)  # one of six got in: a quarter, at least
+    for n in range(20):
+        control.observe(now + 0.004 * n, now + 0.004 * n, Signal.ACCEPTED)
+    now += 0.08
+    for n in range(POLICY.quick_refusals):
+        control.observe(now + 0.001 * n, now + 0.001 * n, Signal.REFUSED)
+    assert Mode.HELD_BACK == control.mode
+    control.observe(now + 0.1, now + 0.095, Signal.ACCEPTED)
+    got_in = 22 / (now - 0.004 - T)
+    assert 0.9 * got_in <= control.rate <= 250.0
 
 
 def test_nothing_accepted_for_a_while_is_an_outage_probed_once_a_second() -> None:
