@@ -37,6 +37,7 @@ from tests.test_pacing_sim import (
     TwoRuns,
     two_runs,
     two_runs_after_two_minutes,
+    two_runs_started_50_ms_apart,
     two_runs_started_together,
 )
 
@@ -118,6 +119,7 @@ def main() -> None:
     print(f"{'20% of rows refused 3 times':30s} {min(sent):.0%}-{max(sent):.0%} of the asked rate")
     two_rows("two runs", two_runs())
     two_rows("two runs started together", two_runs_started_together())
+    two_rows("two runs started 50 ms apart", two_runs_started_50_ms_apart())
     two_rows("two runs, 100-120 s", two_runs_after_two_minutes())
 
 

@@ -332,11 +332,28 @@ def two_runs_started_together() -> list[TwoRuns]:
     ]
 
 
-def _started_together(seed: int, latency: float, spread: float, uplink: float) -> TwoRuns:
+def _started_together(
+    seed: int, latency: float, spread: float, uplink: float, second_at: float = 0.0
+) -> TwoRuns:
     sim = Simulation(TokenBucket(200, 20), seed=seed, spread=spread, latency=latency, uplink=uplink)
-    clients = [sim.add_client(rows=800, ceiling=600) for _ in range(2)]
+    clients = [
+        sim.add_client(rows=800, ceiling=600),
+        sim.add_client(rows=800, ceiling=600, start=second_at),
+    ]
     sim.run(60.0)
-    return TwoRuns.judged(clients, 0.0, min(client.end for client in clients))
+    return TwoRuns.judged(clients, second_at, min(client.end for client in clients))
+
+
+@cache
+def two_runs_started_50_ms_apart() -> list[TwoRuns]:
+    """As two processes started together really begin: one 50 ms after the other (their
+    start-up and journal checks differ by that much), requests off the grid. 48 runs."""
+    return [
+        _started_together(seed, latency, spread, 0.002, second_at=0.05)
+        for latency in (0.005, 0.03)
+        for spread in (0.0, LATE)
+        for seed in range(12)
+    ]
 
 
 @cache
@@ -377,6 +394,17 @@ def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
 @KNOWN_GAP
 def test_two_runs_started_together_each_find_a_fair_share() -> None:
     assert all(min(run.shares) >= 0.35 for run in two_runs_started_together())
+
+
+# 50 ms apart, the smaller share is under 35 % in 25 of 48, about as often as in real time
+# (the matrix's two-bulktags model missed 4 of 12 runs before the first-resume change, 4 of
+# 11 after it). The first run takes the bucket's burst; the second's first answers are
+# refused and it holds back; each then measures what gets in while the other is held back or
+# still flooding, so their first measures are taken under different loads and split the
+# limit unevenly, and the cuts after keep the split.
+@KNOWN_GAP
+def test_two_runs_started_50_ms_apart_each_find_a_fair_share() -> None:
+    assert all(min(run.shares) >= 0.35 for run in two_runs_started_50_ms_apart())
 
 
 def test_the_ceiling_is_never_passed_whatever_the_server_says() -> None:
