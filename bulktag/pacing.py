@@ -542,7 +542,7 @@ class PaceController:
             got_in = self._admitted(window.later_accepted_rate())
             self._admitted_while_refused = min(self._admitted_while_refused, got_in)
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
-        if self.accepted_total - self._horizon_start(now)[1] < policy.window_answers:
+        if self._accepted_while_sending(now) < policy.window_answers:
             # Too few got in over the horizon to measure what gets in (a few requests a
             # second, much of it held back): halve, as TCP does, rather than trust a count of
             # two or three, and let the experiment's windows measure from there.
@@ -578,6 +578,12 @@ class PaceController:
             got_in = (self.accepted_total - self._resumed_total) / since
             return self._admitted(got_in)
         return self.admitted_rate(now)
+
+    def _accepted_while_sending(self, now: float) -> int:
+        """The count of accepted answers behind :meth:`_admitted_while_sending`'s measure."""
+        if self.policy.window <= now - self._resumed_at < self._horizon():
+            return self.accepted_total - self._resumed_total
+        return self.accepted_total - self._horizon_start(now)[1]
 
     def _independent_of_rate(self, share: float, answers: int) -> bool:
         """The experiment: the rate fell by at least 15 % since the last step of this
@@ -817,7 +823,9 @@ class PaceController:
         capacity = self._admitted_while_refused
         self.capacity = capacity * (1.0 - min(self.independent, 0.9))
         self.mode = Mode.CRUISE
-        self._confirm(now, capacity * self.policy.below)
+        # No lower than the pace just found clean: a capacity read from a handful of answers
+        # (one accepted in the first 0.2 s after a resume) may be far under it.
+        self._confirm(now, max(capacity * self.policy.below, self.rate))
 
     def _confirm(self, now: float, rate: float) -> None:
         self.good = self._resume = min(rate, self.ceiling)

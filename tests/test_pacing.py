@@ -689,3 +689,30 @@ async def test_no_span_ever_holds_more_than_burst_plus_rate_times_its_length(
 def test_a_burst_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Pacer(10.0, burst=0)
+
+
+def test_a_cut_measured_from_one_accepted_answer_after_a_resume_halves_at_most() -> None:
+    """Resumed on its first tenth of a second's guess, a run reads the next streaks as luck;
+    its next window holds 1 accepted answer among 27 refused (a sliding window not yet slid).
+    What got in since the resume, 1 in 0.2 s, is no capacity: cut to 0.95 × 5/s, then
+    confirmed there by the next clean window, the run crawled for 20 s. Halve, as TCP does,
+    and confirm no lower than the pace the clean window found."""
+    control = PaceController(600.0, POLICY, T)
+    control.begin(T)
+    for n, signal in enumerate([Signal.ACCEPTED] * 8 + [Signal.REFUSED] * 5):
+        control.observe(T + 0.02 + n * 0.001, T + n * 0.001, signal)
+    assert Mode.HELD_BACK == control.mode
+    control.observe(T + 0.05, T + 0.049, Signal.ACCEPTED)
+    resumed = control.rate
+    now = T + 0.06
+    for n in range(28):
+        signal = Signal.ACCEPTED if n == 20 else Signal.REFUSED
+        control.observe(now + 0.008 * n, now + 0.008 * n, signal)
+        if control.mode is not Mode.CRUISE:
+            break
+    assert Mode.TESTING == control.mode
+    assert control.rate >= 0.5 * resumed
+    cut = control.rate
+    answers(control, now + 0.3, 0.5, cut, refused=0.0)  # nothing refused at the cut: it helped
+    assert Mode.CRUISE == control.mode
+    assert control.rate >= cut
