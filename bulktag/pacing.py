@@ -543,9 +543,9 @@ class PaceController:
             self._admitted_while_refused = min(self._admitted_while_refused, got_in)
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if self._accepted_while_sending(now) < policy.window_answers:
-            # Too few got in over the horizon to measure what gets in (a few requests a
-            # second, much of it held back): halve, as TCP does, rather than trust a count of
-            # two or three, and let the experiment's windows measure from there.
+            # Too few got in to measure what gets in by (a few requests a second, much of it
+            # held back; one answer accepted since a resume): halve, as TCP does, rather than
+            # trust a count of two or three, and let the experiment's windows measure from there.
             target = max(target, 0.5 * self.rate)
         if self.mode is not Mode.TESTING:
             self._steps = []
@@ -573,17 +573,19 @@ class PaceController:
         if that is later (and a window ago): a horizon that is mostly hold-back, at a
         trickle, reads what we sent, not what the cloud takes — a run that joined another on
         one limit, held back at first, would cut itself to a tenth of its share."""
-        since = now - self._resumed_at
-        if self.policy.window <= since < self._horizon():
-            got_in = (self.accepted_total - self._resumed_total) / since
+        if self._measured_since_resume(now):
+            got_in = (self.accepted_total - self._resumed_total) / (now - self._resumed_at)
             return self._admitted(got_in)
         return self.admitted_rate(now)
 
     def _accepted_while_sending(self, now: float) -> int:
         """The count of accepted answers behind :meth:`_admitted_while_sending`'s measure."""
-        if self.policy.window <= now - self._resumed_at < self._horizon():
+        if self._measured_since_resume(now):
             return self.accepted_total - self._resumed_total
         return self.accepted_total - self._horizon_start(now)[1]
+
+    def _measured_since_resume(self, now: float) -> bool:
+        return self.policy.window <= now - self._resumed_at < self._horizon()
 
     def _independent_of_rate(self, share: float, answers: int) -> bool:
         """The experiment: the rate fell by at least 15 % since the last step of this

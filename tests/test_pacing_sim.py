@@ -396,7 +396,7 @@ def test_two_runs_started_together_each_find_a_fair_share() -> None:
     assert all(min(run.shares) >= 0.35 for run in two_runs_started_together())
 
 
-# 50 ms apart, the smaller share is under 35 % in 25 of 48, about as often as in real time
+# 50 ms apart, the smaller share is under 35 % in 24 of 48, about as often as in real time
 # (the matrix's two-bulktags model missed 4 of 12 runs before the first-resume change, 4 of
 # 11 after it). The first run takes the bucket's burst; the second's first answers are
 # refused and it holds back; each then measures what gets in while the other is held back or
