@@ -230,6 +230,23 @@ def test_a_moving_capacity_is_followed_within_five_seconds_of_each_change() -> N
     assert client.refused_share <= 0.10
 
 
+# A tenfold drop, 200/s to 20/s, floods the new limit in 2 of these 8 runs: 85-90 % of the
+# requests refused until the capacity comes back, 30 s later. Far above both rates the
+# experiment's shares are close (78 % at 128/s, 69 % at half that, where a limit predicts
+# 56 %), so it reads the limit as refusals that are not about the rate; the dip then takes it
+# for a backend refusing 78 % at any rate, paced at 87/s to get 20/s in. Drops of 3.3x (the
+# test above) are followed: 99-100 % of the new capacity, 3-5 % refused.
+@KNOWN_GAP
+def test_a_tenfold_drop_in_capacity_is_followed_not_flooded() -> None:
+    for seed in range(4):
+        for spread in (0.0, LATE):
+            model = Schedule([(0.0, 200.0), (10.0, 20.0), (40.0, 200.0)])
+            client = _run(model, rows=200_000, ceiling=1000, until=40, spread=spread, seed=seed)
+            accepted = client.goodput(15.0, 40.0)
+            refused = client.rate_between(client.refused_bins, 15.0, 40.0)
+            assert refused <= 0.2 * (accepted + refused), (seed, spread)
+
+
 def test_an_outage_sends_a_trickle_then_the_old_pace_resumes_at_once() -> None:
     model = Chain(TokenBucket(200, 20), Outage(15.0, 25.0))
     client = _run(model, rows=8000, ceiling=1000, until=120)
