@@ -7,6 +7,7 @@ itself by also breaking the code that checks its work.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -14,6 +15,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,11 @@ class Credentials:
         ]
 
 
+def _timestamp(iso: str) -> float:
+    """Keystone's ``2026-12-05T01:45:20.000000Z`` as seconds since the epoch."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def login(creds: Credentials) -> tuple[str, dict[str, Any]]:
     """Password login scoped to the project: ``(token, token body)``."""
     body = {
@@ -107,23 +114,31 @@ def login(creds: Credentials) -> tuple[str, dict[str, Any]]:
 
 
 class Session:
-    """Logged in as one user; logs in again before the (short-lived) token runs out."""
+    """Logged in as one user; logs in again before the (short-lived) token runs out.
+
+    The token's age is read from Keystone's own ``issued_at``, not from when the login
+    returned: with one Keystone worker hashing passwords for a queue of logins, a login can
+    take seconds, and a token judged young by its arrival expired while still in use (three
+    integration tests failed on 401s that way). One login at a time: the fixtures' threads
+    share the session."""
 
     def __init__(self, creds: Credentials, token_lifetime: float) -> None:
         self.creds = creds
         self._max_age = token_lifetime / 2
         self._token = ""
-        self._issued = 0.0
+        self._issued = 0.0  # wall-clock seconds, as Keystone (on this machine) stamped it
+        self._lock = threading.Lock()
         self.project_id = ""
         self.user_id = ""
 
     def token(self) -> str:
-        if time.monotonic() - self._issued > self._max_age:
-            self._token, data = login(self.creds)
-            self._issued = time.monotonic()
-            self.project_id = data["project"]["id"]
-            self.user_id = data["user"]["id"]
-        return self._token
+        with self._lock:
+            if time.time() - self._issued > self._max_age:
+                self._token, data = login(self.creds)
+                self._issued = _timestamp(data["issued_at"])
+                self.project_id = data["project"]["id"]
+                self.user_id = data["user"]["id"]
+            return self._token
 
     def call(self, method: str, url: str, body: object = None, **kw: Any) -> Response:
         return request(method, url, token=self.token(), body=body, **kw)
