@@ -626,6 +626,12 @@ class PaceController:
         self.mode = Mode.CRUISE
         held, now_held = 1.0 - tested_share, 1.0 - share
         noise = math.hypot(_noise(tested_share, tested_answers, 1.0), _noise(share, answers, 1.0))
+        if tested_share >= 0.5:
+            # Half or more refused at the tested rate: a wrong "independent" is no longer the
+            # cheap mistake. Read as a backend's own share, a limit far under both rates is
+            # paced at several times its capacity (200/s falling to 20/s: 85-90 % of the
+            # requests refused until it came back), so the fall is judged at the halfway mark.
+            noise = 0.0
         if now_held >= held * (0.5 + 0.5 * ratio) - noise:
             # The share held: the refusals are not about the rate, and this window is one
             # more sample of their share.

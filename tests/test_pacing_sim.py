@@ -230,14 +230,12 @@ def test_a_moving_capacity_is_followed_within_five_seconds_of_each_change() -> N
     assert client.refused_share <= 0.10
 
 
-# A tenfold drop, 200/s to 20/s, floods the new limit in 2 of these 8 runs: 85-90 % of the
-# requests refused until the capacity comes back, 30 s later. Far above both rates the
-# experiment's shares are close (78 % at 128/s, 69 % at half that, where a limit predicts
-# 56 %), so it reads the limit as refusals that are not about the rate; the dip then takes it
-# for a backend refusing 78 % at any rate, paced at 87/s to get 20/s in. Drops of 3.3x (the
-# test above) are followed: 99-100 % of the new capacity, 3-5 % refused.
-@KNOWN_GAP
 def test_a_tenfold_drop_in_capacity_is_followed_not_flooded() -> None:
+    """200/s to 20/s. Far above both rates the experiment's shares are close (78 % at
+    128/s, 69 % at half that, where a limit predicts 56 %), and it took the limit for refusals
+    not about the rate; the window back at 128/s, 85 % refused, was within a standard
+    deviation of "held", and the run flooded the new limit in 2 of these 8 runs (85-90 % of
+    its requests refused until the capacity came back, 30 s later)."""
     for seed in range(4):
         for spread in (0.0, LATE):
             model = Schedule([(0.0, 200.0), (10.0, 20.0), (40.0, 200.0)])
