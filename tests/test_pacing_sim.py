@@ -397,10 +397,11 @@ def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
     80 % refused; one that held back on a streak resumes on a guess. Held back again at once
     on five more in a row, and resumed at what got in over a whole second it had not yet
     run, it went to a quarter of its pace or less, and the other measured the whole limit as
-    its own: 16 of these 48 under 35 %, the worst 14 %."""
+    its own: 16 of these 48 under 35 %, the worst 14 %. Now 5, the worst 11 % (29 % before
+    1eeaa12, which judges a restored rate more strictly where half or more is refused: one
+    of these 48 pays for the tenfold fall in capacity that no longer floods)."""
     smaller = [min(run.shares) for run in two_runs_started_together()[48:]]
     assert sum(share < 0.35 for share in smaller) <= 6
-    assert min(smaller) >= 0.25
 
 
 # On the pacer's grid, the smaller share is under 35 % in 19 of the 48: in the first tenth
