@@ -402,6 +402,7 @@ def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
     of these 48 pays for the tenfold fall in capacity that no longer floods)."""
     smaller = [min(run.shares) for run in two_runs_started_together()[48:]]
     assert sum(share < 0.35 for share in smaller) <= 6
+    assert min(smaller) >= 0.10  # none starved (was 0.25 before 1eeaa12's trade)
 
 
 # On the pacer's grid, the smaller share is under 35 % in 19 of the 48: in the first tenth
