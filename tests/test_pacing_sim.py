@@ -392,6 +392,20 @@ def test_two_runs_that_flood_a_limit_stop_within_two_minutes() -> None:
     assert all(run.refused <= 0.10 for run in two_runs_after_two_minutes())
 
 
+# One of these 24 (seed 6, the second run 3 s late) gets 1 % of the limit from 100 to 120 s.
+# The first run was pushed to a few requests a second while the second flooded; there, every
+# experiment waits 10-20 s for its 32 answers, its traffic is all retries of rows refused
+# before, and the other run's probes above the limit refuse some of them, which it reads as
+# its own pace's excess: 7.4 → 3.7 → 1.7 → 1.4 → 1.1/s. A common probe step twice as large
+# (1 % of the ceiling) ends it (the worst of the 24 at 38 %) but costs a single run on a
+# fixed one-second window 5 points (95 → 90 % at worst, 5.7 % refused), so it is not taken;
+# neither a time bound on the experiment's window (3 s) nor judging no window of under 8
+# answers moved it.
+@KNOWN_GAP
+def test_no_run_sharing_a_limit_is_starved_after_two_minutes() -> None:
+    assert all(min(run.shares) >= 0.10 for run in two_runs_after_two_minutes())
+
+
 def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
     """Requests arriving as a real event loop delivers them. Each run's first answers are
     80 % refused; one that held back on a streak resumes on a guess. Held back again at once
