@@ -398,9 +398,9 @@ def test_two_runs_that_flood_a_limit_stop_within_two_minutes() -> None:
 # before, and the other run's probes above the limit refuse some of them, which it reads as
 # its own pace's excess: 7.4 → 3.7 → 1.7 → 1.4 → 1.1/s. A common probe step twice as large
 # (1 % of the ceiling) ends it (the worst of the 24 at 38 %) but costs a single run on a
-# fixed one-second window 5 points (95 → 90 % at worst, 5.7 % refused), so it is not taken;
-# neither a time bound on the experiment's window (3 s) nor judging no window of under 8
-# answers moved it.
+# fixed one-second window 5 points (95 → 90 % at worst, 5.7 % refused), so it is not taken.
+# Neither a time bound on the experiment's window (3 s: 2 %) nor judging no window of under
+# 8 answers (1 %) lifts it.
 @KNOWN_GAP
 def test_no_run_sharing_a_limit_is_starved_after_two_minutes() -> None:
     assert all(min(run.shares) >= 0.10 for run in two_runs_after_two_minutes())
