@@ -29,7 +29,7 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     to the good pace, and for a few seconds the next probes go at most
                  │     half the way back to it (a binary search, as in BIC-TCP);
                  │     with p > 0, a probe is confirmed only if more got in
-                 │     every 10 s with p > 0: dip under what gets in (to half at most) for a
+                 │     every 10 s with p > 0: dip under what gets in ((1 − p) × 0.9) for a
                  │     window, on the wall clock's marks (runs sharing a limit dip together);
                  │     f fell → a limit was hiding in p: p := f, pace under what got in
                  ├─ over half refused, beyond doubt, before the window is out (a pace over
@@ -108,8 +108,7 @@ class PacingPolicy:
     overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)
     peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
-    dip: float = 0.5  # …to this share of the pace at most…
-    dip_for: float = 2.0  # …for a window no longer than this
+    dip_for: float = 2.0  # …under what gets in, for a window no longer than this
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
     silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
     silent_rate: float = 1.0  # requests per second while the cloud accepts nothing
@@ -687,21 +686,24 @@ class PaceController:
         experiment that found them had a few dozen answers, and a limit mistaken for
         flakiness (or a limit behind a flaky backend, or a second run on the same limit)
         would refuse its excess for the rest of the run, its share followed as if it were
-        the backend's. The dip goes just under what gets in, (1 − share) × 0.9 of the pace,
-        or to half of it if that is higher: at a limit the share then falls to nothing,
-        where refusals that are not about the rate keep it. Shallow, so a share of 10 %
-        can be checked for two seconds at the cost of a few percent of them. The window
-        holds enough answers to see the share halve at 2.5 standard deviations; a dip that
-        would need more than ``dip_for`` is not made (a share that small costs few requests,
-        even if wrong). Only while rows' first tries are the evidence: at a run's end, all
-        retries, the share says nothing of the rate."""
+        the backend's. The dip goes just under what gets in, (1 − share) × 0.9 of the pace:
+        at a limit the share then falls to nothing, where refusals that are not about the
+        rate keep it. A small share makes a shallow dip: one of 10 % is checked for two
+        seconds at the cost of a few percent of them. A large one makes a deep dip: two runs
+        flooding one limit each read 70-80 % refused, and a dip only to half leaves the two
+        well over the limit: the share hardly falls, and the flood goes on. The window holds
+        enough answers to see the share halve at 2.5 standard deviations, and the dip is no
+        deeper than lets them come within ``dip_for``; one that would need more at the pace
+        itself is not made (a share that small costs few requests, even if wrong). Only while
+        rows' first tries are the evidence: at a run's end, all retries, the share says
+        nothing of the rate."""
         self._checked_at = now
         before = max(share, self.independent)
-        needed = math.ceil(25.0 * (1.0 - before) / before)
-        depth = max(self.policy.dip, 0.9 * (1.0 - before))
-        if needed > self.rate * depth * self.policy.dip_for:
+        answers = max(math.ceil(25.0 * (1.0 - before) / before), self.policy.test_answers)
+        depth = max(0.9 * (1.0 - before), answers / (self.rate * self.policy.dip_for))
+        if depth >= 1.0:
             return
-        self._dip_answers = max(needed, self.policy.test_answers)
+        self._dip_answers = answers
         self._steps = [(self.rate, before)]
         self._dip_accepted = self.accepted_rate(now)
         self.mode = Mode.RECHECKING

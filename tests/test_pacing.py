@@ -163,6 +163,20 @@ def test_runs_that_started_apart_dip_together_on_the_wall_clocks_marks() -> None
     assert 1010.0 <= second_dip < 1010.5
 
 
+def test_a_dip_under_a_large_rate_independent_share_goes_under_what_gets_in() -> None:
+    """Two runs flooding one limit each read 70-80 % refused and take it for the backend's.
+    Dipping to half of each pace leaves the two well over the limit, and the share hardly
+    falls: the dip goes under what gets in, (1 − share) × 0.9 of the pace."""
+    control = PaceController(400.0, POLICY, T)
+    now, pace = T, control.rate
+    while control.mode is not Mode.RECHECKING:
+        assert now < T + 20.0, "no dip"
+        pace = control.rate
+        now = answers(control, now, 0.25, pace, refused=0.75)
+    assert control.independent >= 0.7
+    assert 0.9 * 0.2 * pace <= control.rate <= 0.9 * 0.3 * pace
+
+
 def test_going_back_up_without_more_getting_in_is_a_limit_after_all() -> None:
     """The share looked steady while the rate fell (a limit moved during the test); back at
     the old rate, no more got in than at the tested one: a limit, paced under."""

@@ -285,11 +285,13 @@ def _two_runs(
     late_from: int = 8,
     judged: float = 5.0,
     until: float = 22.0,
+    uplink: float = 0.0,
 ) -> TwoRuns:
     """Two runs on one 200/s bucket, the second starting ``offset`` s after the first, judged
     from ``judged`` s after the second began to ``until``. Seeds from ``late_from`` on answer
-    late (see LATE)."""
-    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed >= late_from else 0.0)
+    late (see LATE); requests reach the server up to ``uplink`` s after they leave."""
+    spread = LATE if seed >= late_from else 0.0
+    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=spread, uplink=uplink)
     first = sim.add_client(rows=rows, ceiling=600)
     second = sim.add_client(rows=rows, ceiling=600, start=offset)
     sim.run(offset + until)
@@ -375,35 +377,36 @@ def two_runs_started_50_ms_apart() -> list[TwoRuns]:
 
 
 @cache
-def two_runs_after_two_minutes() -> list[TwoRuns]:
+def two_runs_after_two_minutes(uplink: float = 0.0) -> list[TwoRuns]:
     """Two long runs on one 200/s bucket, the second 0, 0.5 or 3 s after the first, judged
     from 100 to 120 s: does a split, or a flood, that formed early last? 24 runs."""
     return [
-        _two_runs(seed, offset, rows=40000, late_from=4, judged=100.0, until=120.0)
+        _two_runs(seed, offset, rows=40000, late_from=4, judged=100.0, until=120.0, uplink=uplink)
         for offset in (0.0, 0.5, 3.0)
         for seed in range(8)
     ]
 
 
-def test_two_runs_that_flood_a_limit_stop_within_two_minutes() -> None:
+@pytest.mark.parametrize("uplink", [0.0, 0.002], ids=["on-the-grid", "off-the-grid"])
+def test_two_runs_that_flood_a_limit_stop_within_two_minutes(uplink: float) -> None:
     """Each takes the limit, which the other alone fills, for refusals that are not about
     the rate. Their dips, on the same marks of the clock, show it: in 4 of these 24 the two
-    still refused 51-81 % of their requests after 100 s when each dipped on its own timer."""
-    assert all(run.refused <= 0.10 for run in two_runs_after_two_minutes())
+    still refused 51-81 % of their requests after 100 s when each dipped on its own timer.
+    Off the grid, 2 of 24 still refused 68-74 % when a dip went to half the pace at most:
+    two runs each reading 70-80 % refused stayed well over the limit at half."""
+    assert all(run.refused <= 0.10 for run in two_runs_after_two_minutes(uplink))
 
 
-# One of these 24 (seed 6, the second run 3 s late) gets 1 % of the limit from 100 to 120 s.
-# The first run was pushed to a few requests a second while the second flooded; there, every
-# experiment waits 10-20 s for its 32 answers, its traffic is all retries of rows refused
-# before, and the other run's probes above the limit refuse some of them, which it reads as
-# its own pace's excess: 7.4 → 3.7 → 1.7 → 1.4 → 1.1/s. A common probe step twice as large
-# (1 % of the ceiling) ends it (the worst of the 24 at 38 %) but costs a single run on a
-# fixed one-second window 5 points (95 → 90 % at worst, 5.7 % refused), so it is not taken.
-# Neither a time bound on the experiment's window (3 s: 2 %) nor judging no window of under
-# 8 answers (1 %) lifts it.
-@KNOWN_GAP
-def test_no_run_sharing_a_limit_is_starved_after_two_minutes() -> None:
-    assert all(min(run.shares) >= 0.10 for run in two_runs_after_two_minutes())
+@pytest.mark.parametrize("uplink", [0.0, 0.002], ids=["on-the-grid", "off-the-grid"])
+def test_no_run_sharing_a_limit_is_starved_after_two_minutes(uplink: float) -> None:
+    """A run pushed to a few requests a second while the other flooded stays near there:
+    each experiment at that pace waits 10-20 s for its 32 answers, and the other run's
+    probes refuse some of its retries, read as its own excess. With dips to half the pace
+    at most, the flood lasted and one of these 24 on the grid got 1 % of the limit from 100
+    to 120 s (7.4 → 1.1/s), one off the grid 15 %; with dips under what gets in, the worst
+    gets 31 % and 41 %. Not closed for every start: over 16 seeds × 3 offsets × 3 uplinks,
+    2 of 144 runs still get under 10 % (4 of 144 with dips as deep as the share alone)."""
+    assert all(min(run.shares) >= 0.10 for run in two_runs_after_two_minutes(uplink))
 
 
 def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
