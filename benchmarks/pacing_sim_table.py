@@ -1,5 +1,5 @@
 """The pacer against the simulator's server models over several seeds and answer latencies,
-in virtual time (about 25 s of CPU): the figures quoted by the pacing commits of 2026-12-04.
+in virtual time (about 30 s of CPU): the figures quoted by the pacing commits of 2026-12-04.
 
     python benchmarks/pacing_sim_table.py
 
@@ -9,8 +9,9 @@ the asked rate. Last, two runs sharing one limit, the second starting with the f
 or 3 s later, over the 16 seeds of tests/test_pacing_sim.py (8 with late answers): the
 smaller run's share of the capacity, and the refused share of both runs' requests; then two
 runs of 800 rows started together, over the time both run (as the real-time matrix runs
-them), and two long runs judged from 100 to 120 s (does a split or a flood last?). The test
-table (tests/test_pacing_sim.py) asserts the targets on one seed; this shows the spread.
+them), and two long runs judged from 100 to 120 s (does a split or a flood last?), with
+requests on the pacer's grid and up to 2 ms off it. The test table (tests/test_pacing_sim.py)
+asserts the targets on one seed; this shows the spread.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def main() -> None:
     two_rows("two runs started together", two_runs_started_together())
     two_rows("two runs started 50 ms apart", two_runs_started_50_ms_apart())
     two_rows("two runs, 100-120 s", two_runs_after_two_minutes())
+    two_rows("two runs, 100-120 s, off the grid", two_runs_after_two_minutes(0.002))
 
 
 def two_rows(name: str, runs: list[TwoRuns]) -> None:

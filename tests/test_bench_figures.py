@@ -78,3 +78,19 @@ def test_shares_count_each_client_only_while_both_were_sending() -> None:
 
 def _client(pair: tuple[str, str]) -> Client:
     return Client(0, 0.0, 1.0, Path("j"), Path("l"), (pair,), crashed=False)
+
+
+def test_the_simulator_tables_two_run_rows_count_what_they_say(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks/pacing_sim_table.py's two-run rows, which the README quotes."""
+    from pacing_sim_table import two_rows
+
+    from tests.test_pacing_sim import TwoRuns
+
+    runs = [TwoRuns((0.5, 0.5), 0.01), TwoRuns((0.7, 0.3), 0.2), TwoRuns((0.95, 0.05), 0.02)]
+    two_rows("pairs", runs)
+    shares, refused = capsys.readouterr().out.splitlines()
+    assert shares.endswith("median 30%, 10th percentile 5%, worst 5%, under 35 % in 2, "
+                           "under 10 % in 1 of 3")  # fmt: skip
+    assert refused.endswith("median 2.0%, 90th percentile 20.0%, worst 20.0%, over 10 % in 1")
