@@ -711,7 +711,7 @@ class PaceController:
 
     def _recheck(self, now: float, share: float, answers: int) -> None:
         """The dip's window. A share that stayed is not about the rate: back to the pace. One
-        that fell was partly a limit's: what is left at half the pace is the backend's own,
+        that fell was partly a limit's: what is left under what got in is the backend's own,
         and the pace goes under what got in before the dip."""
         (rate, before), self._steps = self._steps[0], []
         self.mode = Mode.CRUISE
