@@ -5,7 +5,6 @@ passes in this file; tests/test_pacing_sim.py runs the same code against whole s
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 from hypothesis import given, settings
@@ -162,24 +161,6 @@ def test_runs_that_started_apart_dip_together_on_the_wall_clocks_marks() -> None
     assert 0.3 == pytest.approx(first.independent, abs=0.05)  # the share was learned first
     assert 1010.0 <= first_dip < 1010.5
     assert 1010.0 <= second_dip < 1010.5
-
-
-def test_a_share_found_after_a_limit_is_checked_on_the_next_two_second_mark() -> None:
-    """A run that has found a limit, then a share that stays when it slows down: another run
-    on the same limit, slowing down as it does, looks just like that, and the two would
-    flood the limit until the 10-s mark. The first dip comes on a 2-s mark, a second or more
-    after the experiment; a backend flaky from the start waits for the 10-s mark (above)."""
-    control = PaceController(400.0, POLICY, T)
-    now = answers(control, T, 0.3, 400.0, refused=0.5)  # a limit: 200 of 400/s get in
-    now = answers(control, now, 1.0, control.rate, refused=0.0)
-    assert control.rate_related
-    while not control.independent:  # now 30 % refused at any rate
-        assert now < T + 8.0, "no share found"
-        now = answers(control, now, 0.25, control.rate, refused=0.3)
-    found = now
-    dip = _first_dip(control, now, T + 9.9)  # the 10-s mark is at T + 10
-    assert dip <= found + 3.0
-    assert math.fmod(dip, 2.0) < 0.3  # on a mark, where another run dips too
 
 
 def test_a_dip_under_a_large_rate_independent_share_goes_under_what_gets_in() -> None:
