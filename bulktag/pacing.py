@@ -109,6 +109,7 @@ class PacingPolicy:
     peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
     dip_for: float = 2.0  # …under what gets in, for a window no longer than this
+    independent_answers: int = 128  # answers a rate-independent share is taken as read from
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
     silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
     silent_rate: float = 1.0  # requests per second while the cloud accepts nothing
@@ -248,6 +249,7 @@ class PaceController:
         self._checked_at = now  # the last dip under a pace with rate-independent refusals
         self._first_tries = False  # the last window's share was read from rows' first tries
         self._dip_answers = 0  # answers the window of a dip needs
+        self._dip_before = (0.0, 1)  # the share before the dip, and the answers behind it
         self._dip_accepted = 0.0  # accepted/s when the dip began
         self._probe_base = (0.0, ceiling)  # accepted/s when the last probe began, and its pace
         self._last_share = 0.0  # the refused share of the last window evaluated
@@ -648,7 +650,7 @@ class PaceController:
             self._tested_clean(now, share, answers)
             return
         if self.independent and self._recheck_due(now) and self._first_tries:
-            self._dip(now, share)
+            self._dip(now, share, answers)
             return
         if self.independent and self.rate <= self.good and self._first_tries:
             # Follow the rate-independent share while the pace holds still (never while
@@ -681,7 +683,7 @@ class PaceController:
         would spend one request in ten on probing."""
         return max(self.policy.probe_every, self.policy.probe_answers / self.rate)
 
-    def _dip(self, now: float, share: float) -> None:
+    def _dip(self, now: float, share: float, answers: int) -> None:
         """Now and then a pace with rate-independent refusals dips for a window: the
         experiment that found them had a few dozen answers, and a limit mistaken for
         flakiness (or a limit behind a flaky backend, or a second run on the same limit)
@@ -699,11 +701,16 @@ class PaceController:
         nothing of the rate."""
         self._checked_at = now
         before = max(share, self.independent)
-        answers = max(math.ceil(25.0 * (1.0 - before) / before), self.policy.test_answers)
-        depth = max(0.9 * (1.0 - before), answers / (self.rate * self.policy.dip_for))
+        needed = max(math.ceil(25.0 * (1.0 - before) / before), self.policy.test_answers)
+        depth = max(0.9 * (1.0 - before), needed / (self.rate * self.policy.dip_for))
         if depth >= 1.0:
             return
-        self._dip_answers = answers
+        self._dip_answers = needed
+        # The share the dip's is judged against: this window's and the rate-independent one,
+        # pooled, with the answers behind each (see _recheck).
+        known = self.policy.independent_answers
+        pooled = (share * answers + self.independent * known) / (answers + known)
+        self._dip_before = (pooled, answers + known)
         self._steps = [(self.rate, before)]
         self._dip_accepted = self.accepted_rate(now)
         self.mode = Mode.RECHECKING
@@ -712,10 +719,16 @@ class PaceController:
     def _recheck(self, now: float, share: float, answers: int) -> None:
         """The dip's window. A share that stayed is not about the rate: back to the pace. One
         that fell was partly a limit's: what is left under what got in is the backend's own,
-        and the pace goes under what got in before the dip."""
-        (rate, before), self._steps = self._steps[0], []
+        and the pace goes under what got in before the dip. "Fell" is judged against the share
+        before the dip pooled from the last window and the rate-independent share, with the
+        noise of both samples: judged against the last window alone, one that read high by
+        luck made an ordinary dip read as a fall — one dip in ten against flaky backends in
+        the simulator, each cutting a run that had nothing to fear from its pace."""
+        (rate, _), self._steps = self._steps[0], []
         self.mode = Mode.CRUISE
-        if share >= before - max(self.policy.margin, _noise(before, answers, 2.5)):
+        before, known = self._dip_before
+        noise = 2.5 * math.hypot(_noise(before, answers, 1.0), _noise(before, known, 1.0))
+        if share >= before - max(self.policy.margin, noise):
             self.rate = rate  # not about the rate: as before (changed_at kept: no probe debt)
             # The dip's window, at another rate, says nothing of the pace's own refusals.
             self._tally_refused, self._tally_answers = 0.0, 0

@@ -177,6 +177,30 @@ def test_a_dip_under_a_large_rate_independent_share_goes_under_what_gets_in() ->
     assert 0.9 * 0.2 * pace <= control.rate <= 0.9 * 0.3 * pace
 
 
+def test_a_dip_after_a_window_that_read_high_by_luck_does_not_find_a_limit() -> None:
+    """A backend refusing 30 % at any rate: the window before a dip reads 42 % (luck, at
+    sixty answers), the dip's 20 % (luck the other way). Judged against that one window, the
+    share "fell" and the run was cut to under what got in, for good: in the simulator one
+    dip in ten against flaky backends did so. Judged against the share known before, pooled
+    with that window, and with the noise of both, it stayed: back to the pace."""
+    control = PaceController(300.0, POLICY, T)
+    now = answers(control, T, 0.3, 300.0, refused=0.3)
+    now = answers(control, now, 0.5, control.rate, refused=0.3)
+    now = answers(control, now, 0.5, 300.0, refused=0.3)
+    assert 0.3 == pytest.approx(control.independent, abs=0.05)
+    while now < T + 9.8:  # the dip is due at the wall clock's 10-s mark
+        now = answers(control, now, 0.2, control.rate, refused=0.3)
+    while control.mode is not Mode.RECHECKING:
+        assert now < T + 11.0, "no dip"
+        now = answers(control, now, 0.2, control.rate, refused=0.42)
+    pace, cuts = control.rate, control.cuts
+    while control.mode is Mode.RECHECKING:
+        now = answers(control, now, 0.2, control.rate, refused=0.2)
+    assert (Mode.CRUISE, cuts) == (control.mode, control.cuts)
+    assert not control.rate_related
+    assert control.rate > pace  # back up
+
+
 def test_going_back_up_without_more_getting_in_is_a_limit_after_all() -> None:
     """The share looked steady while the rate fell (a limit moved during the test); back at
     the old rate, no more got in than at the tested one: a limit, paced under."""
