@@ -31,8 +31,6 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     with p > 0, a probe is confirmed only if more got in
                  │     every 10 s with p > 0: dip under what gets in ((1 − p) × 0.9) for a
                  │     window, on the wall clock's marks (runs sharing a limit dip together);
-                 │     the first within 2 s where p ≥ 10 % was found by a run whose earlier
-                 │     refusals were the rate's (another run's moves look just like it);
                  │     f fell → a limit was hiding in p: p := f, pace under what got in
                  ├─ over half refused, beyond doubt, before the window is out (a pace over
                  │     twice the cloud's): straight under what got in since the first refusal
@@ -112,8 +110,6 @@ class PacingPolicy:
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
     dip_for: float = 2.0  # …under what gets in, for a window no longer than this
     independent_answers: int = 128  # answers a rate-independent share is taken as read from
-    suspect_recheck_every: float = 2.0  # the first dip's period, where the finding is suspect:
-    suspect_share: float = 0.1  # this share or more, found by a run whose refusals were the rate's
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
     silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
     silent_rate: float = 1.0  # requests per second while the cloud accepts nothing
@@ -251,10 +247,6 @@ class PaceController:
         self._overshot_at = now  # …and when: after a while it says little about the cloud
         self._bisections = 0  # probes since then that went half the way to it, all clean
         self._checked_at = now  # the last dip under a pace with rate-independent refusals
-        self._found_at = float("-inf")  # the experiment that last found such refusals anew
-        # A limit showed itself beyond noise: a pace over twice what got in, or a spent
-        # window back within a second (a cut that helped may be a flaky backend's luck).
-        self._limit_seen = False
         self._first_tries = False  # the last window's share was read from rows' first tries
         self._dip_answers = 0  # answers the window of a dip needs
         self._dip_before = (0.0, 1)  # the share before the dip, and the answers behind it
@@ -522,7 +514,6 @@ class PaceController:
         straight under what got in after the first refusal — early in a run, accepted/s
         since the start would count a limiter's burst as capacity."""
         self._last_share = window.later_share()[0]
-        self._limit_seen = True
         got_in = window.later_accepted_rate()
         self._overshoot(now)
         self.cuts += 1
@@ -620,8 +611,6 @@ class PaceController:
         """The refusals looked independent of the rate: take the rate back up, and check with
         the next window that the accepted share holds."""
         self._verifying = (self.rate / rate, share, answers, self.independent)
-        if not self.independent:
-            self._found_at = self.changed_at  # when the experiment's rate was set
         self.independent = max(self.independent, share)
         self._confirm(self.changed_at, rate)
         self.mode = Mode.VERIFYING
@@ -680,33 +669,12 @@ class PaceController:
         period after the last at least). On the marks, not a period after this run's last dip:
         where two runs share a limit that either one alone fills, a dip of one is filled by the
         other and shows nothing, so each takes the limit for refusals that are not about the
-        rate and neither slows down. Dipping together, they see the share fall. Where the
-        finding is suspect (:meth:`_suspect`), the first dip comes a second or more after the
-        experiment, once a 2-s mark has passed: two runs' experiments, in one episode, end
-        within a second or so of each other, and their dips then overlap."""
-        every, since = self.policy.recheck_every, self._checked_at
-        if self._suspect():  # a second after the experiment, once a 2-s mark has passed
-            every, since = self.policy.suspect_recheck_every, self._found_at
-        if now - since < every / 2:
+        rate and neither slows down. Dipping together, they see the share fall."""
+        every = self.policy.recheck_every
+        if now - self._checked_at < every / 2:
             return False
         mark = math.floor((now + self.wall_offset) / every)
-        return mark > math.floor((since + self.wall_offset) / every)
-
-    def _suspect(self) -> bool:
-        """A share not about the rate, found by a run that has seen a limit beyond doubt, and
-        not checked since: what another run on the same limit does while this one experiments
-        looks just like it (it slows down as we do, and the share stays). Two such runs read
-        the whole limit's excess as the backend's and flood it — in the simulator 14 of 48
-        pairs refused over 10 % of their requests for the 17 s judged, where the 10-s marks
-        came too late; checked on the next 2-s mark, 6. Not for a run that only saw a cut
-        help (``rate_related``): a flaky backend's window of bad luck followed by one of good
-        luck reads so, and its early dips cost a flaky 30 % backend a tenth of its pace in
-        3 of 8 real-time runs. Such a run waits for the 10-s mark."""
-        return (
-            self._checked_at < self._found_at
-            and self._limit_seen
-            and self.independent >= self.policy.suspect_share
-        )
+        return mark > math.floor((self._checked_at + self.wall_offset) / every)
 
     def _probe_every(self) -> float:
         """Seconds at a pace before the next probe: a horizon, or long enough for
@@ -941,7 +909,7 @@ class PaceController:
         if 0.1 <= now - self._held_since < self.policy.silent_after:
             # Back within a second, not at once: a spent window of a limiter (not an outage,
             # nor a lucky run of refusals from a flaky backend).
-            self.rate_related = self._limit_seen = True
+            self.rate_related = True
             self.capacity = self._resume / self.policy.below
         self._resumed_at, self._resumed_total = now, self.accepted_total
         self.mode = Mode.CRUISE

@@ -163,39 +163,6 @@ def test_runs_that_started_apart_dip_together_on_the_wall_clocks_marks() -> None
     assert 1010.0 <= second_dip < 1010.5
 
 
-def test_a_share_found_after_a_limit_is_checked_within_seconds() -> None:
-    """A run that has seen a limit beyond doubt (a pace over twice what got in), then a
-    share that stays when it slows down: another run on the same limit, slowing down as it
-    does, looks just like that, and the two would flood the limit until the 10-s mark. The
-    first dip comes a second or more after the experiment, once a 2-s mark has passed; a
-    backend flaky from the start waits for the 10-s mark (above), and so does one whose cut
-    only seemed to help (below)."""
-    control = PaceController(400.0, POLICY, T)
-    now = answers(control, T, 0.3, 400.0, refused=0.75)  # a pace four times what gets in
-    now = answers(control, now, 1.0, control.rate, refused=0.0)
-    assert (1, Mode.CRUISE) == (control.cuts, control.mode)
-    while not control.independent:  # now 30 % refused at any rate
-        assert now < T + 8.0, "no share found"
-        now = answers(control, now, 0.25, control.rate, refused=0.3)
-    found = now
-    dip = _first_dip(control, now, T + 9.9)  # the 10-s mark is at T + 10
-    assert dip <= found + 3.0
-
-
-def test_a_share_found_after_a_cut_that_only_seemed_to_help_waits_for_the_ten_second_mark() -> None:
-    """A flaky backend's window of bad luck, then one of good luck, reads as a cut that
-    helped (``rate_related``); dipping early after every such run's finding cost a flaky
-    30 % backend a tenth of its pace in 3 of 8 real-time runs."""
-    control = PaceController(400.0, POLICY, T)
-    now = answers(control, T, 0.3, 400.0, refused=0.5)  # 200 of 400/s got in
-    now = answers(control, now, 1.0, control.rate, refused=0.0)  # slower: everything did
-    assert control.rate_related
-    while not control.independent:  # now 30 % refused at any rate
-        assert now < T + 8.0, "no share found"
-        now = answers(control, now, 0.25, control.rate, refused=0.3)
-    assert _first_dip(control, now, T + 10.5) >= T + 10.0
-
-
 def test_a_dip_under_a_large_rate_independent_share_goes_under_what_gets_in() -> None:
     """Two runs flooding one limit each read 70-80 % refused and take it for the backend's.
     Dipping to half of each pace leaves the two well over the limit, and the share hardly
