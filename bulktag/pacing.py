@@ -595,17 +595,22 @@ class PaceController:
         it where it was. Whichever the share measured now is nearer wins (a small window
         cannot tell more). Judged against the latest step the share has not risen above
         since (a rise says the cloud changed meanwhile; older steps may describe another
-        capacity). If it stayed, go back up — and the next window checks that the accepted
-        share holds there (:meth:`_verify`)."""
+        capacity). If it stayed, go back up, to the earliest step it also stays at — a lucky
+        window read as a fall and an unlucky one after it left a flaky 30 % backend at the
+        last step, climbing back by probes for seconds — and the next window checks that the
+        accepted share holds there (:meth:`_verify`)."""
+        restore_to = None
         for rate, before in reversed(self._steps):
             if share > before + max(_noise(before, answers, 2.0), self.policy.margin):
                 continue  # it rose: the cloud changed, and this step says nothing
             at_a_limit = max(0.0, 1.0 - (1.0 - before) * rate / self.rate)
             if share < (before + at_a_limit) / 2:
-                return False  # it fell as at a limit: cutting stays the answer
-            self._restore(rate, share, answers)
-            return True
-        return False
+                break  # it fell as at a limit, from this step on
+            restore_to = rate
+        if restore_to is None:
+            return False  # cutting stays the answer
+        self._restore(restore_to, share, answers)
+        return True
 
     def _restore(self, rate: float, share: float, answers: int) -> None:
         """The refusals looked independent of the rate: take the rate back up, and check with

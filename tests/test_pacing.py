@@ -142,6 +142,25 @@ def test_a_share_that_does_not_fall_with_the_rate_is_learned_and_the_rate_goes_b
     assert not control.rate_related
 
 
+def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_first_pace() -> None:
+    """A backend refusing 30 % at any rate, whose next windows read 15 % (luck: read as a fall,
+    so the run cuts again) and 50 % (luck the other way: risen, cut again), then 28 %. Every
+    step the share now stands at, not fallen from, was one it holds at any rate: back to the
+    first, the run's pace, not to the last step, which left the run to climb back by probes
+    (a seeded 30 % server in real time: 199-236 requests/s of 300 in 3 of 10 runs)."""
+    control = PaceController(300.0, POLICY, T)
+    now = answers(control, T, 0.3, 300.0, refused=0.3)
+    assert Mode.TESTING == control.mode
+    cut = control.rate
+    now = answers(control, now, 0.5, cut, refused=0.15)
+    assert (Mode.TESTING, True) == (control.mode, control.rate < cut)
+    cut = control.rate
+    now = answers(control, now, 0.5, cut, refused=0.5)
+    assert (Mode.TESTING, True) == (control.mode, control.rate < cut)
+    answers(control, now, 0.5, control.rate, refused=0.28)
+    assert (Mode.VERIFYING, 300.0) == (control.mode, control.rate)
+
+
 def _first_dip(control: PaceController, now: float, until: float) -> float:
     """Answers at the pace with 30 % refused at any rate until the controller dips under it
     to check that share (RECHECKING); returns when, on its own clock."""
