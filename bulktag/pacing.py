@@ -34,7 +34,9 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     f fell → a limit was hiding in p: p := f, pace under what got in
                  ├─ over half refused, beyond doubt, before the window is out (a pace over
                  │     twice the cloud's): straight under what got in since the first refusal
-                 │     (a limiter's burst before it is not capacity), no experiment needed
+                 │     (a limiter's burst before it is not capacity), no experiment needed;
+                 │     a run's first window, once something got in, is read whole, a streak
+                 │     in it no hold-back (runs started together on one limit split it evenly)
                  ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
                  │     (accepted/s since a hold-back ended, if that is later: not the trickle)
                  │     (by half at most, when a handful of answers is all there is to read)
@@ -307,7 +309,7 @@ class PaceController:
         window, policy = self._window, self.policy
         elapsed = now - window.start
         accepted = self._accepted_in(window)
-        if self._nothing_gets_in(now) or self._overwhelmed(window):
+        if self._nothing_gets_in(now) or self._overwhelmed(now, window):
             return True
         if accepted == 0:
             return False  # a few refusals and nothing else yet: wait for more
@@ -320,7 +322,7 @@ class PaceController:
         answers = accepted + window.refused
         return answers >= self._answers_needed() or self._clean_sooner(window, answers)
 
-    def _overwhelmed(self, window: _Window) -> bool:
+    def _overwhelmed(self, now: float, window: _Window) -> bool:
         """A pace far above the cloud's, beyond doubt before the window's time is up: of the
         answers to an experiment's sample of requests sent after the first refused one, more
         than half are refused (and more than the overload line), by three standard
@@ -328,13 +330,29 @@ class PaceController:
         add refusals: at 1,000/s against a 200/s bucket, 160 in 0.2 s. Counted from the first
         refusal, so a limiter's burst (a bucket's tokens, the first ones a window admits) is
         not read as capacity. At least a window's worth must have got in, to time them:
-        nothing at all is a spent window or an outage, for the hold-back."""
+        nothing at all is a spent window or an outage, for the hold-back.
+
+        A run's first window needs less, once its time is out: a window's worth of answers
+        after the first refusal, one of them accepted. A streak in that window does not hold
+        the run back (see :meth:`_nothing_gets_in`), so the pace is still the ceiling and what
+        got in is the only measure there is."""
         if self.mode is not Mode.CRUISE:
             return False
         share, answers = window.later_share()
+        if self._first_window_out(now, window):
+            enough = answers >= self.policy.window_answers and window.later_got_in >= 1
+            return enough and share - _noise(share, answers, 3.0) > 0.5
         if answers < self.policy.test_answers or window.later_got_in < self.policy.window_answers:
             return False  # too few to tell, or to time what got in (nothing: a spent window)
         return share - _noise(share, answers, 3.0) > max(self._threshold(answers), 0.5)
+
+    def _first_window_out(self, now: float, window: _Window) -> bool:
+        """This is the run's first window, its time is out, and nothing was decided yet."""
+        return (
+            self.cuts == 0
+            and window.start == self._started
+            and now - window.start >= self.policy.window
+        )
 
     def _clean_sooner(self, window: _Window, answers: int) -> bool:
         """After a cut, a window with no refusal at all is sure sooner than the experiment's
@@ -385,7 +403,7 @@ class PaceController:
         self._remember(now)
         if self._nothing_gets_in(now):
             self._hold_back(now, window)
-        elif self._overwhelmed(window):
+        elif self._overwhelmed(now, window):
             self._cut_to_what_got_in(now, window)
         elif answers := accepted + window.refused:
             share = window.refused / answers
@@ -423,6 +441,13 @@ class PaceController:
         First attempts are the evidence; retries count too, four times less, since a row
         refused on every try would otherwise make a streak of its own — or as few as five,
         once nothing at all has got in for a second (the end of a run is all retries)."""
+        if self.accepted_total and now - self._started < self.policy.window:
+            # Something got in, in the run's first window: what gets in is for the window to
+            # tell (see _overwhelmed). Two runs started together on one limit each see ~80 %
+            # refused at first; the one whose streak came first held back, resumed on a
+            # guess while the other took the whole limit, and every cut after kept the split
+            # (the smaller run got 19-32 % of the limit in 5 of 9 real-time runs).
+            return False
         unlucky = self._unlucky_run()
         if self._fresh_streak >= unlucky or self._streak >= 4 * unlucky:
             return True
@@ -997,8 +1022,13 @@ def _noise(share: float, answers: int, deviations: float) -> float:
 
 
 # When a cap on requests in flight is found, the rate goes this far above what the cap lets
-# through: the cap binds, and the rate is a guard a little above it.
+# through: the cap binds, and the rate is a guard a little above it…
 GIVE_WAY = 1.1
+# …but no more than this far above the rate it replaces: a cap can be read at a token bucket
+# too, from a run's first flood (refusals at the high levels it reached) and the cut after it
+# (acceptances at low ones), and what such a cap "lets through" was 1.7-2.4 × the bucket's
+# rate. A real cap that lets more through is reached by the probes from there.
+GIVE_WAY_AT_MOST = 1.5
 
 
 class Pacer:
@@ -1155,7 +1185,8 @@ class Pacer:
             capped = in_flight.cap is not None
             explained = in_flight.observe(now, level, now - sent_at, signal is Signal.REFUSED)
             if not capped and in_flight.cap is not None and in_flight.sustains:
-                control.give_way(now, in_flight.sustains * GIVE_WAY)
+                through = in_flight.sustains * GIVE_WAY
+                control.give_way(now, min(through, GIVE_WAY_AT_MOST * control.rate))
             if explained:
                 self.calm = False
                 return

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from bulktag.inflight import FAILED_PROBE_WAIT, SPAN, InFlightCap
-from bulktag.pacing import Pacer, describe
+from bulktag.pacing import Pacer, Signal, describe
 
 LATENCY = 0.04
 LENGTH = SPAN * 1.01  # a span: judged at its last answer, whatever the float rounding
@@ -164,3 +164,26 @@ def test_refusals_that_come_by_time_not_by_level_are_not_a_cap() -> None:
         level = rng.randint(0, 12)
         cap.observe(now, level, LATENCY, refused=int(now) % 3 == 0)
     assert cap.cap is None
+
+
+def test_a_cap_raises_the_rate_by_half_at_most() -> None:
+    """A run's first flood at a token bucket: refusals at the high levels it reached, then,
+    under the cut that followed, acceptances at low ones — in one span, a cap on requests in
+    service, letting through twice what the bucket takes. Given way to in full, the rate jumped
+    back over the limit it had just found (in the simulator, two runs sharing one bucket: one
+    starved for two minutes). Half as much again at most; the probes go on from there."""
+    clock = [0.0]
+    pacer = Pacer(1000.0, clock=lambda: clock[0])
+    pacer.control.rate = pacer.control.good = 180.0  # under what got in, after a cut
+    for n in range(20):  # the flood's last answers: refused at levels 8-27
+        clock[0] += 0.005
+        pacer.answered(sent_at=clock[0] - 0.001, signal=Signal.REFUSED, level=8 + n)
+    before = pacer.rate  # (the controller cut again on the flood's refusals)
+    for n in range(60):  # the cut's: accepted at levels 1-3
+        clock[0] += 0.01
+        if pacer.in_flight.cap is None:
+            before = pacer.rate
+        pacer.answered(sent_at=clock[0] - LATENCY, signal=Signal.ACCEPTED, level=1 + n % 3)
+    assert pacer.in_flight.cap == 8
+    assert pacer.in_flight.sustains == pytest.approx(8 / LATENCY)
+    assert before < pacer.rate <= 1.5 * before < 8 / LATENCY

@@ -269,16 +269,21 @@ def test_refusals_of_requests_sent_before_the_pace_resumed_do_not_hold_it_back_a
     assert Mode.HELD_BACK == control.mode
 
 
+# When a run's first answers arrive after its first window's time (connections still opening,
+# a cloud far away): a streak among them is read as one, not as the window's to judge.
+LATE_FIRST = T + POLICY.window + 0.02
+
+
 def held_back_at_once(control: PaceController) -> float:
-    """A run's first answers: one accepted, then a streak; held back, it resumes at once on
-    an accepted answer. Returns when it resumed."""
+    """A run's first answers, late: one accepted, then a streak; held back, it resumes at
+    once on an accepted answer. Returns when it resumed."""
     control.begin(T)
     for n, signal in enumerate([Signal.ACCEPTED] + [Signal.REFUSED] * POLICY.quick_refusals):
-        control.observe(T + 0.02 + n * 0.001, T + 0.001 * n, signal)
+        control.observe(LATE_FIRST + n * 0.001, T + 0.001 * n, signal)
     assert Mode.HELD_BACK == control.mode
-    control.observe(T + 0.05, T + 0.045, Signal.ACCEPTED)
+    control.observe(LATE_FIRST + 0.03, LATE_FIRST + 0.025, Signal.ACCEPTED)
     assert Mode.CRUISE == control.mode
-    return T + 0.05
+    return LATE_FIRST + 0.03
 
 
 @pytest.mark.parametrize(
@@ -341,9 +346,10 @@ def test_nothing_accepted_for_a_while_is_an_outage_probed_once_a_second() -> Non
 def test_retry_after_on_most_refusals_while_nothing_gets_in_pauses_everyone() -> None:
     control = PaceController(100.0, POLICY, T)
     control.observe(T, T, Signal.ACCEPTED)
+    now = T + POLICY.window  # past the run's first window (see the test after next)
     for n in range(10):
-        control.observe(T + n * 0.01, T + n * 0.01, Signal.REFUSED, retry_after=7.0)
-    assert T + 7.0 <= control.paused_until <= T + 7.2
+        control.observe(now + n * 0.01, now + n * 0.01, Signal.REFUSED, retry_after=7.0)
+    assert now + 7.0 <= control.paused_until <= now + 7.2
 
 
 def test_an_isolated_retry_after_never_pauses_the_run() -> None:
@@ -443,12 +449,45 @@ def test_accepted_answers_counted_only_by_the_fast_path_are_part_of_the_share() 
     assert (0, 1000.0) == (control.cuts, control.rate)
 
 
+def test_a_streak_in_a_runs_first_window_does_not_hold_it_back_once_something_got_in() -> None:
+    """Two runs started together at 600/s on one 200/s limit each see five in six refused at
+    first, and five in a row among their first answers. The run whose streak came first held
+    back, resumed on a guess while the other took the whole limit, and the split lasted (the
+    smaller run got 19-32 % of the limit in 5 of 9 real-time runs). Once something got in,
+    the first window is read whole: at its end, straight under what got in after the first
+    refusal — a hundred a second here, as for the other run."""
+    control = PaceController(600.0, POLICY, T)
+    control.begin(T)
+    for n in range(3):  # the bucket's burst
+        control.observe(T + 0.01 + n * 0.001, T + n * 0.001, Signal.ACCEPTED)
+    for n in range(130):  # then one in six gets in, the first five refused in a row
+        sent = T + 0.005 + n / 600
+        control.observe(sent + 0.01, sent, Signal.ACCEPTED if n % 6 == 5 else Signal.REFUSED)
+        if n == 10:
+            assert (Mode.CRUISE, 600.0) == (control.mode, control.rate)
+        if control.cuts:
+            break
+    assert Mode.CRUISE == control.mode
+    assert control.rate_related
+    assert 0.9 * 95.0 <= control.rate <= 1.1 * 95.0
+
+
+def test_nothing_got_in_five_refused_in_a_runs_first_window_still_hold_it_back() -> None:
+    """An outage, or a quota already spent, when the run starts: no reason to wait out the
+    window at the ceiling."""
+    control = PaceController(600.0, POLICY, T)
+    control.begin(T)
+    for n in range(POLICY.quick_refusals):
+        control.observe(T + 0.01 + n * 0.001, T + n * 0.001, Signal.REFUSED)
+    assert Mode.HELD_BACK == control.mode
+
+
 @pytest.mark.parametrize(("accepted", "resumed"), [(2, 1000 * 2 / 7), (1, 250.0), (0, 250.0)])
 def test_a_hold_back_before_a_rate_could_be_measured_resumes_at_the_share_that_got_in(
     accepted: int, resumed: float
 ) -> None:
-    """Two accepted, then five refused, in a run's first 50 ms (its first answers arrive out of
-    order, connections still opening): too little to read a rate from — 2 ÷ 0.05 s × 0.95 =
+    """Two accepted, then five refused, a run's first answers (late and out of order,
+    connections still opening): too little to read a rate from — 2 ÷ 0.05 s × 0.95 =
     38/s would be a guess — but the share that got in says how far over the cloud's pace the
     run was: 2 of 7 at 1,000/s resumes at 286/s, not at 1,000/s for five more refusals (a
     cloud that takes 10/s lost a tenth of a short run to that). A quarter of the pace at
@@ -456,9 +495,9 @@ def test_a_hold_back_before_a_rate_could_be_measured_resumes_at_the_share_that_g
     control = PaceController(1000.0, POLICY, T)
     control.begin(T)
     for n, signal in enumerate([Signal.ACCEPTED] * accepted + [Signal.REFUSED] * 5):
-        control.observe(T + 0.04 + n * 0.001, T + 0.001 * n, signal)
+        control.observe(LATE_FIRST + n * 0.001, T + 0.001 * n, signal)
     assert Mode.HELD_BACK == control.mode
-    control.observe(T + 0.06, T + 0.055, Signal.ACCEPTED)
+    control.observe(LATE_FIRST + 0.02, LATE_FIRST + 0.015, Signal.ACCEPTED)
     assert Mode.CRUISE == control.mode
     assert resumed == pytest.approx(control.rate)
 
@@ -481,7 +520,8 @@ def test_after_a_cut_a_window_with_no_refusal_confirms_it_before_the_full_sample
     """80 % refused began the episode; ten answers in a row accepted after the cut would
     happen less than once in a hundred if even half that excess remained."""
     control = PaceController(100.0, POLICY, T)
-    now = answers(control, T, 0.3, 100.0, refused=0.8)  # 20 answers: an ordinary window
+    now = answers(control, T, 0.21, 100.0, refused=0.0)  # the run's first window, clean
+    now = answers(control, now, 0.3, 100.0, refused=0.8)  # 20 answers: an ordinary window
     assert Mode.TESTING == control.mode
     cut = control.rate
     for n in range(10):
@@ -757,11 +797,11 @@ def test_a_cut_measured_from_one_accepted_answer_after_a_resume_halves_at_most()
     control = PaceController(600.0, POLICY, T)
     control.begin(T)
     for n, signal in enumerate([Signal.ACCEPTED] * 8 + [Signal.REFUSED] * 5):
-        control.observe(T + 0.02 + n * 0.001, T + n * 0.001, signal)
+        control.observe(LATE_FIRST + n * 0.001, T + n * 0.001, signal)
     assert Mode.HELD_BACK == control.mode
-    control.observe(T + 0.05, T + 0.049, Signal.ACCEPTED)
+    control.observe(LATE_FIRST + 0.03, LATE_FIRST + 0.029, Signal.ACCEPTED)
     resumed = control.rate
-    now = T + 0.06
+    now = LATE_FIRST + 0.04
     for n in range(28):
         signal = Signal.ACCEPTED if n == 20 else Signal.REFUSED
         control.observe(now + 0.008 * n, now + 0.008 * n, signal)
