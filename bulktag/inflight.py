@@ -13,8 +13,9 @@ at — how many of ours were on the wire then — and tests one more hypothesis,
              accepted; their share up there stands out (≥ 10 %); and what is on the wire on
              average fits under K with half a level to spare (Little's law: Σ latency ÷ span
              ≤ K − ½), so a cap cannot slow what gets in
-                 → cap the requests on the wire at K, and let the rate controller jump to
-                   what K lets through (K ÷ latency), so the cap, not the rate, binds
+                 → cap the requests on the wire at K, and let the rate controller jump
+                   towards what K lets through (K ÷ latency; half as much again as its
+                   rate at most, see pacing.GIVE_WAY_AT_MOST), so the cap, not the rate, binds
     a cap:   a refusal below it                     → the hypothesis failed: no cap, learn again
              3 clean spans that reached it          → probe an eighth higher (one level at
                                                       least; each clean probe in a row twice
