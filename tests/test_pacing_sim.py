@@ -433,8 +433,8 @@ def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
 # On the pacer's grid, the smaller share is under 35 % in 39 of the 48 (17 when a streak in
 # a run's first window held it back). There, two runs sending 600/s each on the same grid
 # meet a bucket that makes a token every third slot: every token goes to the run whose slot
-# comes first after it, and the other's first window gets 40-55/s in, or nothing (then it
-# holds back), where it gets ~100/s with requests a millisecond off the grid, as a real
+# comes first after it, and the other's first window gets at most 55/s in, often nothing
+# (then it holds back), where it gets ~100/s with requests a millisecond off the grid, as a real
 # event loop sends them (the test above). From there each run's cuts go under what it got
 # in, which keeps the split; only the probes' step that does not grow with the rate closes
 # it, a few requests a second at a time. Over that time 16 % of their requests are refused
