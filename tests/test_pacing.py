@@ -346,7 +346,7 @@ def test_nothing_accepted_for_a_while_is_an_outage_probed_once_a_second() -> Non
 def test_retry_after_on_most_refusals_while_nothing_gets_in_pauses_everyone() -> None:
     control = PaceController(100.0, POLICY, T)
     control.observe(T, T, Signal.ACCEPTED)
-    now = T + POLICY.window  # past the run's first window (see the test after next)
+    now = T + POLICY.window  # past the run's first window (see the first-window tests)
     for n in range(10):
         control.observe(now + n * 0.01, now + n * 0.01, Signal.REFUSED, retry_after=7.0)
     assert now + 7.0 <= control.paused_until <= now + 7.2
@@ -487,8 +487,8 @@ def test_a_hold_back_before_a_rate_could_be_measured_resumes_at_the_share_that_g
     accepted: int, resumed: float
 ) -> None:
     """Two accepted, then five refused, a run's first answers (late and out of order,
-    connections still opening): too little to read a rate from — 2 ÷ 0.05 s × 0.95 =
-    38/s would be a guess — but the share that got in says how far over the cloud's pace the
+    connections still opening): too little to read a rate from — 2 ÷ 0.22 s × 0.95 =
+    9/s would be a guess — but the share that got in says how far over the cloud's pace the
     run was: 2 of 7 at 1,000/s resumes at 286/s, not at 1,000/s for five more refusals (a
     cloud that takes 10/s lost a tenth of a short run to that). A quarter of the pace at
     least: the windows that follow measure."""
