@@ -339,10 +339,12 @@ class PaceController:
         if self.mode is not Mode.CRUISE:
             return False
         share, answers = window.later_share()
+        policy = self.policy
         if self._first_window_out(now, window):
-            enough = answers >= self.policy.window_answers and window.later_got_in >= 1
-            return enough and share - _noise(share, answers, 3.0) > 0.5
-        if answers < self.policy.test_answers or window.later_got_in < self.policy.window_answers:
+            least_answers, least_got_in = policy.window_answers, 1
+        else:
+            least_answers, least_got_in = policy.test_answers, policy.window_answers
+        if answers < least_answers or window.later_got_in < least_got_in:
             return False  # too few to tell, or to time what got in (nothing: a spent window)
         return share - _noise(share, answers, 3.0) > max(self._threshold(answers), 0.5)
 
@@ -445,8 +447,7 @@ class PaceController:
             # Something got in, in the run's first window: what gets in is for the window to
             # tell (see _overwhelmed). Two runs started together on one limit each see ~80 %
             # refused at first; the one whose streak came first held back, resumed on a
-            # guess while the other took the whole limit, and every cut after kept the split
-            # (the smaller run got 19-32 % of the limit in 5 of 9 real-time runs).
+            # guess while the other took the whole limit, and every cut after kept the split.
             return False
         unlucky = self._unlucky_run()
         if self._fresh_streak >= unlucky or self._streak >= 4 * unlucky:
@@ -1026,7 +1027,7 @@ def _noise(share: float, answers: int, deviations: float) -> float:
 GIVE_WAY = 1.1
 # …but no more than this far above the rate it replaces: a cap can be read at a token bucket
 # too, from a run's first flood (refusals at the high levels it reached) and the cut after it
-# (acceptances at low ones), and what such a cap "lets through" was 1.7-2.4 × the bucket's
+# (acceptances at low ones), and what such a cap "lets through" is about twice the bucket's
 # rate. A real cap that lets more through is reached by the probes from there.
 GIVE_WAY_AT_MOST = 1.5
 
