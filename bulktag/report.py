@@ -83,15 +83,6 @@ _POOLED_GROUP = ("-", "-", POOLED_REASON)
 Item = tuple[str, int, Record]  # (journal, journal_line, record): where a listed record is
 
 
-def _epoch(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-
-
 # ── classifying ─────────────────────────────────────────────────────────────────────────────
 
 
@@ -173,7 +164,7 @@ class Report:
             self.error_classes[record.error_class] += 1
             group = self._group(record)
         self._remember_last(record.key, group, record.outcome)
-        self._note_time(_epoch(record.at))
+        self._note_time(record.at or None)  # 0: the line named no time
         item = (journal, journal_line, record)
         if record.elapsed_ms > 0:  # invalid rows were never sent: not "fast", just not timed
             self.slowest.offer(record.elapsed_ms, self._order, item)
@@ -304,7 +295,7 @@ def _item_json(item: Item) -> dict[str, Any]:
     return {
         "journal": journal,
         "journal_line": journal_line,
-        "line": record.line,
+        "line": record.line or None,  # 0: the line named no input line
         "image_id": record.image_id,
         "tag": record.tag,
         "op": record.op,
@@ -313,7 +304,7 @@ def _item_json(item: Item) -> dict[str, Any]:
         "attempts": record.attempts,
         "elapsed_ms": record.elapsed_ms,
         "request_id": record.request_id,
-        "at": iso(_epoch(record.at)),
+        "at": iso(record.at or None),
     }
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -204,24 +203,13 @@ OPS = ("add", "remove")
 APIS = ("glance", "ims")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One journal line, read back. Every field has the type bulktag writes; a line that breaks
-    that is not a record (:func:`parse` gives None), for resume, report and verify alike."""
+class Record(Result):
+    """One journal line, read back: the :class:`~bulktag.model.Result` it was rendered from,
+    with ``at`` to the millisecond and 0 for a field the line lacks (``line``, ``at``). Every
+    field has the type bulktag writes; a line that breaks that is not a record (:func:`parse`
+    gives None), for resume, report and verify alike."""
 
-    line: int | None  # the input line the row ended on
-    image_id: str | None  # None only on an invalid row's record
-    tag: str | None
-    outcome: Outcome
-    status: int | None = None
-    attempts: int = 0
-    error: str | None = None
-    request_id: str | None = None
-    at: str | None = None  # RFC 3339 UTC as written; None when absent or not a string
-    elapsed_ms: int = 0
-    op: str = "add"  # "add" or "remove"
-    value: str | None = None  # IMS key/value records only
-    api: str = "glance"  # "glance" or "ims"
+    __slots__ = ()
 
     @property
     def key(self) -> int:
@@ -254,7 +242,7 @@ def parse(raw: bytes | str) -> Record | None:
     try:
         data = json.loads(raw, strict=False)  # raw control characters: as the fast lanes
         record = Record(
-            line=_optional(data.get("line"), int),
+            line=_optional(data.get("line"), int) or 0,
             image_id=_optional(data["image_id"], str),
             tag=_optional(data["tag"], str),
             outcome=Outcome(data["outcome"]),
@@ -262,7 +250,7 @@ def parse(raw: bytes | str) -> Record | None:
             attempts=_optional(data.get("attempts"), int) or 0,
             error=_optional(data.get("error"), str),
             request_id=_optional(data.get("request_id"), str),
-            at=at if isinstance(at := data.get("at"), str) else None,
+            at=_epoch(data.get("at")),
             elapsed_ms=_optional(data.get("elapsed_ms"), int) or 0,
             op=_one_of(data.get("op"), OPS),
             value=_optional(data.get("value"), str),
@@ -283,6 +271,17 @@ def _optional(value: object, kind: type[_T]) -> _T | None:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TypeError(f"expected {kind.__name__}")
     return value
+
+
+def _epoch(at: object) -> float:
+    """The seconds since the epoch an ``at`` field names; 0 when it names none, as an ``at``
+    that is not a time never made a line unreadable."""
+    if not isinstance(at, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(at).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _one_of(value: object, choices: tuple[str, ...]) -> str:
