@@ -2,10 +2,9 @@
 against the fake Glance running in another subprocess, and read back what it left behind.
 
 * :func:`fake_glance` starts ``bulktag serve-fake --port 0`` (``--api ims`` among the flags:
-  the fake IMS) and reads the port from its banner line; it always kills it on exit. With
-  ``stats=True`` it starts the same fake from this file instead, plus a ``GET /_test/stats``
-  route reporting what the server saw (PUT count, overlaps) and a ``--put-latency`` flag
-  (slow PUTs, quick preflight) — see the bottom of this file.
+  the fake IMS) and reads the port from its banner line; it always kills it on exit.
+  :meth:`FakeServer.stats` reads what the server saw (PUT count, overlaps) from its
+  ``GET /_fake/stats`` route.
 * :func:`plain_http` runs a tiny stdlib HTTP server in a thread that answers every request with
   one fixed status and body (a web server that is not Glance, or one echoing the token back).
 * :func:`run_bulktag` / :func:`start_bulktag` run the real CLI with an isolated environment
@@ -13,9 +12,6 @@ against the fake Glance running in another subprocess, and read back what it lef
 * :func:`read_journal` / :func:`journal_lines` read the journal back.
 * :func:`one_error_line` checks that a refused command said so in one line with its exit code;
   :func:`run_all` runs a table of such cases at once.
-
-Run as a script (``python tests/clitools.py serve-fake-stats [serve-fake flags]``) this module
-is the stats-reporting fake server.
 """
 
 from __future__ import annotations
@@ -40,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bulktag.fake.glance import STATS_PATH
+
 if TYPE_CHECKING:
     from bulktag.fake.keystone import FakeKeystone
 
@@ -54,7 +52,6 @@ U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 
 _BANNER = re.compile(r"fake (?:Glance|IMS) listening on (http://\S+) \(token: ")
-_STATS_PATH = "/_test/stats"
 _Case = TypeVar("_Case")
 
 
@@ -95,8 +92,8 @@ class FakeServer:
             return json.loads(response.read())
 
     def stats(self) -> dict[str, Any]:
-        """What the server saw (only for servers started with ``stats=True``)."""
-        return dict(self._get(_STATS_PATH))
+        """What the server saw (:meth:`bulktag.fake.glance.FakeGlance.stats`)."""
+        return dict(self._get(STATS_PATH))
 
     def puts(self) -> int:
         """PUT requests the server has answered so far."""
@@ -131,7 +128,6 @@ def fake_glance(
     workdir: Path,
     *flags: str,
     token: str | None = TOKEN,
-    stats: bool = False,
 ) -> Iterator[FakeServer]:
     """Run the fake Glance on a free port until the block ends; yields it once it listens.
 
@@ -139,12 +135,7 @@ def fake_glance(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"fake-glance-{uuid.uuid4().hex[:8]}.log"
-    argv = (
-        [sys.executable, str(Path(__file__).resolve()), "serve-fake-stats"]
-        if stats
-        else [sys.executable, "-m", "bulktag", "serve-fake"]
-    )
-    argv += ["--port", "0", *flags]
+    argv = [sys.executable, "-m", "bulktag", "serve-fake", "--port", "0", *flags]
     if token is not None:
         argv += ["--token", token]
     with log.open("wb") as sink:
@@ -532,63 +523,3 @@ def run_all(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {name: pool.submit(run, name, case) for name, case in cases.items()}
         return {name: future.result() for name, future in futures.items()}
-
-
-# ── the stats-reporting fake (``python tests/clitools.py serve-fake-stats ...``) ─────────────
-
-
-def _serve_fake_stats(argv: Sequence[str]) -> None:
-    import argparse
-    import asyncio
-
-    from aiohttp import web
-
-    from bulktag.fake.glance import FakeGlance, serve
-    from bulktag.fake.serve import add_serve_arguments, config_from_args
-
-    class StatsGlance(FakeGlance):
-        """The fake plus ``GET /_test/stats`` (behind the same gateway and auth)."""
-
-        def app(self) -> web.Application:
-            app = super().app()
-            app.router.add_get(_STATS_PATH, self._stats)
-            return app
-
-        async def _put_tag(self, request: web.Request) -> web.StreamResponse:
-            await asyncio.sleep(args.put_latency)  # PUTs only: the preflight GET stays quick
-            return await super()._put_tag(request)
-
-        async def _stats(self, request: web.Request) -> web.Response:
-            puts = [r for r in self.requests if r.method == "PUT"]
-            return web.json_response(
-                {
-                    "put": len(puts),
-                    "put_ok": sum(1 for r in puts if 200 <= r.status < 300),
-                    "get": sum(1 for r in self.requests if r.method == "GET"),
-                    "overlaps": self.overlaps,
-                    "max_in_flight_per_image": self.max_in_flight_per_image,
-                }
-            )
-
-    parser = argparse.ArgumentParser(prog="clitools serve-fake-stats")
-    add_serve_arguments(parser)
-    parser.add_argument("--put-latency", type=float, default=0.0, help="extra seconds per PUT")
-    args = parser.parse_args(argv)
-    fake = StatsGlance(config_from_args(args))
-
-    async def main() -> None:
-        async with serve(fake, args.host, args.port) as url:
-            required = "required" if args.token else "not required"
-            print(
-                f"fake Glance listening on {url} (token: {required})", file=sys.stderr, flush=True
-            )
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["serve-fake-stats"]:
-        raise SystemExit("usage: clitools.py serve-fake-stats [bulktag serve-fake flags]")
-    _serve_fake_stats(sys.argv[2:])

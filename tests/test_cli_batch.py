@@ -75,7 +75,7 @@ def test_dry_run_reports_what_would_be_sent_and_sends_nothing(tmp_path: Path) ->
     inventory = tmp_path / "in.csv"
     inventory.write_text("image_id,tag\n" + "\n".join(rows) + "\n")
     journal = tmp_path / "journal.jsonl"
-    with fake_glance(tmp_path, stats=True) as server:
+    with fake_glance(tmp_path) as server:
         done = run_bulktag(
             [
                 str(inventory),
@@ -109,7 +109,7 @@ def test_a_dry_run_of_a_resume_counts_exactly_what_the_run_then_sends(tmp_path: 
     inventory = tmp_path / "in.csv"
     inventory.write_text("image_id,tag\n" + "\n".join(rows) + "\n")
     journal = tmp_path / "journal.jsonl"
-    with fake_glance(tmp_path, stats=True) as server:
+    with fake_glance(tmp_path) as server:
         args = [str(inventory), "--endpoint", server.url, "--results", str(journal)]
         args += ["--log-format", "json"]
         first = run_bulktag([*args, "--max-items", "30"], tmp_path)

@@ -41,7 +41,7 @@ Pairs = list[tuple[str, str]]
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
-    with fake_glance(tmp_path_factory.mktemp("fake"), "--latency", "0.01", stats=True) as server:
+    with fake_glance(tmp_path_factory.mktemp("fake"), "--latency", "0.01") as server:
         yield server
 
 
@@ -168,7 +168,7 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     """PUTs that hang for 5 s, a 30 s grace period: the second Ctrl-C does not wait for them."""
     pairs = make_pairs(8, 1, seed=12)
     write_csv(tmp_path / "in.csv", pairs)
-    with fake_glance(tmp_path / "slow", "--put-latency", "5", stats=True) as slow:
+    with fake_glance(tmp_path / "slow", "--write-latency", "5") as slow:
         args = [*run_args(slow, "1000"), "--grace-period", "30", "--concurrency", "8"]
         with start_bulktag(args, tmp_path) as running:
             running.wait_for(started)

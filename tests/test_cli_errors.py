@@ -232,7 +232,7 @@ class Results:
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
     base = tmp_path_factory.mktemp("cli-errors")
     with (
-        fake_glance(base, stats=True) as fake,
+        fake_glance(base) as fake,
         plain_http(404, "404 Not Found\n") as plain,
         plain_http(200, "<html><body>Welcome to the dashboard</body></html>\n") as portal,
     ):

@@ -41,7 +41,7 @@ MAX_RECORD_BYTES = 4096  # a journal line stays small whatever the input row was
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
-    with fake_glance(tmp_path_factory.mktemp("fake"), stats=True) as server:
+    with fake_glance(tmp_path_factory.mktemp("fake")) as server:
         yield server
 
 

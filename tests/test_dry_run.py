@@ -80,7 +80,7 @@ def test_an_offline_dry_run_still_refuses_a_malformed_endpoint(tmp_path: Path) -
 
 def test_an_online_dry_run_logs_in_and_reads_once_but_sends_nothing(tmp_path: Path) -> None:
     inventory = _glance_input(tmp_path)
-    with fake_glance(tmp_path, stats=True) as fake:
+    with fake_glance(tmp_path) as fake:
         args = [str(inventory), "--endpoint", fake.url, "--log-format", "json"]
         done = run_bulktag([*args, "--dry-run-online"], tmp_path)
         stats = fake.stats()

@@ -17,7 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bulktag.fake.glance import REQUEST_ID_HEADER, FakeGlance, FakeGlanceConfig, serve
+from bulktag.fake.glance import (
+    REQUEST_ID_HEADER,
+    STATS_PATH,
+    FakeGlance,
+    FakeGlanceConfig,
+    serve,
+)
 from bulktag.fake.serve import add_serve_arguments, config_from_args, serve_forever
 
 REQ_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -427,6 +433,36 @@ async def test_requests_are_recorded_when_answered() -> None:
     assert before <= fake.requests[0].at <= fake.requests[1].at
 
 
+@pytest.mark.asyncio
+async def test_the_stats_route_says_what_the_fake_saw_past_gateway_and_token() -> None:
+    """An outage and a token: the stats still answer (no token, no refusal), and they count the
+    tag calls, not themselves."""
+    fake = FakeGlance(FakeGlanceConfig(token="t", outage=(0.0, 3600.0)))
+    async with serve(fake) as base, aiohttp.ClientSession() as session:
+        assert 503 == await put(session, tag_url(base, "img-1", "gold"), {"X-Auth-Token": "t"})
+        for _ in range(2):
+            async with session.get(base + STATS_PATH) as response:
+                assert 200 == response.status
+                seen = await response.json()
+    assert {"requests": 1, "put": 1, "get": 0, "tag_writes_ok": 0} == {
+        key: seen[key] for key in ("requests", "put", "get", "tag_writes_ok")
+    }
+    assert fake.stats() == seen
+
+
+@pytest.mark.asyncio
+async def test_write_latency_slows_the_tag_writes_and_not_the_reads() -> None:
+    """A slow database: a PUT still in its write while a GET of the same image comes back."""
+    fake = FakeGlance(FakeGlanceConfig(write_latency=30.0))
+    async with serve(fake) as base, aiohttp.ClientSession() as session:
+        writing = asyncio.ensure_future(put(session, tag_url(base, "img-1", "gold")))
+        async with session.get(f"{base}/v2/images/img-1") as response:
+            assert 200 == response.status
+        assert not writing.done()
+        assert (2, 1) == (fake.max_in_flight_per_image, fake.stats()["get"])  # both on img-1
+        writing.cancel()
+
+
 # -- `bulktag serve-fake` -----------------------------------------------------------------------
 
 
@@ -441,11 +477,12 @@ def test_serve_arguments_default_to_a_well_behaved_server_on_9292() -> None:
 def test_serve_arguments_map_onto_the_config() -> None:
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
-    argv = "--token t --latency 0.1 --fail-503 0.2 --fail-429 0.3 --retry-after 4 "
-    argv += "--capacity 5 --unknown-every 6 --seed 7"
+    argv = "--token t --latency 0.1 --write-latency 0.5 --fail-503 0.2 --fail-429 0.3 "
+    argv += "--retry-after 4 --capacity 5 --unknown-every 6 --seed 7"
     expected = FakeGlanceConfig(
         token="t",
         latency=0.1,
+        write_latency=0.5,
         fail_503=0.2,
         fail_429=0.3,
         retry_after="4",

@@ -58,6 +58,8 @@ REQUEST_ID_HEADER = "x-openstack-request-id"
 _THROTTLE_STATUSES = frozenset({413, 429, 503})
 # Glance's own defaults for GET /v2/images paging.
 _DEFAULT_LIMIT = 25
+#: ``GET`` it for what the fake has seen so far (:meth:`FakeGlance.stats`), as JSON.
+STATS_PATH = "/_fake/stats"
 _MAX_LIMIT = 1000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,6 +76,7 @@ class FakeGlanceConfig:
     tag_quota: int = 128  # Glance's image_tag_quota default
     max_tag_length: int = 255
     latency: float = 0.0  # seconds Glance spends on each request that reaches it
+    write_latency: float = 0.0  # more seconds on each tag write: slow writes, quick reads
     fail_503: float = 0.0  # probability of a gateway 503 instead of the work
     fail_429: float = 0.0  # probability of a gateway 429 instead of the work
     retry_after: str | None = None  # Retry-After on 413/429/503 throttling answers
@@ -99,8 +102,8 @@ class FakeGlanceConfig:
                 raise ValueError(f"{name} must be a probability between 0 and 1")
         if self.fail_503 + self.fail_429 > 1.0:
             raise ValueError("fail_503 + fail_429 must not exceed 1")
-        if self.latency < 0:
-            raise ValueError("latency must not be negative")
+        if self.latency < 0 or self.write_latency < 0:
+            raise ValueError("latency and write_latency must not be negative")
         if self.capacity is not None and self.capacity <= 0:
             raise ValueError("capacity must be positive")
         if self.capacity_status not in (429, 503):
@@ -290,6 +293,27 @@ class FakeGlance:
         """A copy of the tags stored on ``image_id`` ([] if it was never touched)."""
         return list(self.tags.get(image_id, []))
 
+    def stats(self) -> dict[str, int]:
+        """What the fake has seen so far: requests answered by method, tag writes that
+        succeeded, and the most requests in flight at once, overall and on one image."""
+        seen = {"requests": len(self.requests), "put": 0, "get": 0, "delete": 0, "post": 0}
+        tag_writes_ok = 0
+        for request in self.requests:
+            method = request.method.lower()
+            if method in seen:
+                seen[method] += 1
+            tag_writes_ok += method != "get" and 200 <= request.status < 300
+        return {
+            **seen,
+            "tag_writes_ok": tag_writes_ok,
+            "max_in_flight": self.max_in_flight,
+            "max_in_flight_per_image": self.max_in_flight_per_image,
+            "overlaps": self.overlaps,
+        }
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
     def clock(self) -> float:
         """Seconds since the server started: the ``now`` of the gateway's models."""
         return time.monotonic() - self.started
@@ -300,6 +324,7 @@ class FakeGlance:
         self.started = time.monotonic()
         app = web.Application(middlewares=[self._observe, self._gateway, self._auth])
         app.on_response_prepare.append(_add_request_id)
+        app.router.add_get(STATS_PATH, self._stats)
         app.router.add_put("/v2/images/{image_id}/tags/{tag}", self._put_tag)
         app.router.add_delete("/v2/images/{image_id}/tags/{tag}", self._delete_tag)
         app.router.add_get("/v2/images/{image_id}", self._get_image)
@@ -311,6 +336,8 @@ class FakeGlance:
 
     @web.middleware
     async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == STATS_PATH:  # looking is not traffic: past the gateway, not counted
+            return await self._stats(request)
         arrived = time.monotonic()
         image_id = request.match_info.get("image_id")
         self._enter(image_id)
@@ -405,7 +432,7 @@ class FakeGlance:
         # The lost-update race, as in Glance: read the list, yield while the "database" is slow,
         # then write back the stale list plus the new tag, clobbering anything stored meanwhile.
         stale = list(self.tags[image_id])
-        await asyncio.sleep(self.config.latency)
+        await self._database_write()
         if tag not in stale:
             if len(stale) >= self.config.tag_quota:
                 return _text_error(413, f"Maximum number of tags ({self.config.tag_quota}).")
@@ -420,7 +447,7 @@ class FakeGlance:
             return early
         # Same read-wait-write shape as PUT: Glance's delete rewrites the whole list too.
         stale = list(self.tags[image_id])
-        await asyncio.sleep(self.config.latency)
+        await self._database_write()
         if tag not in stale:
             return _text_error(404, f"Tag {tag} not found.")
         stale.remove(tag)
@@ -466,6 +493,11 @@ class FakeGlance:
         if action.status < 400:  # a scripted success: no body, like the real 204
             return web.Response(status=action.status)
         return _text_error(action.status, "Scripted answer.", retry_after)
+
+    async def _database_write(self) -> None:
+        """The time a tag write spends between reading the image's tags and writing them back:
+        the window of the lost-update race."""
+        await asyncio.sleep(self.config.latency + self.config.write_latency)
 
     async def _get_image(self, request: web.Request) -> web.StreamResponse:
         image_id = request.match_info["image_id"]

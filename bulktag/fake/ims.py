@@ -181,7 +181,7 @@ class FakeIms(FakeGlance):
             values[key] = value
         # The lost-update race: read, wait while the "database" is slow, write the whole set.
         stale = self.kv_of(image_id)
-        await asyncio.sleep(self.config.latency)
+        await self._database_write()
         stale.update(values)
         if len(stale) > self.config.max_tags:
             raise _Refused(
@@ -193,7 +193,7 @@ class FakeIms(FakeGlance):
         for key, value in tags:
             self._check_lengths(key, value, _DELETE_MAX_KEY, _DELETE_MAX_VALUE)
         stale = self.kv_of(image_id)
-        await asyncio.sleep(self.config.latency)
+        await self._database_write()
         for key, value in tags:
             if value is None or stale.get(key) == value:
                 stale.pop(key, None)  # absent: deleted already, not an error

@@ -21,6 +21,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="require this X-Auth-Token on every request")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument(
+        "--write-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="more seconds on each tag write (a slow database: writes lag, reads stay quick)",
+    )
+    parser.add_argument(
         "--fail-503",
         type=float,
         default=0.0,
@@ -115,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> FakeGlanceConfig:
     common = {
         "token": args.token,
         "latency": args.latency,
+        "write_latency": getattr(args, "write_latency", 0.0),
         "fail_503": args.fail_503,
         "fail_429": args.fail_429,
         "retry_after": args.retry_after,
