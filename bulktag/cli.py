@@ -458,10 +458,10 @@ def entry_point() -> NoReturn:
     """The program (``bulktag``, ``python -m bulktag``): :func:`main`, then exit.
 
     The garbage collector is frozen first: the interpreter's shutdown would otherwise run full
-    collections over every object the run left (28 ms of a one-pair run's 279 ms: medians
-    of 15 interleaved runs each way), and nothing left needs them — the journal, the log and
-    the lock are closed by then, and the memory goes back with the process. ``main`` itself
-    stays a plain function for tests and embedding.
+    collections over every object the run left (a noticeable share of a short run's time),
+    and nothing left needs them — the journal, the log and the lock are closed by then, and
+    the memory goes back with the process. ``main`` itself stays a plain function for tests
+    and embedding.
     """
     _closed_std_streams_to_devnull()
     sys.stdout, sys.stderr = _guarded(sys.stdout), _guarded(sys.stderr)  # argparse writes too
@@ -478,7 +478,7 @@ def _large_blocks_mapped() -> None:
     MiB), so once an IMS run's tables have grown a few times (the per-(image, key) KeyMap and
     the window's HeldMap: arrays of 100 KiB to 1 MiB, each replaced by a larger one as it
     grows) their later arrays come from the heap, where the old ones leave holes that the RSS
-    keeps: 62 -> 58 MiB for 1M shuffled IMS rows (benchmarks/RESULTS.md section 8). Elsewhere
+    keeps; mapping them returns that memory (benchmarks/RESULTS.md, section 8). Elsewhere
     (another libc) nothing happens.
     """
     if not sys.platform.startswith("linux"):
@@ -575,9 +575,9 @@ def install_interrupt_handlers() -> None:
     turns it into exit 130.
 
     Our own function, not ``signal.default_int_handler``: asyncio.Runner replaces that one with
-    a handler that only cancels the main task on the first Ctrl-C, and CI once saw a SIGINT
-    during the preflight leave the process running past 20 s (not reproduced here in 20 runs;
-    SIGTERM, which always raised at once, never hung). One path for both signals.
+    a handler that only cancels the main task on the first Ctrl-C, and a SIGINT during the
+    preflight could then leave the process running (SIGTERM, which always raised at once,
+    never hung). One path for both signals.
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)

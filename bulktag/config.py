@@ -200,9 +200,7 @@ def default_burst(rate: float) -> int:
 
     Slack for a pool that fell behind for a moment (every worker waiting on a slow answer) to
     catch up, while a one-second window can hold at most rate + burst = 1.02 × rate requests.
-    The rate is kept either way (benchmarks/RESULTS.md at d413f26: burst 1 achieved 100.0% of
-    100/s and 1,000/s, worst second +1.0% / +0.6%; burst R/50 +0.09% / +0.19%, worst second
-    +1.0% / +2.2%).
+    The rate is kept either way, with burst 1 or R/50 (benchmarks/RESULTS.md, section 3).
     """
     return max(1, math.ceil(rate / 50))
 

@@ -1,13 +1,12 @@
 """Time limits for requests, kept by one timer for all of them instead of one per request.
 
 aiohttp enforces a request's ``total`` timeout with a timer of its own for every request (a
-``TimerHandle`` armed, then cancelled, plus a ``TimerContext`` around the reads). Measured with
-``benchmarks/instructions.py``, that is ~30,000 instructions a request, about a tenth of all
-the CPU a tag PUT costs. A time limit of tens of seconds needs no per-request precision, so
-this keeps the deadlines in a dict and one timer that sweeps them, in the manner of a coarse
-timer wheel: a request costs a dict insert and a dict delete; the timer fires at most once per
-``slack`` seconds while requests are out; a request is cancelled no earlier than its limit and
-at most ``slack`` later.
+``TimerHandle`` armed, then cancelled, plus a ``TimerContext`` around the reads): a sizeable
+share of the CPU a tag PUT costs (measured by ``benchmarks/instructions.py``). A time limit of
+tens of seconds needs no per-request precision, so this keeps the deadlines in a dict and one
+timer that sweeps them, in the manner of a coarse timer wheel: a request costs a dict insert
+and a dict delete; the timer fires at most once per ``slack`` seconds while requests are out;
+a request is cancelled no earlier than its limit and at most ``slack`` later.
 
 Cancelling: the sweep cancels the task that is awaiting the request. The task is then
 suspended inside the request (it registers right before the request's first await and leaves

@@ -64,13 +64,13 @@ from bulktag.source import Parsed, RowReader
 from bulktag.streams import ThreadFeed, get
 from bulktag.summary import FailureBreaker, Tally
 
-# Rows the producer takes at once. A file is read in the event loop, 2048 rows (~1 ms) at a
-# time: a thread cost more than the reading itself — its GIL switches hold up the loop when
-# answers are ready — against nginx, 107 -> 97 us of CPU a pair and +10% throughput (5
-# interleaved runs of 50k pairs, concurrency 64). Only input that can wait on a producer
-# (RowReader.may_wait: a pipe, a FIFO, a terminal) is read in a thread (ThreadFeed), which
-# hands over the rows of each read at once: a row that has arrived never waits for the next
-# one. The producer then takes what has come, up to _READ_BATCH rows, and never waits for more.
+# Rows the producer takes at once. A file is read in the event loop, 2048 rows at a time: a
+# thread cost more than the reading itself — its GIL switches hold up the loop when answers
+# are ready, so reading in the loop costs less CPU a pair and gives more throughput. Only
+# input that can wait on a producer (RowReader.may_wait: a pipe, a FIFO, a terminal) is read
+# in a thread (ThreadFeed), which hands over the rows of each read at once: a row that has
+# arrived never waits for the next one. The producer then takes what has come, up to
+# _READ_BATCH rows, and never waits for more.
 _READ_BATCH = 2048
 # After --max-items, the rows left in a pipe are counted while they keep coming: a producer
 # silent for _COUNT_WAIT (tail -f), one that never ends (yes), or a stop ends the count, which

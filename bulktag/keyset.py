@@ -1,8 +1,8 @@
 """A compact set of 64-bit fingerprints: the pairs already met in this run's input.
 
 A Python ``set`` of 128-bit ints costs ~80 bytes a key (a 44-byte int object plus the table
-slot), which made a fresh run's memory grow by ~80 MB per million pairs. Here the keys live in
-one ``array('Q')`` with open addressing and linear probing: 8 bytes a slot, at most two thirds
+slot), and a fresh run keeps one for every pair of its input. Here the keys live in one
+``array('Q')`` with open addressing and linear probing: 8 bytes a slot, at most two thirds
 full, so 12-24 bytes a key.
 
 Only the low 64 bits of a key are kept. Two different pairs sharing them (about 3 chances in a
@@ -66,9 +66,8 @@ class KeySet:
 class KeyMap:
     """A compact map of fingerprints to fingerprints: what this run's input last asked for each
     IMS (image, key), in 8 bytes a slot, one ``array('Q')`` word holding both halves (a
-    ``dict`` of 128-bit ints costs ~150 bytes an entry, and two 64-bit arrays 16 bytes a slot:
-    32 MiB for an IMS run's million slots, 16 MiB doubling at two thirds full; 10-12.5 MiB
-    now).
+    ``dict`` of 128-bit ints costs ~150 bytes an entry, and two 64-bit arrays 16 bytes a
+    slot).
 
     A word is a key's 32-bit *tag* (bits 32-63 of its fingerprint) over the low 32 bits of its
     value (:func:`kept`: a caller compares values in that form). The tag also picks the slot
@@ -114,8 +113,8 @@ _LOW_32 = (1 << 32) - 1
 class _KeyMapPart:
     """One part of a :class:`KeyMap`: open addressing with double hashing over a prime number of
     slots, at most 80% full and grown by a quarter. Doubling at two thirds full (as
-    :class:`KeySet` does) left a table 33-67% full — 16 MiB for a million keys; here it is
-    64-80% full, 10-12.5 MiB. Double hashing keeps the probes short at that load (a free slot
+    :class:`KeySet` does) leaves a table 33-67% full; here it is 64-80% full, so it takes less
+    memory for the same keys. Double hashing keeps the probes short at that load (a free slot
     is met after ~1/(1 - load) probes, linear probing needs ~1/(1 - load)² / 2), and growing
     by a quarter moves each key ~4 times over the run, against ~1 when doubling."""
 

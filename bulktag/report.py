@@ -6,10 +6,10 @@ What is kept, and what it costs:
 * counters per outcome, HTTP status and error class: a few dozen entries;
 * the last outcome of every pair, so that a pair that ``gave_up`` and then went ``ok`` on the
   next night counts once, as ``ok``: a dict keyed by :func:`bulktag.journal.pair_key` (a 128-bit
-  int), about 86 bytes per pair (measured: 86 MB for a million pairs). Its values are interned
-  small ints, so they cost nothing more. For a pair found in several journals, the journal
-  named last wins: give an old journal moved aside by ``--fresh`` before the new one. Shards
-  never share a pair (``--shard`` splits by image id), so their order does not matter;
+  int), under a hundred bytes per pair. Its values are interned small ints, so they cost
+  nothing more. For a pair found in several journals, the journal named last wins: give an
+  old journal moved aside by ``--fresh`` before the new one. Shards never share a pair
+  (``--shard`` splits by image id), so their order does not matter;
 * records per minute of the ``at`` field: one counter entry per minute that saw a record;
 * the ``--top`` slowest and most-retried records: two heaps of ``--top`` entries;
 * failures grouped by reason: at most ``MAX_REASONS`` groups (the rest are pooled), each with a

@@ -2,12 +2,10 @@
 
 anyio's ``MemoryObjectSendStream.send`` and ``...ReceiveStream.receive`` begin with a
 checkpoint (a yield to the event loop) even when the item can pass at once. At thousands of
-rows a second those yields were a large share of the engine's CPU (commit ec5e8f9: with the
-journal line assembled by hand, 32.2 -> 25.4-26.3 us a row, the engine with an instant
-sender, when rows went through three streams). These helpers try the non-blocking call
-first and only await when the stream is full or empty, which is exactly when waiting is
-needed; every task on this path awaits real I/O each row, so no loop can run long without
-yielding.
+rows a second those yields were a large share of the engine's CPU (measured by
+``benchmarks/engine_overhead.py``). These helpers try the non-blocking call first and only
+await when the stream is full or empty, which is exactly when waiting is needed; every task
+on this path awaits real I/O each row, so no loop can run long without yielding.
 
 :class:`ThreadFeed` brings rows read in a thread (a pipe's) into the loop as they come.
 """

@@ -156,11 +156,12 @@ class _Http:
 
         The answer's body is read for an error (its text goes into the journal) or when
         ``want_body``; a tag call's 2xx has none worth reading, and releasing the connection
-        without the read costs a fifth less of aiohttp's work a request (valgrind, 3000 PUTs).
+        without the read spares a good part of aiohttp's work a request (measured by
+        ``benchmarks/instructions.py``).
         """
         # The token is a default header of the session, set when it changes: aiohttp copies
         # the defaults into a request in one C call, but merges a request's own headers into
-        # them one by one in Python (~5,400 instructions a request, benchmarks/instructions.py).
+        # them one by one in Python, for every request (benchmarks/instructions.py).
         defaults = self._session.headers
         if defaults.get("X-Auth-Token") is not token:
             defaults["X-Auth-Token"] = token
@@ -267,8 +268,7 @@ class GlanceTransport(_Http):
 
         Validated rows hold only URL-safe characters: one C call checks that, against four
         Python calls inside quote(), for every request. The URL is the endpoint's with a new
-        path: yarl parses only the path, not the whole URL (0.6 against 2.3 us a request,
-        measured over 100k distinct ids).
+        path: yarl parses only the path, not the whole URL, several times cheaper a request.
         """
         path = self._images_path
         for segment in segments:

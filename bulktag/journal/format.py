@@ -28,13 +28,13 @@ def fingerprint_bytes(data: bytes) -> int:
     Two SipHash values (Python's own ``hash()`` of the bytes, and of the bytes and a NUL),
     which is keyed by a random key per process: fingerprints are comparable only within one
     process. That is all they need — the resume index is built from the journal's text by the
-    run that uses it, and never stored. Half the cost of a 128-bit blake2b (0.43 against
-    0.77 us a row key), and each resume computes one per journal record and per input row.
+    run that uses it, and never stored. About half the cost of a 128-bit blake2b, and each
+    resume computes one per journal record and per input row.
 
     The two values are joined as ``first << 64 ^ second``: the low 64 bits are the second
     (sign-extended, as ``hash()`` gives it) and the rest is the first, so different pairs of
-    values give different ints — without masking either to 64 bits first (0.19 against
-    0.24 us a key, timeit).
+    values give different ints — without masking either to 64 bits first, which would only
+    add cost.
     """
     return hash(data) << 64 ^ hash(data + b"\x00")
 
@@ -50,7 +50,7 @@ def add_key(image_id: str, tag: str) -> int:
 
 
 def pair_key(image_id: str, tag: str, op: str = "add") -> int:
-    """The resume key of a pair: a 128-bit fingerprint (a tuple of strings costs 2.5× more).
+    """The resume key of a pair: a 128-bit fingerprint (a tuple of strings takes more memory).
 
     Removing a tag is a different piece of work from adding it, so it has different keys.
     """
@@ -106,11 +106,11 @@ class _TimeCache:
     """``format_time`` runs for every record, and records come a few per millisecond.
 
     The date-and-second part changes once a second: formatted once and reused (a datetime per
-    record cost ~1.5 µs). And the last text is kept with the span of times well inside its
+    record would be dear). And the last text is kept with the span of times well inside its
     millisecond (``low``, ``high``): a time in that span gets it back after two comparisons,
-    where the full path costs ~5,000 instructions. The span stays 2 µs away from the
-    millisecond's edges, more than a float's error up to 2100 (0.48 µs), so a time near
-    an edge always takes the full path and the text is always exactly the full path's.
+    far cheaper than the full path. The span stays 2 µs away from the millisecond's edges,
+    more than a float's error up to 2100 (0.48 µs), so a time near an edge always takes the
+    full path and the text is always exactly the full path's.
     """
 
     second = -1
@@ -157,7 +157,7 @@ def render(result: Result) -> bytes:
     """One journal line (with its newline). Field order is part of the public format.
 
     Assembled by hand rather than through ``json.dumps`` of a dict: the fields and their types
-    are fixed, and this is the sink's hot path (it halved the cost of a record). Strings go
+    are fixed, and this is the sink's hot path (it makes a record much cheaper). Strings go
     through the json module's own encoder, so escaping is exactly json.dumps's.
     """
     # One unpacking, not thirteen attribute reads: render runs for every row.

@@ -2,8 +2,8 @@
 :func:`load_index`.
 
 Keys are 128-bit fingerprints of the work (:mod:`bulktag.journal.format`), stored as ints in a
-set: about 80 bytes per settled pair instead of ~200 for a tuple of strings (measured in
-``benchmarks/``). They are made afresh by every run from the journal's text, never stored.
+set: less than half the memory per settled pair of a tuple of strings. They are made afresh
+by every run from the journal's text, never stored.
 
 The settle rule is :meth:`ResumeIndex.settle`, and every record that is not a plain Glance add
 goes through it after :func:`~bulktag.journal.format.parse`. Plain Glance adds, nearly every
@@ -93,25 +93,23 @@ class ResumeIndex:
 
 # The common record — a Glance add whose id and tag need no JSON escapes, with nothing after
 # elapsed_ms — is matched on the bytes: its key is the digest of the very bytes pair_key
-# hashes, with no json.loads. Two speeds (loading the index of 1M records, timed in-process
-# over the benchmark's journal: 6.5 s with json.loads per line, ~2 s with a regex per line
-# (both in f062c44's message), ~1.6 s with a match object per record, ~1.2 s with one findall
-# per block):
+# hashes, with no json.loads. Two speeds, each faster than json.loads or a regex per line;
+# one findall per block is the fastest:
 #
 # * a block whose every line is such a record with outcome ``ok`` — a finished run's journal,
 #   block after block — is matched whole by one findall (one match per line: the first line
 #   at the block's start, each next one after its newline), and its keys go into the index in
 #   one set update. A block without a backslash has no JSON escape anywhere, so its strings
 #   are matched as ``[^"]*`` — the regex engine's tight loop for "anything but one
-#   character", ~30% less scanning than the character class (see RESULTS.md); a newline
+#   character", which scans faster than the character class (see RESULTS.md); a newline
 #   inside a match would make the match count fall short of the line count;
 # * any other block is walked match by match: lines the pattern skips (any other record,
 #   blank lines, garbage) are found as gaps between matches and take the full parse.
 #
 # A line either lane takes must be one parse() reads alike, so the pattern checks every
 # field's type (a "status" written as the text "204" is not a record for resume either) and
-# quantifiers are possessive (no backtracking). Kept because it pays: the timings above
-# (and this check's cost) are in the commit messages and benchmarks/RESULTS.md, section 6.
+# quantifiers are possessive (no backtracking). Kept because it pays: the timings (and this
+# check's cost) are in the commit messages and benchmarks/RESULTS.md, section 6.
 _PLAIN_RECORD = (  # every field in render()'s order, of the type parse() accepts
     rb'\{"line": %(int)s, "image_id": "(%(text)s)", "tag": "(%(text)s)", '
     rb'"outcome": "%(outcome)s", "status": (?:%(int)s|null), "attempts": %(int)s, '
