@@ -9,7 +9,7 @@ against the fake Glance running in another subprocess, and read back what it lef
   one fixed status and body (a web server that is not Glance, or one echoing the token back).
 * :func:`run_bulktag` / :func:`start_bulktag` run the real CLI with an isolated environment
   (no ``OS_*``/``BULKTAG_*`` from the caller, ``HOME`` and the working directory in tmp).
-* :func:`read_journal` / :func:`journal_lines` read the journal back.
+* Image ids, pairs, CSV and reading the journal back are :mod:`support`'s, as for every test.
 * :func:`one_error_line` checks that a refused command said so in one line with its exit code;
   :func:`run_all` runs a table of such cases at once.
 """
@@ -20,7 +20,6 @@ import base64
 import contextlib
 import http.server
 import json
-import os
 import re
 import socket
 import subprocess
@@ -32,9 +31,11 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import support
+from support import image
 
 from bulktag.fake.glance import STATS_PATH
 
@@ -45,11 +46,6 @@ if TYPE_CHECKING:
 TIMEOUT = 60
 #: The token the tests' servers accept by default.
 TOKEN = "clitools-token-0123456789"
-#: Two image ids and a time (it renders as 2026-11-28T02:00:01.123Z) for journal records the
-#: tests write by hand.
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
-AT = datetime(2026, 11, 28, 2, 0, 1, 123000, tzinfo=UTC).timestamp()
 
 _BANNER = re.compile(r"fake (?:Glance|IMS) listening on (http://\S+) \(token: ")
 _Case = TypeVar("_Case")
@@ -259,17 +255,8 @@ def operator_credentials(auth_url: str, password: str = "secret-pw-42") -> dict[
 
 
 def isolated_env(home: Path, token: str | None = TOKEN, **extra: str) -> dict[str, str]:
-    """The caller's environment minus anything that could change bulktag's behaviour."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OS_", "BULKTAG_")) and k != "XDG_CONFIG_HOME"
-    }
-    env["HOME"] = str(home)
-    if token is not None:
-        env["OS_AUTH_TOKEN"] = token
-    env.update(extra)
-    return env
+    """:func:`support.isolated_env` with the token the tests' fakes accept, unless told."""
+    return support.isolated_env(home, token, **extra)
 
 
 @dataclass
@@ -430,32 +417,11 @@ def start_bulktag(
 # ── inputs and the journal ────────────────────────────────────────────────────────────────────
 
 
-def image_ids(count: int, seed: int = 0) -> list[str]:
-    """Deterministic, distinct image UUIDs."""
-    return [str(uuid.UUID(int=(seed << 64) | (n + 1), version=4)) for n in range(count)]
-
-
-def make_pairs(images: int, tags_per_image: int, seed: int = 0) -> list[tuple[str, str]]:
-    """Pairs grouped by image, the order real inventories come in."""
-    return [(image, f"t{n}") for image in image_ids(images, seed) for n in range(tags_per_image)]
-
-
-def write_csv(path: Path, pairs: Iterable[tuple[str, str]], header: bool = True) -> Path:
-    lines = (["image_id,tag"] if header else []) + [f"{i},{t}" for i, t in pairs]
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
-
-
-def numbered_image(n: int) -> str:
-    """Image ``n``'s id in a hand-written journal: a UUID easy to read back (n + 1)."""
-    return str(uuid.UUID(int=n + 1))
-
-
 def journal_record(n: int = 0, tag: str = "web", **fields: Any) -> dict[str, Any]:
     """A hand-written journal record for image ``n``: ok by default, fields overridden as given."""
     record: dict[str, Any] = {
         "line": n + 2,
-        "image_id": numbered_image(n),
+        "image_id": image(n),
         "tag": tag,
         "outcome": "ok",
         "status": 204,
@@ -472,23 +438,6 @@ def write_journal(path: Path, records: Iterable[Mapping[str, Any]], extra: bytes
     """Write ``records`` as journal lines, then ``extra`` (a torn or foreign last line)."""
     path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + extra)
     return path
-
-
-def journal_lines(path: Path) -> list[bytes]:
-    """The journal's raw lines, newline included (a torn last line has none)."""
-    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
-
-
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Every record; fails the test if any line (a torn last one too) is not a JSON record."""
-    records = []
-    for number, raw in enumerate(journal_lines(path), 1):
-        assert raw.endswith(b"\n"), f"{path}:{number}: unterminated last line {raw[:80]!r}"
-        try:
-            records.append(json.loads(raw))
-        except ValueError as exc:
-            raise AssertionError(f"{path}:{number}: not JSON ({exc}): {raw[:200]!r}") from None
-    return records
 
 
 def ok_counts(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:

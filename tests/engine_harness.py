@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from support import grouped, image
 
 from bulktag.auth import StaticToken, TokenProvider
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
@@ -29,14 +30,6 @@ PROJECT = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_retry_after=0.2)
 
 
-def image(n: int) -> str:
-    return str(uuid.UUID(int=n + 1))
-
-
-def csv_of(pairs: Iterable[tuple[str, str]]) -> bytes:
-    return ("image_id,tag\n" + "".join(f"{i},{t}\n" for i, t in pairs)).encode()
-
-
 def outcomes(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     """How many records of each outcome."""
     return dict(Counter(r["outcome"] for r in records))
@@ -44,7 +37,7 @@ def outcomes(records: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 def grid(images: int, tags: int) -> list[tuple[str, str]]:
     """Pairs grouped by image, the way inventories usually come."""
-    return [(image(i), f"tag{t}") for i in range(images) for t in range(tags)]
+    return grouped((image(i) for i in range(images)), tags, prefix="tag")
 
 
 def settings(**overrides: Any) -> EngineSettings:

@@ -6,11 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import csv_of, image
 
 from bulktag.admission import Shard
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.model import Op
-from tests.engine_harness import TOKEN, Harness, csv_of, grid, image, run_against, settings
+from tests.engine_harness import TOKEN, Harness, grid, run_against, settings
 
 
 def fake(**config: object) -> FakeGlance:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support import make_pairs, write_csv
 
 from bulktag.fake.keystone import serve_keystone
 from bulktag.journal import JournalLock
@@ -17,12 +18,10 @@ from tests.clitools import (
     fake_glance,
     free_port,
     isolated_env,
-    make_pairs,
     operator_credentials,
     operator_keystone,
     run_bulktag,
     start_bulktag,
-    write_csv,
 )
 
 

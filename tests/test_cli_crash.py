@@ -26,15 +26,12 @@ from clitools import (
     fake_glance,
     free_port,
     isolated_env,
-    journal_lines,
-    make_pairs,
     no_traceback,
     ok_counts,
-    read_journal,
     run_bulktag,
     start_bulktag,
-    write_csv,
 )
+from support import journal_lines, make_pairs, read_journal, write_csv
 
 Pairs = list[tuple[str, str]]
 

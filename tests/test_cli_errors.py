@@ -27,8 +27,8 @@ from clitools import (
     plain_http,
     run_all,
     run_bulktag,
-    write_csv,
 )
+from support import write_csv
 
 from bulktag import cli
 

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+from support import image_ids, read_journal
 
 from bulktag.fake.keystone import serve_keystone
 from tests.clitools import (
     fake_glance,
-    image_ids,
     isolated_env,
     no_traceback,
     one_error_line,
     operator_credentials,
     operator_keystone,
-    read_journal,
     run_bulktag,
     start_bulktag,
 )

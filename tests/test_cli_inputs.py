@@ -26,15 +26,12 @@ from clitools import (
     Running,
     bulktag_argv,
     fake_glance,
-    image_ids,
     isolated_env,
-    make_pairs,
     no_traceback,
     plain_http,
-    read_journal,
     run_bulktag,
-    write_csv,
 )
+from support import image_ids, make_pairs, read_journal, write_csv
 
 MAX_RECORD_BYTES = 4096  # a journal line stays small whatever the input row was
 

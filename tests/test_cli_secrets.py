@@ -11,16 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import (
-    Done,
-    fake_glance,
-    image_ids,
-    isolated_env,
-    no_traceback,
-    plain_http,
-    run_bulktag,
-    write_csv,
-)
+from clitools import Done, fake_glance, isolated_env, no_traceback, plain_http, run_bulktag
+from support import image_ids, write_csv
 
 SECRET = "gAAAAAB-SeCrEt-7f3a9c2b-e1d4-4b6f-a0c8-do-not-print"
 

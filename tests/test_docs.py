@@ -26,16 +26,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clitools import (
-    TOKEN,
-    Done,
-    FakeServer,
-    fake_glance,
-    image_ids,
-    isolated_env,
-    run_bulktag,
-    write_csv,
-)
+from clitools import TOKEN, Done, FakeServer, fake_glance, isolated_env, run_bulktag
+from support import image_ids, write_csv
 from test_deploy import CRONJOB, SERVICE, unit_settings
 
 from bulktag.cli import _COMMANDS, build_parser

@@ -13,15 +13,14 @@ from clitools import (
     TOKEN,
     Done,
     fake_glance,
-    image_ids,
     isolated_env,
     no_traceback,
     one_error_line,
     plain_http,
     refused_url,
     run_bulktag,
-    write_csv,
 )
+from support import image_ids, write_csv
 
 IMAGES = image_ids(4, seed=3)
 

@@ -9,22 +9,14 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support import csv_of, image
 
 from bulktag.auth import AuthRefused
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve
 from bulktag.fake.limiters import ConcurrencyLimit
 from bulktag.journal import JournalWriter
 from bulktag.policy import RetryPolicy
-from tests.engine_harness import (
-    TOKEN,
-    Harness,
-    csv_of,
-    grid,
-    image,
-    outcomes,
-    run_against,
-    settings,
-)
+from tests.engine_harness import TOKEN, Harness, grid, outcomes, run_against, settings
 
 
 def fake(**config: object) -> FakeGlance:

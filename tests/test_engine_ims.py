@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from support import image
 
 from bulktag.engine import Engine
 from bulktag.fake.glance import serve
@@ -20,7 +21,7 @@ from bulktag.model import Op
 from bulktag.pacing import Signal
 from bulktag.policy import RetryPolicy
 from bulktag.source import ims_rules
-from tests.engine_harness import TOKEN, Harness, image, ims_settings, kv_csv, outcomes, run_against
+from tests.engine_harness import TOKEN, Harness, ims_settings, kv_csv, outcomes, run_against
 
 
 def fake(**config: Any) -> FakeIms:

@@ -23,7 +23,6 @@ from bulktag.journal import JournalWriter, ResumeIndex, pair_key
 from bulktag.model import Answer, Outcome, Row, Tag
 from bulktag.source import open_text, read_rows, read_stream
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 PATIENCE = 20.0  # seconds a test waits for what must happen at once; only a hang reaches it
 
 

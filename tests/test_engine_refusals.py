@@ -8,10 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import csv_of, image
 
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig
 from bulktag.model import Op
-from tests.engine_harness import TOKEN, csv_of, image, run_against, settings
+from tests.engine_harness import TOKEN, run_against, settings
 
 FULL = image(0)  # at its tag quota, or forbidden, or unknown: every row of it is refused
 OTHERS = [image(n) for n in range(1, 31)]

@@ -25,8 +25,8 @@ from clitools import (
     refused_url,
     run_all,
     run_bulktag,
-    write_csv,
 )
+from support import write_csv
 
 VALID = [("8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87", "team-web")]
 TEMPFAIL, USAGE = 75, 2

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import AT, U1, U2
 
 from bulktag.journal import (
     JournalError,
@@ -31,7 +32,6 @@ from bulktag.journal import file as journal_file
 from bulktag.journal import format as journal_format
 from bulktag.journal import index as journal_index
 from bulktag.model import InvalidRow, Outcome, Result, Row
-from tests.clitools import AT, U1, U2
 
 FIELDS = ["line", "image_id", "tag", "outcome", "status", "attempts", "error", "request_id",
           "at", "elapsed_ms"]  # fmt: skip

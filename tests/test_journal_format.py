@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import AT, U1, U2
 
 from bulktag.journal import (
     FileStats,
@@ -24,7 +25,6 @@ from bulktag.model import Outcome, Result
 from bulktag.report import Report, to_json
 from bulktag.summary import FailureBreaker, Tally
 from bulktag.verify import expected_tags
-from tests.clitools import AT, U1, U2
 
 GOOD = render(Result(1, U1, "gold", Outcome.OK, status=204, attempts=1, at=AT, elapsed_ms=5))
 ODD = json.loads(render(Result(2, U2, "silver", Outcome.OK, status=204, attempts=1, at=AT)))

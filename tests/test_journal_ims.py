@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support import AT, U1, U2
 
 from bulktag.admission import Admission, Decision
 from bulktag.journal import (
@@ -20,7 +21,6 @@ from bulktag.journal import (
 )
 from bulktag.model import Api, InvalidRow, Op, Outcome, Result, Row
 from bulktag.summary import Tally
-from tests.clitools import AT, U1, U2
 
 
 def ims_record(

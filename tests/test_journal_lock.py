@@ -10,18 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import U1, make_pairs, write_csv
 
 from bulktag.journal import JournalLock, LockHeld, prepare, render
 from bulktag.model import Outcome, Result
-from tests.clitools import (
-    U1,
-    free_port,
-    make_pairs,
-    no_traceback,
-    plain_http,
-    run_bulktag,
-    write_csv,
-)
+from tests.clitools import free_port, no_traceback, plain_http, run_bulktag
 
 
 def _same(journal: Path) -> Path:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import AT, U1, image_ids, read_journal
 
 from bulktag.admission import Admission, Decision
 from bulktag.journal import ResumeIndex, load_index, render, row_key
 from bulktag.model import Api, Op, Outcome, Result, Row
 from bulktag.summary import Tally
-from tests.clitools import AT, U1, fake_glance, image_ids, no_traceback, read_journal, run_bulktag
+from tests.clitools import fake_glance, no_traceback, run_bulktag
 
 PROJECT = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 TAGS = {"glance": ["gold", 'quo"te'], "ims": ["env"]}  # an escaped tag takes the careful path

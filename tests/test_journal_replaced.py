@@ -9,18 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import U1, journal_lines, make_pairs, write_csv
 
 from bulktag.journal import JournalReplaced, JournalWriter, render
 from bulktag.model import Outcome, Result
-from tests.clitools import (
-    U1,
-    fake_glance,
-    journal_lines,
-    make_pairs,
-    no_traceback,
-    start_bulktag,
-    write_csv,
-)
+from tests.clitools import fake_glance, no_traceback, start_bulktag
 
 
 def _delete(journal: Path) -> None:

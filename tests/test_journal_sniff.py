@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+from support import AT, U1, write_csv
 
 from bulktag.journal import not_a_journal, render
 from bulktag.model import Outcome, Result
-from tests.clitools import AT, U1, free_port, no_traceback, run_bulktag, write_csv
+from tests.clitools import free_port, no_traceback, run_bulktag
 
 RECORD = render(Result(1, U1, "gold", Outcome.OK, status=204, attempts=1, at=AT))
 

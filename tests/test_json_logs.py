@@ -10,15 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from clitools import (
-    Done,
-    fake_glance,
-    isolated_env,
-    make_pairs,
-    refused_url,
-    run_bulktag,
-    write_csv,
-)
+from clitools import Done, fake_glance, isolated_env, refused_url, run_bulktag
+from support import make_pairs, write_csv
 
 from bulktag.journal import JournalLock
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clitools import fake_glance, make_pairs, run_bulktag, write_csv
+from clitools import fake_glance, run_bulktag
 from prometheus_client.parser import text_string_to_metric_families
+from support import make_pairs, write_csv
 
 from bulktag.errors import ExitCode
 from bulktag.metrics import LAST_SUCCESS

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from clitools import journal_record as record
-from clitools import numbered_image as image
 from clitools import write_journal as write
+from support import image
 
 from bulktag import report as report_module
 from bulktag.report import add_report_arguments, command_report

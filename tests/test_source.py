@@ -16,13 +16,12 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import U1, U2
 
 from bulktag import source
 from bulktag.model import InvalidRow, Row
 from bulktag.source import InputRefused, Parsed, RowReader, open_text, read_rows
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 UPPER = "8A3F1C2E-5B7D-4C1E-9F00-3C2B1A0D9E87"
 ALLOWED = "(allowed: letters, digits, '_' and '-')"
 

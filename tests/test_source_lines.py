@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from support import U1, U2
 
 from bulktag import source
 from bulktag.model import InvalidRow, Row
@@ -27,8 +28,6 @@ from bulktag.source import (
     read_stream,
 )
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 U3 = "11111111-2222-4333-8444-555555555555"
 NOT_CLOSED = "a quoted field is not closed on its line"
 

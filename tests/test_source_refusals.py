@@ -10,6 +10,7 @@ import io
 import random
 
 import pytest
+from support import U1, U2
 
 from bulktag.model import InvalidRow, Row
 from bulktag.source import (
@@ -25,8 +26,6 @@ from bulktag.source import (
     read_stream,
 )
 
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
-U2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 GOLD = ConstantTag("gold")
 
 

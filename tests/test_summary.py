@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import U1
 
 from bulktag.model import Outcome, Result
 from bulktag.summary import (
@@ -13,8 +14,6 @@ from bulktag.summary import (
     summary_fields,
     summary_lines,
 )
-
-U1 = "8a3f1c2e-5b7d-4c1e-9f00-3c2b1a0d9e87"
 
 
 def result(

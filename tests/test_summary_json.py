@@ -11,16 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import (
-    Done,
-    fake_glance,
-    isolated_env,
-    make_pairs,
-    refused_url,
-    run_bulktag,
-    write_csv,
-)
+from clitools import Done, fake_glance, isolated_env, refused_url, run_bulktag
 from prometheus_client.parser import text_string_to_metric_families
+from support import make_pairs, write_csv
 
 from bulktag.journal import JournalLock
 from bulktag.summary import SCHEMA_VERSION

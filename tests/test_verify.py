@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from clitools import journal_record, write_journal
-from clitools import numbered_image as image
+from support import image
 
 from bulktag.auth import StaticToken
 from bulktag.fake.glance import FakeGlance, FakeGlanceConfig, serve

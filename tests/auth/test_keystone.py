@@ -121,7 +121,8 @@ async def test_without_a_redirect_the_login_goes_through() -> None:
 @pytest.mark.asyncio
 async def test_a_run_stops_with_one_line_naming_both_hosts(tmp_path: Any) -> None:
     """The same through ``bulktag run``: exit 2, nothing sent anywhere, no secret printed."""
-    from tests.clitools import isolated_env, make_pairs, run_bulktag, write_csv
+    from tests.clitools import isolated_env, run_bulktag
+    from tests.support import make_pairs, write_csv
 
     inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
     fake = alice_keystone()
@@ -231,7 +232,8 @@ async def test_an_identity_service_that_refuses_discovery_too_is_a_refusal_not_a
     """Every path answers 401, version discovery included (a gateway asking for auth on /).
     keystoneauth retries that discovery authenticated, which waits for the very token it is
     fetching; bulktag must end with one line and exit 2, in a subprocess that would hang."""
-    from tests.clitools import isolated_env, make_pairs, run_bulktag, write_csv
+    from tests.clitools import isolated_env, run_bulktag
+    from tests.support import make_pairs, write_csv
 
     async def refuse(request: web.Request) -> web.Response:
         return web.Response(status=401, body=body)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import read_journal
 
 #: Far above what real Glance does here (15-35 PUTs/s): the tests measure Glance, not the limiter.
 UNLIMITED_RATE = "10000"
@@ -43,29 +42,6 @@ def require(flag: str, why: str) -> None:
     """
     if not supports(flag):
         pytest.skip(f"bulktag run has no {flag} yet ({why})")
-
-
-def write_input(path: Path, rows: Iterable[tuple[str, str]]) -> Path:
-    """The CSV bulktag reads: a header, then one ``image_id,tag`` pair per line."""
-    lines = ["image_id,tag", *(f"{image_id},{tag}" for image_id, tag in rows)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def grouped(images: Sequence[str], tags_per_image: int, prefix: str = "t") -> list[tuple[str, str]]:
-    """Every image's tags next to each other: the input order that makes overlapping writes
-    to one image most likely, and the way real inventories are usually exported."""
-    return [(image, f"{prefix}{n:02d}") for image in images for n in range(tags_per_image)]
-
-
-def isolated_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment without anything that could point bulktag at another cloud:
-    no OS_* variables, and a HOME with no clouds.yaml."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["HOME"] = str(home)
-    env.pop("XDG_CONFIG_HOME", None)
-    env.update(extra or {})
-    return env
 
 
 @dataclass(frozen=True)
@@ -112,15 +88,6 @@ def describe(done: subprocess.CompletedProcess[str]) -> str:
     )
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Every complete record; a torn last line (a run killed mid-write) is not a record."""
-    records = []
-    for line in path.read_text().splitlines(keepends=True):
-        if line.endswith("\n") and line.strip():
-            records.append(json.loads(line))
-    return records
-
-
 def settled_by_line(records: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The last record of each input line (a resumed run appends; the latest word counts)."""
     return {int(r["line"]): r for r in records}
@@ -135,7 +102,7 @@ def wait_for_records(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"bulktag exited ({proc.returncode}) before {count} rows were journaled")
-        held = len(read_journal(journal)) if journal.exists() else 0
+        held = len(read_journal(journal, torn_tail=True)) if journal.exists() else 0
         if held >= count:
             return held
         time.sleep(0.05)

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import isolated_env
 
 from . import openstack, servers
-from .bulktag_cli import UNLIMITED_RATE, Invocation, isolated_env
+from .bulktag_cli import UNLIMITED_RATE, Invocation
 
 TAG_QUOTA = 20
 SERVICE_PASSWORD = "glance-service-secret"
@@ -156,7 +157,7 @@ def bulktag(tmp_path: Path) -> Callable[..., Invocation]:
     """``bulktag("run args"...)`` → an Invocation in an isolated working directory and HOME."""
 
     def make(*args: str, env: dict[str, str] | None = None) -> Invocation:
-        return Invocation(args, tmp_path, isolated_env(tmp_path / "home", env))
+        return Invocation(args, tmp_path, isolated_env(tmp_path / "home", **(env or {})))
 
     (tmp_path / "home").mkdir()
     return make

@@ -15,15 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support import grouped, read_journal, write_csv
 
-from .bulktag_cli import (
-    Invocation,
-    describe,
-    grouped,
-    read_journal,
-    require,
-    write_input,
-)
+from .bulktag_cli import Invocation, describe, require
 from .conftest import Cloud
 
 pytestmark = pytest.mark.integration
@@ -93,7 +87,7 @@ def run_grouped(
     images = cloud.open().create_images(tmp_path.name, IMAGES)
     rows = grouped(images, TAGS_PER_IMAGE)
     done = bulktag(
-        str(write_input(tmp_path / "input.csv", rows)),
+        str(write_csv(tmp_path / "input.csv", rows)),
         *cloud.open_glance_args(),
         "--results",
         str(tmp_path / "journal.jsonl"),

@@ -8,15 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import grouped, read_journal, write_csv
 
-from .bulktag_cli import (
-    Invocation,
-    describe,
-    grouped,
-    read_journal,
-    wait_for_records,
-    write_input,
-)
+from .bulktag_cli import Invocation, describe, wait_for_records
 from .conftest import Cloud
 
 pytestmark = pytest.mark.integration
@@ -48,7 +42,7 @@ def test_kill_9_then_resume_completes_every_row_once(
     rows = grouped(images, TAGS_PER_IMAGE)
     journal = tmp_path / "journal.jsonl"
     args = (
-        str(write_input(tmp_path / "input.csv", rows)),
+        str(write_csv(tmp_path / "input.csv", rows)),
         *cloud.open_glance_args(),
         "--results",
         str(journal),
@@ -66,7 +60,7 @@ def test_kill_9_then_resume_completes_every_row_once(
     # Requests in flight at the kill still complete inside Glance; let them land in its
     # access log before counting what the first run sent.
     sent_by_first = settled_count(lambda: len(cloud.glance_open.tag_puts(images)))
-    before = read_journal(journal)
+    before = read_journal(journal, torn_tail=True)
     settled_before = {(r["image_id"], r["tag"]) for r in before if r["outcome"] == "ok"}
     assert {r["outcome"] for r in before} == {"ok"}, before
     assert len(settled_before) < len(rows), "the run ended before the kill: nothing shown"
@@ -77,7 +71,7 @@ def test_kill_9_then_resume_completes_every_row_once(
     done = bulktag(*args).run()
 
     assert done.returncode == 0, describe(done)
-    after = read_journal(journal)
+    after = read_journal(journal, torn_tail=True)
     assert after[: len(before)] == before, "the resumed run rewrote earlier records"
     resumed = after[len(before) :]
     assert {r["outcome"] for r in resumed} == {"ok"}, resumed

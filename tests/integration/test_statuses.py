@@ -13,19 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import grouped, read_journal, write_csv
 
 from bulktag.errors import ExitCode
 
 from . import openstack
-from .bulktag_cli import (
-    UNLIMITED_RATE,
-    Invocation,
-    describe,
-    grouped,
-    read_journal,
-    wait_for_records,
-    write_input,
-)
+from .bulktag_cli import UNLIMITED_RATE, Invocation, describe, wait_for_records
 from .conftest import TAG_QUOTA, Cloud
 
 pytestmark = pytest.mark.integration
@@ -64,7 +57,7 @@ def test_every_status_class(
     # Password credentials, not a static token: the fixtures' tokens live 10 s, and on a loaded
     # machine this run can outlive one (a static token would then abort the run, exit 3).
     done = bulktag(
-        str(write_input(tmp_path / "input.csv", expected)),
+        str(write_csv(tmp_path / "input.csv", expected)),
         *cloud.user_creds.cli_args(),
         "--endpoint",
         cloud.glance.url,
@@ -103,7 +96,7 @@ def test_refused_token_fails_before_sending_anything(
     journal = tmp_path / "journal.jsonl"
 
     done = bulktag(
-        str(write_input(tmp_path / "input.csv", [(image, "t") for image in images])),
+        str(write_csv(tmp_path / "input.csv", [(image, "t") for image in images])),
         "--endpoint",
         cloud.glance.url,
         "--results",
@@ -126,7 +119,7 @@ def test_static_token_revoked_mid_run_stops_cleanly_then_resumes(
     token must finish exactly the rest."""
     images = cloud.as_user().create_images("revoked-static", 10)
     rows = grouped(images, 10)
-    source = write_input(tmp_path / "input.csv", rows)
+    source = write_csv(tmp_path / "input.csv", rows)
     journal = tmp_path / "journal.jsonl"
     token, _ = openstack.login(cloud.user_creds)
     # 100 rows at 20/s: ~5 s, within one token lifetime (so is the resume, unthrottled); the

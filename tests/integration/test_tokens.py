@@ -12,11 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import grouped, read_journal, write_csv
 
 from bulktag.errors import ExitCode
 
 from . import openstack
-from .bulktag_cli import Invocation, describe, grouped, read_journal, require, write_input
+from .bulktag_cli import Invocation, describe, require
 from .conftest import Cloud
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def keystone_run(
     bulktag: Callable[..., Invocation], cloud: Cloud, tmp_path: Path, rows: list[tuple[str, str]]
 ) -> Invocation:
     return bulktag(
-        str(write_input(tmp_path / "input.csv", rows)),
+        str(write_csv(tmp_path / "input.csv", rows)),
         *cloud.runner_creds.cli_args(),
         "--results",
         str(tmp_path / "journal.jsonl"),
