@@ -56,27 +56,19 @@ class Invocation:
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "bulktag", "run", *self.args]
 
+    def _spawn(self) -> dict[str, Any]:
+        """How either way of running it starts the process: no terminal, nothing on stdin."""
+        return {"cwd": self.cwd, "env": dict(self.env), "stdin": subprocess.DEVNULL}
+
     def run(self, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv,
-            cwd=self.cwd,
-            env=dict(self.env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+            self.argv, **self._spawn(), capture_output=True, text=True, timeout=timeout, check=False
         )
 
     def start(self, log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             return subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                env=dict(self.env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                self.argv, **self._spawn(), stdout=out, stderr=subprocess.STDOUT
             )
 
 
