@@ -95,6 +95,22 @@ def test_every_rendered_result_parses_back_to_its_fields() -> None:
     assert pair_key(U1, "gold", "remove") == record.key
 
 
+@pytest.mark.parametrize(
+    "at", ["yesterday", 1700000000, None], ids=["not-a-time", "number", "null"]
+)
+def test_a_line_without_a_time_or_an_input_line_reads_as_0_and_reports_as_null(at: object) -> None:
+    """Older or hand-made journals: what the line lacks is 0 in the record, null in the
+    report's listing — never a made-up time, and never an unreadable line."""
+    fields = {"image_id": U1, "tag": "gold", "outcome": "ok", "elapsed_ms": 40, "at": at}
+    record = parse(json.dumps(fields))
+    assert record is not None
+    assert (0, 0.0) == (record.line, record.at)
+    report = Report()
+    report.add(record)
+    listed = to_json(report)["slowest"][0]
+    assert (None, None) == (listed["line"], listed["at"])
+
+
 # -- one error class ---------------------------------------------------------------------------
 
 ANSWERS = [
