@@ -58,9 +58,9 @@ REQUEST_ID_HEADER = "x-openstack-request-id"
 _THROTTLE_STATUSES = frozenset({413, 429, 503})
 # Glance's own defaults for GET /v2/images paging.
 _DEFAULT_LIMIT = 25
+_MAX_LIMIT = 1000
 #: ``GET`` it for what the fake has seen so far (:meth:`FakeGlance.stats`), as JSON.
 STATS_PATH = "/_fake/stats"
-_MAX_LIMIT = 1000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -324,7 +324,6 @@ class FakeGlance:
         self.started = time.monotonic()
         app = web.Application(middlewares=[self._observe, self._gateway, self._auth])
         app.on_response_prepare.append(_add_request_id)
-        app.router.add_get(STATS_PATH, self._stats)
         app.router.add_put("/v2/images/{image_id}/tags/{tag}", self._put_tag)
         app.router.add_delete("/v2/images/{image_id}/tags/{tag}", self._delete_tag)
         app.router.add_get("/v2/images/{image_id}", self._get_image)
@@ -336,7 +335,8 @@ class FakeGlance:
 
     @web.middleware
     async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == STATS_PATH:  # looking is not traffic: past the gateway, not counted
+        # Looking is not traffic: answered here, ahead of the gateway, the token and the count.
+        if request.path == STATS_PATH:
             return await self._stats(request)
         arrived = time.monotonic()
         image_id = request.match_info.get("image_id")

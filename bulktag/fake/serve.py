@@ -122,7 +122,7 @@ def config_from_args(args: argparse.Namespace) -> FakeGlanceConfig:
     common = {
         "token": args.token,
         "latency": args.latency,
-        "write_latency": getattr(args, "write_latency", 0.0),
+        "write_latency": args.write_latency,
         "fail_503": args.fail_503,
         "fail_429": args.fail_429,
         "retry_after": args.retry_after,
