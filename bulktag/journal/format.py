@@ -111,21 +111,28 @@ class _TimeCache:
     far cheaper than the full path. The span stays 2 µs away from the millisecond's edges,
     more than a float's error up to 2100 (0.48 µs), so a time near an edge always takes the
     full path and the text is always exactly the full path's.
+
+    One instance with slots, not class attributes: storing a class attribute also invalidates
+    the interpreter's type caches, and the full path stores three.
     """
 
-    second = -1
-    prefix = ""
-    low = high = 0.0
-    text = ""
+    __slots__ = ("high", "low", "prefix", "second", "text")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+        self.low = self.high = 0.0
+        self.text = ""
 
 
+_TIME_CACHE = _TimeCache()
 _MILLIS = [f"{ms:03d}Z" for ms in range(1000)]  # "000Z" … "999Z": a list index, not a format
 _EDGE = 2e-6  # seconds kept clear of a millisecond's edges by the cached span
 
 
 def format_time(epoch: float) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-28T02:00:01.123Z``."""
-    cache = _TimeCache
+    cache = _TIME_CACHE
     if cache.low < epoch < cache.high:
         return cache.text
     # Exactly as datetime.fromtimestamp does: round the fraction to the microsecond (so
