@@ -36,6 +36,7 @@ row, so one row it cannot take does not fail its siblings.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import time
@@ -437,55 +438,60 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
     # ── workers ─────────────────────────────────────────────────────────────────────────
 
     async def _work(self, ready: ObjectReceiveStream[Row | str], scheduler: ImageScheduler) -> None:
-        batching = self.settings.batch_size > 1  # only then do waiting rows count (read-ahead)
-        with ready:
-            while True:
-                try:
-                    item = await get(ready)
-                except anyio.EndOfStream:
-                    return
-                # batching: the next image of the window (taken gives its first row); else the row
-                first: Row = scheduler.taken(item) if batching else item  # type: ignore[assignment]
-                if not await self._serve_image(first, scheduler) or self.stopping:
-                    return
+        with ready, contextlib.suppress(anyio.EndOfStream):  # all rows handed out: done
+            await self._serve(None, scheduler, ready=ready)
 
-    async def _serve_image(
-        self, row: Row | None, scheduler: ImageScheduler, retrying: _Retrying | None = None
-    ) -> bool:
-        """Settle ``row``, then the rows of its image parked behind it, one request at a time.
+    async def _serve(
+        self,
+        row: Row | None,
+        scheduler: ImageScheduler,
+        retrying: _Retrying | None = None,
+        ready: ObjectReceiveStream[Row | str] | None = None,
+    ) -> None:
+        """Settle ``row``, then the rows of its image parked behind it, one request at a time;
+        a worker (``ready``) then takes the next image from the stream, until it ends
+        (``anyio.EndOfStream``). One coroutine for all of a worker's rows: a coroutine per row
+        cost on every row.
 
-        ``retrying``: carry on with a batch whose retry was deferred. Returns False when the run
-        stopped or aborted with rows of this image unsettled (left for the resume).
+        ``retrying``: carry on with a batch whose retry was deferred. Ends as soon as the run
+        stops or aborts, rows of this image unsettled or not (left for the resume).
         """
         settings = self.settings
         sink = self._sink
+        batching = settings.batch_size > 1  # only then do waiting rows count (read-ahead)
         may_defer = retrying is None  # a deferred retry's task already holds no worker
-        while row is not None and not self.stopping:
+        while not self.stopping:
+            if row is None:
+                if ready is None:
+                    return
+                item = await get(ready)
+                # batching: the next image of the window (taken gives its first row); else the row
+                row = scheduler.taken(item) if batching else item  # type: ignore[assignment]
             if self._refused and row.image_id in self._refused:
                 row = await self._settle_refused(row, scheduler)
                 continue
             grow = False  # a batch not sent yet may take more rows of its image (send)
             if retrying is not None:
                 batch, attempts, retrying = retrying.rows, retrying.attempts, None
-            elif settings.batch_size > 1:
+            elif batching:
                 batch = await scheduler.gather(row, settings.batch_size, settings.batch_linger)
                 attempts, grow = Attempts(self._clock()), True
             else:
                 batch, attempts = [row], Attempts(self._clock())
             settled = await self.attempt(batch, attempts, may_defer=may_defer, grow=grow)
-            if settled is None:
-                return True  # its retry waits in a task of its own, which carries on from here
+            if settled is None:  # its retry waits in a task of its own, which carries on there
+                row = None
+                continue
             for result in settled:
                 sink.record(result)
             if sink.full:
                 await sink.room()
             if len(settled) < len(batch):  # stopped or aborted: the rest left for resume
-                return False
+                return
             last = settled[-1]
             if last.outcome is Outcome.FAILED and last.status in _IMAGE_REFUSALS:
                 self._remember_refused(row.image_id, last)
             row = scheduler.release(row.image_id)
-        return True
 
     def _remember_refused(self, image_id: str, cause: Result) -> None:
         refused = self._refused
@@ -544,7 +550,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
     ) -> None:
         try:
             if await self.wait_or_stop(delay):
-                await self._serve_image(retrying.rows[0], scheduler, retrying)
+                await self._serve(retrying.rows[0], scheduler, retrying)
         finally:
             self._deferred -= 1
 
