@@ -20,3 +20,11 @@ def test_the_resume_index_is_out_of_the_collector_for_the_run_and_back_after() -
         assert gc.get_freeze_count() > 0
     assert _tracked(index.done)
     assert gc.get_freeze_count() == 0
+
+
+def test_the_youngest_generation_is_collected_less_often_for_the_run_only() -> None:
+    before = gc.get_threshold()
+    with frozen_for_the_run():
+        assert gc.get_threshold()[0] > before[0]
+        assert gc.get_threshold()[1:] == before[1:]
+    assert gc.get_threshold() == before
