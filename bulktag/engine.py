@@ -56,7 +56,7 @@ from bulktag.admission import Decision as Admit
 from bulktag.attempt import AttemptLoop, Attempts, Sent
 from bulktag.auth import TokenProvider
 from bulktag.journal import JournalWriter, ResumeIndex
-from bulktag.model import Answer, Api, InvalidRow, Op, Outcome, Result, Row, Tag
+from bulktag.model import Answer, Api, InvalidRow, Op, Outcome, Result, Row, Tag, built
 from bulktag.pacing import Pacer, PacingPolicy
 from bulktag.policy import RetryPolicy, Settle
 from bulktag.scheduler import ImageScheduler
@@ -647,11 +647,10 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
         if outcome is not Outcome.OK:
             error = answer.error or f"HTTP {answer.status}"
         elapsed_ms = round((self._clock() - started) * 1000)
-        # Positional, in Result's field order: keywords cost a dict per row.
-        return Result(
+        return built(Result, (
             row.line, row.image_id, row.tag, outcome, answer.status, attempts, error,
             answer.request_id, self._wall(), elapsed_ms, self._op, row.value, self._api,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     async def _record(self, result: Result) -> None:
         self._sink.record(result)

@@ -30,7 +30,7 @@ from yarl import URL
 
 from bulktag.auth.redact import redact_url, redact_urls, scrub, url_secrets
 from bulktag.deadlines import Deadlines
-from bulktag.model import Answer, Tag
+from bulktag.model import Answer, Tag, built
 from bulktag.policy import Missing, glance_404
 
 _ERROR_EXCERPT = 300  # characters of a server's error body kept for the journal
@@ -252,7 +252,9 @@ def _answer(
     request_id = headers.get("x-openstack-request-id") or headers.get("x-request-id") or None
     if request_id is not None:  # a gateway may echo the token in it: it goes to the journal
         request_id = _clean_request_id(request_id, token, others)
-    return Answer(response.status, headers.get("Retry-After"), request_id, error, body)
+    return built(
+        Answer, (response.status, headers.get("Retry-After"), request_id, error, body, False)
+    )
 
 
 class GlanceTransport(_Http):
