@@ -700,9 +700,14 @@ class PaceController:
         period after the last at least). On the marks, not a period after this run's last dip:
         where two runs share a limit that either one alone fills, a dip of one is filled by the
         other and shows nothing, so each takes the limit for refusals that are not about the
-        rate and neither slows down. Dipping together, they see the share fall."""
+        rate and neither slows down. Dipping together, they see the share fall.
+
+        Not within a horizon of a resume, though: a dip that finds a limit paces under what got
+        in over the horizon before it, and just after an outage that is mostly the outage (a
+        run back at 236/s read 40/s and crawled up from there for five seconds). The mark's
+        dip waits until the horizon holds only the resumed pace."""
         every = self.policy.recheck_every
-        if now - self._checked_at < every / 2:
+        if now - self._checked_at < every / 2 or now - self._resumed_at < self._horizon():
             return False
         mark = math.floor((now + self.wall_offset) / every)
         return mark > math.floor((self._checked_at + self.wall_offset) / every)
