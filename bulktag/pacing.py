@@ -703,9 +703,9 @@ class PaceController:
         rate and neither slows down. Dipping together, they see the share fall.
 
         Not within a horizon of a resume, though: a dip that finds a limit paces under what got
-        in over the horizon before it, and just after an outage that is mostly the outage (a
-        run back at 236/s read 40/s and crawled up from there for five seconds). The mark's
-        dip waits until the horizon holds only the resumed pace."""
+        in over the horizon before it, and just after an outage that is mostly the outage, so
+        the run would settle far under its pace and climb back for seconds. The mark's dip
+        waits until the horizon holds only the resumed pace."""
         every = self.policy.recheck_every
         if now - self._checked_at < every / 2 or now - self._resumed_at < self._horizon():
             return False
