@@ -107,6 +107,7 @@ class PacingPolicy:
     probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)…
     probe_answers: int = 32  # …and long enough for this many answers at it
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
+    plateau: float = 1.15  # …but not under this × a confirmed capacity, where steps stay small
     overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)
     peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
@@ -233,6 +234,8 @@ class PaceController:
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = self._new_window(now)
+        # Every answer of the run's first horizon after its first refusal (see _opening_rate).
+        self._opening: _Window | None = self._new_window(now)
         # (time, accepted_total), ~0.1 s apart over the last two horizons
         self._history: deque[tuple[float, int]] = deque([(now, 0)])
         self._started = now
@@ -268,6 +271,7 @@ class PaceController:
         self._started = self.last_accepted = self.changed_at = now
         self._history = deque([(now, self.accepted_total)])
         self._window = self._new_window(now)
+        self._opening = self._new_window(now)
 
     # ── answers in ────────────────────────────────────────────────────────────────────────
 
@@ -302,6 +306,8 @@ class PaceController:
             return
         if sent_at >= self._window.start:  # else it left at the old rate: not evidence
             self._window.add(signal, retry_after, fresh, sent_at)
+        if self._opening is not None:
+            self._add_to_opening(now, signal, retry_after, fresh, sent_at)
         if self._window_complete(now):
             self._evaluate(now)
 
@@ -595,6 +601,27 @@ class PaceController:
             return False
         return later > share + _noise(share, answers, 2.0)
 
+    def _add_to_opening(
+        self, now: float, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float
+    ) -> None:
+        opening = self._opening
+        assert opening is not None
+        opening.add(signal, retry_after, fresh, sent_at)
+        first = opening.first_refused_sent
+        if first is not None and now - first > self._horizon() + 0.1:
+            self._opening = None  # the horizon no longer reaches back before it
+
+    def _opening_rate(self) -> tuple[float, int] | None:
+        """Accepted/s from the run's first refusal on, and the count, while the horizon
+        still reaches back before it (else None). A limiter lets its burst through first (a
+        bucket's tokens), and over the run's first horizon that burst reads as capacity (20
+        tokens in the first 0.27 s add 74/s to a 200/s bucket): a run paced over the limit
+        from there on takes its steady refusals for a flaky backend's."""
+        opening = self._opening
+        if opening is None or opening.later_got_in < self.policy.window_answers:
+            return None
+        return opening.later_accepted_rate(), opening.later_got_in
+
     def _admitted_while_sending(self, now: float) -> float:
         """The admitted rate over the horizon, or since the pace resumed after a hold-back
         if that is later (and a window ago): a horizon that is mostly hold-back, at a
@@ -603,12 +630,16 @@ class PaceController:
         if self._measured_since_resume(now):
             got_in = (self.accepted_total - self._resumed_total) / (now - self._resumed_at)
             return self._admitted(got_in)
+        if opening := self._opening_rate():
+            return self._admitted(opening[0])
         return self.admitted_rate(now)
 
     def _accepted_while_sending(self, now: float) -> int:
         """The count of accepted answers behind :meth:`_admitted_while_sending`'s measure."""
         if self._measured_since_resume(now):
             return self.accepted_total - self._resumed_total
+        if opening := self._opening_rate():
+            return opening[1]
         return self.accepted_total - self._horizon_start(now)[1]
 
     def _measured_since_resume(self, now: float) -> bool:
@@ -814,12 +845,25 @@ class PaceController:
         # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
         shared = 0.25 * policy.probe_step * self.ceiling
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
-        step = min((policy.probe_step * self.rate + shared) * 4.0**self._probes, self.rate)
+        growth = 1.0 if self._near_capacity() else 4.0**self._probes
+        step = min((policy.probe_step * self.rate + shared) * growth, self.rate)
         step = max(step, self._toward_peak(now))
         step, grows = self._bounded_step(now, step)
         self._set_rate(now, self.rate + step)
-        self._probes += grows
+        # Counted from the new pace: the step that leaves the plateau is the first that grows.
+        self._probes += grows and not self._near_capacity()
         self._probing = True
+
+    def _near_capacity(self) -> bool:
+        """Under the capacity a cut confirmed, or a little over it, where probes keep their
+        first step (CUBIC's plateau near its last loss). A limiter's burst hides a small excess
+        for a second or two (a bucket's 20 tokens hide 8 % over 200/s for two and a half
+        seconds), so a probe just over the limit reads clean, and a 4× step after it
+        overshoots by a third. Past the plateau, clean probes are news (the capacity grew),
+        and the steps grow again."""
+        if self.capacity is None or self.independent:
+            return False  # with refusals not about the rate, a probe is judged on what got in
+        return self.rate < self.policy.plateau * self.capacity
 
     def _toward_peak(self, now: float) -> float:
         """A step half the way back to the highest pace a clean horizon confirmed in the last

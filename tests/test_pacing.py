@@ -395,6 +395,41 @@ def test_probes_after_an_overshoot_go_at_most_half_the_way_back_to_it() -> None:
         assert before < control.rate <= (before + overshot) / 2 + 1e-9
 
 
+def _clean_probe_steps(capacity: float | None, until: float) -> list[tuple[float, float]]:
+    """``(pace, step)`` of each clean probe from 190/s up to ``until``, a cut having found
+    ``capacity`` (or none)."""
+    control = PaceController(1000.0, POLICY, T)
+    control.rate = control.good = 190.0
+    control.capacity = capacity
+    now, steps = T, []
+    while control.rate < until:
+        before = control.rate
+        now = answers(control, now, 1.2, before, refused=0.0)
+        steps.append((before, control.rate - before))
+    return steps
+
+
+def test_probes_near_a_confirmed_capacity_keep_their_first_step() -> None:
+    """A bucket's burst hides a small excess over its rate for a second or two: a probe just
+    over the limit reads clean, and a 4× step after it overshoots by a third. Up to 15 %
+    over the capacity a cut found, each probe steps as the first does; past that, clean
+    probes say the capacity grew, and the steps grow again."""
+    shared = 0.25 * POLICY.probe_step * 1000.0
+    steps = _clean_probe_steps(200.0, 300.0)
+    plateau = [step for pace, step in steps if pace < POLICY.plateau * 200.0]
+    beyond = [step for pace, step in steps if pace >= POLICY.plateau * 200.0]
+    assert len(plateau) >= 4
+    assert all(
+        step == pytest.approx(POLICY.probe_step * pace + shared)
+        for (pace, step) in steps[: len(plateau)]
+    )
+    assert len(beyond) >= 2
+    assert beyond[1] >= 3.0 * beyond[0]
+    # Without a capacity found, the second clean probe's step is already 4× the first's.
+    first, second = (step for _, step in _clean_probe_steps(None, 230.0)[:2])
+    assert second >= 3.5 * first
+
+
 def _probe_after_a_cut(later: float) -> float:
     """200/s confirmed by a clean horizon, then cut to 60/s (a capacity that dropped); from
     ``later`` seconds after that, clean answers at 60/s until the next probe: its pace."""

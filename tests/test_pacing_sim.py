@@ -6,6 +6,7 @@ Each row is deterministic (seeded models, no wall clock) and takes milliseconds 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,25 @@ def test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(
     start = min(5.0, end / 4)
     assert client.goodput(start, end) >= case.min_goodput * case.capacity
     assert client.refused_share <= case.max_refused
+
+
+def test_a_short_run_on_a_bucket_is_not_paced_over_it_by_the_burst_it_began_with() -> None:
+    """The real-time matrix's run: 1,600 rows at 1,000/s asked, a 200/s bucket with 20
+    tokens, 8 s, where a run's first seconds weigh. 24 seeds × late answers or not ×
+    requests on the pacer's grid or up to 2 ms off it. Before a cut measured from the run's
+    first refusal while its horizon reached back before it, the bucket's 20 tokens in the
+    first 0.27 s read as 270/s: the pace confirmed over the limit, its refusals were taken
+    for a flaky backend's, and 5 of these 96 refused 21-25 % of their requests (6 over 5 %,
+    median 4.0 %). Now the worst refuses 5.2 %, the median 3.6 %."""
+    shares = []
+    for seed, spread, uplink in itertools.product(range(24), (0.0, LATE), (0.0, 0.002)):
+        sim = Simulation(TokenBucket(200, 20), spread=spread, seed=seed, uplink=uplink)
+        client = sim.add_client(rows=1600, ceiling=1000)
+        sim.run(60.0)
+        assert client.outcomes.get(Outcome.OK) == 1600
+        shares.append(client.refused_share)
+    assert max(shares) <= 0.08
+    assert _median(shares) <= 0.04
 
 
 # Service times that vary (± half, as a real backend's do): no rate fits a concurrency limit
@@ -313,15 +333,15 @@ def _two_runs(
     offset: float,
     *,
     rows: int = 5000,
-    late_from: int = 8,
+    late: bool = False,
     judged: float = 5.0,
     until: float = 22.0,
     uplink: float = 0.0,
 ) -> TwoRuns:
     """Two runs on one 200/s bucket, the second starting ``offset`` s after the first, judged
-    from ``judged`` s after the second began to ``until``. Seeds from ``late_from`` on answer
-    late (see LATE); requests reach the server up to ``uplink`` s after they leave."""
-    spread = LATE if seed >= late_from else 0.0
+    from ``judged`` s after the second began to ``until``, answers ``late`` or on time (see
+    LATE); requests reach the server up to ``uplink`` s after they leave."""
+    spread = LATE if late else 0.0
     sim = Simulation(TokenBucket(200, 20), seed=seed, spread=spread, uplink=uplink)
     first = sim.add_client(rows=rows, ceiling=600)
     second = sim.add_client(rows=rows, ceiling=600, start=offset)
@@ -331,10 +351,16 @@ def _two_runs(
 
 @cache
 def two_runs() -> list[TwoRuns]:
-    """Sixteen seeds × the second run starting with the first, half a second or three
-    seconds later: 48 runs. One offset alone is one point of a chaotic system — at 3 s, a
-    2 % smaller probe step moved the median smaller share from 42 % to 14 %."""
-    return [_two_runs(seed, offset) for offset in (0.0, 0.5, 3.0) for seed in range(16)]
+    """48 seeds, every other one answering late, × the second run starting with the first,
+    half a second or three seconds later: 144 runs. One offset alone is one point of a
+    chaotic system — at 3 s, a 2 % smaller probe step moved the median smaller share from
+    42 % to 14 % — and 48 runs were too few as well: the first 16 seeds gave a median of
+    43 % where 48 give 35 %, so a change that left the spread as it was could fail them."""
+    return [
+        _two_runs(seed, offset, late=seed % 2 == 1)
+        for offset in (0.0, 0.5, 3.0)
+        for seed in range(48)
+    ]
 
 
 def _median(values: list[float]) -> float:
@@ -345,16 +371,15 @@ def test_two_runs_sharing_one_limit_use_it_together_and_rarely_starve() -> None:
     runs = two_runs()
     assert all(sum(run.shares) >= 0.9 for run in runs)
     smaller = [min(run.shares) for run in runs]
-    assert _median(smaller) >= 0.38
-    assert sum(share < 0.10 for share in smaller) <= 4
+    assert _median(smaller) >= 0.33
+    assert sum(share < 0.10 for share in smaller) <= 15
     assert _median([run.refused for run in runs]) <= 0.03
 
 
-# Gaps, over the 48 runs (on the pacer's grid: see the test after next): the smaller share
-# is under 35 % in 22 of them, under 10 % in one; and in 8 the two flood the limit, 15-60 %
+# Gaps, over the 144 runs (on the pacer's grid: see the test after next): the smaller share
+# is under 35 % in 73 of them, under 10 % in 11; and in 36 the two flood the limit, 11-71 %
 # of their requests refused, over these 17 s (the dips that end floods come every 10 s; see
-# the two-minute test above). Before a streak in a run's first window stopped holding it
-# back: 17, none, and 15 floods.
+# the two-minute test above).
 # Each run's experiment reads the other's moves: when the other slows down at the same time, a
 # limit looks like refusals that are not about the rate.
 @KNOWN_GAP
@@ -371,14 +396,15 @@ def test_two_runs_sharing_one_limit_never_flood_it() -> None:
 def two_runs_started_together() -> list[TwoRuns]:
     """Two runs of 800 rows each started at the same moment on one 200/s bucket, as the
     real-time matrix runs them (benchmarks/pacing_matrix.py), judged over the time both
-    run: 12 seeds × answers after 5 or 30 ms × on time or late × requests arriving on the
-    pacer's grid or up to 2 ms after they leave (as a real event loop delivers them). 96 runs."""
+    run: 36 seeds × answers after 5 or 30 ms × on time or late × requests arriving on the
+    pacer's grid or up to 2 ms after they leave (as a real event loop delivers them): 288
+    runs, half of them off the grid."""
     return [
         _started_together(seed, latency, spread, uplink)
         for uplink in (0.0, 0.002)
         for latency in (0.005, 0.03)
         for spread in (0.0, LATE)
-        for seed in range(12)
+        for seed in range(36)
     ]
 
 
@@ -414,7 +440,9 @@ def two_runs_after_two_minutes(uplink: float = 0.0) -> list[TwoRuns]:
     """Two long runs on one 200/s bucket, the second 0, 0.5 or 3 s after the first, judged
     from 100 to 120 s: does a split, or a flood, that formed early last? 24 runs."""
     return [
-        _two_runs(seed, offset, rows=40000, late_from=4, judged=100.0, until=120.0, uplink=uplink)
+        _two_runs(
+            seed, offset, rows=40000, late=seed >= 4, judged=100.0, until=120.0, uplink=uplink
+        )
         for offset in (0.0, 0.5, 3.0)
         for seed in range(8)
     ]
@@ -447,29 +475,26 @@ def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
     80 % refused; one that held back on a streak resumes on a guess. Held back again at once
     on five more in a row, and resumed at what got in over a whole second it had not yet
     run, it went to a quarter of its pace or less, and the other measured the whole limit as
-    its own: 16 of these 48 under 35 %, the worst 14 %. Now 5, the worst 11 % (29 % before
-    1eeaa12, which judges a restored rate more strictly where half or more is refused: one
-    of these 48 pays for the tenfold fall in capacity that no longer floods), and one pair
-    flooded the limit, 60 % of its requests refused. Since a streak in a run's first window
-    no longer holds it back once something got in, each reads the window whole and goes
-    under what got in after its first refusal, as the other does: 1 under 35 %, the worst
-    30 %, none over 24 % refused."""
-    runs = two_runs_started_together()[48:]
+    its own. Now a streak in a run's first window no longer holds it back once something
+    got in: each reads the window whole and goes under what got in after its first
+    refusal, as the other does. Of these 144, 5 under 35 %, the worst 31 %, none over 22 %
+    refused."""
+    runs = two_runs_started_together()[144:]
     smaller = [min(run.shares) for run in runs]
-    assert sum(share < 0.35 for share in smaller) <= 2
+    assert sum(share < 0.35 for share in smaller) <= 7
     assert min(smaller) >= 0.25
     assert max(run.refused for run in runs) <= 0.30
 
 
-# On the pacer's grid, the smaller share is under 35 % in 39 of the 48 (17 when a streak in
-# a run's first window held it back). There, two runs sending 600/s each on the same grid
-# meet a bucket that makes a token every third slot: every token goes to the run whose slot
-# comes first after it, and the other's first window gets at most 55/s in, often nothing
-# (then it holds back), where it gets ~100/s with requests a millisecond off the grid, as a real
-# event loop sends them (the test above). From there each run's cuts go under what it got
-# in, which keeps the split; only the probes' step that does not grow with the rate closes
-# it, a few requests a second at a time. Over that time 16 % of their requests are refused
-# (the median), most of them in the first half second.
+# On the pacer's grid, the smaller share is under 35 % in 124 of the 144. There, two runs
+# sending 600/s each on the same grid meet a bucket that makes a token every third slot:
+# every token goes to the run whose slot comes first after it, and the other's first window
+# gets at most 55/s in, often nothing (then it holds back), where it gets ~100/s with
+# requests a millisecond off the grid, as a real event loop sends them (the test above).
+# From there each run's cuts go under what it got in, which keeps the split; only the
+# probes' step that does not grow with the rate closes it, a few requests a second at a
+# time. Over that time 16 % of their requests are refused (the median), most of them in the
+# first half second.
 @KNOWN_GAP
 def test_two_runs_started_together_each_find_a_fair_share() -> None:
     assert all(min(run.shares) >= 0.35 for run in two_runs_started_together())
