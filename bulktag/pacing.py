@@ -23,8 +23,9 @@ an experiment that congestion control never needs, because for it loss *is* over
                  ├─ f within the rate-independent share p (+ noise): clean
                  │     below the last good pace → double back towards it
                  │     at it for a second and 32 answers → probe above: +2 %, +8 %, +32 %…
-                 │     (half the way back, at least, to the highest pace confirmed in the
-                 │     last minute: capacity that dropped for a while often comes back)
+                 │     (+2 % each time up to 1.15 × a capacity a cut found: a burst hides
+                 │     a small excess) (half the way back, at least, to the highest pace
+                 │     confirmed in the last minute: capacity that dropped often comes back)
                  │     (plus a step shared by runs on one limit); one that brings refusals goes back
                  │     to the good pace, and for a few seconds the next probes go at most
                  │     half the way back to it (a binary search, as in BIC-TCP);
@@ -820,8 +821,9 @@ class PaceController:
 
     def _probe(self, now: float) -> None:
         """A pace held clean for a horizon: try a little faster, more each time it stays clean
-        (2 %, 8 %, 32 %…), so a capacity that grew is found in seconds, a steady one rarely
-        overshot. A step that brought refusals, even under the overload line, is taken back."""
+        (2 %, 8 %, 32 %…; near a capacity a cut found, 2 % each time: see _near_capacity), so
+        a capacity that grew is found in seconds, a steady one rarely overshot. A step that
+        brought refusals, even under the overload line, is taken back."""
         policy = self.policy
         answers = self._tally_answers
         share = self._tally_refused / answers if answers else 0.0
