@@ -151,23 +151,19 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         default=None,
         help="do not verify TLS certificates (dangerous)",
     )
-    run.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        help="auto: JSON unless stderr is a terminal",
-    )
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    run.add_argument(
-        "--summary",
-        choices=("text", "json"),
-        help="json: also print one JSON document on stdout at the end — exit code, run id, "
+    _add_choice(run, "log_format", "auto: JSON unless stderr is a terminal")
+    _add_choice(run, "log_level")
+    _add_choice(
+        run,
+        "summary",
+        "json: also print one JSON document on stdout at the end — exit code, run id, "
         "counts — even when the run could not start [default text: stderr only]",
     )
     batch = run.add_argument_group("batch operation")
-    batch.add_argument(
-        "--op",
-        choices=("add", "remove"),
-        help="add the tags (the default) or remove them (a tag already absent counts as "
+    _add_choice(
+        batch,
+        "op",
+        "add the tags (the default) or remove them (a tag already absent counts as "
         "done; with --api ims a row without a value removes the key whatever its value)",
     )
     batch.add_argument(
@@ -245,12 +241,19 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--unsafe-no-image-lock", action="store_true", help=argparse.SUPPRESS)
 
 
+def _add_choice(
+    group: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, text: str | None = None
+) -> None:
+    """``--name`` taking one of its option's choices: config.OPTIONS states them once."""
+    group.add_argument("--" + name.replace("_", "-"), choices=BY_NAME[name].choices, help=text)
+
+
 def _add_ims_arguments(run: argparse.ArgumentParser) -> None:
     ims = run.add_argument_group("Huawei Cloud IMS key/value tags")
-    ims.add_argument(
-        "--api",
-        choices=("glance", "ims"),
-        help="glance: the native tag call (PUT /v2/images/{id}/tags/{tag}); ims: IMS's "
+    _add_choice(
+        ims,
+        "api",
+        "glance: the native tag call (PUT /v2/images/{id}/tags/{tag}); ims: IMS's "
         "key/value tag API, several tags of an image per request [default glance]",
     )
     ims.add_argument(
@@ -258,10 +261,10 @@ def _add_ims_arguments(run: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="project in IMS's URLs [default: the token's project; env OS_PROJECT_ID]",
     )
-    ims.add_argument(
-        "--ims-charset",
-        choices=("strict", "relaxed"),
-        help="strict: keys of letters, digits, _ and -, values also '.'; relaxed: any "
+    _add_choice(
+        ims,
+        "ims_charset",
+        "strict: keys of letters, digits, _ and -, values also '.'; relaxed: any "
         "printable character but = * < > \\ , | / [default strict]",
     )
     limits: list[tuple[str, type, str]] = [
