@@ -152,12 +152,10 @@ class ImageScheduler:
                 waiting = self._busy[image_id] = []
             waiting.append(row)
             self._parked += 1
-        else:
-            try:
-                self._ready.send_nowait(row)
-            except anyio.WouldBlock:
-                return False
+        elif self._offer(row):
             self._busy[image_id] = None
+        else:
+            return False
         if self._arrived is not None:
             self._wake_lingering()
         return True
@@ -177,16 +175,22 @@ class ImageScheduler:
             else:  # too long for an int, or a tuple in it: a list from now on
                 busy[image_id] = [*_entries(held), entry]
             self._parked += 1
-        else:
-            try:
-                self._ready.send_nowait(_QUEUED)
-            except anyio.WouldBlock:
-                return False
+        elif self._offer(_QUEUED):
             self._queue(image_id)
             busy[image_id] = self._pack(row)
             self._queued += 1
+        else:
+            return False
         if self._arrived is not None:
             self._wake_lingering()
+        return True
+
+    def _offer(self, item: Row | str) -> bool:
+        """Hand ``item`` to the workers' stream if it has room; False if it is full."""
+        try:
+            self._ready.send_nowait(item)
+        except anyio.WouldBlock:
+            return False
         return True
 
     async def submit_waiting(self, row: Row) -> None:
