@@ -27,7 +27,7 @@ import re
 import stat
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from itertools import repeat
 from typing import BinaryIO
 
@@ -238,28 +238,19 @@ def constant_tag(text: str, rules: TagRules = GLANCE_RULES) -> ConstantTag:
     return ConstantTag(key, value)
 
 
+@dataclass(frozen=True, slots=True)
 class _Columns:
     """Where image_id, tag and value sit in a row: fixed for headerless input (two columns,
     or three with IMS rules; with ``--tag`` one), named by a header."""
 
-    def __init__(
-        self,
-        rules: TagRules,
-        image_id: int = 0,
-        tag: int = 1,
-        value: int | None = None,
-        *,
-        headerless: bool = True,
-        two_wide: bool = True,
-        constant: ConstantTag | None = None,
-    ) -> None:
-        self.rules = rules
-        self.image_id = image_id
-        self.tag = tag
-        self.value = value
-        self.headerless = headerless
-        self.two_wide = two_wide  # rows have exactly image_id and tag, nothing else
-        self.constant = constant  # --tag: rows are image ids only
+    rules: TagRules
+    image_id: int = 0
+    tag: int = 1
+    value: int | None = None
+    _: KW_ONLY
+    headerless: bool = True
+    two_wide: bool = True  # rows have exactly image_id and tag, nothing else
+    constant: ConstantTag | None = None  # --tag: rows are image ids only
 
     def pick(self, line: int, fields: list[str]) -> Parsed:
         width = len(fields)
