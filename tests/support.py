@@ -1,5 +1,5 @@
-"""The builders every kind of test shares: image ids, pairs and their CSV, reading a journal
-back, and an environment that nothing of the caller's leaks into.
+"""The builders every kind of test shares: image ids, pairs and their CSV, reading a CSV or a
+journal back, and an environment that nothing of the caller's leaks into.
 
 The unit tests, the CLI tests (:mod:`clitools`), the engine tests (:mod:`engine_harness`) and
 the integration tests against real OpenStack all take these from here.
@@ -7,6 +7,7 @@ the integration tests against real OpenStack all take these from here.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
@@ -14,6 +15,19 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from bulktag.source import (
+    GLANCE_RULES,
+    ConstantTag,
+    InputRefused,
+    Parsed,
+    TagRules,
+    open_text,
+    read_rows,
+    read_stream,
+)
 
 #: Two image ids and a time (it renders as 2026-11-28T02:00:01.123Z) for the rows and journal
 #: records tests write by hand.
@@ -60,6 +74,35 @@ def csv_of(pairs: Iterable[tuple[str, str]]) -> bytes:
 def write_csv(path: Path, pairs: Iterable[tuple[str, str]], header: bool = True) -> Path:
     path.write_text(csv_text(pairs, header))
     return path
+
+
+# ── reading an input back ─────────────────────────────────────────────────────────────────────
+
+
+def read_csv(
+    data: bytes, rules: TagRules = GLANCE_RULES, constant: ConstantTag | None = None
+) -> list[Parsed]:
+    """The rows of ``data`` read as a file (``constant``: ``--tag``'s); a problem of the whole
+    input raises InputRefused."""
+    return list(read_rows(open_text(io.BytesIO(data)), rules, constant))
+
+
+def read_both_ways(
+    data: bytes, rules: TagRules = GLANCE_RULES, constant: ConstantTag | None = None
+) -> list[Parsed]:
+    """The rows of ``data`` read as a file (:func:`read_csv`); read as a pipe, it must give
+    the same rows, or raise the same refusal."""
+    try:
+        from_file = read_csv(data, rules, constant)
+    except InputRefused as refused:
+        from_file_refused = str(refused)
+    else:
+        assert from_file == list(read_stream(io.BytesIO(data), rules, constant))
+        return from_file
+    with pytest.raises(InputRefused) as again:
+        list(read_stream(io.BytesIO(data), rules, constant))
+    assert from_file_refused == str(again.value)
+    raise again.value
 
 
 # ── the journal ───────────────────────────────────────────────────────────────────────────────

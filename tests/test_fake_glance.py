@@ -474,23 +474,27 @@ def test_serve_arguments_default_to_a_well_behaved_server_on_9292() -> None:
     assert FakeGlanceConfig() == config_from_args(args)
 
 
+# A flag of `bulktag serve-fake`, the text it is given, and the config field that text sets
+# (with the value it must be read as).
+SERVE_FLAGS = [
+    ("--token", "t", "token", "t"),
+    ("--latency", "0.1", "latency", 0.1),
+    ("--write-latency", "0.5", "write_latency", 0.5),
+    ("--fail-503", "0.2", "fail_503", 0.2),
+    ("--fail-429", "0.3", "fail_429", 0.3),
+    ("--retry-after", "4", "retry_after", "4"),
+    ("--capacity", "5", "capacity", 5.0),
+    ("--unknown-every", "6", "unknown_every", 6),
+    ("--seed", "7", "seed", 7),
+]
+
+
 def test_serve_arguments_map_onto_the_config() -> None:
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
-    argv = "--token t --latency 0.1 --write-latency 0.5 --fail-503 0.2 --fail-429 0.3 "
-    argv += "--retry-after 4 --capacity 5 --unknown-every 6 --seed 7"
-    expected = FakeGlanceConfig(
-        token="t",
-        latency=0.1,
-        write_latency=0.5,
-        fail_503=0.2,
-        fail_429=0.3,
-        retry_after="4",
-        capacity=5.0,
-        unknown_every=6,
-        seed=7,
-    )
-    assert expected == config_from_args(parser.parse_args(argv.split()))
+    argv = [word for flag, text, _, _ in SERVE_FLAGS for word in (flag, text)]
+    expected = FakeGlanceConfig(**{field: value for _, _, field, value in SERVE_FLAGS})
+    assert expected == config_from_args(parser.parse_args(argv))
 
 
 @pytest.mark.asyncio

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -35,36 +36,57 @@ def rng() -> random.Random:
 
 # -- classify ----------------------------------------------------------------------------------
 
+# What classify() says of an answer: done, failed for good, the token refused, or worth
+# another try — and whether the server is pushing back (slow the whole run down).
+OK = Verdict(Kind.OK, pushback=False)
+PERMANENT = Verdict(Kind.PERMANENT, pushback=False)
+AUTH = Verdict(Kind.AUTH, pushback=False)
+TRANSIENT = Verdict(Kind.RETRYABLE, pushback=False)
+PUSHBACK = Verdict(Kind.RETRYABLE, pushback=True)
+
+
+def answer(
+    status: int | None,
+    expected: object,
+    *,
+    retry_after: str | None = None,
+    attempt: int = 1,
+    id: str | None = None,
+) -> Any:
+    """A row of the tables of answers below: ``status`` (with a Retry-After header of
+    ``retry_after``) answered to ``attempt``, and what must come of it. Its id is the status
+    unless given."""
+    return pytest.param(status, retry_after, attempt, expected, id=id or str(status))
+
 
 @pytest.mark.parametrize(
     ("status", "retry_after", "attempt", "expected"),
     [
-        pytest.param(200, None, 1, Verdict(Kind.OK, False), id="200"),
-        pytest.param(204, None, 1, Verdict(Kind.OK, False), id="204"),
-        pytest.param(299, None, 1, Verdict(Kind.OK, False), id="299"),
-        pytest.param(301, None, 1, Verdict(Kind.PERMANENT, False), id="301"),
-        pytest.param(400, None, 1, Verdict(Kind.PERMANENT, False), id="400"),
-        pytest.param(401, None, 1, Verdict(Kind.AUTH, False), id="401"),
-        pytest.param(401, "5", 1, Verdict(Kind.AUTH, False), id="401-with-retry-after"),
-        pytest.param(403, None, 1, Verdict(Kind.PERMANENT, False), id="403"),
-        pytest.param(404, None, 1, Verdict(Kind.PERMANENT, False), id="404"),
-        pytest.param(409, None, 1, Verdict(Kind.PERMANENT, False), id="409"),
-        pytest.param(413, None, 1, Verdict(Kind.PERMANENT, False), id="413-quota"),
-        pytest.param(413, "5", 1, Verdict(Kind.RETRYABLE, True), id="413-rate-limit"),
-        pytest.param(413, "garbage", 1, Verdict(Kind.RETRYABLE, True),
-                     id="413-any-retry-after-header-means-rate-limit"),
-        pytest.param(429, None, 1, Verdict(Kind.RETRYABLE, True), id="429"),
-        pytest.param(429, "5", 7, Verdict(Kind.RETRYABLE, True), id="429-late-attempt"),
-        pytest.param(500, None, 1, Verdict(Kind.RETRYABLE, False), id="500-first"),
-        pytest.param(500, None, 2, Verdict(Kind.RETRYABLE, False), id="500-second"),
-        pytest.param(500, None, 3, Verdict(Kind.PERMANENT, False), id="500-third-is-permanent"),
-        pytest.param(502, None, 1, Verdict(Kind.RETRYABLE, False), id="502"),
-        pytest.param(503, None, 1, Verdict(Kind.RETRYABLE, True), id="503"),
-        pytest.param(503, "1", 1, Verdict(Kind.RETRYABLE, True), id="503-with-retry-after"),
-        pytest.param(504, None, 1, Verdict(Kind.RETRYABLE, False), id="504"),
-        pytest.param(507, None, 1, Verdict(Kind.RETRYABLE, False), id="other-5xx"),
-        pytest.param(None, None, 1, Verdict(Kind.RETRYABLE, False),
-                     id="no-answer-is-transient-not-a-load-signal"),
+        answer(200, OK),
+        answer(204, OK),
+        answer(299, OK),
+        answer(301, PERMANENT),
+        answer(400, PERMANENT),
+        answer(401, AUTH),
+        answer(401, AUTH, retry_after="5", id="401-with-retry-after"),
+        answer(403, PERMANENT),
+        answer(404, PERMANENT),
+        answer(409, PERMANENT),
+        answer(413, PERMANENT, id="413-quota"),
+        answer(413, PUSHBACK, retry_after="5", id="413-rate-limit"),
+        answer(413, PUSHBACK, retry_after="garbage",
+               id="413-any-retry-after-header-means-rate-limit"),
+        answer(429, PUSHBACK),
+        answer(429, PUSHBACK, retry_after="5", attempt=7, id="429-late-attempt"),
+        answer(500, TRANSIENT, id="500-first"),
+        answer(500, TRANSIENT, attempt=2, id="500-second"),
+        answer(500, PERMANENT, attempt=3, id="500-third-is-permanent"),
+        answer(502, TRANSIENT),
+        answer(503, PUSHBACK),
+        answer(503, PUSHBACK, retry_after="1", id="503-with-retry-after"),
+        answer(504, TRANSIENT),
+        answer(507, TRANSIENT, id="other-5xx"),
+        answer(None, TRANSIENT, id="no-answer-is-transient-not-a-load-signal"),
     ],
 )  # fmt: skip
 def test_classify_sorts_answers_and_flags_pushback(
@@ -79,22 +101,22 @@ def test_classify_sorts_answers_and_flags_pushback(
 @pytest.mark.parametrize(
     ("status", "retry_after", "attempt", "expected"),
     [
-        pytest.param(204, None, 1, Settle(Outcome.OK), id="ok"),
-        pytest.param(204, None, 8, Settle(Outcome.OK), id="ok-at-last-attempt"),
-        pytest.param(400, None, 1, Settle(Outcome.FAILED), id="400-failed"),
-        pytest.param(403, None, 1, Settle(Outcome.FAILED), id="403-failed"),
-        pytest.param(404, None, 1, Settle(Outcome.FAILED), id="404-failed"),
-        pytest.param(409, None, 1, Settle(Outcome.FAILED), id="409-failed"),
-        pytest.param(413, None, 1, Settle(Outcome.FAILED), id="413-quota-failed"),
-        pytest.param(401, None, 1, Abort(), id="401-aborts"),
-        pytest.param(401, None, 8, Abort(), id="401-aborts-even-at-last-attempt"),
-        pytest.param(500, None, 3, Settle(Outcome.FAILED), id="500-at-max-500-attempts-failed"),
-        pytest.param(429, None, 8, Settle(Outcome.GAVE_UP, pushback=True),
-                     id="429-at-max-attempts-gave-up-still-pushes-back"),
-        pytest.param(503, "5", 8, Settle(Outcome.GAVE_UP, pushback=True),
-                     id="503-with-retry-after-at-max-attempts-gave-up"),
-        pytest.param(None, None, 8, Settle(Outcome.GAVE_UP), id="no-answer-at-max-gave-up"),
-        pytest.param(502, None, 9, Settle(Outcome.GAVE_UP), id="past-max-attempts-gave-up"),
+        answer(204, Settle(Outcome.OK), id="ok"),
+        answer(204, Settle(Outcome.OK), attempt=8, id="ok-at-last-attempt"),
+        answer(400, Settle(Outcome.FAILED), id="400-failed"),
+        answer(403, Settle(Outcome.FAILED), id="403-failed"),
+        answer(404, Settle(Outcome.FAILED), id="404-failed"),
+        answer(409, Settle(Outcome.FAILED), id="409-failed"),
+        answer(413, Settle(Outcome.FAILED), id="413-quota-failed"),
+        answer(401, Abort(), id="401-aborts"),
+        answer(401, Abort(), attempt=8, id="401-aborts-even-at-last-attempt"),
+        answer(500, Settle(Outcome.FAILED), attempt=3, id="500-at-max-500-attempts-failed"),
+        answer(429, Settle(Outcome.GAVE_UP, pushback=True), attempt=8,
+               id="429-at-max-attempts-gave-up-still-pushes-back"),
+        answer(503, Settle(Outcome.GAVE_UP, pushback=True), retry_after="5", attempt=8,
+               id="503-with-retry-after-at-max-attempts-gave-up"),
+        answer(None, Settle(Outcome.GAVE_UP), attempt=8, id="no-answer-at-max-gave-up"),
+        answer(502, Settle(Outcome.GAVE_UP), attempt=9, id="past-max-attempts-gave-up"),
     ],
 )  # fmt: skip
 def test_decide_settles_or_aborts(
@@ -106,17 +128,17 @@ def test_decide_settles_or_aborts(
 @pytest.mark.parametrize(
     ("status", "retry_after", "attempt", "expected_pushback"),
     [
-        pytest.param(429, None, 1, True, id="429"),
-        pytest.param(503, None, 1, True, id="503"),
-        pytest.param(502, None, 1, False, id="502"),
-        pytest.param(504, None, 1, False, id="504"),
-        pytest.param(None, None, 1, False, id="no-answer"),
-        pytest.param(413, "2", 1, True, id="413-with-retry-after"),
-        pytest.param(500, None, 1, False, id="500-first"),
-        pytest.param(500, None, 2, False, id="500-second"),
-        pytest.param(429, None, 7, True, id="429-one-before-max"),
+        answer(429, True),
+        answer(503, True),
+        answer(502, False),
+        answer(504, False),
+        answer(None, False, id="no-answer"),
+        answer(413, True, retry_after="2", id="413-with-retry-after"),
+        answer(500, False, id="500-first"),
+        answer(500, False, attempt=2, id="500-second"),
+        answer(429, True, attempt=7, id="429-one-before-max"),
     ],
-)  # fmt: skip
+)
 def test_decide_retries_transient_answers(
     status: int | None, retry_after: str | None, attempt: int, expected_pushback: bool
 ) -> None:

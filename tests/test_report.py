@@ -38,6 +38,12 @@ def as_json(*argv: str | Path) -> dict[str, Any]:
     return data
 
 
+def lines_read(*journals: Path) -> tuple[int, int, int]:
+    """What the report made of the journals' lines: (records, torn, unreadable)."""
+    data = as_json(*journals)
+    return data["records"], data["torn"], data["unreadable"]
+
+
 def test_a_pair_that_gave_up_then_went_ok_counts_once_as_ok(tmp_path: Path) -> None:
     journal = write(
         tmp_path / "j.jsonl",
@@ -84,8 +90,7 @@ def test_for_a_pair_in_two_journals_the_journal_named_last_wins(tmp_path: Path) 
 
 def test_a_torn_last_line_is_counted_and_the_records_before_it_stand(tmp_path: Path) -> None:
     journal = write(tmp_path / "j.jsonl", [record(0), record(1)], extra=b'{"line": 4, "ima')
-    data = as_json(journal)
-    assert (2, 1, 0) == (data["records"], data["torn"], data["unreadable"])
+    assert (2, 1, 0) == lines_read(journal)
 
 
 def test_lines_that_are_not_records_are_counted_as_unreadable_and_skipped(
@@ -100,8 +105,7 @@ def test_lines_that_are_not_records_are_counted_as_unreadable_and_skipped(
         b"\n",  # blank lines are neither records nor unreadable
     ]
     journal = write(tmp_path / "j.jsonl", [record(0)], extra=b"".join(junk))
-    data = as_json(journal)
-    assert (1, 5, 0) == (data["records"], data["unreadable"], data["torn"])
+    assert (1, 0, 5) == lines_read(journal)
 
 
 def test_statuses_count_every_record_and_error_classes_every_record_not_ok(

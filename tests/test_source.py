@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import U1, U2
+from support import read_csv as rows
 
 from bulktag import source
 from bulktag.model import InvalidRow, Row
@@ -27,10 +28,6 @@ ALLOWED = "(allowed: letters, digits, '_' and '-')"
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TAG_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
-
-
-def rows(data: bytes) -> list[Parsed]:
-    return list(read_rows(open_text(io.BytesIO(data))))
 
 
 def outcome(reader: Iterator[Parsed]) -> list[Parsed] | str:

@@ -6,10 +6,8 @@ when the rules say rows carry values.
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from support import U1, U2
+from support import U1, U2, read_csv
 
 from bulktag.model import InvalidRow, Row
 from bulktag.source import (
@@ -18,8 +16,6 @@ from bulktag.source import (
     Parsed,
     TagRules,
     ims_rules,
-    open_text,
-    read_rows,
 )
 
 KEY_CHARS = "(allowed: letters, digits, '_' and '-')"
@@ -28,7 +24,7 @@ RELAXED = "(not allowed: = * < > \\ , | / and control characters)"
 
 
 def rows(data: str, rules: TagRules | None = None) -> list[Parsed]:
-    return list(read_rows(open_text(io.BytesIO(data.encode())), rules or ims_rules()))
+    return read_csv(data.encode(), rules or ims_rules())
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from support import U1, U2
+from support import read_csv as rows
 
 from bulktag import source
 from bulktag.model import InvalidRow, Row
@@ -22,18 +23,12 @@ from bulktag.source import (
     GLANCE_RULES,
     Parsed,
     RowReader,
-    open_text,
     read_input,
-    read_rows,
     read_stream,
 )
 
 U3 = "11111111-2222-4333-8444-555555555555"
 NOT_CLOSED = "a quoted field is not closed on its line"
-
-
-def rows(data: bytes) -> list[Parsed]:
-    return list(read_rows(open_text(io.BytesIO(data))))
 
 
 def rows_in_pieces(data: bytes, cuts: list[int]) -> list[Parsed]:

@@ -6,45 +6,23 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import io
 import random
 
 import pytest
 from support import U1, U2
+from support import read_both_ways as rows
 
 from bulktag.model import InvalidRow, Row
 from bulktag.source import (
     GLANCE_RULES,
     ConstantTag,
     InputRefused,
-    Parsed,
     TagRules,
     constant_tag,
     ims_rules,
-    open_text,
-    read_rows,
-    read_stream,
 )
 
 GOLD = ConstantTag("gold")
-
-
-def rows(
-    data: bytes, rules: TagRules = GLANCE_RULES, constant: ConstantTag | None = None
-) -> list[Parsed]:
-    """The rows of ``data`` read as a file; read as a pipe must give the same (or raise the
-    same refusal)."""
-    try:
-        from_file = list(read_rows(open_text(io.BytesIO(data)), rules, constant))
-    except InputRefused as refused:
-        from_file_refused = str(refused)
-    else:
-        assert from_file == list(read_stream(io.BytesIO(data), rules, constant))
-        return from_file
-    with pytest.raises(InputRefused) as again:
-        list(read_stream(io.BytesIO(data), rules, constant))
-    assert from_file_refused == str(again.value)
-    raise again.value
 
 
 TEXT = f"image_id,tag\n{U1},gold\n{U2},silver\n"

@@ -90,9 +90,24 @@ class Variant:
         return self.id
 
 
+def prod_in_cwd(
+    id: str,
+    settings: str = "",
+    *,
+    auth: str = ALICE,
+    env: dict[str, str] | None = None,
+    flags: tuple[str, ...] = (),
+    refused: str | None = None,
+) -> Variant:
+    """The commonest variant: cloud ``prod`` (``settings`` beside its ``auth``) in the working
+    directory's clouds.yaml, picked with OS_CLOUD=prod; ``env`` adds variables."""
+    files = {"cwd/clouds.yaml": prod(settings, auth)}
+    return Variant(id, files, {"OS_CLOUD": "prod", **(env or {})}, flags, refused)
+
+
 VARIANTS = [
     # Where clouds.yaml is found, and which one wins
-    Variant("cwd-clouds-yaml", {"cwd/clouds.yaml": prod()}, {"OS_CLOUD": "prod"}),
+    prod_in_cwd("cwd-clouds-yaml"),
     Variant("home-config-clouds-yaml", {f"{HOME_CONFIG}/clouds.yaml": prod()}, {},
             ("--os-cloud", "prod")),
     Variant("clouds-yml-suffix", {"cwd/clouds.yml": prod()}, {"OS_CLOUD": "prod"}),
@@ -128,101 +143,82 @@ VARIANTS = [
                                      auth=ALICE.replace("auth_url: '{keystone}/v3', ", ""))},
             {"OS_CLOUD": "prod"}),
     # Regions
-    Variant("regions-list-first-is-default", {"cwd/clouds.yaml": prod("regions: [R2, R1]")},
-            {"OS_CLOUD": "prod"}),
-    Variant("region-name-alone", {"cwd/clouds.yaml": prod("region_name: R2")},
-            {"OS_CLOUD": "prod"}),
-    Variant("per-region-values",
-            {"cwd/clouds.yaml": prod("regions: [R1, {name: R2, values: {interface: internal}}]")},
-            {"OS_CLOUD": "prod", "OS_REGION_NAME": "R2"}),
-    Variant("region-flag-picks-from-list", {"cwd/clouds.yaml": prod("regions: [R1, R2]")},
-            {"OS_CLOUD": "prod"}, ("--os-region-name", "R2")),
-    Variant("region-flag-not-in-list", {"cwd/clouds.yaml": prod("regions: [R1]")},
-            {"OS_CLOUD": "prod"}, ("--os-region-name", "R2"),
-            refused="Region R2 is not a valid region name"),
-    Variant("os-region-name-not-in-list", {"cwd/clouds.yaml": prod("regions: [R1]")},
-            {"OS_CLOUD": "prod", "OS_REGION_NAME": "RegionTwo"},
-            refused="Region RegionTwo is not a valid region name"),
+    prod_in_cwd("regions-list-first-is-default", "regions: [R2, R1]"),
+    prod_in_cwd("region-name-alone", "region_name: R2"),
+    prod_in_cwd("per-region-values", "regions: [R1, {name: R2, values: {interface: internal}}]",
+                env={"OS_REGION_NAME": "R2"}),
+    prod_in_cwd("region-flag-picks-from-list", "regions: [R1, R2]",
+                flags=("--os-region-name", "R2")),
+    prod_in_cwd("region-flag-not-in-list", "regions: [R1]", flags=("--os-region-name", "R2"),
+                refused="Region R2 is not a valid region name"),
+    prod_in_cwd("os-region-name-not-in-list", "regions: [R1]",
+                env={"OS_REGION_NAME": "RegionTwo"},
+                refused="Region RegionTwo is not a valid region name"),
     # Interfaces
-    Variant("interface-internal", {"cwd/clouds.yaml": prod("interface: internal")},
-            {"OS_CLOUD": "prod"}),
-    Variant("endpoint-type-internal", {"cwd/clouds.yaml": prod("endpoint_type: internal")},
-            {"OS_CLOUD": "prod"}),
-    Variant("image-interface", {"cwd/clouds.yaml": prod("image_interface: internal")},
-            {"OS_CLOUD": "prod"}),
-    Variant("interface-flag-beats-clouds-yaml",
-            {"cwd/clouds.yaml": prod("interface: public, region_name: R2")},
-            {"OS_CLOUD": "prod"}, ("--os-interface", "internal")),
-    Variant("endpoint-type-flag", {"cwd/clouds.yaml": prod()}, {"OS_CLOUD": "prod"},
-            ("--os-endpoint-type", "internal")),
-    Variant("interface-x-region-x-regions-list",
-            {"cwd/clouds.yaml": prod("interface: internal, regions: [R2, R1]")},
-            {"OS_CLOUD": "prod"}, ("--os-region-name", "R1")),
+    prod_in_cwd("interface-internal", "interface: internal"),
+    prod_in_cwd("endpoint-type-internal", "endpoint_type: internal"),
+    prod_in_cwd("image-interface", "image_interface: internal"),
+    prod_in_cwd("interface-flag-beats-clouds-yaml", "interface: public, region_name: R2",
+                flags=("--os-interface", "internal")),
+    prod_in_cwd("endpoint-type-flag", flags=("--os-endpoint-type", "internal")),
+    prod_in_cwd("interface-x-region-x-regions-list", "interface: internal, regions: [R2, R1]",
+                flags=("--os-region-name", "R1")),
     # Endpoint overrides
-    Variant("image-endpoint-override", {"cwd/clouds.yaml": prod(
-        "image_endpoint_override: '{override}'")}, {"OS_CLOUD": "prod"}),
-    Variant("os-image-url-flag", {"cwd/clouds.yaml": prod()}, {"OS_CLOUD": "prod"},
-            ("--os-image-url", "{override}")),
+    prod_in_cwd("image-endpoint-override", "image_endpoint_override: '{override}'"),
+    prod_in_cwd("os-image-url-flag", flags=("--os-image-url", "{override}")),
     # TLS
-    Variant("verify-false", {"cwd/clouds.yaml": prod("verify: false")}, {"OS_CLOUD": "prod"}),
-    Variant("insecure-true", {"cwd/clouds.yaml": prod("insecure: true")}, {"OS_CLOUD": "prod"}),
-    Variant("cacert", {"cwd/clouds.yaml": prod("cacert: '{ca}'")}, {"OS_CLOUD": "prod"}),
-    Variant("os-cacert-env-with-os-cloud", {"cwd/clouds.yaml": prod()},
-            {"OS_CLOUD": "prod", "OS_CACERT": "{ca}"}),
-    Variant("insecure-flag", {"cwd/clouds.yaml": prod()}, {"OS_CLOUD": "prod"}, ("--insecure",)),
-    Variant("client-cert-and-key", {"cwd/clouds.yaml": prod("cert: '{cert}', key: '{key}'")},
-            {"OS_CLOUD": "prod"}),
+    prod_in_cwd("verify-false", "verify: false"),
+    prod_in_cwd("insecure-true", "insecure: true"),
+    prod_in_cwd("cacert", "cacert: '{ca}'"),
+    prod_in_cwd("os-cacert-env-with-os-cloud", env={"OS_CACERT": "{ca}"}),
+    prod_in_cwd("insecure-flag", flags=("--insecure",)),
+    prod_in_cwd("client-cert-and-key", "cert: '{cert}', key: '{key}'"),
     # The environment alone, and with OS_CLOUD
     Variant("env-only-password", {}, ENV_ALICE),
     Variant("env-interface-and-region", {}, {**ENV_ALICE, "OS_INTERFACE": "internal",
                                              "OS_REGION_NAME": "R2"}),
     Variant("env-endpoint-type", {}, {**ENV_ALICE, "OS_ENDPOINT_TYPE": "internal"}),
-    Variant("os-cloud-ignores-other-os-vars", {"cwd/clouds.yaml": prod()},
-            {"OS_CLOUD": "prod", "OS_USERNAME": "mallory", "OS_AUTH_URL": "http://127.0.0.1:9"}),
-    Variant("stale-os-auth-token-vs-os-cloud", {"cwd/clouds.yaml": prod()},
-            {"OS_CLOUD": "prod", "OS_AUTH_TOKEN": "stale-token-from-yesterday"}),
+    prod_in_cwd("os-cloud-ignores-other-os-vars",
+                env={"OS_USERNAME": "mallory", "OS_AUTH_URL": "http://127.0.0.1:9"}),
+    prod_in_cwd("stale-os-auth-token-vs-os-cloud",
+                env={"OS_AUTH_TOKEN": "stale-token-from-yesterday"}),
     # Auth plugins and identities
-    Variant("app-credential-by-id", {"cwd/clouds.yaml": clouds(
-        "prod: {auth_type: v3applicationcredential, auth: {auth_url: '{keystone}/v3', "
-        "application_credential_id: ac-1, application_credential_secret: ac-secret}}")},
-            {"OS_CLOUD": "prod"}),
-    Variant("app-credential-by-name", {"cwd/clouds.yaml": clouds(
-        "prod: {auth_type: v3applicationcredential, auth: {auth_url: '{keystone}/v3', "
-        "application_credential_name: tagger, username: alice, user_domain_name: Default, "
-        "application_credential_secret: ac-secret}}")}, {"OS_CLOUD": "prod"}),
+    prod_in_cwd("app-credential-by-id", "auth_type: v3applicationcredential",
+                auth="auth_url: '{keystone}/v3', application_credential_id: ac-1, "
+                     "application_credential_secret: ac-secret"),
+    prod_in_cwd("app-credential-by-name", "auth_type: v3applicationcredential",
+                auth="auth_url: '{keystone}/v3', application_credential_name: tagger, "
+                     "username: alice, user_domain_name: Default, "
+                     "application_credential_secret: ac-secret"),
     Variant("token-rescoped-from-env", {}, {"OS_AUTH_URL": "{keystone}/v3",
                                             "OS_AUTH_TYPE": "v3token",
                                             "OS_AUTH_TOKEN": "{token}", "OS_PROJECT_ID": "p-1"}),
     Variant("token-flag", {}, {}, ("--os-auth-type", "token", "--os-token", "{token}",
                                    "--os-auth-url", "{keystone}/v3", "--os-project-id", "p-1")),
-    Variant("v3totp", {"cwd/clouds.yaml": clouds(
-        "prod: {auth_type: v3totp, auth: {auth_url: '{keystone}/v3', username: alice, "
-        "user_domain_name: Default, passcode: '123456', project_id: p-1}}")},
-            {"OS_CLOUD": "prod"}),
-    Variant("domain-ids-not-names", {"cwd/clouds.yaml": clouds(
-        "prod: {auth: {auth_url: '{keystone}/v3', username: bob, password: bob-password, "
-        "user_domain_id: d-ops, project_name: ops-project, project_domain_id: d-ops}}")},
-            {"OS_CLOUD": "prod"}),
-    Variant("one-domain-for-both", {"cwd/clouds.yaml": clouds(
-        "prod: {auth: {auth_url: '{keystone}/v3', username: bob, password: bob-password, "
-        "domain_name: Ops, project_name: ops-project}}")}, {"OS_CLOUD": "prod"}),
-    Variant("project-id-scope", {"cwd/clouds.yaml": clouds(
-        "prod: {auth: {auth_url: '{keystone}/v3', user_id: u-1, password: alice-password, "
-        "project_id: p-1}}")}, {"OS_CLOUD": "prod"}),
-    Variant("unversioned-auth-url-discovery", {"cwd/clouds.yaml": prod(
-        auth=ALICE.replace("{keystone}/v3", "{keystone}"))}, {"OS_CLOUD": "prod"}),
+    prod_in_cwd("v3totp", "auth_type: v3totp",
+                auth="auth_url: '{keystone}/v3', username: alice, user_domain_name: Default, "
+                     "passcode: '123456', project_id: p-1"),
+    prod_in_cwd("domain-ids-not-names",
+                auth="auth_url: '{keystone}/v3', username: bob, password: bob-password, "
+                     "user_domain_id: d-ops, project_name: ops-project, project_domain_id: d-ops"),
+    prod_in_cwd("one-domain-for-both",
+                auth="auth_url: '{keystone}/v3', username: bob, password: bob-password, "
+                     "domain_name: Ops, project_name: ops-project"),
+    prod_in_cwd("project-id-scope",
+                auth="auth_url: '{keystone}/v3', user_id: u-1, password: alice-password, "
+                     "project_id: p-1"),
+    prod_in_cwd("unversioned-auth-url-discovery",
+                auth=ALICE.replace("{keystone}/v3", "{keystone}")),
     # Flags
     Variant("flags-only", {}, {}, ("--os-auth-url", "{keystone}/v3", "--os-username", "alice",
                                    "--os-password", "alice-password", "--os-project-name",
                                    "tea-party", "--os-user-domain-name", "Default",
                                    "--os-project-domain-name", "Default",
                                    "--os-region-name", "R2")),
-    Variant("flag-beats-clouds-yaml-auth", {"cwd/clouds.yaml": prod(
-        auth=ALICE.replace("alice-password", "wrong"))}, {"OS_CLOUD": "prod"},
-            ("--os-password", "alice-password")),
-    Variant("missing-auth-url", {"cwd/clouds.yaml": prod(
-        auth=ALICE.replace("auth_url: '{keystone}/v3', ", ""))}, {"OS_CLOUD": "prod"},
-            refused="auth_url"),
+    prod_in_cwd("flag-beats-clouds-yaml-auth", auth=ALICE.replace("alice-password", "wrong"),
+                flags=("--os-password", "alice-password")),
+    prod_in_cwd("missing-auth-url", auth=ALICE.replace("auth_url: '{keystone}/v3', ", ""),
+                refused="auth_url"),
 ]  # fmt: skip
 
 

@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_VENV = Path.home() / ".cache" / "bulktag" / "openstack-venv"
@@ -103,6 +104,17 @@ class Process:
             self.popen.wait(5)
 
 
+def _output_to(out: BinaryIO, env: Mapping[str, str] | None) -> dict[str, Any]:
+    """How a server or setup command is run: no input, its stdout and stderr both into ``out``
+    (its log), in ``env`` (or this process's environment)."""
+    return {
+        "stdin": subprocess.DEVNULL,
+        "stdout": out,
+        "stderr": subprocess.STDOUT,
+        "env": dict(env) if env is not None else None,
+    }
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -114,10 +126,7 @@ def spawn(
     try:
         popen = subprocess.Popen(
             list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            **_output_to(out, env),
             start_new_session=True,  # own process group: stop() reaches gunicorn's workers too
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl, no locks taken
         )
@@ -162,10 +171,7 @@ def run(
     with log.open("ab") as out:
         done = subprocess.run(
             list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            **_output_to(out, env),
             timeout=timeout,
             check=False,
         )
@@ -295,11 +301,22 @@ class MariaDB:
 
 
 class GunicornServer:
-    """What Keystone and Glance share: each is served by :func:`spawn_gunicorn` on a loopback
-    port, reached at the same unversioned URL and stopped the same way."""
+    """What Keystone and Glance share: each is configured by files in its ``config_dir``,
+    served by :func:`spawn_gunicorn` on a loopback port, reached at the same unversioned URL
+    and stopped the same way."""
 
+    root: Path
     port: int
     process: Process | None
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "etc"
+
+    def write_config(self, name: str, text: str) -> None:
+        """Write ``text`` as the configuration file ``name`` in :attr:`config_dir`."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / name).write_text(text)
 
     @property
     def url(self) -> str:
@@ -335,9 +352,8 @@ class Keystone(GunicornServer):
         return self.root / "keystone.log"
 
     def configure(self) -> None:
-        conf = self.root / "etc"
-        conf.mkdir(parents=True)
-        (conf / "keystone.conf").write_text(
+        self.write_config(
+            "keystone.conf",
             textwrap.dedent(
                 f"""\
                 [DEFAULT]
@@ -371,9 +387,9 @@ class Keystone(GunicornServer):
                 enabled = true
                 backend = dogpile.cache.memory
                 """
-            )
+            ),
         )
-        manage = [str(self.venv / "bin" / "keystone-manage"), "--config-dir", str(conf)]
+        manage = [str(self.venv / "bin" / "keystone-manage"), "--config-dir", str(self.config_dir)]
         env = server_env(self.venv)
         log = self.root / "keystone-manage.log"
         run([*manage, "db_sync"], log, env)
@@ -399,7 +415,7 @@ class Keystone(GunicornServer):
         )
 
     def start(self) -> None:
-        env = server_env(self.venv, OS_KEYSTONE_CONFIG_DIR=str(self.root / "etc"))
+        env = server_env(self.venv, OS_KEYSTONE_CONFIG_DIR=str(self.config_dir))
         self.process = spawn_gunicorn(
             "keystone",
             self.venv,
@@ -500,8 +516,6 @@ class Glance(GunicornServer):
         return [r for r in self.requests() if r.method == "PUT" and r.image_id in wanted]
 
     def configure(self) -> None:
-        conf = self.root / "etc"
-        conf.mkdir(parents=True)
         paste_ini = self.venv / "etc" / "glance" / "glance-api-paste.ini"
         if self.auth is None:
             auth_conf = """\
@@ -530,7 +544,8 @@ class Glance(GunicornServer):
                 project_domain_name = Default
                 token_cache_time = {self.auth.token_cache_time}
                 """
-        (conf / "glance-api.conf").write_text(
+        self.write_config(
+            "glance-api.conf",
             textwrap.dedent(
                 f"""\
                 [DEFAULT]
@@ -559,7 +574,7 @@ class Glance(GunicornServer):
 
                 """
             )
-            + textwrap.dedent(auth_conf).format(paste_ini=paste_ini)
+            + textwrap.dedent(auth_conf).format(paste_ini=paste_ini),
         )
 
     def db_sync(self) -> None:
@@ -567,7 +582,7 @@ class Glance(GunicornServer):
             [
                 str(self.venv / "bin" / "glance-manage"),
                 "--config-file",
-                str(self.root / "etc" / "glance-api.conf"),
+                str(self.config_dir / "glance-api.conf"),
                 "db_sync",
             ],
             self.root / "glance-manage.log",
@@ -575,7 +590,7 @@ class Glance(GunicornServer):
         )
 
     def start(self) -> None:
-        env = server_env(self.venv, OS_GLANCE_CONFIG_DIR=str(self.root / "etc"))
+        env = server_env(self.venv, OS_GLANCE_CONFIG_DIR=str(self.config_dir))
         self.process = spawn_gunicorn(
             self.name,
             self.venv,
