@@ -567,7 +567,8 @@ class PaceController:
         self._probes = 0
         if self.mode is not Mode.TESTING:
             self._overshoot(now)
-        self._admitted_while_refused = self._admitted_while_sending(now)  # the capacity
+        admitted, counted = self._admitted_while_sending(now)
+        self._admitted_while_refused = admitted  # the capacity
         partway = self._refusals_began_partway(window, share)
         if partway:
             share = window.later_share()[0]
@@ -576,7 +577,7 @@ class PaceController:
             got_in = self._admitted(window.later_accepted_rate())
             self._admitted_while_refused = min(self._admitted_while_refused, got_in)
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
-        if self._accepted_while_sending(now) < policy.window_answers:
+        if counted < policy.window_answers:
             # Too few got in to measure what gets in by (a few requests a second, much of it
             # held back; one answer accepted since a resume): halve, as TCP does, rather than
             # trust a count of two or three, and let the experiment's windows measure from there.
@@ -623,25 +624,19 @@ class PaceController:
             return None
         return opening.later_accepted_rate(), opening.later_got_in
 
-    def _admitted_while_sending(self, now: float) -> float:
-        """The admitted rate over the horizon, or since the pace resumed after a hold-back
-        if that is later (and a window ago): a horizon that is mostly hold-back, at a
-        trickle, reads what we sent, not what the cloud takes — a run that joined another on
-        one limit, held back at first, would cut itself to a tenth of its share."""
+    def _admitted_while_sending(self, now: float) -> tuple[float, int]:
+        """The admitted rate, and the count of accepted answers it was measured from: over
+        the horizon, or since the pace resumed after a hold-back if that is later (and a
+        window ago): a horizon that is mostly hold-back, at a trickle, reads what we sent,
+        not what the cloud takes — a run that joined another on one limit, held back at
+        first, would cut itself to a tenth of its share. In the run's first horizon, from
+        its first refusal on (:meth:`_opening_rate`)."""
         if self._measured_since_resume(now):
-            got_in = (self.accepted_total - self._resumed_total) / (now - self._resumed_at)
-            return self._admitted(got_in)
+            counted = self.accepted_total - self._resumed_total
+            return self._admitted(counted / (now - self._resumed_at)), counted
         if opening := self._opening_rate():
-            return self._admitted(opening[0])
-        return self.admitted_rate(now)
-
-    def _accepted_while_sending(self, now: float) -> int:
-        """The count of accepted answers behind :meth:`_admitted_while_sending`'s measure."""
-        if self._measured_since_resume(now):
-            return self.accepted_total - self._resumed_total
-        if opening := self._opening_rate():
-            return opening[1]
-        return self.accepted_total - self._horizon_start(now)[1]
+            return self._admitted(opening[0]), opening[1]
+        return self.admitted_rate(now), self.accepted_total - self._horizon_start(now)[1]
 
     def _measured_since_resume(self, now: float) -> bool:
         return self.policy.window <= now - self._resumed_at < self._horizon()
