@@ -670,6 +670,10 @@ class PaceController:
         the next window that the accepted share holds."""
         self._verifying = (self.rate / rate, share, answers, self.independent)
         self.independent = max(self.independent, share)
+        # A capacity confirmed earlier may have been this share read as a limit (5 % refused
+        # at any rate, one window's noise over the line): its plateau would keep the climb
+        # back to 2 % steps. A limit that is real is confirmed again by the next cut.
+        self.capacity = None
         self._confirm(self.changed_at, rate)
         self.mode = Mode.VERIFYING
 
@@ -857,9 +861,14 @@ class PaceController:
         for a second or two (a bucket's 20 tokens hide 8 % over 200/s for two and a half
         seconds), so a probe just over the limit reads clean, and a 4× step after it
         overshoots by a third. Past the plateau, clean probes are news (the capacity grew),
-        and the steps grow again."""
-        if self.capacity is None or self.independent:
-            return False  # with refusals not about the rate, a probe is judged on what got in
+        and the steps grow again.
+
+        With a rate-independent share too, only once a limit was confirmed: a run sharing a
+        limit reads a few percent of the other's probes as its own backend's share, and
+        without the plateau its probes grew 4× past the limit every few seconds, each one
+        refused to the other run, which cut itself to a few requests a second."""
+        if self.capacity is None or (self.independent and not self.rate_related):
+            return False  # refusals not about the rate only: a probe is judged on what got in
         return self.rate < self.policy.plateau * self.capacity
 
     def _toward_peak(self, now: float) -> float:
@@ -937,6 +946,11 @@ class PaceController:
         """Nothing was accepted: a window of the cloud's limiter is spent, or it is down."""
         policy = self.policy
         if self.mode is not Mode.HELD_BACK:
+            if self._probing and self.rate > self.good:
+                # A probe spent the window (a fixed window's quota): an overshoot, which the
+                # next probes bisect. Else the same probe came back every two seconds, and at
+                # --rate 100000 each spent a whole window: 6 % refused against 200/s.
+                self._overshoot(now)
             self.good = max(
                 min(self.rate, self.good, self._spent_pace(now, window)), policy.min_rate
             )

@@ -395,16 +395,20 @@ def test_probes_after_an_overshoot_go_at_most_half_the_way_back_to_it() -> None:
         assert before < control.rate <= (before + overshot) / 2 + 1e-9
 
 
-def _clean_probe_steps(capacity: float | None, until: float) -> list[tuple[float, float]]:
+def _clean_probe_steps(
+    capacity: float | None, until: float, *, independent: float = 0.0, limit: bool = False
+) -> list[tuple[float, float]]:
     """``(pace, step)`` of each clean probe from 190/s up to ``until``, a cut having found
-    ``capacity`` (or none)."""
+    ``capacity`` (or none); with ``independent``, that share refused at every pace (a limit
+    confirmed too, if ``limit``)."""
     control = PaceController(1000.0, POLICY, T)
     control.rate = control.good = 190.0
     control.capacity = capacity
+    control.independent, control.rate_related = independent, limit
     now, steps = T, []
-    while control.rate < until:
+    while control.rate < until and len(steps) < 12:
         before = control.rate
-        now = answers(control, now, 1.2, before, refused=0.0)
+        now = answers(control, now, 1.2, before, refused=independent)
         steps.append((before, control.rate - before))
     return steps
 
@@ -428,6 +432,19 @@ def test_probes_near_a_confirmed_capacity_keep_their_first_step() -> None:
     # Without a capacity found, the second clean probe's step is already 4× the first's.
     first, second = (step for _, step in _clean_probe_steps(None, 230.0)[:2])
     assert second >= 3.5 * first
+
+
+def test_probes_near_a_confirmed_limit_keep_their_first_step_with_refusals_at_any_rate() -> None:
+    """A run sharing a limit reads a few percent of the other run's probes as refusals not
+    about the rate. Its own probes grew 4× past the limit all the same, each one refused to
+    the other run, which cut itself to a few requests a second (1 of 24 long two-run starts
+    in the simulator). Once a limit was confirmed, the plateau holds with such a share too;
+    with refusals at any rate and no limit found, probes still grow (see _near_capacity)."""
+    near_limit = _clean_probe_steps(200.0, 230.0, independent=0.05, limit=True)
+    assert len(near_limit) >= 4
+    assert near_limit[3][1] == pytest.approx(near_limit[0][1], rel=0.1)
+    flaky = _clean_probe_steps(200.0, 230.0, independent=0.05, limit=False)
+    assert flaky[1][1] >= 3.5 * flaky[0][1]
 
 
 def _probe_after_a_cut(later: float) -> float:
