@@ -109,7 +109,8 @@ class PacingPolicy:
     probe_answers: int = 32  # …and long enough for this many answers at it
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
     plateau: float = 1.15  # …but not under this × a confirmed capacity, where steps stay small
-    overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)
+    overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)…
+    retest_within: float = 0.2  # …unless well under a recent peak, with one this close above
     peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
     dip_for: float = 2.0  # …under what gets in, for a window no longer than this
@@ -848,8 +849,8 @@ class PaceController:
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
         growth = 1.0 if self._near_capacity() else 4.0**self._probes
         step = min((policy.probe_step * self.rate + shared) * growth, self.rate)
-        step = max(step, self._toward_peak(now))
-        step, grows = self._bounded_step(now, step)
+        toward = self._toward_peak(now)
+        step, grows = self._bounded_step(now, max(step, toward), under_peak=toward > 0)
         self._set_rate(now, self.rate + step)
         # Counted from the new pace: the step that leaves the plateau is the first that grows.
         self._probes += grows and not self._near_capacity()
@@ -884,7 +885,9 @@ class PaceController:
             return 0.0
         return (self._peak - self.rate) / 2
 
-    def _bounded_step(self, now: float, step: float) -> tuple[float, bool]:
+    def _bounded_step(
+        self, now: float, step: float, *, under_peak: bool = False
+    ) -> tuple[float, bool]:
         """A probe's step, and whether the next one may grow. No further than half the way to
         a recent pace that brought refusals: the capacity lies between the two, and halving
         the gap finds it in a few probes (BIC's binary search), where the growing step would
@@ -898,6 +901,15 @@ class PaceController:
             return step, True
         if step <= gap / 2:
             return step, True
+        if under_peak and gap <= self.policy.retest_within * self.rate:
+            # Well under a recent peak, the overshoot close above (a probe just over a low
+            # capacity shortly before it came back): the question is whether the capacity
+            # came back, not where in the gap it lies. Bisecting took a probe a second for up
+            # to three seconds before the climb to the peak began (back in 5.5-6 s in 5 of 48
+            # simulated step-ups). One probe just past the overshoot answers it: clean, the
+            # gap is gone and the next probe heads for the peak; refused, its excess was a
+            # fifth of the pace at most, and the plateau's probes cost about as much.
+            return gap + self.policy.probe_step * self.rate, False
         if self._bisections >= 2:
             # Two halvings in a row got in clean: the capacity moved up past the overshoot
             # (a limit that rose right after it), so grow from here, as after a clean probe.

@@ -340,6 +340,36 @@ def test_an_outage_that_ends_near_a_dips_mark_is_recovered_from_within_three_sec
     assert not slow
 
 
+def _recovery_after_step_up(seed: int, spread: float) -> float:
+    """Seconds from a capacity's return (200/s → 60/s at 10 s → 200/s at 20 s) to the end
+    of the first second at 80 % of it (the real-time matrix's measure), in half-second
+    steps."""
+    sim = Simulation(Schedule([(0.0, 200.0), (10.0, 60.0), (20.0, 200.0)]),
+                     seed=seed, spread=spread, uplink=0.002)  # fmt: skip
+    client = sim.add_client(rows=4600, ceiling=1000)
+    sim.run(40.0)
+    for half_seconds in range(30):
+        since = 20.0 + half_seconds / 2
+        if client.goodput(since, since + 1.0) >= 0.8 * 200:
+            return since + 1.0 - 20.0
+    return math.inf
+
+
+def test_a_capacity_that_came_back_is_used_again_within_five_seconds() -> None:
+    """A probe just over the low capacity shortly before it came back left an overshoot a
+    few percent above the pace, and bisecting that gap took a probe a second for up to three
+    seconds before the climb back to the earlier peak began: back in 5.5-6 s in 5 of these
+    48 runs (5.7 s in one real-time matrix run). Well under a recent peak, a probe now goes
+    just past such an overshoot."""
+    recoveries = {
+        (seed, spread): _recovery_after_step_up(seed, spread)
+        for seed in range(24)
+        for spread in (0.0, LATE)
+    }
+    slow = {case: took for case, took in recoveries.items() if took > 5.0}
+    assert not slow
+
+
 def test_a_cloud_that_refuses_everything_stops_the_run_after_the_outage_limit() -> None:
     sim = Simulation(Outage(0.0, 1e9))
     client = sim.add_client(rows=5000, ceiling=2000, max_outage=30.0)
