@@ -1,17 +1,19 @@
 """The pacer against the simulator's server models over several seeds and answer latencies,
-in virtual time (about 30 s of CPU): the figures quoted by the pacing commits of 2026-12-04.
+in virtual time (about a minute of CPU): the figures quoted by the pacing commits of 2026-12-04.
 
     python benchmarks/pacing_sim_table.py
 
 Each capacity-limited row: goodput ÷ capacity (min-max over 3 seeds × answers on time / 20 ms
 late on average) and the worst refused share. Each random-refusal row: requests per second ÷
-the asked rate. Last, two runs sharing one limit, the second starting with the first, 0.5 s
-or 3 s later, over the 16 seeds of tests/test_pacing_sim.py (8 with late answers): the
-smaller run's share of the capacity, and the refused share of both runs' requests; then two
-runs of 800 rows started together, over the time both run (as the real-time matrix runs
-them), and two long runs judged from 100 to 120 s (does a split or a flood last?), with
-requests on the pacer's grid and up to 2 ms off it. The test table (tests/test_pacing_sim.py)
-asserts the targets on one seed; this shows the spread.
+the asked rate. A capacity that drops to 25-50 % at 10 s and comes back: seconds to 80 % of
+it (median, 90th percentile, worst, how many over the matrix's 5 s); one that stays down:
+goodput and refused share meanwhile. Last, two runs sharing one limit, the second starting
+with the first, 0.5 s or 3 s later, over the 16 seeds of tests/test_pacing_sim.py (8 with
+late answers): the smaller run's share of the capacity, and the refused share of both runs'
+requests; then two runs of 800 rows started together, over the time both run (as the
+real-time matrix runs them), and two long runs judged from 100 to 120 s (does a split or a
+flood last?), with requests on the pacer's grid and up to 2 ms off it. The test table
+(tests/test_pacing_sim.py) asserts the targets on one seed; this shows the spread.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bulktag.fake.limiters import (
     PerRowRefusals,
     RandomRefusals,
     Refusal,
+    Schedule,
     ServerModel,
     SlidingWindow,
     TokenBucket,
@@ -36,6 +39,7 @@ from bulktag.fake.limiters import (
 from tests.pacing_sim import Client, Simulation
 from tests.test_pacing_sim import (
     TwoRuns,
+    recovery_after_step_up,
     two_runs,
     two_runs_after_two_minutes,
     two_runs_started_50_ms_apart,
@@ -118,11 +122,53 @@ def main() -> None:
     per_row = [run(PerRowRefusals(0.2, times=3), 300, 6000, seed, 0.0) for seed in range(8)]
     sent = [c.sent_rate(2.0, c.most_settled_at or c.end) / 300 for c in per_row]
     print(f"{'20% of rows refused 3 times':30s} {min(sent):.0%}-{max(sent):.0%} of the asked rate")
+    capacity_back()
+    capacity_down()
     two_rows("two runs", two_runs())
     two_rows("two runs started together", two_runs_started_together())
     two_rows("two runs started 50 ms apart", two_runs_started_50_ms_apart())
     two_rows("two runs, 100-120 s", two_runs_after_two_minutes())
     two_rows("two runs, 100-120 s, off the grid", two_runs_after_two_minutes(0.002))
+
+
+def capacity_back() -> None:
+    """Seconds back to 80 % of a capacity that dropped at 10 s and came back: 5 capacities ×
+    4 depths × 3 moments × 3 seeds × late answers or not, 360 runs."""
+    took = sorted(
+        recovery_after_step_up(seed, spread, capacity, low, back_at)
+        for capacity in (100.0, 150.0, 200.0, 350.0, 500.0)
+        for low in (0.25, 0.3, 0.4, 0.5)
+        for back_at in (20.0, 20.4, 24.7)
+        for seed in SEEDS
+        for spread in SPREADS
+    )
+    print(
+        f"{'capacity back after a drop':30s} median {took[len(took) // 2]:.1f} s, "
+        f"90th percentile {took[-(len(took) // 10) - 1]:.1f} s, worst {took[-1]:.1f} s, "
+        f"over 5 s in {sum(t > 5.0 for t in took)} of {len(took)}"
+    )
+
+
+def capacity_down() -> None:
+    """The refused share while a capacity stays down (15-65 s), and the goodput then."""
+    seen = []
+    for capacity in (100.0, 200.0, 500.0):
+        for low in (0.3, 0.5):
+            for seed in SEEDS:
+                for spread in SPREADS:
+                    model = Schedule([(0.0, capacity), (10.0, low * capacity)])
+                    sim = Simulation(model, spread=spread, seed=seed, uplink=0.002)
+                    client = sim.add_client(rows=int(80 * capacity), ceiling=5 * capacity)
+                    sim.run(70)
+                    accepted = client.goodput(15.0, 65.0)
+                    refused = client.rate_between(client.refused_bins, 15.0, 65.0)
+                    seen.append((refused / (accepted + refused), accepted / (low * capacity)))
+    refused = sorted(r for r, _ in seen)
+    goodput = [g for _, g in seen]
+    print(
+        f"{'capacity down for 50 s':30s} {min(goodput):.0%}-{max(goodput):.0%} of it, "
+        f"refused median {refused[len(refused) // 2]:.1%}, worst {refused[-1]:.1%}"
+    )
 
 
 def two_rows(name: str, runs: list[TwoRuns]) -> None:

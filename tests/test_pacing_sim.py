@@ -340,18 +340,24 @@ def test_an_outage_that_ends_near_a_dips_mark_is_recovered_from_within_three_sec
     assert not slow
 
 
-def _recovery_after_step_up(seed: int, spread: float) -> float:
-    """Seconds from a capacity's return (200/s → 60/s at 10 s → 200/s at 20 s) to the end
-    of the first second at 80 % of it (the real-time matrix's measure), in half-second
-    steps."""
-    sim = Simulation(Schedule([(0.0, 200.0), (10.0, 60.0), (20.0, 200.0)]),
-                     seed=seed, spread=spread, uplink=0.002)  # fmt: skip
-    client = sim.add_client(rows=4600, ceiling=1000)
-    sim.run(40.0)
+def recovery_after_step_up(
+    seed: int,
+    spread: float,
+    capacity: float = 200.0,
+    low: float = 0.3,
+    back_at: float = 20.0,
+) -> float:
+    """Seconds from a capacity's return (``capacity`` → ``low`` × it at 10 s → back at
+    ``back_at``) to the end of the first second at 80 % of it (the real-time matrix's
+    measure), in half-second steps; the run asks five times the capacity."""
+    steps = [(0.0, capacity), (10.0, low * capacity), (back_at, capacity)]
+    sim = Simulation(Schedule(steps), seed=seed, spread=spread, uplink=0.002)
+    client = sim.add_client(rows=int(23 * capacity), ceiling=5 * capacity)
+    sim.run(back_at + 20.0)
     for half_seconds in range(30):
-        since = 20.0 + half_seconds / 2
-        if client.goodput(since, since + 1.0) >= 0.8 * 200:
-            return since + 1.0 - 20.0
+        since = back_at + half_seconds / 2
+        if client.goodput(since, since + 1.0) >= 0.8 * capacity:
+            return since + 1.0 - back_at
     return math.inf
 
 
@@ -362,7 +368,7 @@ def test_a_capacity_that_came_back_is_used_again_within_five_seconds() -> None:
     48 runs (5.7 s in one real-time matrix run). Well under a recent peak, a probe now goes
     just past such an overshoot."""
     recoveries = {
-        (seed, spread): _recovery_after_step_up(seed, spread)
+        (seed, spread): recovery_after_step_up(seed, spread)
         for seed in range(24)
         for spread in (0.0, LATE)
     }
