@@ -309,19 +309,23 @@ def test_an_outage_sends_a_trickle_then_the_old_pace_resumes_at_once() -> None:
     assert 8000 == client.outcomes.get(Outcome.OK)  # no row gave up because of the outage
 
 
+def _seconds_back(client: Client, since: float, pace: float) -> float:
+    """Seconds from ``since`` to the end of the first second in which ``pace`` per second got
+    in (the real-time matrix's measure of a recovery), in half-second steps."""
+    for half_seconds in range(30):
+        start = since + half_seconds / 2
+        if client.goodput(start, start + 1.0) >= pace:
+            return start + 1.0 - since
+    return math.inf
+
+
 def _recovery_after_outage(seed: int, spread: float, start: float) -> float:
-    """Seconds from a 10-s outage's end to the end of the first second at 85 % of the
-    bucket's 200/s (the real-time matrix's measure), in half-second steps."""
+    """Seconds from a 10-s outage's end back to 85 % of the bucket's 200/s."""
     sim = Simulation(Chain(TokenBucket(200, 20), Outage(start, start + 10.0)),
                      seed=seed, spread=spread, uplink=0.002)  # fmt: skip
     client = sim.add_client(rows=8000, ceiling=1000)
     sim.run(start + 25.0)
-    end = start + 10.0
-    for half_seconds in range(30):
-        since = end + half_seconds / 2
-        if client.goodput(since, since + 1.0) >= 0.85 * 200:
-            return since + 1.0 - end
-    return math.inf
+    return _seconds_back(client, start + 10.0, 0.85 * 200)
 
 
 def test_an_outage_that_ends_near_a_dips_mark_is_recovered_from_within_three_seconds() -> None:
@@ -348,17 +352,12 @@ def recovery_after_step_up(
     back_at: float = 20.0,
 ) -> float:
     """Seconds from a capacity's return (``capacity`` → ``low`` × it at 10 s → back at
-    ``back_at``) to the end of the first second at 80 % of it (the real-time matrix's
-    measure), in half-second steps; the run asks five times the capacity."""
+    ``back_at``) back to 80 % of it; the run asks five times the capacity."""
     steps = [(0.0, capacity), (10.0, low * capacity), (back_at, capacity)]
     sim = Simulation(Schedule(steps), seed=seed, spread=spread, uplink=0.002)
     client = sim.add_client(rows=int(23 * capacity), ceiling=5 * capacity)
     sim.run(back_at + 20.0)
-    for half_seconds in range(30):
-        since = back_at + half_seconds / 2
-        if client.goodput(since, since + 1.0) >= 0.8 * capacity:
-            return since + 1.0 - back_at
-    return math.inf
+    return _seconds_back(client, back_at, 0.8 * capacity)
 
 
 def test_a_capacity_that_came_back_is_used_again_within_five_seconds() -> None:
