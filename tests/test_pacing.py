@@ -161,25 +161,51 @@ def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_fi
     assert (Mode.VERIFYING, 300.0) == (control.mode, control.rate)
 
 
-def _first_dip(control: PaceController, now: float, until: float) -> float:
-    """Answers at the pace with 30 % refused at any rate until the controller dips under it
-    to check that share (RECHECKING); returns when, on its own clock."""
+def _first_dip(control: PaceController, now: float, until: float, share: float) -> float:
+    """Answers at the pace with ``share`` refused at any rate until the controller dips under
+    it to check that share (RECHECKING); returns when, on its own clock."""
     while control.mode is not Mode.RECHECKING:
         assert now < until, "no dip"
-        now = answers(control, now, 0.25, control.rate, refused=0.3)
+        now = answers(control, now, 0.25, control.rate, refused=share)
     return now
 
 
 def test_runs_that_started_apart_dip_together_on_the_wall_clocks_marks() -> None:
     """Two runs sharing a limit that either alone fills: a dip by one is filled by the other,
-    so the dips must coincide. Started 2.5 s apart, one on a clock 500 s behind the wall."""
+    so the dips must coincide. Started 2.5 s apart, one on a clock 500 s behind the wall.
+    A fifth refused: a share under a quarter waits for the 10-s marks (see the next test)."""
     first = PaceController(300.0, POLICY, 1003.7)  # its clock is the wall clock
     second = PaceController(300.0, POLICY, 501.2, wall_offset=500.0)  # started at 1001.2
-    first_dip = _first_dip(first, 1003.7, 1040.0)
-    second_dip = _first_dip(second, 501.2, 540.0) + 500.0
-    assert 0.3 == pytest.approx(first.independent, abs=0.05)  # the share was learned first
+    first_dip = _first_dip(first, 1003.7, 1040.0, share=0.2)
+    second_dip = _first_dip(second, 501.2, 540.0, share=0.2) + 500.0
+    assert 0.2 == pytest.approx(first.independent, abs=0.05)  # the share was learned first
     assert 1010.0 <= first_dip < 1010.5
     assert 1010.0 <= second_dip < 1010.5
+
+
+def _after_the_dip(control: PaceController, now: float, share: float) -> float:
+    while control.mode is Mode.RECHECKING:
+        now = answers(control, now, 0.25, control.rate, refused=share)
+    return now
+
+
+def test_a_large_rate_independent_share_is_checked_within_seconds_of_its_finding() -> None:
+    """A share of a quarter or more, found by an experiment of a few dozen answers, may be
+    two runs flooding one limit (each cut while the other did not): the first dip comes at a
+    2-s mark, a second or two after the finding, not at the next 10-s mark (the 10-s mark was
+    8.5 s after the first run's finding, a flood's 30-70 % refused meanwhile). The dips after
+    it keep to the 10-s marks, where runs started apart meet."""
+    first = PaceController(300.0, POLICY, 1003.7)
+    second = PaceController(300.0, POLICY, 501.2, wall_offset=500.0)
+    first_dip = _first_dip(first, 1003.7, 1040.0, share=0.3)
+    second_dip = _first_dip(second, 501.2, 540.0, share=0.3) + 500.0
+    assert 0.3 == pytest.approx(first.independent, abs=0.05)
+    assert first_dip < 1005.5
+    assert second_dip < 1003.0
+    later = _after_the_dip(first, first_dip, 0.3)
+    assert 1010.0 <= _first_dip(first, later, 1040.0, share=0.3) < 1010.5
+    later = _after_the_dip(second, second_dip - 500.0, 0.3)
+    assert 1010.0 <= _first_dip(second, later, 540.0, share=0.3) + 500.0 < 1010.5
 
 
 def test_a_dip_under_a_large_rate_independent_share_goes_under_what_gets_in() -> None:
