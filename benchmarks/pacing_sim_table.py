@@ -12,7 +12,9 @@ with the first, 0.5 s or 3 s later, over the 16 seeds of tests/test_pacing_sim.p
 late answers): the smaller run's share of the capacity, and the refused share of both runs'
 requests; then two runs of 800 rows started together, over the time both run (as the
 real-time matrix runs them), and two long runs judged from 100 to 120 s (does a split or a
-flood last?), with requests on the pacer's grid and up to 2 ms off it. The test table
+flood last?), with requests on the pacer's grid and up to 2 ms off it (and 144 such starts:
+16 seeds × 3 offsets × 0, 1 or 2 ms off the grid). Among the 800-row ones, runs started 0.3
+or 0.6 s apart: the second joins the first while it still finds its pace. The test table
 (tests/test_pacing_sim.py) asserts the targets on one seed; this shows the spread.
 """
 
@@ -40,9 +42,11 @@ from tests.pacing_sim import Client, Simulation
 from tests.test_pacing_sim import (
     TwoRuns,
     recovery_after_step_up,
+    two_long_runs,
     two_runs,
     two_runs_after_two_minutes,
     two_runs_started_50_ms_apart,
+    two_runs_started_apart,
     two_runs_started_together,
 )
 
@@ -127,8 +131,10 @@ def main() -> None:
     two_rows("two runs", two_runs())
     two_rows("two runs started together", two_runs_started_together())
     two_rows("two runs started 50 ms apart", two_runs_started_50_ms_apart())
+    two_rows("two runs started 0.3/0.6 s apart", two_runs_started_apart())
     two_rows("two runs, 100-120 s", two_runs_after_two_minutes())
     two_rows("two runs, 100-120 s, off the grid", two_runs_after_two_minutes(0.002))
+    two_rows("two runs, 100-120 s, 144 starts", two_long_runs())
 
 
 def capacity_back() -> None:
@@ -183,7 +189,8 @@ def two_rows(name: str, runs: list[TwoRuns]) -> None:
     print(
         f"{name + ', refused':30s} median {refused[len(refused) // 2]:.1%}, "
         f"90th percentile {refused[-(len(refused) // 10) - 1]:.1%}, worst {refused[-1]:.1%}, "
-        f"over 10 % in {sum(r > 0.1 for r in refused)}"
+        f"over 10 % in {sum(r > 0.1 for r in refused)}, "
+        f"over 30 % in {sum(r > 0.3 for r in refused)}"
     )
 
 

@@ -93,4 +93,9 @@ def test_the_simulator_tables_two_run_rows_count_what_they_say(
     shares, refused = capsys.readouterr().out.splitlines()
     assert shares.endswith("median 30%, 10th percentile 5%, worst 5%, under 35 % in 2, "
                            "under 10 % in 1 of 3")  # fmt: skip
-    assert refused.endswith("median 2.0%, 90th percentile 20.0%, worst 20.0%, over 10 % in 1")
+    assert refused.endswith(
+        "median 2.0%, 90th percentile 20.0%, worst 20.0%, over 10 % in 1, over 30 % in 0"
+    )
+    two_rows("floods", [*runs, TwoRuns((0.5, 0.5), 0.31)])
+    refused = capsys.readouterr().out.splitlines()[1]
+    assert refused.endswith("over 10 % in 2, over 30 % in 1")
