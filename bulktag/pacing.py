@@ -114,8 +114,8 @@ class PacingPolicy:
     retest_within: float = 0.2  # …unless well under a recent peak, with one this close above
     peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
-    recheck_first: float = 2.0  # …but the first after finding one this large comes this soon
-    large_share: float = 0.25
+    large_share: float = 0.25  # …but the first after finding a share this large or larger…
+    recheck_first: float = 2.0  # …comes on marks this many seconds apart
     dip_for: float = 2.0  # …under what gets in, for a window no longer than this
     independent_answers: int = 128  # answers a rate-independent share is taken as read from
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
@@ -749,7 +749,7 @@ class PaceController:
         them read a few dozen answers, and two runs that joined one limit confound it: each
         cuts while the other does not, the share does not fall, and both flood the limit,
         30-70 % refused, until the next 10-s mark (in the simulator, 39 of 96 runs started
-        0.3 s apart refused over 30 % of their requests; 12 with the sooner dip). A large
+        0.3 s apart refused over 30 % of their requests; 14 with the sooner dip). A large
         share makes the dip cheap (a few dozen answers under the pace) and a wrong verdict
         dear; a small one the other way round, so it waits for the 10-s marks."""
         policy = self.policy
