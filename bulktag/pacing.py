@@ -114,9 +114,9 @@ class PacingPolicy:
     retest_within: float = 0.2  # …unless well under a recent peak, with one this close above
     peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
     recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
+    dip_for: float = 2.0  # …under what gets in, for a window no longer than this…
     large_share: float = 0.25  # …but the first after finding a share this large or larger…
     recheck_first: float = 2.0  # …comes on marks this many seconds apart
-    dip_for: float = 2.0  # …under what gets in, for a window no longer than this
     independent_answers: int = 128  # answers a rate-independent share is taken as read from
     held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
     silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
@@ -902,9 +902,7 @@ class PaceController:
             return 0.0
         return (self._peak - self.rate) / 2
 
-    def _bounded_step(
-        self, now: float, step: float, *, under_peak: bool = False
-    ) -> tuple[float, bool]:
+    def _bounded_step(self, now: float, step: float, *, under_peak: bool) -> tuple[float, bool]:
         """A probe's step, and whether the next one may grow. No further than half the way to
         a recent pace that brought refusals: the capacity lies between the two, and halving
         the gap finds it in a few probes (BIC's binary search), where the growing step would
