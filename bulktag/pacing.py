@@ -26,11 +26,9 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     (+2 % each time up to 1.15 × a capacity a cut found: a burst hides
                  │     a small excess) (half the way back, at least, to the highest pace
                  │     confirmed in the last minute: capacity that dropped often comes back)
-                 │     (plus a step runs on one limit share);
-                 │     one that brings refusals goes back to 0.95 × (the good pace + that
-                 │     shared step), so runs on one limit even out (AIMD), and for a few
-                 │     seconds the next probes go at most half the way back to it (a
-                 │     binary search, as in BIC-TCP);
+                 │     (plus a step shared by runs on one limit); one that brings refusals goes back
+                 │     to the good pace, and for a few seconds the next probes go at most
+                 │     half the way back to it (a binary search, as in BIC-TCP);
                  │     with p > 0, a probe is confirmed only if more got in
                  │     every 10 s with p > 0: dip under what gets in ((1 − p) × 0.9) for a
                  │     window, on the wall clock's marks (runs sharing a limit dip together;
@@ -111,10 +109,6 @@ class PacingPolicy:
     probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)…
     probe_answers: int = 32  # …and long enough for this many answers at it
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
-    shared_step: float = 0.005  # × --rate: a probe's step's part that does not grow with the
-    # pace (runs on one limit add the same: AIMD's fairness)…
-    shared_most: float = 0.03  # …kept after a refused probe up to this × the most accepted/s…
-    give_back: float = 0.95  # …and the pace then goes back to this × the good one plus that part
     plateau: float = 1.15  # …but not under this × a confirmed capacity, where steps stay small
     overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)…
     retest_within: float = 0.2  # …unless well under a recent peak, with one this close above
@@ -269,8 +263,6 @@ class PaceController:
         self._dip_before = (0.0, 1)  # the share before the dip, and the answers behind it
         self._dip_accepted = 0.0  # accepted/s when the dip began
         self._probe_base = (0.0, ceiling)  # accepted/s when the last probe began, and its pace
-        self._most_accepted = 0.0  # the most accepted/s a clean horizon saw, before a probe
-        self._kept = 0.0  # the last probe's pace before it, plus its shared part (to keep)
         self._last_share = 0.0  # the refused share of the last window evaluated
         # Refusals and answers since the rate last changed, as the windows judged them (rows'
         # first tries, when there were enough): what a probe is judged on.
@@ -867,11 +859,10 @@ class PaceController:
             self.good = self.rate
             if self.good >= policy.below * self._peak:
                 self._peak, self._peak_at = max(self._peak, self.good), now
-        accepted = self.accepted_rate(now, full=True)
-        self._probe_base = (accepted, self.rate)
-        self._most_accepted = max(self._most_accepted, accepted)
-        shared = self._shared_step()
-        self._kept = self.rate + min(shared, policy.shared_most * self._most_accepted)
+        self._probe_base = (self.accepted_rate(now, full=True), self.rate)
+        # The step grows with the rate, plus a part that does not: two runs sharing one limit
+        # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
+        shared = 0.25 * policy.probe_step * self.ceiling
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
         growth = 1.0 if self._near_capacity() else 4.0**self._probes
         step = min((policy.probe_step * self.rate + shared) * growth, self.rate)
@@ -881,14 +872,6 @@ class PaceController:
         # Counted from the new pace: the step that leaves the plateau is the first that grows.
         self._probes += grows and not self._near_capacity()
         self._probing = True
-
-    def _shared_step(self) -> float:
-        """The part of a probe's step that does not grow with the pace: two runs sharing one
-        limit add the same, so the smaller gains on the larger; and a refused probe keeps it
-        while giving back a share of the pace (:meth:`_back_from_probe`): TCP's additive
-        increase and multiplicative decrease, under which flows on one link even out. Scaled
-        by ``--rate``, which shards of one job share (one asked to go faster takes more)."""
-        return self.policy.shared_step * self.ceiling
 
     def _near_capacity(self) -> bool:
         """Under the capacity a cut confirmed, or a little over it, where probes keep their
@@ -956,17 +939,9 @@ class PaceController:
         self._bisections = 0
 
     def _back_from_probe(self, now: float) -> None:
-        """A probe brought refusals: back under the last good pace, and remember where the
-        probe was. Not all the way back to it: to ``give_back`` × (the good pace + the probe's
-        shared part, bounded by a share of the most that got in: a ``--rate`` far above the
-        cloud's makes that part large). A run on a limit it shares takes its own probe's
-        refusals (the other run's land on it too): the larger, probing more often, gives back
-        more than it keeps, the smaller the other way round, and their paces even out. A lone
-        run gives back 2-3 % a refused probe, and the next clean probes take it back."""
+        """A probe brought refusals: back to the last good pace, and remember where it was."""
         if self.rate > self.good:
             self._overshoot(now)
-            kept = min(self._kept, self.rate)
-            self.good = max(self.policy.give_back * max(self.good, kept), self.policy.min_rate)
         self._probes = 0
         self._set_rate(now, self.good)
 
