@@ -20,6 +20,7 @@ from bulktag.fake.ims import FakeIms, FakeImsConfig
 from bulktag.model import Op
 from bulktag.pacing import Signal
 from bulktag.policy import RetryPolicy
+from bulktag.scheduler import ImageScheduler
 from bulktag.source import ims_rules
 from tests.engine_harness import TOKEN, Harness, ims_settings, kv_csv, outcomes, run_against
 
@@ -380,11 +381,22 @@ async def test_a_key_set_twice_in_one_window_ends_with_the_later_rows_value(
 
 
 async def test_a_long_shuffled_input_never_holds_more_rows_than_the_window(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     window = 64
     rows = in_order(inventory(600, lambda n: 5), "shuffled")
-    held: list[int] = []
+    held: list[int] = []  # as each request leaves, and as each row is handed in
+    # Read as the producer hands rows in, too: it fills the window before it yields, where a
+    # request may leave before it does (the window at each send was 63 at most in a loaded
+    # CI run).
+    submit_nowait = ImageScheduler.submit_nowait
+
+    def handing_in(scheduler: ImageScheduler, row: Any) -> bool:
+        taken = submit_nowait(scheduler, row)
+        held.append(scheduler.held)
+        return taken
+
+    monkeypatch.setattr(ImageScheduler, "submit_nowait", handing_in)
     server = fake()
     async with serve(server) as url:
         harness = Harness(url, tmp_path / "j.jsonl")
