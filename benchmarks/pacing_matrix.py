@@ -85,6 +85,7 @@ class Model:
     changes: tuple[tuple[float, float], ...] = ()  # (server time, capacity from then on)
     window_s: float | None = None  # a fixed window: goodput counts whole windows
     clients: int = 1  # bulktag processes at once, each with its own input and journal
+    joins_after_s: float = 0.0  # each client after the first is launched this much later
     flags: tuple[str, ...] = ()  # more bulktag flags
     then: tuple[str, ...] | None = None  # resume once more, against a server with these flags
     refusals: float = 0.0  # share refused at random behind the limit
@@ -119,6 +120,11 @@ def models(s: PacingSizes) -> list[Model]:
         refuse_everything(s),
         Model("two bulktags sharing a 200/s bucket", "two", bucket, 600,
               int(CAPACITY * s.steady_s / 2), CAPACITY, s.steady_s, clients=2),
+        # A second operator's run, or a retried shard, joining one that is still finding
+        # its pace: the case the simulator's two_runs_started_apart models, in real time.
+        Model("two bulktags sharing a 200/s bucket, the second 0.35 s later", "two", bucket,
+              600, int(CAPACITY * s.steady_s / 2), CAPACITY, s.steady_s, clients=2,
+              joins_after_s=0.35, in_smoke=False),
     ]  # fmt: skip
     # Past 1.25 × its plan a run has missed every goodput target here (they are ≥ 85%).
     found = [
@@ -315,10 +321,14 @@ def records(server: AiohttpServer) -> tuple[float, list[Put], set[Pair]]:
 def run_clients(
     m: Matrix, server: AiohttpServer, model: Model, inputs: list[Input], flags: Sequence[str]
 ) -> list[Client]:
-    """Start one bulktag per input at once; wait for all (stopping any over budget)."""
+    """Start one bulktag per input, at once or ``joins_after_s`` apart; wait for all
+    (stopping any over budget)."""
     started = records(server)[0]
-    procs, logs = [], []
-    for given in inputs:
+    procs, logs, launched = [], [], []
+    for n, given in enumerate(inputs):
+        if n and model.joins_after_s:
+            time.sleep(model.joins_after_s)
+        launched.append(time.monotonic() - started)
         cmd = bulktag_command(m.tools, server.base_url, given, asked=model.asked, flags=flags)
         logs.append(m.path("bulktag.err"))
         with logs[-1].open("wb") as err:
@@ -326,11 +336,10 @@ def run_clients(
                 pinned(cmd, m.tools.client_core), cwd=m.harness.workdir, env=m.tools.env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             ))  # fmt: skip
-    launched = time.monotonic() - started
     ends = wait_all(procs, model.budget_s)
     return [
-        Client(code, launched, end - started, given.journal, log, given.pairs, crashed(log))
-        for (code, end), log, given in zip(ends, logs, inputs, strict=True)
+        Client(code, at, end - started, given.journal, log, given.pairs, crashed(log))
+        for (code, end), at, log, given in zip(ends, launched, logs, inputs, strict=True)
     ]
 
 
