@@ -26,11 +26,9 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     (+2 % each time up to 1.15 × a capacity a cut found: a burst hides
                  │     a small excess) (half the way back, at least, to the highest pace
                  │     confirmed in the last minute: capacity that dropped often comes back)
-                 │     (% of the pace, or of the widest capacity a cut found in the last
-                 │     minute, plus a step shared by runs on one limit: runs sharing a
-                 │     limit add alike); one that brings refusals goes back to the good
-                 │     pace, and for a few seconds the next probes go at most half the
-                 │     way back to it (a binary search, as in BIC-TCP);
+                 │     (plus a step shared by runs on one limit); one that brings refusals goes back
+                 │     to the good pace, and for a few seconds the next probes go at most
+                 │     half the way back to it (a binary search, as in BIC-TCP);
                  │     with p > 0, a probe is confirmed only if more got in
                  │     every 10 s with p > 0: dip under what gets in ((1 − p) × 0.9) for a
                  │     window, on the wall clock's marks (runs sharing a limit dip together;
@@ -238,8 +236,6 @@ class PaceController:
         self._resumed_total = 0  # accepted_total then
         # The highest pace a clean horizon confirmed, and when it last was (see _toward_peak).
         self._peak, self._peak_at = 0.0, now
-        # The widest capacity a cut measured, and when (see _step_base).
-        self._widest, self._widest_at = 0.0, now
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = self._new_window(now)
@@ -561,7 +557,6 @@ class PaceController:
         self.cuts += 1
         self.rate_related = True
         self.capacity = got_in
-        self._widen(now, got_in)
         self._confirm(now, self._admitted(got_in) * self.policy.below)
 
     def _overloaded(self, now: float, share: float, answers: int, window: _Window) -> None:
@@ -865,45 +860,18 @@ class PaceController:
             if self.good >= policy.below * self._peak:
                 self._peak, self._peak_at = max(self._peak, self.good), now
         self._probe_base = (self.accepted_rate(now, full=True), self.rate)
-        # Two runs sharing one limit add about the same amount a probe, so the smaller one
-        # gains on the larger (AIMD's fairness): a part that does not grow with the pace,
-        # and 2 % of the widest capacity either run measured rather than of its own pace.
+        # The step grows with the rate, plus a part that does not: two runs sharing one limit
+        # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
         shared = 0.25 * policy.probe_step * self.ceiling
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
         growth = 1.0 if self._near_capacity() else 4.0**self._probes
-        step = min((policy.probe_step * self._step_base(now) + shared) * growth, self.rate)
+        step = min((policy.probe_step * self.rate + shared) * growth, self.rate)
         toward = self._toward_peak(now)
         step, grows = self._bounded_step(now, max(step, toward), under_peak=toward > 0)
         self._set_rate(now, self.rate + step)
         # Counted from the new pace: the step that leaves the plateau is the first that grows.
         self._probes += grows and not self._near_capacity()
         self._probing = True
-
-    def _widen(self, now: float, capacity: float) -> None:
-        if capacity >= self._widest:
-            self._widest, self._widest_at = capacity, now
-
-    def _step_base(self, now: float) -> float:
-        """What a probe's growing step is a share of: the pace, or the widest capacity a cut
-        measured in the last minute if no pace near it was held clean since (a capacity this
-        run measured but never used: another run took the rest). Each of two runs on one
-        limit measures most of it as it begins (the first alone, the second with its opening
-        flood), and then one of them is often cut to a fifth of it by the other's flood.
-        Stepping a share of its own pace, it added 4/s a probe where the other added 6/s, and
-        kept its fifth to the end: in real time, a run joining another 0.35 s late got 35 % of
-        the limit or more in 5 of 30 runs; with this base, 16 of 30 (RESULTS section 29).
-        Not for a run that held a pace near that capacity and lost it (the cloud's capacity
-        fell): its probes near the new capacity stepping 2 % of the old one overshot it every
-        time, and the overshoot left when the capacity came back delayed the climb to it
-        (5.5 s in 2 of 48 simulated step-ups). Its probes head back to that pace instead
-        (:meth:`_toward_peak`)."""
-        memory = self.policy.peak_memory
-        if now - self._widest_at > memory:
-            self._widest = 0.0
-        held = self._peak if now - self._peak_at <= memory else 0.0
-        if held >= 0.8 * self._widest:
-            return self.rate
-        return max(self.rate, self._widest)
 
     def _near_capacity(self) -> bool:
         """Under the capacity a cut confirmed, or a little over it, where probes keep their
@@ -990,7 +958,6 @@ class PaceController:
         self.rate_related = True
         capacity = self._admitted_while_refused
         self.capacity = capacity * (1.0 - min(self.independent, 0.9))
-        self._widen(now, self.capacity)
         self.mode = Mode.CRUISE
         # No lower than the pace just found clean: a capacity read from a handful of answers
         # (one accepted in the first 0.2 s after a resume) may be far under it.

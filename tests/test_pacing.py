@@ -460,45 +460,6 @@ def test_probes_near_a_confirmed_capacity_keep_their_first_step() -> None:
     assert second >= 3.5 * first
 
 
-def _plateau_step(pace: float, opening: float | None, *, held: bool = False) -> float:
-    """The first clean probe's step of a run at ``pace`` near a capacity a cut found there, at
-    --rate 600, having measured ``opening`` per second get in at its start (or nothing), and,
-    if ``held``, then held 190/s clean for a probe."""
-    control = PaceController(600.0, POLICY, T)
-    now = T
-    if opening is not None:
-        # Its first window at 600/s: a third of it got in, the rest refused.
-        now = answers(control, T, 0.5, 600.0, refused=1.0 - opening / 600.0)
-        assert control.rate < 600.0
-    if held:
-        control.rate = control.good = 190.0
-        control.changed_at = now
-        now = answers(control, now, 1.5, 190.0, refused=0.0)
-        assert control.rate > 190.0  # the probe that confirmed 190/s
-    control.rate = control.good = pace  # then cut: by a newcomer's flood, or by the cloud
-    control.capacity, control.rate_related = pace * 1.05, True
-    control.changed_at = now
-    answers(control, now, 1.5, pace, refused=0.0)
-    return control.rate - pace
-
-
-def test_a_run_cut_far_under_the_capacity_it_measured_probes_as_a_wider_run_does() -> None:
-    """Two runs on one limit each measured most of it as they began; one cut to a fifth by
-    the other's flood steps 2 % of that capacity a probe, as the other does, not 2 % of its
-    own pace: the smaller gains on the larger (RESULTS section 29). A run that held a pace
-    near that capacity and lost it (the cloud's capacity fell) steps 2 % of its own pace
-    (far under that pace, its probes head back to it: see the tests below); stepping 2 %
-    of the old capacity near a new one overshot it at every probe."""
-    shared = 0.25 * POLICY.probe_step * 600.0
-    widest = _plateau_step(40.0, opening=200.0) - shared
-    assert widest == pytest.approx(POLICY.probe_step * 200.0, rel=0.1)
-    assert _plateau_step(40.0, opening=None) == pytest.approx(POLICY.probe_step * 40.0 + shared)
-    assert _plateau_step(150.0, opening=200.0) - shared == pytest.approx(widest)
-    # Held at 190/s, then cut to 175/s (too near 190/s for a probe half the way back to it).
-    own = POLICY.probe_step * 175.0 + shared
-    assert _plateau_step(175.0, opening=200.0, held=True) == pytest.approx(own)
-
-
 def test_probes_near_a_confirmed_limit_keep_their_first_step_with_refusals_at_any_rate() -> None:
     """A run sharing a limit reads a few percent of the other run's probes as refusals not
     about the rate. Its own probes grew 4× past the limit all the same, each one refused to
