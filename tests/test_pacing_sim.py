@@ -587,6 +587,37 @@ def test_runs_sharing_a_limit_are_rarely_starved_after_two_minutes() -> None:
     assert sum(share < 0.10 for share in smaller) <= 4
 
 
+def _seconds_to_take_a_freed_limit(seed: int, offset: float) -> float:
+    """Two runs on one 200/s bucket, the second (800 rows) starting ``offset`` s after the
+    first (4,000 rows) and ending long before it: seconds from its end until the first gets
+    80 % of the bucket (the capacity-back measure)."""
+    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed % 2 else 0.0,
+                     uplink=0.002)  # fmt: skip
+    first = sim.add_client(rows=4000, ceiling=600)
+    second = sim.add_client(rows=800, ceiling=600, start=offset)
+    sim.run(offset + 60.0)
+    assert 0.0 < second.end < first.end
+    return _seconds_back(first, second.end, 0.8 * 200)
+
+
+# A gap: the run left alone keeps what it learnt while it shared the limit. A capacity a cut
+# found while both ran (half the limit, in a traced start) holds its probes to 2 % steps up
+# to 1.15 × it, and an overshoot from the other run's last seconds can bound them for 5 s
+# more (traced: 72/s when the other ended, 115/s 10 s later); over these 48 (16
+# seeds × 0, 0.35 or 3 s apart), 22 take over 5 s to use the freed limit (median 5.0 s, the
+# worst 12.5 s; RESULTS section 29). A capacity that came back to a lone run is used within
+# 5 s: its probes head back to the pace it held (_toward_peak); this run never held one near
+# the limit.
+@KNOWN_GAP
+def test_a_run_whose_partner_finished_uses_the_freed_limit_within_five_seconds() -> None:
+    took = [
+        _seconds_to_take_a_freed_limit(seed, offset)
+        for offset in (0.0, 0.35, 3.0)
+        for seed in range(16)
+    ]
+    assert max(took) <= 5.0
+
+
 def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
     """Requests arriving as a real event loop delivers them. Each run's first answers are
     80 % refused; one that held back on a streak resumes on a guess. Held back again at once
