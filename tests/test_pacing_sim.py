@@ -587,17 +587,34 @@ def test_runs_sharing_a_limit_are_rarely_starved_after_two_minutes() -> None:
     assert sum(share < 0.10 for share in smaller) <= 4
 
 
-def _seconds_to_take_a_freed_limit(seed: int, offset: float) -> float:
-    """Two runs on one 200/s bucket, the second (800 rows) starting ``offset`` s after the
-    first (4,000 rows) and ending long before it: seconds from its end until the first gets
-    80 % of the bucket (the capacity-back measure)."""
-    sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed % 2 else 0.0,
-                     uplink=0.002)  # fmt: skip
-    first = sim.add_client(rows=4000, ceiling=600)
-    second = sim.add_client(rows=800, ceiling=600, start=offset)
-    sim.run(offset + 60.0)
-    assert 0.0 < second.end < first.end
-    return _seconds_back(first, second.end, 0.8 * 200)
+@dataclass(frozen=True)
+class FreedLimit:
+    second_end: float  # when the run that finishes first ended
+    first_end: float  # when the other did (0.0: not within the simulated time)
+    took: float  # seconds from the second's end until the first got 80 % of the bucket
+
+
+@cache
+def freed_limits() -> list[FreedLimit]:
+    """Two runs on one 200/s bucket, the second (800 rows) starting 0, 0.35 or 3 s after the
+    first (4,000 rows) and ending long before it; 16 seeds, requests off the grid: 48."""
+    found = []
+    for offset in (0.0, 0.35, 3.0):
+        for seed in range(16):
+            sim = Simulation(TokenBucket(200, 20), seed=seed, spread=LATE if seed % 2 else 0.0,
+                             uplink=0.002)  # fmt: skip
+            first = sim.add_client(rows=4000, ceiling=600)
+            second = sim.add_client(rows=800, ceiling=600, start=offset)
+            sim.run(offset + 60.0)
+            took = _seconds_back(first, second.end, 0.8 * 200)  # the capacity-back measure
+            found.append(FreedLimit(second.end, first.end, took))
+    return found
+
+
+def test_the_freed_limit_cases_are_what_they_claim() -> None:
+    """Kept apart from the known gap below, whose xfail would also swallow a broken setup:
+    in every case the short run ends first and the long one goes on after it."""
+    assert all(0.0 < case.second_end < case.first_end for case in freed_limits())
 
 
 # A gap: the run left alone keeps what it learnt while it shared the limit. A capacity a cut
@@ -610,12 +627,7 @@ def _seconds_to_take_a_freed_limit(seed: int, offset: float) -> float:
 # the limit.
 @KNOWN_GAP
 def test_a_run_whose_partner_finished_uses_the_freed_limit_within_five_seconds() -> None:
-    took = [
-        _seconds_to_take_a_freed_limit(seed, offset)
-        for offset in (0.0, 0.35, 3.0)
-        for seed in range(16)
-    ]
-    assert max(took) <= 5.0
+    assert max(case.took for case in freed_limits()) <= 5.0
 
 
 def test_two_runs_started_together_off_the_grid_split_the_limit() -> None:
