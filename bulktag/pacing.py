@@ -24,8 +24,10 @@ an experiment that congestion control never needs, because for it loss *is* over
                  │     below the last good pace → double back towards it
                  │     at it for a second and 32 answers → probe above: +2 %, +8 %, +32 %…
                  │     (+2 % each time up to 1.15 × a capacity a cut found: a burst hides
-                 │     a small excess) (half the way back, at least, to the highest pace
-                 │     confirmed in the last minute: capacity that dropped often comes back)
+                 │     a small excess; not once nothing was refused for 2 s: a run that
+                 │     shared the limit may have left) (half the way back, at least, to
+                 │     the highest pace confirmed in the last minute: capacity that
+                 │     dropped often comes back)
                  │     (plus a step shared by runs on one limit); one that brings refusals goes back
                  │     to the good pace, and for a few seconds the next probes go at most
                  │     half the way back to it (a binary search, as in BIC-TCP);
@@ -109,7 +111,9 @@ class PacingPolicy:
     probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)…
     probe_answers: int = 32  # …and long enough for this many answers at it
     probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
-    plateau: float = 1.15  # …but not under this × a confirmed capacity, where steps stay small
+    plateau: float = 1.15  # …but not under this × a confirmed capacity, where steps stay small…
+    stale_after: float = 2.0  # …while a row's first try was refused less than this long ago…
+    stale_answers: int = 64  # …or than this many answers at the pace ago
     overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)…
     retest_within: float = 0.2  # …unless well under a recent peak, with one this close above
     peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
@@ -229,6 +233,7 @@ class PaceController:
         self.rate_related = False  # some refusals were confirmed to depend on the rate
         self.accepted_total = 0  # also counted by the attempt loop's fast path while calm
         self.last_accepted = now
+        self._refused_at = now  # when a row's first try was last refused (see _stale)
         self._streak = 0  # refusals and failures since the last accepted answer
         self._fresh_streak = 0  # those of them that answered a row's first attempt
         self._accepted_seen = 0  # accepted_total when observe() last looked
@@ -301,6 +306,8 @@ class PaceController:
             self._accepted_seen = self.accepted_total
             self.last_accepted = now
             self._streak = self._fresh_streak = 0
+        if signal is Signal.REFUSED and fresh:
+            self._refused_at = now
         if signal is not Signal.ACCEPTED:
             if sent_at >= self._resumed_at:
                 # Refusals of requests sent before the pace resumed were sent at the pace
@@ -863,17 +870,46 @@ class PaceController:
         # The step grows with the rate, plus a part that does not: two runs sharing one limit
         # add the same amount, so the smaller one gains on the larger (AIMD's fairness).
         shared = 0.25 * policy.probe_step * self.ceiling
+        stale = self._stale(now)
+        if stale:
+            self._forget_close_overshoot()
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
-        growth = 1.0 if self._near_capacity() else 4.0**self._probes
+        growth = 1.0 if self._near_capacity(stale=stale) else 4.0**self._probes
         step = min((policy.probe_step * self.rate + shared) * growth, self.rate)
         toward = self._toward_peak(now)
         step, grows = self._bounded_step(now, max(step, toward), under_peak=toward > 0)
         self._set_rate(now, self.rate + step)
         # Counted from the new pace: the step that leaves the plateau is the first that grows.
-        self._probes += grows and not self._near_capacity()
+        self._probes += grows and not self._near_capacity(stale=stale)
         self._probing = True
 
-    def _near_capacity(self) -> bool:
+    def _stale(self, now: float) -> bool:
+        """Nothing refused for a while (two seconds, and 64 answers at the pace): what the
+        last refusals taught, the capacity a cut found and a probe's overshoot close to it,
+        may describe a cloud that is gone. Most often, another run that shared the limit
+        finished: the one left alone kept the capacity it measured as its share, and its
+        probes stepped 2 % at a time up to 1.15 × that, bounded for seconds more by an
+        overshoot from the other's last second (72/s when the other ended, 115/s 10 s
+        later, in a traced start; RESULTS section 30). A limit that is still there refuses
+        the next growing probe, and the cut or the step back renews both. A lone run near
+        its limit is rarely stale: its probes find the limit every few seconds."""
+        quiet = max(self.policy.stale_after, self.policy.stale_answers / self.rate)
+        return now - self._refused_at > quiet
+
+    def _forget_close_overshoot(self) -> None:
+        """A stale overshoot within the plateau of the capacity found no longer bounds the
+        probes. One further above is kept until it ages out (``overshot_for``): a fixed
+        window's spent quota or a doubling probe, where each overshoot costs a window, not a
+        few refusals, and bisecting it is cheaper than finding it again."""
+        overshot, capacity = self._overshot, self.capacity
+        if (
+            overshot is not None
+            and capacity is not None
+            and overshot <= self.policy.plateau * capacity
+        ):
+            self._overshot = None
+
+    def _near_capacity(self, *, stale: bool) -> bool:
         """Under the capacity a cut confirmed, or a little over it, where probes keep their
         first step (CUBIC's plateau near its last loss). A limiter's burst hides a small excess
         for a second or two (a bucket's 20 tokens hide 8 % over 200/s for two and a half
@@ -884,8 +920,11 @@ class PaceController:
         With a rate-independent share too, only once a limit was confirmed: a run sharing a
         limit reads a few percent of the other's probes as its own backend's share, and
         without the plateau its probes grew 4× past the limit every few seconds, each one
-        refused to the other run, which cut itself to a few requests a second."""
-        if self.capacity is None or (self.independent and not self.rate_related):
+        refused to the other run, which cut itself to a few requests a second.
+
+        Not once the capacity is ``stale``: nothing refused lately says little about a
+        capacity found before (:meth:`_stale`)."""
+        if stale or self.capacity is None or (self.independent and not self.rate_related):
             return False  # refusals not about the rate only: a probe is judged on what got in
         return self.rate < self.policy.plateau * self.capacity
 

@@ -422,11 +422,18 @@ def test_probes_after_an_overshoot_go_at_most_half_the_way_back_to_it() -> None:
 
 
 def _clean_probe_steps(
-    capacity: float | None, until: float, *, independent: float = 0.0, limit: bool = False
+    capacity: float | None,
+    until: float,
+    *,
+    independent: float = 0.0,
+    limit: bool = False,
+    refused_lately: bool = True,
 ) -> list[tuple[float, float]]:
     """``(pace, step)`` of each clean probe from 190/s up to ``until``, a cut having found
     ``capacity`` (or none); with ``independent``, that share refused at every pace (a limit
-    confirmed too, if ``limit``)."""
+    confirmed too, if ``limit``). ``refused_lately``: before each probe's answers, a late one
+    to a request sent before the pace changed comes back refused, as near a limit that is
+    still there (see PaceController._stale); without it, nothing is refused at all."""
     control = PaceController(1000.0, POLICY, T)
     control.rate = control.good = 190.0
     control.capacity = capacity
@@ -434,6 +441,8 @@ def _clean_probe_steps(
     now, steps = T, []
     while control.rate < until and len(steps) < 12:
         before = control.rate
+        if refused_lately:
+            control.observe(now, control.changed_at - 0.1, Signal.REFUSED)
         now = answers(control, now, 1.2, before, refused=independent)
         steps.append((before, control.rate - before))
     return steps
@@ -458,6 +467,18 @@ def test_probes_near_a_confirmed_capacity_keep_their_first_step() -> None:
     # Without a capacity found, the second clean probe's step is already 4× the first's.
     first, second = (step for _, step in _clean_probe_steps(None, 230.0)[:2])
     assert second >= 3.5 * first
+
+
+def test_probes_near_a_capacity_grow_again_once_nothing_was_refused_for_a_while() -> None:
+    """The run left alone when another on the same limit finishes keeps the capacity it
+    measured as its share: 2 % steps up to 1.15 × that took 10 s in a traced start. Nothing
+    refused for two seconds (and 64 answers), the plateau lifts: the third probe, 3.6 s into
+    a clean stretch and still under 1.15 × the capacity, steps 4× the first."""
+    steps = _clean_probe_steps(200.0, 230.0, refused_lately=False)
+    assert all(pace < POLICY.plateau * 200.0 for pace, _ in steps[:3])
+    first = steps[0][1]
+    assert steps[1][1] == pytest.approx(first, rel=0.05)  # 1.2 s in: not stale yet
+    assert steps[2][1] >= 3.5 * first
 
 
 def test_probes_near_a_confirmed_limit_keep_their_first_step_with_refusals_at_any_rate() -> None:

@@ -617,14 +617,24 @@ def test_the_freed_limit_cases_are_what_they_claim() -> None:
     assert all(0.0 < case.second_end < case.first_end for case in freed_limits())
 
 
-# A gap: the run left alone keeps what it learnt while it shared the limit. A capacity a cut
-# found while both ran (half the limit, in a traced start) holds its probes to 2 % steps up
-# to 1.15 × it, and an overshoot from the other run's last seconds can bound them for 5 s
-# more (traced: 72/s when the other ended, 115/s 10 s later); over these 48 (16
-# seeds × 0, 0.35 or 3 s apart), 22 take over 5 s to use the freed limit (median 5.0 s, the
-# worst 12.5 s; RESULTS section 29). A capacity that came back to a lone run is used within
-# 5 s: its probes head back to the pace it held (_toward_peak); this run never held one near
-# the limit.
+def test_a_run_whose_partner_finished_mostly_uses_the_freed_limit_within_five_seconds() -> None:
+    """The run left alone keeps what it learnt while it shared the limit. A capacity a cut
+    found while both ran (half the limit, in a traced start) held its probes to 2 % steps up
+    to 1.15 × it, and an overshoot from the other run's last seconds bounded them for up to
+    5 s more (traced: 72/s when the other ended, 115/s 10 s later): over these 48, 22 took
+    over 5 s to use the freed limit, the median 5.0 s, the worst 12.5 s (RESULTS section 29).
+    Nothing refused for two seconds, the plateau lifts and an overshoot within it is
+    forgotten (PaceController._stale): 8 over 5 s, the median 4.5 s, the worst 7.0 s. With
+    only the plateau lifted, 10 over 5 s; with only the overshoot forgotten, 16 and 12.5 s."""
+    took = [case.took for case in freed_limits()]
+    assert sum(seconds > 5.0 for seconds in took) <= 8
+    assert max(took) <= 7.5
+
+
+# A gap still: the 8 above. After the other run's last refusals, its probes grow 4× a step
+# once stale, overshoot (to 220/s from 131/s in a traced start), go back to the pace before
+# and bisect from there, or the overshoot that bounds them lies above the plateau of a
+# capacity found while the two shared (kept: see PaceController._forget_close_overshoot).
 @KNOWN_GAP
 def test_a_run_whose_partner_finished_uses_the_freed_limit_within_five_seconds() -> None:
     assert max(case.took for case in freed_limits()) <= 5.0
