@@ -85,6 +85,7 @@ class Model:
     changes: tuple[tuple[float, float], ...] = ()  # (server time, capacity from then on)
     window_s: float | None = None  # a fixed window: goodput counts whole windows
     clients: int = 1  # bulktag processes at once, each with its own input and journal
+    pairs_each: tuple[int, ...] = ()  # each client's input, where they differ (else pairs)
     joins_after_s: float = 0.0  # each client after the first is launched this much later
     flags: tuple[str, ...] = ()  # more bulktag flags
     then: tuple[str, ...] | None = None  # resume once more, against a server with these flags
@@ -125,6 +126,7 @@ def models(s: PacingSizes) -> list[Model]:
         Model("two bulktags sharing a 200/s bucket, the second 0.35 s later", "two", bucket,
               600, int(CAPACITY * s.steady_s / 2), CAPACITY, s.steady_s, clients=2,
               joins_after_s=0.35, in_smoke=False),
+        partner_finishes(s, bucket),
     ]  # fmt: skip
     # Past 1.25 × its plan a run has missed every goodput target here (they are ≥ 85%).
     found = [
@@ -133,6 +135,18 @@ def models(s: PacingSizes) -> list[Model]:
     if s.models:
         found = [m for m in found if any(text in m.name for text in s.models)]
     return found if s.every_model else [m for m in found if m.in_smoke]
+
+
+def partner_finishes(s: PacingSizes, bucket: tuple[str, ...]) -> Model:
+    """Two runs started together, one with a quarter of the other's pairs: when it ends,
+    the other is left alone with what it learnt as its share (the simulator's freed_limits).
+    Judged on how soon it uses the whole limit again, as a capacity that moved is."""
+    long, short = int(CAPACITY * s.steady_s * 1.2), int(CAPACITY * s.steady_s * 0.3)
+    return Model(
+        "two bulktags on a 200/s bucket, one finishing first", "freed", bucket, 600, long,
+        CAPACITY, (long + short) / CAPACITY, clients=2, pairs_each=(long, short),
+        in_smoke=False,
+    )  # fmt: skip
 
 
 def per_minute(s: PacingSizes) -> Model:
@@ -296,8 +310,9 @@ def run_model(m: Matrix, model: Model) -> Outcome:
 
 def write_input(m: Matrix, model: Model, n: int) -> Input:
     """Client ``n``'s CSV (its own images, from its own seed), pairs and journal."""
-    csv = workloads.write_csv(m.path("input.csv"), model.pairs, seed=n + 1)
-    pairs = tuple((image, tag) for _, image, tag in workloads.pairs(model.pairs, 2, n + 1))
+    size = model.pairs_each[n] if model.pairs_each else model.pairs
+    csv = workloads.write_csv(m.path("input.csv"), size, seed=n + 1)
+    pairs = tuple((image, tag) for _, image, tag in workloads.pairs(size, 2, n + 1))
     return Input(csv, pairs, m.path("journal.jsonl"))
 
 
@@ -621,18 +636,50 @@ def judge_two(model: Model, outcome: Outcome, f: Figures) -> Judged:
     )  # fmt: skip
 
 
+def judge_freed(model: Model, outcome: Outcome, f: Figures) -> Judged:
+    assert model.capacity is not None
+    back, short_end = freed_recovery_s(outcome, model.capacity)
+    shares = client_shares(outcome, model.capacity)
+    return Judged(
+        "the run left alone at ≥ 80% of the capacity within 5 s of the other's end",
+        back is not None and back <= 5 and f.complete,
+        seconds(back),
+        (f"the other's last request at {short_end:.1f} s; while both ran "
+         f"{' + '.join(f'{s:.0%}' for s in shares)}",),
+    )  # fmt: skip
+
+
+def freed_recovery_s(outcome: Outcome, capacity: float) -> tuple[float | None, float]:
+    """From the last request of the client that ended first to the end of the other's first
+    second at 80 % of ``capacity`` (:func:`recovery_s`), and when that last request was."""
+    sent, accepted = per_client(outcome)
+    short = min(range(len(sent)), key=lambda n: sent[n][-1] if sent[n] else 0.0)
+    if not sent[short]:
+        return None, 0.0
+    end = sent[short][-1]
+    rest = [t for n, times in enumerate(accepted) if n != short for t in times]
+    until = max(t for n, times in enumerate(sent) if n != short for t in times[-1:])
+    return recovery_s(sorted(rest), end, 0.8 * capacity, until), end
+
+
 def client_shares(outcome: Outcome, capacity: float) -> list[float]:
     """Each client's accepted PUTs per second over the time both were sending, ÷ capacity."""
+    sent, accepted = per_client(outcome)
+    if not all(sent):
+        return [0.0 for _ in sent]
+    start, end = max(times[0] for times in sent), min(times[-1] for times in sent)
+    return [count(times, start, end) / max(1e-9, end - start) / capacity for times in accepted]
+
+
+def per_client(outcome: Outcome) -> tuple[list[list[float]], list[list[float]]]:
+    """Each client's PUT times, and its accepted ones, by the images in its input."""
     owner = {image: n for n, c in enumerate(outcome.clients) for image, _ in c.pairs}
     clients = range(len(outcome.clients))
     sent = [[p.t for p in outcome.puts if owner.get(p.image_id) == n] for n in clients]
-    if not all(sent):
-        return [0.0 for _ in clients]
-    start, end = max(times[0] for times in sent), min(times[-1] for times in sent)
     accepted = [
         [p.t for p in outcome.puts if p.accepted and owner.get(p.image_id) == n] for n in clients
     ]
-    return [count(times, start, end) / max(1e-9, end - start) / capacity for times in accepted]
+    return sent, accepted
 
 
 JUDGES: dict[str, Callable[[Model, Outcome, Figures], Judged]] = {
@@ -645,6 +692,7 @@ JUDGES: dict[str, Callable[[Model, Outcome, Figures], Judged]] = {
     "outage": judge_outage,
     "refuse-all": judge_refuse_all,
     "two": judge_two,
+    "freed": judge_freed,
 }
 
 

@@ -18,6 +18,7 @@ from pacing_matrix import (
     Outcome,
     Put,
     client_shares,
+    freed_recovery_s,
     goodput,
     recovery_s,
     sending_rate,
@@ -74,6 +75,22 @@ def test_shares_count_each_client_only_while_both_were_sending() -> None:
     outcome = Outcome([*alone, *both], set(), clients, [], 0.0)
     shares = client_shares(outcome, capacity=20.0)
     assert [0.5, 0.5] == pytest.approx(shares, abs=0.01)
+
+
+def test_the_freed_limit_is_timed_from_the_last_request_of_the_client_that_ended_first() -> None:
+    """Each sends 10/s until 4.9 s; then b is done, and a, after a second at 10/s, sends 20/s
+    from 7 s: its first second holding 80 % of a 20/s capacity is [6.8, 7.8), 2.9 s after
+    b's last request. The client that ended first is found by its times, not its place."""
+    shared = [Put(t / 10, 204, "ab"[n % 2], f"t{t}") for t in range(50) for n in range(2)]
+    alone = [Put(5 + t / 10, 204, "a", f"u{t}") for t in range(10)]
+    faster = [Put(7 + t / 20, 204, "a", f"v{t}") for t in range(100)]
+    for clients in (
+        [_client(("a", "t")), _client(("b", "t"))],
+        [_client(("b", "t")), _client(("a", "t"))],
+    ):
+        outcome = Outcome([*shared, *alone, *faster], set(), clients, [], 0.0)
+        back, end = freed_recovery_s(outcome, capacity=20.0)
+        assert (2.9, 4.9) == pytest.approx((back, end))
 
 
 def _client(pair: tuple[str, str]) -> Client:
