@@ -626,7 +626,8 @@ def test_a_run_whose_partner_finished_mostly_uses_the_freed_limit_within_five_se
     over 5 s to use the freed limit, the median 5.0 s, the worst 12.5 s (RESULTS section 29).
     Nothing refused for two seconds, the plateau lifts and an overshoot within it is
     forgotten (PaceController._stale): 8 over 5 s, the median 4.5 s, the worst 7.0 s. With
-    only the plateau lifted, 10 over 5 s; with only the overshoot forgotten, 16 and 12.5 s."""
+    only the plateau lifted, 10 over 5 s; with only stale overshoots forgotten (any, not just
+    those within the plateau), 16 and 12.5 s."""
     took = [case.took for case in freed_limits()]
     assert sum(seconds > 5.0 for seconds in took) <= 8
     assert max(took) <= 7.5
@@ -672,8 +673,8 @@ def test_two_runs_started_together_each_find_a_fair_share() -> None:
     assert all(min(run.shares) >= 0.35 for run in two_runs_started_together())
 
 
-# 50 ms apart, the smaller share is under 35 % in 7 of 48 (6 before d9f570c; 13 before the
-# opening measure of 617cfd4, 24 when a streak in a run's first window held it back). The
+# 50 ms apart, the smaller share is under 35 % in 7 of 48 (6 before d9f570c; 13 when this
+# was first written, 24 when a streak in a run's first window held it back). The
 # first run takes the bucket's burst and cuts under what got in before the second's first
 # window is out; each then measures what gets in under a different load, so their first
 # measures split the limit unevenly, and the cuts after keep the split.
