@@ -657,9 +657,10 @@ def freed_recovery_s(outcome: Outcome, capacity: float) -> tuple[float | None, f
     if not sent[short]:
         return None, 0.0
     end = sent[short][-1]
-    rest = [t for n, times in enumerate(accepted) if n != short for t in times]
-    until = max(t for n, times in enumerate(sent) if n != short for t in times[-1:])
-    return recovery_s(sorted(rest), end, 0.8 * capacity, until), end
+    others = [n for n in range(len(sent)) if n != short]
+    rest = sorted(t for n in others for t in accepted[n])
+    until = max(sent[n][-1] for n in others)  # each sent something: short's end is the least
+    return recovery_s(rest, end, 0.8 * capacity, until), end
 
 
 def client_shares(outcome: Outcome, capacity: float) -> list[float]:
