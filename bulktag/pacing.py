@@ -874,7 +874,13 @@ class PaceController:
         if stale:
             self._forget_close_overshoot()
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
-        growth = 1.0 if self._near_capacity(stale=stale) else 4.0**self._probes
+        # A stale pace grows from the first probe on, as if one had already come back clean:
+        # two seconds with nothing refused are that evidence already, and a first step of
+        # 2 % cost the run left alone a second more each time an overshoot sent it back
+        # (RESULTS section 31).
+        growth = 4.0 ** max(self._probes, int(stale))
+        if self._near_capacity(stale=stale):
+            growth = 1.0
         step = min((policy.probe_step * self.rate + shared) * growth, self.rate)
         toward = self._toward_peak(now)
         step, grows = self._bounded_step(now, max(step, toward), under_peak=toward > 0)

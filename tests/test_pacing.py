@@ -472,13 +472,18 @@ def test_probes_near_a_confirmed_capacity_keep_their_first_step() -> None:
 def test_probes_near_a_capacity_grow_again_once_nothing_was_refused_for_a_while() -> None:
     """The run left alone when another on the same limit finishes keeps the capacity it
     measured as its share: 2 % steps up to 1.15 × that took 10 s in a traced start. Nothing
-    refused for two seconds (and 64 answers), the plateau lifts: the third probe, 3.6 s into
-    a clean stretch and still under 1.15 × the capacity, steps 4× the first."""
-    steps = _clean_probe_steps(200.0, 230.0, refused_lately=False)
-    assert all(pace < POLICY.plateau * 200.0 for pace, _ in steps[:3])
+    refused for two seconds (and 64 answers), the plateau lifts, and the steps grow from the
+    first stale probe on: the second, 2.2 s into a clean stretch and still under 1.15 × the
+    capacity, steps 4× the first, as the plateau's step would after a clean probe, and the
+    steps after it go on growing."""
+    steps = _clean_probe_steps(200.0, 300.0, refused_lately=False)
+    assert all(pace < POLICY.plateau * 200.0 for pace, _ in steps[:2])
+    shared = 0.25 * POLICY.probe_step * 1000.0
     first = steps[0][1]
-    assert steps[1][1] == pytest.approx(first, rel=0.05)  # 1.2 s in: not stale yet
-    assert steps[2][1] >= 3.5 * first
+    assert first == pytest.approx(POLICY.probe_step * 190.0 + shared)  # 1.0 s in: not stale
+    assert steps[1][1] >= 3.5 * first
+    assert all(later[1] >= 3.5 * first for later in steps[2:])
+    assert steps[-1][1] >= 12.0 * first
 
 
 def test_probes_near_a_confirmed_limit_keep_their_first_step_with_refusals_at_any_rate() -> None:

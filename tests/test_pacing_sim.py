@@ -533,26 +533,35 @@ def test_two_runs_started_apart_rarely_flood_the_limit() -> None:
 
 
 @cache
-def two_runs_after_two_minutes(uplink: float = 0.0) -> list[TwoRuns]:
+def two_runs_after_two_minutes(uplink: float = 0.0, seeds: int = 8) -> list[TwoRuns]:
     """Two long runs on one 200/s bucket, the second 0, 0.5 or 3 s after the first, judged
-    from 100 to 120 s: does a split, or a flood, that formed early last? 24 runs."""
+    from 100 to 120 s: does a split, or a flood, that formed early last? 3 × ``seeds`` runs,
+    four in each eight answering late (the first 8 seeds: 24 runs, the table's rows)."""
     return [
         _two_runs(
-            seed, offset, rows=40000, late=seed >= 4, judged=100.0, until=120.0, uplink=uplink
+            seed, offset, rows=40000, late=seed % 8 >= 4, judged=100.0, until=120.0, uplink=uplink
         )
         for offset in (0.0, 0.5, 3.0)
-        for seed in range(8)
+        for seed in range(seeds)
     ]
 
 
-@pytest.mark.parametrize("uplink", [0.0, 0.002], ids=["on-the-grid", "off-the-grid"])
-def test_two_runs_that_flood_a_limit_stop_within_two_minutes(uplink: float) -> None:
+def test_two_runs_that_flood_a_limit_stop_within_two_minutes() -> None:
     """Each takes the limit, which the other alone fills, for refusals that are not about
-    the rate. Their dips, on the same marks of the clock, show it: in 4 of these 24 the two
-    still refused 51-81 % of their requests after 100 s when each dipped on its own timer.
-    Off the grid, 2 of 24 still refused 68-74 % when a dip went to half the pace at most:
-    two runs each reading 70-80 % refused stayed well over the limit at half."""
-    assert all(run.refused <= 0.10 for run in two_runs_after_two_minutes(uplink))
+    the rate. Their dips, on the same marks of the clock, show it: in 4 of the first 24 the
+    two still refused 51-81 % of their requests after 100 s when each dipped on its own
+    timer. Off the grid, 2 of 24 still refused 68-74 % when a dip went to half the pace at
+    most: two runs each reading 70-80 % refused stayed well over the limit at half.
+
+    On the grid, over 144 starts: one of the first 24 had held every one of them at 10 % or
+    under until a change elsewhere (RESULTS section 31) sent one over it, 15.8 %, while
+    over the 144 the pacer before that change had left one at 48.7 % and the change none
+    over 16.7 % (2 over 10 %). A chaotic system's sample of 24 decides little either way:
+    what is held is that a flood rarely lasts two minutes, and never at its full height."""
+    on_grid = [run.refused for run in two_runs_after_two_minutes(0.0, seeds=48)]
+    assert sum(refused > 0.10 for refused in on_grid) <= 2
+    assert max(on_grid) <= 0.25
+    assert all(run.refused <= 0.10 for run in two_runs_after_two_minutes(0.002))
 
 
 @cache
@@ -627,16 +636,19 @@ def test_a_run_whose_partner_finished_mostly_uses_the_freed_limit_within_five_se
     Nothing refused for two seconds, the plateau lifts and an overshoot within it is
     forgotten (PaceController._stale): 8 over 5 s, the median 4.5 s, the worst 7.0 s. With
     only the plateau lifted, 10 over 5 s; with only stale overshoots forgotten (any, not just
-    those within the plateau), 16 and 12.5 s."""
+    those within the plateau), 16 and 12.5 s. A stale pace's probes grow from the first on,
+    not after a first 2 % step (RESULTS section 31): 4 over 5 s, the median 4.0 s, the
+    worst 5.5 s."""
     took = [case.took for case in freed_limits()]
-    assert sum(seconds > 5.0 for seconds in took) <= 8
-    assert max(took) <= 7.5
+    assert sum(seconds > 5.0 for seconds in took) <= 4
+    assert max(took) <= 6.0
 
 
-# A gap still: the 8 above. After the other run's last refusals, its probes grow 4× a step
-# once stale, overshoot (to 220/s from 131/s in a traced start), go back to the pace before
-# and bisect from there, or the overshoot that bounds them lies above the plateau of a
-# capacity found while the two shared (kept: see PaceController._forget_close_overshoot).
+# A gap still: the 4 above (5.5 s each). After the other run's last refusals, its probes
+# grow 4× a step once stale, overshoot (to 220/s from 131/s in a traced start), go back to
+# the pace before and bisect from there, or the overshoot that bounds them lies above the
+# plateau of a capacity found while the two shared (kept: see
+# PaceController._forget_close_overshoot).
 @KNOWN_GAP
 def test_a_run_whose_partner_finished_uses_the_freed_limit_within_five_seconds() -> None:
     assert max(case.took for case in freed_limits()) <= 5.0
