@@ -486,6 +486,25 @@ def test_probes_near_a_capacity_grow_again_once_nothing_was_refused_for_a_while(
     assert steps[-1][1] >= 12.0 * first
 
 
+def test_a_stale_pace_far_under_the_rate_asked_steps_a_quarter_of_it_at_most() -> None:
+    """At --rate 20000 the common step alone is 100/s: 4× it doubled a lone run's pace at its
+    own 200/s limit each time it went stale (up to 5.9 % refused in the simulator, from
+    2.9 %). The first stale probe steps 4× at most, and no more than a quarter of the pace
+    unless the common step alone is more."""
+
+    def first_stale_step(ceiling: float) -> float:
+        control = PaceController(ceiling, POLICY, T - 10.0)  # nothing refused for 10 s
+        control.rate = control.good = 190.0
+        control.capacity = 200.0
+        answers(control, T, 1.2, 190.0, refused=0.0)
+        return control.rate - 190.0
+
+    base = POLICY.probe_step * 190.0 + 0.25 * POLICY.probe_step * 20000.0
+    assert first_stale_step(20000.0) == pytest.approx(base)  # not 4× it: the pace doubled
+    base = POLICY.probe_step * 190.0 + 0.25 * POLICY.probe_step * 600.0
+    assert first_stale_step(600.0) == pytest.approx(4.0 * base)  # 4× it: under a quarter
+
+
 def test_probes_near_a_confirmed_limit_keep_their_first_step_with_refusals_at_any_rate() -> None:
     """A run sharing a limit reads a few percent of the other run's probes as refusals not
     about the rate. Its own probes grew 4× past the limit all the same, each one refused to
