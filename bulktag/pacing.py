@@ -877,7 +877,7 @@ class PaceController:
         # Doubling at most, as slow start does: a fifth clean probe in a row would add 5×.
         growth = 1.0 if self._near_capacity(stale=stale) else 4.0**self._probes
         step = min((policy.probe_step * self.rate + shared) * growth, self.rate)
-        if stale and growth == 1.0:
+        if stale and not self._probes:
             # A stale pace grows from the first probe on, as if one had already come back
             # clean: two seconds with nothing refused are that evidence already, and a first
             # step of 2 % cost the run left alone a second more each time an overshoot sent

@@ -500,7 +500,7 @@ def test_a_stale_pace_far_under_the_rate_asked_steps_a_quarter_of_it_at_most() -
         return control.rate - 190.0
 
     base = POLICY.probe_step * 190.0 + 0.25 * POLICY.probe_step * 20000.0
-    assert first_stale_step(20000.0) == pytest.approx(base)  # not 4× it: the pace doubled
+    assert first_stale_step(20000.0) == pytest.approx(base)  # 4× would double the pace
     base = POLICY.probe_step * 190.0 + 0.25 * POLICY.probe_step * 600.0
     assert first_stale_step(600.0) == pytest.approx(4.0 * base)  # 4× it: under a quarter
 

@@ -553,11 +553,11 @@ def test_two_runs_that_flood_a_limit_stop_within_two_minutes() -> None:
     timer. Off the grid, 2 of 24 still refused 68-74 % when a dip went to half the pace at
     most: two runs each reading 70-80 % refused stayed well over the limit at half.
 
-    On the grid, over 144 starts: one of the first 24 had held every one of them at 10 % or
-    under until a change elsewhere (RESULTS section 31) sent one over it, 15.8 %, while
-    over the 144 the pacer before that change had left one at 48.7 % and the change none
-    over 16.7 % (2 over 10 %). A chaotic system's sample of 24 decides little either way:
-    what is held is that a flood rarely lasts two minutes, and never at its full height."""
+    On the grid, 144 starts: the first 24 stayed at 10 % or under until a stale pace's
+    first probe stepped 4× (RESULTS section 31), which sent one of them to 15.8 %; over the
+    144, the pacer before it had left one at 48.7 %, and it none over 16.7 % (2 over 10 %).
+    A chaotic system's sample of 24 decides little either way: what is held is that a flood
+    rarely lasts two minutes, and never at its full height."""
     on_grid = [run.refused for run in two_runs_after_two_minutes(0.0, seeds=48)]
     assert sum(refused > 0.10 for refused in on_grid) <= 2
     assert max(on_grid) <= 0.25
