@@ -486,7 +486,7 @@ def test_probes_near_a_capacity_grow_again_once_nothing_was_refused_for_a_while(
     assert steps[-1][1] >= 12.0 * first
 
 
-def test_a_stale_pace_far_under_the_rate_asked_steps_a_quarter_of_it_at_most() -> None:
+def test_a_stale_pace_first_probe_steps_4x_up_to_a_quarter_of_the_pace() -> None:
     """At --rate 20000 the common step alone is 100/s: 4× it doubled a lone run's pace at its
     own 200/s limit each time it went stale (up to 5.9 % refused in the simulator, from
     2.9 %). The first stale probe steps 4× at most, and no more than a quarter of the pace

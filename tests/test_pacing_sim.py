@@ -533,44 +533,37 @@ def test_two_runs_started_apart_rarely_flood_the_limit() -> None:
 
 
 @cache
-def two_runs_after_two_minutes(uplink: float = 0.0) -> list[TwoRuns]:
-    """Two long runs on one 200/s bucket, the second 0, 0.5 or 3 s after the first, judged
-    from 100 to 120 s: does a split, or a flood, that formed early last? 24 runs."""
+def two_runs_after_two_minutes(
+    uplink: float = 0.0, offsets: tuple[float, ...] = (0.0, 0.5, 3.0), seeds: int = 8
+) -> list[TwoRuns]:
+    """Two long runs on one 200/s bucket, the second ``offsets`` s after the first, judged
+    from 100 to 120 s: does a split, or a flood, that formed early last? Four seeds in each
+    eight answer late; the defaults give the table's 24 runs."""
     return [
         _two_runs(
-            seed, offset, rows=40000, late=seed >= 4, judged=100.0, until=120.0, uplink=uplink
+            seed, offset, rows=40000, late=seed % 8 >= 4, judged=100.0, until=120.0, uplink=uplink
         )
-        for offset in (0.0, 0.5, 3.0)
-        for seed in range(8)
-    ]
-
-
-@cache
-def two_runs_after_two_minutes_on_the_grid(offset: float) -> list[TwoRuns]:
-    """As above, on the pacer's grid, the second run ``offset`` s after the first, over 48
-    seeds (four in each eight answering late: the first eight are the rows above)."""
-    return [
-        _two_runs(seed, offset, rows=40000, late=seed % 8 >= 4, judged=100.0, until=120.0)
-        for seed in range(48)
+        for offset in offsets
+        for seed in range(seeds)
     ]
 
 
 @pytest.mark.parametrize("offset", [0.0, 0.5, 3.0])
 def test_two_runs_that_flood_a_limit_stop_within_two_minutes(offset: float) -> None:
     """Each takes the limit, which the other alone fills, for refusals that are not about
-    the rate. Their dips, on the same marks of the clock, show it: in 4 of the 24 rows above
+    the rate. Their dips, on the same marks of the clock, show it: in 4 of the table's 24 runs
     the two still refused 51-81 % of their requests after 100 s when each dipped on its own
     timer. Off the grid (next test), 2 of 24 still refused 68-74 % when a dip went to half
     the pace at most: two runs each reading 70-80 % refused stayed well over the limit at
     half.
 
-    On the grid, 48 seeds a start: the 24 rows stayed at 10 % or under until a stale pace's
+    On the grid, 48 seeds a start: the 24 stayed at 10 % or under until a stale pace's
     first probe stepped 4× (RESULTS section 31), which sent one of them to 15.8 %; over the
     144, the pacer before it had left one at 48.7 % (3 s apart), and it none over 16.7 % (one
     over 10 % at 0 s, one at 3 s). A chaotic system's 24 decide little either way: what is
     held is that a flood rarely lasts two minutes, and never at its full height. One start
     apart per test, so the three run side by side."""
-    refused = [run.refused for run in two_runs_after_two_minutes_on_the_grid(offset)]
+    refused = [run.refused for run in two_runs_after_two_minutes(offsets=(offset,), seeds=48)]
     assert sum(share > 0.10 for share in refused) <= 1
     assert max(refused) <= 0.25
 
