@@ -452,7 +452,9 @@ async def test_the_stats_route_says_what_the_fake_saw_past_gateway_and_token() -
 
 @pytest.mark.asyncio
 async def test_write_latency_slows_the_tag_writes_and_not_the_reads() -> None:
-    """A slow database: a PUT still in its write while a GET of the same image comes back."""
+    """A slow database: a PUT still in its write while a GET of the same image comes back.
+    Stopping the server does not wait the write out (aiohttp's default would, for up to a
+    minute): the write is abandoned, as a killed server's would be."""
     fake = FakeGlance(FakeGlanceConfig(write_latency=30.0))
     async with serve(fake) as base, aiohttp.ClientSession() as session:
         writing = asyncio.ensure_future(put(session, tag_url(base, "img-1", "gold")))
@@ -461,6 +463,7 @@ async def test_write_latency_slows_the_tag_writes_and_not_the_reads() -> None:
         assert not writing.done()
         assert (2, 1) == (fake.max_in_flight_per_image, fake.stats()["get"])  # both on img-1
         writing.cancel()
+    assert [] == fake.tags_of("img-1")
 
 
 # -- `bulktag serve-fake` -----------------------------------------------------------------------

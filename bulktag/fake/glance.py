@@ -56,6 +56,8 @@ from bulktag.fake.limiters import (
 REQUEST_ID_HEADER = "x-openstack-request-id"
 # Statuses whose answers carry the configured Retry-After: the ones a client may be told to wait on.
 _THROTTLE_STATUSES = frozenset({413, 429, 503})
+# Seconds a stopping server gives the handlers still running.
+_STOP_WAIT = 1.0
 # Glance's own defaults for GET /v2/images paging.
 _DEFAULT_LIMIT = 25
 _MAX_LIMIT = 1000
@@ -567,7 +569,9 @@ def _url(host: str, port: int) -> str:
 @asynccontextmanager
 async def serve(fake: FakeGlance, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Run ``fake`` on ``host:port`` (0 = a free port); yield its base URL, without ``/v2``."""
-    runner = web.AppRunner(fake.app(), access_log=None)
+    # A fake being stopped has no one left to answer: it does not wait out a scripted
+    # slow write (aiohttp waits up to 60 s for handlers still running by default).
+    runner = web.AppRunner(fake.app(), access_log=None, shutdown_timeout=_STOP_WAIT)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
