@@ -141,9 +141,9 @@ class Mode(Enum):
 @dataclass(slots=True)
 class _Window:
     """Counts of one evaluation window. Answers count only for requests sent since ``start``
-    (earlier ones describe the rate before), accepted and refused alike; so do the accepted
-    answers the attempt loop's fast path counted while calm, off the running total (the
-    window began calm, so before any refusal it counts)."""
+    (earlier ones describe the rate before), accepted and refused alike. So do the
+    acceptances the attempt loop's fast path counted while calm, read off the running total:
+    calm ends at the first refusal, so they all came before any."""
 
     start: float
     accepted_before: int  # the running total of accepted answers when the window began
