@@ -196,6 +196,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
             sleep=sleep,
             burst=settings.burst,
             wall_clock=wall,
+            slow_start_to=settings.concurrency,
         )
         # Glance answers 404 to removing an absent tag; IMS's batch delete answers 204, so an
         # IMS 404 always means the image (or the project) is unknown.

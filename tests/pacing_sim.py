@@ -124,7 +124,9 @@ class Simulation:
         self.clients.append(client)
 
         def begin() -> None:  # a process that starts later makes its pacer then
-            client.pacer = Pacer(ceiling, policy, clock=lambda: self.now, burst=burst)
+            client.pacer = Pacer(
+                ceiling, policy, clock=lambda: self.now, burst=burst, slow_start_to=concurrency
+            )
             self._feed(client)
 
         self.at(start, begin)

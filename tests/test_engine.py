@@ -403,3 +403,13 @@ async def test_a_flaky_backend_burns_no_row_as_gave_up(tmp_path: Path) -> None:
     # Rows may give up in the first second, before the pacer has found out: 22-34 of 400 in
     # runs, on a busy machine too; counted, 50 of 400 would (51 measured).
     assert counted["gave_up"] <= 40, counted
+
+
+async def test_a_run_opens_with_a_slow_start(tmp_path: Path) -> None:
+    """A far cloud, answering in 0.3 s: the run's first round trip carries 32 requests, not
+    --rate's worth with nothing yet known (the rest go as the first answers come back)."""
+    pairs = [(image(n), "web") for n in range(40)]
+    server = fake(latency=0.3)
+    run = await run_against(server, tmp_path, csv_of(pairs), settings(concurrency=64))
+    assert ["ok"] * 40 == [r["outcome"] for r in run.records]
+    assert 32 == server.max_in_flight

@@ -5,6 +5,7 @@ passes in this file; tests/test_pacing_sim.py runs the same code against whole s
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -936,3 +937,60 @@ def test_a_cut_measured_from_one_accepted_answer_after_a_resume_halves_at_most()
     answers(control, now + 0.3, 0.5, cut, refused=0.0)  # nothing refused at the cut: it helped
     assert Mode.CRUISE == control.mode
     assert control.rate >= cut
+
+
+# ── the opening window: a slow start ───────────────────────────────────────────────────────
+
+
+def slow_starting(fake: FakeTime, most: int = 256) -> Pacer:
+    """A gate at a ceiling far above what the test sends, with no wait between turns."""
+    return Pacer(100_000.0, clock=fake, sleep=fake.sleep, burst=1000, slow_start_to=most)
+
+
+def send_while_allowed(gate: Pacer, fake: FakeTime) -> int:
+    """Grant every turn the gate gives at once; how many it gave."""
+    sent = 0
+    while gate.earliest(fake.now) <= fake.now:
+        gate.grant(fake.now)
+        sent += 1
+    return sent
+
+
+def test_a_slow_start_sends_32_before_any_answer_and_one_more_for_each_back() -> None:
+    fake = FakeTime()
+    gate = slow_starting(fake)
+    assert 32 == send_while_allowed(gate, fake)
+    assert gate.free_now() is None  # the engine's fast path waits too
+    for _ in range(5):
+        gate.returned()
+    # Five back: five places for them, and five more: the window doubles each round trip.
+    assert 10 == send_while_allowed(gate, fake)
+    assert 37 == gate.on_wire
+
+
+def test_a_slow_start_ends_when_the_controller_moves_the_rate() -> None:
+    fake = FakeTime()
+    gate = slow_starting(fake)
+    send_while_allowed(gate, fake)
+    assert math.inf == gate.earliest(fake.now)
+    gate.control.rate = 50_000.0  # a cut: the cloud's answers govern from here, not the window
+    for _ in range(100):  # and no answer came back meanwhile
+        fake.now = gate.earliest(fake.now)
+        gate.grant(fake.now)
+    assert 132 == gate.on_wire
+
+
+def test_a_slow_start_ends_when_its_window_is_as_wide_as_the_run_may_send() -> None:
+    fake = FakeTime()
+    gate = slow_starting(fake, most=40)
+    send_while_allowed(gate, fake)
+    for _ in range(8):
+        gate.returned()  # 32 + 8: as wide as --concurrency 40, so it holds nothing any more
+    # The rest of the burst goes at once (in the window, 16 would: 40 less the 24 on the wire).
+    assert 1000 - 32 == send_while_allowed(gate, fake)
+
+
+def test_without_a_slow_start_the_gate_gives_its_whole_burst_at_once() -> None:
+    fake = FakeTime()
+    gate = Pacer(100_000.0, clock=fake, sleep=fake.sleep, burst=1000)
+    assert 1000 == send_while_allowed(gate, fake)
