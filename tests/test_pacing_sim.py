@@ -201,11 +201,11 @@ def test_a_far_cloud_is_paced_on_the_answers_to_its_own_pace(name: str) -> None:
 def test_a_far_cloud_is_not_sent_the_asked_rate_blind_at_the_start(name: str) -> None:
     """Until the controller judged its first window, a run sent at --rate with nothing to go
     by: at 300 ms, the first half second carried 270-457 requests (--rate 1,000 or 600), and
-    the first 5 s ended with a median of 200 refused on a 200/s bucket, 330 on a fixed window,
-    310 on a sliding one, 332 on a concurrency limit. A slow start (Pacer._opening_full)
-    sends 32 in the first round trip and doubles each one after: medians 44 / 134 / 110 /
-    112. Slower to learn where latency grows before refusals: a queueing server's went 105 →
-    153, a slow cloud's 48 → 48 (its --rate is 100/s)."""
+    the first 5 s ended with a median of 203 refused on a 200/s bucket, 568 on a fixed
+    window, 318 on a sliding one, 333 on a concurrency limit. A slow start (Pacer.
+    _opening_full) sends 32 in the first round trip and doubles each one after: medians 44 /
+    141 / 118 / 114. Slower to learn where latency grows before refusals: a queueing
+    server's went 105 → 161; a slow cloud's stayed 49 (its --rate is 100/s)."""
     case = LIMITED[name]
     blind, refused = [], []
     for seed, spread in itertools.product(range(4), (0.0, LATE)):
