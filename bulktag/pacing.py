@@ -1,6 +1,6 @@
 """Shared pacing: find the pace the cloud takes, keep to it, and never pass ``--rate``.
 
-Every attempt passes one gate, :class:`Pacer`. Two limits meet there:
+Every attempt passes one gate, :class:`Pacer`. Its limits meet there:
 
 * the **ceiling**, the user's ``--rate`` with ``--burst``: a GCRA token bucket (the "virtual
   scheduling" form) that no adaptive decision can loosen. At most ``burst + rate × t``
