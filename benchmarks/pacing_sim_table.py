@@ -16,6 +16,13 @@ flood last?), with requests on the pacer's grid and up to 2 ms off it (and 144 s
 16 seeds × 3 offsets × 0, 1 or 2 ms off the grid). Among the 800-row ones, runs started 0.3
 or 0.6 s apart: the second joins the first while it still finds its pace. The test table
 (tests/test_pacing_sim.py) asserts the targets on one seed; this shows the spread.
+
+Far clouds (answers after 0.1-0.3 s; the limiters of test_a_far_cloud_is_paced_on_the_answers_
+to_its_own_pace, 4 seeds × on time or late): at 0.3 s, the most requests sent in the first
+half second and the refusals in the first 5 s (the upper median of 8, as the tests read it);
+over 0.1, 0.2 and 0.3 s, the refused share from 5 s on (range, median) and the least goodput.
+Then concurrency limits near the slow start's opening window, 100 ms ± 50 % in service:
+goodput from 2 s on as a share of what the limit serves.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from bulktag.fake.limiters import (
 )
 from tests.pacing_sim import Client, Simulation
 from tests.test_pacing_sim import (
+    FAR_CLOUD,
+    LATE,
+    LIMITED,
     TwoRuns,
     recovery_after_step_up,
     two_long_runs,
@@ -128,6 +138,8 @@ def main() -> None:
     print(f"{'20% of rows refused 3 times':30s} {min(sent):.0%}-{max(sent):.0%} of the asked rate")
     capacity_back()
     capacity_down()
+    far_clouds()
+    near_the_opening_window()
     two_rows("two runs", two_runs())
     two_rows("two runs started together", two_runs_started_together())
     two_rows("two runs started 50 ms apart", two_runs_started_50_ms_apart())
@@ -175,6 +187,47 @@ def capacity_down() -> None:
         f"{'capacity down for 50 s':30s} {min(goodput):.0%}-{max(goodput):.0%} of it, "
         f"refused median {refused[len(refused) // 2]:.1%}, worst {refused[-1]:.1%}"
     )
+
+
+def far_clouds() -> None:
+    for name in FAR_CLOUD:
+        case = LIMITED[name]
+        blind, opening, refused, goodput = [], [], [], []
+        for latency in (0.1, 0.2, 0.3):
+            for seed in range(4):
+                for spread in (0.0, LATE):
+                    uplink = 0.002 if seed % 2 else 0.0
+                    sim = Simulation(case.model(), latency=latency, spread=spread, seed=seed,
+                                     uplink=uplink)  # fmt: skip
+                    client = sim.add_client(rows=case.rows, ceiling=case.ceiling, concurrency=256)
+                    sim.run(600.0)
+                    end = client.most_settled_at or sim.now
+                    sent = client.sent_rate(5.0, end)
+                    refused.append(client.rate_between(client.refused_bins, 5.0, end) / sent)
+                    # 8 in service for 40 ms serve fewer a second the longer an answer takes.
+                    served = 8 / (0.04 + latency) if "concurrency" in name else case.capacity
+                    goodput.append(client.goodput(5.0, end) / served)
+                    if latency == 0.3:
+                        blind.append(client.rate_between(client.sent_bins, 0.0, 0.5) * 0.5)
+                        opening.append(client.rate_between(client.refused_bins, 0.0, 5.0) * 5)
+        refused.sort()
+        print(
+            f"{'far: ' + name:30s} first 0.5 s sent ≤ {max(blind):.0f}, first 5 s refused "
+            f"{sorted(opening)[len(opening) // 2]:.0f}; from 5 s refused {refused[0]:.1%}-"
+            f"{refused[-1]:.1%}, median {refused[len(refused) // 2]:.1%}; "
+            f"goodput ≥ {min(goodput):.1%}"
+        )
+
+
+def near_the_opening_window() -> None:
+    for limit in (16, 32, 48):
+        conc = [
+            run(ConcurrencyLimit(limit, 0.1, jitter=0.5, seed=seed), 1000, 6000, seed, 0.0)
+            for seed in SEEDS
+        ]
+        shares = [c.goodput(2, c.most_settled_at or c.end) / (limit / 0.105) for c in conc]
+        name = f"concurrency {limit} x 100 ms ±50%"
+        print(f"{name:30s} {min(shares):.0%}-{max(shares):.0%}")
 
 
 def two_rows(name: str, runs: list[TwoRuns]) -> None:
