@@ -48,9 +48,9 @@ from bulktag.fake.limiters import (
 from tests.pacing_sim import Client, Simulation
 from tests.test_pacing_sim import (
     FAR_CLOUD,
-    LATE,
-    LIMITED,
     TwoRuns,
+    far_cloud_runs,
+    far_cloud_serves,
     recovery_after_step_up,
     two_long_runs,
     two_runs,
@@ -191,25 +191,16 @@ def capacity_down() -> None:
 
 def far_clouds() -> None:
     for name in FAR_CLOUD:
-        case = LIMITED[name]
         blind, opening, refused, goodput = [], [], [], []
         for latency in (0.1, 0.2, 0.3):
-            for seed in range(4):
-                for spread in (0.0, LATE):
-                    uplink = 0.002 if seed % 2 else 0.0
-                    sim = Simulation(case.model(), latency=latency, spread=spread, seed=seed,
-                                     uplink=uplink)  # fmt: skip
-                    client = sim.add_client(rows=case.rows, ceiling=case.ceiling, concurrency=256)
-                    sim.run(600.0)
-                    end = client.most_settled_at or sim.now
-                    sent = client.sent_rate(5.0, end)
-                    refused.append(client.rate_between(client.refused_bins, 5.0, end) / sent)
-                    # 8 in service for 40 ms serve fewer a second the longer an answer takes.
-                    served = 8 / (0.04 + latency) if "concurrency" in name else case.capacity
-                    goodput.append(client.goodput(5.0, end) / served)
-                    if latency == 0.3:
-                        blind.append(client.rate_between(client.sent_bins, 0.0, 0.5) * 0.5)
-                        opening.append(client.rate_between(client.refused_bins, 0.0, 5.0) * 5)
+            for client in far_cloud_runs(name, latency):
+                end = client.most_settled_at or client.end
+                sent = client.sent_rate(5.0, end)
+                refused.append(client.rate_between(client.refused_bins, 5.0, end) / sent)
+                goodput.append(client.goodput(5.0, end) / far_cloud_serves(name, latency))
+                if latency == 0.3:
+                    blind.append(client.rate_between(client.sent_bins, 0.0, 0.5) * 0.5)
+                    opening.append(client.rate_between(client.refused_bins, 0.0, 5.0) * 5)
         refused.sort()
         print(
             f"{'far: ' + name:30s} first 0.5 s sent ≤ {max(blind):.0f}, first 5 s refused "

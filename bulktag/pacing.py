@@ -1229,8 +1229,8 @@ class Pacer:
         self.level = 0
         self.in_flight = InFlightCap(now)
         self._room: anyio.Event | None = None  # set when a request returns under a full cap
-        self._slow_start = slow_start_to is not None  # the opening window holds the wire…
-        self._slow_start_to = slow_start_to or 0  # …until it is this wide
+        # The opening window holds the wire until it is this wide; None once it is over.
+        self._slow_start_to = slow_start_to
         self._returned = 0  # requests back off the wire: the opening window widens by each
 
     @property
@@ -1260,7 +1260,7 @@ class Pacer:
             return None
         if now < self.control.paused_until:
             return None
-        if self._slow_start and self._opening_full():
+        if self._slow_start_to is not None and self._opening_full():
             return None
         self._next_slot = (slot if slot > now else now) + self._interval
         self.level = self.on_wire
@@ -1312,7 +1312,9 @@ class Pacer:
 
     def _full(self) -> bool:
         """No more on the wire until one returns: the cloud's cap, or the opening window."""
-        return self.in_flight.full(self.on_wire) or (self._slow_start and self._opening_full())
+        return self.in_flight.full(self.on_wire) or (
+            self._slow_start_to is not None and self._opening_full()
+        )
 
     def _opening_full(self) -> bool:
         """The opening window is full: as many on the wire as it holds, 32 plus one for each
@@ -1324,10 +1326,10 @@ class Pacer:
         refusals is the controller's work. Widened by the accepted only (tried, with 16), the
         simulated far clouds' worst runs from 5 s on were worse, for reasons not traced: 15.3 %
         refused at a concurrency limit and 15.9 % at a queueing server, against 9.2 and 5.4 %."""
-        control = self.control
+        control, most = self.control, self._slow_start_to
         window = OPENING_WINDOW + self._returned
-        if control.rate < control.ceiling or window >= self._slow_start_to:
-            self._slow_start = False
+        if control.rate < control.ceiling or most is None or window >= most:
+            self._slow_start_to = None
             return False
         return self.on_wire >= window
 

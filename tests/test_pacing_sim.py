@@ -163,6 +163,27 @@ FAR_CLOUD = ["token-bucket", "fixed-1s-window", "sliding-1s-window-429", "concur
              "queueing-server", "slow-cloud-10-per-second-429"]  # fmt: skip
 
 
+@cache
+def far_cloud_runs(name: str, latency: float) -> tuple[Client, ...]:
+    """A limiter's 8 runs with answers after ``latency``: 4 seeds × on time or late, odd
+    seeds up to 2 ms off the grid (shared by the tests below and the simulator table)."""
+    case = LIMITED[name]
+    runs = []
+    for seed, spread in itertools.product(range(4), (0.0, LATE)):
+        sim = Simulation(case.model(), latency=latency, spread=spread, seed=seed,
+                         uplink=0.002 if seed % 2 else 0.0)  # fmt: skip
+        client = sim.add_client(rows=case.rows, ceiling=case.ceiling, concurrency=256)
+        sim.run(600.0)
+        runs.append(client)
+    return tuple(runs)
+
+
+def far_cloud_serves(name: str, latency: float) -> float:
+    """What the limiter serves a second: 8 in service for 40 ms serve fewer the longer each
+    answer takes to return."""
+    return 8 / (0.04 + latency) if name == "concurrency-limit" else LIMITED[name].capacity
+
+
 @pytest.mark.parametrize("name", FAR_CLOUD)
 def test_a_far_cloud_is_paced_on_the_answers_to_its_own_pace(name: str) -> None:
     """Refusals of requests sent before a window began were not its evidence, but the
@@ -176,22 +197,16 @@ def test_a_far_cloud_is_paced_on_the_answers_to_its_own_pace(name: str) -> None:
     Counted alike, and calm ended by any refusal: every row done, medians 2.1-4.2 %, the worst
     12.9 % (a fixed window, late answers at 0.3 s), the least goodput 90.2 % of capacity
     (the concurrency limit)."""
-    case = LIMITED[name]
     capacity, refused = [], []
-    for latency, seed, spread in itertools.product((0.2, 0.3), range(4), (0.0, LATE)):
-        sim = Simulation(case.model(), latency=latency, spread=spread, seed=seed,
-                         uplink=0.002 if seed % 2 else 0.0)  # fmt: skip
-        client = sim.add_client(rows=case.rows, ceiling=case.ceiling, concurrency=256)
-        sim.run(600.0)
-        assert client.outcomes.get(Outcome.OK) == case.rows
-        end = client.most_settled_at
-        assert end is not None
-        # 8 in service for 40 ms serve fewer a second the longer each answer takes to return.
-        served = 8 / (0.04 + latency) if name == "concurrency-limit" else case.capacity
-        capacity.append(client.goodput(5.0, end) / served)
-        refused.append(
-            client.rate_between(client.refused_bins, 5.0, end) / client.sent_rate(5.0, end)
-        )
+    for latency in (0.2, 0.3):
+        for client in far_cloud_runs(name, latency):
+            assert client.outcomes.get(Outcome.OK) == LIMITED[name].rows
+            end = client.most_settled_at
+            assert end is not None
+            capacity.append(client.goodput(5.0, end) / far_cloud_serves(name, latency))
+            refused.append(
+                client.rate_between(client.refused_bins, 5.0, end) / client.sent_rate(5.0, end)
+            )
     assert min(capacity) >= 0.9
     assert _median(refused) <= 0.05
     assert max(refused) <= 0.15
@@ -206,14 +221,9 @@ def test_a_far_cloud_is_not_sent_the_asked_rate_blind_at_the_start(name: str) ->
     _opening_full) sends 32 in the first round trip and doubles each one after: medians 44 /
     141 / 118 / 114. Slower to learn where latency grows before refusals: a queueing
     server's went 105 → 161; a slow cloud's stayed 49 (its --rate is 100/s)."""
-    case = LIMITED[name]
     blind, refused = [], []
-    for seed, spread in itertools.product(range(4), (0.0, LATE)):
-        sim = Simulation(case.model(), latency=0.3, spread=spread, seed=seed,
-                         uplink=0.002 if seed % 2 else 0.0)  # fmt: skip
-        client = sim.add_client(rows=case.rows, ceiling=case.ceiling, concurrency=256)
-        sim.run(600.0)
-        assert client.outcomes.get(Outcome.OK) == case.rows
+    for client in far_cloud_runs(name, 0.3):
+        assert client.outcomes.get(Outcome.OK) == LIMITED[name].rows
         blind.append(client.rate_between(client.sent_bins, 0.0, 0.5) * 0.5)
         refused.append(client.rate_between(client.refused_bins, 0.0, 5.0) * 5.0)
     assert max(blind) <= 32 + 64  # the first round trip's 32, and twice that after it
