@@ -172,7 +172,8 @@ class _Window:
     later_accepted: int = 0
     later_refused: int = 0
     later_got_in: int = 0  # accepted answers to any attempt sent after it…
-    later_accepted_sent: float = 0.0  # …and when the latest of them was sent
+    later_accepted_sent: float = 0.0  # …when the latest of them was sent…
+    later_sent: float = 0.0  # …and the latest send among all these answers
 
     def add(self, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float) -> None:
         self.accepted += signal is Signal.ACCEPTED
@@ -193,26 +194,100 @@ class _Window:
         if self.first_refused_sent is None:
             if signal is Signal.REFUSED and fresh:
                 self.first_refused_sent = sent_at
-        elif sent_at > self.first_refused_sent:
-            if signal is Signal.ACCEPTED:
-                self.later_got_in += 1
+        elif sent_at > self.first_refused_sent and signal is not Signal.FAILED:
+            # Failures say nothing of the rate, as in the window's own share.
+            accepted = signal is Signal.ACCEPTED
+            self.later_got_in += accepted
+            if accepted:
                 self.later_accepted_sent = max(self.later_accepted_sent, sent_at)
-            if fresh:  # failures say nothing of the rate, as in the window's own share
-                self.later_accepted += signal is Signal.ACCEPTED
-                self.later_refused += signal is Signal.REFUSED
+            self.later_sent = max(self.later_sent, sent_at)
+            if fresh:
+                self.later_accepted += accepted
+                self.later_refused += not accepted
 
-    def later_share(self) -> tuple[float, int]:
-        """The refused share of answers to requests sent after the first refused one."""
-        answers = self.later_accepted + self.later_refused
-        return (self.later_refused / answers if answers else 0.0), answers
-
-    def later_accepted_rate(self) -> float:
-        """Accepted per second of sending, from the first refused request to the latest
-        accepted one: a refusal comes back sooner than an acceptance (the gateway answers
-        it, not the backend), so the latest requests' answers are refusals more often."""
+    def _sent_span(self) -> float:
+        """From the first refused request to the latest answered."""
         assert self.first_refused_sent is not None
-        span = max(self.later_accepted_sent - self.first_refused_sent, 1e-6)
-        return self.later_got_in / span
+        return self.later_sent - self.first_refused_sent
+
+    def settled(self, extra: float) -> bool:
+        """The acceptances of most of the span can be back: acceptances take ``extra``
+        longer than refusals (the backend serves; the gateway refuses at once), so the
+        latest requests answered are refused ones, their acceptances not back yet."""
+        return self.first_refused_sent is not None and self._sent_span() >= 2 * extra
+
+    def later_share(self, extra: float) -> tuple[float, int]:
+        """The refused share of answers to requests sent after the first refused one, and
+        their count, with the acceptances counted per second of the span theirs can be
+        back from: the last ``extra`` seconds of sending came back as refusals only (where
+        service takes 50-150 ms, nearly all the answers back to the latest requests;
+        RESULTS section 34). Raw while too little is settled to scale by."""
+        answers = self.later_accepted + self.later_refused
+        if not answers or not extra or not self.settled(extra):
+            return (self.later_refused / answers if answers else 0.0), answers
+        span = self._sent_span()
+        accepted = self.later_accepted * span / (span - extra)
+        return self.later_refused / (self.later_refused + accepted), answers
+
+    def later_accepted_rate(self, extra: float) -> float:
+        """Accepted per second of sending, from the first refused request to the latest
+        accepted one, or to the last whose acceptance can be back if that is sooner:
+        counted to the latest accepted alone, a cloud serving in 50-150 ms read as taking
+        half what it did."""
+        assert self.first_refused_sent is not None
+        end = min(self.later_accepted_sent, self.later_sent - extra)
+        return self.later_got_in / max(end - self.first_refused_sent, 1e-6)
+
+
+class Delays:
+    """How long answers take to come back, accepted and refused apart: the gateway refuses
+    at once, the backend serves first, and at a concurrency limit serving takes long.
+
+    Acceptances count only if the controller saw every answer when their request left: while
+    calm, the engine's fast path counts acceptances without timing them, so the first ones
+    the controller times after calm ends are the stragglers of the calm flood (a fixed
+    window's first burst read 20-40 ms slower than its refusals, where both took 5 ms plus
+    up to 100 ms late; simulated)."""
+
+    __slots__ = ("accepted", "extra", "refused")
+
+    def __init__(self) -> None:
+        self.accepted: deque[float] = deque(maxlen=DELAYS_KEPT)
+        self.refused: deque[float] = deque(maxlen=DELAYS_KEPT)
+        # How much longer an acceptance takes than a refusal, where it clearly does.
+        self.extra = 0.0
+
+    def add(self, delay: float, accepted: bool) -> None:
+        (self.accepted if accepted else self.refused).append(delay)
+        self.extra = self._extra()
+
+    def _extra(self) -> float:
+        """Acceptances are slower beyond chance: were the two kinds alike, the last n
+        acceptances would all be as slow as the quickest of them with chance ``slower ** n``,
+        ``slower`` the share of refusals that slow (plus one in the count, so that one
+        refusal quicker than one acceptance is no evidence). Then the difference of the mean
+        delays, or of the quickest if that is more, if at least 10 ms. Else nothing: where
+        the two come back alike, no reason to read the answers any differently."""
+        accepted, refused = self.accepted, self.refused
+        if not accepted or not refused:
+            return 0.0
+        quickest = min(accepted)
+        slower = (sum(delay >= quickest for delay in refused) + 1) / (len(refused) + 1)
+        if slower ** len(accepted) > BY_CHANCE:
+            return 0.0
+        mean_accepted = sum(accepted) / len(accepted)
+        mean_refused = sum(refused) / len(refused)
+        extra = max(mean_accepted - mean_refused, quickest - min(refused))
+        return extra if extra >= SERVICE_FLOOR else 0.0
+
+
+# The delays of the last this many answers of each kind are kept (see Delays).
+DELAYS_KEPT = 64
+# Acceptances read as slower than refusals when that is at most this likely by chance…
+BY_CHANCE = 0.01
+# …and by at least this much: a few milliseconds move what got in by a few percent at most,
+# where two kinds that come back alike still read a millisecond apart now and then.
+SERVICE_FLOOR = 0.010
 
 
 class PaceController:
@@ -251,6 +326,8 @@ class PaceController:
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = self._new_window(now)
+        self.delays = Delays()  # how long answers take, accepted and refused apart…
+        self.watching_since = now  # …timed for requests sent since every answer was seen
         # Every answer of the run's first horizon after its first refusal (see _opening_rate).
         self._opening: _Window | None = self._new_window(now)
         # (time, accepted_total), ~0.1 s apart over the last two horizons
@@ -304,6 +381,10 @@ class PaceController:
     ) -> None:
         """Fold one answer in; evaluate the window when it is complete. ``fresh``: the
         answer to a row's first attempt."""
+        if signal is Signal.REFUSED or (
+            signal is Signal.ACCEPTED and sent_at >= self.watching_since
+        ):
+            self.delays.add(now - sent_at, signal is Signal.ACCEPTED)
         if signal is Signal.ACCEPTED:
             self.accepted_total += 1
             self._window.observed_accepted += 1
@@ -364,9 +445,9 @@ class PaceController:
         after the first refusal, one of them accepted. A streak in that window does not hold
         the run back (see :meth:`_nothing_gets_in`), so the pace is still the ceiling and what
         got in is the only measure there is."""
-        if self.mode is not Mode.CRUISE:
-            return False
-        share, answers = window.later_share()
+        if self.mode is not Mode.CRUISE or not window.settled(self.delays.extra):
+            return False  # the acceptances of the latest requests are not back yet
+        share, answers = window.later_share(self.delays.extra)
         policy = self.policy
         if self._first_window_out(now, window):
             least_answers, least_got_in = policy.window_answers, 1
@@ -542,11 +623,16 @@ class PaceController:
         """Accepted answers per second over the trailing horizon (at least one second, so a
         window's burst and its refusals are averaged, never read apart), up to ``now``: the
         present, or when the last answer was accepted. Early in the run, over the run so far,
-        unless ``full``."""
+        unless ``full``, less the time acceptances take over refusals (:class:`Delays`): the
+        first came back that much later than a refusal would have (at 100 ms ± 50 % in
+        service, the first 0.2 s read as half what got in; RESULTS section 34)."""
         horizon = self._horizon()
         since, accepted = self._horizon_start(now)
-        shortest = horizon if full else min(horizon, now - self._started)
-        span = max(now - since, shortest, 1e-3)
+        elapsed = now - self._started
+        if not full and elapsed < horizon:
+            span = max(elapsed - min(self.delays.extra, elapsed / 2), 1e-3)
+        else:
+            span = max(now - since, horizon if full else min(horizon, elapsed), 1e-3)
         return (self.accepted_total - accepted) / span
 
     def admitted_rate(self, now: float, *, full: bool = False) -> float:
@@ -573,8 +659,8 @@ class PaceController:
         at any rate shows it again at the lower pace, and the experiment runs then): go
         straight under what got in after the first refusal — early in a run, accepted/s
         since the start would count a limiter's burst as capacity."""
-        self._last_share = window.later_share()[0]
-        got_in = window.later_accepted_rate()
+        self._last_share = window.later_share(self.delays.extra)[0]
+        got_in = window.later_accepted_rate(self.delays.extra)
         self._overshoot(now)
         self.cuts += 1
         self.rate_related = True
@@ -598,10 +684,14 @@ class PaceController:
         self._admitted_while_refused = admitted  # the capacity
         partway = self._refusals_began_partway(window, share)
         if partway:
-            share = window.later_share()[0]
-        if partway or (self.mode is Mode.TESTING and window.later_got_in >= policy.window_answers):
-            # What the window saw after its first refusal is the cloud as it is now.
-            got_in = self._admitted(window.later_accepted_rate())
+            share = window.later_share(self.delays.extra)[0]
+        later = partway or (
+            self.mode is Mode.TESTING and window.later_got_in >= policy.window_answers
+        )
+        if later and window.settled(self.delays.extra):
+            # What the window saw after its first refusal is the cloud as it is now (once the
+            # acceptances of most of it can be back).
+            got_in = self._admitted(window.later_accepted_rate(self.delays.extra))
             self._admitted_while_refused = min(self._admitted_while_refused, got_in)
         target = min(self.rate * policy.cut_at_least, self._admitted_while_refused * policy.below)
         if counted < policy.window_answers:
@@ -625,7 +715,7 @@ class PaceController:
         overload, and a cut's experiment read a share that goes on rising as a share
         independent of the rate."""
         least = self.policy.window_answers
-        later, answers = window.later_share()
+        later, answers = window.later_share(self.delays.extra)
         if answers < least or window.later_got_in < least:
             return False
         return later > share + _noise(share, answers, 2.0)
@@ -649,7 +739,9 @@ class PaceController:
         opening = self._opening
         if opening is None or opening.later_got_in < self.policy.window_answers:
             return None
-        return opening.later_accepted_rate(), opening.later_got_in
+        if not opening.settled(self.delays.extra):
+            return None  # the acceptances of the latest requests are not back yet
+        return opening.later_accepted_rate(self.delays.extra), opening.later_got_in
 
     def _admitted_while_sending(self, now: float) -> tuple[float, int]:
         """The admitted rate, and the count of accepted answers it was measured from: over
@@ -1377,10 +1469,15 @@ class Pacer:
                 through = in_flight.sustains * GIVE_WAY
                 control.give_way(now, min(through, GIVE_WAY_AT_MOST * control.rate))
             if explained:
+                if self.calm:
+                    control.watching_since = now
                 self.calm = False
                 return
         control.observe(now, sent_at, signal, retry_after, fresh=fresh)
-        self.calm = control.calm and self.in_flight.cap is None
+        calm = control.calm and self.in_flight.cap is None
+        if self.calm and not calm:
+            control.watching_since = now  # the fast path stops: every answer is seen again
+        self.calm = calm
 
     def silent_for(self) -> float:
         return self.control.silent_for(self._clock())

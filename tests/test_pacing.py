@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulktag.pacing import Mode, PaceController, Pacer, PacingPolicy, Signal, describe
+from bulktag.pacing import Delays, Mode, PaceController, Pacer, PacingPolicy, Signal, describe
 
 POLICY = PacingPolicy()
 T = 1000.0
@@ -994,3 +995,52 @@ def test_without_a_slow_start_the_gate_gives_its_whole_burst_at_once() -> None:
     fake = FakeTime()
     gate = Pacer(100_000.0, clock=fake, sleep=fake.sleep, burst=1000)
     assert 1000 == send_while_allowed(gate, fake)
+
+
+# ── answers that come back at different speeds ─────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_acceptances_that_come_back_as_refusals_do_read_as_alike(seed: int) -> None:
+    """5 ms, up to 2 ms off, plus 20 ms late on average, for both kinds: whatever the luck
+    of the last few dozen, no extra delay (the windows read their answers as before)."""
+    rng = random.Random(seed)
+    delays = Delays()
+    for _ in range(3000):
+        delay = 0.005 + rng.uniform(0.0, 0.002) + rng.expovariate(1 / 0.02)
+        delays.add(delay, accepted=rng.random() < 0.7)
+        assert delays.extra == 0.0
+
+
+def test_acceptances_clearly_slower_than_refusals_read_as_their_extra_delay() -> None:
+    """Refused in 5 ms, served in 100 ms ± 50 %: two acceptances slower than 20 refusals
+    are evidence (one is not: one in 21 by chance), and the extra delay is read from the
+    means once there are more."""
+    rng = random.Random(1)
+    delays = Delays()
+    for _ in range(20):
+        delays.add(0.005, accepted=False)
+    delays.add(0.005 + rng.uniform(0.05, 0.15), accepted=True)
+    assert delays.extra == 0.0
+    delays.add(0.005 + rng.uniform(0.05, 0.15), accepted=True)
+    assert delays.extra > 0.05
+    for _ in range(200):
+        delays.add(0.005 + rng.uniform(0.05, 0.15), accepted=True)
+        delays.add(0.005, accepted=False)
+    assert 0.08 <= delays.extra <= 0.12
+
+
+def test_acceptances_of_requests_sent_while_calm_are_not_timed() -> None:
+    """While calm, the fast path counts acceptances without timing them, so the first the
+    pacer times after a refusal are the flood's stragglers, slow by selection: not timed."""
+    fake = FakeTime()
+    gate = Pacer(1000.0, clock=fake, sleep=fake.sleep)
+    sent_early = fake.now
+    fake.now += 0.05
+    gate.answered(sent_at=fake.now - 0.005, signal=Signal.REFUSED)  # calm ends here
+    assert not gate.calm
+    fake.now += 0.04
+    gate.answered(sent_at=sent_early, signal=Signal.ACCEPTED)  # a straggler, 90 ms
+    assert 0 == len(gate.control.delays.accepted)
+    gate.answered(sent_at=fake.now - 0.03, signal=Signal.ACCEPTED)  # sent after: timed
+    assert [pytest.approx(0.03)] == list(gate.control.delays.accepted)

@@ -155,6 +155,29 @@ def test_a_concurrency_limit_with_varied_service_times_is_used_near_its_capacity
     test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(case, spread)
 
 
+@pytest.mark.parametrize("in_service", [32, 40, 48])
+def test_a_limit_on_requests_in_service_near_the_opening_window_is_used_from_the_start(
+    in_service: int,
+) -> None:
+    """A limit a little wider than the slow start's opening window of 32 (100 ms ± 50 % in
+    service, --rate 1000 --concurrency 64): the first round trip is all accepted, then
+    refusals come back in 5 ms while acceptances take 50-150 ms. Read as they came back,
+    what got in after the first refusal counted the refusals of the latest requests and not
+    their acceptances, still in service, and the run cut to about a third of the limit
+    (1,000 → 110/s) and took seconds to climb back: from 0.5 to 3 s, medians of 6 seeds
+    57 %, 47 % and 65 % of the limit's 305-457/s at 32, 40 and 48 in service (runs as low as
+    13 %). Now acceptances are counted over the sending whose acceptances can be back, where
+    they clearly take longer than refusals: medians 95 %, 94 % and 91 %."""
+    served = []
+    for seed in range(6):
+        sim = Simulation(ConcurrencyLimit(in_service, 0.1, jitter=0.5, seed=seed), seed=seed)
+        client = sim.add_client(rows=6000, ceiling=1000)
+        sim.run(600)
+        assert client.outcomes.get(Outcome.OK) == 6000
+        served.append(client.goodput(0.5, 3.0) / (in_service / 0.105))
+    assert _median(served) >= 0.8
+
+
 # A far cloud: answers 0.2 or 0.3 s after the request left (another region, a VPN), longer
 # than a 0.2-s window. Workers enough for the pace: a 200/s limit at 0.3 s keeps 60 on the
 # wire. Judged from 5 s on, as FAR_ABOVE below is: a run's opening, a slow start until its
