@@ -152,10 +152,10 @@ class AttemptLoop(Generic[W, R]):
         everything would give up one row in 15,000 after 8 attempts (0.3 ** 8), through no
         fault of the row."""
         pacer = self.pacer
-        if decision is ACCEPTED and pacer.calm:
-            pacer.control.accepted_total += 1  # an accepted answer changes nothing when calm
-            return
         answer, sent_at, level = sent
+        if decision is ACCEPTED and pacer.calm:
+            pacer.accepted_while_calm(sent_at)  # an accepted answer changes nothing when calm
+            return
         signal = signal_of(decision, answer)
         if signal is None:
             return

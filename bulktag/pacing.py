@@ -241,27 +241,35 @@ class _Window:
 
 class Delays:
     """How long answers take to come back, accepted and refused apart: the gateway refuses
-    at once, the backend serves first, and at a concurrency limit serving takes long.
+    at once, the backend serves first, and at a concurrency limit serving takes long. Every
+    acceptance is timed, the fast path's too (:meth:`Pacer.accepted_while_calm`): timed
+    only once calm ended, the first acceptances timed were the calm flood's stragglers,
+    slow by selection (a fixed window's first burst read 20-40 ms slower than its refusals
+    where both took 5 ms plus up to 100 ms late; simulated)."""
 
-    Acceptances count only if the controller saw every answer when their request left: while
-    calm, the engine's fast path counts acceptances without timing them, so the first ones
-    the controller times after calm ends are the stragglers of the calm flood (a fixed
-    window's first burst read 20-40 ms slower than its refusals, where both took 5 ms plus
-    up to 100 ms late; simulated)."""
-
-    __slots__ = ("accepted", "extra", "refused")
+    __slots__ = ("_extra", "accepted", "refused")
 
     def __init__(self) -> None:
         self.accepted: deque[float] = deque(maxlen=DELAYS_KEPT)
         self.refused: deque[float] = deque(maxlen=DELAYS_KEPT)
-        # How much longer an acceptance takes than a refusal, where it clearly does.
-        self.extra = 0.0
+        self._extra: float | None = 0.0  # None: to be read again
 
     def add(self, delay: float, accepted: bool) -> None:
         (self.accepted if accepted else self.refused).append(delay)
-        self.extra = self._extra()
+        self._extra = None
 
-    def _extra(self) -> float:
+    def accepted_after(self, delay: float) -> None:
+        self.accepted.append(delay)  # add(delay, True), on the engine's fast path
+        self._extra = None
+
+    @property
+    def extra(self) -> float:
+        """How much longer an acceptance takes than a refusal, where it clearly does."""
+        if self._extra is None:
+            self._extra = self._read_extra()
+        return self._extra
+
+    def _read_extra(self) -> float:
         """Acceptances are slower beyond chance: were the two kinds alike, the last n
         acceptances would all be as slow as the quickest of them with chance ``slower ** n``,
         ``slower`` the share of refusals that slow (plus one in the count, so that one
@@ -326,8 +334,7 @@ class PaceController:
         self._held_since = float("-inf")  # the last time nothing got in any more
         self.changed_at = now  # the allowed rate last moved
         self._window = self._new_window(now)
-        self.delays = Delays()  # how long answers take, accepted and refused apart…
-        self.watching_since = now  # …timed for requests sent since every answer was seen
+        self.delays = Delays()  # how long answers take, accepted and refused apart
         # Every answer of the run's first horizon after its first refusal (see _opening_rate).
         self._opening: _Window | None = self._new_window(now)
         # (time, accepted_total), ~0.1 s apart over the last two horizons
@@ -381,9 +388,7 @@ class PaceController:
     ) -> None:
         """Fold one answer in; evaluate the window when it is complete. ``fresh``: the
         answer to a row's first attempt."""
-        if signal is Signal.REFUSED or (
-            signal is Signal.ACCEPTED and sent_at >= self.watching_since
-        ):
+        if signal is not Signal.FAILED:
             self.delays.add(now - sent_at, signal is Signal.ACCEPTED)
         if signal is Signal.ACCEPTED:
             self.accepted_total += 1
@@ -1469,15 +1474,17 @@ class Pacer:
                 through = in_flight.sustains * GIVE_WAY
                 control.give_way(now, min(through, GIVE_WAY_AT_MOST * control.rate))
             if explained:
-                if self.calm:
-                    control.watching_since = now
                 self.calm = False
                 return
         control.observe(now, sent_at, signal, retry_after, fresh=fresh)
-        calm = control.calm and self.in_flight.cap is None
-        if self.calm and not calm:
-            control.watching_since = now  # the fast path stops: every answer is seen again
-        self.calm = calm
+        self.calm = control.calm and self.in_flight.cap is None
+
+    def accepted_while_calm(self, sent_at: float) -> None:
+        """The engine's fast path, for an accepted answer while calm: it changes no rate, so
+        it is only counted, and timed (see :class:`Delays`)."""
+        control = self.control
+        control.accepted_total += 1
+        control.delays.accepted_after(self._clock() - sent_at)
 
     def silent_for(self) -> float:
         return self.control.silent_for(self._clock())

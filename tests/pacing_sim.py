@@ -211,7 +211,7 @@ class Simulation:
             client.accepted += 1
             _bump(client.accepted_bins, self.now)
             if pacer.calm:  # the engine's fast path: an accepted answer only counts
-                pacer.control.accepted_total += 1
+                pacer.accepted_while_calm(sent_at)
             else:
                 pacer.answered(
                     sent_at=sent_at, signal=Signal.ACCEPTED, fresh=made == 1, level=level

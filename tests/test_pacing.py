@@ -1030,17 +1030,19 @@ def test_acceptances_clearly_slower_than_refusals_read_as_their_extra_delay() ->
     assert 0.08 <= delays.extra <= 0.12
 
 
-def test_acceptances_of_requests_sent_while_calm_are_not_timed() -> None:
-    """While calm, the fast path counts acceptances without timing them, so the first the
-    pacer times after a refusal are the flood's stragglers, slow by selection: not timed."""
+def test_acceptances_the_fast_path_counts_while_calm_are_timed_too() -> None:
+    """Timed only once calm ended, the first acceptances timed would be the calm flood's
+    stragglers, slow by selection; and a limit's first round trip, all accepted, is what
+    says how long serving takes before anything is refused."""
     fake = FakeTime()
     gate = Pacer(1000.0, clock=fake, sleep=fake.sleep)
-    sent_early = fake.now
-    fake.now += 0.05
-    gate.answered(sent_at=fake.now - 0.005, signal=Signal.REFUSED)  # calm ends here
-    assert not gate.calm
-    fake.now += 0.04
-    gate.answered(sent_at=sent_early, signal=Signal.ACCEPTED)  # a straggler, 90 ms
-    assert 0 == len(gate.control.delays.accepted)
-    gate.answered(sent_at=fake.now - 0.03, signal=Signal.ACCEPTED)  # sent after: timed
-    assert [pytest.approx(0.03)] == list(gate.control.delays.accepted)
+    assert gate.calm
+    sent_at = fake.now
+    fake.now += 0.1
+    gate.accepted_while_calm(sent_at)
+    assert 1 == gate.accepted_total
+    assert [pytest.approx(0.1)] == list(gate.control.delays.accepted)
+    for _ in range(20):
+        gate.answered(sent_at=fake.now - 0.005, signal=Signal.REFUSED)
+    gate.accepted_while_calm(fake.now - 0.1)  # (as the engine would not: it is not calm now)
+    assert gate.control.delays.extra == pytest.approx(0.095)
