@@ -247,26 +247,30 @@ class Delays:
     slow by selection (a fixed window's first burst read 20-40 ms slower than its refusals
     where both took 5 ms plus up to 100 ms late; simulated)."""
 
-    __slots__ = ("_extra", "accepted", "refused")
+    __slots__ = ("_added", "_extra", "accepted", "refused")
 
     def __init__(self) -> None:
         self.accepted: deque[float] = deque(maxlen=DELAYS_KEPT)
         self.refused: deque[float] = deque(maxlen=DELAYS_KEPT)
-        self._extra: float | None = 0.0  # None: to be read again
+        self._extra = 0.0
+        self._added = 0  # delays added since it was last read
 
     def add(self, delay: float, accepted: bool) -> None:
         (self.accepted if accepted else self.refused).append(delay)
-        self._extra = None
+        self._added += 1
 
     def accepted_after(self, delay: float) -> None:
         self.accepted.append(delay)  # add(delay, True), on the engine's fast path
-        self._extra = None
+        self._added += 1
 
     @property
     def extra(self) -> float:
-        """How much longer an acceptance takes than a refusal, where it clearly does."""
-        if self._extra is None:
+        """How much longer an acceptance takes than a refusal, where it clearly does. Read
+        again after each new delay while either kind has few, after every 8th once both
+        have 64: the windows ask on every answer, and reading it is most of their cost."""
+        if self._added and self._added * 8 >= min(len(self.accepted), len(self.refused)):
             self._extra = self._read_extra()
+            self._added = 0
         return self._extra
 
     def _read_extra(self) -> float:
@@ -280,7 +284,7 @@ class Delays:
         if not accepted or not refused:
             return 0.0
         quickest = min(accepted)
-        slower = (sum(delay >= quickest for delay in refused) + 1) / (len(refused) + 1)
+        slower = (sum(map(quickest.__le__, refused)) + 1) / (len(refused) + 1)
         if slower ** len(accepted) > BY_CHANCE:
             return 0.0
         mean_accepted = sum(accepted) / len(accepted)
