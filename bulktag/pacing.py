@@ -73,7 +73,10 @@ not read as "the cloud takes nothing". A backend that refuses 20 % at any rate k
 20 % when the rate falls: the experiment sees it and goes back up, so a flaky 20 % costs 20 %
 more requests, not 80 % of the throughput. The experiment reads shares, not accepted/s, and
 only answers to requests sent since the change: answers come back late and out of order, and
-accepted/s lags the rate by their latency. After an outage the last good pace is resumed at
+accepted/s lags the rate by their latency. Where acceptances clearly take longer than
+refusals (the backend serves, the gateway refuses at once: :class:`Delays`), what got in is
+counted over the sending whose acceptances can be back, not over the refusals that came
+back first. After an outage the last good pace is resumed at
 once, as TCP resumes at ``ssthresh``. The controller reads no clock (``now`` is passed in), so
 tests and the simulator (tests/pacing_sim.py) drive it through hours in milliseconds.
 """
@@ -211,7 +214,7 @@ class _Window:
         return self.later_sent - self.first_refused_sent
 
     def settled(self, extra: float) -> bool:
-        """The acceptances of most of the span can be back: acceptances take ``extra``
+        """The acceptances of at least half the span can be back: acceptances take ``extra``
         longer than refusals (the backend serves; the gateway refuses at once), so the
         latest requests answered are refused ones, their acceptances not back yet."""
         return self.first_refused_sent is not None and self._sent_span() >= 2 * extra
