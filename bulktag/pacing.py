@@ -262,10 +262,6 @@ class Delays:
         (self.accepted if accepted else self.refused).append(delay)
         self._added += 1
 
-    def accepted_after(self, delay: float) -> None:
-        self.accepted.append(delay)  # add(delay, True), on the engine's fast path
-        self._added += 1
-
     @property
     def extra(self) -> float:
         """How much longer an acceptance takes than a refusal, where it clearly does. Read
@@ -1491,7 +1487,7 @@ class Pacer:
         it is only counted, and timed (see :class:`Delays`)."""
         control = self.control
         control.accepted_total += 1
-        control.delays.accepted_after(self._clock() - sent_at)
+        control.delays.add(self._clock() - sent_at, accepted=True)
 
     def silent_for(self) -> float:
         return self.control.silent_for(self._clock())
