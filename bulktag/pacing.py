@@ -833,7 +833,14 @@ class PaceController:
         self.rate_related = True
         self.cuts += 1
         accepted = self.rate * now_held  # what the window got in: no answer's latency lag
-        self._confirm(now, accepted / (1.0 - min(before, 0.9)) * self.policy.below)
+        target = accepted / (1.0 - min(before, 0.9)) * self.policy.below
+        if answers * now_held < self.policy.window_answers:
+            # Too few got in to measure what gets in by: halve, as a cut does (see
+            # _overloaded). Nothing at all in a window after a flood is a queue that has not
+            # drained yet: read as 0/s, it sent a run to the floor, whose probes come every
+            # 160 s (a queueing server at 0.05 s: 21/s of its 200/s over four minutes).
+            target = max(target, 0.5 * self.rate)
+        self._confirm(now, target)
 
     def _clean(self, now: float, share: float, answers: int) -> None:
         if self.mode is Mode.TESTING:

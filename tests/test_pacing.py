@@ -264,6 +264,24 @@ def test_going_back_up_without_more_getting_in_is_a_limit_after_all() -> None:
     assert 0.0 == control.independent
 
 
+def test_going_back_up_where_nothing_gets_in_any_more_halves_the_pace() -> None:
+    """The verdict of the window back at the restored pace, a limit after all, paces under
+    what that window got in. Where it got nothing in (a queue the flood filled has not
+    drained yet), that read 0/s: the run went to its floor, 0.2/s, whose probes come every
+    160 s (a queueing server with answers after 50 ms: 21/s of its 200/s for four minutes,
+    simulated). Too few in to measure by: halve, as a cut does."""
+    control = PaceController(300.0, POLICY, T)
+    now = answers(control, T, 0.3, 300.0, refused=0.3)
+    now = answers(control, now, 0.5, control.rate, refused=0.3)
+    assert Mode.VERIFYING == control.mode
+    for n in range(3 * POLICY.test_answers):  # retries of refused rows: one in 20 gets in
+        sent = now + n / 300.0
+        control.observe(sent, sent, Signal.ACCEPTED if n % 20 == 19 else Signal.REFUSED,
+                        fresh=False)  # fmt: skip
+    assert (Mode.CRUISE, True) == (control.mode, control.rate_related)
+    assert control.rate == pytest.approx(150.0)
+
+
 def test_a_streak_of_refusals_holds_back_to_a_trickle_and_the_first_accepted_resumes() -> None:
     control = PaceController(1000.0, POLICY, T)
     now = answers(control, T, 0.2, 1000.0, refused=0.0)  # a window's quota: 200 in 0.2 s
