@@ -282,6 +282,22 @@ def test_going_back_up_where_nothing_gets_in_any_more_halves_the_pace() -> None:
     assert control.rate == pytest.approx(150.0)
 
 
+def test_a_pace_the_run_does_not_fill_is_not_probed_above() -> None:
+    """Something other than the pace held the sends back (a cap on requests in flight, too
+    few workers, a slow input): a clean second says nothing of the pace, and probes would
+    raise it, untested, up to --rate (RFC 7661). Probes wait until the run sends at the pace
+    again, from when it does, however long it did not."""
+    control = PaceController(1000.0, POLICY, T)
+    control.rate = control.good = 200.0
+    now = T
+    for _ in range(5):  # five seconds at 150/s: three quarters of the pace
+        now = answers(control, now, 1.0, 150.0, refused=0.0)
+    assert 200.0 == control.rate
+    now += 10.0  # nothing sent for ten seconds (the input stalled)
+    answers(control, now, 1.2, 200.0, refused=0.0)  # at the pace again: a probe
+    assert control.rate > 200.0
+
+
 def test_a_streak_of_refusals_holds_back_to_a_trickle_and_the_first_accepted_resumes() -> None:
     control = PaceController(1000.0, POLICY, T)
     now = answers(control, T, 0.2, 1000.0, refused=0.0)  # a window's quota: 200 in 0.2 s
