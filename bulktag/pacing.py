@@ -408,7 +408,7 @@ class PaceController:
         # first tries, when there were enough): what a probe is judged on.
         self._tally_refused, self._tally_answers = 0.0, 0
         self._sending = Sending(now)  # since then too (see _probe_due)
-        self._sending_before_dip = (self._sending, now)  # and when the dip began
+        self._sending_before_dip = (self._sending, now)  # at the last dip, and its start
 
     def _new_window(self, now: float) -> _Window:
         return _Window(now, self.accepted_total)
@@ -942,10 +942,11 @@ class PaceController:
         raise it, untested, up to ``--rate``, and once the sends were free again the first
         refusal would find the run far over the cloud's pace (RFC 7661's rule for a
         congestion window the sender does not fill): 58-155 refused in 3 s after a slow
-        spell, simulated. Read from the answers in: since the pace was set, a window's worth
-        of requests at least, sent at ``used_share`` of the pace or more from the first to
-        the last of them. A horizon that did not is forgotten, so a pace the run comes back
-        to (an input that stalled and resumed) is judged on what it sends from then.
+        spell, simulated. Read from the answers in (:class:`Sending`): since the pace was set,
+        a window's worth of requests at least, sent at ``used_share`` of the pace or more
+        from the first to the last of them, and those two half that time apart at least. A
+        horizon that did not is forgotten, so a pace the run comes back to (an input that
+        stalled and resumed) is judged on what it sends from then.
 
         Not while a cap on requests in flight found in the cloud holds the sends
         (``capped``): that cap governs, and grows by its own probes one request at a time;
@@ -1019,8 +1020,8 @@ class PaceController:
         noise = 2.5 * math.hypot(_noise(before, answers, 1.0), _noise(before, known, 1.0))
         if share >= before - max(self.policy.margin, noise):
             self.rate = rate  # not about the rate: as before (changed_at kept: no probe debt)
-            before, dipped_at = self._sending_before_dip
-            self._sending = before.resumed(now, dipped_at)
+            sending, dipped_at = self._sending_before_dip
+            self._sending = sending.resumed(now, dipped_at)
             # The dip's window, at another rate, says nothing of the pace's own refusals.
             self._tally_refused, self._tally_answers = 0.0, 0
             return
