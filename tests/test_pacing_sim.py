@@ -216,6 +216,22 @@ def far_cloud_serves(name: str, latency: float) -> float:
     return 8 / (0.04 + latency) if name == "concurrency-limit" else LIMITED[name].capacity
 
 
+def far_cloud_measures(name: str, latencies: tuple[float, ...]) -> tuple[list[float], list[float]]:
+    """Each run's goodput (a share of what the limiter serves) and refused share, from 5 s
+    on, over the runs at these latencies; every row done."""
+    capacity, refused = [], []
+    for latency in latencies:
+        for client in far_cloud_runs(name, latency):
+            assert client.outcomes.get(Outcome.OK) == LIMITED[name].rows
+            end = client.most_settled_at
+            assert end is not None
+            capacity.append(client.goodput(5.0, end) / far_cloud_serves(name, latency))
+            refused.append(
+                client.rate_between(client.refused_bins, 5.0, end) / client.sent_rate(5.0, end)
+            )
+    return capacity, refused
+
+
 @pytest.mark.parametrize("name", FAR_CLOUD)
 def test_a_far_cloud_is_paced_on_the_answers_to_its_own_pace(name: str) -> None:
     """Refusals of requests sent before a window began were not its evidence, but the
@@ -229,16 +245,7 @@ def test_a_far_cloud_is_paced_on_the_answers_to_its_own_pace(name: str) -> None:
     Counted alike, and calm ended by any refusal: every row done, medians 2.1-4.2 %, the worst
     12.9 % (a fixed window, late answers at 0.3 s), the least goodput 90.2 % of capacity
     (the concurrency limit)."""
-    capacity, refused = [], []
-    for latency in (0.2, 0.3):
-        for client in far_cloud_runs(name, latency):
-            assert client.outcomes.get(Outcome.OK) == LIMITED[name].rows
-            end = client.most_settled_at
-            assert end is not None
-            capacity.append(client.goodput(5.0, end) / far_cloud_serves(name, latency))
-            refused.append(
-                client.rate_between(client.refused_bins, 5.0, end) / client.sent_rate(5.0, end)
-            )
+    capacity, refused = far_cloud_measures(name, (0.2, 0.3))
     assert min(capacity) >= 0.9
     assert _median(refused) <= 0.05
     assert max(refused) <= 0.15
@@ -252,16 +259,7 @@ def test_a_cloud_answering_in_50_or_100_ms_is_paced_on_its_own_answers(name: str
     back at --rate the window that found a limit after all got nothing in and paced the run
     at 0/s, the floor (PaceController._verify). Now the least goodput of any limiter here is
     88 %, the worst refused share 5.2 %."""
-    capacity, refused = [], []
-    for latency in (0.05, 0.1):
-        for client in far_cloud_runs(name, latency):
-            assert client.outcomes.get(Outcome.OK) == LIMITED[name].rows
-            end = client.most_settled_at
-            assert end is not None
-            capacity.append(client.goodput(5.0, end) / far_cloud_serves(name, latency))
-            refused.append(
-                client.rate_between(client.refused_bins, 5.0, end) / client.sent_rate(5.0, end)
-            )
+    capacity, refused = far_cloud_measures(name, (0.05, 0.1))
     assert min(capacity) >= 0.85
     assert _median(refused) <= 0.05
     assert max(refused) <= 0.08
