@@ -32,7 +32,6 @@ the first 5 s (upper median of 8), the refused share from 5 s on and the goodput
 from __future__ import annotations
 
 import itertools
-import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,9 +49,8 @@ from bulktag.fake.limiters import (
     ServerModel,
     SlidingWindow,
     TokenBucket,
-    Verdict,
 )
-from tests.pacing_sim import Client, Simulation
+from tests.pacing_sim import Client, Serving, Simulation
 from tests.test_pacing_sim import (
     FAR_CLOUD,
     TwoRuns,
@@ -227,25 +225,6 @@ def near_the_opening_window() -> None:
         shares = [c.goodput(2, c.most_settled_at or c.end) / (limit / 0.105) for c in conc]
         name = f"concurrency {limit} x 100 ms ±50%"
         print(f"{name:30s} {min(shares):.0%}-{max(shares):.0%}")
-
-
-class Serving:
-    """``inner``'s verdicts, its acceptances served for ``service`` ± ``jitter`` × it (the
-    backend behind the gateway works; the gateway refuses at once)."""
-
-    def __init__(self, inner: ServerModel, service: float, jitter: float, seed: int) -> None:
-        self.inner, self.service, self.jitter = inner, service, jitter
-        self.rng = random.Random(seed)
-
-    def arrive(self, now: float, key: str) -> Verdict:
-        verdict = self.inner.arrive(now, key)
-        if not verdict.accepted:
-            return verdict
-        served = self.service * (1 + self.jitter * self.rng.uniform(-1.0, 1.0))
-        return Verdict(verdict.status, verdict.latency + served, verdict.retry_after)
-
-    def leave(self, now: float) -> None:
-        self.inner.leave(now)
 
 
 def slow_acceptances() -> None:

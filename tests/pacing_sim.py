@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from bulktag.attempt import FREE_ATTEMPTS
-from bulktag.fake.limiters import ServerModel
+from bulktag.fake.limiters import ServerModel, Verdict
 from bulktag.model import Answer, Outcome
 from bulktag.pacing import Pacer, PacingPolicy, Signal
 from bulktag.policy import Retry, RetryPolicy, Settle, decide
@@ -261,3 +261,42 @@ class Simulation:
 def _bump(bins: dict[int, int], when: float) -> None:
     key = int(when / BIN)
     bins[key] = bins.get(key, 0) + 1
+
+
+# ── servers that answer late ───────────────────────────────────────────────────────────────
+
+
+class Serving:
+    """``inner``'s verdicts, its acceptances served for ``service`` ± ``jitter`` × it (the
+    backend behind the gateway works; the gateway refuses at once)."""
+
+    def __init__(self, inner: ServerModel, service: float, jitter: float, seed: int) -> None:
+        self.inner, self.service, self.jitter = inner, service, jitter
+        self.rng = random.Random(seed)
+
+    def arrive(self, now: float, key: str) -> Verdict:
+        verdict = self.inner.arrive(now, key)
+        if not verdict.accepted:
+            return verdict
+        served = self.service * (1 + self.jitter * self.rng.uniform(-1.0, 1.0))
+        return Verdict(verdict.status, verdict.latency + served, verdict.retry_after)
+
+    def leave(self, now: float) -> None:
+        self.inner.leave(now)
+
+
+class SlowSpell:
+    """``inner``'s verdicts, every answer ``extra`` seconds later from ``start`` to ``end``:
+    a backend, or the link to it, slowed for a while."""
+
+    def __init__(self, inner: ServerModel, start: float, end: float, extra: float) -> None:
+        self.inner, self.start, self.end, self.extra = inner, start, end, extra
+
+    def arrive(self, now: float, key: str) -> Verdict:
+        verdict = self.inner.arrive(now, key)
+        if not self.start <= now < self.end:
+            return verdict
+        return Verdict(verdict.status, verdict.latency + self.extra, verdict.retry_after)
+
+    def leave(self, now: float) -> None:
+        self.inner.leave(now)
