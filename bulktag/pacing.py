@@ -179,20 +179,35 @@ class _Window:
     later_accepted_sent: float = 0.0  # …when the latest of them was sent…
     later_sent: float = 0.0  # …and the latest send among all these answers
 
-    def add(self, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float) -> None:
-        self.accepted += signal is Signal.ACCEPTED
+    def add(
+        self,
+        signal: Signal,
+        retry_after: float | None,
+        fresh: bool,
+        sent_at: float,
+        *,
+        counted: bool = True,
+    ) -> None:
+        """One answer. A refusal not ``counted`` yet goes into the share later
+        (:meth:`count_refusal`), when an acceptance of its request would be back."""
         self._add_later(signal, sent_at, fresh)
-        if fresh:
-            self.fresh_accepted += signal is Signal.ACCEPTED
-            self.fresh_refused += signal is Signal.REFUSED
+        if counted:
+            self.accepted += signal is Signal.ACCEPTED
+            if fresh:
+                self.fresh_accepted += signal is Signal.ACCEPTED
+                self.fresh_refused += signal is Signal.REFUSED
         if signal is Signal.REFUSED:
-            self.refused += 1
+            self.refused += counted
             if retry_after is not None:
                 if self.asked is None:
                     self.asked = []
                 self.asked.append(retry_after)
         elif signal is Signal.FAILED:
             self.failed += 1
+
+    def count_refusal(self, fresh: bool) -> None:
+        self.refused += 1
+        self.fresh_refused += fresh
 
     def _add_later(self, signal: Signal, sent_at: float, fresh: bool) -> None:
         if self.first_refused_sent is None:
@@ -408,6 +423,8 @@ class PaceController:
         # first tries, when there were enough): what a probe is judged on.
         self._tally_refused, self._tally_answers = 0.0, 0
         self._sending = Sending(now)  # since then too (see _probe_due)
+        # Refusals not in the window's share yet: (when they go in, sent at, fresh).
+        self._deferred: deque[tuple[float, float, bool]] = deque()
         self._sending_before_dip = (self._sending, now)  # at the last dip, and its start
 
     def _new_window(self, now: float) -> _Window:
@@ -437,6 +454,8 @@ class PaceController:
         answer to a row's first attempt."""
         if signal is not Signal.FAILED:
             self.delays.add(now - sent_at, signal is Signal.ACCEPTED)
+        if self._deferred:
+            self._count_deferred(now)
         self._sending.add(sent_at)
         if signal is Signal.ACCEPTED:
             self.accepted_total += 1
@@ -461,11 +480,33 @@ class PaceController:
         if signal is not Signal.ACCEPTED:
             self._window.observed_other += 1
         if sent_at >= self._window.start:  # else it left at the old rate: not evidence
-            self._window.add(signal, retry_after, fresh, sent_at)
+            self._add_to_window(now, signal, retry_after, fresh, sent_at)
         if self._opening is not None:
             self._add_to_opening(now, signal, retry_after, fresh, sent_at)
         if self._window_complete(now):
             self._evaluate(now)
+
+    def _add_to_window(
+        self, now: float, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float
+    ) -> None:
+        """A refusal goes into the window's share when an acceptance of the same request
+        would be back: refusals come at once, acceptances once served, and a share of the
+        answers back reads more refused than the cloud refuses (a backend refusing 20 % at
+        any rate and serving in 150 ms was read as refusing 43-57 %: RESULTS section 35).
+        What got in after the window's first refusal is measured apart, as before."""
+        extra = self.delays.extra
+        if signal is Signal.REFUSED and extra and now < sent_at + extra:
+            self._window.add(signal, retry_after, fresh, sent_at, counted=False)
+            self._deferred.append((sent_at + extra, sent_at, fresh))
+        else:
+            self._window.add(signal, retry_after, fresh, sent_at)
+
+    def _count_deferred(self, now: float) -> None:
+        deferred, window = self._deferred, self._window
+        while deferred and deferred[0][0] <= now:
+            _, sent_at, fresh = deferred.popleft()
+            if sent_at >= window.start:
+                window.count_refusal(fresh)
 
     def _window_complete(self, now: float) -> bool:
         window, policy = self._window, self.policy

@@ -278,14 +278,26 @@ def flaky_slow_runs(service: float) -> list[Client]:
     return runs
 
 
-# A gap (RESULTS section 35): a window is judged on the answers back, and refusals come back
-# before acceptances: every window reads more refused than the backend refuses (the
-# rate-independent share read as 0.36-0.48 where it is 0.2), probes read as overshoots, and
-# a run starts by holding back on a streak of refusals while its first acceptances are
-# still in service. At 150 ms, 22-64 % of the asked rate; at 50 ms, 82-98 %. Scaling each
-# window's acceptances to the sending whose acceptances can be back (as what got in after
-# a first refusal is) lifted 150 ms to 76-97 %, but read capacity limits with slow
-# acceptances as looser (a fixed window at 150 ms: 84 % of capacity, from 93 %).
+def test_a_flaky_backend_that_serves_slowly_is_read_as_flaky_as_it_is() -> None:
+    """A window judged on the answers back read more refused than the backend refuses:
+    refusals come at once, acceptances once served. At 150 ms the rate-independent share
+    was learnt as 0.43-0.57 where it is 0.2 (7 of 8 runs), probes read as overshoots, and
+    the run was sent 22-64 % of the asked rate. A refusal now goes into its window's share
+    when an acceptance of its request would be back: 0.19-0.28, and 81-96 %."""
+    runs = flaky_slow_runs(0.15)
+    for client in runs:
+        end = client.most_settled_at
+        assert end is not None
+        assert client.sent_rate(2.0, end) >= 0.75 * 300
+    learnt = [client.pacer.control.independent for client in runs]  # as the summary says
+    assert _median(learnt) <= 0.3
+
+
+# A gap still (RESULTS section 35): the run's first streak of refusals comes before any
+# acceptance has been timed, and holds it back (resumed at a quarter of --rate, then probes
+# for seconds): at 150 ms 81-96 % of the asked rate, at 50 ms 82-99 % (two runs of 8 at
+# 82-83 %). Scaling each window's acceptances instead (as what got in after a first refusal
+# is) lifted 150 ms to 76-97 % but read capacity limits with slow acceptances as looser.
 @KNOWN_GAP
 @pytest.mark.parametrize("service", [0.05, 0.15])
 def test_a_flaky_backend_that_serves_slowly_is_sent_at_the_asked_rate(service: float) -> None:
