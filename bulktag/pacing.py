@@ -191,23 +191,23 @@ class _Window:
         """One answer. A refusal not ``counted`` yet goes into the share later
         (:meth:`count_refusal`), when an acceptance of its request would be back."""
         self._add_later(signal, sent_at, fresh)
-        if counted:
-            self.accepted += signal is Signal.ACCEPTED
-            if fresh:
-                self.fresh_accepted += signal is Signal.ACCEPTED
-                self.fresh_refused += signal is Signal.REFUSED
         if signal is Signal.REFUSED:
-            self.refused += counted
-            if retry_after is not None:
-                if self.asked is None:
-                    self.asked = []
-                self.asked.append(retry_after)
-        elif signal is Signal.FAILED:
+            if counted:
+                self.count_refusal(fresh, retry_after)
+            return
+        self.accepted += signal is Signal.ACCEPTED
+        if fresh:
+            self.fresh_accepted += signal is Signal.ACCEPTED
+        if signal is Signal.FAILED:
             self.failed += 1
 
-    def count_refusal(self, fresh: bool) -> None:
+    def count_refusal(self, fresh: bool, retry_after: float | None) -> None:
         self.refused += 1
         self.fresh_refused += fresh
+        if retry_after is not None:
+            if self.asked is None:
+                self.asked = []
+            self.asked.append(retry_after)
 
     def _add_later(self, signal: Signal, sent_at: float, fresh: bool) -> None:
         if self.first_refused_sent is None:
@@ -423,8 +423,9 @@ class PaceController:
         # first tries, when there were enough): what a probe is judged on.
         self._tally_refused, self._tally_answers = 0.0, 0
         self._sending = Sending(now)  # since then too (see _probe_due)
-        # Refusals not in the window's share yet: (when they go in, sent at, fresh).
-        self._deferred: deque[tuple[float, float, bool]] = deque()
+        # Refusals not in the window's share yet: (when they go in, sent at, fresh, the wait
+        # they asked for); see _add_to_window.
+        self._deferred: deque[tuple[float, float, bool, float | None]] = deque()
         self._sending_before_dip = (self._sending, now)  # at the last dip, and its start
 
     def _new_window(self, now: float) -> _Window:
@@ -497,16 +498,16 @@ class PaceController:
         extra = self.delays.extra
         if signal is Signal.REFUSED and extra and now < sent_at + extra:
             self._window.add(signal, retry_after, fresh, sent_at, counted=False)
-            self._deferred.append((sent_at + extra, sent_at, fresh))
+            self._deferred.append((sent_at + extra, sent_at, fresh, retry_after))
         else:
             self._window.add(signal, retry_after, fresh, sent_at)
 
     def _count_deferred(self, now: float) -> None:
         deferred, window = self._deferred, self._window
         while deferred and deferred[0][0] <= now:
-            _, sent_at, fresh = deferred.popleft()
+            _, sent_at, fresh, retry_after = deferred.popleft()
             if sent_at >= window.start:
-                window.count_refusal(fresh)
+                window.count_refusal(fresh, retry_after)
 
     def _window_complete(self, now: float) -> bool:
         window, policy = self._window, self.policy
