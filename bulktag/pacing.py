@@ -364,6 +364,8 @@ class PaceController:
     share the experiment found not to depend on the rate.
     """
 
+    cap_through: float | None
+
     def __init__(
         self, ceiling: float, policy: PacingPolicy, now: float, *, wall_offset: float = 0.0
     ) -> None:
@@ -379,7 +381,9 @@ class PaceController:
         self.cuts = 0
         self.capacity: float | None = None  # accepted/s where a cut was confirmed to help
         self.rate_related = False  # some refusals were confirmed to depend on the rate
-        self.capped = False  # a cap on requests in flight found in the cloud governs (Pacer)
+        # A cap on requests in flight found in the cloud governs, letting this many requests
+        # a second through (the Pacer sets both).
+        self.capped, self.cap_through = False, None
         self.accepted_total = 0  # also counted by the attempt loop's fast path while calm
         self.last_accepted = now
         self._refused_at = now  # when a row's first try was last refused (see _stale)
@@ -990,18 +994,24 @@ class PaceController:
         horizon that did not is forgotten, so a pace the run comes back to (an input that
         stalled and resumed) is judged on what it sends from then.
 
-        Not while a cap on requests in flight found in the cloud holds the sends
-        (``capped``): that cap governs, and grows by its own probes one request at a time;
-        the pace is to stay clear above what it lets through. Held to what was sent, the
-        pace's even spacing met answers that come back in clumps and left places unused: a
-        limit of 8 requests in service got 93-94 % of what it serves, against 98-99 %."""
+        While a cap on requests in flight found in the cloud holds the sends (``capped``),
+        up to ``CAP_GUARD`` times what it lets through, whatever was sent: that cap governs,
+        and grows by its own probes one request at a time; the pace is to stay clear above
+        what it lets through. Held to what was sent, the pace's even spacing met answers that
+        come back in clumps and left places unused: a limit of 8 requests in service got
+        93-94 % of what it serves, against 98-99 %. Probed on without a bound, the pace
+        reached ``--rate`` under the cap (11-42 × what a limit of 8 in service 50-300 ms away
+        serves), and when a refusal under the cap showed it wrong (:class:`InFlightCap`
+        drops it), the run sent at ``--rate``: 250 refused in half a second, 0.3 s away, in
+        a run that a change to its start sent down that path (RESULTS section 36)."""
         every = self._probe_every()
         if now - self.changed_at < every:
             return False
         policy, sending = self.policy, self._sending
-        if self.capped or sending.at_least(
-            policy.used_share * self.rate, policy.window_answers, now
-        ):
+        if self.capped:
+            through = self.cap_through
+            return through is None or self.rate < CAP_GUARD * through
+        if sending.at_least(policy.used_share * self.rate, policy.window_answers, now):
             return True
         if now - sending.since >= every:
             self._sending = Sending(now)
@@ -1128,6 +1138,8 @@ class PaceController:
             step = max(step, min(4.0 * step, policy.stale_kick * self.rate))
         toward = self._toward_peak(now)
         step, grows = self._bounded_step(now, max(step, toward), under_peak=toward > 0)
+        if self.capped and self.cap_through is not None:  # a guard above the cap's throughput
+            step = min(step, CAP_GUARD * self.cap_through - self.rate)
         self._set_rate(now, self.rate + step)
         # Counted from the new pace: the step that leaves the plateau is the first that grows.
         self._probes += grows and not self._near_capacity(stale=stale)
@@ -1407,6 +1419,11 @@ GIVE_WAY = 1.1
 # (acceptances at low ones), and what such a cap "lets through" is about twice the bucket's
 # rate. A real cap that lets more through is reached by the probes from there.
 GIVE_WAY_AT_MOST = 1.5
+# While such a cap governs, the probes take the rate no further above what it lets through
+# than this: clear above, since the answers that free its places come back in clumps, which
+# an evenly spaced pace close above meets with places unused (8 in service ± 50 %: 94 % of
+# what it serves at 1.5×, 97 % at 3×, 98 % unbounded); not at --rate: the cap may be dropped.
+CAP_GUARD = 3.0
 
 # Requests on the wire before any answer is back, in a slow start: TCP's initial window, but
 # wider (RFC 6928 sets 10 segments). 16 held two runs started together at 600/s on one limit,
@@ -1608,6 +1625,7 @@ class Pacer:
                 self.calm = False
                 return
         control.capped = self.in_flight.cap is not None
+        control.cap_through = self.in_flight.sustains
         control.observe(now, sent_at, signal, retry_after, fresh=fresh)
         self.calm = control.calm and not control.capped
 

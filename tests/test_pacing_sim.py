@@ -30,6 +30,7 @@ from bulktag.fake.limiters import (
     TokenBucket,
 )
 from bulktag.model import Outcome
+from bulktag.pacing import CAP_GUARD
 from bulktag.policy import RetryPolicy
 from tests.pacing_sim import BIN, Client, Serving, Simulation, SlowSpell
 
@@ -248,6 +249,22 @@ def test_a_far_cloud_is_paced_on_the_answers_to_its_own_pace(name: str) -> None:
     assert min(capacity) >= 0.9
     assert _median(refused) <= 0.05
     assert max(refused) <= 0.15
+
+
+@pytest.mark.parametrize("latency", [0.05, 0.1, 0.2, 0.3])
+def test_a_pace_a_cap_on_requests_in_service_holds_under_stays_a_guard_above_it(
+    latency: float,
+) -> None:
+    """A cap found in the cloud (8 in service) governs the sends, and the pace is to stay
+    clear above what it lets through. Probed on without a bound, the pace reached --rate
+    (11-42 × what the limit serves, from 5 s on), and when a refusal under the cap made the
+    run drop it, the run sent at --rate (250 refused in half a second, 0.3 s away, in a run
+    a change to its start sent down that path). Now the pace stays within CAP_GUARD × what
+    the cap lets through: 3.0 × what the limit serves."""
+    for client in far_cloud_runs("concurrency-limit", latency):
+        serves = far_cloud_serves("concurrency-limit", latency)
+        paces = [rate for b, rate in client.allowed.items() if b * BIN >= 5.0]
+        assert max(paces) <= 1.1 * CAP_GUARD * serves
 
 
 @pytest.mark.parametrize("name", FAR_CLOUD)
