@@ -189,6 +189,12 @@ def random_refusals(s: PacingSizes) -> list[Model]:
             smoke = share == 0.3 and retry_after is None
             found.append(Model(name, "random", flags, 300, int(300 * s.random_s), None,
                                s.random_s, refusals=share, in_smoke=smoke))  # fmt: skip
+    # The common real shape: the gateway refuses at once, the backend serves what it lets
+    # through in 100 ms (refusals come back before the acceptances of requests sent earlier).
+    flags = ("--fail-503", "0.2", "--seed", "1", "--write-latency", "0.1")
+    found.append(Model("random 503 20%, no limit, served in 100 ms", "random", flags, 300,
+                       int(300 * s.random_s), None, s.random_s, refusals=0.2,
+                       in_smoke=False))  # fmt: skip
     return found
 
 

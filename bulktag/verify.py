@@ -305,7 +305,7 @@ class Verifier(AttemptLoop[_Reading, ImageRead | None]):
         try:
             reading.read = await self._reader.get_image(reading.image_id, token)
         finally:
-            self.pacer.returned()
+            self.pacer.returned(sent_at)
         return reading.read.answer, sent_at, level
 
     def settled(

@@ -4,22 +4,27 @@ made by hand; nothing here runs a server or measures a time."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import pytest
+
+from bulktag.fake.serve import add_serve_arguments, config_from_args
 
 # The benchmarks are scripts importing each other by name, not a package. Appended, so none
 # of their names shadows anything the other tests import.
 sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from pacing_matrix import (
+    FULL,
     Client,
     Outcome,
     Put,
     client_shares,
     freed_recovery_s,
     goodput,
+    models,
     recovery_s,
     sending_rate,
 )
@@ -116,3 +121,14 @@ def test_the_simulator_tables_two_run_rows_count_what_they_say(
     two_rows("floods", [*runs, TwoRuns((0.5, 0.5), 0.31)])
     refused = capsys.readouterr().out.splitlines()[1]
     assert refused.endswith("over 10 % in 2, over 30 % in 1")
+
+
+def test_every_models_server_is_one_serve_fake_can_be_asked_for() -> None:
+    """Each model's server flags (glance_server.py takes serve-fake's) make a fake Glance:
+    an operator can rehearse every shape the matrix measures."""
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_serve_arguments(parser)
+    for model in models(FULL):
+        config = config_from_args(parser.parse_args(list(model.server)))
+        assert config.limiter is not None or config.fail_503 or model.capacity is None
+
