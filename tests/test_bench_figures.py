@@ -131,4 +131,3 @@ def test_every_models_server_is_one_serve_fake_can_be_asked_for() -> None:
     for model in models(FULL):
         config = config_from_args(parser.parse_args(list(model.server)))
         assert config.limiter is not None or config.fail_503 or model.capacity is None
-
