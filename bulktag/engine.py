@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -467,7 +467,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
                     return
                 item = await get(ready)
                 # batching: the next image of the window (taken gives its first row); else the row
-                row = scheduler.taken(item) if batching else item  # type: ignore[assignment]
+                row = scheduler.taken(item) if batching else cast(Row, item)
             if self._refused and row.image_id in self._refused:
                 row = await self._settle_refused(row, scheduler)
                 continue
