@@ -593,7 +593,7 @@ class Engine(AttemptLoop[list[Row], list[Result]]):
             try:
                 answer = await self._send_one(rows[0].image_id, tags, token)
             finally:
-                self.pacer.returned(sent_at)
+                self.pacer.returned()
         finally:
             if self._room_waiters:
                 self._leave_flight()

@@ -83,7 +83,6 @@ tests and the simulator (tests/pacing_sim.py) drive it through hours in millisec
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from collections import deque
@@ -388,14 +387,8 @@ class PaceController:
         self.accepted_total = 0  # also counted by the attempt loop's fast path while calm
         self.last_accepted = now
         self._refused_at = now  # when a row's first try was last refused (see _stale)
-        # Refusals and failures since the last accepted answer, and those of them that
-        # answered a row's first attempt; the latest of them sent.
-        self._streak = self._fresh_streak = 0
-        self._streak_sent = -math.inf
-        # When the oldest request still on the wire was sent (the Pacer, which sees the sends,
-        # keeps it current), and the latest send whose answer a streak waits for (see
-        # _streak_is_evidence).
-        self.oldest_on_wire, self._awaiting = math.inf, -math.inf
+        self._streak = 0  # refusals and failures since the last accepted answer
+        self._fresh_streak = 0  # those of them that answered a row's first attempt
         self._accepted_seen = 0  # accepted_total when observe() last looked
         self._resumed_at = float("-inf")  # the last time accepted answers ended a hold-back
         self._resumed_total = 0  # accepted_total then
@@ -422,9 +415,8 @@ class PaceController:
         self._overshot: float | None = None  # the last pace that brought refusals, if above…
         self._overshot_at = now  # …and when: after a while it says little about the cloud
         self._bisections = 0  # probes since then that went half the way to it, all clean
-        # The last dip under a pace with rate-independent refusals; the last time refusals
-        # were found not to be about the rate.
-        self._checked_at = self._found_at = now
+        self._checked_at = now  # the last dip under a pace with rate-independent refusals
+        self._found_at = now  # the last time refusals were found not to be about the rate
         self._first_tries = False  # the last window's share was read from rows' first tries
         self._dip_answers = 0  # answers the window of a dip needs
         self._dip_before = (0.0, 1)  # the share before the dip, and the answers behind it
@@ -479,7 +471,6 @@ class PaceController:
             self._accepted_seen = self.accepted_total
             self.last_accepted = now
             self._streak = self._fresh_streak = 0
-            self._streak_sent = -math.inf
         if signal is Signal.REFUSED and fresh:
             self._refused_at = now
         if signal is not Signal.ACCEPTED:
@@ -488,7 +479,6 @@ class PaceController:
                 # that spent the window: no evidence against the resumed one.
                 self._streak += 1
                 self._fresh_streak += fresh
-                self._streak_sent = max(self._streak_sent, sent_at)
         elif self.mode is Mode.HELD_BACK:
             self._resume_pace(now)
             return
@@ -527,8 +517,6 @@ class PaceController:
         window, policy = self._window, self.policy
         elapsed = now - window.start
         accepted = self._accepted_in(window)
-        if self._waiting_for_older(now):
-            return False
         if self._nothing_gets_in(now) or self._overwhelmed(now, window):
             return True
         if accepted == 0:
@@ -676,58 +664,10 @@ class PaceController:
             # guess while the other took the whole limit, and every cut after kept the split.
             return False
         unlucky = self._unlucky_run()
-        streak = self._fresh_streak >= unlucky or self._streak >= 4 * unlucky
-        if streak and self._streak_is_evidence(now):
+        if self._fresh_streak >= unlucky or self._streak >= 4 * unlucky:
             return True
         silent = now - self.last_accepted >= self.policy.silent_after
         return silent and self._streak >= self.policy.quick_refusals
-
-    def _streak_is_evidence(self, now: float) -> bool:
-        """Before the run's first acceptance is timed, a streak is evidence only once every
-        request sent before its latest refusal is answered (or one still out has been for
-        over ``silent_after``: hung, not served); meanwhile nothing more is sent. Refusals
-        come at once, acceptances once served: a backend refusing 20 % at any rate and
-        serving in 50 ms answered a run's first five refusals before any acceptance, and the
-        run held back to 1/s at 0.04 s, then climbed from a quarter of ``--rate`` for
-        seconds (RESULTS section 36). At an outage or a spent limiter the older requests
-        come back refused too, and the hold-back follows; at a concurrency limit they come
-        back accepted, and the window reads the share. Once acceptances are timed, they end
-        such streaks themselves."""
-        if self.delays.accepted:
-            return True
-        oldest = self.oldest_on_wire
-        if oldest > self._streak_sent or now - oldest > self.policy.silent_after:
-            return True
-        self._awaiting = self._streak_sent
-        # Before any acceptance, so no server-asked pause is under way (a resume ends those).
-        self.paused_until = max(self.paused_until, oldest + self.policy.silent_after)
-        return False
-
-    @property
-    def reads_oldest_on_wire(self) -> bool:
-        """Before the first acceptance is timed, and while a streak waits (the Pacer keeps
-        :attr:`oldest_on_wire` until this is false, then stops: it never will be again)."""
-        return not self.delays.accepted or self._awaiting != -math.inf
-
-    def _waiting_for_older(self, now: float) -> bool:
-        """True while answers to requests sent before a streak's latest refusal are still
-        out (see :meth:`_streak_is_evidence`): the window waits for them, and so does
-        sending. When they are in and most were refused even so, the pace is over twice what
-        gets in, as the streak said (a concurrency limit far away: 8 of the first 32 in
-        service): the run holds back and resumes at once, as it did at the streak and the
-        first acceptance before. Read as a window instead, the 8 that got in within a few
-        milliseconds of sending read as 1,000/s, and the run sent at that for 0.2 s more."""
-        if self._awaiting == -math.inf:
-            return False
-        oldest = self.oldest_on_wire
-        if oldest <= self._awaiting and now - oldest <= self.policy.silent_after:
-            return True
-        self._awaiting = self.paused_until = -math.inf
-        window = self._window
-        if window.refused > self._accepted_in(window):
-            self._hold_back(now, window)
-            self._resume_pace(now)  # a new window, with nothing in it yet
-        return False
 
     def _unlucky_run(self) -> int:
         """Refusals in a row, with nothing accepted, that the refused share would produce
@@ -1176,10 +1116,7 @@ class PaceController:
             return
         if not self.independent or self._accepted_rose(now):
             self.good = self.rate
-            # Not under a cap on requests in flight: what it held the sends to is what the
-            # horizon confirmed, not this pace (a false cap at a bucket, dropped, left a peak
-            # of 448/s over 200/s, and probes headed back to it every few seconds).
-            if self.good >= policy.below * self._peak and not self.capped:
+            if self.good >= policy.below * self._peak:
                 self._peak, self._peak_at = max(self._peak, self.good), now
         self._probe_base = (self.accepted_rate(now, full=True), self.rate)
         # The step grows with the rate, plus a part that does not: two runs sharing one limit
@@ -1540,11 +1477,6 @@ class Pacer:
         # The opening window holds the wire until it is this wide; None once it is over.
         self._slow_start_to = slow_start_to
         self._returned = 0  # requests back off the wire: the opening window widens by each
-        # When each request on the wire was sent, oldest first, and those of them back off it
-        # already (a heap, popped as the oldest come back): see PaceController.oldest_on_wire.
-        # Kept while the controller reads it (None after: see reads_oldest_on_wire).
-        self._sent: deque[float] | None = deque()
-        self._back: list[float] = []
 
     @property
     def rate(self) -> float:
@@ -1578,8 +1510,6 @@ class Pacer:
         self._next_slot = (slot if slot > now else now) + self._interval
         self.level = self.on_wire
         self.on_wire += 1
-        if self._sent is not None:
-            self._sent.append(now)
         if not self._begun:
             self._begin(now)
         return now
@@ -1597,7 +1527,7 @@ class Pacer:
                 now = self._clock()
                 start = self.earliest(now)
                 if start <= now:
-                    self.grant(now, due=self._due(arrived, now))
+                    self.grant(self._due(arrived, now))
                     return now
                 # Nap at most 0.1 s: the allowed rate may rise (the cloud came back) meanwhile.
                 await self._sleep(min(start - now, 0.1))
@@ -1648,33 +1578,23 @@ class Pacer:
             return False
         return self.on_wire >= window
 
-    def grant(self, now: float, *, due: float | None = None) -> None:
-        """A caller sends at ``now``, in the slot it was ``due`` (``now`` if not given):
-        move both limits on by one request."""
-        slot = now if due is None else due
-        self._next_slot = max(self._next_slot, slot) + self._interval
-        self._last_grant = slot
+    def grant(self, now: float) -> None:
+        """A caller sends at ``now``: move both limits on by one request."""
+        self._next_slot = max(self._next_slot, now) + self._interval
+        self._last_grant = now
         self.level = self.on_wire
         self.on_wire += 1
-        if self._sent is not None:
-            self._sent.append(now)
         if not self._begun:
-            self._begin(slot)
+            self._begin(now)
 
     def _begin(self, now: float) -> None:
         self._begun = True
         self.control.begin(now)
 
-    def returned(self, sent_at: float) -> None:
-        """A request granted at ``sent_at`` is off the wire (answered, failed or cancelled)."""
+    def returned(self) -> None:
+        """A granted request is off the wire (answered, failed or cancelled)."""
         self.on_wire -= 1
         self._returned += 1
-        sent, back = self._sent, self._back
-        if sent is not None:
-            heapq.heappush(back, sent_at)
-            while back and sent and back[0] == sent[0]:
-                heapq.heappop(back)
-                sent.popleft()
         room = self._room
         if room is not None:
             self._room = None
@@ -1706,11 +1626,6 @@ class Pacer:
                 return
         control.capped = self.in_flight.cap is not None
         control.cap_through = self.in_flight.sustains
-        sent = self._sent
-        if sent is not None:
-            control.oldest_on_wire = sent[0] if sent else math.inf
-            if not control.reads_oldest_on_wire:
-                self._sent, self._back = None, []
         control.observe(now, sent_at, signal, retry_after, fresh=fresh)
         self.calm = control.calm and not control.capped
 

@@ -305,7 +305,7 @@ class Verifier(AttemptLoop[_Reading, ImageRead | None]):
         try:
             reading.read = await self._reader.get_image(reading.image_id, token)
         finally:
-            self.pacer.returned(sent_at)
+            self.pacer.returned()
         return reading.read.answer, sent_at, level
 
     def settled(

@@ -202,7 +202,7 @@ class Simulation:
         self, client: Client, item: tuple[int, int, int], verdict, sent_at: float, level: int
     ) -> None:
         row, counted, made = item
-        client.pacer.returned(sent_at)
+        client.pacer.returned()
         retry_after = verdict.retry_after
         answer = Answer(verdict.status, None if retry_after is None else str(int(retry_after)))
         decision = decide(self.retry, answer, counted, self.now, self.rng)

@@ -641,57 +641,6 @@ def test_nothing_got_in_five_refused_in_a_runs_first_window_still_hold_it_back()
     assert Mode.HELD_BACK == control.mode
 
 
-def test_a_streak_before_any_acceptance_waits_for_the_requests_sent_before_it() -> None:
-    """A backend refusing 20 % at once and serving the rest in 50 ms: the run's first five
-    answers are refusals while the 20 requests sent before them are still in service. Held
-    back there, the run resumed at a quarter of --rate and probed for seconds (RESULTS
-    section 36). Now sending waits for those answers, and acceptances end it at the pace."""
-    control = PaceController(300.0, POLICY, T)
-    control.begin(T)
-    control.oldest_on_wire = T  # the first request is in service
-    for n in range(POLICY.quick_refusals):
-        control.observe(T + 0.012 + 0.003 * n, T + 0.01 + 0.003 * n, Signal.REFUSED)
-    assert Mode.CRUISE == control.mode
-    assert control.paused_until > T + 0.03  # no more sent meanwhile
-    for n in range(20):  # the 20 sent before them, served
-        control.oldest_on_wire = T + 0.0005 * (n + 1) if n < 19 else math.inf
-        control.observe(T + 0.05 + 0.0005 * n, T + 0.0005 * n, Signal.ACCEPTED)
-    assert Mode.CRUISE == control.mode
-    assert control.paused_until == -math.inf
-    assert 300.0 == control.rate
-
-
-def test_a_streak_waits_for_a_request_still_out_a_second_at_most() -> None:
-    """A request that hangs is not one in service: past ``silent_after``, the streak is
-    evidence whatever is still out."""
-    control = PaceController(300.0, POLICY, T)
-    control.begin(T)
-    control.oldest_on_wire = T
-    now = T + POLICY.silent_after + 0.01
-    for n in range(POLICY.quick_refusals):
-        control.observe(now + 0.001 * n, now - 0.005 + 0.001 * n, Signal.REFUSED)
-    assert Mode.HELD_BACK == control.mode
-
-
-def test_requests_awaited_by_a_streak_that_come_back_mostly_refused_still_hold_it_back() -> None:
-    """A concurrency limit 0.3 s away: 8 of the first 32 in service, the other 24 refused at
-    once. Read as a window once the 8 were back, they got in within a few milliseconds of
-    sending, read as 1,000/s, and the run sent at that for 0.2 s more. Held back and resumed
-    then, as the streak and the first acceptance did before: under what got in."""
-    control = PaceController(1000.0, POLICY, T)
-    control.begin(T)
-    control.oldest_on_wire = T
-    for n in range(24):  # requests 9-32, refused
-        control.observe(T + 0.3 + 0.001 * n, T + 0.008 + 0.001 * n, Signal.REFUSED)
-    assert Mode.CRUISE == control.mode
-    for n in range(8):  # requests 1-8, served in 40 ms
-        control.oldest_on_wire = T + 0.001 * (n + 1) if n < 7 else math.inf
-        control.observe(T + 0.34 + 0.001 * n, T + 0.001 * n, Signal.ACCEPTED)
-    assert Mode.CRUISE == control.mode
-    assert control.cuts >= 1
-    assert control.rate <= 0.25 * 1000.0
-
-
 @pytest.mark.parametrize(("accepted", "resumed"), [(2, 1000 * 2 / 7), (1, 250.0), (0, 250.0)])
 def test_a_hold_back_before_a_rate_could_be_measured_resumes_at_the_share_that_got_in(
     accepted: int, resumed: float
@@ -1042,28 +991,13 @@ def send_while_allowed(gate: Pacer, fake: FakeTime) -> int:
     return sent
 
 
-def test_the_gate_tells_the_controller_when_the_oldest_request_on_the_wire_left() -> None:
-    """Answers come back out of order: the oldest still out is the earliest send not back
-    (what a streak of refusals before any acceptance waits for)."""
-    fake = FakeTime()
-    gate = Pacer(1000.0, clock=fake, sleep=fake.sleep, burst=10)
-    sent = []
-    for _ in range(3):
-        sent.append(gate.free_now())
-        fake.now += 0.001
-    for back, oldest in ((1, sent[0]), (0, sent[2]), (2, math.inf)):
-        gate.returned(sent[back])
-        gate.answered(sent_at=sent[back], signal=Signal.REFUSED)
-        assert oldest == gate.control.oldest_on_wire
-
-
 def test_a_slow_start_sends_32_before_any_answer_and_one_more_for_each_back() -> None:
     fake = FakeTime()
     gate = slow_starting(fake)
     assert 32 == send_while_allowed(gate, fake)
     assert gate.free_now() is None  # the engine's fast path waits too
     for _ in range(5):
-        gate.returned(fake.now)
+        gate.returned()
     # Five back: five places for them, and five more: the window doubles each round trip.
     assert 10 == send_while_allowed(gate, fake)
     assert 37 == gate.on_wire
@@ -1086,7 +1020,7 @@ def test_a_slow_start_ends_when_its_window_is_as_wide_as_the_run_may_send() -> N
     gate = slow_starting(fake, most=40)
     send_while_allowed(gate, fake)
     for _ in range(8):
-        gate.returned(fake.now)  # 32 + 8: as wide as --concurrency 40, so it holds nothing any more
+        gate.returned()  # 32 + 8: as wide as --concurrency 40, so it holds nothing any more
     # The rest of the burst goes at once (in the window, 16 would: 40 less the 24 on the wire).
     assert 1000 - 32 == send_while_allowed(gate, fake)
 

@@ -282,13 +282,12 @@ def test_a_cloud_answering_in_50_or_100_ms_is_paced_on_its_own_answers(name: str
 
 
 @cache
-def flaky_slow_runs(service: float, share: float = 0.2) -> list[Client]:
-    """A backend that refuses ``share`` at any rate, at once, and serves the rest in
-    ``service`` ± half of it, at --rate 300: 4 seeds × on time or late, odd seeds off the
-    grid."""
+def flaky_slow_runs(service: float) -> list[Client]:
+    """A backend that refuses 20 % at any rate, at once, and serves the rest in ``service``
+    ± half of it, at --rate 300: 4 seeds × on time or late, odd seeds off the grid."""
     runs = []
     for seed, spread in itertools.product(range(4), (0.0, LATE)):
-        model = Serving(RandomRefusals(share, seed=7 + seed), service, 0.5, seed)
+        model = Serving(RandomRefusals(0.2, seed=7 + seed), service, 0.5, seed)
         sim = Simulation(model, seed=seed, spread=spread, uplink=0.002 if seed % 2 else 0.0)
         client = sim.add_client(rows=6000, ceiling=300, concurrency=256)
         sim.run(600.0)
@@ -311,30 +310,15 @@ def test_a_flaky_backend_that_serves_slowly_is_read_as_flaky_as_it_is() -> None:
     assert _median(learnt) <= 0.3
 
 
-@pytest.mark.parametrize(
-    ("share", "service"),
-    [
-        # Gaps still (RESULTS section 36): a first window of a dozen answers reads 21 %
-        # refused where 10 % are, and the experiment after the cut reads the true share as a
-        # fall (61-90 % of the asked rate at 150 ms, 78-98 % at 50 ms); at 30 % and 150 ms,
-        # 80-97 %.
-        pytest.param(0.1, 0.05, marks=KNOWN_GAP),
-        pytest.param(0.1, 0.15, marks=KNOWN_GAP),
-        (0.2, 0.05),
-        (0.2, 0.15),
-        (0.3, 0.05),
-        pytest.param(0.3, 0.15, marks=KNOWN_GAP),
-    ],
-)
-def test_a_flaky_backend_that_serves_slowly_is_sent_at_the_asked_rate(
-    share: float, service: float
-) -> None:
-    """The run's first streak of refusals came before any acceptance had been timed, and
-    held it back to a quarter of --rate, then probes for seconds: at 20 %, 81-96 % of the
-    asked rate at 150 ms, 82-99 % at 50 ms (RESULTS section 35). A streak now waits for the
-    answers to the requests sent before it (PaceController._streak_is_evidence): 96-97 %
-    and 97-99 %; at 30 % and 50 ms, 86-97 → 91-98 %."""
-    for client in flaky_slow_runs(service, share):
+# A gap still (RESULTS section 35): the run's first streak of refusals comes before any
+# acceptance has been timed, and holds it back (resumed at a quarter of --rate, then probes
+# for seconds): at 150 ms 81-96 % of the asked rate, at 50 ms 82-99 % (two runs of 8 at
+# 82-83 %). Scaling each window's acceptances instead (as what got in after a first refusal
+# is) lifted 150 ms to 76-97 % but read capacity limits with slow acceptances as looser.
+@KNOWN_GAP
+@pytest.mark.parametrize("service", [0.05, 0.15])
+def test_a_flaky_backend_that_serves_slowly_is_sent_at_the_asked_rate(service: float) -> None:
+    for client in flaky_slow_runs(service):
         assert client.outcomes.get(Outcome.OK) == 6000
         end = client.most_settled_at
         assert end is not None
