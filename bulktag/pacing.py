@@ -1009,13 +1009,18 @@ class PaceController:
             return False
         policy, sending = self.policy, self._sending
         if self.capped:
-            through = self.cap_through
-            return through is None or self.rate < CAP_GUARD * through
+            return self.rate < self._cap_guard()
         if sending.at_least(policy.used_share * self.rate, policy.window_answers, now):
             return True
         if now - sending.since >= every:
             self._sending = Sending(now)
         return False
+
+    def _cap_guard(self) -> float:
+        """How far a cap on requests in flight lets probes take the pace: ``CAP_GUARD`` ×
+        what it lets through (no bound while that is not known yet)."""
+        through = self.cap_through
+        return math.inf if through is None else CAP_GUARD * through
 
     def _probe_every(self) -> float:
         """Seconds at a pace before the next probe: a horizon, or long enough for
@@ -1138,8 +1143,8 @@ class PaceController:
             step = max(step, min(4.0 * step, policy.stale_kick * self.rate))
         toward = self._toward_peak(now)
         step, grows = self._bounded_step(now, max(step, toward), under_peak=toward > 0)
-        if self.capped and self.cap_through is not None:  # a guard above the cap's throughput
-            step = min(step, CAP_GUARD * self.cap_through - self.rate)
+        if self.capped:
+            step = min(step, self._cap_guard() - self.rate)
         self._set_rate(now, self.rate + step)
         # Counted from the new pace: the step that leaves the plateau is the first that grows.
         self._probes += grows and not self._near_capacity(stale=stale)
