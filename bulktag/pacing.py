@@ -60,6 +60,9 @@ an experiment that congestion control never needs, because for it loss *is* over
                        hold back to a trickle (1/32 of the pace); after 1 s, 1 request/s
                        (and the server's Retry-After, when most refusals carry one);
                        the first accepted answer → straight back to the pace from before
+                       (undone, to the pace before the hold-back, if the streak came
+                       before its acceptances could: as many of the requests sent among
+                       its refused ones got in as two for every three refused)
 
     rate ▲  ceiling ──┐              probe ┌┐   ┌─
          │            │cut: f fell? yes    │└───┘  hold a second, then probe
@@ -76,9 +79,11 @@ only answers to requests sent since the change: answers come back late and out o
 accepted/s lags the rate by their latency. Where acceptances clearly take longer than
 refusals (the backend serves, the gateway refuses at once: :class:`Delays`), what got in is
 counted over the sending whose acceptances can be back, not over the refusals that came
-back first. After an outage the last good pace is resumed at
-once, as TCP resumes at ``ssthresh``. The controller reads no clock (``now`` is passed in), so
-tests and the simulator (tests/pacing_sim.py) drive it through hours in milliseconds.
+back first; a run's first window lasts until they can be, and a hold-back on a streak that
+came before them is undone when they come (TCP's undo of a spurious cut). After an outage
+the last good pace is resumed at once, as TCP resumes at ``ssthresh``. The controller reads
+no clock (``now`` is passed in), so tests and the simulator (tests/pacing_sim.py) drive it
+through hours in milliseconds.
 """
 
 from __future__ import annotations
@@ -258,6 +263,25 @@ class _Window:
         return self.later_got_in / max(end - self.first_refused_sent, 1e-6)
 
 
+@dataclass(slots=True)
+class _DoubtfulHold:
+    """A hold-back begun on a streak whose acceptances, had there been any, could not be
+    back yet (see :meth:`PaceController._misread_hold_back`): what it replaced, and the
+    answers to requests sent from the streak's first refused one to the hold-back."""
+
+    streak_sent: float  # the streak's first refused request left then
+    at: float  # the hold-back began
+    rate: float  # the pace, the good pace and the cuts before it
+    good: float
+    cuts: int
+    capacity: float | None
+    rate_related: bool
+    resumed: tuple[float, int]  # the last resume before it, and accepted_total then
+    held_since: float
+    refused: int  # the streak, and the refusals to requests sent in it that came later
+    accepted: int = 0
+
+
 class Delays:
     """How long answers take to come back, accepted and refused apart: the gateway refuses
     at once, the backend serves first, and at a concurrency limit serving takes long. Every
@@ -287,6 +311,14 @@ class Delays:
             self._extra = self._read_extra()
             self._added = 0
         return self._extra
+
+    @property
+    def lag(self) -> float:
+        """The longest an acceptance took over the quickest refusal, where acceptances are
+        slower beyond chance (else 0)."""
+        if not self.extra:
+            return 0.0
+        return max(self.accepted) - min(self.refused)
 
     def _read_extra(self) -> float:
         """Acceptances are slower beyond chance: were the two kinds alike, the last n
@@ -365,6 +397,7 @@ class PaceController:
     """
 
     cap_through: float | None
+    _doubtful_hold: _DoubtfulHold | None
 
     def __init__(
         self, ceiling: float, policy: PacingPolicy, now: float, *, wall_offset: float = 0.0
@@ -387,8 +420,12 @@ class PaceController:
         self.accepted_total = 0  # also counted by the attempt loop's fast path while calm
         self.last_accepted = now
         self._refused_at = now  # when a row's first try was last refused (see _stale)
-        self._streak = 0  # refusals and failures since the last accepted answer
-        self._fresh_streak = 0  # those of them that answered a row's first attempt
+        # Refusals and failures since the last accepted answer; those of them that answered
+        # a row's first attempt; when the earliest of them was sent.
+        self._streak, self._fresh_streak, self._streak_sent = 0, 0, math.inf
+        # A hold-back the streak's own acceptances may yet show was a misreading; whether
+        # one was undone, and no window judged the pace since.
+        self._doubtful_hold, self._undone = None, False
         self._accepted_seen = 0  # accepted_total when observe() last looked
         self._resumed_at = float("-inf")  # the last time accepted answers ended a hold-back
         self._resumed_total = 0  # accepted_total then
@@ -458,7 +495,7 @@ class PaceController:
         """Fold one answer in; evaluate the window when it is complete. ``fresh``: the
         answer to a row's first attempt."""
         if signal is not Signal.FAILED:
-            self.delays.add(now - sent_at, signal is Signal.ACCEPTED)
+            self._timed(now, sent_at, signal is Signal.ACCEPTED)
         if self._deferred:
             self._count_deferred(now)
         self._sending.add(sent_at)
@@ -471,6 +508,7 @@ class PaceController:
             self._accepted_seen = self.accepted_total
             self.last_accepted = now
             self._streak = self._fresh_streak = 0
+            self._streak_sent = math.inf
         if signal is Signal.REFUSED and fresh:
             self._refused_at = now
         if signal is not Signal.ACCEPTED:
@@ -479,6 +517,7 @@ class PaceController:
                 # that spent the window: no evidence against the resumed one.
                 self._streak += 1
                 self._fresh_streak += fresh
+                self._streak_sent = min(self._streak_sent, sent_at)
         elif self.mode is Mode.HELD_BACK:
             self._resume_pace(now)
             return
@@ -490,6 +529,13 @@ class PaceController:
             self._add_to_opening(now, signal, retry_after, fresh, sent_at)
         if self._window_complete(now):
             self._evaluate(now)
+
+    def _timed(self, now: float, sent_at: float, accepted: bool) -> None:
+        """An answer that says how long the cloud takes: timed, and, while a hold-back is in
+        doubt, a witness for or against it."""
+        self.delays.add(now - sent_at, accepted)
+        if self._doubtful_hold is not None:
+            self._misread_hold_back(now, sent_at, accepted)
 
     def _add_to_window(
         self, now: float, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float
@@ -525,7 +571,7 @@ class PaceController:
             return True
         if elapsed >= policy.dip_for and self.mode is Mode.RECHECKING:
             return True
-        if elapsed < policy.window:
+        if elapsed < policy.window or elapsed < self._unsettled_for(window):
             return False
         answers = accepted + window.refused
         return answers >= self._answers_needed() or self._clean_sooner(window, answers)
@@ -563,6 +609,16 @@ class PaceController:
             and window.start == self._started
             and now - window.start >= self.policy.window
         )
+
+    def _unsettled_for(self, window: _Window) -> float:
+        """How long the window must last before its share can be read: the run's first,
+        and the first after a hold-back was undone, judge a pace nothing judged yet, while
+        the time acceptances take over refusals is read from the quickest acceptances only
+        (the slow ones are not back): twice the longest an acceptance took over the
+        quickest refusal, so that the requests of its first half are answered."""
+        if not (self._undone or window.start == self._started):
+            return 0.0
+        return 2.0 * self.delays.lag
 
     def _clean_sooner(self, window: _Window, answers: int) -> bool:
         """After a cut, a window with no refusal at all is sure sooner than the experiment's
@@ -630,6 +686,7 @@ class PaceController:
             if self._first_tries:
                 share, answers = window.fresh_refused / fresh, fresh
             self._last_share = share
+            self._undone = False
             self._tally_refused += share * answers
             self._tally_answers += answers
             if self.mode is Mode.VERIFYING:
@@ -680,7 +737,7 @@ class PaceController:
         share = max(self.independent, self._last_share)
         if before >= self.policy.window_answers:
             share = max(share, (window.fresh_refused - streak) / before)
-        if self._resumed_on_a_guess():
+        if self._resumed_on_a_guess() or self._undone:
             share = max(share, self.policy.guessed_share)
         share = min(share, 0.9)
         if share <= 0.0:
@@ -1279,6 +1336,19 @@ class PaceController:
         """Nothing was accepted: a window of the cloud's limiter is spent, or it is down."""
         policy = self.policy
         if self.mode is not Mode.HELD_BACK:
+            if self._hold_in_doubt(now):
+                self._doubtful_hold = _DoubtfulHold(
+                    self._streak_sent,
+                    now,
+                    self.rate,
+                    self.good,
+                    self.cuts,
+                    self.capacity,
+                    self.rate_related,
+                    (self._resumed_at, self._resumed_total),
+                    self._held_since,
+                    self._streak,
+                )
             if self._probing and self.rate > self.good:
                 # A probe spent the window (a fixed window's quota): an overshoot, which the
                 # next probes bisect. Else the same probe came back every two seconds, and at
@@ -1302,6 +1372,58 @@ class PaceController:
             # Most refusals asked for the same wait: the server as a whole asked for it.
             asked = sorted(window.asked)[len(window.asked) // 2]
             self.paused_until = max(self.paused_until, now + asked)
+
+    def _hold_in_doubt(self, now: float) -> bool:
+        """No window judged the pace yet, and the streak's acceptances, had there been any,
+        could not be back: nothing was timed yet, or it began less than the time acceptances
+        take over refusals ago (see :meth:`_misread_hold_back`). A pace windows judged clean
+        before the streak is not restored on it: a queueing server's queue takes requests
+        (acceptances of the streak's come back late) while it refuses the rest, and each
+        undo flooded it again."""
+        if self._tally_answers or self._undone:
+            return False
+        return not self.accepted_total or now - self._streak_sent < self.delays.extra
+
+    def _misread_hold_back(self, now: float, sent_at: float, accepted: bool) -> None:
+        """Undo a hold-back once the answers to requests sent from its streak's first
+        refused one to the hold-back show it was not one: as many of them got in as were
+        refused. Only a streak whose acceptances could not be back yet is in doubt (nothing
+        timed yet, or begun less than the time acceptances take over refusals before it):
+        it was answers arriving out of order, refusals back at once and acceptances once
+        served (a gateway that refuses 20 % in front of a backend that serves in 100-150
+        ms), not "nothing gets in". TCP undoes a cut that late acknowledgements show was
+        spurious in the same way (Eifel detection, RFC 3522; F-RTO, RFC 5682). Held back and
+        resumed at a quarter of ``--rate``, such a run was sent 81-88 % of it, simulated;
+        58 % in real time. At a limit, what a streak comes among is refused too (a window
+        spent), was sent before it (a bucket's burst, a window's quota, the requests a
+        concurrency limit holds), or is a small share (a bucket's refill at five times its
+        rate: undone on one acceptance, such a run went back to that pace again and again),
+        and the hold-back stands. Undone, the pace is the one before, for the windows to
+        judge on their shares."""
+        held = self._doubtful_hold
+        assert held is not None
+        if now - held.at > self._horizon() or self.cuts > held.cuts + 1:
+            self._doubtful_hold = None  # too late to be the streak's, or judged since
+            return
+        if not held.streak_sent < sent_at < held.at:
+            return
+        if accepted:
+            held.accepted += 1
+        else:
+            held.refused += 1
+        if 3 * held.accepted < 2 * held.refused:
+            return
+        self._doubtful_hold = None
+        self._undone = True
+        self.mode = Mode.CRUISE
+        self._steps, self._probes = [], 0
+        self.cuts, self.good, self._resume = held.cuts, held.good, held.good
+        self.capacity, self.rate_related = held.capacity, held.rate_related
+        # Resumed now: what gets in is measured from here, not over the hold-back's trickle.
+        self._resumed_at, self._resumed_total = now, self.accepted_total
+        self._held_since, self.paused_until = held.held_since, float("-inf")
+        self._window = self._new_window(now)
+        self._set_rate(now, held.rate)
 
     def _spent_pace(self, now: float, window: _Window) -> float:
         """The pace to resume at after nothing got in: what got in over the last horizon up
@@ -1360,6 +1482,11 @@ class PaceController:
         self._sending = Sending(now)
         self._probing = False  # a probe sets it again after this
         self._tally_refused, self._tally_answers = 0.0, 0
+
+    @property
+    def hold_in_doubt(self) -> bool:
+        """Held back on a streak that an acceptance may yet show was misread."""
+        return self._doubtful_hold is not None
 
     # ── what the operator is told ─────────────────────────────────────────────────────────
 
@@ -1578,9 +1705,13 @@ class Pacer:
         refused at a concurrency limit and 15.9 % at a queueing server, against 9.2 and 5.4 %."""
         control, most = self.control, self._slow_start_to
         window = OPENING_WINDOW + self._returned
-        if control.rate < control.ceiling or most is None or window >= most:
+        if most is None or window >= most:
             self._slow_start_to = None
             return False
+        if control.rate < control.ceiling:
+            if not control.hold_in_doubt:
+                self._slow_start_to = None
+            return False  # the pace governs; a hold-back undone opens the window again
         return self.on_wire >= window
 
     def grant(self, now: float) -> None:

@@ -310,15 +310,16 @@ def test_a_flaky_backend_that_serves_slowly_is_read_as_flaky_as_it_is() -> None:
     assert _median(learnt) <= 0.3
 
 
-# A gap still (RESULTS section 35): the run's first streak of refusals comes before any
-# acceptance has been timed, and holds it back (resumed at a quarter of --rate, then probes
-# for seconds): at 150 ms 81-96 % of the asked rate, at 50 ms 82-99 % (two runs of 8 at
-# 82-83 %). Scaling each window's acceptances instead (as what got in after a first refusal
-# is) lifted 150 ms to 76-97 % but read capacity limits with slow acceptances as looser;
-# waiting for the answers sent before such a streak lifted it to 96-97 % but cost a real
-# concurrency limit 3-4 points (7857c52, reverted: RESULTS section 36).
-@KNOWN_GAP
-@pytest.mark.parametrize("service", [0.05, 0.15])
+# The run's first streak of refusals comes before any acceptance has been timed, and held it
+# back (resumed at a quarter of --rate, then probes for seconds): at 150 ms 81-96 % of the
+# asked rate, at 50 ms 82-99 % (RESULTS section 35). Waiting for the answers sent before
+# such a streak lifted it to 96-97 % but cost a real concurrency limit 3-4 points (7857c52,
+# reverted: section 36). Now the acceptances of requests sent among the streak's refused
+# ones undo the hold-back (PaceController._misread_hold_back), and a run's first window
+# lasts until its acceptances can be back (_unsettled_for): 95-98 % at 150 ms; at 50 ms
+# 96-99 % but for one run of 8 at 83 %, a gap still: the window after the experiment
+# restored the pace read a fall (_verify), and the cuts after it took seconds to undo.
+@pytest.mark.parametrize("service", [pytest.param(0.05, marks=KNOWN_GAP), 0.15])
 def test_a_flaky_backend_that_serves_slowly_is_sent_at_the_asked_rate(service: float) -> None:
     for client in flaky_slow_runs(service):
         assert client.outcomes.get(Outcome.OK) == 6000
