@@ -926,7 +926,17 @@ class PaceController:
         capacity). If it stayed, go back up, to the earliest step it also stays at — a lucky
         window read as a fall and an unlucky one after it left a flaky 30 % backend at the
         last step, climbing back by probes for seconds — and the next window checks that the
-        accepted share holds there (:meth:`_verify`)."""
+        accepted share holds there (:meth:`_verify`).
+
+        Where a cut confirmed a limit (``capacity``), not on one step: two runs on one limit
+        confound each other's experiments. A second run joining cuts from its first flood as
+        the first run tests its own cut; the first saw its share stay (the newcomer's
+        refusals filled it), took the limit for refusals not about the rate and went back
+        up, and the newcomer was pressed down (simulated, two runs 0.3-0.6 s apart: the
+        smaller under 35 % in 60 of 192, over 30 % refused in 19; two runs 0-3 s apart: 62
+        and 5 of 144). A second step that the share stays at too is evidence enough: 39 and
+        11 of 192, 46 and 0 of 144; a flaky backend behind a limit costs one more window
+        under its pace."""
         restore_to = None
         for rate, before in reversed(self._steps):
             if share > before + max(_noise(before, answers, 2.0), self.policy.margin):
@@ -937,6 +947,10 @@ class PaceController:
             restore_to = rate
         if restore_to is None:
             return False  # cutting stays the answer
+        if self.capacity is not None and len(self._steps) < 2:
+            # A limit a cut confirmed: a share that stayed over one step is read as that
+            # limit moving (another run joined it, mid-experiment) until a second says so too.
+            return False
         self._restore(restore_to, share, answers)
         return True
 

@@ -544,7 +544,7 @@ def _seconds_back(client: Client, since: float, pace: float) -> float:
     for half_seconds in range(30):
         start = since + half_seconds / 2
         if client.goodput(start, start + 1.0) >= pace:
-            return start + 1.0 - since
+            return half_seconds / 2 + 1.0  # exact: (start + 1.0) - since read 5.000000000000001
     return math.inf
 
 
