@@ -276,7 +276,6 @@ class _DoubtfulHold:
     cuts: int
     capacity: float | None
     rate_related: bool
-    resumed: tuple[float, int]  # the last resume before it, and accepted_total then
     held_since: float
     refused: int  # the streak, and the refusals to requests sent in it that came later
     accepted: int = 0
@@ -926,17 +925,7 @@ class PaceController:
         capacity). If it stayed, go back up, to the earliest step it also stays at — a lucky
         window read as a fall and an unlucky one after it left a flaky 30 % backend at the
         last step, climbing back by probes for seconds — and the next window checks that the
-        accepted share holds there (:meth:`_verify`).
-
-        Where a cut confirmed a limit (``capacity``), not on one step: two runs on one limit
-        confound each other's experiments. A second run joining cuts from its first flood as
-        the first run tests its own cut; the first saw its share stay (the newcomer's
-        refusals filled it), took the limit for refusals not about the rate and went back
-        up, and the newcomer was pressed down (simulated, two runs 0.3-0.6 s apart: the
-        smaller under 35 % in 60 of 192, over 30 % refused in 19; two runs 0-3 s apart: 62
-        and 5 of 144). A second step that the share stays at too is evidence enough: 39 and
-        11 of 192, 46 and 0 of 144; a flaky backend behind a limit costs one more window
-        under its pace."""
+        accepted share holds there (:meth:`_verify`)."""
         restore_to = None
         for rate, before in reversed(self._steps):
             if share > before + max(_noise(before, answers, 2.0), self.policy.margin):
@@ -947,10 +936,6 @@ class PaceController:
             restore_to = rate
         if restore_to is None:
             return False  # cutting stays the answer
-        if self.capacity is not None and len(self._steps) < 2:
-            # A limit a cut confirmed: a share that stayed over one step is read as that
-            # limit moving (another run joined it, mid-experiment) until a second says so too.
-            return False
         self._restore(restore_to, share, answers)
         return True
 
@@ -1350,7 +1335,7 @@ class PaceController:
         """Nothing was accepted: a window of the cloud's limiter is spent, or it is down."""
         policy = self.policy
         if self.mode is not Mode.HELD_BACK:
-            if self._hold_in_doubt(now):
+            if self._streak_in_doubt(now):
                 self._doubtful_hold = _DoubtfulHold(
                     self._streak_sent,
                     now,
@@ -1359,7 +1344,6 @@ class PaceController:
                     self.cuts,
                     self.capacity,
                     self.rate_related,
-                    (self._resumed_at, self._resumed_total),
                     self._held_since,
                     self._streak,
                 )
@@ -1387,7 +1371,7 @@ class PaceController:
             asked = sorted(window.asked)[len(window.asked) // 2]
             self.paused_until = max(self.paused_until, now + asked)
 
-    def _hold_in_doubt(self, now: float) -> bool:
+    def _streak_in_doubt(self, now: float) -> bool:
         """No window judged the pace yet, and the streak's acceptances, had there been any,
         could not be back: nothing was timed yet, or it began less than the time acceptances
         take over refusals ago (see :meth:`_misread_hold_back`). A pace windows judged clean
@@ -1400,7 +1384,7 @@ class PaceController:
 
     def _misread_hold_back(self, now: float, sent_at: float, accepted: bool) -> None:
         """Undo a hold-back once the answers to requests sent from its streak's first
-        refused one to the hold-back show it was not one: as many of them got in as were
+        refused one to the hold-back show it was not one: two of them got in for every three
         refused. Only a streak whose acceptances could not be back yet is in doubt (nothing
         timed yet, or begun less than the time acceptances take over refusals before it):
         it was answers arriving out of order, refusals back at once and acceptances once

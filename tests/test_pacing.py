@@ -144,25 +144,6 @@ def test_a_share_that_does_not_fall_with_the_rate_is_learned_and_the_rate_goes_b
     assert not control.rate_related
 
 
-def test_a_share_that_stays_at_a_confirmed_limit_takes_two_steps_to_be_called_flaky() -> None:
-    """A limit a cut confirmed (200/s), then a share at that pace: most often the limit moved
-    (another run joined it). One step the share stays at is not enough, since the other run
-    moves meanwhile; a second one is."""
-    control = PaceController(400.0, POLICY, T)
-    now = answers(control, T, 0.3, 400.0, refused=0.5)
-    now = answers(control, now, 1.0, control.rate, refused=0.0)
-    assert control.capacity is not None
-    assert Mode.CRUISE == control.mode
-    now = answers(control, now, 0.3, control.rate, refused=0.3)
-    assert Mode.TESTING == control.mode
-    cut = control.rate
-    now = answers(control, now, 0.5, cut, refused=0.3)  # stayed, over one step: cut again
-    assert (Mode.TESTING, True) == (control.mode, control.rate < cut)
-    answers(control, now, 0.5, control.rate, refused=0.3)  # and over a second: not the rate
-    assert Mode.VERIFYING == control.mode
-    assert 0.3 == pytest.approx(control.independent, abs=0.05)
-
-
 def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_first_pace() -> None:
     """A backend refusing 30 % at any rate, whose next windows read 15 % (luck: read as a fall,
     so the run cuts again) and 50 % (luck the other way: risen, cut again), then 28 %. Every
