@@ -144,6 +144,29 @@ def test_a_share_that_does_not_fall_with_the_rate_is_learned_and_the_rate_goes_b
     assert not control.rate_related
 
 
+def test_an_experiments_step_is_judged_on_its_windows_share_not_the_part_after_a_refusal() -> None:
+    """A window of an experiment whose refusals came late in it (luck, at a share that does
+    not depend on the rate): 17 % refused whole, 42 % after its first refusal. Stored at 42 %,
+    the next step's 25 % read as the fall a limit makes and the run cut on (to 108/s here;
+    in real time the 100-ms model, restored to 207/s where it could go at 300, got 243-252
+    requests/s of 300). Stored at its own 17 %, the share stays, and the run goes back."""
+    control = PaceController(300.0, POLICY, T)
+    now = answers(control, T, 0.3, 300.0, refused=0.4)
+    assert Mode.TESTING == control.mode
+    tested = control.rate
+    late = [
+        Signal.REFUSED if k * 12 // 29 != (k + 1) * 12 // 29 else Signal.ACCEPTED for k in range(29)
+    ]
+    for n, signal in enumerate([Signal.ACCEPTED] * 40 + late):  # 12 of 69 refused, all late
+        sent = now + n / (2 * tested)
+        control.observe(sent, sent, signal)
+        if control.rate != tested:
+            break
+    assert (Mode.TESTING, True) == (control.mode, control.rate < tested)  # fell: cut again
+    answers(control, sent, 0.5, control.rate, refused=0.25)
+    assert (Mode.VERIFYING, 300.0) == (control.mode, control.rate)
+
+
 def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_first_pace() -> None:
     """A backend refusing 30 % at any rate, whose next windows read 15 % (luck: read as a fall,
     so the run cuts again) and 50 % (luck the other way: risen, cut again), then 28 %. Every
