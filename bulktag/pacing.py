@@ -1345,15 +1345,15 @@ class PaceController:
         if self.mode is not Mode.HELD_BACK:
             if self._streak_in_doubt(now):
                 self._doubtful_hold = _DoubtfulHold(
-                    self._streak_sent,
-                    now,
-                    self.rate,
-                    self.good,
-                    self.cuts,
-                    self.capacity,
-                    self.rate_related,
-                    self._held_since,
-                    self._streak,
+                    streak_sent=self._streak_sent,
+                    at=now,
+                    rate=self.rate,
+                    good=self.good,
+                    cuts=self.cuts,
+                    capacity=self.capacity,
+                    rate_related=self.rate_related,
+                    held_since=self._held_since,
+                    refused=self._streak,
                 )
             if self._probing and self.rate > self.good:
                 # A probe spent the window (a fixed window's quota): an overshoot, which the
@@ -1491,7 +1491,8 @@ class PaceController:
 
     @property
     def hold_in_doubt(self) -> bool:
-        """Held back on a streak that an acceptance may yet show was misread."""
+        """A hold-back, ended or not, that the answers to its streak's requests may yet undo
+        (see :meth:`_misread_hold_back`): the gate keeps its opening window meanwhile."""
         return self._doubtful_hold is not None
 
     # ── what the operator is told ─────────────────────────────────────────────────────────
