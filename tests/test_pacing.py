@@ -12,7 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulktag.pacing import Delays, Mode, PaceController, Pacer, PacingPolicy, Signal, describe
+from bulktag.pacing import (
+    Delays,
+    Mode,
+    PaceController,
+    Pacer,
+    PacingPolicy,
+    Signal,
+    _limit_fits_better,
+    _Sample,
+    describe,
+)
 
 POLICY = PacingPolicy()
 T = 1000.0
@@ -165,6 +175,78 @@ def test_an_experiments_step_is_judged_on_its_windows_share_not_the_part_after_a
     assert (Mode.TESTING, True) == (control.mode, control.rate < tested)  # fell: cut again
     answers(control, sent, 0.5, control.rate, refused=0.25)
     assert (Mode.VERIFYING, 300.0) == (control.mode, control.rate)
+
+
+def test_a_share_that_no_limit_under_the_cut_explains_is_not_read_as_a_limits_fall() -> None:
+    """30 % refused at 300/s, cut to what got in (200/s), 15 % there, cut again, 15 % again.
+    Step by step, on the midpoint between the two predictions, the first 15 % read as a
+    limit's fall (a limit that let 210/s in at 300/s refuses nothing at 200/s, and 15 % is
+    nearer 0 % than 30 %), the second as a share that stayed, and the run was restored to
+    200/s (a flaky 30 % backend served in 150 ms, simulated: to 145/s, not 300/s, and back
+    17 s later). Taken together, no limit explains refusals at 162/s and 200/s alike and
+    30 % at 300/s: back to 300/s."""
+    control = PaceController(300.0, POLICY, T)
+    now = answers(control, T, 0.3, 300.0, refused=0.3)
+    assert (Mode.TESTING, 200.0) == (control.mode, round(control.rate))
+    now = answers(control, now, 0.5, control.rate, refused=0.15)
+    assert (Mode.TESTING, True) == (control.mode, control.rate < 200.0)
+    answers(control, now, 0.5, control.rate, refused=0.15)
+    assert (Mode.VERIFYING, 300.0) == (control.mode, control.rate)
+
+
+@pytest.mark.parametrize(
+    ("samples", "limit"),
+    [
+        # A limit of 200/s: a third refused at 300/s, none at 190/s.
+        ([(300, 1 / 3, 32), (190, 0.0, 32)], True),
+        # 18 % at 255/s is what a limit taking 210/s of 300/s refuses there.
+        ([(300, 0.3, 32), (255, 0.18, 32)], True),
+        # The same share at both, 15 % apart, in 32 answers each: too little to be sure it
+        # is not a limit (LIMIT_FAVOURED); in 256 each, enough.
+        ([(300, 0.3, 32), (255, 0.3, 32)], True),
+        ([(300, 0.3, 256), (255, 0.3, 256)], False),
+        # 16 % at 145/s: a limit that refuses any there let < 122/s in, so refuses over
+        # half at 300/s, where a third was refused.
+        ([(300, 1 / 3, 32), (145, 0.16, 32)], False),
+        # A window that read high by luck (9 answers), a long-known 19 % and 28 % after the
+        # cut: regression to the mean, not a limit.
+        ([(300, 0.19, 128), (300, 2 / 3, 9), (255, 0.28, 32)], False),
+    ],
+)
+def test_a_limit_is_told_from_a_steady_share_by_which_fits_the_samples_better(
+    samples: list[tuple[float, float, int]], limit: bool
+) -> None:
+    assert limit == _limit_fits_better([_Sample(*sample) for sample in samples])
+
+
+@given(
+    capacity=st.floats(5.0, 5000.0),
+    over=st.lists(st.floats(1.2, 4.0), min_size=1, max_size=3),
+    under=st.floats(0.5, 0.95),
+    answers=st.integers(32, 400),
+)
+def test_shares_exactly_as_a_limit_makes_them_fit_a_limit(
+    capacity: float, over: list[float], under: float, answers: int
+) -> None:
+    """At each pace over a limit, 1 − capacity ÷ pace refused; none under it."""
+    samples = [_Sample(capacity * k, 1.0 - 1.0 / k, answers) for k in sorted(over, reverse=True)]
+    samples.append(_Sample(capacity * under, 0.0, answers))
+    assert _limit_fits_better(samples)
+
+
+@given(
+    share=st.floats(0.05, 0.9),
+    pace=st.floats(5.0, 5000.0),
+    cuts=st.lists(st.floats(0.3, 0.7), min_size=1, max_size=3),
+    answers=st.integers(128, 400),
+)
+def test_one_share_at_every_pace_does_not_fit_a_limit(
+    share: float, pace: float, cuts: list[float], answers: int
+) -> None:
+    """The same share refused at paces a third apart or more, in 128 answers each at
+    least: not about the rate."""
+    paces = [pace * math.prod(cuts[:n]) for n in range(len(cuts) + 1)]
+    assert not _limit_fits_better([_Sample(rate, share, answers) for rate in paces])
 
 
 def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_first_pace() -> None:
