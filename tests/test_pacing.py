@@ -235,16 +235,17 @@ def test_shares_exactly_as_a_limit_makes_them_fit_a_limit(
 
 
 @given(
-    share=st.floats(0.05, 0.9),
+    share=st.floats(0.05, 0.8),
     pace=st.floats(5.0, 5000.0),
     cuts=st.lists(st.floats(0.3, 0.7), min_size=1, max_size=3),
-    answers=st.integers(128, 400),
+    answers=st.integers(400, 1000),
 )
 def test_one_share_at_every_pace_does_not_fit_a_limit(
     share: float, pace: float, cuts: list[float], answers: int
 ) -> None:
-    """The same share refused at paces a third apart or more, in 128 answers each at
-    least: not about the rate."""
+    """The same share refused at paces a third apart or more, in 400 answers each at least:
+    not about the rate. (Where most is refused, a limit's fall is small too: at 89 %
+    refused, half the pace makes 78 %, and 128 answers each do not tell them apart.)"""
     paces = [pace * math.prod(cuts[:n]) for n in range(len(cuts) + 1)]
     assert not _limit_fits_better([_Sample(rate, share, answers) for rate in paces])
 
