@@ -310,6 +310,7 @@ def _limit_fits_better(samples: list[_Sample]) -> bool:
 
 
 def _one_share_fit(samples: list[_Sample]) -> float:
+    """The log-likelihood of the samples under one refused share at every pace, the pooled."""
     refused = sum(sample.refused for sample in samples)
     answers = sum(sample.answers for sample in samples)
     return _binomial(refused, answers, refused / answers if answers else 0.0)
@@ -1010,24 +1011,20 @@ class PaceController:
         return self.policy.window <= now - self._resumed_at < self._horizon()
 
     def _independent_of_rate(self, share: float, answers: int) -> bool:
-        """The experiment: the rate fell by at least 15 % at each step of this episode. At a
-        limit, what gets in stays flat, so the refused share falls to
-        ``1 − (1 − before) × old rate ÷ new rate``; refusals that are not about the rate keep
-        it where it was. The episode's steps from one on, the share now and the
-        rate-independent share known before (:meth:`_known_share`) are judged together, on
-        which of the two fits them better (:func:`_limit_fits_better`), leaving out the steps
-        the share now has risen above (a rise says the cloud changed since; they may describe
-        another capacity). The rate goes back to the earliest step from which the refusals
-        are not about the rate: the first, the run's pace, where a flaky backend's lucky
-        windows made the steps (a lucky one read as a fall and an unlucky one after it left a
-        flaky 30 % backend at the last step, climbing back by probes for seconds); a later
-        one where a limit lies above it and a flaky share under it (a bucket with 10 % refused
-        behind it: 464/s refused 60 %, 209/s and 172/s 17 %: back to 209/s). The next window
-        checks that the accepted share holds there (:meth:`_verify`). Else cutting stays the
-        answer, and each cut adds a sample: at a 15 % step, 32 answers each tell the two apart
-        by less than LIMIT_FAVOURED, so a share that stays may be restored only after another
-        cut or two. Judged all together, every step or none, the bucket with 10 % refused
-        behind it was restored to 492/s or cut to 165/s: 135-147/s got in, of 180 (real time)."""
+        """The experiment, after each cut of 15 % or more in this episode: at a limit, what
+        gets in stays flat, so the refused share falls to ``1 − (1 − before) × old ÷ new``;
+        refusals not about the rate keep it where it was. Judged on which of the two fits the
+        samples better (:func:`_limit_fits_better`): the episode's steps, less those the share
+        now has risen above (the cloud changed since), the share now, and the rate-independent
+        share known before (:meth:`_known_share`). The rate goes back to the first step of the
+        longest run of last steps that fits "not about the rate": the run's pace, where a
+        flaky backend's lucky windows made the steps; a later step, where a limit lies above
+        it and a flaky share under it (a bucket with 10 % refused behind it: 464/s refused
+        60 %, then 209/s and 172/s 17 %: back to 209/s; judged as one, all the steps or none,
+        it went back to 464/s or on down, and got 135-147/s in of 180 in real time). The next
+        window checks that the accepted share holds there (:meth:`_verify`). Else cutting goes
+        on, and each cut adds a sample: at a 15 % step, 32 answers each tell the two apart by
+        less than ``LIMIT_FAVOURED``."""
         margin = self.policy.margin
         judged = [
             step
