@@ -250,6 +250,20 @@ def test_one_share_at_every_pace_does_not_fit_a_limit(
     assert not _limit_fits_better([_Sample(rate, share, answers) for rate in paces])
 
 
+@given(
+    st.lists(
+        st.tuples(st.floats(0.2, 1e5), st.floats(0.0, 1.0), st.integers(0, 10_000)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_verdict_is_reached_for_any_samples(samples: list[tuple[float, float, int]]) -> None:
+    """Nothing refused, everything refused, empty windows, paces far apart: a verdict, never
+    a division by zero or a log of zero (the fits clamp their shares; the accepted rate is
+    bisected inside the paces)."""
+    assert _limit_fits_better([_Sample(*sample) for sample in samples]) in (True, False)
+
+
 def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_first_pace() -> None:
     """A backend refusing 30 % at any rate, whose next windows read 15 % (luck: read as a fall,
     so the run cuts again) and 50 % (luck the other way: risen, cut again), then 28 %. Every
