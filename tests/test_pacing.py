@@ -260,8 +260,13 @@ def test_one_share_at_every_pace_does_not_fit_a_limit(
 def test_the_verdict_is_reached_for_any_samples(samples: list[tuple[float, float, int]]) -> None:
     """Nothing refused, everything refused, empty windows, paces far apart: a verdict, never
     a division by zero or a log of zero (the fits clamp their shares; the accepted rate is
-    bisected inside the paces)."""
-    assert _limit_fits_better([_Sample(*sample) for sample in samples]) in (True, False)
+    bisected inside the paces). And more of the same evidence never turns "not about the
+    rate" into "a limit": the likelihoods grow with the answers, the lean to a limit does
+    not."""
+    verdict = _limit_fits_better([_Sample(*sample) for sample in samples])
+    assert verdict in (True, False)
+    more = _limit_fits_better([_Sample(rate, share, 4 * n) for rate, share, n in samples])
+    assert verdict or not more
 
 
 def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_first_pace() -> None:
