@@ -648,22 +648,42 @@ def test_probes_near_a_capacity_grow_again_once_nothing_was_refused_for_a_while(
 
 
 def test_a_stale_pace_first_probe_steps_4x_up_to_a_quarter_of_the_pace() -> None:
-    """At --rate 20000 the common step alone is 100/s: 4× it doubled a lone run's pace at its
+    """At --rate 20000 the common step alone was 100/s: 4× it doubled a lone run's pace at its
     own 200/s limit each time it went stale (up to 5.9 % refused in the simulator, from
-    2.9 %). The first stale probe steps 4× at most, and no more than a quarter of the pace
-    unless the common step alone is more."""
+    2.9 %). The first stale probe steps 4× at most, and no more than a quarter of the pace.
+    The common step is now figured on ``common_within`` × the most the cloud took at most
+    (see the next test): at --rate 20000, 19/s here, and 4× the step is over the quarter."""
 
     def first_stale_step(ceiling: float) -> float:
-        control = PaceController(ceiling, POLICY, T - 10.0)  # nothing refused for 10 s
+        control = PaceController(ceiling, POLICY, T - 10.0)  # nothing refused for 10 s…
+        answers(control, T - 10.0, 0.5, 1000.0, refused=0.81)  # …since 190/s got in of 1000
         control.rate = control.good = 190.0
         control.capacity = 200.0
         answers(control, T, 1.2, 190.0, refused=0.0)
         return control.rate - 190.0
 
-    base = POLICY.probe_step * 190.0 + 0.25 * POLICY.probe_step * 20000.0
-    assert first_stale_step(20000.0) == pytest.approx(base)  # 4× would double the pace
+    assert first_stale_step(20000.0) == pytest.approx(POLICY.stale_kick * 190.0)
     base = POLICY.probe_step * 190.0 + 0.25 * POLICY.probe_step * 600.0
     assert first_stale_step(600.0) == pytest.approx(4.0 * base)  # 4× it: under a quarter
+
+
+def test_the_common_step_of_a_probe_is_bounded_by_what_the_cloud_took() -> None:
+    """The part of a probe's step that runs sharing a limit have in common is figured on
+    --rate, up to ``common_within`` × the most accepted/s the run saw: at --rate 20000 on a
+    cloud that took 190/s, as at --rate 3800; at --rate 600, on 600."""
+
+    def first_step(ceiling: float) -> float:
+        control = PaceController(ceiling, POLICY, T)
+        answers(control, T, 0.5, 1000.0, refused=0.81)  # overwhelmed: 190/s got in
+        control.rate = control.good = 180.0
+        control.capacity = None  # no plateau: the probes' steps grow
+        answers(control, T + 0.6, 1.05, 180.0, refused=0.0)  # not stale: refused 1-2 s ago
+        return control.rate - 180.0
+
+    step = POLICY.probe_step * 180.0
+    common = 0.25 * POLICY.probe_step * POLICY.common_within * 190.0
+    assert first_step(20000.0) == pytest.approx(step + common, rel=0.05)
+    assert first_step(600.0) == pytest.approx(step + 0.25 * POLICY.probe_step * 600.0)
 
 
 def test_probes_near_a_confirmed_limit_keep_their_first_step_with_refusals_at_any_rate() -> None:

@@ -109,6 +109,45 @@ def test_a_capacity_limited_server_is_used_near_its_capacity_with_few_refusals(
     assert client.refused_share <= case.max_refused
 
 
+def _refused_from(client: Client, start: float) -> float:
+    """The share of the requests sent from ``start`` on that were refused."""
+    first = int(start / BIN)
+    sent = sum(n for b, n in client.sent_bins.items() if b >= first)
+    refused = sum(n for b, n in client.refused_bins.items() if b >= first)
+    return refused / max(sent, 1)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: TokenBucket(200, 20),
+        lambda: SlidingWindow(200, 1.0, APIGW),
+        lambda: FixedWindow(200, 1.0),
+        lambda: ConcurrencyLimit(8, 0.04),
+    ],
+    ids=["token-bucket", "sliding-1s-window-429", "fixed-1s-window", "concurrency-limit"],
+)
+def test_the_pace_at_a_limit_does_not_depend_on_how_far_over_it_rate_is_set(
+    model: Callable[[], ServerModel],
+) -> None:
+    """``--rate`` is often set far over any cloud's pace, as a cap that never binds: once the
+    pace is found (from 5 s on), the refused share is as at a --rate five times the cloud's.
+    Probes at the limit once added 0.5 % of --rate each, the part runs sharing a limit have
+    in common: at --rate 100000, 500/s, a doubling of a 200/s limit every probe, and 3-4 %
+    of the requests from 5 s on were refused against 1 % at --rate 1000 (bucket, sliding
+    window). The run's first fifth of a second at --rate (bounded by --concurrency) is a
+    one-time cost, and not judged here."""
+    for seed in range(2):
+        refused = {}
+        for ceiling in (1000, 100000):
+            sim = Simulation(model(), seed=seed, latency=0.02, uplink=0.002)
+            client = sim.add_client(rows=6000, ceiling=ceiling)
+            sim.run(120.0)
+            assert client.outcomes.get(Outcome.OK) == 6000
+            refused[ceiling] = _refused_from(client, 5.0)
+        assert refused[100000] <= refused[1000] + 0.01, (seed, refused)
+
+
 def test_a_short_run_on_a_bucket_is_not_paced_over_it_by_the_burst_it_began_with() -> None:
     """The real-time matrix's run: 1,600 rows at 1,000/s asked, a 200/s bucket with 20
     tokens, 8 s, where a run's first seconds weigh. 24 seeds × late answers or not ×
