@@ -30,7 +30,7 @@ from bulktag.fake.limiters import (
     TokenBucket,
 )
 from bulktag.model import Outcome
-from bulktag.pacing import CAP_GUARD
+from bulktag.pacing import CAP_GUARD, PacingPolicy
 from bulktag.policy import RetryPolicy
 from tests.pacing_sim import BIN, Client, Serving, Simulation, SlowSpell
 
@@ -146,6 +146,28 @@ def test_the_pace_at_a_limit_does_not_depend_on_how_far_over_it_rate_is_set(
             assert client.outcomes.get(Outcome.OK) == 6000
             refused[ceiling] = _refused_from(client, 5.0)
         assert refused[100000] <= refused[1000] + 0.01, (seed, refused)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [lambda: FixedWindow(200, 1.0), lambda: SlidingWindow(200, 1.0, APIGW)],
+    ids=["fixed-1s-window", "sliding-1s-window-429"],
+)
+def test_a_runs_first_window_is_no_longer_in_requests_at_a_higher_rate(
+    model: Callable[[], ServerModel],
+) -> None:
+    """A window spends its quota, then refuses everything: the run's first window, where a
+    streak does not hold the run back, ends after ``opening_answers`` answers if its 0.2 s
+    are not out. Bounded by time alone, a run at --rate 20000 sent its first 0.2 s at what
+    --concurrency allows, and 427 of its first half second's requests were refused (31 at
+    --rate 1000); now at most the window's answers and what is in flight twice over."""
+    for seed in range(4):
+        sim = Simulation(model(), seed=seed, latency=0.02, uplink=0.002)
+        client = sim.add_client(rows=2000, ceiling=20000)
+        sim.run(60.0)
+        assert client.outcomes.get(Outcome.OK) == 2000
+        bound = PacingPolicy().opening_answers + 2 * client.concurrency
+        assert client.refused_bins.get(0, 0) <= bound, seed
 
 
 def test_a_short_run_on_a_bucket_is_not_paced_over_it_by_the_burst_it_began_with() -> None:
