@@ -29,7 +29,8 @@ time or late, odd seeds up to 2 ms off the grid, --rate 1000, 6,000 rows): the r
 the first 5 s (upper median of 8), the refused share from 5 s on and the goodput. And a
 backend refusing 10, 20 or 30 % at any rate, at once, serving the rest in 50 or 150 ms
 (--rate 300, the same 8 runs): requests per second from 2 s on ÷ the asked rate (a known
-gap, RESULTS section 35).
+gap, RESULTS section 35). Then a lone run with --rate far over the cloud's pace, 1,000 to
+100,000 asked of a 200/s limit: refused from 5 s on and goodput (RESULTS section 39).
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def main() -> None:
     near_the_opening_window()
     slow_acceptances()
     flaky_served_in()
+    far_above()
     two_rows("two runs", two_runs())
     two_rows("two runs started together", two_runs_started_together())
     two_rows("two runs started 50 ms apart", two_runs_started_50_ms_apart())
@@ -271,6 +273,32 @@ def flaky_served_in() -> None:
             sent.append(client.sent_rate(2.0, client.most_settled_at or client.end) / 300)
         label = f"{share:.0%} random, served in {service * 1000:.0f} ms"
         print(f"{label:30s} {min(sent):.0%}-{max(sent):.0%} of the asked rate", flush=True)
+
+
+def far_above() -> None:
+    """--rate far over the cloud's pace (RESULTS section 39): the worst refused share from 5 s
+    on and the least goodput, over test_a_limit_far_under_the_asked_rate_is_found_and_kept's
+    8 runs (4 seeds × on time or late, 2 ms off the grid, 8,000 rows), at each asked rate."""
+    limits = {
+        "bucket": (lambda: TokenBucket(200, 20), 200.0),
+        "sliding window, 429": (lambda: SlidingWindow(200, 1.0, Refusal(429)), 200.0),
+        "fixed window": (lambda: FixedWindow(200, 1.0), 200.0),
+        "concurrency 8 x 40 ms": (lambda: ConcurrencyLimit(8, 0.04), 8 / 0.045),
+    }
+    for name, (model, capacity) in limits.items():
+        cells = []
+        for asked in (1000, 2000, 20_000, 100_000):
+            refused, goodput = [], []
+            for seed, spread in itertools.product(range(4), SPREADS):
+                sim = Simulation(model(), spread=spread, seed=seed, uplink=0.002)
+                client = sim.add_client(rows=8000, ceiling=asked)
+                sim.run(120.0)
+                end = client.end - 1.0
+                sent = client.sent_rate(5.0, end)
+                refused.append(client.rate_between(client.refused_bins, 5.0, end) / sent)
+                goodput.append(client.goodput(5.0, end) / capacity)
+            cells.append(f"{asked:,}: {max(refused):.1%} / {min(goodput):.0%}")
+        print(f"{'far above, ' + name:30s} refused / goodput from 5 s, " + " | ".join(cells))
 
 
 def two_rows(name: str, runs: list[TwoRuns]) -> None:
