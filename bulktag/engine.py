@@ -140,7 +140,7 @@ class RunReport:
     stopped_by: str | None = None  # "signal", "max_duration", "max_items"
     left: int = 0  # rows a --max-items run left for the next run
     pace_cuts: int = 0
-    pacing: dict[str, object] = field(default_factory=dict)  # what pacing found (pacing.py)
+    pacing: dict[str, object] = field(default_factory=dict)  # what pacing found (bulktag/pacing)
 
     @property
     def incomplete(self) -> bool:

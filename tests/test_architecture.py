@@ -15,7 +15,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bulktag"
 # Modules that run without an event loop or the log: callable from anywhere, tested with plain
 # values. Some read or write a stream they are handed (source, summary): loop-free, not pure.
 LOOP_FREE = {"model", "source", "policy", "summary", "config", "journal.format", "journal.index",
-             "auth.catalog", "errors", "environment", "inflight"}  # fmt: skip
+             "auth.catalog", "errors", "environment", "inflight",
+             # the pacer, but its async gate: the controller reads no clock (now is passed in)
+             "pacing.policy", "pacing.evidence", "pacing.verdict", "pacing.controller"}  # fmt: skip
 LOOP_LIBRARIES = {"aiohttp", "anyio", "structlog", "asyncio"}
 # Of those, the ones with no I/O at all: values and arithmetic only.
 PURE = LOOP_FREE - {"source", "summary", "environment"}
@@ -166,6 +168,8 @@ def test_only_the_shell_reads_argv_or_exits(name: str) -> None:
 
 def test_the_engine_does_not_import_the_shell() -> None:
     journal = ("journal.__init__", "journal.format", "journal.index", "journal.file")
-    for name in ("engine", "scheduler", "pacing", "policy", "source", "transport", *journal):
+    pacing = ("pacing.__init__", "pacing.policy", "pacing.evidence", "pacing.verdict",
+              "pacing.controller", "pacing.gate")  # fmt: skip
+    for name in ("engine", "scheduler", "policy", "source", "transport", *journal, *pacing):
         imported = imports_of(MODULES[name])
         assert not {"bulktag.cli", "bulktag.runner"} & imported, name

@@ -18,10 +18,10 @@ from bulktag.pacing import (
     PaceController,
     Pacer,
     PacingPolicy,
+    Sample,
     Signal,
-    _limit_fits_better,
-    _Sample,
     describe,
+    limit_fits_better,
 )
 
 POLICY = PacingPolicy()
@@ -216,7 +216,7 @@ def test_a_share_that_no_limit_under_the_cut_explains_is_not_read_as_a_limits_fa
 def test_a_limit_is_told_from_a_steady_share_by_which_fits_the_samples_better(
     samples: list[tuple[float, float, int]], limit: bool
 ) -> None:
-    assert limit == _limit_fits_better([_Sample(*sample) for sample in samples])
+    assert limit == limit_fits_better([Sample(*sample) for sample in samples])
 
 
 @given(
@@ -229,9 +229,9 @@ def test_shares_exactly_as_a_limit_makes_them_fit_a_limit(
     capacity: float, over: list[float], under: float, answers: int
 ) -> None:
     """At each pace over a limit, 1 − capacity ÷ pace refused; none under it."""
-    samples = [_Sample(capacity * k, 1.0 - 1.0 / k, answers) for k in sorted(over, reverse=True)]
-    samples.append(_Sample(capacity * under, 0.0, answers))
-    assert _limit_fits_better(samples)
+    samples = [Sample(capacity * k, 1.0 - 1.0 / k, answers) for k in sorted(over, reverse=True)]
+    samples.append(Sample(capacity * under, 0.0, answers))
+    assert limit_fits_better(samples)
 
 
 @given(
@@ -247,7 +247,7 @@ def test_one_share_at_every_pace_does_not_fit_a_limit(
     not about the rate. (Where most is refused, a limit's fall is small too: at 89 %
     refused, half the pace makes 78 %, and 128 answers each do not tell them apart.)"""
     paces = [pace * math.prod(cuts[:n]) for n in range(len(cuts) + 1)]
-    assert not _limit_fits_better([_Sample(rate, share, answers) for rate in paces])
+    assert not limit_fits_better([Sample(rate, share, answers) for rate in paces])
 
 
 @given(
@@ -263,9 +263,9 @@ def test_the_verdict_is_reached_for_any_samples(samples: list[tuple[float, float
     bisected inside the paces). And more of the same evidence never turns "not about the
     rate" into "a limit": the likelihoods grow with the answers, the lean to a limit does
     not."""
-    verdict = _limit_fits_better([_Sample(*sample) for sample in samples])
+    verdict = limit_fits_better([Sample(*sample) for sample in samples])
     assert verdict in (True, False)
-    more = _limit_fits_better([_Sample(rate, share, 4 * n) for rate, share, n in samples])
+    more = limit_fits_better([Sample(rate, share, 4 * n) for rate, share, n in samples])
     assert verdict or not more
 
 

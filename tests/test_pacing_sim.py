@@ -380,7 +380,7 @@ def test_a_flaky_backend_that_serves_slowly_is_read_as_flaky_as_it_is() -> None:
 # lasts until its acceptances can be back (_unsettled_for): 95-98 % at 150 ms; at 50 ms
 # 96-99 % but for one run of 8 at 83 % (the window after the experiment restored the pace
 # read a fall, _verify, and the cuts after it took seconds to undo). With the experiment's
-# verdict the hypothesis that fits the episode's samples better (_limit_fits_better), not
+# verdict the hypothesis that fits the episode's samples better (limit_fits_better), not
 # the nearer prediction step by step: 96-98 % at 50 ms, 95-97 % at 150 ms.
 @pytest.mark.parametrize("service", [0.05, 0.15])
 def test_a_flaky_backend_that_serves_slowly_is_sent_at_the_asked_rate(service: float) -> None:

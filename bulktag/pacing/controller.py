@@ -1,270 +1,22 @@
-"""Shared pacing: find the pace the cloud takes, keep to it, and never pass ``--rate``.
-
-Every attempt passes one gate, :class:`Pacer`. Its limits meet there:
-
-* the **ceiling**, the user's ``--rate`` with ``--burst``: a GCRA token bucket (the "virtual
-  scheduling" form) that no adaptive decision can loosen. At most ``burst + rate × t``
-  requests leave in any span of ``t`` seconds, and because slots are reserved, not
-  re-measured, a late wake-up of the event loop does not lower the achieved rate;
-* the **allowed rate**, at or below the ceiling, which a :class:`PaceController` moves as the
-  cloud answers. While it is below the ceiling, requests are spaced one interval apart with no
-  burst, so a recovering server is not hit by a clump;
-* the **in-flight cap**, when the cloud limits requests in service rather than per second (a
-  concurrency limit, which no rate fits): :class:`bulktag.inflight.InFlightCap` finds it from
-  how many of our requests were on the wire when each refused one left, and the gate then holds
-  a caller until one returns. Refusals the cap explains never reach the controller;
-* the **opening window**, TCP's slow start: until the controller first moves the rate, no more
-  requests are on the wire than 32 plus those back already, so the window doubles each round
-  trip. Near clouds never fill it (1,000/s answered in 5 ms is 5 on the wire); a far one is
-  no longer sent ``--rate`` blind until its first window is judged (at 1,000/s, 300 ms away,
-  that was 300 requests a round trip into a 200/s limit).
-
-The controller treats every refusal (429, 503, 413 + Retry-After) as a *hypothesis* — "we are
-going too fast" — and tests it, in the manner of TCP's slow start and BBR's probing but with
-an experiment that congestion control never needs, because for it loss *is* overload:
-
-    answers ─► windows (≥ 0.2 s and ≥ 8 answers) ─► refused share f (rows' first attempts),
-                 │                                 accepted/s over ≥ 1 s
-                 ├─ f within the rate-independent share p (+ noise): clean
-                 │     below the last good pace → double back towards it
-                 │     at it for a second and 32 answers → probe above: +2 %, +8 %, +32 %…
-                 │     (+2 % each time up to 1.15 × a capacity a cut found: a burst hides
-                 │     a small excess; not once nothing was refused for 2 s: a run that
-                 │     shared the limit may have left) (half the way back, at least, to
-                 │     the highest pace confirmed in the last minute: capacity that
-                 │     dropped often comes back)
-                 │     (plus a step shared by runs on one limit); one that brings refusals goes back
-                 │     to the good pace, and for a few seconds the next probes go at most
-                 │     half the way back to it (a binary search, as in BIC-TCP);
-                 │     with p > 0, a probe is confirmed only if more got in
-                 │     every 10 s with p > 0: dip under what gets in ((1 − p) × 0.9) for a
-                 │     window, on the wall clock's marks (runs sharing a limit dip together;
-                 │     the first after finding p ≥ ¼, on the next 2-s mark);
-                 │     f fell → a limit was hiding in p: p := f, pace under what got in
-                 ├─ over half refused, beyond doubt, before the window is out (a pace over
-                 │     twice the cloud's): straight under what got in since the first refusal
-                 │     (a limiter's burst before it is not capacity), no experiment needed;
-                 │     a run's first window, once something got in, is read whole, a streak
-                 │     in it no hold-back (runs started together on one limit split it evenly)
-                 ├─ f above it: overload suspected → cut to 0.95 × accepted/s, by ≥ 15 %
-                 │     (accepted/s since a hold-back ended, if that is later: not the trickle)
-                 │     (by half at most, when a handful of answers is all there is to read)
-                 │     the experiment, on answers to requests sent since the cut: do the
-                 │     episode's shares fit one share at every pace (not about the rate) or
-                 │     one accepted rate (a limit: what gets in stays flat) better? A limit
-                 │     unless clearly not (e² times as likely): a shared one looks half like
-                 │     it, and flooding it costs more than a cut the next steps take back
-                 │     a limit → pace under what got in meanwhile (sooner, when nothing at
-                 │     all was refused in a sample that makes the old excess unlikely)
-                 │     not about the rate → p := f, rate restored; the next window checks
-                 │     that the accepted share held there (else a limit after all)
-                 └─ nothing accepted, and no longer by luck (a window spent, an outage)
-                       hold back to a trickle (1/32 of the pace); after 1 s, 1 request/s
-                       (and the server's Retry-After, when most refusals carry one);
-                       the first accepted answer → straight back to the pace from before
-                       (undone, to the pace before the hold-back, if the streak came
-                       before its acceptances could: as many of the requests sent among
-                       its refused ones got in as two for every three refused)
-
-    rate ▲  ceiling ──┐              probe ┌┐   ┌─
-         │            │cut: f fell? yes    │└───┘  hold a second, then probe
-         │            └┐   ┌───────────────┘
-         │             └───┘ confirmed
-         └──────────────────────────────────────────► time
-
-Why each part: a fixed one-second window admits a burst then refuses everything until the
-second ends, so accepted/s is measured over at least a second and an all-refused stretch is
-not read as "the cloud takes nothing". A backend that refuses 20 % at any rate keeps refusing
-20 % when the rate falls: the experiment sees it and goes back up, so a flaky 20 % costs 20 %
-more requests, not 80 % of the throughput. The experiment reads shares, not accepted/s, and
-only answers to requests sent since the change: answers come back late and out of order, and
-accepted/s lags the rate by their latency. Where acceptances clearly take longer than
-refusals (the backend serves, the gateway refuses at once: :class:`Delays`), what got in is
-counted over the sending whose acceptances can be back, not over the refusals that came
-back first; a run's first window lasts until they can be, and a hold-back on a streak that
-came before them is undone when they come (TCP's undo of a spurious cut). After an outage
-the last good pace is resumed at once, as TCP resumes at ``ssthresh``. The controller reads
-no clock (``now`` is passed in), so tests and the simulator (tests/pacing_sim.py) drive it
-through hours in milliseconds.
-"""
+"""The allowed rate, moved by the cloud's answers (:class:`PaceController`), and the line the
+summary gives of what it found (:func:`describe`). Reads no clock: ``now`` is passed in."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
 
-import anyio
+from bulktag.pacing.evidence import Delays, Sending, Window, share_noise
+from bulktag.pacing.policy import Mode, PacingPolicy, Signal
+from bulktag.pacing.verdict import Sample, limit_fits_better
 
-from bulktag.inflight import InFlightCap
-
-
-class Signal(Enum):
-    """What one answer says about the cloud's pace."""
-
-    ACCEPTED = "accepted"  # it did the work, or answered for the row (404, 403…): the cloud is up
-    REFUSED = "refused"  # 429, 503, 413 + Retry-After: the cloud would not take the request
-    FAILED = "failed"  # no answer, 502/504/5xx: says nothing about the rate, but nothing got in
-
-
-@dataclass(frozen=True, slots=True)
-class PacingPolicy:
-    window: float = 0.2  # a window lasts at least this long…
-    window_answers: int = 8  # …and holds at least this many answers…
-    window_max: float = 1.0  # …unless this much time passed first
-    opening_answers: int = 128  # the run's first window lasts ``window`` or this many answers
-    test_answers: int = 32  # answers a window after a cut needs: the experiment's sample
-    quick_refusals: int = 5  # this many refusals and nothing accepted end a window at once…
-    guessed_share: float = 0.8  # …or as many as this share makes unlikely, on a first resume
-    horizon: float = 1.0  # accepted/s is measured over at least this (a fixed window's period)
-    margin: float = 0.05  # refused share above the rate-independent one that means overload
-    below: float = 0.95  # pace this far under the accepted rate
-    cut_at_least: float = 0.85  # a cut lowers the rate at least this far: the experiment shows
-    not_fallen: float = 0.8  # a share that stayed above this × before did not fall
-    probe_every: float = 1.0  # seconds at a pace before the next probe above it (a horizon)…
-    probe_answers: int = 32  # …and long enough for this many answers at it
-    probe_step: float = 0.02  # the first probe's step; each clean probe makes it 4× larger
-    common_within: float = 20.0  # its common part: on --rate, up to this × the most accepted/s
-    plateau: float = 1.15  # …but not under this × a confirmed capacity, where steps stay small…
-    stale_after: float = 2.0  # …while a row's first try was refused less than this long ago…
-    stale_answers: int = 64  # …or than this many answers at the pace ago
-    stale_kick: float = 0.25  # a stale pace's first probe steps up to 4×, this share at most
-    used_share: float = 0.8  # a pace is probed above only once the run sent this share of it
-    overshot_for: float = 5.0  # seconds a probe's overshoot bounds the next probes (halving)…
-    retest_within: float = 0.2  # …unless well under a recent peak, with one this close above
-    peak_memory: float = 60.0  # seconds the highest confirmed pace draws probes back to it
-    recheck_every: float = 10.0  # seconds between dips that test rate-independent refusals…
-    dip_for: float = 2.0  # …under what gets in, for a window no longer than this…
-    large_share: float = 0.25  # …but the first after finding a share this large or larger…
-    recheck_first: float = 2.0  # …comes on marks this many seconds apart
-    independent_answers: int = 128  # answers a rate-independent share is taken as read from
-    held_back_rate_share: float = 1 / 32  # while nothing is accepted: this share of the pace…
-    silent_after: float = 1.0  # …until nothing has been accepted for this long, then:
-    silent_rate: float = 1.0  # requests per second while the cloud accepts nothing
-    min_rate: float = 0.2  # never slower than one request every five seconds
-
-
-class Mode(Enum):
-    CRUISE = "cruise"  # answers come back accepted (up to the rate-independent share)
-    TESTING = "testing"  # cut after refusals; the next windows tell whether cutting helped
-    VERIFYING = "verifying"  # the refusals looked rate-independent and the rate went back up:
-    # did the accepted rate rise with it (independent), or stay flat (a limit after all)?
-    RECHECKING = "rechecking"  # a dip under a pace with rate-independent refusals: are they?
-    HELD_BACK = "held back"  # nothing accepted lately: a window spent, or the cloud is down
-
-
-@dataclass(slots=True)
-class _Window:
-    """Counts of one evaluation window. Answers count only for requests sent since ``start``
-    (earlier ones describe the rate before), accepted and refused alike. So do the
-    acceptances the attempt loop's fast path counted while calm, read off the running total:
-    calm ends at the first refusal, so they all came before any."""
-
-    start: float
-    accepted_before: int  # the running total of accepted answers when the window began
-    accepted: int = 0  # accepted answers to requests sent since ``start``
-    refused: int = 0
-    failed: int = 0
-    asked: list[float] | None = None  # Retry-After values among the refusals
-    # Answers to rows' first attempts. The refused share is read from these when there are
-    # enough: a row refused on every try (per-row refusals) sends more and more of the
-    # traffic as the run goes on, and would make a steady share look like a rising one.
-    fresh_accepted: int = 0
-    fresh_refused: int = 0
-    observed_accepted: int = 0  # accepted answers passed to observe(), sent whenever
-    observed_other: int = 0  # refused or failed ones, sent whenever (see calm)
-    # Answers to requests sent after the window's first refused one: the cloud as it is now,
-    # with the burst a limiter lets through first, or the pace it took before it dropped,
-    # left out (PaceController._overwhelmed, _refusals_began_partway). The share is read from
-    # rows' first attempts (a row refused on every try would make a streak of its own), the
-    # rate that got in from every attempt (retries take the cloud's capacity too).
-    first_refused_sent: float | None = None
-    later_accepted: int = 0
-    later_refused: int = 0
-    later_got_in: int = 0  # accepted answers to any attempt sent after it…
-    later_accepted_sent: float = 0.0  # …when the latest of them was sent…
-    later_sent: float = 0.0  # …and the latest send among all these answers
-
-    def add(
-        self,
-        signal: Signal,
-        retry_after: float | None,
-        fresh: bool,
-        sent_at: float,
-        *,
-        counted: bool = True,
-    ) -> None:
-        """One answer. A refusal not ``counted`` yet goes into the share later
-        (:meth:`count_refusal`), when an acceptance of its request would be back."""
-        self._add_later(signal, sent_at, fresh)
-        if signal is Signal.REFUSED:
-            if counted:
-                self.count_refusal(fresh, retry_after)
-            return
-        self.accepted += signal is Signal.ACCEPTED
-        if fresh:
-            self.fresh_accepted += signal is Signal.ACCEPTED
-        if signal is Signal.FAILED:
-            self.failed += 1
-
-    def count_refusal(self, fresh: bool, retry_after: float | None) -> None:
-        self.refused += 1
-        self.fresh_refused += fresh
-        if retry_after is not None:
-            if self.asked is None:
-                self.asked = []
-            self.asked.append(retry_after)
-
-    def _add_later(self, signal: Signal, sent_at: float, fresh: bool) -> None:
-        if self.first_refused_sent is None:
-            if signal is Signal.REFUSED and fresh:
-                self.first_refused_sent = sent_at
-        elif sent_at > self.first_refused_sent and signal is not Signal.FAILED:
-            # Failures say nothing of the rate, as in the window's own share.
-            accepted = signal is Signal.ACCEPTED
-            self.later_got_in += accepted
-            if accepted:
-                self.later_accepted_sent = max(self.later_accepted_sent, sent_at)
-            self.later_sent = max(self.later_sent, sent_at)
-            if fresh:
-                self.later_accepted += accepted
-                self.later_refused += not accepted
-
-    def _sent_span(self) -> float:
-        """From the first refused request to the latest answered."""
-        assert self.first_refused_sent is not None
-        return self.later_sent - self.first_refused_sent
-
-    def settled(self, extra: float) -> bool:
-        """The acceptances of at least half the span can be back: acceptances take ``extra``
-        longer than refusals (the backend serves; the gateway refuses at once), so the
-        latest requests answered are refused ones, their acceptances not back yet."""
-        return self.first_refused_sent is not None and self._sent_span() >= 2 * extra
-
-    def later_share(self, extra: float) -> tuple[float, int]:
-        """The refused share of answers to requests sent after the first refused one, and
-        their count, with the acceptances counted per second of the span theirs can be
-        back from: the last ``extra`` seconds of sending came back as refusals only (where
-        service takes 50-150 ms, nearly all the answers back to the latest requests;
-        RESULTS section 34). Raw while too little is settled to scale by."""
-        answers = self.later_accepted + self.later_refused
-        if not answers or not extra or not self.settled(extra):
-            return (self.later_refused / answers if answers else 0.0), answers
-        span = self._sent_span()
-        accepted = self.later_accepted * span / (span - extra)
-        return self.later_refused / (self.later_refused + accepted), answers
-
-    def later_accepted_rate(self, extra: float) -> float:
-        """Accepted per second of sending, from the first refused request to the latest
-        accepted one, or to the last whose acceptance can be back if that is sooner:
-        counted to the latest accepted alone, a cloud serving in 50-150 ms read as taking
-        half what it did."""
-        assert self.first_refused_sent is not None
-        end = min(self.later_accepted_sent, self.later_sent - extra)
-        return self.later_got_in / max(end - self.first_refused_sent, 1e-6)
+# While a cap on requests in flight found in the cloud governs (see gate.GIVE_WAY), the
+# probes take the rate no further above what it lets through than this: clear above, since
+# the answers that free its places come back in clumps, which an evenly spaced pace close
+# above meets with places unused (8 in service ± 50 %: 94 % of what it serves at 1.5×, 97 %
+# at 3×, 98 % unbounded); not at --rate: the cap may be dropped.
+CAP_GUARD = 3.0
 
 
 @dataclass(slots=True)
@@ -283,185 +35,6 @@ class _DoubtfulHold:
     held_since: float
     refused: int  # the streak, and the refusals to requests sent in it that came later
     accepted: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Sample:
-    """Answers to requests sent at one pace: how many, and the share of them refused."""
-
-    rate: float
-    share: float
-    answers: int
-
-    @property
-    def refused(self) -> float:
-        return self.share * self.answers
-
-
-def _limit_fits_better(samples: list[_Sample]) -> bool:
-    """Do the samples, each at its own pace, fit "a limit" (one accepted rate at every pace,
-    so the share refused rises with the pace) better than "not about the rate" (one refused
-    share at every pace)? The two hypotheses' likelihoods, each at its best fit, compared
-    over all the samples at once (a generalized likelihood-ratio test). Judged step by step
-    on the midpoint between the two predictions, a flaky 30 % backend cut from 300/s to 145/s
-    read a lucky 16 % there as a limit's fall (the limit predicts 0 %, the midpoint 17 %),
-    though a third sample at 124/s read 16 % again, which no limit under 145/s explains: the
-    run was restored to 145/s, not 300/s, and climbed back for 17 s (simulated). Not about
-    the rate only where that fits clearly better (``LIMIT_FAVOURED``)."""
-    return _one_accepted_rate_fit(samples) + LIMIT_FAVOURED > _one_share_fit(samples)
-
-
-def _one_share_fit(samples: list[_Sample]) -> float:
-    """The log-likelihood of the samples under one refused share at every pace, the pooled."""
-    refused = sum(sample.refused for sample in samples)
-    answers = sum(sample.answers for sample in samples)
-    return _binomial(refused, answers, refused / answers if answers else 0.0)
-
-
-def _one_accepted_rate_fit(samples: list[_Sample]) -> float:
-    """The log-likelihood of the samples under the accepted rate ``g`` that fits them best:
-    at a pace ``r`` over ``g``, ``1 − g ÷ r`` refused; at one under it, none. ``g`` lies under
-    the slowest pace with a refusal; there the likelihood's slope in ``g`` falls from +∞ as
-    ``g`` grows, so the best ``g`` is where it crosses zero, or that pace."""
-    bound = min((s.rate for s in samples if s.refused > 0), default=math.inf)
-    if bound == math.inf:
-        return 0.0  # nothing refused: any limit above the fastest pace fits exactly
-
-    def slope(g: float) -> float:
-        return sum(
-            (s.answers - s.refused) / g - s.refused / (s.rate - g) for s in samples if s.rate > g
-        )
-
-    low, high = 0.0, bound
-    for _ in range(60):
-        middle = (low + high) / 2
-        low, high = (middle, high) if slope(middle) > 0.0 else (low, middle)
-    g = low
-    return sum(_binomial(s.refused, s.answers, max(0.0, 1.0 - g / s.rate)) for s in samples)
-
-
-def _binomial(refused: float, answers: float, share: float) -> float:
-    """The log-likelihood of ``refused`` of ``answers`` at ``share`` (0 × log 0 = 0)."""
-    share = min(max(share, 1e-9), 1.0 - 1e-9)
-    return refused * math.log(share) + (answers - refused) * math.log1p(-share)
-
-
-class Delays:
-    """How long answers take to come back, accepted and refused apart: the gateway refuses
-    at once, the backend serves first, and at a concurrency limit serving takes long. Every
-    acceptance is timed, the fast path's too (:meth:`Pacer.accepted_while_calm`): timed
-    only once calm ended, the first acceptances timed were the calm flood's stragglers,
-    slow by selection (a fixed window's first burst read 20-40 ms slower than its refusals
-    where both took 5 ms plus up to 100 ms late; simulated)."""
-
-    __slots__ = ("_added", "_extra", "accepted", "refused")
-
-    def __init__(self) -> None:
-        self.accepted: deque[float] = deque(maxlen=DELAYS_KEPT)
-        self.refused: deque[float] = deque(maxlen=DELAYS_KEPT)
-        self._extra = 0.0
-        self._added = 0  # delays added since it was last read
-
-    def add(self, delay: float, accepted: bool) -> None:
-        (self.accepted if accepted else self.refused).append(delay)
-        self._added += 1
-
-    @property
-    def extra(self) -> float:
-        """How much longer an acceptance takes than a refusal, where it clearly does. Read
-        again after each new delay while either kind has few, after every 8th once both
-        have 64: the windows ask on every answer, and reading it is most of their cost."""
-        if self._added and self._added * 8 >= min(len(self.accepted), len(self.refused)):
-            self._extra = self._read_extra()
-            self._added = 0
-        return self._extra
-
-    @property
-    def lag(self) -> float:
-        """The longest an acceptance took over the quickest refusal, where acceptances are
-        slower beyond chance (else 0)."""
-        if not self.extra:
-            return 0.0
-        return max(self.accepted) - min(self.refused)
-
-    def _read_extra(self) -> float:
-        """Acceptances are slower beyond chance: were the two kinds alike, the last n
-        acceptances would all be as slow as the quickest of them with chance ``slower ** n``,
-        ``slower`` the share of refusals that slow (plus one in the count, so that one
-        refusal quicker than one acceptance is no evidence). Then the difference of the mean
-        delays, or of the quickest if that is more, if at least 10 ms. Else nothing: where
-        the two come back alike, no reason to read the answers any differently."""
-        accepted, refused = self.accepted, self.refused
-        if not accepted or not refused:
-            return 0.0
-        quickest = min(accepted)
-        slower = (sum(map(quickest.__le__, refused)) + 1) / (len(refused) + 1)
-        if slower ** len(accepted) > BY_CHANCE:
-            return 0.0
-        mean_accepted = sum(accepted) / len(accepted)
-        mean_refused = sum(refused) / len(refused)
-        extra = max(mean_accepted - mean_refused, quickest - min(refused))
-        return extra if extra >= SERVICE_FLOOR else 0.0
-
-
-class Sending:
-    """The requests sent since ``since`` whose answers are in: how many, and the first and
-    the last of them sent. Whether a pace was used is read off it (RFC 7661's rule for a
-    congestion window the sender does not fill; see :meth:`PaceController._probe_due`)."""
-
-    __slots__ = ("began", "count", "first", "last", "since")
-
-    def __init__(self, since: float) -> None:
-        self.since = since  # requests sent from here are counted…
-        self.began = since  # …and the time from here on is what they are judged against
-        self.count = 0
-        self.first, self.last = math.inf, -math.inf
-
-    def add(self, sent_at: float) -> None:
-        if sent_at >= self.since:
-            self.count += 1
-            self.first = min(self.first, sent_at)
-            self.last = max(self.last, sent_at)
-
-    def resumed(self, now: float, paused_at: float) -> Sending:
-        """This sending, going on from ``now`` after a pause since ``paused_at`` that it
-        leaves out, as if it had not been (a dip under the pace: its sends were not at the
-        pace, and its time is not the pace's)."""
-        resumed = Sending(now)
-        pause = now - paused_at
-        resumed.began = self.began + pause
-        resumed.count = self.count
-        resumed.first, resumed.last = self.first + pause, self.last + pause
-        return resumed
-
-    def at_least(self, rate: float, answers: int, now: float) -> bool:
-        """``answers`` at least, sent at ``rate`` or more from the first to the last, and
-        those two half the time since it began apart at least: requests sent in bursts (a
-        cap on requests in flight sends a burst each time answers return) are at the pace
-        within each burst, and not over the time."""
-        span = self.last - self.first
-        return self.count >= max(answers, rate * span) and span >= 0.5 * (now - self.began)
-
-
-# "Not about the rate" must fit an experiment's samples this much better than "a limit" (in
-# log-likelihood: e² ≈ 7.4 times as likely) to be the verdict. The two mistakes do not cost
-# the same: a limit read as a flaky backend's share is flooded at the full pace, and where two
-# runs share it, each run's cut is half filled by the other, so its share falls half as far as
-# a lone limit's and reads as "not about the rate" to both; a flaky backend read as a limit
-# costs a cut that the next experiment, the dips and the probes take back. Even odds: two runs
-# on one limit, 144 starts, refused over 10 % in 22 (12 with the rule before, the midpoint
-# between the two predictions); at 2, in 10, and of 192 started 0.3/0.6 s apart 34 with a
-# share under 35 % (60 before); at 3, a flaky 30 % backend served in 150 ms lost its gain
-# (simulated; RESULTS section 38).
-LIMIT_FAVOURED = 2.0
-
-# The delays of the last this many answers of each kind are kept (see Delays).
-DELAYS_KEPT = 64
-# Acceptances read as slower than refusals when that is at most this likely by chance…
-BY_CHANCE = 0.01
-# …and by at least this much: a few milliseconds move what got in by a few percent at most,
-# where two kinds that come back alike still read a millisecond apart now and then.
-SERVICE_FLOOR = 0.010
 
 
 class PaceController:
@@ -513,11 +86,11 @@ class PaceController:
         self._window = self._new_window(now)
         self.delays = Delays()  # how long answers take, accepted and refused apart
         # Every answer of the run's first horizon after its first refusal (see _opening_rate).
-        self._opening: _Window | None = self._new_window(now)
+        self._opening: Window | None = self._new_window(now)
         # (time, accepted_total), ~0.1 s apart over the last two horizons
         self._history: deque[tuple[float, int]] = deque([(now, 0)])
         self._started = now
-        self._steps: list[_Sample] = []  # each pace of an episode before its cut, as judged
+        self._steps: list[Sample] = []  # each pace of an episode before its cut, as judged
         self._trigger = 0.0  # the refused share that began the episode
         self._admitted_while_refused = ceiling  # admitted/s measured at the latest cut
         # The tested rate ÷ the restored one; the refused share at the tested rate, and the
@@ -546,8 +119,8 @@ class PaceController:
         self._deferred: deque[tuple[float, float, bool, float | None]] = deque()
         self._sending_before_dip = (self._sending, now)  # at the last dip, and its start
 
-    def _new_window(self, now: float) -> _Window:
-        return _Window(now, self.accepted_total)
+    def _new_window(self, now: float) -> Window:
+        return Window(now, self.accepted_total)
 
     def begin(self, now: float) -> None:
         """The first request leaves now: rates are measured from here, not from when the
@@ -653,7 +226,7 @@ class PaceController:
         answers = accepted + window.refused
         return answers >= self._answers_needed() or self._clean_sooner(window, answers)
 
-    def _overwhelmed(self, now: float, window: _Window) -> bool:
+    def _overwhelmed(self, now: float, window: Window) -> bool:
         """A pace far above the cloud's, beyond doubt before the window's time is up: of the
         answers to an experiment's sample of requests sent after the first refused one, more
         than half are refused (and more than the overload line), by three standard
@@ -677,9 +250,9 @@ class PaceController:
             least_answers, least_got_in = policy.test_answers, policy.window_answers
         if answers < least_answers or window.later_got_in < least_got_in:
             return False  # too few to tell, or to time what got in (nothing: a spent window)
-        return share - _noise(share, answers, 3.0) > max(self._threshold(answers), 0.5)
+        return share - share_noise(share, answers, 3.0) > max(self._threshold(answers), 0.5)
 
-    def _first_window_out(self, now: float, window: _Window) -> bool:
+    def _first_window_out(self, now: float, window: Window) -> bool:
         """This is the run's first window, it is out (:meth:`_in_first_window`), and nothing
         was decided yet."""
         return self.cuts == 0 and window.start == self._started and not self._in_first_window(now)
@@ -699,7 +272,7 @@ class PaceController:
             return False
         return now - self._started < self.policy.window
 
-    def _unsettled_for(self, window: _Window) -> float:
+    def _unsettled_for(self, window: Window) -> float:
         """How long the window must last before its share can be read: the run's first,
         and the first after a hold-back was undone, judge a pace nothing judged yet, while
         the time acceptances take over refusals is read from the quickest acceptances only
@@ -709,7 +282,7 @@ class PaceController:
             return 0.0
         return 2.0 * self.delays.lag
 
-    def _clean_sooner(self, window: _Window, answers: int) -> bool:
+    def _clean_sooner(self, window: Window, answers: int) -> bool:
         """After a cut, a window with no refusal at all is sure sooner than the experiment's
         full sample: nothing refused in n answers where at least half the excess share that
         began the episode was expected happens less than once in a hundred. At a few
@@ -743,7 +316,7 @@ class PaceController:
     def _testing(self) -> bool:
         return self.mode in (Mode.TESTING, Mode.VERIFYING, Mode.RECHECKING)
 
-    def _accepted_in(self, window: _Window) -> int:
+    def _accepted_in(self, window: Window) -> int:
         """Accepted answers that are evidence for ``window``: to requests sent since it
         began, as its refusals are (answers come back late, and out of order, and those sent
         before describe the rate before), and those the fast path counted while calm (none
@@ -800,7 +373,7 @@ class PaceController:
                 self._clean(now, share, answers)
         self._window = self._new_window(now)
 
-    def _counted_only(self, window: _Window) -> int:
+    def _counted_only(self, window: Window) -> int:
         """Accepted answers the attempt loop's fast path counted while calm, never passed to
         :meth:`observe`: first tries, nearly all (nothing was refused, so few rows retry).
         Without them, the window in which calm ends would read its first refusals against
@@ -876,7 +449,9 @@ class PaceController:
     def _threshold(self, answers: int) -> float:
         """The refused share above which a window is overload, not noise: the known
         rate-independent share, plus three standard deviations of a window this size."""
-        return self.independent + max(self.policy.margin, _noise(self.independent, answers, 3.0))
+        return self.independent + max(
+            self.policy.margin, share_noise(self.independent, answers, 3.0)
+        )
 
     def accepted_rate(self, now: float, *, full: bool = False) -> float:
         """Accepted answers per second over the trailing horizon (at least one second, so a
@@ -912,7 +487,7 @@ class PaceController:
             start = point
         return start
 
-    def _cut_to_what_got_in(self, now: float, window: _Window) -> None:
+    def _cut_to_what_got_in(self, now: float, window: Window) -> None:
         """An overwhelmed window: the pace was over twice what got in. No experiment is
         needed to tell a limit from a flaky backend (a backend that refuses more than half
         at any rate shows it again at the lower pace, and the experiment runs then): go
@@ -927,7 +502,7 @@ class PaceController:
         self._most_accepted = max(self._most_accepted, got_in)
         self._confirm(now, self._admitted(got_in) * self.policy.below)
 
-    def _overloaded(self, now: float, share: float, answers: int, window: _Window) -> None:
+    def _overloaded(self, now: float, share: float, answers: int, window: Window) -> None:
         if self.mode is Mode.TESTING and self._independent_of_rate(share, answers):
             return
         policy = self.policy
@@ -948,11 +523,11 @@ class PaceController:
         # read 28 % whole and 45 % after it, and held against 45 % the next step's 13 % (luck)
         # read as the fall a limit makes, so the run was restored to 207/s, not 300
         # (the real-time 100-ms model's low mode: 243-252 requests/s of 300).
-        step = _Sample(self.rate, share, answers)
+        step = Sample(self.rate, share, answers)
         if partway:
             share, later_answers = window.later_share(self.delays.extra)
             if self.mode is not Mode.TESTING:
-                step = _Sample(self.rate, share, later_answers)
+                step = Sample(self.rate, share, later_answers)
         later = partway or (
             self.mode is Mode.TESTING and window.later_got_in >= policy.window_answers
         )
@@ -975,7 +550,7 @@ class PaceController:
         self.cuts += 1
         self._set_rate(now, target)
 
-    def _refusals_began_partway(self, window: _Window, share: float) -> bool:
+    def _refusals_began_partway(self, window: Window, share: float) -> bool:
         """The refused share after the window's first refusal stands clearly above the
         window's (two standard deviations): the refusals began partway through it — a
         capacity that dropped, a limiter's burst spent. The whole window, and the horizon,
@@ -986,7 +561,7 @@ class PaceController:
         later, answers = window.later_share(self.delays.extra)
         if answers < least or window.later_got_in < least:
             return False
-        return later > share + _noise(share, answers, 2.0)
+        return later > share + share_noise(share, answers, 2.0)
 
     def _add_to_opening(
         self, now: float, signal: Signal, retry_after: float | None, fresh: bool, sent_at: float
@@ -1032,7 +607,7 @@ class PaceController:
         """The experiment, after each cut of 15 % or more in this episode: at a limit, what
         gets in stays flat, so the refused share falls to ``1 − (1 − before) × old ÷ new``;
         refusals not about the rate keep it where it was. Judged on which of the two fits the
-        samples better (:func:`_limit_fits_better`): the episode's steps, less those the share
+        samples better (:func:`limit_fits_better`): the episode's steps, less those the share
         now has risen above (the cloud changed since), the share now, and the rate-independent
         share known before (:meth:`_known_share`). The rate goes back to the first step of the
         longest run of last steps that fits "not about the rate": the run's pace, where a
@@ -1047,16 +622,16 @@ class PaceController:
         judged = [
             step
             for step in self._steps
-            if share <= step.share + max(_noise(step.share, answers, 2.0), margin)
+            if share <= step.share + max(share_noise(step.share, answers, 2.0), margin)
         ]  # a share that rose above a step's says the cloud changed since: it says nothing
-        known, now_at = self._known_share(), _Sample(self.rate, share, answers)
+        known, now_at = self._known_share(), Sample(self.rate, share, answers)
         for first, step in enumerate(judged):
-            if not _limit_fits_better([*known, *judged[first:], now_at]):
+            if not limit_fits_better([*known, *judged[first:], now_at]):
                 self._restore(step.rate, share, answers)
                 return True
         return False  # a limit from the last step on: cutting stays the answer
 
-    def _known_share(self) -> list[_Sample]:
+    def _known_share(self) -> list[Sample]:
         """The rate-independent share found before this episode, as a sample at the pace it
         began from, worth ``independent_answers``: the window that began the episode is by
         selection one that read high, and judged against it alone, an ordinary one after the
@@ -1067,7 +642,7 @@ class PaceController:
         if not self.independent or not self._steps:
             return []
         answers = self.policy.independent_answers
-        return [_Sample(self._steps[0].rate, self.independent, answers)]
+        return [Sample(self._steps[0].rate, self.independent, answers)]
 
     def _restore(self, rate: float, share: float, answers: int) -> None:
         """The refusals looked independent of the rate: take the rate back up, and check with
@@ -1093,7 +668,9 @@ class PaceController:
         ratio, tested_share, tested_answers, before = self._verifying
         self.mode = Mode.CRUISE
         held, now_held = 1.0 - tested_share, 1.0 - share
-        noise = math.hypot(_noise(tested_share, tested_answers, 1.0), _noise(share, answers, 1.0))
+        noise = math.hypot(
+            share_noise(tested_share, tested_answers, 1.0), share_noise(share, answers, 1.0)
+        )
         if tested_share >= 0.5:
             # Half or more refused at the tested rate: a wrong "independent" is no longer the
             # cheap mistake. Read as a backend's own share, a limit far under both rates is
@@ -1243,7 +820,7 @@ class PaceController:
         known = self.policy.independent_answers
         pooled = (share * answers + self.independent * known) / (answers + known)
         self._dip_before = (pooled, answers + known)
-        self._steps = [_Sample(self.rate, before, answers)]
+        self._steps = [Sample(self.rate, before, answers)]
         self._dip_accepted = self.accepted_rate(now)
         self._sending_before_dip, self._sending = (self._sending, now), Sending(now)
         self.mode = Mode.RECHECKING
@@ -1260,7 +837,7 @@ class PaceController:
         rate, self._steps = self._steps[0].rate, []
         self.mode = Mode.CRUISE
         before, known = self._dip_before
-        noise = 2.5 * math.hypot(_noise(before, answers, 1.0), _noise(before, known, 1.0))
+        noise = 2.5 * math.hypot(share_noise(before, answers, 1.0), share_noise(before, known, 1.0))
         if share >= before - max(self.policy.margin, noise):
             self.rate = rate  # not about the rate: as before (changed_at kept: no probe debt)
             sending, dipped_at = self._sending_before_dip
@@ -1294,7 +871,7 @@ class PaceController:
         policy = self.policy
         answers = self._tally_answers
         share = self._tally_refused / answers if answers else 0.0
-        if share > self.independent + max(0.01, _noise(self.independent, answers, 2.0)):
+        if share > self.independent + max(0.01, share_noise(self.independent, answers, 2.0)):
             if self.rate <= self.good:  # refusals at the held pace itself: go under them
                 self.good = min(self.good, self.admitted_rate(now) * policy.below)
             self._back_from_probe(now)
@@ -1476,7 +1053,7 @@ class PaceController:
         self._probes = 0
         self._set_rate(now, rate)
 
-    def _hold_back(self, now: float, window: _Window) -> None:
+    def _hold_back(self, now: float, window: Window) -> None:
         """Nothing was accepted: a window of the cloud's limiter is spent, or it is down."""
         policy = self.policy
         if self.mode is not Mode.HELD_BACK:
@@ -1568,7 +1145,7 @@ class PaceController:
         self._window = self._new_window(now)
         self._set_rate(now, held.rate)
 
-    def _spent_pace(self, now: float, window: _Window) -> float:
+    def _spent_pace(self, now: float, window: Window) -> float:
         """The pace to resume at after nothing got in: what got in over the last horizon up
         to the last acceptance. The first time, early in a run, over the run so far: a
         concurrency limit refuses within milliseconds, and a whole second would read its 8
@@ -1679,250 +1256,3 @@ def describe(findings: dict[str, object]) -> str:
     elif not findings["rate_related_refusals"] and findings["pace_cuts"]:
         parts.append("refusals were not rate-related")
     return "; ".join(parts)
-
-
-def _noise(share: float, answers: int, deviations: float) -> float:
-    """``deviations`` standard deviations of a refused share measured over ``answers``."""
-    share = min(max(share, 0.01), 0.99)
-    return deviations * math.sqrt(share * (1.0 - share) / max(answers, 1))
-
-
-# When a cap on requests in flight is found, the rate goes this far above what the cap lets
-# through: the cap binds, and the rate is a guard a little above it…
-GIVE_WAY = 1.1
-# …but no more than this far above the rate it replaces: a cap can be read at a token bucket
-# too, from a run's first flood (refusals at the high levels it reached) and the cut after it
-# (acceptances at low ones), and what such a cap "lets through" is about twice the bucket's
-# rate. A real cap that lets more through is reached by the probes from there.
-GIVE_WAY_AT_MOST = 1.5
-# While such a cap governs, the probes take the rate no further above what it lets through
-# than this: clear above, since the answers that free its places come back in clumps, which
-# an evenly spaced pace close above meets with places unused (8 in service ± 50 %: 94 % of
-# what it serves at 1.5×, 97 % at 3×, 98 % unbounded); not at --rate: the cap may be dropped.
-CAP_GUARD = 3.0
-
-# Requests on the wire before any answer is back, in a slow start: TCP's initial window, but
-# wider (RFC 6928 sets 10 segments). 16 held two runs started together at 600/s on one limit,
-# 30 ms away, in their first round trip, and changed how they split it (simulated, 144 runs
-# off the grid: 3 → 17 with a share under 35 %); at 32, 3 as before.
-OPENING_WINDOW = 32
-
-
-class Pacer:
-    """The async gate every attempt passes through. One instance is shared by all workers."""
-
-    def __init__(
-        self,
-        ceiling: float,
-        policy: PacingPolicy | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        *,
-        burst: int = 1,
-        wall_clock: Callable[[], float] | None = None,
-        slow_start_to: int | None = None,
-    ) -> None:
-        """``wall_clock``: a clock other processes share (``time.time``), if the pacer is to
-        time its checks by it, as runs sharing a limit need (see PaceController._recheck_due);
-        else ``clock`` is taken as shared (the simulator's clients have one).
-        ``slow_start_to``: the run's own limit on requests at once (``--concurrency``); given,
-        the pacer opens with a slow start (:meth:`_opening_full`) until its window is that
-        wide. The engine gives it; the unit tests of the gate's other limits do not."""
-        if burst < 1:
-            raise ValueError(f"a burst is at least one request, not {burst}")
-        self._clock = clock
-        self._sleep = sleep
-        now = clock()
-        offset = wall_clock() - now if wall_clock else 0.0
-        self.control = PaceController(ceiling, policy or PacingPolicy(), now, wall_offset=offset)
-        self._interval = 1.0 / ceiling  # between slots at the ceiling
-        # How early a caller may go, unthrottled; plus a nanosecond, so that float rounding in
-        # the slot sums cannot refuse the last request of a burst.
-        self._burst_credit = (burst - 1) / ceiling + 1e-9
-        self._next_slot = now  # GCRA at the ceiling: when the next request is due
-        self._last_grant = float("-inf")  # paced at the allowed rate from here, while throttled
-        self._queue = anyio.Lock()  # waiters are served in order, one computing at a time
-        self.calm = True  # at the ceiling with nothing refused lately (see answered)
-        self._begun = False  # the first request has left (see PaceController.begin)
-        # Requests on the wire (granted, not yet returned), the level the last one left at,
-        # and what the cloud takes at once, if it limits that (bulktag/inflight.py).
-        self.on_wire = 0
-        self.level = 0
-        self.in_flight = InFlightCap(now)
-        self._room: anyio.Event | None = None  # set when a request returns under a full cap
-        # The opening window holds the wire until it is this wide; None once it is over.
-        self._slow_start_to = slow_start_to
-        self._returned = 0  # requests back off the wire: the opening window widens by each
-
-    @property
-    def rate(self) -> float:
-        return self.control.rate
-
-    @property
-    def throttled(self) -> bool:
-        return self.control.rate < self.control.ceiling
-
-    @property
-    def cuts(self) -> int:
-        return self.control.cuts
-
-    @property
-    def accepted_total(self) -> int:
-        return self.control.accepted_total
-
-    def free_now(self) -> float | None:
-        """Take a slot and return the time to send at, if a caller may send at once; else
-        take nothing and return None (the caller then awaits :meth:`wait_turn`)."""
-        if not self.calm:
-            return None
-        now = self._clock()
-        slot = self._next_slot
-        if now < slot - self._burst_credit or self._queue.locked():
-            return None
-        if now < self.control.paused_until:
-            return None
-        if self._slow_start_to is not None and self._opening_full():
-            return None
-        self._next_slot = (slot if slot > now else now) + self._interval
-        self.level = self.on_wire
-        self.on_wire += 1
-        if not self._begun:
-            self._begin(now)
-        return now
-
-    async def wait_turn(self) -> float:
-        """Wait until this caller may send; return the (monotonic) time it sends at. The
-        caller reads :attr:`level` next, before it awaits anything, and calls
-        :meth:`returned` when the answer is in."""
-        arrived = self._clock()
-        async with self._queue:
-            while True:
-                if self._full():
-                    self._room = room = anyio.Event()
-                    await room.wait()
-                now = self._clock()
-                start = self.earliest(now)
-                if start <= now:
-                    self.grant(self._due(arrived, now))
-                    return now
-                # Nap at most 0.1 s: the allowed rate may rise (the cloud came back) meanwhile.
-                await self._sleep(min(start - now, 0.1))
-
-    def _due(self, arrived: float, now: float) -> float:
-        """The slot a caller that arrived at ``arrived`` and goes at ``now`` takes: the one it
-        was due since it arrived, not a later one. A wake-up late by a millisecond (a busy
-        event loop, or the caller ahead woken late) must not lower the achieved rate: at
-        300/s, below the ceiling, each waiter a millisecond late cost a fifth of it. Never
-        earlier than its arrival, so no caller catches up on time nobody waited in. Below the
-        ceiling, no more than one interval back: when the rate jumps up after an outage, the
-        callers queued at the old rate must not all leave at once."""
-        due = self.earliest(arrived)
-        if self.throttled:
-            due = max(due, now - 1.0 / self.control.rate)
-        return due
-
-    def earliest(self, now: float) -> float:
-        """When the next caller may send, judged at ``now`` (both limits, and any pause)."""
-        if self._full():
-            return math.inf  # until a request returns
-        control = self.control
-        start = max(now, control.paused_until, self._next_slot - self._burst_credit)
-        if control.rate < control.ceiling:
-            start = max(start, self._last_grant + 1.0 / control.rate)
-        return start
-
-    def _full(self) -> bool:
-        """No more on the wire until one returns: the cloud's cap, or the opening window."""
-        return self.in_flight.full(self.on_wire) or (
-            self._slow_start_to is not None and self._opening_full()
-        )
-
-    def _opening_full(self) -> bool:
-        """The opening window is full: as many on the wire as it holds, 32 plus one for each
-        request back, so it doubles each round trip and the first sends no more than 32 blind.
-        It closes for good once the controller moves the rate (the cloud's answers govern from
-        then on) or once it is as wide as the run may send at once.
-
-        Every answer widens it, refusals too: it bounds what goes out blind, and judging the
-        refusals is the controller's work. Widened by the accepted only (tried, with 16), the
-        simulated far clouds' worst runs from 5 s on were worse, for reasons not traced: 15.3 %
-        refused at a concurrency limit and 15.9 % at a queueing server, against 9.2 and 5.4 %."""
-        control, most = self.control, self._slow_start_to
-        window = OPENING_WINDOW + self._returned
-        if most is None or window >= most:
-            self._slow_start_to = None
-            return False
-        if control.rate < control.ceiling:
-            if not control.hold_in_doubt:
-                self._slow_start_to = None
-            return False  # the pace governs; a hold-back undone opens the window again
-        return self.on_wire >= window
-
-    def grant(self, now: float) -> None:
-        """A caller sends at ``now``: move both limits on by one request."""
-        self._next_slot = max(self._next_slot, now) + self._interval
-        self._last_grant = now
-        self.level = self.on_wire
-        self.on_wire += 1
-        if not self._begun:
-            self._begin(now)
-
-    def _begin(self, now: float) -> None:
-        self._begun = True
-        self.control.begin(now)
-
-    def returned(self) -> None:
-        """A granted request is off the wire (answered, failed or cancelled)."""
-        self.on_wire -= 1
-        self._returned += 1
-        room = self._room
-        if room is not None:
-            self._room = None
-            room.set()
-
-    def answered(
-        self,
-        *,
-        sent_at: float,
-        signal: Signal,
-        retry_after: float | None = None,
-        fresh: bool = True,
-        level: int | None = None,
-    ) -> None:
-        """Feed the server's answer to a request that left at ``sent_at`` with ``level``
-        others on the wire (``fresh``: a row's first attempt). A refusal the in-flight cap
-        explains is not the rate's: only the cap hears of it."""
-        control = self.control
-        now = self._clock()
-        if level is not None and signal is not Signal.FAILED:
-            in_flight = self.in_flight
-            capped = in_flight.cap is not None
-            explained = in_flight.observe(now, level, now - sent_at, signal is Signal.REFUSED)
-            if not capped and in_flight.cap is not None and in_flight.sustains:
-                through = in_flight.sustains * GIVE_WAY
-                control.give_way(now, min(through, GIVE_WAY_AT_MOST * control.rate))
-            if explained:
-                self.calm = False
-                return
-        control.capped = self.in_flight.cap is not None
-        control.cap_through = self.in_flight.sustains
-        control.observe(now, sent_at, signal, retry_after, fresh=fresh)
-        self.calm = control.calm and not control.capped
-
-    def accepted_while_calm(self, sent_at: float) -> None:
-        """The engine's fast path, for an accepted answer while calm: it changes no rate, so
-        it is only counted, and timed (see :class:`Delays`)."""
-        control = self.control
-        control.accepted_total += 1
-        control.delays.add(self._clock() - sent_at, accepted=True)
-
-    def silent_for(self) -> float:
-        return self.control.silent_for(self._clock())
-
-    def findings(self, elapsed: float) -> dict[str, object]:
-        """What pacing found (:meth:`PaceController.findings`), and the cloud's limit on
-        requests in service, if one was found."""
-        found = self.control.findings(elapsed)
-        if self.in_flight.found is not None:
-            found["in_flight_cap"] = self.in_flight.found
-        return found
