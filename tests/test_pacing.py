@@ -288,6 +288,24 @@ def test_a_share_steady_under_a_lucky_then_an_unlucky_window_goes_back_to_the_fi
     assert (Mode.VERIFYING, 300.0) == (control.mode, control.rate)
 
 
+def test_a_share_that_rose_as_the_pace_fell_marks_a_change_in_the_cloud() -> None:
+    """A run at its limit alone (7 % refused at 200/s) that a second run joins in the middle
+    of its experiment: 33 % refused after its cut (the newcomer's flood), then 6 % after the
+    next. Neither hypothesis lets the share rise as the pace falls, so the first step is from
+    another cloud; the two since fit a limit, and the run stays under it. Judged with the
+    first, the three fit no limit: the run went back to 200/s and took the newcomer's share
+    (VERIFYING there)."""
+    control = PaceController(200.0, POLICY, T)
+    now = answers(control, T, 0.5, 200.0, refused=0.07)
+    assert Mode.TESTING == control.mode
+    now = answers(control, now, 0.5, control.rate, refused=0.33)
+    assert Mode.TESTING == control.mode
+    third = control.rate
+    answers(control, now, 0.5, third, refused=0.06)
+    assert Mode.VERIFYING != control.mode
+    assert control.rate <= third
+
+
 def _first_dip(control: PaceController, now: float, until: float, share: float) -> float:
     """Answers at the pace with ``share`` refused at any rate until the controller dips under
     it to check that share (RECHECKING); returns when, on its own clock."""
