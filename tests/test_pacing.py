@@ -306,6 +306,22 @@ def test_a_share_that_rose_as_the_pace_fell_marks_a_change_in_the_cloud() -> Non
     assert control.rate <= third
 
 
+def test_a_share_that_rose_after_a_cut_is_not_read_as_one_the_pace_does_not_change() -> None:
+    """Two runs that joined one limit a moment apart: one read 27 % refused at 190/s, cut,
+    and read 41 % at 146/s as the other's flood came in whole. A rise too small to mark a
+    change in the cloud (1.7 standard deviations), but no limit explains it either, so the
+    two steps fit "not about the rate" best: both runs went back up at once and flooded the
+    limit, 25-50 % refused for 8 s, until the wall clock's 10-s mark dipped both (in real
+    time). A share that rose since a step does not send the run back to it: cutting goes on,
+    and the next step tells."""
+    control = PaceController(190.0, POLICY, T)
+    now = answers(control, T, 0.5, 190.0, refused=0.27)
+    assert Mode.TESTING == control.mode
+    cut = control.rate
+    answers(control, now, 0.5, cut, refused=0.41)
+    assert (Mode.TESTING, True) == (control.mode, control.rate < cut)
+
+
 def _first_dip(control: PaceController, now: float, until: float, share: float) -> float:
     """Answers at the pace with ``share`` refused at any rate until the controller dips under
     it to check that share (RECHECKING); returns when, on its own clock."""

@@ -607,10 +607,11 @@ class PaceController:
         """The experiment, after each cut of 15 % or more in this episode: at a limit, what
         gets in stays flat, so the refused share falls to ``1 − (1 − before) × old ÷ new``;
         refusals not about the rate keep it where it was. Judged on which of the two fits the
-        samples better (:func:`limit_fits_better`): the episode's steps, less those the share
-        now has risen above (the cloud changed since), the share now, and the rate-independent
-        share known before (:meth:`_known_share`). The rate goes back to the first step of the
-        longest run of last steps that fits "not about the rate": the run's pace, where a
+        samples better (:func:`limit_fits_better`): the episode's steps since the cloud last
+        changed (:meth:`_since_the_cloud_changed`), less those the share now has risen above,
+        the share now, and the rate-independent share known before (:meth:`_known_share`).
+        The rate goes back to the first step of the longest run of last steps that fits "not
+        about the rate" (and that the share has not risen above): the run's pace, where a
         flaky backend's lucky windows made the steps; a later step, where a limit lies above
         it and a flaky share under it (a bucket with 10 % refused behind it: 464/s refused
         60 %, then 209/s and 172/s 17 %: back to 209/s; judged as one, all the steps or none,
@@ -626,32 +627,39 @@ class PaceController:
         ]  # a share that rose above a step's says the cloud changed since: it says nothing
         known = self._known_share()
         for first, step in enumerate(judged):
-            if not limit_fits_better([*known, *judged[first:], now_at]):
+            # Not back to a step whose share has risen since, even by less than marks a
+            # change: no limit explains a rise as the pace falls, so "not about the rate"
+            # fits it best, but a second run's flood coming in does too, and going back up
+            # into it is the dear mistake (see LIMIT_FAVOURED). The next step tells.
+            risen = share > step.share + share_noise(step.share, answers, 1.0)
+            if not risen and not limit_fits_better([*known, *judged[first:], now_at]):
                 self._restore(step.rate, share, answers)
                 return True
         return False  # a limit from the last step on: cutting stays the answer
 
     def _since_the_cloud_changed(self, samples: list[Sample]) -> list[Sample]:
-        """The samples from the last one whose share rose above every share before it (by
-        three standard deviations, and the overload margin) on. Each step of an episode is
-        slower than the one before, and neither hypothesis lets the share rise as the pace
-        falls: the cloud changed there, and what came before says nothing about it. A run
-        whose limit a second run joined read 6 % refused at 198/s (alone), 32 % at 168/s (the
-        newcomer's flood), 6 % at 115/s: held together, the three fit no limit, so it went
-        back to 198/s, took the newcomer's share and kept 90 % of the limit (simulated).
-        Above every earlier share, not just one: a flaky backend's 30 %, read 15 % then 48 %
-        by luck, did not change."""
+        """The samples from the last one whose share rose above the share of the step before
+        it, and of every earlier step under twice its pace (by three standard deviations, and
+        the overload margin), on. Each step of an episode is slower than the one before, and
+        neither hypothesis lets the share rise as the pace falls: the cloud changed there,
+        and what came before says nothing about it. A run whose limit a second run joined
+        read 6 % refused at 198/s (alone), 32 % at 168/s (the newcomer's flood), 6 % at
+        115/s: held together, the three fit no limit, so it went back to 198/s, took the
+        newcomer's share and kept 90 % of the limit (simulated). Not a rise over just one
+        step: a flaky backend's 30 %, read 15 % then 48 % by luck, did not change. A pace
+        twice as fast or more is left out: a limit alone explains a much higher share there
+        (66 % at a run's opening 600/s, over a 200/s bucket), and it hid the change after."""
         start = 0
-        for later_at, later in enumerate(samples):
+        for later_at, later in enumerate(samples[1:], start=1):
             earlier = samples[:later_at]
-            if earlier and all(
-                later.share
-                > sample.share
-                + max(share_noise(sample.share, later.answers, 3.0), self.policy.margin)
-                for sample in earlier
-            ):
+            near = [sample for sample in earlier if sample.rate < 2.0 * later.rate]
+            if all(self._rose(later, sample) for sample in [earlier[-1], *near]):
                 start = later_at
         return samples[start:]
+
+    def _rose(self, later: Sample, sample: Sample) -> bool:
+        noise = share_noise(sample.share, later.answers, 3.0)
+        return later.share > sample.share + max(noise, self.policy.margin)
 
     def _known_share(self) -> list[Sample]:
         """The rate-independent share found before this episode, as a sample at the pace it
