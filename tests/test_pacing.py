@@ -8,6 +8,7 @@ import itertools
 import math
 import random
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1041,6 +1042,53 @@ async def test_a_throttled_pacer_spaces_callers_one_over_rate_apart(rate: float)
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert T == sent[0]
     assert [pytest.approx(1.0 / rate)] * 5 == gaps
+
+
+class StalledTime(FakeTime):
+    """A fake clock whose sleeps, once ``stalled``, never end: a caller then goes only if
+    something wakes it."""
+
+    stalled = False
+
+    async def sleep(self, seconds: float) -> None:
+        if self.stalled:
+            self.sleeps.append(seconds)
+            await anyio.sleep_forever()
+        await super().sleep(seconds)
+
+
+@pytest.mark.asyncio
+async def test_a_caller_napping_at_a_held_back_pace_goes_when_the_pace_resumes() -> None:
+    """Held back (nothing accepted: a few requests a second), the caller at the head naps
+    until its slot. When an acceptance resumes the pace, it must go then, not when its nap
+    ends: up to 0.1 s late, a resumed run sent half its pace in its first 0.2-s window, and
+    read the half that got in as the cloud's pace (see Pacer._nap)."""
+    fake = StalledTime()
+    gate = Pacer(200.0, clock=fake, sleep=fake.sleep)
+    sent = [await gate.wait_turn() for _ in range(8)]
+    for at in sent:
+        gate.returned()
+        gate.answered(sent_at=at, signal=Signal.REFUSED)
+    assert Mode.HELD_BACK == gate.control.mode
+    held = gate.rate
+    fake.stalled = True
+    async with anyio.create_task_group() as callers:
+        turn: list[float] = []
+        went = anyio.Event()
+
+        async def caller() -> None:
+            turn.append(await gate.wait_turn())
+            went.set()
+
+        callers.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        assert ([], True) == (turn, bool(fake.sleeps))  # napping, and its nap never ends
+        fake.now += 0.05  # under its nap: the slot at the held-back pace is 0.16 s away
+        gate.answered(sent_at=fake.now, signal=Signal.ACCEPTED)
+        assert gate.rate > held
+        with anyio.fail_after(5.0):  # real seconds: the caller is woken, or never goes
+            await went.wait()
+    assert [fake.now] == turn
 
 
 @pytest.mark.asyncio

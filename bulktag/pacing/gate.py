@@ -29,6 +29,9 @@ GIVE_WAY_AT_MOST = 1.5
 # off the grid: 3 → 17 with a share under 35 %); at 32, 3 as before.
 OPENING_WINDOW = 32
 
+# A caller napping until its slot this long or longer is woken when the allowed rate rises.
+WAKE_FOR = 0.01
+
 
 class Pacer:
     """The async gate every attempt passes through. One instance is shared by all workers."""
@@ -72,6 +75,7 @@ class Pacer:
         self.level = 0
         self.in_flight = InFlightCap(now)
         self._room: anyio.Event | None = None  # set when a request returns under a full cap
+        self._rate_rose: anyio.Event | None = None  # set when the allowed rate rises
         # The opening window holds the wire until it is this wide; None once it is over.
         self._slow_start_to = slow_start_to
         self._returned = 0  # requests back off the wire: the opening window widens by each
@@ -127,8 +131,30 @@ class Pacer:
                 if start <= now:
                     self.grant(self._due(arrived, now))
                     return now
-                # Nap at most 0.1 s: the allowed rate may rise (the cloud came back) meanwhile.
-                await self._sleep(min(start - now, 0.1))
+                await self._nap(min(start - now, 0.1))
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep until the next slot, 0.1 s at most (``wait_turn`` looks again then), or until
+        the allowed rate rises (:meth:`answered`), whichever comes first. A run that resumed
+        after a hold-back (5/s, a slot every 0.2 s) sent its first request at its pace up to
+        0.1 s late, so its first 0.2-s window sent half its pace, and what got in, halved,
+        was read as the cloud's: a run whose limit a second one had just joined cut itself to
+        56-79/s of 200 and kept about a third of the limit (real time, traced). A short nap
+        is only slept: a rise during it costs a few milliseconds at most."""
+        if seconds < WAKE_FOR:
+            await self._sleep(seconds)
+            return
+        rose = self._rate_rose = anyio.Event()
+
+        async def alarm() -> None:
+            await self._sleep(seconds)
+            rose.set()
+
+        async with anyio.create_task_group() as naps:
+            naps.start_soon(alarm)
+            await rose.wait()
+            naps.cancel_scope.cancel()
+        self._rate_rose = None
 
     def _due(self, arrived: float, now: float) -> float:
         """The slot a caller that arrived at ``arrived`` and goes at ``now`` takes: the one it
@@ -215,7 +241,8 @@ class Pacer:
         others on the wire (``fresh``: a row's first attempt). A refusal the in-flight cap
         explains is not the rate's: only the cap hears of it."""
         control = self.control
-        now = self._clock()
+        now, before = self._clock(), control.rate
+        explained = False
         if level is not None and signal is not Signal.FAILED:
             in_flight = self.in_flight
             capped = in_flight.cap is not None
@@ -223,13 +250,15 @@ class Pacer:
             if not capped and in_flight.cap is not None and in_flight.sustains:
                 through = in_flight.sustains * GIVE_WAY
                 control.give_way(now, min(through, GIVE_WAY_AT_MOST * control.rate))
-            if explained:
-                self.calm = False
-                return
-        control.capped = self.in_flight.cap is not None
-        control.cap_through = self.in_flight.sustains
-        control.observe(now, sent_at, signal, retry_after, fresh=fresh)
-        self.calm = control.calm and not control.capped
+        if explained:
+            self.calm = False
+        else:
+            control.capped = self.in_flight.cap is not None
+            control.cap_through = self.in_flight.sustains
+            control.observe(now, sent_at, signal, retry_after, fresh=fresh)
+            self.calm = control.calm and not control.capped
+        if control.rate > before and self._rate_rose is not None:
+            self._rate_rose.set()  # the caller napping at the old pace goes at the new one
 
     def accepted_while_calm(self, sent_at: float) -> None:
         """The engine's fast path, for an accepted answer while calm: it changes no rate, so
