@@ -150,11 +150,15 @@ class Pacer:
             await self._sleep(seconds)
             rose.set()
 
-        async with anyio.create_task_group() as naps:
-            naps.start_soon(alarm)
-            await rose.wait()
-            naps.cancel_scope.cancel()
-        self._rate_rose = None
+        # An alarm task, not anyio.move_on_after: the nap keeps to the injected sleep, the
+        # clock the tests and the simulator drive.
+        try:
+            async with anyio.create_task_group() as naps:
+                naps.start_soon(alarm)
+                await rose.wait()
+                naps.cancel_scope.cancel()
+        finally:
+            self._rate_rose = None
 
     def _due(self, arrived: float, now: float) -> float:
         """The slot a caller that arrived at ``arrived`` and goes at ``now`` takes: the one it
