@@ -78,6 +78,24 @@ def _mem_gib() -> float:
     return 0.0
 
 
+# In RESULTS.md, the line after the last generated section: what follows it is the project's
+# notes on later runs and experiments, written by hand and cited by the README and commits.
+NOTES_MARK = (
+    "<!-- The sections below are notes written by hand; a full run of benchmarks/run.py "
+    "rewrites what is above this line and keeps them. -->"
+)
+
+
+def keeping_notes(document: str, before: str | None) -> str:
+    """``document`` with the notes of the RESULTS.md it replaces (``before``) after it. A full
+    run used to replace the whole file, so the one command the benchmarks README gives for it
+    deleted every section written since (forty of them, in git only)."""
+    at = -1 if before is None else before.find(NOTES_MARK)
+    if before is None or at < 0:
+        return document
+    return document.rstrip("\n") + "\n\n" + before[at:]
+
+
 def document(
     command: str, facts: list[str], tables: list[Table], failures: list[str], skipped: list[str]
 ) -> str:

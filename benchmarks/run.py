@@ -196,7 +196,12 @@ def main(argv: list[str]) -> int:
         f"load average (1 min) before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
         "(other work on the machine competes with the pinned processes)",
     ]
-    out.write_text(report.document(command, facts, tables, harness.failures, skipped))
+    before = out.read_text() if out.exists() else None
+    out.write_text(
+        report.keeping_notes(
+            report.document(command, facts, tables, harness.failures, skipped), before
+        )
+    )
     log(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out} "
         f"in {time.perf_counter() - started:.0f} s")  # fmt: skip
     if harness.failures:
