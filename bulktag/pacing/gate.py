@@ -104,6 +104,12 @@ class Pacer:
             return None
         now = self._clock()
         slot = self._next_slot
+        # A caller waiting at the head of the queue goes first; callers merely queued behind
+        # it, that can go at once, are no reason to queue too. Deferring to a held lock, a
+        # queue that formed once (as the opening window fills) never drained: each worker back
+        # from its answer found the lock held and queued behind the others, and half of every
+        # run's requests passed through it one at a time, 1.6× the CPU a pair against a
+        # server answering at once (0.5-0.6× a minimal client, not 0.9×; RESULTS section 41).
         if now < slot - self._burst_credit or self._head_waits:
             return None
         if now < self.control.paused_until:
@@ -137,14 +143,7 @@ class Pacer:
                     self._head_waits = True
                     await self._nap(min(start - now, 0.1))
             finally:
-                # Callers queued behind this one that can go at once are no reason for a new
-                # caller to queue too (:meth:`free_now` lets it go while the head does not
-                # wait): else a queue that formed once, as the opening window fills, never
-                # drains. Every worker back from its answer finds the lock held and queues
-                # behind the others, and every request of the run passes through the lock
-                # one at a time: 1.6× the CPU a pair against a server answering at once
-                # (half the requests through the queue; 0.5-0.6× a minimal client, not 0.9×).
-                self._head_waits = False
+                self._head_waits = False  # the next in the queue may go at once (free_now)
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until the next slot, 0.1 s at most (``wait_turn`` looks again then), or until
