@@ -125,6 +125,13 @@ def main() -> None:
             12000,
             450,
         ),
+        # A known gap (RESULTS section 42): the refused share, not the goodput.
+        "bucket 200/s + 20% random": (
+            lambda: Chain(TokenBucket(200, 20), RandomRefusals(0.2, seed=5)),
+            1000,
+            4000,
+            160,
+        ),
     }
     for name, (model, ceiling, count, cap) in rows.items():
         print(f"{name:30s} {limited(model, ceiling, count, cap)}", flush=True)
