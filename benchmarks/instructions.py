@@ -71,8 +71,6 @@ def per_pair(
             endpoint=endpoint,
             journal=work / f"journal-{client}-{n}.jsonl",
         )
-        if job.journal is not None:
-            job.journal.unlink(missing_ok=True)
         command = bulktag_command if client == "bulktag" else minimal_command(loop)
         cmd = command(tools, job)
         if n == 1:
@@ -80,8 +78,8 @@ def per_pair(
             # it imports to bytecode, which would land in the 1-pair count (a new venv read
             # -299,271 instructions a pair).
             subprocess.run(cmd, check=True, env=env, cwd=work, capture_output=True, timeout=600)
-            if job.journal is not None:
-                job.journal.unlink(missing_ok=True)
+        if job.journal is not None:
+            job.journal.unlink(missing_ok=True)  # a run of its own, not a resume
         counts.append(instructions(cmd, env, work))
     return (counts[1] - counts[0]) / (pairs - 1)
 

@@ -1002,8 +1002,8 @@ class PaceController:
         if stale or self.capacity is None or (self.independent and not self.rate_related):
             return False  # refusals not about the rate only: a probe is judged on what got in
         # A pace against an accepted rate: the same where nothing is refused at any rate, and
-        # lower by that share where something is. Read in requests instead, nothing measured
-        # changed but one flaky backend's worst start (RESULTS section 42).
+        # lower by that share where something is. Read in requests instead, the simulated
+        # bucket + random rows moved by a point or less (RESULTS section 42).
         return self.rate < self.policy.plateau * self.capacity
 
     def _toward_peak(self, now: float) -> float:
