@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -193,6 +194,34 @@ def test_no_credentials_at_all_names_every_source_looked_at(tmp_path: Path) -> N
     assert "no credentials found" in line
     assert "OS_AUTH_URL" in line
     assert "clouds.yaml" in line
+    # Whole to its end: what to give, then where the settings came from (cut at 300
+    # characters, the line stopped at "give a cloud (--os-cloud or OS_CLOUD, ...").
+    assert "or --token and --endpoint (settings from no cloud named" in line
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["--endpoint", "http://127.0.0.1:9", "--os-interface", "internal", "--insecure"],
+        ["--token", "t0ken-only", "--os-region-name", "r1", "--cacert", "ca.pem"],
+        ["--os-image-url", "http://127.0.0.1:9", "--os-endpoint-type", "internal"],
+    ],
+    ids=["endpoint-alone", "token-alone", "os-spellings"],
+)
+def test_half_the_light_path_names_what_is_missing_by_flags_that_exist(
+    tmp_path: Path, given: list[str]
+) -> None:
+    """A token without an endpoint, or an endpoint without a token: the line says what else
+    to give and which flags it was given, every one spelled as `bulktag run` takes it (the
+    endpoint was once named --os-endpoint, which it does not)."""
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=1, tags_per_image=1))
+    done = run_bulktag([str(inventory), *given], tmp_path, env=isolated_env(tmp_path, token=None))
+    line = _one_line_error(done)
+    assert "(settings from no cloud named" in line
+    help_text = run_bulktag(["--help"], tmp_path).stdout
+    named = set(re.findall(r"--[a-z][a-z-]*[a-z]", line))
+    assert {flag for flag in given if flag.startswith("--")} <= named
+    assert [] == [flag for flag in sorted(named) if f"{flag} " not in help_text]
 
 
 def test_an_unknown_cloud_lists_the_known_ones(tmp_path: Path) -> None:

@@ -33,6 +33,11 @@ TEMPFAIL, USAGE = 75, 2
 # Statuses a local server answers with; each one a server of its own.
 IMAGE_STATUSES = (503, 404)
 IDENTITY_STATUSES = (500, 503, 429, 401, 404)
+# How every identity-service error ends: where the password settings came from.
+SETTINGS = (
+    "(settings from environment OS_AUTH_URL, OS_PASSWORD, OS_PROJECT_DOMAIN_NAME, "
+    "OS_PROJECT_NAME, OS_USERNAME, OS_USER_DOMAIN_NAME)"
+)
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,24 @@ class Case:
 CASES: dict[str, Case] = {
     # ── try again later ──────────────────────────────────────────────────────────────────
     "image-unreachable": Case(TEMPFAIL, ("cannot reach", "try again later"), image=None),
+    # The library's words are cut, never what bulktag says after them: a connection error's
+    # urllib3 chain took the whole line, and where the settings came from was lost.
     "identity-unreachable": Case(
-        TEMPFAIL, ("identity service", "does not answer", "try again later"), identity=None
+        TEMPFAIL,
+        ("identity service", "does not answer", f"{SETTINGS}; try again later"),
+        identity=None,
     ),
-    "identity-500": Case(TEMPFAIL, ("identity service", "500", "try again later"), identity=500),
-    "identity-503": Case(TEMPFAIL, ("identity service", "503", "try again later"), identity=503),
-    "identity-429": Case(TEMPFAIL, ("identity service", "429", "try again later"), identity=429),
+    "identity-500": Case(TEMPFAIL, ("identity service", "500", SETTINGS), identity=500),
+    "identity-503": Case(TEMPFAIL, ("identity service", "503", SETTINGS), identity=503),
+    "identity-429": Case(TEMPFAIL, ("identity service", "429", SETTINGS), identity=429),
     # ── fix the command or the credentials ───────────────────────────────────────────────
     "image-not-an-image-service": Case(USAGE, ("does not look like", "404"), image=404),
-    "identity-refuses-credentials": Case(USAGE, ("credentials refused", "401"), identity=401),
-    "identity-not-an-identity-service": Case(USAGE, ("identity service", "404"), identity=404),
+    "identity-refuses-credentials": Case(
+        USAGE, ("credentials refused", "401", SETTINGS), identity=401
+    ),
+    "identity-not-an-identity-service": Case(
+        USAGE, ("identity service", "404", SETTINGS), identity=404
+    ),
     "bad-flag": Case(USAGE, ("--rat",), image=503, args=("--rat", "5")),
     "bad-value": Case(USAGE, ("--rate",), image=503, args=("--rate", "-1")),
 }

@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 import structlog
 
 from bulktag.auth.base import CredentialsError
-from bulktag.auth.options import SECRET_FIELDS, CredentialOptions
-from bulktag.auth.redact import REDACTED, one_line, scrub
+from bulktag.auth.options import SECRET_FIELDS, CredentialOptions, flag_names
+from bulktag.auth.redact import REDACTED, one_line, quoted, scrub
 from bulktag.auth.tls import ClientCert
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def _resolve(options: CredentialOptions, env: Mapping[str, str]) -> AuthSpec:
         if not _is_config_error(exc):
             raise
         where = origin(options, env, config)
-        said = _describe_library_error(exc, config, options, env)
+        said = _describe_library_error(exc, config, options, env, secrets)
         text = f"{said}{skipped.note()} (settings from {where})"
         raise CredentialsError(one_line(scrub(text, secrets))) from None
     for note in skipped.notes:
@@ -282,9 +282,14 @@ def _is_config_error(exc: Exception) -> bool:
 
 
 def _describe_library_error(
-    exc: Exception, config: Any, options: CredentialOptions, env: Mapping[str, str]
+    exc: Exception,
+    config: Any,
+    options: CredentialOptions,
+    env: Mapping[str, str],
+    secrets: tuple[str, ...],
 ) -> str:
-    """The library's words, completed with what an operator needs to fix the setting."""
+    """The library's words (scrubbed, and :func:`quoted`), completed with what an operator
+    needs to fix the setting."""
     missing = getattr(exc, "options", None)
     if missing and type(exc).__name__ == "MissingRequiredOptions":
         named = options.os_cloud or env.get("OS_CLOUD")
@@ -292,7 +297,7 @@ def _describe_library_error(
             return _nothing_to_log_in_with(options, env, _any_cloud(config))
         names = ", ".join(_as_flag(o.dest) for o in missing)
         return f"the auth plugin is missing {names}"
-    text = str(exc) or type(exc).__name__
+    text = quoted(scrub(str(exc) or type(exc).__name__, secrets))
     if "was not found" in text and config is not None:
         known = ", ".join(sorted(str(n) for n in config.get_cloud_names())) or "none"
         text += f" Known clouds: {known}."
@@ -333,8 +338,12 @@ def _nothing_to_log_in_with(
 
 
 def _as_flag(dest: str) -> str:
+    """Where a missing auth option can be given: a flag if bulktag has one, the variable, or
+    the cloud's ``auth:`` section."""
     name = dest.replace("-", "_")
-    return f"--os-{name.replace('_', '-')} (OS_{name.upper()}, or auth.{name} in clouds.yaml)"
+    elsewhere = f"OS_{name.upper()}, or auth.{name} in clouds.yaml"
+    flags = flag_names(name)
+    return f"{flags} ({elsewhere})" if flags else elsewhere
 
 
 def _any_cloud(config: Any) -> bool:
@@ -393,25 +402,13 @@ def secrets_of(auth: Mapping[str, Any]) -> tuple[str, ...]:
 def origin(options: CredentialOptions, env: Mapping[str, str], config: Any | None) -> str:
     """``cloud 'prod' (OS_CLOUD) in ./clouds.yaml + secure.yaml; flags --os-region-name``."""
     parts = [_cloud_part(options, env, config)]
-    flags = [_flag_name(f.name) for f in fields(options) if _given(options, f.name)]
+    flags = [flag_names(f.name) or f.name for f in fields(options) if _given(options, f.name)]
     if flags:
         parts.append("flags " + ", ".join(flags))
     applied = [v for v in _CLI_ENV_DEFAULTS.values() if env.get(v)]
     if applied and (options.os_cloud or env.get("OS_CLOUD")):
         parts.append("environment " + ", ".join(applied))
     return "; ".join(parts)
-
-
-#: Fields the CLI also takes under its own name (``--token`` or ``--os-token``, ...).
-_CLI_SPELLINGS = {"token": "--token", "endpoint": "--endpoint", "cacert": "--cacert"}
-
-
-def _flag_name(field_name: str) -> str:
-    if field_name == "insecure":
-        return "--insecure"
-    os_flag = f"--os-{field_name.replace('_', '-')}"
-    cli = _CLI_SPELLINGS.get(field_name)
-    return f"{cli}/{os_flag}" if cli else os_flag
 
 
 def _given(options: CredentialOptions, name: str) -> bool:

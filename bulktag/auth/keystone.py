@@ -42,7 +42,7 @@ from bulktag.auth.base import (
     IssuedToken,
 )
 from bulktag.auth.catalog import image_endpoints
-from bulktag.auth.redact import one_line, scrub
+from bulktag.auth.redact import one_line, quoted, scrub
 
 if TYPE_CHECKING:
     from bulktag.auth.cloud import AuthSpec
@@ -235,7 +235,7 @@ def _where(spec: AuthSpec) -> str:
 
 
 def _refused(exc: BaseException, spec: AuthSpec) -> str:
-    said = scrub(str(getattr(exc, "message", "") or exc), spec.secrets)
+    said = quoted(scrub(str(getattr(exc, "message", "") or exc), spec.secrets))
     return one_line(
         f"credentials refused by {_where(spec)} (401, {spec.method} auth): {said} "
         f"(settings from {spec.origin})"
@@ -246,6 +246,7 @@ def _message(exc: BaseException, spec: AuthSpec) -> str:
     said = scrub(str(exc) or type(exc).__name__, spec.secrets)
     if spec.auth_url:
         said = said.replace(spec.auth_url, host_of(spec.auth_url))
+    said = quoted(said)
     silent = type(exc).__name__ in _SILENT
     what = "does not answer" if silent else f"failed ({type(exc).__name__})"
     return one_line(
@@ -255,7 +256,9 @@ def _message(exc: BaseException, spec: AuthSpec) -> str:
 
 def _no_endpoint(spec: AuthSpec) -> str:
     catalog = _catalog(spec)
-    listing = ", ".join(ep.describe() for ep in image_endpoints(catalog)) or "no image service"
+    listing = quoted(
+        ", ".join(ep.describe() for ep in image_endpoints(catalog)) or "no image service"
+    )
     wanted = f"interface {spec.interface!r}" + (
         f" in region {spec.region_name!r}" if spec.region_name else ""
     )

@@ -109,6 +109,15 @@ _FLAGS: tuple[tuple[str, str, str], ...] = (
 _CLI_OWNED = ("token", "endpoint", "cacert", "insecure")
 
 
+def flag_names(field_name: str) -> str | None:
+    """How the command line spells a field, for messages: ``--endpoint/--os-image-url``,
+    ``--os-interface/--os-endpoint-type``; None where no flag sets it (an auth plugin's own
+    option, such as v3totp's passcode: clouds.yaml or an ``OS_*`` variable only)."""
+    spellings = [f"--{name}" for name in _CLI_OWNED if name == field_name]
+    spellings += [flag for flag, name, _help in _FLAGS if name == field_name]
+    return "/".join(spellings) or None
+
+
 def _dest(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
 

@@ -41,9 +41,23 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    """Collapse whitespace so a remote message cannot break the one-line error format."""
-    flat = " ".join(text.split())
+#: Characters of someone else's words (a server's error page, a library's exception chain)
+#: that a message quotes: the gist, never so much that what bulktag says after it is buried.
+QUOTE_LIMIT = 200
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace so no message can break the one-line error format. Never cut:
+    bulktag's own words (the fix, where the settings came from) are what the operator acts on,
+    and a whole message cut at 300 characters lost them behind a library's connection error.
+    What it quotes is bounded instead (:func:`quoted`)."""
+    return " ".join(text.split())
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """Someone else's words, to go inside a message: on one line, at most ``limit``
+    characters. Scrub secrets before: a cut through a secret leaves a part scrubbing misses."""
+    flat = one_line(text)
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 

@@ -6,7 +6,12 @@ import argparse
 
 import pytest
 
-from bulktag.auth.options import CredentialOptions, add_credential_arguments, options_from_namespace
+from bulktag.auth.options import (
+    CredentialOptions,
+    add_credential_arguments,
+    flag_names,
+    options_from_namespace,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,3 +105,26 @@ def test_parsed_secrets_are_redacted_in_the_repr() -> None:
     assert "pw-on-cli" not in shown
     assert "tok-on-cli" not in shown
     assert "password=<redacted>" in shown
+
+
+def test_every_field_is_named_by_flags_that_set_it() -> None:
+    """Messages name a setting by :func:`flag_names` (where the settings came from, what an
+    auth plugin misses): each spelling given there sets that field in the real `run` parser.
+    Built as ``--os-<field>``, the image endpoint was named ``--os-endpoint``, a flag bulktag
+    does not have."""
+    from dataclasses import fields
+
+    from bulktag.cli import build_parser
+
+    parser = build_parser(["run"])
+    for field in fields(CredentialOptions):
+        flags = flag_names(field.name)
+        assert flags, field.name
+        for flag in flags.split("/"):
+            value = [] if flag == "--insecure" else ["x"]
+            args = parser.parse_args(["run", "in.csv", flag, *value])
+            assert getattr(options_from_namespace(args), field.name) not in (None, False), flag
+
+
+def test_an_auth_option_no_flag_sets_is_named_by_none() -> None:
+    assert flag_names("passcode") is None
