@@ -666,7 +666,8 @@ def _report(
         "stopped_by": report.stopped_by,
         "aborted": report.aborted is not None,
         "rows_left": report.left,
-        "pace": describe(report.pacing),
+        # Nothing sent (every row done before): not the outage's "accepted nothing".
+        "pace": describe(report.pacing) if report.tally.attempts else "nothing was sent",
         **report.pacing,
         **summary_fields(report.tally, report.elapsed),
     }

@@ -335,6 +335,20 @@ def test_a_cloud_that_accepts_nothing_stops_the_run_with_exit_75_and_the_next_ru
     )
 
 
+def test_a_run_with_nothing_left_to_send_does_not_report_a_silent_cloud(tmp_path: Path) -> None:
+    """Every row done by an earlier run: run_finished's ``pace`` says nothing was sent. It said
+    "the cloud accepted nothing", the outage's words, which a morning check greps for."""
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=3, tags_per_image=1))
+    args = [str(inventory), "--results", str(tmp_path / "j.jsonl"), "--log-format", "json"]
+    with fake_glance(tmp_path) as server:
+        first = run_bulktag([*args, "--endpoint", server.url], tmp_path)
+        again = run_bulktag([*args, "--endpoint", server.url], tmp_path)
+    assert "the cloud accepted" in first.event("run_finished")["pace"]
+    finished = again.event("run_finished")
+    assert (0, 0, 3) == (again.code, finished["requests"], finished["skipped_done"])
+    assert "nothing was sent" == finished["pace"]
+
+
 def test_max_outage_zero_never_stops_for_silence(tmp_path: Path) -> None:
     inventory = write_csv(tmp_path / "in.csv", make_pairs(images=3, tags_per_image=1))
     journal = tmp_path / "journal.jsonl"
