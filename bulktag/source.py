@@ -260,7 +260,8 @@ class _Columns:
             return self._pick_headerless(line, fields)
         named = max(self.image_id, self.tag, -1 if self.value is None else self.value)
         if width <= named:
-            return InvalidRow(line, None, None, f"row has {width} columns, the header names more")
+            error = f"expected at least {named + 1} columns, as the header names, got {width}"
+            return InvalidRow(line, None, None, error)
         value = None if self.value is None else fields[self.value]
         return validate(line, fields[self.image_id], fields[self.tag], value, self.rules)
 

@@ -46,7 +46,8 @@ def rows(data: str, rules: TagRules | None = None) -> list[Parsed]:
                      [InvalidRow(1, U1, None, "expected 2 or 3 columns (image_id,key[,value]), "
                                               "got 4")], id="four-columns"),
         pytest.param(f"image_id,key,value\n{U1},env\n",
-                     [InvalidRow(2, None, None, "row has 2 columns, the header names more")],
+                     [InvalidRow(2, None, None, "expected at least 3 columns, as the header "
+                                              "names, got 2")],
                      id="header-names-a-value-the-row-lacks"),
     ],
 )  # fmt: skip
