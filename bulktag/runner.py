@@ -281,6 +281,13 @@ def _open_input(
     writes, in the run (see source.read_input), whose first row is checked the same way,
     before anything is sent — here it would wait for a producer that may take hours."""
     binary = environment.stdin if name == "-" else _opened(Path(name), stack)
+    if name == "-" and binary.isatty():
+        # No file given and nothing piped in: a forgotten argument, most likely (GNU
+        # parallel warns the same way); the run would wait silently for typed rows.
+        log.warning(
+            "reading_rows_from_the_terminal",
+            hint="type CSV rows and end with Ctrl-D; or give a CSV file, or pipe one in",
+        )
     rows = read_input(binary, rules, constant)
     if not rows.may_wait:
         rows.check_head()

@@ -286,6 +286,38 @@ def test_an_input_that_can_be_read_once_is_read_once_and_every_row_goes(
     records = checked_journal(tmp_path)
     assert sorted(pairs) == sorted((r["image_id"], r["tag"]) for r in records)
     assert {"ok"} == {r["outcome"] for r in records}
+    assert TERMINAL_NOTICE not in done.stderr  # piped in: nothing to remind anyone of
+
+
+TERMINAL_NOTICE = "reading_rows_from_the_terminal"
+
+
+def test_rows_typed_at_a_terminal_are_read_after_a_notice_saying_so(
+    fake: FakeServer, tmp_path: Path
+) -> None:
+    """No input named and stdin a terminal, most often a forgotten argument: the run says it
+    reads the terminal (it used to wait in silence), then takes the typed rows to Ctrl-D."""
+    pairs = make_pairs(3, 1, seed=3)
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        bulktag_argv(common(fake)),
+        cwd=tmp_path,
+        env=isolated_env(tmp_path),
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    try:
+        typed = "".join(f"{image},{tag}\n" for image, tag in pairs)
+        os.write(controller, typed.encode() + b"\x04")  # Ctrl-D at a line's start: the end
+        _out, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        os.close(controller)
+    assert 0 == process.returncode, err
+    assert TERMINAL_NOTICE in err.decode()
+    records = checked_journal(tmp_path)
+    assert sorted(pairs) == sorted((r["image_id"], r["tag"]) for r in records)
 
 
 # -- a producer that keeps its pipe open ------------------------------------------------------
