@@ -48,13 +48,15 @@ class SecretScrubber:
 
 SCRUBBER = SecretScrubber()
 
+CLEAR_LINE = "\r\x1b[K"  # to the line's start, and wipe it: a terminal's status line
+
 
 class StatusAwareWriter:
     """Writes log lines to stderr; on a terminal, clears the live status line first."""
 
     def __init__(self, stream: TextIO, tty: bool) -> None:
         self._stream = stream
-        self._prefix = "\r\x1b[K" if tty else ""
+        self._prefix = CLEAR_LINE if tty else ""
 
     def msg(self, message: str) -> None:
         try:

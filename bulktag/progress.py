@@ -14,15 +14,19 @@ rows this run settled by sending (skips take no time, so they do not speed it up
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 import structlog
 
-from bulktag.engine import Engine
+from bulktag.logs import CLEAR_LINE
 from bulktag.model import Outcome
 from bulktag.summary import Tally
+
+if TYPE_CHECKING:
+    from bulktag.engine import Engine
 
 _TTY_REFRESH = 0.5
 
@@ -56,9 +60,13 @@ def position(tally: Tally, total: int | None, elapsed: float) -> str:
     eta = ""
     sent_pace = tally.recorded / elapsed if elapsed > 0 else 0.0
     if 0.01 <= share < 1.0 and elapsed > 5 and sent_pace > 0:
-        left = (total - done) / sent_pace
-        eta = f", ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+        eta = f", ETA {clock((total - done) / sent_pace)}"
     return f"{done:,}/{total:,} lines settled ({share:.0%}{eta}){shown_ahead}"
+
+
+def clock(seconds: float) -> str:
+    """``H:MM:SS``."""
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
 
 
 def status_text(engine: Engine, elapsed: float, total: int | None = None) -> str:
@@ -82,17 +90,8 @@ async def show_progress(
     engine: Engine, stream: TextIO, interval: float, tty: bool, total: int | None = None
 ) -> None:
     """Runs until cancelled. ``total``: lines in the input file, when it is a file."""
-    started = time.monotonic()
     if tty:
-        try:
-            while True:
-                await anyio.sleep(_TTY_REFRESH)
-                text = status_text(engine, time.monotonic() - started, total)
-                stream.write("\r\x1b[K" + text)
-                stream.flush()
-        finally:
-            stream.write("\r\x1b[K")
-            stream.flush()
+        await redraw(lambda elapsed: status_text(engine, elapsed, total), stream)
     log = structlog.get_logger()
     while True:
         await anyio.sleep(interval)
@@ -108,3 +107,18 @@ async def show_progress(
             requests=tally.attempts,
             allowed_rate=round(engine.pacer.rate, 2),
         )
+
+
+async def redraw(text: Callable[[float], str], stream: TextIO) -> None:
+    """A terminal's status line: ``text(seconds since the start)``, redrawn twice a second in
+    place until cancelled, then wiped. Whatever else writes to ``stream`` meanwhile starts
+    with ``CLEAR_LINE``."""
+    started = time.monotonic()
+    try:
+        while True:
+            await anyio.sleep(_TTY_REFRESH)
+            stream.write(CLEAR_LINE + text(time.monotonic() - started))
+            stream.flush()
+    finally:
+        stream.write(CLEAR_LINE)
+        stream.flush()

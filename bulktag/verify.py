@@ -63,10 +63,11 @@ from bulktag.config import ConfigError
 from bulktag.environment import STOP_SIGNALS
 from bulktag.errors import BulktagError, ExitCode
 from bulktag.journal import FileStats, not_a_journal, read_records
-from bulktag.logs import refusal_line
+from bulktag.logs import CLEAR_LINE, refusal_line
 from bulktag.model import Answer, Outcome
 from bulktag.pacing import Pacer
 from bulktag.policy import RetryPolicy, Settle
+from bulktag.progress import clock, redraw
 from bulktag.service import auth_spec, open_image_service, tls_context
 from bulktag.transport import GlanceTransport, ImageRead, ImageReader
 
@@ -74,6 +75,7 @@ DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_PROGRESS_INTERVAL = 30.0  # as `bulktag run`'s
 _SHOWN_PROBLEMS = 20  # problems listed on stderr without --output
 
 
@@ -359,6 +361,12 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         ("concurrency", int, DEFAULT_CONCURRENCY, "most GETs in flight at once"),
         ("max_attempts", int, DEFAULT_MAX_ATTEMPTS, "attempts per image on 429/503/timeouts"),
         ("timeout", float, DEFAULT_TIMEOUT, "seconds one GET may take"),
+        (
+            "progress_interval",
+            float,
+            DEFAULT_PROGRESS_INTERVAL,
+            "seconds between progress lines when stderr is not a terminal",
+        ),
     ]
     for name, kind, default, text in numeric:
         parser.add_argument(
@@ -381,6 +389,17 @@ class _Plan:
     journal: FileStats
     settings: VerifySettings
     timeout: float
+    progress_interval: float
+
+    def outline(self) -> str:
+        """What is about to happen, and the least time it can take at ``--rate``."""
+        images = len(self.expected)
+        tags = sum(len(tags) for tags in self.expected.values())
+        rate = self.settings.rate
+        return (
+            f"bulktag verify: reading back {images:,} images ({tags:,} tags) at up to "
+            f"{rate:,g} GETs/s (--rate): {clock(images / rate)} at least"
+        )
 
 
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
@@ -399,7 +418,7 @@ def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
     )
-    return _Plan(spec, tls, expected, stats, settings, args.timeout)
+    return _Plan(spec, tls, expected, stats, settings, args.timeout, args.progress_interval)
 
 
 async def _verify(
@@ -414,6 +433,7 @@ async def _verify(
         assert isinstance(service.transport, GlanceTransport)  # verify reads Glance's tags
         reader = ImageReader(service.transport)
         verifier = Verifier(reader, service.credentials.provider, plan.settings, on_problem)
+        stderr.write(plan.outline() + "\n")
         # Past the preflight, a stop signal cancels the reads here rather than raising
         # KeyboardInterrupt wherever a task happens to be (inside the task group that came
         # out as a traceback in `run`): the caller turns the interruption into exit 130.
@@ -421,6 +441,8 @@ async def _verify(
         with _stop_signals() as signals:
             async with anyio.create_task_group() as group:
                 group.start_soon(_cancel_on_signal, signals, group.cancel_scope, stopped)
+                total, every = len(plan.expected), plan.progress_interval
+                group.start_soon(_show_progress, verifier.tally, total, stderr, every)
                 tally = await verifier.run(plan.expected)
                 group.cancel_scope.cancel()
         if stopped:
@@ -450,12 +472,43 @@ async def _cancel_on_signal(
         return
 
 
+def progress_text(tally: VerifyTally, total: int, elapsed: float) -> str:
+    """How far a verify is: images read back of all, problems, GETs/s, and an ETA from the
+    images done so far."""
+    done = tally.images
+    pace = done / elapsed if elapsed > 0 else 0.0
+    eta = f" · ETA {clock((total - done) / pace)}" if pace and done < total else ""
+    gets = tally.requests / elapsed if elapsed > 0 else 0.0
+    return (
+        f"{done:,}/{total:,} images read back · {tally.problems:,} problems · "
+        f"{gets:,.1f} GETs/s{eta}"
+    )
+
+
+async def _show_progress(tally: VerifyTally, total: int, stderr: TextIO, every: float) -> None:
+    """Until cancelled: on a terminal, a status line redrawn in place; elsewhere (cron, a
+    pipe) a line every ``every`` seconds, so that a long verify's log is never silent."""
+    if stderr.isatty():
+        await redraw(lambda elapsed: progress_text(tally, total, elapsed), stderr)
+    started = time.monotonic()
+    while True:
+        await anyio.sleep(every)
+        elapsed = time.monotonic() - started
+        try:
+            stderr.write(f"bulktag verify: {progress_text(tally, total, elapsed)}\n")
+            stderr.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            return  # nobody reads stderr any more; the summary and the exit code still tell
+
+
 class _ProblemLines:
-    """The single writer of problem lines: JSON to ``--output``, the first few to stderr."""
+    """The single writer of problem lines: JSON to ``--output``, the first few to stderr
+    (over the status line, on a terminal)."""
 
     def __init__(self, output: IO[str] | None, stderr: TextIO) -> None:
         self._output = output
         self._stderr = stderr
+        self._prefix = CLEAR_LINE if stderr.isatty() else ""
         self.shown = 0
         self.hidden = 0
 
@@ -463,7 +516,7 @@ class _ProblemLines:
         if self._output is not None:
             self._output.write(problem.to_json() + "\n")
         elif self.shown < _SHOWN_PROBLEMS:
-            self._stderr.write(problem.human() + "\n")
+            self._stderr.write(self._prefix + problem.human() + "\n")
             self.shown += 1
         else:
             self.hidden += 1

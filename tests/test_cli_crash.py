@@ -275,6 +275,7 @@ def test_a_signal_while_verify_reads_stops_it_with_130_without_traceback(tmp_pat
         )  # fmt: skip
         try:
             assert process.stderr is not None
+            outline = process.stderr.readline()  # what it will read
             first = process.stderr.readline()  # the first problem: the reads are under way
             process.send_signal(signal.SIGTERM)
             _out, err = process.communicate(timeout=20)
@@ -282,6 +283,7 @@ def test_a_signal_while_verify_reads_stops_it_with_130_without_traceback(tmp_pat
             if process.poll() is None:
                 process.kill()
                 process.wait()
+    assert outline.startswith(b"bulktag verify: reading back 200 images"), outline
     assert b"lacks" in first or b"gone" in first, first
     assert b"Traceback" not in err, err
     assert 130 == process.returncode, err

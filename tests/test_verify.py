@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import socket
 from collections import Counter
 from collections.abc import Mapping
@@ -90,6 +91,48 @@ async def test_every_image_is_read_once_and_all_tags_found_exits_0(tmp_path: Pat
     assert server.max_in_flight <= 3
     assert "6 images (18 tags) read back with 6 requests" in err
     assert "6 complete, 0 missing 0 tags, 0 gone, 0 unverified" in err
+    # Said first: what it will read, and the least time that takes at --rate.
+    assert err.startswith(
+        "bulktag verify: reading back 6 images (18 tags) at up to 1,000 GETs/s (--rate): "
+        "0:00:00 at least\n"
+    )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("terminal", [False, True], ids=["cron", "terminal"])
+async def test_a_long_verify_shows_how_far_it_is(tmp_path: Path, terminal: bool) -> None:
+    """Never silent for long: in cron a progress line every --progress-interval; on a
+    terminal a status line redrawn in place, which problem lines and the summary clear."""
+    journal = write_journal(tmp_path / "j.jsonl", [ok(n, "web") for n in range(24)])
+    server = fake(latency=0.05)
+    for n in range(23):  # the last image lost its tag
+        server.tags[image(n)] = ["web"]
+    stderr = _Terminal() if terminal else io.StringIO()
+    parser = argparse.ArgumentParser()
+    add_verify_arguments(parser)
+    async with serve(server) as url:
+        flags = ["--rate", "10", "--progress-interval", "0.2", "--endpoint", url, "--token", TOKEN]
+        args = parser.parse_args([str(journal), *flags])
+        call = partial(command_verify, args, {}, stderr)
+        assert 1 == await anyio.to_thread.run_sync(call)
+    err = stderr.getvalue()
+    if terminal:
+        shown = re.findall(r"\r\x1b\[K(\d+)/24 images read back", err)
+        assert f"\r\x1b[K  missing      {image(23)}" in err  # over the status line
+        assert "\r\x1b[Kbulktag verify: 24 images (24 tags) read back" in err  # wiped first
+    else:
+        shown = re.findall(r"^bulktag verify: (\d+)/24 images read back · \d+ problems · "
+                           r"[\d.]+ GETs/s", err, re.MULTILINE)  # fmt: skip
+        assert "\r" not in err
+    counts = [int(count) for count in shown]
+    assert len(counts) >= 2, err
+    assert counts == sorted(counts)
+    assert counts[-1] <= 24
 
 
 @pytest.mark.asyncio
