@@ -566,6 +566,43 @@ def test_rows_refused_a_few_times_each_never_slow_the_run() -> None:
     assert all(rate >= 0.9 for rate in per_row_rates())
 
 
+@cache
+def flaky_at_a_few_per_second() -> list[float]:
+    """Requests/s ÷ the asked rate, from 2 s until 95 % of the rows settled, against a backend
+    that refuses 5, 10 or 20 % at any rate, asked --rate 10 (the default): 8 seeds × on time
+    or late, 48 starts of 200 rows."""
+    rates = []
+    for share in (0.05, 0.1, 0.2):
+        for seed in range(8):
+            for spread in (0.0, LATE):
+                model = RandomRefusals(share, seed=seed, refusal=Refusal(503, None))
+                client = _run(model, rows=200, ceiling=10, seed=seed, spread=spread)
+                assert client.most_settled_at is not None
+                rates.append(client.sent_rate(2.0, client.most_settled_at) / 10)
+    return sorted(rates)
+
+
+def test_a_flaky_backend_at_a_few_requests_a_second_is_not_cut_to_a_crawl() -> None:
+    """What holds today (median 0.80, least 0.54 of the asked rate), so that it gets no worse
+    unseen; the target is the gap below."""
+    rates = flaky_at_a_few_per_second()
+    assert _median(rates) >= 0.75
+    assert rates[0] >= 0.5
+
+
+# Gap, found at the default --rate 10 (and the README's --rate 20): the rows above, asked
+# 300/s, send 0.9 of it or more; here 41 of the 48 starts send less. At 10/s a window holds
+# eight answers, one or two refused start an episode, and each step of its experiment waits
+# for 32 answers: 4-7 s a step, and its small samples fit a limit about as well, so the pace
+# is cut 15 % a step for most of the run before the refusals are found not to be about the
+# rate (a 10 % backend: 10 → 3.8/s over 24 s, then back). In real time, 400 rows at --rate
+# 10 against `serve-fake --fail-503 0.1` sent 8.9 and 7.4 requests/s; at --rate 20, 19.0
+# and 17.7 (RESULTS section 43).
+@KNOWN_GAP
+def test_a_flaky_backend_at_a_few_requests_a_second_is_sent_near_the_asked_rate() -> None:
+    assert all(rate >= 0.9 for rate in flaky_at_a_few_per_second())
+
+
 def test_a_limit_with_random_refusals_behind_it_is_still_found() -> None:
     model = Chain(TokenBucket(500, 50), RandomRefusals(0.1, seed=5))
     client = _run(model, rows=12000, ceiling=2000)
