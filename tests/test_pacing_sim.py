@@ -567,40 +567,50 @@ def test_rows_refused_a_few_times_each_never_slow_the_run() -> None:
 
 
 @cache
-def flaky_at_a_few_per_second() -> list[float]:
+def flaky_at_a_few_per_second(ceiling: float) -> list[float]:
     """Requests/s ÷ the asked rate, from 2 s until 95 % of the rows settled, against a backend
-    that refuses 5, 10 or 20 % at any rate, asked --rate 10 (the default): 8 seeds × on time
-    or late, 48 starts of 200 rows."""
+    that refuses 5, 10 or 20 % at any rate, asked a few a second (--rate 10 is the default,
+    20 the README's example): 8 seeds × on time or late, 48 starts of 20 s of rows."""
     rates = []
     for share in (0.05, 0.1, 0.2):
         for seed in range(8):
             for spread in (0.0, LATE):
                 model = RandomRefusals(share, seed=seed, refusal=Refusal(503, None))
-                client = _run(model, rows=200, ceiling=10, seed=seed, spread=spread)
+                client = _run(
+                    model, rows=int(20 * ceiling), ceiling=ceiling, seed=seed, spread=spread
+                )
                 assert client.most_settled_at is not None
-                rates.append(client.sent_rate(2.0, client.most_settled_at) / 10)
+                rates.append(client.sent_rate(2.0, client.most_settled_at) / ceiling)
     return sorted(rates)
 
 
-def test_a_flaky_backend_at_a_few_requests_a_second_is_not_cut_to_a_crawl() -> None:
-    """What holds today (median 0.80, least 0.54 of the asked rate), so that it gets no worse
-    unseen; the target is the gap below."""
-    rates = flaky_at_a_few_per_second()
-    assert _median(rates) >= 0.75
-    assert rates[0] >= 0.5
+@pytest.mark.parametrize(
+    ("ceiling", "median", "least"), [(10, 0.84, 0.55), (20, 0.9, 0.6)], ids=["10/s", "20/s"]
+)
+def test_a_flaky_backend_at_a_few_requests_a_second_is_not_cut_to_a_crawl(
+    ceiling: float, median: float, least: float
+) -> None:
+    """At a few requests a second a window holds eight answers, and one or two refused made
+    a weak first sample for an experiment whose 32-answer steps took 4-7 s each and fitted a
+    limit about as well: a 10 % backend at --rate 10 was cut 10 → 3.8/s over 24 s before the
+    refusals were found not to be about the rate. Until a limit is confirmed, a window that
+    is only a little over the line now waits for 32 answers at the pace before an episode
+    begins on them. At 10/s the median went 0.80 → 0.87 (least 0.54 → 0.59), at 20/s 0.88 →
+    0.93 (least 0.61 → 0.67)."""
+    rates = flaky_at_a_few_per_second(ceiling)
+    assert _median(rates) >= median
+    assert rates[0] >= least
 
 
-# Gap, found at the default --rate 10 (and the README's --rate 20): the rows above, asked
-# 300/s, send 0.9 of it or more; here 41 of the 48 starts send less. At 10/s a window holds
-# eight answers, one or two refused start an episode, and each step of its experiment waits
-# for 32 answers: 4-7 s a step, and its small samples fit a limit about as well, so the pace
-# is cut 15 % a step for most of the run before the refusals are found not to be about the
-# rate (a 10 % backend: 10 → 3.8/s over 24 s, then back). In real time, 400 rows at --rate
-# 10 against `serve-fake --fail-503 0.1` sent 8.9 and 7.4 requests/s; at --rate 20, 19.0
-# and 17.7 (RESULTS section 43).
+# Gap: the rows above, asked 300/s, send 0.9 of the asked rate or more; asked 10/s, 29 of the
+# 48 starts send less (41 before the 32-answer first sample; at 20/s, 11 of 48, from 36). An
+# experiment's steps still take seconds each at these rates, and one that reads the
+# refusals as a limit cuts the pace 15 % a step for much of a short run. In real time, 400
+# rows at --rate 10 against `serve-fake --fail-503 0.1` sent 8.9 and 7.4 requests/s before
+# the change (RESULTS section 43).
 @KNOWN_GAP
 def test_a_flaky_backend_at_a_few_requests_a_second_is_sent_near_the_asked_rate() -> None:
-    assert all(rate >= 0.9 for rate in flaky_at_a_few_per_second())
+    assert all(rate >= 0.9 for rate in flaky_at_a_few_per_second(10))
 
 
 def test_a_limit_with_random_refusals_behind_it_is_still_found() -> None:
