@@ -59,7 +59,7 @@ from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from bulktag.attempt import AttemptLoop, Attempts, Sent
 from bulktag.auth import AuthSpec, TokenProvider, add_credential_arguments, options_from_namespace
-from bulktag.config import ConfigError
+from bulktag.config import BY_NAME, ConfigError
 from bulktag.environment import STOP_SIGNALS
 from bulktag.errors import BulktagError, ExitCode
 from bulktag.journal import FileStats, not_a_journal, read_records
@@ -75,7 +75,7 @@ DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_PROGRESS_INTERVAL = 30.0  # as `bulktag run`'s
+DEFAULT_PROGRESS_INTERVAL = float(BY_NAME["progress_interval"].default)  # `bulktag run`'s
 _SHOWN_PROBLEMS = 20  # problems listed on stderr without --output
 
 
