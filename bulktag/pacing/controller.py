@@ -419,6 +419,8 @@ class PaceController:
         First attempts are the evidence; retries count too, four times less, since a row
         refused on every try would otherwise make a streak of its own — or as few as five,
         once nothing at all has got in for a second (the end of a run is all retries)."""
+        if self._streak < self.policy.quick_refusals:
+            return False  # under the shortest streak that counts: nothing to weigh (most answers)
         if self.accepted_total and self._in_first_window(now):
             # Something got in, in the run's first window: what gets in is for the window to
             # tell (see _overwhelmed). Two runs started together on one limit each see ~80 %
