@@ -58,12 +58,12 @@ from tests.pacing_sim import Client, Serving, Simulation
 from tests.test_pacing_sim import (
     FAR_CLOUD,
     TwoRuns,
+    _two_runs,
     far_cloud_runs,
     far_cloud_serves,
     recovery_after_step_up,
     two_long_runs,
     two_runs,
-    two_runs_after_two_minutes,
     two_runs_started_50_ms_apart,
     two_runs_started_apart,
     two_runs_started_together,
@@ -165,7 +165,21 @@ def main() -> None:
     two_rows("two runs started 0.3/0.6 s apart", two_runs_started_apart())
     two_rows("two runs, 100-120 s", two_runs_after_two_minutes())
     two_rows("two runs, 100-120 s, off the grid", two_runs_after_two_minutes(0.002))
-    two_rows("two runs, 100-120 s, 144 starts", two_long_runs())
+    long_runs = [run for uplink in (0.0, 0.001, 0.002) for run in two_long_runs(uplink)]
+    two_rows("two runs, 100-120 s, 144 starts", long_runs)
+
+
+def two_runs_after_two_minutes(uplink: float = 0.0) -> list[TwoRuns]:
+    """Two long runs on one 200/s bucket, the second 0, 0.5 or 3 s after the first, judged
+    from 100 to 120 s: does a split, or a flood, that formed early last? Four seeds in each
+    eight answer late: 24 runs."""
+    return [
+        _two_runs(
+            seed, offset, rows=40000, late=seed % 8 >= 4, judged=100.0, until=120.0, uplink=uplink
+        )
+        for offset in (0.0, 0.5, 3.0)
+        for seed in range(8)
+    ]
 
 
 def capacity_back() -> None:

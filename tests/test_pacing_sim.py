@@ -829,7 +829,7 @@ def test_two_runs_sharing_one_limit_use_it_together_and_rarely_starve() -> None:
 # Gaps, over the 144 runs (on the pacer's grid: see the test after next): the smaller share
 # is under 35 % in 73 of them, under 10 % in 11; and in 36 the two flood the limit, 11-71 %
 # of their requests refused, over these 17 s (the dips that end floods come every 10 s; see
-# the two-minute test above).
+# test_two_runs_on_one_limit_neither_flood_it_nor_starve_after_two_minutes).
 # Each run's experiment reads the other's moves: when the other slows down at the same time, a
 # limit looks like refusals that are not about the rate.
 @KNOWN_GAP
@@ -929,76 +929,56 @@ def test_a_run_that_joins_one_at_its_limit_mid_experiment_gets_its_share() -> No
 
 
 @cache
-def two_runs_after_two_minutes(
-    uplink: float = 0.0, offsets: tuple[float, ...] = (0.0, 0.5, 3.0), seeds: int = 8
-) -> list[TwoRuns]:
-    """Two long runs on one 200/s bucket, the second ``offsets`` s after the first, judged
-    from 100 to 120 s: does a split, or a flood, that formed early last? Four seeds in each
-    eight answer late; the defaults give the table's 24 runs."""
-    return [
-        _two_runs(
-            seed, offset, rows=40000, late=seed % 8 >= 4, judged=100.0, until=120.0, uplink=uplink
-        )
-        for offset in offsets
-        for seed in range(seeds)
-    ]
-
-
-@pytest.mark.parametrize("offset", [0.0, 0.5, 3.0])
-def test_two_runs_that_flood_a_limit_stop_within_two_minutes(offset: float) -> None:
-    """Each takes the limit, which the other alone fills, for refusals that are not about
-    the rate. Their dips, on the same marks of the clock, show it: in 4 of the table's 24 runs
-    the two still refused 51-81 % of their requests after 100 s when each dipped on its own
-    timer. Off the grid (next test), 2 of 24 still refused 68-74 % when a dip went to half
-    the pace at most: two runs each reading 70-80 % refused stayed well over the limit at
-    half.
-
-    On the grid, 48 seeds a start: the 24 stayed at 10 % or under until a stale pace's
-    first probe stepped 4× (RESULTS section 31), which sent one of them to 15.8 %; over the
-    144, the pacer before it had left one at 48.7 % (3 s apart), and it none over 16.7 % (one
-    over 10 % at 0 s, one at 3 s; at 4bd6fa0, one: 17.3 % at 0 s). A chaotic system's 24
-    decide little either way: what is held is that a flood rarely lasts two minutes, and
-    never at its full height. One start apart per test, so the three run side by side."""
-    refused = [run.refused for run in two_runs_after_two_minutes(offsets=(offset,), seeds=48)]
-    assert sum(share > 0.10 for share in refused) <= 1
-    assert max(refused) <= 0.25
-
-
-def test_two_runs_off_the_grid_that_flood_a_limit_stop_within_two_minutes() -> None:
-    assert all(run.refused <= 0.10 for run in two_runs_after_two_minutes(0.002))
-
-
-@cache
-def two_long_runs() -> list[TwoRuns]:
-    """Two long runs on one 200/s bucket judged from 100 to 120 s, over more starts: 16 seeds
-    (every other one answering late) × the second 0, 0.5 or 3 s after the first × requests
-    0, 1 or 2 ms off the pacer's grid: 144 runs."""
+def two_long_runs(uplink: float) -> list[TwoRuns]:
+    """Two long runs on one 200/s bucket judged from 100 to 120 s, requests reaching it up to
+    ``uplink`` s after they leave: 16 seeds (every other one answering late) × the second
+    0, 0.5 or 3 s after the first: 48 runs. Does a split, or a flood, that formed early
+    last? The table (benchmarks/pacing_sim_table.py) shows more starts."""
     return [
         _two_runs(
             seed, offset, rows=40000, late=seed % 2 == 1, judged=100.0, until=120.0, uplink=uplink
         )
-        for uplink in (0.0, 0.001, 0.002)
         for offset in (0.0, 0.5, 3.0)
         for seed in range(16)
     ]
 
 
-def test_runs_sharing_a_limit_are_rarely_starved_after_two_minutes() -> None:
-    """A run pushed to a few requests a second while the other flooded stays near there:
-    each experiment at that pace waits 10-20 s for its 32 answers, and the other run's
-    probes refuse some of its retries, read as its own excess. With dips to half the pace
-    at most, the flood lasted and one run of 24 on the grid got 1 % of the limit from 100 to
-    120 s (7.4 → 1.1/s), one off the grid 15 %; with dips under what gets in, the worst of
-    those 24 got 27 % and 42 %. Which starts starve shifts with every change to the pacer
-    (a chaotic system: 617cfd4's opening measure and plateau moved them, and so did the
-    sooner dip of a large share, which left one of those 24 at 9.6 %), so the rate is asserted
-    over 144 starts: 2 of them under 10 % before and after the sooner dip (15 of 864 over 96
-    seeds, both), none before 617cfd4; 2 at 4bd6fa0 (9 of 864). A known gap: a run held at
-    a few requests a second reads each refusal the other's probes spill onto it as its own
-    excess (one in a window of 8 is over the line) and cuts 15 %, where the larger run only
-    takes its probe back (RESULTS section 26 lists what was tried)."""
-    smaller = [min(run.shares) for run in two_long_runs()]
-    assert sum(share < 0.10 for share in smaller) <= 4
+@pytest.mark.parametrize("uplink", [0.0, 0.001, 0.002])
+def test_two_runs_on_one_limit_neither_flood_it_nor_starve_after_two_minutes(
+    uplink: float,
+) -> None:
+    """**Floods.** Each run takes the limit, which the other alone fills, for refusals that
+    are not about the rate. Their dips, on the same marks of the clock, show it: in 4 of 24
+    runs on the pacer's grid the two still refused 51-81 % of their requests after 100 s
+    when each dipped on its own timer; off the grid, 2 of 24 still refused 68-74 % when a
+    dip went to half the pace at most (two runs each reading 70-80 % refused stayed well
+    over the limit at half). Over 144 starts on the grid, the pacer before a stale pace's
+    first probe stepped 4× (RESULTS section 31) left one at 48.7 %; after it none was over
+    16.7 %. A chaotic system's few starts decide little either way: what is held is that a
+    flood rarely lasts two minutes, and never at its full height.
+
+    **Starving.** A run pushed to a few requests a second while the other flooded stays
+    near there: each experiment at that pace waits 10-20 s for its 32 answers, and the
+    other run's probes refuse some of its retries, read as its own excess. With dips to
+    half the pace at most, one run of 24 on the grid got 1 % of the limit from 100 to 120 s
+    (7.4 → 1.1/s); with dips under what gets in, the worst of those 24 got 27 %. Which
+    starts starve shifts with every change to the pacer (617cfd4's opening measure and
+    plateau moved them, and so did the sooner dip of a large share): 2 of 144 under 10 %
+    before and after the sooner dip, 2 at 4bd6fa0, 3 at 86b4576 (one in each 48). A known
+    gap: a run held at a few requests a second reads each refusal the other's probes spill
+    onto it as its own excess and cuts 15 %, where the larger run only takes its probe back
+    (RESULTS section 26 lists what was tried).
+
+    The two claims were held on separate starts until 86b4576 (on the grid, 48 seeds at each
+    offset: one over 10 % refused at most); over these, no run was over 4.1 % refused after
+    100 s. One set of starts for both halves the suite's two-minute runs, the CI's largest
+    cost; one uplink a test, so the three run side by side."""
+    runs = two_long_runs(uplink)
+    refused = [run.refused for run in runs]
+    assert sum(share > 0.10 for share in refused) <= 1
+    assert max(refused) <= 0.25
+    smaller = [min(run.shares) for run in runs]
+    assert sum(share < 0.10 for share in smaller) <= 2
 
 
 @dataclass(frozen=True)
