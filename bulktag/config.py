@@ -9,6 +9,7 @@ one line naming where it came from.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -215,10 +216,43 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         data = {**{k: v for k, v in data.items() if k != "run"}, **data["run"]}
     unknown = sorted(set(data) - set(BY_NAME))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(BY_NAME))})"
-        )
+        raise ConfigError(f"{source}: {_unknown_settings(unknown)}")
     return data
+
+
+def _unknown_settings(unknown: list[str]) -> str:
+    """All the file's unknown keys at once, each with the setting it likely meant; the known
+    ones listed when one of them is not a near miss."""
+    meant = {key: closest_setting(key) for key in unknown}
+    named = [
+        f"{key!r} (did you mean {meant[key]!r}?)" if meant[key] else repr(key) for key in unknown
+    ]
+    text = f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(named)}"
+    if all(meant.values()):
+        return text
+    return f"{text} (known: {', '.join(sorted(BY_NAME))})"
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting a mistyped name most likely meant (``ratee``, ``max-attempts``, the
+    flag's spelling), if one is close."""
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), BY_NAME, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def misspelt_variables(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``BULKTAG_*`` variables that are no setting's but close to one, with the one each
+    likely meant: read by nothing, a typo in a systemd unit or a CronJob would leave its
+    setting at the default every night. Others with the prefix are left alone (other
+    tools' and scripts' own variables)."""
+    known = {name for option in OPTIONS for name in option.env_names}
+    misspelt = []
+    for name in sorted(env):
+        if name.startswith("BULKTAG_") and name not in known:
+            meant = closest_setting(name.removeprefix("BULKTAG_"))
+            if meant is not None:
+                misspelt.append((name, BY_NAME[meant].env_names[0]))
+    return misspelt
 
 
 def resolve(

@@ -23,7 +23,7 @@ from bulktag.auth import (
     AuthSpec,
     options_from_namespace,
 )
-from bulktag.config import ConfigError, Settings, default_burst
+from bulktag.config import ConfigError, Settings, default_burst, misspelt_variables
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.environment import STOP_SIGNALS, Environment
 from bulktag.errors import BulktagError, ExitCode
@@ -91,6 +91,8 @@ def run_command(
 def _run_command(
     args: argparse.Namespace, settings: Settings, environment: Environment, run_id: str
 ) -> int:
+    for name, meant in misspelt_variables(environment.env):
+        log.warning("unknown_variable", variable=name, did_you_mean=meant, hint="read by nothing")
     op, shard = _op_and_shard(settings)
     api = Api(settings.api)
     # An offline dry run reads no credentials: spec and tls exist only when a later step

@@ -53,3 +53,35 @@ def test_several_typos_are_each_answered(tmp_path: Path) -> None:
     assert 2 == code
     assert "--rat → --rate" in stderr
     assert "--concurency → --concurrency" in stderr
+
+
+def test_a_config_file_with_a_mistyped_key_is_refused_naming_the_setting_meant(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in.csv").write_text("image_id,tag\n")
+    (tmp_path / "night.toml").write_text("ratee = 20\nmax-attempts = 3\n")
+    code, stderr = _run(("run", "in.csv", "--config", str(tmp_path / "night.toml")), tmp_path)
+    assert 2 == code
+    [line] = stderr.splitlines()
+    assert "'ratee' (did you mean 'rate'?)" in line, line
+    assert "'max-attempts' (did you mean 'max_attempts'?)" in line, line
+
+
+def test_a_mistyped_variable_is_warned_of_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Read by nothing, ``BULKTAG_RAET`` in a systemd unit would leave the rate at its default
+    every night with no word of it. Other ``BULKTAG_*`` names are other tools' (the
+    integration tier's set-up reads ``BULKTAG_OPENSTACK_VENV``): not a word of those."""
+    (tmp_path / "in.csv").write_text(f"image_id,tag\n{'1' * 8}-1111-1111-1111-{'1' * 12},a\n")
+    stderr = io.StringIO()
+    env = {
+        "BULKTAG_LOG_FORMAT": "console",
+        "BULKTAG_RAET": "5",
+        "BULKTAG_OPENSTACK_VENV": "/venv",
+    }
+    environment = Environment(env, io.BytesIO(), io.StringIO(), stderr, tmp_path)
+    code = main(["run", str(tmp_path / "in.csv"), "--dry-run"], environment)
+    assert 0 == code, stderr.getvalue()
+    [warning] = [line for line in stderr.getvalue().splitlines() if "unknown_variable" in line]
+    assert "variable=BULKTAG_RAET" in warning
+    assert "did_you_mean=BULKTAG_RATE" in warning
+    assert "OPENSTACK_VENV" not in stderr.getvalue()

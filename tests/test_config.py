@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from bulktag.config import OPTIONS, ConfigError, Settings, parse_toml, resolve
+from bulktag.config import (
+    OPTIONS,
+    ConfigError,
+    Settings,
+    misspelt_variables,
+    parse_toml,
+    resolve,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "bulktag.example.toml"
 DEFAULTS = {option.name: option.default for option in OPTIONS}
@@ -248,10 +255,11 @@ def test_parse_toml_reads_flat_keys_and_a_run_table(text: str, expected: dict[st
 @pytest.mark.parametrize(
     ("text", "expected_unknown"),
     [
-        pytest.param("rat = 5\n", "rat", id="typo"),
-        pytest.param("[run]\nmax_attempt = 5\n", "max_attempt", id="typo-in-run-table"),
-        pytest.param("[other]\nrate = 5\n", "other", id="unknown-table"),
-        pytest.param('token = "secret"\n', "token", id="secret-not-a-setting"),
+        pytest.param("[other]\nrate = 5\n", " 'other'", id="unknown-table"),
+        pytest.param('token = "secret"\n', " 'token'", id="secret-not-a-setting"),
+        pytest.param(
+            "foo = 1\nrat = 5\n", "s 'foo', 'rat' (did you mean 'rate'?)", id="one-not-near"
+        ),
     ],
 )
 def test_an_unknown_key_is_an_error_listing_the_known_ones(
@@ -260,7 +268,49 @@ def test_an_unknown_key_is_an_error_listing_the_known_ones(
     known = ", ".join(sorted(option.name for option in OPTIONS))
     with pytest.raises(ConfigError) as raised:
         parse_toml(text, "cfg.toml")
-    assert f"cfg.toml: unknown setting {expected_unknown!r} (known: {known})" == str(raised.value)
+    assert f"cfg.toml: unknown setting{expected_unknown} (known: {known})" == str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("rat = 5\n", "setting 'rat' (did you mean 'rate'?)", id="typo"),
+        pytest.param(
+            "[run]\nmax_attempt = 5\n",
+            "setting 'max_attempt' (did you mean 'max_attempts'?)",
+            id="typo-in-run-table",
+        ),
+        pytest.param(
+            "max-attempts = 5\nratee = 2\n",
+            "settings 'max-attempts' (did you mean 'max_attempts'?),"
+            " 'ratee' (did you mean 'rate'?)",
+            id="the-flags-spelling-and-a-typo",
+        ),
+    ],
+)
+def test_unknown_keys_that_are_near_misses_each_name_the_setting_meant(
+    text: str, expected: str
+) -> None:
+    """Every unknown key at once, so one edit fixes the file; the known list only where a key
+    is not near any (it is the rest of a long line)."""
+    with pytest.raises(ConfigError) as raised:
+        parse_toml(text, "cfg.toml")
+    assert f"cfg.toml: unknown {expected}" == str(raised.value)
+
+
+def test_variables_near_a_settings_name_are_misspelt_and_others_with_the_prefix_are_not() -> None:
+    env = {
+        "BULKTAG_RAET": "5",  # a typo: read by nothing
+        "BULKTAG_MAX_ATEMPTS": "3",
+        "BULKTAG_RATE": "5",  # a setting's own
+        "OS_IMAGE_URL": "http://glance",  # one a setting reads besides its BULKTAG_ name
+        "BULKTAG_OPENSTACK_VENV": "/venv",  # another tool's (the integration tier's set-up)
+        "RAET": "5",
+    }
+    assert [
+        ("BULKTAG_MAX_ATEMPTS", "BULKTAG_MAX_ATTEMPTS"),
+        ("BULKTAG_RAET", "BULKTAG_RATE"),
+    ] == misspelt_variables(env)
 
 
 @pytest.mark.parametrize(
