@@ -170,8 +170,17 @@ def _printable_utf8(value: str) -> str:
 
 
 def _echo(value: str) -> str:
+    """An input field quoted in a message: bounded, bad bytes and control characters escaped
+    (a tab shows as ``\\t``, not as a gap; an ESC from the file never reaches a terminal)."""
     text = value if len(value) <= _ECHO else value[:_ECHO] + "…"
-    return "'" + _printable_utf8(text) + "'"  # not repr(): that would escape the escapes
+    # not repr(): that would escape the escapes
+    return "'" + _printable_utf8(text).translate(_CONTROLS) + "'"
+
+
+_CONTROLS = {
+    code: {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(chr(code), f"\\x{code:02x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+}
 
 
 def clean(value: str | None) -> str | None:
@@ -330,10 +339,31 @@ def _first_columns(
         )
     if constant is None and width == 1:
         raise InputRefused(
-            f"line {line} has one column ({_shown(fields)}) and no tag: for a list of image ids "
-            "give the tag with --tag TAG, or add a tag column (image_id,tag)"
-        )
+            f"line {line} has one column ({_shown(fields)}) and no tag: "
+            + (_other_separator(fields[0]) or "for a list of image ids give the tag with "
+               "--tag TAG, or add a tag column (image_id,tag)")
+        )  # fmt: skip
     return _Columns(rules, constant=constant), False
+
+
+# What a one-column first row split by something other than commas is split by.
+_SEPARATORS = {"\t": ("tabs", "'\\t'"), ";": ("semicolons", "';'"), "|": ("bars", "'|'"),
+               " ": ("spaces", "' '")}  # fmt: skip
+
+
+def _other_separator(field: str) -> str | None:
+    """What to do with a row whose fields seem split by tabs, semicolons, bars or spaces
+    (a TSV export, a spreadsheet's CSV in a locale whose lists use ';', ``openstack image
+    list -f value -c ID -c Name``), if it is one: told only "one column, no tag", the
+    operator's first fix would be --tag, and every row would get one tag."""
+    inner = field.strip()
+    for separator, (name, quoted) in _SEPARATORS.items():
+        if separator in inner:
+            return (
+                f"its fields look separated by {name}, and bulktag reads commas: convert the "
+                f"input first (e.g. tr {quoted} ',')"
+            )
+    return None
 
 
 def _header_columns(fields: list[str], rules: TagRules, constant: ConstantTag | None) -> _Columns:

@@ -86,6 +86,45 @@ def test_a_one_column_input_without_tag_is_refused(data: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("separator", "name", "convert"),
+    [
+        pytest.param("\t", "tabs", "tr '\\t' ','", id="tsv"),
+        pytest.param(";", "semicolons", "tr ';' ','", id="semicolons"),  # lists in many locales
+        pytest.param("|", "bars", "tr '|' ','", id="bars"),
+        pytest.param(" ", "spaces", "tr ' ' ','", id="spaces"),  # -f value -c ID -c Name
+    ],
+)
+@pytest.mark.parametrize("header", [True, False], ids=["header", "no-header"])
+def test_rows_split_by_something_else_than_commas_are_refused_saying_so(
+    separator: str, name: str, convert: str, header: bool
+) -> None:
+    """Told only "one column and no tag: give the tag with --tag", an operator with a TSV
+    file would do so, and every image would get one tag, its name column unread."""
+    text = f"{U1}{separator}gold\n{U2}{separator}silver\n"
+    if header:
+        text = f"image_id{separator}tag\n{text}"
+    with pytest.raises(InputRefused) as refused:
+        rows(text.encode())
+    message = str(refused.value)
+    assert f"look separated by {name}, and bulktag reads commas" in message
+    assert convert in message
+    assert "--tag" not in message
+
+
+@pytest.mark.parametrize("field", ["image\x1b[2J_id", "image_id\x9b1m", "image\x00id"])
+def test_a_control_character_quoted_from_the_input_is_shown_escaped(field: str) -> None:
+    """An input's bytes quoted in an error reach the operator's terminal: ESC (or C1's CSI)
+    from a file would be a terminal's command there, a NUL invisible."""
+    with pytest.raises(InputRefused) as refused:
+        rows(f"{field},name\n{U1},web\n".encode())
+    message = str(refused.value)
+    assert not any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in message)
+    escaped = field.encode("ascii", "backslashreplace").decode()  # C1 as \x9b, like ours
+    escaped = escaped.replace("\x1b", "\\x1b").replace("\x00", "\\x00")
+    assert escaped in message, message
+
+
+@pytest.mark.parametrize(
     "data",
     [
         pytest.param(f"{U1},ta".encode() + b"\xffg\n" + f"{U2},gold\n".encode(), id="a-bad-byte"),
