@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import structlog
 
 from bulktag.auth.redact import redact_urls, scrub
+from bulktag.text import without_controls
 
 if TYPE_CHECKING:
     from bulktag.errors import BulktagError
@@ -42,8 +43,9 @@ class SecretScrubber:
         return event
 
     def clean(self, text: str) -> str:
-        """``text`` fit to print: no registered secret, no URL userinfo."""
-        return redact_urls(scrub(text, self.secrets) if self.secrets else text)
+        """``text`` fit to print: no registered secret, no URL userinfo, no control character
+        but tabs and newlines (:func:`bulktag.text.without_controls`)."""
+        return without_controls(redact_urls(scrub(text, self.secrets) if self.secrets else text))
 
 
 SCRUBBER = SecretScrubber()
@@ -117,7 +119,7 @@ def error_line(
     log shipper or ``jq`` reading a cron job's stderr never meets a line it cannot parse.
     ``fields`` (``exit_code``, ``event``) go into the object.
     """
-    text = scrub(message, SCRUBBER.secrets) if SCRUBBER.secrets else message
+    text = without_controls(scrub(message, SCRUBBER.secrets) if SCRUBBER.secrets else message)
     if as_json:
         record = {
             "event": "error",

@@ -65,6 +65,7 @@ from bulktag.errors import ExitCode
 from bulktag.journal import FileStats, Record, not_a_journal, read_records
 from bulktag.model import Outcome
 from bulktag.summary import SCHEMA_VERSION
+from bulktag.text import escaped, without_controls
 
 DEFAULT_TOP = 10
 MAX_REASONS = 500  # distinct failure reasons kept; beyond that, one pooled group
@@ -331,7 +332,9 @@ def _failures_json(report: Report) -> list[dict[str, Any]]:
 
 
 def table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    """Aligned plain-text columns; the columns in ``right`` (numbers) are right-aligned."""
+    """Aligned plain-text columns; the columns in ``right`` (numbers) are right-aligned.
+    Cells come from journals (tags, errors quoting a server): control characters escaped."""
+    header, rows = [escaped(cell) for cell in header], [[escaped(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -509,5 +512,5 @@ def command_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
     if args.format == "json":
         stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
-        stdout.write("\n".join(human_lines(data)) + "\n")
+        stdout.write("\n".join(without_controls(line) for line in human_lines(data)) + "\n")
     return ExitCode.OK if report.all_ok else ExitCode.SOME_FAILED

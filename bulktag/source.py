@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 from bulktag.errors import BulktagError
 from bulktag.model import InvalidRow, Row
+from bulktag.text import escaped
 
 # Glance image ids are UUIDs (the API answers 404 for anything else); we accept any case.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -171,16 +172,9 @@ def _printable_utf8(value: str) -> str:
 
 def _echo(value: str) -> str:
     """An input field quoted in a message: bounded, bad bytes and control characters escaped
-    (a tab shows as ``\\t``, not as a gap; an ESC from the file never reaches a terminal)."""
+    (:func:`bulktag.text.escaped`)."""
     text = value if len(value) <= _ECHO else value[:_ECHO] + "…"
-    # not repr(): that would escape the escapes
-    return "'" + _printable_utf8(text).translate(_CONTROLS) + "'"
-
-
-_CONTROLS = {
-    code: {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(chr(code), f"\\x{code:02x}")
-    for code in (*range(0x20), *range(0x7F, 0xA0))
-}
+    return "'" + escaped(_printable_utf8(text)) + "'"  # not repr(): it would escape the escapes
 
 
 def clean(value: str | None) -> str | None:

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bulktag"
 # Modules that run without an event loop or the log: callable from anywhere, tested with plain
 # values. Some read or write a stream they are handed (source, summary): loop-free, not pure.
 LOOP_FREE = {"model", "source", "policy", "summary", "config", "journal.format", "journal.index",
-             "auth.catalog", "errors", "environment", "inflight",
+             "auth.catalog", "errors", "environment", "inflight", "text",
              # the pacer, but its async gate: the controller reads no clock (now is passed in)
              "pacing.policy", "pacing.evidence", "pacing.verdict", "pacing.controller"}  # fmt: skip
 LOOP_LIBRARIES = {"aiohttp", "anyio", "structlog", "asyncio"}

@@ -302,3 +302,20 @@ def test_the_human_rate_table_shows_empty_buckets_so_stalls_are_visible(tmp_path
         "  2026-11-28 02:02            0         0.0",
         "  2026-11-28 02:03            1         1.0",
     ] == out.splitlines()[table_start + 1 : table_start + 5]
+
+
+def test_control_characters_from_a_journal_are_shown_escaped(tmp_path: Path) -> None:
+    """A journal holds what the input and the cloud said: an invalid row's tag as read, a
+    server's error page quoted. Printed as they are, an ESC or a C1 CSI in them would be a
+    command to the terminal that shows the report (or the mail that carries it)."""
+    records = [
+        record(0, tag="web\x1b[2J", outcome="failed", status=500, error="oops\x9b31m\r!",
+               attempts=3, elapsed_ms=900),
+    ]  # fmt: skip
+    code, out, err = run(write(tmp_path / "j.jsonl", records))
+    assert 1 == code
+    assert not any(ord(char) < 0x20 and char != "\n" for char in out)
+    assert not any(0x7F <= ord(char) < 0xA0 for char in out)
+    assert "web\\x1b[2J" in out  # the slowest and most retried tables
+    assert "oops\\x9b31m" in out  # the failures' reasons
+    assert "" == err
