@@ -991,9 +991,33 @@ def test_findings_say_what_the_cloud_took() -> None:
     assert "capacity ~" in describe(found)
     flaky = {"accepted_per_second": 148.0, "pace_cuts": 1, "rate_related_refusals": False}
     line = describe({**flaky, "rate_independent_share": 0.2})
-    assert "the cloud accepted ~148.0/s" in line
+    assert "the cloud accepted ~148/s;" in line  # as the README shows it
     assert "20% of requests refused whatever the rate" in line
     assert "the cloud accepted nothing" == describe({**flaky, "accepted_per_second": 0.0})
+
+
+@pytest.mark.parametrize(
+    ("accepted", "capacity", "says"),
+    [
+        (49.58, 44.0, "the cloud accepted ~49.6/s; capacity ~44/s"),
+        (1234.56, 1250.0, "the cloud accepted ~1235/s; capacity ~1250/s"),
+        (9.84, 9.6, "the cloud accepted ~9.84/s; capacity ~9.6/s"),
+        (0.31, 0.3, "the cloud accepted ~0.31/s; capacity ~0.3/s"),
+    ],
+)
+def test_the_pace_found_is_said_in_three_figures_at_most(
+    accepted: float, capacity: float, says: str
+) -> None:
+    """A run's average pace is good to a few percent: "~49.58/s" claimed more than that, and
+    "~148.0/s" did not match the README's "~148/s"."""
+    found = {
+        "accepted_per_second": accepted,
+        "capacity_per_second": capacity,
+        "pace_cuts": 2,
+        "rate_related_refusals": True,
+        "rate_independent_share": 0.0,
+    }
+    assert says == describe(found)
 
 
 # -- Pacer (async, fake clock) -----------------------------------------------------------------

@@ -1311,9 +1311,9 @@ def describe(findings: dict[str, object]) -> str:
     accepted = findings["accepted_per_second"]
     if not accepted:
         return "the cloud accepted nothing"
-    parts = [f"the cloud accepted ~{accepted}/s"]
+    parts = [f"the cloud accepted ~{_about(accepted)}/s"]
     if "capacity_per_second" in findings:
-        parts.append(f"capacity ~{findings['capacity_per_second']}/s")
+        parts.append(f"capacity ~{_about(findings['capacity_per_second'])}/s")
     if "in_flight_cap" in findings:
         parts.append(f"it serves at most {findings['in_flight_cap']} requests at once")
     share = float(str(findings["rate_independent_share"]))
@@ -1322,3 +1322,10 @@ def describe(findings: dict[str, object]) -> str:
     elif not findings["rate_related_refusals"] and findings["pace_cuts"]:
         parts.append("refusals were not rate-related")
     return "; ".join(parts)
+
+
+def _about(rate: object) -> str:
+    """A rate after "~": three figures at most (148, 49.6, 9.84, 0.31), never an exponent.
+    The findings' own decimals (148.0, 49.58) claimed more than a run's average can say."""
+    value = float(str(rate))
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
