@@ -696,7 +696,8 @@ def _report(
     headline = f"bulktag: run {state} after {report.elapsed:,.1f} s; journal {journal}"
     lines = summary_lines(report.tally, report.elapsed, headline)
     if report.pace_cuts:
-        lines.append(f"  pacing   {describe(report.pacing)} (rate cut {report.pace_cuts} times)")
+        cuts = "once" if report.pace_cuts == 1 else f"{report.pace_cuts} times"
+        lines.append(f"  pacing   {describe(report.pacing)} (rate cut {cuts})")
     if report.left:
         lines.append(f"  left     {report.left:>10,} rows for the next run")
     if report.outage:

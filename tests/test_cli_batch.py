@@ -349,6 +349,28 @@ def test_a_run_with_nothing_left_to_send_does_not_report_a_silent_cloud(tmp_path
     assert "nothing was sent" == finished["pace"]
 
 
+def test_the_text_summary_says_the_pace_the_cloud_took(tmp_path: Path) -> None:
+    """The line an operator reads to set --rate for the next night: a fixed window of 40 a
+    second, asked 400/s. What it says must be what the findings hold (run_finished)."""
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=120, tags_per_image=1))
+    common = ["--rate", "400", "--log-format", "console"]
+    with fake_glance(tmp_path, "--limiter", "fixed:40") as server:
+        done = run_bulktag(
+            [str(inventory), "--endpoint", server.url, "--results", "j.jsonl", *common], tmp_path
+        )
+    assert 0 == done.code, done
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("  pacing ")]
+    found = re.fullmatch(
+        r"  pacing   the cloud accepted ~([0-9.]+)/s; capacity ~([0-9.]+)/s "
+        r"\(rate cut (once|[2-9]\d* times)\)",
+        line,
+    )
+    assert found, line
+    accepted = float(found.group(1))
+    assert 20 <= accepted <= 80, line  # 40 a second, in a run of three seconds or so
+    assert len(found.group(1).replace(".", "")) <= 3, line  # three figures at most
+
+
 def test_max_outage_zero_never_stops_for_silence(tmp_path: Path) -> None:
     inventory = write_csv(tmp_path / "in.csv", make_pairs(images=3, tags_per_image=1))
     journal = tmp_path / "journal.jsonl"
