@@ -48,7 +48,7 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, TextIO
@@ -101,18 +101,24 @@ class Expectation:
         return len(self.present) + len(self.absent)
 
 
-def expected_tags(path: Path) -> tuple[dict[str, dict[str, bool]], FileStats]:
-    """Image id -> {tag: should be on the image}, from the ``ok`` records (raises OSError).
+def expected_tags(paths: Sequence[Path]) -> tuple[dict[str, dict[str, bool]], list[FileStats]]:
+    """Image id -> {tag: should be on the image}, from the ``ok`` records of the journals in
+    the order given (raises OSError), and what was read of each.
 
-    The last ``ok`` record of a tag decides: added then removed means it should be absent."""
-    stats = FileStats(str(path))
+    The last ``ok`` record of a tag decides: added then removed means it should be absent.
+    Across journals, as ``bulktag report`` merges them, the journal named last wins; shards
+    never share an image, so for their journals the order does not matter."""
     expected: dict[str, dict[str, bool]] = {}
-    for _, record in read_records(path, stats):
-        if record.api != "glance":  # IMS key/value tags are not in Glance's tag list
-            continue
-        if record.outcome is Outcome.OK and record.image_id and record.tag:
-            expected.setdefault(record.image_id, {})[record.tag] = record.op != "remove"
-    return expected, stats
+    read = []
+    for path in paths:
+        stats = FileStats(str(path))
+        for _, record in read_records(path, stats):
+            if record.api != "glance":  # IMS key/value tags are not in Glance's tag list
+                continue
+            if record.outcome is Outcome.OK and record.image_id and record.tag:
+                expected.setdefault(record.image_id, {})[record.tag] = record.op != "remove"
+        read.append(stats)
+    return expected, read
 
 
 def expectation(tags: Mapping[str, bool]) -> Expectation:
@@ -347,7 +353,13 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``bulktag verify``."""
-    parser.add_argument("journal", metavar="JOURNAL", help="the journal of the run to check")
+    parser.add_argument(
+        "journals",
+        metavar="JOURNAL",
+        nargs="+",
+        help="the journals of the run to check (shards merge; for a pair in several, the one "
+        "named last wins)",
+    )
     parser.add_argument(
         "--endpoint", help="image service URL, with or without /v2 [env OS_IMAGE_URL]"
     )
@@ -386,7 +398,7 @@ class _Plan:
     spec: AuthSpec
     tls: ssl.SSLContext | bool
     expected: dict[str, dict[str, bool]]
-    journal: FileStats
+    journals: list[FileStats]
     settings: VerifySettings
     timeout: float
     progress_interval: float
@@ -405,13 +417,15 @@ class _Plan:
 def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
     spec = auth_spec(options_from_namespace(args), env)  # exactly as ``bulktag run``
     tls = tls_context(spec)
+    paths = [Path(name) for name in args.journals]
     try:
-        problem = not_a_journal(Path(args.journal))
-        if problem is not None:
-            raise ConfigError(f"{args.journal} is not a journal: {problem}")
-        expected, stats = expected_tags(Path(args.journal))
+        for path in paths:  # all of them before reading any: fail in a second, not an hour
+            problem = not_a_journal(path)
+            if problem is not None:
+                raise ConfigError(f"{path} is not a journal: {problem}")
+        expected, stats = expected_tags(paths)
     except OSError as exc:
-        raise ConfigError(f"cannot read journal {args.journal}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read journal {exc.filename}: {exc.strerror or exc}") from None
     settings = VerifySettings(
         rate=args.rate,
         burst=args.burst,
@@ -563,7 +577,9 @@ def command_verify(
     try:
         plan = _plan(args, environment_env)
         if not plan.expected:
-            stderr.write(f"bulktag verify: nothing to verify: {args.journal} records no ok tag\n")
+            named = " ".join(args.journals)
+            records = "record" if len(args.journals) == 1 else "hold"
+            stderr.write(f"bulktag verify: nothing to verify: {named} {records} no ok tag\n")
             return ExitCode.OK
         with _open_output(args.output) as output:
             lines = _ProblemLines(output, stderr)
@@ -573,18 +589,24 @@ def command_verify(
         return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
-    _write_summary(tally, plan.journal, lines, time.monotonic() - started, stderr)
+    _write_summary(tally, plan.journals, lines, time.monotonic() - started, stderr)
     return exit_code(tally)
 
 
 def _write_summary(
-    tally: VerifyTally, journal: FileStats, lines: _ProblemLines, elapsed: float, stderr: TextIO
+    tally: VerifyTally,
+    journals: list[FileStats],
+    lines: _ProblemLines,
+    elapsed: float,
+    stderr: TextIO,
 ) -> None:
     if lines.hidden:
         stderr.write(f"  … and {lines.hidden:,} more problems (--output PATH lists them all)\n")
     stderr.write(summary_line(tally, elapsed) + "\n")
-    skipped = journal.unreadable + journal.torn
-    if skipped:
-        stderr.write(f"  the journal had {skipped:,} unreadable or torn lines (ignored)\n")
+    for journal in journals:
+        skipped = journal.unreadable + journal.torn
+        if skipped:
+            name = "the journal" if len(journals) == 1 else journal.path
+            stderr.write(f"  {name} had {skipped:,} unreadable or torn lines (ignored)\n")
     if tally.aborted is not None:
         stderr.write(f"bulktag verify: stopped: {tally.aborted}\n")

@@ -186,5 +186,5 @@ def test_verify_leaves_ims_records_alone(tmp_path: Path) -> None:
     journal = tmp_path / "j.jsonl"
     glance = render(Result(1, U2, "web", Outcome.OK, at=AT))
     journal.write_bytes(ims_record("env", "prod") + glance)
-    expected, _ = expected_tags(journal)
+    expected, _ = expected_tags([journal])
     assert {U2: {"web": True}} == expected

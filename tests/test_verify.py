@@ -56,12 +56,16 @@ def image_gets(server: FakeGlance) -> list[str]:
 
 
 async def verify(
-    journal: Path, *flags: str, endpoint: str | None = None, env: Mapping[str, str] | None = None
+    journal: Path | list[Path],
+    *flags: str,
+    endpoint: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, str]:
     """Run ``bulktag verify`` as the CLI would; return its exit code and stderr."""
     parser = argparse.ArgumentParser()
     add_verify_arguments(parser)
-    argv = [str(journal), *flags]
+    journals = journal if isinstance(journal, list) else [journal]
+    argv = [*map(str, journals), *flags]
     if endpoint is not None:
         argv += ["--endpoint", endpoint, "--token", TOKEN]
     stderr = io.StringIO()
@@ -278,6 +282,48 @@ async def test_unreadable_journal_lines_are_ignored_and_mentioned(tmp_path: Path
         code, err = await verify(journal, endpoint=url)
     assert 0 == code
     assert "  the journal had 2 unreadable or torn lines (ignored)" in err.splitlines()
+
+
+@pytest.mark.asyncio
+async def test_the_journals_of_shards_are_verified_together(tmp_path: Path) -> None:
+    """``bulktag verify s0.jsonl s1.jsonl …`` as ``report`` takes them: one read-back of every
+    shard's images, one summary; a pair in two journals as the one named last says."""
+    shard0 = write_journal(tmp_path / "s0.jsonl", [ok(0, "web"), ok(1, "web"), ok(2, "db")])
+    shard1 = write_journal(
+        tmp_path / "s1.jsonl",
+        [ok(3, "web"), ok(4, "web"), ok(2, "db", op="remove")],  # named last: db removed
+        extra=b"junk\n",
+    )
+    server = fake()
+    for n in (0, 1, 3):
+        server.tags[image(n)] = ["web"]
+    server.tags[image(2)] = []  # db removed, as s1 (named last) says
+    server.tags[image(4)] = []  # web lost
+    async with serve(server) as url:
+        code, err = await verify([shard0, shard1], "--output", str(tmp_path / "p.jsonl"),
+                                 endpoint=url)  # fmt: skip
+    assert 1 == code
+    assert {image(n): 1 for n in range(5)} == dict(Counter(image_gets(server)))
+    assert "5 images (5 tags) read back with 5 requests" in err
+    assert "4 complete, 1 missing 1 tags, 0 gone, 0 unverified" in err
+    assert [(image(4), "missing", ["web"])] == [
+        (p["image_id"], p["problem"], p["tags"]) for p in problems_in(tmp_path / "p.jsonl")
+    ]
+    assert f"  {shard1} had 1 unreadable or torn lines (ignored)" in err.splitlines()
+
+
+def test_a_journal_that_is_missing_among_several_exits_2_before_any_is_read(
+    tmp_path: Path,
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_verify_arguments(parser)
+    here = write_journal(tmp_path / "s0.jsonl", [ok(0, "web")])
+    missing = tmp_path / "s1.jsonl"
+    args = parser.parse_args([str(here), str(missing), "--endpoint", "http://h", "--token", "t"])
+    stderr = io.StringIO()
+    assert 2 == command_verify(args, {}, stderr)
+    reason = f"cannot read journal {missing}: No such file or directory"
+    assert [f"bulktag verify: error: {reason}"] == stderr.getvalue().splitlines()
 
 
 NO_CREDENTIALS = "no credentials found; looked at flags"  # the same search as `bulktag run`
