@@ -313,6 +313,11 @@ def _lines_of_a_file(name: str) -> int | None:
 
 
 def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:
+    if not journal.parent.exists():  # ENOENT alone reads as if a first run's journal were wrong
+        raise ConfigError(
+            f"cannot create journal {journal}: its directory {journal.parent} does not exist "
+            "(create it, or give another --results)"
+        )
     lock = JournalLock(journal)
     try:
         lock.acquire(wait)

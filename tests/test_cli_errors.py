@@ -78,6 +78,13 @@ CASES: dict[str, Case] = {
         "afile/journal.jsonl",
         needles=("afile/journal.jsonl", "Not a directory"),
     ),
+    "journal-in-a-missing-directory": case(
+        "in.csv",
+        *FAKE,
+        "--results",
+        "nodir/journal.jsonl",
+        needles=("nodir/journal.jsonl", "its directory nodir does not exist", "--results"),
+    ),
     "journal-is-the-input": case(  # a closed port: while the bug lasts, nothing is sent
         "in.csv",
         "--endpoint",
