@@ -29,7 +29,8 @@ time or late, odd seeds up to 2 ms off the grid, --rate 1000, 6,000 rows): the r
 the first 5 s (upper median of 8), the refused share from 5 s on and the goodput. And a
 backend refusing 10, 20 or 30 % at any rate, at once, serving the rest in 50 or 150 ms
 (--rate 300, the same 8 runs): requests per second from 2 s on ÷ the asked rate (a known
-gap, RESULTS section 35). Then a lone run with --rate far over the cloud's pace, 1,000 to
+gap, RESULTS section 35); and a backend refusing 5-20 % asked 10 or 20 a second, over runs of
+20, 120 and 400 s (RESULTS section 44). Then a lone run with --rate far over the cloud's pace, 1,000 to
 100,000 asked of a 200/s limit: refused from 5 s on and goodput (RESULTS section 39).
 """
 
@@ -57,6 +58,7 @@ from bulktag.fake.limiters import (
 from tests.pacing_sim import Client, Serving, Simulation
 from tests.test_pacing_sim import (
     FAR_CLOUD,
+    LATE,
     TwoRuns,
     _two_runs,
     far_cloud_runs,
@@ -73,10 +75,12 @@ SEEDS = range(3)
 SPREADS = (0.0, 0.02)
 
 
-def run(model: ServerModel, ceiling: float, rows: int, seed: int, spread: float) -> Client:
+def run(
+    model: ServerModel, ceiling: float, rows: int, seed: int, spread: float, *, until: float = 400
+) -> Client:
     sim = Simulation(model, spread=spread, seed=seed)
     client = sim.add_client(rows=rows, ceiling=ceiling)
-    sim.run(400)
+    sim.run(until)
     return client
 
 
@@ -158,6 +162,7 @@ def main() -> None:
     near_the_opening_window()
     slow_acceptances()
     flaky_served_in()
+    flaky_few_per_second()
     far_above()
     two_rows("two runs", two_runs())
     two_rows("two runs started together", two_runs_started_together())
@@ -294,6 +299,24 @@ def flaky_served_in() -> None:
             sent.append(client.sent_rate(2.0, client.most_settled_at or client.end) / 300)
         label = f"{share:.0%} random, served in {service * 1000:.0f} ms"
         print(f"{label:30s} {min(sent):.0%}-{max(sent):.0%} of the asked rate", flush=True)
+
+
+def flaky_few_per_second() -> None:
+    """A backend refusing 5, 10 or 20 % at any rate, asked a few a second, over runs of 20,
+    120 and 400 s of rows: test_a_flaky_backend_at_a_few_requests_a_second_is_not_cut_to_a
+    _crawl's 48 starts (RESULTS section 44), requests/s from 2 s until 95 % settled ÷ the
+    asked rate: the median, the least, and how many under 0.9."""
+    for ceiling, length in itertools.product((10, 20), (20, 120, 400)):
+        sent = []
+        for share, seed, spread in itertools.product((0.05, 0.1, 0.2), range(8), (0.0, LATE)):
+            model = RandomRefusals(share, seed=seed, refusal=Refusal(503, None))
+            client = run(model, ceiling, int(length * ceiling), seed, spread, until=3 * length)
+            sent.append(client.sent_rate(2.0, client.most_settled_at or client.end) / ceiling)
+        sent.sort()
+        under = sum(rate < 0.9 for rate in sent)
+        label = f"flaky 5-20% at {ceiling}/s, {length} s"
+        print(f"{label:30s} median {sent[len(sent) // 2]:.3f}, least {sent[0]:.3f}, "
+              f"{under} of {len(sent)} under 0.9", flush=True)  # fmt: skip
 
 
 def far_above() -> None:
