@@ -29,9 +29,10 @@ time or late, odd seeds up to 2 ms off the grid, --rate 1000, 6,000 rows): the r
 the first 5 s (upper median of 8), the refused share from 5 s on and the goodput. And a
 backend refusing 10, 20 or 30 % at any rate, at once, serving the rest in 50 or 150 ms
 (--rate 300, the same 8 runs): requests per second from 2 s on ÷ the asked rate (a known
-gap, RESULTS section 35); and a backend refusing 5-20 % asked 10 or 20 a second, over runs of
-20, 120 and 400 s (RESULTS section 44). Then a lone run with --rate far over the cloud's pace, 1,000 to
-100,000 asked of a 200/s limit: refused from 5 s on and goodput (RESULTS section 39).
+gap, RESULTS section 35); and a backend refusing 5-20 % asked 10 or 20 a second, over runs
+of 20, 120 and 400 s (RESULTS section 44). Then a lone run with --rate far over the cloud's
+pace, 1,000 to 100,000 asked of a 200/s limit: refused from 5 s on and goodput (RESULTS
+section 39).
 """
 
 from __future__ import annotations
