@@ -578,7 +578,7 @@ def command_verify(
         plan = _plan(args, environment_env)
         if not plan.expected:
             named = " ".join(args.journals)
-            records = "record" if len(args.journals) == 1 else "hold"
+            records = "records" if len(args.journals) == 1 else "hold"
             stderr.write(f"bulktag verify: nothing to verify: {named} {records} no ok tag\n")
             return ExitCode.OK
         with _open_output(args.output) as output:

@@ -1,9 +1,11 @@
 """``report``, ``verify`` and ``run --results`` refuse a file that is not a journal (a CSV, a
-binary file, an empty file...) with one line and exit 2, instead of reporting nothing with
-exit 0 or appending records to it; a journal cut off mid-line is still a journal."""
+binary file, blank lines...) with one line and exit 2, instead of reporting nothing with exit
+0 or appending records to it; a journal cut off mid-line is still a journal, and so is an
+empty one (a run that had nothing to record leaves it so)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from support import AT, U1, write_csv
 
 from bulktag.journal import not_a_journal, render
 from bulktag.model import Outcome, Result
-from tests.clitools import free_port, no_traceback, run_bulktag
+from tests.clitools import fake_glance, free_port, no_traceback, run_bulktag
 
 RECORD = render(Result(1, U1, "gold", Outcome.OK, status=204, attempts=1, at=AT))
 
@@ -21,7 +23,6 @@ NOT_JOURNALS = {
     "binary-no-newline": bytes(range(256)) * 8,
     "binary-with-newlines": os.urandom(4096).replace(b"\n", b"") + b"\n\x00\x01\n",
     "huge-line-no-newline": b"x" * 3_000_000,
-    "empty": b"",
     "blank-lines": b"\n\n  \n",
     "json-not-records": b'{"a": 1}\n{"b": 2}\n',
     "records-after-junk": b"junk\n" + RECORD,
@@ -29,6 +30,7 @@ NOT_JOURNALS = {
     "status-as-text": RECORD.replace(b'"status": 204', b'"status": "204"'),
 }
 JOURNALS = {
+    "empty": b"",  # what a run with nothing to record leaves
     "one-record": RECORD,
     "torn-tail": RECORD + RECORD[:30],
     "only-a-torn-first-record": RECORD[:30],
@@ -51,7 +53,7 @@ def test_a_journal_torn_or_with_junk_later_is_a_journal(tmp_path: Path, content:
     assert None is not_a_journal(path)
 
 
-CLI_CASES = ["csv", "binary-no-newline", "empty", "json-not-records", "status-as-text"]
+CLI_CASES = ["csv", "binary-no-newline", "blank-lines", "json-not-records", "status-as-text"]
 
 
 @pytest.mark.parametrize("name", CLI_CASES)
@@ -96,3 +98,26 @@ def test_a_run_refuses_results_that_are_not_a_journal_before_sending(
     assert 2 == done.code, done
     assert any("is not a bulktag journal" in line for line in done.lines), done
     assert NOT_JOURNALS[name] == results.read_bytes()  # untouched
+
+
+def test_a_night_with_nothing_to_tag_leaves_a_journal_report_and_verify_read(
+    tmp_path: Path,
+) -> None:
+    """A nightly input with no rows (no new images today), or a shard no row hashed to: the
+    run exits 0 and leaves an empty journal. The morning's report and verify must read it as
+    the nothing it holds, not fail the check with exit 2 ("is not a journal: it is empty")."""
+    inventory = write_csv(tmp_path / "in.csv", [])
+    journal = tmp_path / "night.jsonl"
+    with fake_glance(tmp_path) as server:
+        endpoint = ["--endpoint", server.url]
+        ran = run_bulktag([str(inventory), *endpoint, "--results", str(journal)], tmp_path)
+        assert 0 == ran.code, ran
+        assert b"" == journal.read_bytes()
+        verify = run_bulktag([str(journal), *endpoint], tmp_path, command="verify")
+    report = run_bulktag([str(journal), "--format", "json"], tmp_path, command="report")
+    assert 0 == report.code, report
+    assert (0, 0) == (json.loads(report.stdout)["records"], json.loads(report.stdout)["pairs"])
+
+    no_traceback(verify)
+    assert 0 == verify.code, verify
+    assert [f"bulktag verify: nothing to verify: {journal} records no ok tag"] == verify.lines

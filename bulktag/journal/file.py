@@ -104,12 +104,17 @@ def not_a_journal(path: Path) -> str | None:
 
     Judged on its first non-blank line, read at most 64 KiB in (a binary file with no newline
     costs no more): a journal's first line is a record or, when a run was killed while writing
-    its very first record, the unterminated start of one. An empty file holds no journal.
+    its very first record, the unterminated start of one. An empty file is a journal with no
+    record yet: a run creates its journal before its first record, and a night with nothing
+    to tag (an empty input, a shard no row hashed to) leaves it so; report and verify refused
+    it, and the morning check failed with exit 2 on a night that went well.
     """
     with path.open("rb") as file:
         head = file.read(_SNIFF_BYTES)
+    if not head:
+        return None
     if not head.strip():
-        return "it is empty" if not head else "it holds no journal record"
+        return "it holds no journal record"
     first, newline, _ = head.lstrip().partition(b"\n")
     if newline:
         return None if parse(first) is not None else _NOT_A_RECORD
@@ -286,10 +291,8 @@ def prepare(
 
 
 def _refuse_what_is_not_a_journal(path: Path) -> None:
-    """An empty file is a journal yet to be written; anything else must look like one, or the
-    run would append records to (say) a CSV file and resume from its lines."""
-    if path.stat().st_size == 0:
-        return
+    """A journal (empty, or its first line a record) is appended to; anything else is refused,
+    or the run would append records to (say) a CSV file and resume from its lines."""
     problem = not_a_journal(path)
     if problem is not None:
         raise JournalError(
