@@ -101,24 +101,35 @@ class Expectation:
         return len(self.present) + len(self.absent)
 
 
-def expected_tags(paths: Sequence[Path]) -> tuple[dict[str, dict[str, bool]], list[FileStats]]:
+@dataclass(slots=True)
+class JournalsRead:
+    """What the journals say the images' tags should be, and what reading them met."""
+
+    expected: dict[str, dict[str, bool]]  # image id -> {tag: should be on the image}
+    files: list[FileStats]
+    ims_ok: int = 0  # ok IMS key/value records: Glance's tag list does not hold them
+
+
+def expected_tags(paths: Sequence[Path]) -> JournalsRead:
     """Image id -> {tag: should be on the image}, from the ``ok`` records of the journals in
     the order given (raises OSError), and what was read of each.
 
     The last ``ok`` record of a tag decides: added then removed means it should be absent.
     Across journals, as ``bulktag report`` merges them, the journal named last wins; shards
     never share an image, so for their journals the order does not matter."""
-    expected: dict[str, dict[str, bool]] = {}
-    read = []
+    read = JournalsRead({}, [])
     for path in paths:
         stats = FileStats(str(path))
         for _, record in read_records(path, stats):
-            if record.api != "glance":  # IMS key/value tags are not in Glance's tag list
+            if record.outcome is not Outcome.OK or not (record.image_id and record.tag):
                 continue
-            if record.outcome is Outcome.OK and record.image_id and record.tag:
-                expected.setdefault(record.image_id, {})[record.tag] = record.op != "remove"
-        read.append(stats)
-    return expected, read
+            if record.api != "glance":  # IMS key/value tags are not in Glance's tag list
+                read.ims_ok += 1
+                continue
+            tags = read.expected.setdefault(record.image_id, {})
+            tags[record.tag] = record.op != "remove"
+        read.files.append(stats)
+    return read
 
 
 def expectation(tags: Mapping[str, bool]) -> Expectation:
@@ -397,11 +408,14 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
 class _Plan:
     spec: AuthSpec
     tls: ssl.SSLContext | bool
-    expected: dict[str, dict[str, bool]]
-    journals: list[FileStats]
+    read: JournalsRead
     settings: VerifySettings
     timeout: float
     progress_interval: float
+
+    @property
+    def expected(self) -> dict[str, dict[str, bool]]:
+        return self.read.expected
 
     def outline(self) -> str:
         """What is about to happen, and the least time it can take at ``--rate``."""
@@ -423,7 +437,7 @@ def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
             problem = not_a_journal(path)
             if problem is not None:
                 raise ConfigError(f"{path} is not a journal: {problem}")
-        expected, stats = expected_tags(paths)
+        read = expected_tags(paths)
     except OSError as exc:
         raise ConfigError(f"cannot read journal {exc.filename}: {exc.strerror or exc}") from None
     settings = VerifySettings(
@@ -432,7 +446,7 @@ def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
     )
-    return _Plan(spec, tls, expected, stats, settings, args.timeout, args.progress_interval)
+    return _Plan(spec, tls, read, settings, args.timeout, args.progress_interval)
 
 
 async def _verify(
@@ -577,6 +591,9 @@ def command_verify(
     try:
         plan = _plan(args, environment_env)
         if not plan.expected:
+            if plan.read.ims_ok:
+                stderr.write(_only_ims(args.journals, plan.read.ims_ok))
+                return ExitCode.OK
             named = " ".join(args.journals)
             records = "records" if len(args.journals) == 1 else "hold"
             stderr.write(f"bulktag verify: nothing to verify: {named} {records} no ok tag\n")
@@ -589,8 +606,17 @@ def command_verify(
         return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
-    _write_summary(tally, plan.journals, lines, time.monotonic() - started, stderr)
+    _write_summary(tally, plan.read.files, lines, time.monotonic() - started, stderr)
     return exit_code(tally)
+
+
+def _only_ims(journals: list[str], records: int) -> str:
+    hold = "holds" if len(journals) == 1 else "hold"
+    return (
+        f"bulktag verify: nothing to verify: {' '.join(journals)} {hold} only IMS key/value tags "
+        f"({records:,} ok records), which Glance's tag list, the one verify reads back, does "
+        "not show\n"
+    )
 
 
 def _write_summary(

@@ -73,9 +73,9 @@ def test_resume_report_and_verify_agree_a_mistyped_line_is_not_a_record(
     data = report_of(journal)
     assert (1, 1, 1) == (data["records"], data["pairs"], data["unreadable"])
 
-    expected, [stats] = expected_tags([journal])
-    assert {U1: {"gold": True}} == expected
-    assert 1 == stats.unreadable
+    read = expected_tags([journal])
+    assert {U1: {"gold": True}} == read.expected
+    assert [1] == [stats.unreadable for stats in read.files]
 
     assert None is parse(odd_line(change))
 

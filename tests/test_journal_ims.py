@@ -186,5 +186,28 @@ def test_verify_leaves_ims_records_alone(tmp_path: Path) -> None:
     journal = tmp_path / "j.jsonl"
     glance = render(Result(1, U2, "web", Outcome.OK, at=AT))
     journal.write_bytes(ims_record("env", "prod") + glance)
-    expected, _ = expected_tags([journal])
-    assert {U2: {"web": True}} == expected
+    read = expected_tags([journal])
+    assert {U2: {"web": True}} == read.expected
+    assert 1 == read.ims_ok
+
+
+def test_verify_of_a_journal_of_ims_tags_only_says_why_it_reads_nothing(tmp_path: Path) -> None:
+    """It said "records no ok tag" of a journal of hundreds of ok IMS records: true of Glance
+    tags only, and read as if the run had done nothing."""
+    import argparse
+    import io
+
+    from bulktag.verify import add_verify_arguments, command_verify
+
+    journal = tmp_path / "ims.jsonl"
+    journal.write_bytes(ims_record("env", "prod") + ims_record("owner", "web", line=2))
+    parser = argparse.ArgumentParser()
+    add_verify_arguments(parser)
+    args = parser.parse_args([str(journal), "--endpoint", "http://h", "--token", "t"])
+    stderr = io.StringIO()
+    assert 0 == command_verify(args, {}, stderr)
+    [line] = stderr.getvalue().splitlines()
+    assert line == (
+        f"bulktag verify: nothing to verify: {journal} holds only IMS key/value tags (2 ok "
+        "records), which Glance's tag list, the one verify reads back, does not show"
+    )
