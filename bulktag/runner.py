@@ -113,6 +113,7 @@ def _run_command(
                 anyio.run(_check_cloud, spec, tls, settings, backend_options=loop_options())
             if args.dry_run or args.dry_run_online:
                 return _dry_run(rows, journal, settings, (op, shard), environment)
+            _check_metrics_directory(settings.metrics_file)
             lock = _lock(journal, settings.lock_wait, stack)
             index = _load_journal(journal, bool(args.fresh), lock)
             stack.enter_context(frozen_for_the_run())
@@ -310,6 +311,16 @@ def _lines_of_a_file(name: str) -> int | None:
     to its end, which would leave a pipe, a FIFO or ``<(...)`` with nothing for the run."""
     path = Path(name)
     return count_lines(path) if name != "-" and path.is_file() else None
+
+
+def _check_metrics_directory(name: str | None) -> None:
+    """A --metrics-file in a directory that is not there is a mistyped path: refused before
+    anything is sent, not found out from a warning in the night's log and, the day after,
+    from the alert on a missed night."""
+    directory = None if name is None else Path(name).parent
+    if directory is not None and not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigError(f"--metrics-file {name}: its directory {directory} {what}")
 
 
 def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:

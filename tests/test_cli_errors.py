@@ -85,6 +85,13 @@ CASES: dict[str, Case] = {
         "nodir/journal.jsonl",
         needles=("nodir/journal.jsonl", "its directory nodir does not exist", "--results"),
     ),
+    "metrics-file-in-a-missing-directory": case(
+        "in.csv",
+        *FAKE,
+        "--metrics-file",
+        "nodir/bulktag.prom",
+        needles=("--metrics-file nodir/bulktag.prom", "its directory nodir does not exist"),
+    ),
     "journal-is-the-input": case(  # a closed port: while the bug lasts, nothing is sent
         "in.csv",
         "--endpoint",
