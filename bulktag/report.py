@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bulktag.errors import ExitCode
-from bulktag.journal import FileStats, Record, not_a_journal, read_records
+from bulktag.journal import FileStats, Record, read_records, which_is_not_a_journal
 from bulktag.model import Outcome
 from bulktag.summary import SCHEMA_VERSION
 from bulktag.text import escaped, without_controls
@@ -498,11 +498,10 @@ def command_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
     paths = [Path(name) for name in args.journals]
     report = Report(top=args.top)
     try:
-        for path in paths:  # all of them before reading any: fail in a second, not an hour
-            problem = not_a_journal(path)
-            if problem is not None:
-                stderr.write(f"bulktag report: error: {path} is not a journal: {problem}\n")
-                return ExitCode.USAGE
+        problem = which_is_not_a_journal(paths)
+        if problem is not None:
+            stderr.write(f"bulktag report: error: {problem}\n")
+            return ExitCode.USAGE
         report.read(paths)
     except OSError as exc:
         reason = exc.strerror or exc

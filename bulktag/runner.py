@@ -113,7 +113,9 @@ def _run_command(
                 anyio.run(_check_cloud, spec, tls, settings, backend_options=loop_options())
             if args.dry_run or args.dry_run_online:
                 return _dry_run(rows, journal, settings, (op, shard), environment)
-            _check_metrics_directory(settings.metrics_file)
+            if settings.metrics_file is not None:
+                _refuse_a_missing_directory(Path(settings.metrics_file), "--metrics-file")
+            _refuse_a_missing_directory(journal, "--results")
             lock = _lock(journal, settings.lock_wait, stack)
             index = _load_journal(journal, bool(args.fresh), lock)
             stack.enter_context(frozen_for_the_run())
@@ -313,22 +315,20 @@ def _lines_of_a_file(name: str) -> int | None:
     return count_lines(path) if name != "-" and path.is_file() else None
 
 
-def _check_metrics_directory(name: str | None) -> None:
-    """A --metrics-file in a directory that is not there is a mistyped path: refused before
-    anything is sent, not found out from a warning in the night's log and, the day after,
-    from the alert on a missed night."""
-    directory = None if name is None else Path(name).parent
-    if directory is not None and not directory.is_dir():
-        what = "is not a directory" if directory.exists() else "does not exist"
-        raise ConfigError(f"--metrics-file {name}: its directory {directory} {what}")
+def _refuse_a_missing_directory(path: Path, flag: str) -> None:
+    """A file the run writes, in a directory that is not there: a mistyped path, refused
+    before anything is sent. For the journal, the OS's ENOENT alone ("cannot lock journal:
+    No such file or directory") read as if a first run's journal had to exist; for the
+    metrics file, it was a warning in the night's log and, the day after, the alert on a
+    missed night."""
+    if not path.parent.exists():
+        raise ConfigError(
+            f"{flag} {path}: its directory {path.parent} does not exist (create it, or give "
+            f"another {flag})"
+        )
 
 
 def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:
-    if not journal.parent.exists():  # ENOENT alone reads as if a first run's journal were wrong
-        raise ConfigError(
-            f"cannot create journal {journal}: its directory {journal.parent} does not exist "
-            "(create it, or give another --results)"
-        )
     lock = JournalLock(journal)
     try:
         lock.acquire(wait)

@@ -62,7 +62,7 @@ from bulktag.auth import AuthSpec, TokenProvider, add_credential_arguments, opti
 from bulktag.config import BY_NAME, ConfigError
 from bulktag.environment import STOP_SIGNALS
 from bulktag.errors import BulktagError, ExitCode
-from bulktag.journal import FileStats, not_a_journal, read_records
+from bulktag.journal import FileStats, read_records, which_is_not_a_journal
 from bulktag.logs import CLEAR_LINE, refusal_line
 from bulktag.model import Answer, Outcome
 from bulktag.pacing import Pacer
@@ -433,10 +433,9 @@ def _plan(args: argparse.Namespace, env: Mapping[str, str]) -> _Plan:
     tls = tls_context(spec)
     paths = [Path(name) for name in args.journals]
     try:
-        for path in paths:  # all of them before reading any: fail in a second, not an hour
-            problem = not_a_journal(path)
-            if problem is not None:
-                raise ConfigError(f"{path} is not a journal: {problem}")
+        problem = which_is_not_a_journal(paths)
+        if problem is not None:
+            raise ConfigError(problem)
         read = expected_tags(paths)
     except OSError as exc:
         raise ConfigError(f"cannot read journal {exc.filename}: {exc.strerror or exc}") from None

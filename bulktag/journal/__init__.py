@@ -22,6 +22,7 @@ from bulktag.journal.file import (
     read_blocks,
     read_records,
     repair_torn_tail,
+    which_is_not_a_journal,
 )
 from bulktag.journal.format import (
     Record,
@@ -67,4 +68,5 @@ __all__ = [
     "repair_torn_tail",
     "rival_key",
     "row_key",
+    "which_is_not_a_journal",
 ]

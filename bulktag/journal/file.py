@@ -43,7 +43,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +123,17 @@ def not_a_journal(path: Path) -> str | None:
 
 
 _NOT_A_RECORD = "its first line is not a journal record"
+
+
+def which_is_not_a_journal(paths: Iterable[Path]) -> str | None:
+    """``"<path> is not a journal: <why>"`` for the first of ``paths`` that is not one, or
+    None (raises OSError). For commands that read several (report, verify): all are checked
+    before any is read, so a wrong one fails in a second, not after an hour of reading."""
+    for path in paths:
+        problem = not_a_journal(path)
+        if problem is not None:
+            return f"{path} is not a journal: {problem}"
+    return None
 
 
 def read_blocks(path: Path, size: int = _BLOCK_BYTES) -> Iterator[bytes]:
