@@ -361,7 +361,7 @@ def test_the_text_summary_says_the_pace_the_cloud_took(tmp_path: Path) -> None:
     assert 0 == done.code, done
     [line] = [line for line in done.stderr.splitlines() if line.startswith("  pacing ")]
     found = re.fullmatch(
-        r"  pacing   the cloud accepted ~([0-9.]+)/s; capacity ~([0-9.]+)/s "
+        r"  pacing   the cloud accepted ~([0-9.]+)/s(?:; capacity ~([0-9.]+)/s)? "
         r"\(rate cut (once|[2-9]\d* times)\)",
         line,
     )
@@ -369,6 +369,9 @@ def test_the_text_summary_says_the_pace_the_cloud_took(tmp_path: Path) -> None:
     accepted = float(found.group(1))
     assert 20 <= accepted <= 80, line  # 40 a second, in a run of three seconds or so
     assert len(found.group(1).replace(".", "")) <= 3, line  # three figures at most
+    # A capacity the run saw, if it saw one: the pacer's own figure, read off the fifth of a
+    # second after the window's burst, was 105-421/s in nine runs of this test.
+    assert found.group(2) is None or float(found.group(2)) <= 1.5 * 40, line
 
 
 def test_max_outage_zero_never_stops_for_silence(tmp_path: Path) -> None:

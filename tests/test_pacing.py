@@ -20,6 +20,7 @@ from bulktag.pacing import (
     PaceController,
     Pacer,
     PacingPolicy,
+    RefusedSeconds,
     Sample,
     Signal,
     describe,
@@ -985,8 +986,9 @@ def test_the_rate_never_leaves_its_bounds() -> None:
 def test_findings_say_what_the_cloud_took() -> None:
     control = PaceController(400.0, POLICY, T)
     now = answers(control, T, 0.3, 400.0, refused=0.5)
-    answers(control, now, 2.0, control.rate, refused=0.0)
-    found = control.findings(elapsed=2.3)
+    while now < T + 2.3:  # clean at each pace the controller moves to
+        now = answers(control, now, 2.0, control.rate, refused=0.0)
+    found = control.findings(elapsed=now - T)
     assert found["rate_related_refusals"] is True
     assert "capacity ~" in describe(found)
     flaky = {"accepted_per_second": 148.0, "pace_cuts": 1, "rate_related_refusals": False}
@@ -1435,6 +1437,69 @@ def test_without_a_slow_start_the_gate_gives_its_whole_burst_at_once() -> None:
     fake = FakeTime()
     gate = Pacer(100_000.0, clock=fake, sleep=fake.sleep, burst=1000)
     assert 1000 == send_while_allowed(gate, fake)
+
+
+# ── the capacity the operator is told of ──────────────────────────────────────────────────
+
+
+def second_of_answers(
+    seconds: RefusedSeconds, start: float, accepted: int, refused: int, pace: float = 40.0
+) -> None:
+    """One second of answers from ``start``: the acceptances first (a window's quota), then
+    the refusals."""
+    count = accepted + refused
+    for n in range(count):
+        signal = Signal.ACCEPTED if n < accepted else Signal.REFUSED
+        seconds.add(start + n / count, signal, pace)
+
+
+def test_the_seconds_a_capacity_is_checked_on_start_at_the_first_refusal() -> None:
+    """A fresh limiter's first second lets more in (a window and the start of the next, a
+    full bucket): it is not counted; nor is a second with nothing refused, or the second
+    under way."""
+    seconds = RefusedSeconds()
+    # The run's first second: a window, the next one's quota, and the first refusal at its
+    # end (T + 0.9875), from which seconds are counted.
+    second_of_answers(seconds, T, accepted=79, refused=1)
+    second_of_answers(seconds, T + 1.0, accepted=40, refused=30)
+    second_of_answers(seconds, T + 2.0, accepted=79, refused=0)  # nothing refused
+    second_of_answers(seconds, T + 3.0, accepted=60, refused=10)  # under way
+    assert 40 == seconds.most
+
+
+@pytest.mark.parametrize(
+    ("accepted", "refused", "pace", "counted"),
+    [
+        (40, 30, 40.0, True),
+        (6, 1, 40.0, False),  # a retry tail: 7 answers, under half the pace
+        (10, 2, 40.0, False),  # 12: still under half of it
+        (0, 70, 40.0, False),  # nothing got in: the cloud was away (an outage, a spent quota)
+        (5, 3, 4.0, True),  # a slow pace: eight answers say what the cloud let in
+        (4, 3, 4.0, False),  # seven do not
+    ],
+)
+def test_a_second_counts_only_if_the_run_sent_at_its_pace_and_the_cloud_took_some(
+    accepted: int, refused: int, pace: float, counted: bool
+) -> None:
+    seconds = RefusedSeconds()
+    seconds.add(T, Signal.REFUSED, pace)
+    second_of_answers(seconds, T + 1.0, accepted, refused, pace)
+    seconds.add(T + 2.5, Signal.ACCEPTED, pace)
+    assert (accepted if counted else None) == seconds.most
+
+
+def test_a_capacity_found_is_reported_no_higher_than_got_in_while_refused() -> None:
+    """A cut read off a fifth of a second (200 accepted/s after a burst) against a cloud that
+    took 40 a second while refusing: the operator is told 40, and the pacer keeps its own
+    figure. With no such second seen, no figure at all."""
+    control = PaceController(1000.0, POLICY, T)
+    control.capacity = 200.0
+    assert "capacity_per_second" not in control.findings(elapsed=3.0)
+    control.refused_seconds.most = 40
+    assert 40.0 == control.findings(elapsed=3.0)["capacity_per_second"]
+    assert 200.0 == control.capacity
+    control.refused_seconds.most = 250
+    assert 200.0 == control.findings(elapsed=3.0)["capacity_per_second"]
 
 
 # ── answers that come back at different speeds ─────────────────────────────────────────────

@@ -94,7 +94,7 @@ The package: :mod:`~bulktag.pacing.policy` (signals, numbers, modes),
 """
 
 from bulktag.pacing.controller import CAP_GUARD, PaceController, describe
-from bulktag.pacing.evidence import Delays, Sending
+from bulktag.pacing.evidence import Delays, RefusedSeconds, Sending
 from bulktag.pacing.gate import GIVE_WAY, GIVE_WAY_AT_MOST, OPENING_WINDOW, Pacer
 from bulktag.pacing.policy import Mode, PacingPolicy, Signal
 from bulktag.pacing.verdict import LIMIT_FAVOURED, Sample, limit_fits_better
@@ -110,6 +110,7 @@ __all__ = [
     "PaceController",
     "Pacer",
     "PacingPolicy",
+    "RefusedSeconds",
     "Sample",
     "Sending",
     "Signal",

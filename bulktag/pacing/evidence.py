@@ -1,6 +1,7 @@
 """What the controller measures its decisions on: a window of answers (:class:`Window`), how
 long answers take, accepted and refused apart (:class:`Delays`), what was sent at a pace
-(:class:`Sending`), and the noise of a refused share (:func:`share_noise`)."""
+(:class:`Sending`), the most that got in while the cloud refused (:class:`RefusedSeconds`), and
+the noise of a refused share (:func:`share_noise`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from bulktag.pacing.policy import Signal
+
+ENOUGH_ANSWERS = 8  # a second with fewer says little of what the cloud lets in
 
 
 @dataclass(slots=True)
@@ -232,3 +235,38 @@ def share_noise(share: float, answers: int, deviations: float) -> float:
     """``deviations`` standard deviations of a refused share measured over ``answers``."""
     share = min(max(share, 0.01), 0.99)
     return deviations * math.sqrt(share * (1.0 - share) / max(answers, 1))
+
+
+@dataclass(slots=True)
+class RefusedSeconds:
+    """The most that got in during one second in which the cloud also refused some while the
+    run sent at its pace: a capacity the run saw, whatever the limiter's shape (a bucket's
+    refill, a fixed window's quota, what a cap serves). Seconds are counted from the run's
+    first refusal, not its start: the second before holds what a fresh limiter lets through
+    first (a full bucket, or a window and the start of the next). Left out: the second under
+    way; seconds with nothing refused, or with fewer answers than half the pace (a retry
+    tail: the run had little to send); and seconds with nothing accepted (an outage, a spent
+    quota: the cloud was away)."""
+
+    second: float | None = None  # the current second began then (None: nothing refused yet)
+    accepted: int = 0  # answers in it so far
+    refused: int = 0
+    most: int | None = None  # the most accepted in one of the seconds above, if there was one
+
+    def add(self, now: float, signal: Signal, pace: float) -> None:
+        """An answer at ``now``, while the run was paced at ``pace`` requests a second."""
+        second = self.second
+        if second is None:
+            if signal is not Signal.REFUSED:
+                return
+            second = self.second = now
+        elif now >= second + 1.0:
+            answers = self.accepted + self.refused
+            if self.refused and self.accepted and answers >= max(pace / 2, ENOUGH_ANSWERS):
+                self.most = max(self.most or 0, self.accepted)
+            self.second = second + math.floor(now - second)
+            self.accepted = self.refused = 0
+        if signal is Signal.ACCEPTED:
+            self.accepted += 1
+        elif signal is Signal.REFUSED:
+            self.refused += 1

@@ -279,9 +279,10 @@ class Pacer:
     def accepted_while_calm(self, sent_at: float) -> None:
         """The engine's fast path, for an accepted answer while calm: it changes no rate, so
         it is only counted, and timed (see :class:`Delays`)."""
-        control = self.control
+        control, now = self.control, self._clock()
         control.accepted_total += 1
-        control.delays.add(self._clock() - sent_at, accepted=True)
+        control.delays.add(now - sent_at, accepted=True)
+        control.refused_seconds.add(now, Signal.ACCEPTED, control.rate)
 
     def silent_for(self) -> float:
         return self.control.silent_for(self._clock())
