@@ -188,7 +188,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         "--max-duration",
         metavar="DURATION",
         help="stop dispatching after this long (90s, 30m, 6h, 1h30m), finish "
-        "in-flight requests, exit 4; the next run continues",
+        "in-flight requests, exit 4; the next run continues [default and 0: no limit]",
     )
     batch.add_argument(
         "--max-items",

@@ -81,7 +81,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("op", str, "add", choices=("add", "remove")),
     Option("retry_failed", bool, False),
     Option("shard", str, "0/1"),
-    Option("max_duration", float, None, minimum=0.001, parse=parse_duration),
+    # 0: no limit, as timeout(1) and rclone read it: a one-off run can lift the limit a
+    # config file or BULKTAG_MAX_DURATION sets, which no flag could otherwise unset.
+    Option("max_duration", float, None, minimum=0, parse=parse_duration),
     Option("max_items", int, None, minimum=1),
     # Stop (exit 75, resumable) once the cloud has accepted nothing for this long; 0: never.
     Option("max_outage", float, 300.0, minimum=0, parse=parse_duration),

@@ -512,7 +512,7 @@ async def _drive(
             tty,
             plan.total_lines,
         )
-        if settings.max_duration is not None:
+        if settings.max_duration:  # None or 0: no time window
             companions.start_soon(_time_window, engine, settings.max_duration)
         report = await engine.run(plan.rows)
         companions.cancel_scope.cancel()

@@ -374,6 +374,23 @@ def test_the_text_summary_says_the_pace_the_cloud_took(tmp_path: Path) -> None:
     assert found.group(2) is None or float(found.group(2)) <= 1.5 * 40, line
 
 
+def test_max_duration_zero_lifts_the_window_the_environment_sets(tmp_path: Path) -> None:
+    """A one-off run under a unit whose environment sets a window: ``--max-duration 0`` is no
+    limit, as ``timeout 0`` is; it was refused ("must be at least 0.001"), and nothing else
+    could unset the variable's window."""
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=60, tags_per_image=1))
+    args = [str(inventory), "--results", str(tmp_path / "j.jsonl"), "--log-format", "json"]
+    env = {**isolated_env(tmp_path), "BULKTAG_MAX_DURATION": "0.5s"}
+    with fake_glance(tmp_path) as server:
+        args += ["--endpoint", server.url, "--rate", "40"]
+        windowed = run_bulktag(args, tmp_path, env=env)
+        lifted = run_bulktag([*args, "--max-duration", "0"], tmp_path, env=env)
+    assert 4 == windowed.code, windowed
+    assert "max_duration" == windowed.event("run_finished")["stopped_by"]
+    assert 0 == lifted.code, lifted
+    assert lifted.event("run_finished")["stopped_by"] is None
+
+
 def test_max_outage_zero_never_stops_for_silence(tmp_path: Path) -> None:
     inventory = write_csv(tmp_path / "in.csv", make_pairs(images=3, tags_per_image=1))
     journal = tmp_path / "journal.jsonl"
