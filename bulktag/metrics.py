@@ -338,6 +338,8 @@ async def periodically(
             warned = False
         except OSError as exc:
             if not warned:
-                log.warning("metrics_write_failed", path=str(writer.path), error=str(exc))
+                log.warning(
+                    "metrics_write_failed", path=str(writer.path), error=exc.strerror or str(exc)
+                )
             warned = True
         await anyio.sleep(interval)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -405,6 +406,38 @@ def test_max_outage_zero_never_stops_for_silence(tmp_path: Path) -> None:
         )
     assert 4 == done.code, done  # the time window ended it, not the silence
     assert "max_duration" == done.event("run_finished")["stopped_by"]
+
+
+def test_a_metrics_file_that_cannot_be_written_mid_run_is_warned_of_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The metrics file turned into a directory mid-run (a full or broken disk fails the same
+    way: the write raises): each failure is a warning naming the file and the OS's reason,
+    not the temporary file beside it, none is left behind, and every row still gets its
+    outcome."""
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=120, tags_per_image=1))
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    prom = textfile / "bulktag.prom"
+
+    def break_the_file() -> None:
+        prom.unlink()
+        prom.mkdir()
+        (prom / "in-the-way").write_text("")
+
+    args = [str(inventory), "--results", "j.jsonl", "--metrics-file", str(prom)]
+    args += ["--rate", "40", "--progress-interval", "1", "--log-format", "json"]
+    with fake_glance(tmp_path) as server:
+        breaker = threading.Timer(1.2, break_the_file)
+        breaker.start()
+        done = run_bulktag([*args, "--endpoint", server.url], tmp_path)
+        breaker.join()
+    assert 0 == done.code, done
+    assert 120 == done.event("run_finished")["ok"]
+    warnings = [e for e in done.events if e["event"] == "metrics_write_failed"]
+    assert warnings, done.stderr
+    assert {(str(prom), "Is a directory")} == {(e["path"], e["error"]) for e in warnings}
+    assert [prom] == list(textfile.iterdir())  # no temporary file left
 
 
 def test_metrics_file_is_a_flag_as_the_systemd_unit_uses_it(tmp_path: Path) -> None:
