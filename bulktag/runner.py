@@ -714,6 +714,8 @@ def _report(
     if report.pace_cuts:
         cuts = "once" if report.pace_cuts == 1 else f"{report.pace_cuts} times"
         lines.append(f"  pacing   {describe(report.pacing)} (rate cut {cuts})")
+    elif report.pacing.get("held_by_rate"):
+        lines.append(f"  pacing   {describe(report.pacing)}")
     if report.left:
         lines.append(f"  left     {report.left:>10,} rows for the next run")
     if report.outage:

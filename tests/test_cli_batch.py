@@ -375,6 +375,24 @@ def test_the_text_summary_says_the_pace_the_cloud_took(tmp_path: Path) -> None:
     assert found.group(2) is None or float(found.group(2)) <= 1.5 * 40, line
 
 
+def test_a_run_its_own_rate_held_back_says_a_higher_one_may_go_faster(tmp_path: Path) -> None:
+    """Nothing refused, and what got in came near --rate: the summary had no pacing line, and
+    run_finished's pace said "the cloud accepted ~40/s", as if that were the cloud's."""
+    inventory = write_csv(tmp_path / "in.csv", make_pairs(images=120, tags_per_image=1))
+    args = [str(inventory), "--results", "j.jsonl", "--rate", "40"]
+    with fake_glance(tmp_path) as server:
+        text = run_bulktag([*args, "--endpoint", server.url, "--log-format", "console"], tmp_path)
+        (tmp_path / "j.jsonl").unlink()
+        logged = run_bulktag([*args, "--endpoint", server.url, "--log-format", "json"], tmp_path)
+    assert (0, 0) == (text.code, logged.code), (text, logged)
+    hint = "nothing was refused: --rate set the pace, a higher one may go faster"
+    [line] = [line for line in text.stderr.splitlines() if line.startswith("  pacing ")]
+    assert re.fullmatch(rf"  pacing   the cloud accepted ~[34]\d(\.\d)?/s; {hint}", line), line
+    finished = logged.event("run_finished")
+    assert finished["held_by_rate"] is True
+    assert finished["pace"].endswith(hint)
+
+
 def test_max_duration_zero_lifts_the_window_the_environment_sets(tmp_path: Path) -> None:
     """A one-off run under a unit whose environment sets a window: ``--max-duration 0`` is no
     limit, as ``timeout 0`` is; it was refused ("must be at least 0.001"), and nothing else

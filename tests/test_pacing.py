@@ -999,6 +999,26 @@ def test_findings_say_what_the_cloud_took() -> None:
 
 
 @pytest.mark.parametrize(
+    ("refused", "sent_at", "held"),
+    [
+        (0.0, 1.0, True),  # at --rate, nothing refused: --rate held it
+        (0.0, 0.5, False),  # at half of it: something else did (the input, the latency)
+        (0.01, 1.0, False),  # one refused in a hundred: the cloud spoke
+    ],
+)
+def test_a_run_held_back_by_its_own_rate_says_so(
+    refused: float, sent_at: float, held: bool
+) -> None:
+    """A run on the default 10/s said "the cloud accepted ~10/s", which reads as the cloud's
+    pace: nothing was refused, so a higher --rate may go faster, and the line says so."""
+    control = PaceController(100.0, POLICY, T)
+    answers(control, T, 10.0, 100.0 * sent_at, refused=refused)
+    found = control.findings(elapsed=10.0)
+    assert held is found["held_by_rate"]
+    assert held is ("a higher one may go faster" in describe(found))
+
+
+@pytest.mark.parametrize(
     ("accepted", "capacity", "says"),
     [
         (49.58, 44.0, "the cloud accepted ~49.6/s; capacity ~44/s"),

@@ -18,6 +18,9 @@ from bulktag.pacing.verdict import Sample, limit_fits_better
 # at 3×, 98 % unbounded); not at --rate: the cap may be dropped.
 CAP_GUARD = 3.0
 
+# Got in at this share of --rate or more, nothing refused: --rate held the run back.
+HELD_BY_RATE = 0.8
+
 
 @dataclass(slots=True)
 class _DoubtfulHold:
@@ -1303,11 +1306,20 @@ class PaceController:
             "pace_cuts": self.cuts,
             "rate_related_refusals": self.rate_related,
             "rate_independent_share": round(self.independent, 3),
+            "held_by_rate": self._held_by_rate(accepted),
         }
         capacity = self._capacity_seen()
         if capacity is not None:
             found["capacity_per_second"] = round(capacity, 1)
         return found
+
+    def _held_by_rate(self, accepted: float) -> bool:
+        """Nothing was ever refused, and what got in came near ``--rate``: the run went as
+        fast as it was let, and says nothing of how much faster the cloud would take. A run
+        on the default 10/s reported "the cloud accepted ~10/s", which reads as the cloud's
+        pace; a million rows at it take 28 hours."""
+        held = accepted >= HELD_BY_RATE * self.ceiling
+        return held and self.refused_seconds.none_refused
 
     def _capacity_seen(self) -> float | None:
         """The capacity found, no more than got in during a second the cloud refused in
@@ -1328,6 +1340,8 @@ def describe(findings: dict[str, object]) -> str:
     if not accepted:
         return "the cloud accepted nothing"
     parts = [f"the cloud accepted ~{_about(accepted)}/s"]
+    if findings.get("held_by_rate"):
+        parts.append("nothing was refused: --rate set the pace, a higher one may go faster")
     if "capacity_per_second" in findings:
         parts.append(f"capacity ~{_about(findings['capacity_per_second'])}/s")
     if "in_flight_cap" in findings:

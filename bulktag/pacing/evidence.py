@@ -270,3 +270,8 @@ class RefusedSeconds:
             self.accepted += 1
         elif signal is Signal.REFUSED:
             self.refused += 1
+
+    @property
+    def none_refused(self) -> bool:
+        """Nothing has been refused in the run so far."""
+        return self.second is None
