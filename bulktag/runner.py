@@ -23,7 +23,7 @@ from bulktag.auth import (
     AuthSpec,
     options_from_namespace,
 )
-from bulktag.config import ConfigError, Settings, default_burst, misspelt_variables
+from bulktag.config import BY_NAME, ConfigError, Settings, default_burst, misspelt_variables
 from bulktag.engine import Engine, EngineSettings, RunReport, SendBatch
 from bulktag.environment import STOP_SIGNALS, Environment
 from bulktag.errors import BulktagError, ExitCode
@@ -114,8 +114,10 @@ def _run_command(
             if args.dry_run or args.dry_run_online:
                 return _dry_run(rows, journal, settings, (op, shard), environment)
             if settings.metrics_file is not None:
-                _refuse_a_missing_directory(Path(settings.metrics_file), "--metrics-file")
-            _refuse_a_missing_directory(journal, "--results")
+                _refuse_a_path_that_cannot_be_a_file(
+                    Path(settings.metrics_file), "--metrics-file", "bulktag.prom"
+                )
+            _refuse_a_path_that_cannot_be_a_file(journal, "--results", BY_NAME["results"].default)
             lock = _lock(journal, settings.lock_wait, stack)
             index = _load_journal(journal, bool(args.fresh), lock)
             stack.enter_context(frozen_for_the_run())
@@ -315,17 +317,20 @@ def _lines_of_a_file(name: str) -> int | None:
     return count_lines(path) if name != "-" and path.is_file() else None
 
 
-def _refuse_a_missing_directory(path: Path, flag: str) -> None:
-    """A file the run writes, in a directory that is not there: a mistyped path, refused
-    before anything is sent. For the journal, the OS's ENOENT alone ("cannot lock journal:
-    No such file or directory") read as if a first run's journal had to exist; for the
-    metrics file, it was a warning in the night's log and, the day after, the alert on a
-    missed night."""
+def _refuse_a_path_that_cannot_be_a_file(path: Path, flag: str, name: str) -> None:
+    """A file the run writes, at a path that cannot be one: refused before anything is sent,
+    saying why. In a directory that is not there (a mistyped path), the OS's ENOENT alone
+    ("cannot lock journal: No such file or directory") read as if a first run's journal had
+    to exist, and for the metrics file it was a warning in the night's log and, the day
+    after, the alert on a missed night. A directory given for the file ("--results /var/lib
+    /bulktag") read "cannot lock journal: not a regular file"."""
     if not path.parent.exists():
         raise ConfigError(
             f"{flag} {path}: its directory {path.parent} does not exist (create it, or give "
             f"another {flag})"
         )
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory: give a file in it, e.g. {path / name}")
 
 
 def _lock(journal: Path, wait: float, stack: ExitStack) -> JournalLock:

@@ -41,6 +41,9 @@ ERROR_READ_LIMIT = 16 * 1024
 ANSWER_READ_LIMIT = 4 * 1024 * 1024
 
 
+_A_HOST_WITHOUT_SCHEME = re.compile(r"[\w.-]+(:\d+)?(/\S*)?")
+
+
 def normalize_endpoint(url: str) -> str:
     """``https://host:9292/``, ``…/v2`` or ``…/v2/`` → ``https://host:9292`` (no /v2)."""
     text = url.strip().rstrip("/")
@@ -48,7 +51,10 @@ def normalize_endpoint(url: str) -> str:
         text = text[:-3]
     parsed = URL(text)
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
+        shown = redact_url(url)
+        if _A_HOST_WITHOUT_SCHEME.fullmatch(text):  # "glance.example.com:9292", as often written
+            raise ValueError(f"not an http(s) URL: {shown!r} (did you mean 'https://{shown}'?)")
+        raise ValueError(f"not an http(s) URL: {shown!r}")
     return text
 
 

@@ -100,13 +100,30 @@ CASES: dict[str, Case] = {
         "./in.csv",
         needles=("in.csv", "input"),
     ),
-    "journal-is-directory": case(
-        "in.csv", *FAKE, "--results", "subdir", needles=("subdir", "not a regular file")
+    "journal-is-directory": case(  # it said "cannot lock journal: not a regular file"
+        "in.csv",
+        *FAKE,
+        "--results",
+        "subdir",
+        needles=("--results subdir is a directory", "e.g. subdir/bulktag-results.jsonl"),
+    ),
+    "metrics-file-is-directory": case(
+        "in.csv",
+        *FAKE,
+        "--metrics-file",
+        "subdir",
+        needles=("--metrics-file subdir is a directory", "e.g. subdir/bulktag.prom"),
     ),
     # -- endpoint and credentials -----------------------------------------------------------------
     "endpoint-ftp": case("in.csv", "--endpoint", "ftp://x", needles=("--endpoint", "ftp://x")),
     "endpoint-not-a-url": case(
         "in.csv", "--endpoint", "not a url", needles=("--endpoint", "not a url")
+    ),
+    "endpoint-without-a-scheme": case(  # as a host is often written
+        "in.csv",
+        "--endpoint",
+        "glance.example.com:9292",
+        needles=("not an http(s) URL", "did you mean 'https://glance.example.com:9292'?"),
     ),
     "endpoint-port-out-of-range": case(
         "in.csv", "--endpoint", "http://127.0.0.1:99999", needles=("--endpoint",)
