@@ -1136,8 +1136,9 @@ def test_the_capacity_reported_is_one_the_run_saw() -> None:
     assert all(r.seconds < 5.0 for r in reported_capacities() if r.run in unsaid), unsaid
 
 
-# Gap: in a few short runs (2-5 s of rows), the figure is read under the limit: the cut
-# measured what got in while few rows were left, and no second the cloud refused in saw more.
+# Gap: in a few short runs (10 of the 192: 120-500 rows, 3-8 s), the figure is read under the
+# limit (0.10-0.66 of it): the cut measured what got in while few rows were left, and no
+# second the cloud refused in saw more.
 @KNOWN_GAP
 def test_the_capacity_reported_is_not_far_under_the_limit() -> None:
     under = [(r.run, r.share) for r in reported_capacities() if r.share and r.share < 2 / 3]
