@@ -244,9 +244,9 @@ class RefusedSeconds:
     refill, a fixed window's quota, what a cap serves). Seconds are counted from the run's
     first refusal, not its start: the second before holds what a fresh limiter lets through
     first (a full bucket, or a window and the start of the next). Left out: the second under
-    way; seconds with nothing refused, or with fewer answers than half the pace (a retry
-    tail: the run had little to send); and seconds with nothing accepted (an outage, a spent
-    quota: the cloud was away)."""
+    way; seconds with nothing refused, or with fewer answers than half the pace or than
+    ``ENOUGH_ANSWERS`` (a retry tail: the run had little to send); and seconds with nothing
+    accepted (an outage, a spent quota: the cloud was away)."""
 
     second: float | None = None  # the current second began then (None: nothing refused yet)
     accepted: int = 0  # answers in it so far
